@@ -1,0 +1,10 @@
+export { loadSchema, avroType, schemasDir, type SchemaName } from './schemas.js';
+export {
+  createRegistry,
+  registerAvro,
+  setCompatibility,
+  valueSubject,
+  defaultCompatibility,
+  SchemaIncompatibleError,
+  type Compatibility,
+} from './registry.js';

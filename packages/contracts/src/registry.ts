@@ -1,0 +1,65 @@
+import { COMPATIBILITY, SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
+import type { Schema } from 'avsc';
+
+export type Compatibility = 'BACKWARD' | 'BACKWARD_TRANSITIVE' | 'FORWARD' | 'FORWARD_TRANSITIVE' | 'FULL' | 'FULL_TRANSITIVE' | 'NONE';
+
+/** The rule every contract is registered under: new readers must read old data. */
+export const defaultCompatibility: Compatibility = 'BACKWARD_TRANSITIVE';
+
+export class SchemaIncompatibleError extends Error {
+  constructor(
+    readonly subject: string,
+    readonly detail: string,
+  ) {
+    super(`Schema change refused by the registry for subject ${subject}: ${detail}`);
+    this.name = 'SchemaIncompatibleError';
+  }
+}
+
+export function createRegistry(url: string): SchemaRegistry {
+  return new SchemaRegistry({ host: url, clientId: 'decision-log' });
+}
+
+/**
+ * Sets the subject's compatibility rule explicitly before registering: registries differ in what
+ * they report for a subject without its own rule (Apicurio says NONE even under a global rule),
+ * and the client refuses to register when the reported level differs from the one it expects.
+ */
+export async function setCompatibility(url: string, subject: string, level: Compatibility): Promise<void> {
+  const res = await fetch(`${url.replace(/\/$/, '')}/config/${encodeURIComponent(subject)}`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/vnd.schemaregistry.v1+json' },
+    body: JSON.stringify({ compatibility: level }),
+    signal: AbortSignal.timeout(10_000),
+  });
+  if (!res.ok) {
+    throw new Error(`Setting compatibility ${level} on ${subject} failed: HTTP ${res.status} ${await res.text()}`);
+  }
+}
+
+/** Registers an Avro schema under a subject with its rule; returns the schema id for encoding. */
+export async function registerAvro(
+  registry: SchemaRegistry,
+  url: string,
+  subject: string,
+  schema: Schema,
+  compatibility: Compatibility = defaultCompatibility,
+): Promise<number> {
+  await setCompatibility(url, subject, compatibility);
+  try {
+    const { id } = await registry.register(
+      { type: SchemaType.AVRO, schema: JSON.stringify(schema) },
+      { subject, compatibility: COMPATIBILITY[compatibility] },
+    );
+    return id;
+  } catch (err) {
+    const status = (err as { status?: number }).status;
+    if (status === 409) throw new SchemaIncompatibleError(subject, (err as Error).message);
+    throw err;
+  }
+}
+
+/** Subject for a topic's values (Confluent TopicNameStrategy). */
+export function valueSubject(topic: string): string {
+  return `${topic}-value`;
+}

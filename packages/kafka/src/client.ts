@@ -1,0 +1,44 @@
+import { Kafka, logLevel as KafkaLogLevel, type KafkaConfig, type LogEntry } from 'kafkajs';
+import type { Logger } from 'pino';
+
+export interface KafkaClientOptions {
+  brokers: string[];
+  clientId: string;
+  log: Logger;
+  /** How long to keep retrying a broker connection before an operation fails. */
+  connectionTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  retries?: number;
+}
+
+const levelNames: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
+  [KafkaLogLevel.ERROR]: 'error',
+  [KafkaLogLevel.WARN]: 'warn',
+  [KafkaLogLevel.INFO]: 'info',
+  [KafkaLogLevel.DEBUG]: 'debug',
+};
+
+/** Routes kafkajs's own logging into our structured logger, one level lower: it is chatty. */
+function logCreator(log: Logger) {
+  const child = log.child({ component: 'kafkajs' });
+  return () => (entry: LogEntry) => {
+    const { message, ...rest } = entry.log;
+    const level = levelNames[entry.level] ?? 'info';
+    // Rebalances and reconnects are routine; they are warnings only when they persist.
+    const effective = level === 'info' ? 'debug' : level === 'error' && /rebalanc|reconnect|Connection error/i.test(message) ? 'warn' : level;
+    child[effective]({ ...rest, namespace: entry.namespace }, message);
+  };
+}
+
+export function createKafka(opts: KafkaClientOptions): Kafka {
+  const config: KafkaConfig = {
+    clientId: opts.clientId,
+    brokers: opts.brokers,
+    connectionTimeout: opts.connectionTimeoutMs ?? 5_000,
+    requestTimeout: opts.requestTimeoutMs ?? 30_000,
+    retry: { retries: opts.retries ?? 8, initialRetryTime: 200, maxRetryTime: 10_000 },
+    logLevel: KafkaLogLevel.INFO,
+    logCreator: logCreator(opts.log),
+  };
+  return new Kafka(config);
+}

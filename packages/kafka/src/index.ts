@@ -1,0 +1,2 @@
+export { createKafka, type KafkaClientOptions } from './client.js';
+export { ensureTopics, loadTopicDefinitions, defaultTopicsFile, type TopicDefinition } from './topics.js';

@@ -1,0 +1,49 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Admin } from 'kafkajs';
+import { parse } from 'yaml';
+import { z } from 'zod';
+
+const topicSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9._-]{1,249}$/),
+    partitions: z.number().int().positive().max(1000),
+    doc: z.string(),
+    config: z.record(z.string(), z.string()).default({}),
+  })
+  .strict();
+
+const fileSchema = z.object({ topics: z.array(topicSchema).min(1) }).strict();
+
+export type TopicDefinition = z.infer<typeof topicSchema>;
+
+export const defaultTopicsFile = fileURLToPath(new URL('../../../infra/kafka/topics.yaml', import.meta.url));
+
+export function loadTopicDefinitions(file = defaultTopicsFile): TopicDefinition[] {
+  const parsed = fileSchema.safeParse(parse(readFileSync(file, 'utf8')));
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(`Invalid topic definitions in ${file} at ${issue?.path.join('.') ?? '?'}: ${issue?.message ?? 'invalid'}`);
+  }
+  return parsed.data.topics;
+}
+
+/**
+ * Creates the topics that are missing; existing ones are left as they are (their data is the
+ * audit trail). Returns the names it created.
+ */
+export async function ensureTopics(admin: Admin, topics: TopicDefinition[], replicationFactor = 1): Promise<string[]> {
+  const existing = new Set(await admin.listTopics());
+  const missing = topics.filter((t) => !existing.has(t.name));
+  if (missing.length === 0) return [];
+  await admin.createTopics({
+    waitForLeaders: true,
+    topics: missing.map((t) => ({
+      topic: t.name,
+      numPartitions: t.partitions,
+      replicationFactor,
+      configEntries: Object.entries(t.config).map(([name, value]) => ({ name, value })),
+    })),
+  });
+  return missing.map((t) => t.name);
+}

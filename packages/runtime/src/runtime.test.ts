@@ -1,0 +1,105 @@
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { describe, it } from 'node:test';
+import { createLogger } from './logger.js';
+import { backoffDelay, retry, RetriableError } from './retry.js';
+import { Shutdown } from './shutdown.js';
+import { waitFor } from './wait-for.js';
+
+function capture(): { stream: Writable; lines: () => Record<string, unknown>[] } {
+  const chunks: string[] = [];
+  const stream = new Writable({
+    write(chunk, _enc, cb) {
+      chunks.push(chunk.toString());
+      cb();
+    },
+  });
+  return { stream, lines: () => chunks.join('').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) };
+}
+
+describe('logger', () => {
+  it('redacts secrets wherever they are logged', () => {
+    const out = capture();
+    const log = createLogger({ name: 't', destination: out.stream });
+    log.info({ password: 'pw1', config: { clickhousePassword: 'pw2' }, kafka: { sasl: { password: 'pw3' } }, key: 'k1' }, 'hello');
+    const text = JSON.stringify(out.lines());
+    for (const secret of ['pw1', 'pw2', 'pw3', 'k1']) assert.ok(!text.includes(secret), `${secret} leaked: ${text}`);
+    assert.equal(out.lines()[0]?.msg, 'hello');
+    assert.equal(out.lines()[0]?.level, 'info');
+  });
+});
+
+describe('Shutdown', () => {
+  const quiet = createLogger({ name: 't', level: 'silent' });
+
+  it('runs steps in order, continues after a failure and reports it', async () => {
+    const order: string[] = [];
+    let exitCode = -1;
+    const s = new Shutdown(quiet, 1_000, (c) => (exitCode = c));
+    s.add('stop fetching', () => void order.push('stop'));
+    s.add('flush', async () => {
+      order.push('flush');
+      throw new Error('boom');
+    });
+    s.add('disconnect', () => void order.push('disconnect'));
+    assert.equal(await s.run(0), 1);
+    assert.deepEqual(order, ['stop', 'flush', 'disconnect']);
+    assert.equal(exitCode, 1);
+  });
+
+  it('gives up at the hard limit with a non-zero code', async () => {
+    const s = new Shutdown(quiet, 50, () => {});
+    s.add('hang', () => new Promise(() => {}));
+    assert.equal(await s.run(0), 1);
+  });
+
+  it('runs once even when asked twice', async () => {
+    let runs = 0;
+    const s = new Shutdown(quiet, 1_000, () => {});
+    s.add('count', () => void runs++);
+    await Promise.all([s.run(0), s.run(0)]);
+    assert.equal(runs, 1);
+  });
+});
+
+describe('retry', () => {
+  it('retries retriable errors and stops on others', async () => {
+    let calls = 0;
+    const value = await retry(
+      async () => {
+        if (++calls < 3) throw new RetriableError('later');
+        return 'ok';
+      },
+      { attempts: 5, initialMs: 1, maxMs: 2 },
+    );
+    assert.equal(value, 'ok');
+    assert.equal(calls, 3);
+
+    let fatal = 0;
+    await assert.rejects(
+      retry(
+        async () => {
+          fatal++;
+          throw new TypeError('bug');
+        },
+        { attempts: 5, initialMs: 1, maxMs: 2, retryOn: () => true },
+      ),
+      TypeError,
+    );
+    assert.equal(fatal, 1, 'programmer errors are not retried');
+  });
+
+  it('backs off exponentially with jitter, capped', () => {
+    assert.equal(backoffDelay(0, 100, 10_000, () => 0), 50);
+    assert.equal(backoffDelay(3, 100, 10_000, () => 1), 800);
+    assert.equal(backoffDelay(20, 100, 10_000, () => 1), 10_000);
+  });
+});
+
+describe('waitFor', () => {
+  it('returns the first truthy value, or times out naming what it waited for', async () => {
+    let n = 0;
+    assert.equal(await waitFor(() => (++n >= 3 ? n : undefined), { timeoutMs: 1_000, intervalMs: 1, what: 'n' }), 3);
+    await assert.rejects(waitFor(() => false, { timeoutMs: 20, intervalMs: 5, what: 'the moon' }), /waiting for the moon/);
+  });
+});

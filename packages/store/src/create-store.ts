@@ -1,0 +1,111 @@
+import { mkdirSync } from 'node:fs';
+import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import { createChdbConnection } from 'chdb/connection';
+import type { Logger } from 'pino';
+
+export type StoreMode = 'server' | 'embedded';
+
+export interface StoreOptions {
+  /** Server HTTP URL; when unset the store is embedded chDB on `dataDir`. */
+  url?: string | undefined;
+  username?: string;
+  password?: string;
+  database: string;
+  dataDir: string;
+  /** Create the database when missing (migrations do; read-only analysts cannot). */
+  createDatabase?: boolean;
+  log?: Logger;
+  /** Server mode: per-request timeout. */
+  requestTimeoutMs?: number;
+}
+
+export interface Store {
+  readonly mode: StoreMode;
+  readonly database: string;
+  /** The official client; identical API in both modes, so everything above it is one code path. */
+  readonly client: ClickHouseClient;
+  /** Where the data lives, for messages: the server URL or the embedded directory. */
+  readonly location: string;
+  close(): Promise<void>;
+}
+
+const identifier = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * The one way to reach ClickHouse. With a URL: `@clickhouse/client` over HTTP to a server. Without:
+ * the same client over `createChdbConnection`, an in-process engine on a data directory that only
+ * this process may open (ClickHouse locks it), so in embedded mode one process owns the store.
+ */
+export async function createStore(opts: StoreOptions): Promise<Store> {
+  if (!identifier.test(opts.database)) {
+    throw new Error(`Invalid ClickHouse database name ${JSON.stringify(opts.database)}: use letters, digits and _`);
+  }
+  if (opts.url) {
+    const client = createClient({
+      url: opts.url,
+      username: opts.username ?? 'default',
+      password: opts.password ?? '',
+      request_timeout: opts.requestTimeoutMs ?? 30_000,
+      application: 'decision-log',
+      clickhouse_settings: { date_time_output_format: 'iso', output_format_json_quote_64bit_integers: 0 },
+    });
+    if (opts.createDatabase) {
+      await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${opts.database}` });
+    }
+    await client.close();
+    const scoped = createClient({
+      url: opts.url,
+      username: opts.username ?? 'default',
+      password: opts.password ?? '',
+      database: opts.database,
+      request_timeout: opts.requestTimeoutMs ?? 30_000,
+      application: 'decision-log',
+      clickhouse_settings: { date_time_output_format: 'iso', output_format_json_quote_64bit_integers: 0 },
+    });
+    opts.log?.debug({ url: redactUrl(opts.url), database: opts.database }, 'clickhouse server store');
+    return {
+      mode: 'server',
+      database: opts.database,
+      client: scoped,
+      location: redactUrl(opts.url),
+      close: () => scoped.close(),
+    };
+  }
+
+  mkdirSync(opts.dataDir, { recursive: true });
+  let client: ClickHouseClient;
+  try {
+    client = createClient({
+      connection: createChdbConnection({ path: opts.dataDir }),
+      clickhouse_settings: { date_time_output_format: 'iso', output_format_json_quote_64bit_integers: 0 },
+    } as Parameters<typeof createClient>[0]);
+    // chDB ignores the client's `database` option, so select it on the session; `USE` persists
+    // for the life of the embedded connection.
+    await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${opts.database}` });
+    await client.command({ query: `USE ${opts.database}` });
+  } catch (err) {
+    throw new Error(
+      `Cannot open embedded ClickHouse at ${opts.dataDir}: ${(err as Error).message}. ` +
+        'Only one process may open an embedded data directory; if the pipeline is running, query it through `dlog query`, or set CLICKHOUSE_URL to use a server.',
+      { cause: err },
+    );
+  }
+  opts.log?.debug({ dataDir: opts.dataDir, database: opts.database }, 'embedded clickhouse store');
+  return {
+    mode: 'embedded',
+    database: opts.database,
+    client,
+    location: opts.dataDir,
+    close: () => client.close(),
+  };
+}
+
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '<invalid url>';
+  }
+}

@@ -1,0 +1,2 @@
+export { createStore, type Store, type StoreMode, type StoreOptions } from './create-store.js';
+export { isRetriableClickHouseError, clickHouseErrorCode } from './errors.js';

@@ -1,0 +1,53 @@
+/**
+ * The one test command: unit tests beside the code, then the integration tests in test/ against
+ * the real local stack. It brings the stack up when it is not running (reusing one that runs)
+ * and stops only what it started, even when tests fail. `--unit` runs the unit tests alone.
+ */
+import { spawnSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { loadConfig } from '@dlog/config';
+import { createLogger } from '@dlog/runtime';
+import { stackDown, stackUp } from '@dlog/stack';
+
+const root = path.resolve(import.meta.dirname, '..');
+
+function find(dir: string, out: string[] = []): string[] {
+  for (const entry of readdirSync(dir)) {
+    if (entry === 'node_modules' || entry.startsWith('.')) continue;
+    const full = path.join(dir, entry);
+    if (statSync(full).isDirectory()) find(full, out);
+    else if (entry.endsWith('.test.ts')) out.push(path.relative(root, full));
+  }
+  return out.sort();
+}
+
+const args = process.argv.slice(2);
+const unitOnly = args.includes('--unit');
+const filters = args.filter((a) => !a.startsWith('--'));
+
+const unit = [...find(path.join(root, 'packages')), ...find(path.join(root, 'services'))];
+const integration = unitOnly ? [] : find(path.join(root, 'test'));
+let files = [...unit, ...integration];
+if (filters.length > 0) files = files.filter((f) => filters.some((x) => f.includes(x)));
+
+const log = createLogger({ name: 'test', level: process.env.LOG_LEVEL ?? 'warn' });
+const config = loadConfig();
+let started: string[] = [];
+if (files.some((f) => f.startsWith('test/'))) {
+  const statuses = await stackUp(config, log);
+  started = statuses.filter((s) => s.started).map((s) => s.name);
+}
+
+let status = 1;
+try {
+  const result = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=1', ...files],
+    { stdio: 'inherit', cwd: root, env: { ...process.env, NODE_ENV: 'test' } },
+  );
+  status = result.status ?? 1;
+} finally {
+  if (started.length > 0) await stackDown(config, log, started);
+}
+process.exit(status);
