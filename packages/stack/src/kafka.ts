@@ -12,10 +12,10 @@ export const kafkaVersion = '4.4.0';
 
 const here = fileURLToPath(new URL('../../../infra/stack/kafka/', import.meta.url));
 
-export function kafkaComponent(opts: { stackDir: string; port: number; controllerPort: number }): Component {
+export function kafkaComponent(opts: { stackDir: string; runDir: string; port: number; controllerPort: number }): Component {
   const libs = path.join(opts.stackDir, `kafka-${kafkaVersion}`, 'libs');
   const complete = path.join(opts.stackDir, `kafka-${kafkaVersion}`, '.complete');
-  const dataDir = path.join(opts.stackDir, 'kafka');
+  const dataDir = path.join(opts.runDir, 'kafka');
   const logsDir = path.join(dataDir, 'logs');
   const propsFile = path.join(dataDir, 'server.properties');
   const classpath = `${libs}/*`;
@@ -83,7 +83,7 @@ export function kafkaComponent(opts: { stackDir: string; port: number; controlle
       return {
         command: 'java',
         args: [
-          stackMarker('kafka', opts.stackDir),
+          stackMarker('kafka', opts.runDir),
           '-Xms256m',
           '-Xmx768m',
           '-XX:+UseG1GC',

@@ -13,14 +13,14 @@ export const apicurioVersion = '3.0.9';
 
 const pom = fileURLToPath(new URL('../../../infra/stack/apicurio/pom.xml', import.meta.url));
 
-export function registryComponent(opts: { stackDir: string; port: number }): Component {
+export function registryComponent(opts: { stackDir: string; runDir: string; port: number }): Component {
   const home = path.join(opts.stackDir, `apicurio-${apicurioVersion}`);
   const jar = path.join(home, `apicurio-registry-app-${apicurioVersion}-runner.jar`);
   const base = `http://127.0.0.1:${opts.port}`;
   return {
     name: 'registry',
     ports: [{ env: 'DLOG_REGISTRY_PORT', port: opts.port }],
-    logFile: path.join(opts.stackDir, 'logs', 'registry.log'),
+    logFile: path.join(opts.runDir, 'logs', 'registry.log'),
     stopGraceMs: 10_000,
     async provision(log) {
       if (existsSync(jar)) return;
@@ -33,7 +33,7 @@ export function registryComponent(opts: { stackDir: string; port: number }): Com
       return {
         command: 'java',
         args: [
-          stackMarker('registry', opts.stackDir),
+          stackMarker('registry', opts.runDir),
           // Small heap, serial GC and C1 only: the registry shares 2 cores with Kafka and the workers.
           '-Xms64m',
           '-Xmx512m',

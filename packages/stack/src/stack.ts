@@ -41,13 +41,27 @@ export interface ComponentStatus {
   readyMs?: number;
 }
 
-type StackConfig = Pick<Config, 'stackDir' | 'kafkaPort' | 'kafkaControllerPort' | 'registryPort' | 'stackStartTimeoutMs'>;
+export type StackConfig = Pick<Config, 'stackDir' | 'kafkaPort' | 'kafkaControllerPort' | 'registryPort' | 'stackStartTimeoutMs'> & {
+  /**
+   * Where data, logs and pid files live; defaults to stackDir. Downloads always stay in stackDir,
+   * so a test can run a private broker next to the shared one without fetching anything again.
+   */
+  runDir?: string;
+  /** Which components to manage; all by default. */
+  only?: string[];
+};
+
+function runDirOf(config: StackConfig): string {
+  return config.runDir ?? config.stackDir;
+}
 
 export function stackComponents(config: StackConfig): Component[] {
-  return [
-    kafkaComponent({ stackDir: config.stackDir, port: config.kafkaPort, controllerPort: config.kafkaControllerPort }),
-    registryComponent({ stackDir: config.stackDir, port: config.registryPort }),
+  const runDir = runDirOf(config);
+  const all = [
+    kafkaComponent({ stackDir: config.stackDir, runDir, port: config.kafkaPort, controllerPort: config.kafkaControllerPort }),
+    registryComponent({ stackDir: config.stackDir, runDir, port: config.registryPort }),
   ];
+  return config.only ? all.filter((c) => config.only?.includes(c.name)) : all;
 }
 
 function pidFile(stackDir: string, name: string): string {
@@ -60,7 +74,7 @@ export function stackEndpoints(config: StackConfig): { kafkaBrokers: string[]; s
 }
 
 async function statusOf(config: StackConfig, c: Component): Promise<ComponentStatus> {
-  const record = readPidRecord(pidFile(config.stackDir, c.name));
+  const record = readPidRecord(pidFile(runDirOf(config), c.name));
   const base = { name: c.name, ports: c.ports.map((p) => p.port), logFile: c.logFile };
   if (record && isOurs(record)) {
     return { ...base, pid: record.pid, state: (await c.probe()) ? 'ready' : 'starting' };
@@ -103,12 +117,12 @@ export async function stackUp(config: StackConfig, log: Logger): Promise<Compone
   // Check every port before starting anything, so a conflict leaves nothing half-started.
   const plans: { c: Component; reuse: number | undefined }[] = [];
   for (const c of components) {
-    const record = readPidRecord(pidFile(config.stackDir, c.name));
+    const record = readPidRecord(pidFile(runDirOf(config), c.name));
     if (record && isOurs(record)) {
       plans.push({ c, reuse: record.pid });
       continue;
     }
-    if (record) removePidRecord(pidFile(config.stackDir, c.name));
+    if (record) removePidRecord(pidFile(runDirOf(config), c.name));
     for (const p of c.ports) {
       if (!(await portIsFree(p.port))) {
         throw new StackError(
@@ -135,18 +149,18 @@ export async function stackUp(config: StackConfig, log: Logger): Promise<Compone
       }
       await c.prepare();
       const pid = spawnDetached(c.spawnSpec());
-      writePidRecord(pidFile(config.stackDir, c.name), {
+      writePidRecord(pidFile(runDirOf(config), c.name), {
         name: c.name,
         pid,
         ports: base.ports,
         startedAt: new Date().toISOString(),
-        marker: stackMarker(c.name, config.stackDir),
+        marker: stackMarker(c.name, runDirOf(config)),
       });
       try {
         await waitReady(c, pid, config.stackStartTimeoutMs);
       } catch (err) {
         await stopProcess(pid, 5_000);
-        removePidRecord(pidFile(config.stackDir, c.name));
+        removePidRecord(pidFile(runDirOf(config), c.name));
         throw err;
       }
       log.info({ component: c.name, pid, ms: Date.now() - t0 }, 'started');
@@ -154,6 +168,7 @@ export async function stackUp(config: StackConfig, log: Logger): Promise<Compone
     }),
   );
 
+  if (!components.some((c) => c.name === 'kafka')) return statuses;
   const kafka = createKafka({ brokers: stackEndpoints(config).kafkaBrokers, clientId: 'dlog-stack', log });
   const admin = kafka.admin();
   await admin.connect();
@@ -171,7 +186,7 @@ export async function stackDown(config: StackConfig, log: Logger, only?: string[
   const stopped: string[] = [];
   for (const c of stackComponents(config).reverse()) {
     if (only && !only.includes(c.name)) continue;
-    const file = pidFile(config.stackDir, c.name);
+    const file = pidFile(runDirOf(config), c.name);
     const record = readPidRecord(file);
     if (!record) continue;
     if (isOurs(record)) {

@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { parse } from 'yaml';
+import { knownEnvNames, loadConfig } from '@dlog/config';
+
+const root = path.resolve(import.meta.dirname, '..');
+
+interface ComposeService {
+  build?: unknown;
+  command?: string[];
+  environment?: Record<string, string | number>;
+  ports?: string[];
+}
+
+const compose = parse(readFileSync(path.join(root, 'docker-compose.yml'), 'utf8'), { merge: true }) as {
+  services: Record<string, ComposeService>;
+};
+
+describe('docker-compose.yml', () => {
+  const ours = Object.entries(compose.services).filter(([, s]) => s.build !== undefined);
+
+  it('has Kafka, a schema registry and a ClickHouse server', () => {
+    for (const name of ['kafka', 'registry', 'clickhouse']) assert.ok(compose.services[name], `${name} missing`);
+  });
+
+  it('gives our services only env names the config module knows, and values it accepts', () => {
+    assert.ok(ours.length > 0);
+    const known = new Set(knownEnvNames());
+    for (const [name, service] of ours) {
+      const env = Object.fromEntries(Object.entries(service.environment ?? {}).map(([k, v]) => [k, String(v)]));
+      for (const key of Object.keys(env)) assert.ok(known.has(key), `service ${name}: unknown env ${key}`);
+      // Secrets come from files in compose; drop the file form to validate the rest.
+      const { CLICKHOUSE_PASSWORD_FILE: _secret, ...rest } = env;
+      assert.doesNotThrow(() => loadConfig(rest), `service ${name}: env is refused by the config module`);
+      assert.ok(_secret, `service ${name}: the ClickHouse password comes from a secret file`);
+    }
+  });
+
+  it('points our services at the compose components', () => {
+    for (const [name, service] of ours) {
+      const c = loadConfig(Object.fromEntries(Object.entries(service.environment ?? {}).filter(([k]) => !k.endsWith('_FILE')).map(([k, v]) => [k, String(v)])));
+      assert.deepEqual(c.kafkaBrokers, ['kafka:9092'], name);
+      assert.match(c.schemaRegistryUrl, /^http:\/\/registry:8080\/apis\/ccompat\/v7$/, name);
+      assert.equal(c.clickhouseUrl, 'http://clickhouse:8123', name);
+    }
+  });
+
+  it('runs entry points that exist in the repo', () => {
+    for (const [name, service] of ours) {
+      const entry = service.command?.find((a) => a.endsWith('.ts'));
+      assert.ok(entry && existsSync(path.join(root, entry)), `service ${name}: entry ${entry} missing`);
+    }
+  });
+
+  it('publishes ports on loopback only', () => {
+    for (const [name, service] of Object.entries(compose.services)) {
+      for (const p of service.ports ?? []) assert.match(p, /^127\.0\.0\.1:/, `${name} publishes ${p} beyond loopback`);
+    }
+  });
+});

@@ -1,0 +1,67 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { loadConfig, type Config } from '@dlog/config';
+import { createLogger, type Logger } from '@dlog/runtime';
+
+export { waitFor } from '@dlog/runtime';
+
+/** Integration tests use the same config as the services: the local stack unless env says otherwise. */
+export const config: Config = loadConfig();
+
+export const log: Logger = createLogger({ name: 'test', level: process.env.LOG_LEVEL ?? 'warn' });
+
+/** Random names keep tests independent of each other and of earlier runs on the same broker. */
+export function unique(prefix: string): string {
+  return `${prefix}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+}
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(path.join(tmpdir(), `dlog-${prefix}-`));
+}
+
+/** A free TCP port on loopback (the OS picks it; it is released before use). */
+export async function freePort(): Promise<number> {
+  const net = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface PrivateKafka {
+  brokers: string[];
+  /** Clean stop (SIGTERM); data is kept for the next start. */
+  stop(): Promise<void>;
+  start(): Promise<void>;
+}
+
+/**
+ * A broker of the test's own, for tests that stop or restart Kafka without disturbing the shared
+ * one. Same jars as the shared stack (nothing is downloaded), its own ports, data and logs.
+ */
+export async function startPrivateKafka(): Promise<PrivateKafka> {
+  const { stackDown, stackUp } = await import('@dlog/stack');
+  const cfg = {
+    ...config,
+    runDir: tempDir('kafka'),
+    only: ['kafka'],
+    kafkaPort: await freePort(),
+    kafkaControllerPort: await freePort(),
+  };
+  await stackUp(cfg, log);
+  return {
+    brokers: [`127.0.0.1:${cfg.kafkaPort}`],
+    stop: async () => {
+      await stackDown(cfg, log);
+    },
+    start: async () => {
+      await stackUp(cfg, log);
+    },
+  };
+}

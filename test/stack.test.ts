@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { stackStatus, stackUp, StackError } from '@dlog/stack';
+import { config, log, tempDir } from './helpers.js';
+
+const root = path.resolve(import.meta.dirname, '..');
+
+function dlog(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+async function occupy(): Promise<{ port: number; close: () => Promise<void> }> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return { port, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+describe('local stack', () => {
+  it('reuses what an earlier `up` started', async () => {
+    const statuses = await stackUp(config, log);
+    assert.deepEqual(
+      statuses.map((s) => [s.name, s.state, s.started]),
+      [
+        ['kafka', 'ready', false],
+        ['registry', 'ready', false],
+      ],
+    );
+    const again = await stackStatus(config);
+    assert.ok(again.every((s) => s.state === 'ready' && s.pid !== undefined));
+  });
+
+  it('names a port that another process holds, and starts nothing', async () => {
+    const taken = await occupy();
+    const stackDir = tempDir('stack');
+    try {
+      await assert.rejects(
+        stackUp({ ...config, stackDir, kafkaPort: taken.port, kafkaControllerPort: taken.port + 1 }, log),
+        (err: unknown) => {
+          assert.ok(err instanceof StackError);
+          assert.match(err.message, new RegExp(`Port ${taken.port} on 127.0.0.1 is already taken`));
+          assert.match(err.message, /DLOG_KAFKA_PORT=<port>/);
+          return true;
+        },
+      );
+      const statuses = await stackStatus({ ...config, stackDir, kafkaPort: taken.port, kafkaControllerPort: taken.port + 1 });
+      assert.equal(statuses.find((s) => s.name === 'kafka')?.state, 'foreign');
+      assert.equal(statuses.find((s) => s.name === 'registry')?.pid, undefined);
+    } finally {
+      await taken.close();
+    }
+  });
+
+  it('`dlog stack up` on a taken port says which port and exits non-zero', async () => {
+    const taken = await occupy();
+    try {
+      const r = dlog(['stack', 'up'], {
+        DLOG_STACK_DIR: tempDir('cli-stack'),
+        DLOG_KAFKA_PORT: String(taken.port),
+        DLOG_KAFKA_CONTROLLER_PORT: String(taken.port + 1),
+      });
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, new RegExp(`Port ${taken.port} on 127.0.0.1 is already taken by another process, so kafka cannot start`));
+    } finally {
+      await taken.close();
+    }
+  });
+
+  it('bad config stops the CLI at start, naming the field', () => {
+    const r = dlog(['stack', 'status'], { KAFKA_BROKERS: 'not a broker' });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /configuration error: Invalid KAFKA_BROKERS="not a broker"/);
+    const typo = dlog(['stack', 'status'], { DLOG_REGISTRY_PROT: '1' });
+    assert.equal(typo.code, 2);
+    assert.match(typo.stderr, /Did you mean DLOG_REGISTRY_PORT\?/);
+  });
+
+  it('a mistyped command prints what to type instead', () => {
+    const r = dlog(['stak', 'up']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /Did you mean stack\?/);
+  });
+});
