@@ -4,7 +4,7 @@
  * and stops only what it started, even when tests fail. `--unit` runs the unit tests alone.
  */
 import { spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { loadConfig } from '@dlog/config';
 import { createLogger } from '@dlog/runtime';
@@ -13,6 +13,7 @@ import { stackDown, stackUp } from '@dlog/stack';
 const root = path.resolve(import.meta.dirname, '..');
 
 function find(dir: string, out: string[] = []): string[] {
+  if (!existsSync(dir)) return out;
   for (const entry of readdirSync(dir)) {
     if (entry === 'node_modules' || entry.startsWith('.')) continue;
     const full = path.join(dir, entry);
