@@ -3,8 +3,9 @@ import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { stackStatus, stackUp, StackError } from '@dlog/stack';
-import { config, log, tempDir } from './helpers.js';
+import { stackDown, stackStatus, stackUp, StackError } from '@dlog/stack';
+import { createRegistry, loadSchema, registerAvro } from '@dlog/contracts';
+import { config, freePort, log, tempDir, unique } from './helpers.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 
@@ -37,6 +38,23 @@ describe('local stack', () => {
     );
     const again = await stackStatus(config);
     assert.ok(again.every((s) => s.state === 'ready' && s.pid !== undefined));
+  });
+
+  it('keeps schema ids across a registry restart, since Kafka keeps the records that name them', async () => {
+    const registryPort = await freePort();
+    const cfg = { ...config, runDir: tempDir('registry'), only: ['registry'], registryPort };
+    const url = `http://127.0.0.1:${registryPort}/apis/ccompat/v7`;
+    await stackUp(cfg, log);
+    try {
+      const id = await registerAvro(createRegistry(url), url, unique('subject'), loadSchema('inference-event'));
+      await stackDown(cfg, log);
+      assert.equal((await stackStatus(cfg))[0]?.state, 'stopped');
+      await stackUp(cfg, log);
+      const schema = await createRegistry(url).getSchema(id);
+      assert.equal((schema as { name?: string }).name, 'io.decisionlog.v1.InferenceEvent');
+    } finally {
+      await stackDown(cfg, log);
+    }
   });
 
   it('names a port that another process holds, and starts nothing', async () => {

@@ -8,3 +8,4 @@ export {
   SchemaIncompatibleError,
   type Compatibility,
 } from './registry.js';
+export { canonicalJson, inputHash, sha256Tagged, CanonicalJsonError } from './canonical-json.js';

@@ -5,9 +5,14 @@ import { stackMarker, type Component } from './component.js';
 import { runMaven } from './maven.js';
 
 /**
- * Apicurio Registry 3.0.9: its prebuilt Quarkus distribution from Maven Central, in-memory
- * storage, serving the Confluent-compatible API at /apis/ccompat/v7. 3.0.9 is the newest 3.x
- * compiled for Java 17 (3.3.x needs Java 21).
+ * Apicurio Registry 3.0.9: its prebuilt Quarkus distribution from Maven Central, serving the
+ * Confluent-compatible API at /apis/ccompat/v7. 3.0.9 is the newest 3.x compiled for Java 17
+ * (3.3.x needs Java 21).
+ *
+ * Storage is H2 in a file under the run directory rather than in memory: Kafka keeps its data
+ * across restarts, and every record on it names a schema id. An in-memory registry would hand out
+ * ids afresh after a restart, so old records would become undecodable or, worse, decode with
+ * another schema.
  */
 export const apicurioVersion = '3.0.9';
 
@@ -45,7 +50,7 @@ export function registryComponent(opts: { stackDir: string; runDir: string; port
           `-Dquarkus.http.port=${opts.port}`,
           '-Dapicurio.storage.kind=sql',
           '-Dapicurio.storage.sql.kind=h2',
-          '-Dapicurio.datasource.url=jdbc:h2:mem:registry',
+          `-Dapicurio.datasource.url=jdbc:h2:file:${path.join(opts.runDir, 'registry', 'db')}`,
           '-Dapicurio.datasource.jdbc.initial-size=2',
           '-Dapicurio.datasource.jdbc.min-size=2',
           '-Dapicurio.datasource.jdbc.max-size=20',

@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { canonicalJson, CanonicalJsonError, inputHash } from './canonical-json.js';
+
+interface Vectors {
+  vectors: { name: string; json: string; canonical: string; hash: string }[];
+  invalid: { name: string; json: string }[];
+}
+
+const vectors = JSON.parse(
+  readFileSync(new URL('../vectors/input-hash.json', import.meta.url), 'utf8'),
+) as Vectors;
+
+describe('input-hash vectors file (for producers in other languages)', () => {
+  it('has vectors for unicode, number forms, key order and nesting', () => {
+    assert.ok(vectors.vectors.length >= 10);
+    const names = vectors.vectors.map((v) => v.name).join(' ');
+    for (const topic of ['unicode', 'numbers', 'key-order', 'nested']) assert.match(names, new RegExp(topic));
+  });
+
+  for (const v of vectors.vectors) {
+    it(`vector ${v.name}: canonical text and hash`, () => {
+      const canonical = canonicalJson(JSON.parse(v.json));
+      assert.equal(canonical, v.canonical);
+      // The hash is over the UTF-8 bytes of the canonical text; check both our helper and a direct hash.
+      assert.equal(inputHash(JSON.parse(v.json)), v.hash);
+      assert.equal(`sha256-${createHash('sha256').update(Buffer.from(v.canonical, 'utf8')).digest('hex')}`, v.hash);
+      // Canonical text is a fixed point.
+      assert.equal(canonicalJson(JSON.parse(canonical)), canonical);
+    });
+  }
+
+  for (const v of vectors.invalid) {
+    it(`invalid vector ${v.name} is refused`, () => {
+      assert.throws(() => canonicalJson(JSON.parse(v.json)), CanonicalJsonError);
+    });
+  }
+});
+
+describe('canonicalJson', () => {
+  it('hashes the same input identically across key order and number formatting', () => {
+    const a = { income: 52000, rate: 0.5, applicant: { age: 41, tags: ['x', 'y'] }, ok: true };
+    const b = JSON.parse('{"ok":true,"applicant":{"tags":["x","y"],"age":4.1e1},"rate":5E-1,"income":5.2e+4}') as unknown;
+    assert.equal(inputHash(a), inputHash(b));
+    assert.notEqual(inputHash(a), inputHash({ ...a, applicant: { age: 41, tags: ['y', 'x'] } }), 'array order is significant');
+  });
+
+  it('reads values the way JSON.stringify does', () => {
+    const when = new Date('2026-11-27T10:00:00Z');
+    const value = { when, skip: undefined, fn: () => 1, sym: Symbol('s'), arr: [undefined, () => 1, 1], boxed: new Number(2) };
+    assert.equal(canonicalJson(value), '{"arr":[null,null,1],"boxed":2,"when":"2026-11-27T10:00:00.000Z"}');
+    assert.equal(canonicalJson(value), canonicalJson(JSON.parse(JSON.stringify(value))));
+  });
+
+  it('matches JSON.stringify for numbers, -0 included', () => {
+    for (const n of [0, -0, 1e21, 1e-7, 0.1 + 0.2, 5e-324, Number.MAX_VALUE, -123.456, 2 ** 53]) {
+      assert.equal(canonicalJson(n), JSON.stringify(n));
+    }
+    assert.equal(canonicalJson(-0), '0');
+  });
+
+  it('refuses what JSON cannot carry, with the path to it', () => {
+    const cyclic: Record<string, unknown> = { a: 1 };
+    cyclic.self = { inner: [cyclic] };
+    const cases: [unknown, RegExp, string][] = [
+      [{ big: 10n }, /BigInt/, '/big'],
+      [{ a: [1, NaN] }, /NaN/, '/a/1'],
+      [{ 'x/y': Infinity }, /Infinity/, '/x~1y'],
+      [cyclic, /Cyclic/, '/self/inner/0'],
+      [{ s: 'ok \ud800' }, /surrogate/, '/s'],
+      [undefined, /undefined/, ''],
+    ];
+    for (const [value, message, path] of cases) {
+      assert.throws(
+        () => canonicalJson(value),
+        (err: unknown) => err instanceof CanonicalJsonError && message.test(err.message) && err.path === path,
+      );
+    }
+  });
+
+  it('allows shared (non-cyclic) references', () => {
+    const shared = { k: 1 };
+    assert.equal(canonicalJson({ a: shared, b: [shared, shared] }), '{"a":{"k":1},"b":[{"k":1},{"k":1}]}');
+  });
+});
+
+describe('canonicalJson limits', () => {
+  it('refuses very deep values instead of overflowing the stack', () => {
+    let deep: unknown = 1;
+    for (let i = 0; i < 10_000; i++) deep = [deep];
+    assert.throws(() => canonicalJson(deep), (err: unknown) => err instanceof CanonicalJsonError && /Deeper/.test(err.message));
+  });
+});

@@ -1,0 +1,161 @@
+import { hash } from 'node:crypto';
+
+/**
+ * RFC 8785 (JSON Canonicalization Scheme) for JavaScript values, and the `input_hash` built on it.
+ *
+ * The value is read the way JSON.stringify reads it (toJSON is called, `undefined`, functions and
+ * symbols are left out of objects and become null in arrays), so hashing an object gives the same
+ * result as hashing its JSON text after a round trip. What JSON cannot carry losslessly is refused
+ * rather than guessed: BigInt, NaN and ±Infinity, cycles, and strings with lone surrogates (I-JSON,
+ * which RFC 8785 requires, forbids them, and other languages could not encode them to UTF-8).
+ *
+ * Numbers use ECMAScript's Number-to-String, which is what RFC 8785 specifies, so JSON.stringify
+ * already prints them canonically (-0 as 0, 1e21 as 1e+21, 1e-7 as 1e-7). Keys sort by UTF-16 code
+ * units, which is what JavaScript's default string comparison does.
+ */
+
+export class CanonicalJsonError extends Error {
+  /** Where in the value the problem is, as a JSON pointer ('' is the root). */
+  path = '';
+  constructor(readonly reason: string) {
+    super(reason);
+    this.name = 'CanonicalJsonError';
+  }
+
+  /** Paths are built on the way out of the recursion, so the happy path builds none. */
+  prefix(segment: string): this {
+    this.path = `/${segment.replace(/~/g, '~0').replace(/\//g, '~1')}${this.path}`;
+    this.message = `${this.reason} at ${this.path}`;
+    return this;
+  }
+}
+
+function inside(err: unknown, segment: string): unknown {
+  return err instanceof CanonicalJsonError ? err.prefix(segment) : err;
+}
+
+interface WellFormed {
+  isWellFormed(): boolean;
+}
+
+/** Characters that need an escape, or a check for lone surrogates; most strings have none. */
+const needsCare = /[\u0000-\u001f"\\\ud800-\udfff]/;
+
+function str(s: string): string {
+  if (!needsCare.test(s)) return `"${s}"`;
+  // Node 20 has String.prototype.isWellFormed (ES2024); the project's lib setting is ES2023.
+  if (!(s as unknown as WellFormed).isWellFormed()) throw new CanonicalJsonError('String with a lone surrogate');
+  // JSON.stringify escapes exactly what RFC 8785 asks for: " \ and control characters, with the
+  // short forms \b \f \n \r \t and lowercase \u00xx for the rest; everything else is literal.
+  return JSON.stringify(s);
+}
+
+function walk(value: unknown, depth: number): string | undefined {
+  switch (typeof value) {
+    case 'string':
+      return str(value);
+    case 'number':
+      if (!Number.isFinite(value)) throw new CanonicalJsonError(`${value} is not representable in JSON`);
+      // ECMAScript Number-to-String is exactly RFC 8785's number format (and prints -0 as 0).
+      return String(value);
+    case 'boolean':
+      return value ? 'true' : 'false';
+    case 'bigint':
+      throw new CanonicalJsonError('BigInt is not representable in JSON (send it as a string)');
+    case 'undefined':
+    case 'function':
+    case 'symbol':
+      return undefined;
+  }
+  if (value === null) return 'null';
+  const obj = value as Record<string, unknown> & { toJSON?: unknown };
+  if (typeof obj.toJSON === 'function') return walk((obj.toJSON as (key: string) => unknown)(''), depth + 1);
+  if (value instanceof Number || value instanceof String || value instanceof Boolean) return walk(value.valueOf(), depth);
+  // Tracking ancestors costs on every object; a depth limit costs nothing, and only a value that
+  // hits it is walked again to tell a cycle (with its path) from a merely deep structure.
+  if (depth > maxDepth) throw new CanonicalJsonError(tooDeep);
+  let out: string;
+  if (Array.isArray(obj)) {
+    out = '[';
+    for (let i = 0; i < obj.length; i++) {
+      if (i > 0) out += ',';
+      try {
+        out += walk(obj[i], depth + 1) ?? 'null';
+      } catch (err) {
+        throw inside(err, String(i));
+      }
+    }
+    out += ']';
+  } else {
+    const keys = Object.keys(obj).sort();
+    out = '{';
+    let first = true;
+    for (const key of keys) {
+      let child: string | undefined;
+      try {
+        child = walk(obj[key], depth + 1);
+      } catch (err) {
+        throw inside(err, key);
+      }
+      if (child === undefined) continue;
+      if (!first) out += ',';
+      first = false;
+      try {
+        out += str(key);
+      } catch (err) {
+        throw inside(err, key);
+      }
+      out += ':';
+      out += child;
+    }
+    out += '}';
+  }
+  return out;
+}
+
+const maxDepth = 512;
+const tooDeep = `Deeper than ${maxDepth} levels`;
+
+/** Finds the first cycle, depth first; returns its path, or undefined. */
+function findCycle(value: unknown, ancestors: object[]): string | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  if (ancestors.includes(value)) return '';
+  ancestors.push(value);
+  try {
+    for (const [key, child] of Object.entries(value)) {
+      const found = findCycle(child, ancestors);
+      if (found !== undefined) return `/${key.replace(/~/g, '~0').replace(/\//g, '~1')}${found}`;
+    }
+    return undefined;
+  } finally {
+    ancestors.pop();
+  }
+}
+
+/** The RFC 8785 canonical JSON text of a value. Throws CanonicalJsonError for what JSON cannot hold. */
+export function canonicalJson(value: unknown): string {
+  let out: string | undefined;
+  try {
+    out = walk(value, 0);
+  } catch (err) {
+    if (!(err instanceof CanonicalJsonError && err.reason === tooDeep)) throw err;
+    const cycle = findCycle(value, []);
+    const refused = new CanonicalJsonError(cycle === undefined ? tooDeep : 'Cyclic structure');
+    refused.path = cycle ?? (err as CanonicalJsonError).path;
+    refused.message = `${refused.reason} at ${refused.path}`;
+    throw refused;
+  }
+  if (out === undefined) throw new CanonicalJsonError(`${typeof value} is not representable in JSON`);
+  return out;
+}
+
+/** `sha256-<hex>` of UTF-8 text: the format of every hash in a decision record. */
+export function sha256Tagged(text: string): string {
+  // One-shot crypto.hash (Node >= 20.12) is about twice as fast as createHash for ~1 KB inputs.
+  return `sha256-${hash('sha256', text, 'hex')}`;
+}
+
+/** `input_hash`: `sha256-<hex>` over the UTF-8 bytes of the canonical JSON of the input. */
+export function inputHash(value: unknown): string {
+  return sha256Tagged(canonicalJson(value));
+}
