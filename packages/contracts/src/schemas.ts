@@ -5,7 +5,14 @@ import avro from 'avsc';
 export const schemasDir = fileURLToPath(new URL('../../../schemas/', import.meta.url));
 
 /** The contracts, by file name in `schemas/` without `.avsc`. */
-export type SchemaName = 'inference-event';
+export type SchemaName =
+  | 'inference-event'
+  | 'decision-record'
+  | 'decision-counts'
+  | 'enriched-decision'
+  | 'artifact-event'
+  | 'deployment-event'
+  | 'alert';
 
 const cache = new Map<string, avro.Schema>();
 
