@@ -9,3 +9,4 @@ export {
   type Compatibility,
 } from './registry.js';
 export { canonicalJson, inputHash, sha256Tagged, CanonicalJsonError } from './canonical-json.js';
+export type * from './records.js';

@@ -1,2 +1,9 @@
 export { createKafka, type KafkaClientOptions } from './client.js';
-export { ensureTopics, loadTopicDefinitions, defaultTopicsFile, type TopicDefinition } from './topics.js';
+export { ensureTopics, withPrefix, loadTopicDefinitions, defaultTopicsFile, type TopicDefinition } from './topics.js';
+export {
+  createTransactionalProcessor,
+  type TransactionalProcessor,
+  type TransactionalProcessorOptions,
+  type OutputRecord,
+  type BatchContext,
+} from './transactional-processor.js';

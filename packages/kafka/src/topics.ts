@@ -32,6 +32,11 @@ export function loadTopicDefinitions(file = defaultTopicsFile): TopicDefinition[
  * Creates the topics that are missing; existing ones are left as they are (their data is the
  * audit trail). Returns the names it created.
  */
+/** The same definitions under a prefix (DLOG_TOPIC_PREFIX): several pipelines on one cluster. */
+export function withPrefix(topics: TopicDefinition[], prefix: string): TopicDefinition[] {
+  return prefix ? topics.map((t) => ({ ...t, name: prefix + t.name })) : topics;
+}
+
 export async function ensureTopics(admin: Admin, topics: TopicDefinition[], replicationFactor = 1): Promise<string[]> {
   const existing = new Set(await admin.listTopics());
   const missing = topics.filter((t) => !existing.has(t.name));

@@ -1,0 +1,107 @@
+import type { Consumer, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
+import type { Logger } from 'pino';
+
+export interface OutputRecord {
+  topic: string;
+  messages: Message[];
+}
+
+export interface BatchContext {
+  topic: string;
+  partition: number;
+}
+
+export interface TransactionalProcessorOptions {
+  kafka: Kafka;
+  log: Logger;
+  groupId: string;
+  topics: string[];
+  /**
+   * Stable per instance: a restarted instance with the same id fences its dead predecessor and
+   * aborts whatever transaction it left open.
+   */
+  transactionalId: string;
+  /** Turns one fetched batch into what to produce. Bad data is output (dead letters), not a throw. */
+  process: (messages: KafkaMessage[], ctx: BatchContext) => Promise<OutputRecord[]>;
+  /** Bigger fetches amortise the transaction round trips over more records. */
+  maxBytesPerPartition?: number;
+  fromBeginning?: boolean;
+  onCommitted?: (info: BatchContext & { count: number; lastOffset: string; ms: number }) => void;
+}
+
+export interface TransactionalProcessor {
+  start(): Promise<void>;
+  /** Stops fetching and waits for the batch in hand to commit or abort. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Consume → transform → produce with Kafka transactions: the outputs of a batch and the consumer
+ * offsets that cover it commit atomically. A crash at any point either commits all of a batch or
+ * none of it; read_committed consumers downstream never see a half batch, and the restarted
+ * instance re-reads exactly the uncommitted input. That gives exactly-once from one topic to
+ * the next without any deduplication downstream.
+ */
+export function createTransactionalProcessor(opts: TransactionalProcessorOptions): TransactionalProcessor {
+  const log = opts.log.child({ component: 'processor', groupId: opts.groupId });
+  let consumer: Consumer | undefined;
+  let producer: Producer | undefined;
+
+  return {
+    async start() {
+      producer = opts.kafka.producer({
+        transactionalId: opts.transactionalId,
+        idempotent: true,
+        maxInFlightRequests: 1,
+        transactionTimeout: 60_000,
+      });
+      await producer.connect();
+      consumer = opts.kafka.consumer({
+        groupId: opts.groupId,
+        readUncommitted: false,
+        maxBytesPerPartition: opts.maxBytesPerPartition ?? 4 * 1024 * 1024,
+        maxBytes: 32 * 1024 * 1024,
+        maxWaitTimeInMs: 200,
+        sessionTimeout: 30_000,
+        heartbeatInterval: 3_000,
+      });
+      await consumer.connect();
+      for (const topic of opts.topics) await consumer.subscribe({ topic, fromBeginning: opts.fromBeginning ?? true });
+      const p = producer;
+      await consumer.run({
+        autoCommit: false,
+        eachBatchAutoResolve: false,
+        partitionsConsumedConcurrently: 1,
+        eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+          if (batch.messages.length === 0 || !isRunning() || isStale()) return;
+          const t0 = Date.now();
+          const ctx = { topic: batch.topic, partition: batch.partition };
+          const outputs = await opts.process(batch.messages, ctx);
+          const last = batch.messages[batch.messages.length - 1]!.offset;
+          const tx = await p.transaction();
+          try {
+            const topicMessages = outputs.filter((o) => o.messages.length > 0);
+            if (topicMessages.length > 0) await tx.sendBatch({ topicMessages, acks: -1 });
+            await tx.sendOffsets({
+              consumerGroupId: opts.groupId,
+              topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: (BigInt(last) + 1n).toString() }] }],
+            });
+            await tx.commit();
+          } catch (err) {
+            await tx.abort().catch((abortErr: unknown) => log.warn({ err: abortErr }, 'transaction abort failed'));
+            throw err;
+          }
+          resolveOffset(last);
+          await heartbeat();
+          opts.onCommitted?.({ ...ctx, count: batch.messages.length, lastOffset: last, ms: Date.now() - t0 });
+        },
+      });
+    },
+    async stop() {
+      // Order matters: the consumer finishes (commits or aborts) the batch in hand before the
+      // producer that owns the transaction goes away.
+      await consumer?.disconnect();
+      await producer?.disconnect();
+    },
+  };
+}

@@ -1,0 +1,136 @@
+import { isUtf8 } from 'node:buffer';
+import type { Type } from 'avsc';
+import type { InferenceEventRecord } from '@dlog/contracts';
+import { deadLetter, ok, type Result } from './results.js';
+
+export interface DecodedEvent {
+  event: InferenceEventRecord;
+  /** The raw input, parsed once. */
+  input: unknown;
+  format: 'avro' | 'json';
+  /** Whether the producer sent input_hash (JSON producers may leave it to the gate). */
+  producerHash: string | null;
+}
+
+/** Resolves writer schema ids to resolvers into our reader schema; `undefined`: unknown id. */
+export interface SchemaResolvers {
+  get(id: number): { resolver: unknown } | { error: 'unknown_schema_id' | 'incompatible_schema'; message: string } | undefined;
+}
+
+const forbidden = new Set(['__proto__', 'constructor', 'prototype']);
+
+function findForbiddenKey(value: unknown, path: string, depth = 0): string | undefined {
+  if (value === null || typeof value !== 'object' || depth > 64) return undefined;
+  if (Array.isArray(value)) {
+    for (const v of value) {
+      const hit = findForbiddenKey(v, path, depth + 1);
+      if (hit) return hit;
+    }
+    return undefined;
+  }
+  for (const key of Object.keys(value)) {
+    if (forbidden.has(key)) return path ? `${path}.${key}` : key;
+    const hit = findForbiddenKey((value as Record<string, unknown>)[key], path ? `${path}.${key}` : key, depth + 1);
+    if (hit) return hit;
+  }
+  return undefined;
+}
+
+function schemaViolation(type: Type, value: unknown): Result<never> {
+  let first: { path: string; missing: boolean; expected: string } | undefined;
+  type.isValid(value, {
+    errorHook: (path, v, t) => {
+      // Omitted fields that have defaults (nullable unions, maps, arrays) are fine in JSON.
+      if (v === undefined && ['union:unwrapped', 'union:wrapped', 'map', 'array'].includes(t.typeName ?? '')) return;
+      first ??= { path: path.join('.'), missing: v === undefined, expected: t.typeName ?? 'value' };
+    },
+  });
+  if (!first) return deadLetter('validate', 'wrong_type', 'event does not match the inference-event contract');
+  return first.missing
+    ? deadLetter('validate', 'missing_field', `required field ${first.path} is missing`)
+    : deadLetter('validate', 'wrong_type', `field ${first.path} is not a valid ${first.expected}`);
+}
+
+function parseInput(inputJson: string): Result<unknown> {
+  try {
+    return ok(JSON.parse(inputJson));
+  } catch (err) {
+    return deadLetter('validate', 'invalid_input', `input_json is not JSON: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Bytes → event. Never throws: every way the bytes can be wrong is a dead-letter result.
+ * Avro with Confluent framing (magic byte 0, schema id) and plain JSON objects are accepted; the
+ * JSON form follows the same contract (nullable fields may be omitted, and `input` may be given
+ * as an object instead of `input_json`).
+ */
+export function decodeEvent(bytes: Buffer | null, type: Type, schemas: SchemaResolvers, maxBytes: number): Result<DecodedEvent> {
+  if (!bytes || bytes.length === 0) return deadLetter('decode', 'empty_message', 'message has no value');
+  if (bytes.length > maxBytes) {
+    return deadLetter('decode', 'payload_too_large', `event is ${bytes.length} bytes; the policy allows ${maxBytes}`);
+  }
+  const first = bytes[0]!;
+  if (first === 0) {
+    if (bytes.length < 5) return deadLetter('decode', 'truncated_avro', 'Avro framing needs 5 header bytes');
+    const id = bytes.readInt32BE(1);
+    const schema = schemas.get(id);
+    if (!schema) return deadLetter('decode', 'unknown_schema_id', `schema id ${id} is not in the registry`);
+    if ('error' in schema) return deadLetter('decode', schema.error, schema.message);
+    let event: InferenceEventRecord;
+    try {
+      event = type.fromBuffer(bytes.subarray(5), schema.resolver as never) as InferenceEventRecord;
+    } catch (err) {
+      return deadLetter('decode', 'truncated_avro', `Avro body cannot be read: ${(err as Error).message}`);
+    }
+    for (const [name, map] of [
+      ['attributes', event.attributes],
+      ['output.scores', event.output.scores],
+    ] as const) {
+      if (Object.getPrototypeOf(map) !== Object.prototype) return deadLetter('validate', 'forbidden_key', `forbidden key at ${name}.__proto__`);
+      const bad = findForbiddenKey(map, name);
+      if (bad) return deadLetter('validate', 'forbidden_key', `forbidden key at ${bad}`);
+    }
+    const input = parseInput(event.input_json);
+    if (!input.ok) return input;
+    const badInput = findForbiddenKey(input.value, 'input');
+    if (badInput) return deadLetter('validate', 'forbidden_key', `forbidden key at ${badInput}`);
+    return ok({ event, input: input.value, format: 'avro', producerHash: event.input_hash });
+  }
+
+  // JSON: skip leading whitespace, then it must be an object.
+  let i = 0;
+  while (i < bytes.length && (bytes[i] === 0x20 || bytes[i] === 0x0a || bytes[i] === 0x0d || bytes[i] === 0x09)) i++;
+  if (bytes[i] !== 0x7b) {
+    return deadLetter('decode', 'wrong_magic_byte', `first byte 0x${first.toString(16).padStart(2, '0')} is neither Avro framing (0x00) nor a JSON object`);
+  }
+  if (!isUtf8(bytes)) return deadLetter('decode', 'invalid_utf8', 'JSON event is not valid UTF-8');
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
+  } catch (err) {
+    return deadLetter('decode', 'invalid_json', `not valid JSON: ${(err as Error).message}`);
+  }
+  const bad = findForbiddenKey(raw, '');
+  if (bad) return deadLetter('validate', 'forbidden_key', `forbidden key at ${bad}`);
+
+  let input: unknown;
+  if (raw.input !== undefined && raw.input_json === undefined) {
+    input = raw.input;
+    raw.input_json = JSON.stringify(raw.input);
+  } else if (typeof raw.input_json === 'string') {
+    const parsed = parseInput(raw.input_json);
+    if (!parsed.ok) return parsed;
+    input = parsed.value;
+  }
+  delete raw.input;
+  const producerHash = typeof raw.input_hash === 'string' ? raw.input_hash : null;
+  if (raw.input_hash === undefined) raw.input_hash = '';
+  let event: InferenceEventRecord;
+  try {
+    event = type.clone(raw) as InferenceEventRecord;
+  } catch {
+    return schemaViolation(type, raw);
+  }
+  return ok({ event, input, format: 'json', producerHash });
+}

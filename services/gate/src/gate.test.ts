@@ -1,0 +1,194 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import type { KafkaMessage } from 'kafkajs';
+import { avroType, inputHash } from '@dlog/contracts';
+import { decodeEvent } from './decode.js';
+import { scrubText } from './detectors.js';
+import { processBatch, type GateDeps, type GateStats } from './gate.js';
+import { parseKeyRing } from './keys.js';
+import { loadPolicy, parsePolicy, PolicyError, detectorNames } from './policy.js';
+import { createProtector } from './protect.js';
+import { hash32, keep } from './sample.js';
+
+const policy = loadPolicy(new URL('../../../infra/policies/default.yaml', import.meta.url).pathname);
+const keys = parseKeyRing(`k1:${randomBytes(32).toString('base64')}`);
+const protector = createProtector(policy.doc.pii, keys);
+const inputType = avroType('inference-event');
+const noSchemas = { get: () => undefined };
+
+function event(over: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    event_id: 'e-1',
+    request_id: 'r-1',
+    ts: 1_780_000_000_000,
+    endpoint: 'loan-api',
+    decision_type: 'loan_approval',
+    model: { name: 'loan-approver', version: '2.4.1' },
+    input: { applicant: { email: 'Jane.Doe@example.com', name: 'Jane Doe', ssn: '123-45-6789' }, amount: 5000, note: 'call +44 20 7946 0958 or card 4111 1111 1111 1111' },
+    output: { decision: 'approved', confidence: 0.9, output_json: 'mail jane.doe@example.com' },
+    producer: { service: 'loan-api', sdk: 'custom' },
+    ...over,
+  };
+}
+
+function msg(value: Buffer | null, offset: number, ts = 1_780_000_000_000): KafkaMessage {
+  return { key: Buffer.from('k'), value, offset: String(offset), timestamp: String(ts), attributes: 0, headers: {} } as unknown as KafkaMessage;
+}
+
+const deps: GateDeps = {
+  policy,
+  protector,
+  inputType,
+  schemas: noSchemas,
+  decisionType: { type: avroType('decision-record'), id: 7 },
+  countsType: { type: avroType('decision-counts'), id: 8 },
+  topics: { decisions: 'd', counts: 'c', deadLetters: 'q' },
+  now: () => 1_780_000_000_500,
+};
+
+describe('policy', () => {
+  it('classifies by first matching rule, else defaults', () => {
+    assert.equal(policy.classify({ model: 'm', endpoint: 'x', decisionType: 'loan_approval', tenant: null }).tier, 'full');
+    assert.equal(policy.classify({ model: 'm', endpoint: 'x', decisionType: 'recommendation', tenant: null }).sampleRate, 0.1);
+    assert.deepEqual(policy.classify({ model: 'm', endpoint: 'x', decisionType: 'other', tenant: null }), {
+      tier: 'standard',
+      sampleRate: 1,
+      rule: 'defaults',
+    });
+    assert.match(policy.id, /^default@1\+[0-9a-f]{12}$/);
+  });
+
+  it('refuses a bad policy naming the path', () => {
+    const bad = 'name: p\nversion: "1"\nlimits: {max_event_bytes: 10, max_ts_skew_past_ms: 1, max_ts_skew_future_ms: 1}\ndefaults: {tier: gold, sample_rate: 1}\npii: {}\n';
+    assert.throws(() => parsePolicy(bad, 'p.yaml'), (err: unknown) => err instanceof PolicyError && err.path === 'defaults.tier');
+    const unknownKey = bad.replace('tier: gold', 'tier: full').replace('pii: {}', 'pii: {}\nsampling: 3');
+    assert.throws(() => parsePolicy(unknownKey, 'p.yaml'), /sampling/);
+  });
+});
+
+describe('sampling', () => {
+  it('is deterministic and close to the rate', () => {
+    assert.equal(hash32('trace-1'), hash32('trace-1'));
+    let kept = 0;
+    for (let i = 0; i < 100_000; i++) if (keep(`trace-${i}`, 0.1)) kept++;
+    assert.ok(kept > 9_500 && kept < 10_500, `kept ${kept} of 100000 at 0.1`);
+    for (let i = 0; i < 1000; i++) if (keep(`t${i}`, 0.2)) assert.ok(keep(`t${i}`, 0.5), 'a higher rate keeps a superset');
+  });
+});
+
+describe('detectors', () => {
+  const all = new Set(detectorNames);
+  const tok = (type: string) => `<${type}>`;
+  it('finds emails, phones, valid card numbers, IBANs and national ids', () => {
+    assert.equal(scrubText('write to a.b+c@mail.example.org now', all, tok), 'write to <email> now');
+    assert.equal(scrubText('card 4111-1111-1111-1111 ok', all, tok), 'card <card> ok');
+    assert.equal(scrubText('not a card 4111 1111 1111 1112', all, tok).includes('<card>'), false, 'Luhn rejects');
+    assert.equal(scrubText('iban GB82 WEST 1234 5698 7654 32', all, tok), 'iban <iban>');
+    assert.equal(scrubText('ssn 078-05-1120', all, tok), 'ssn <national_id>');
+    assert.equal(scrubText('nino AB 12 34 56 C', all, tok), 'nino <national_id>');
+    assert.equal(scrubText('call +1 (415) 555-2671 today', all, tok), 'call <phone> today');
+    assert.equal(scrubText('order 42 shipped', all, tok), 'order 42 shipped');
+  });
+});
+
+describe('protector', () => {
+  it('applies field rules by path and detectors to the rest', () => {
+    const { value, fields } = protector.protectInput({
+      applicant: { email: 'Jane@Example.com', name: 'Jane', ssn: '1', tags: ['x jane@example.com'] },
+      model_features: { raw: 'keep me 4111111111111111' },
+    });
+    const v = value as { applicant: Record<string, unknown>; model_features: Record<string, unknown> };
+    assert.match(String(v.applicant.email), /^hmac:k1:[0-9a-f]{32}$/);
+    assert.equal(fields['applicant.email'], v.applicant.email);
+    assert.equal(v.applicant.name, '[redacted]');
+    assert.equal('ssn' in v.applicant, false);
+    assert.match(String((v.applicant.tags as string[])[0]), /^x \[email:[0-9a-f]{16}\]$/);
+    assert.equal(v.model_features.raw, 'keep me 4111111111111111', 'keep rule skips detectors');
+    // Same value, same key: same token, so hashes join across events.
+    assert.equal(protector.protectInput({ email: 'jane@example.com ' }).fields.email, fields['applicant.email']);
+  });
+});
+
+describe('decodeEvent', () => {
+  const max = policy.doc.limits.max_event_bytes;
+  const json = (o: unknown) => Buffer.from(JSON.stringify(o));
+  const reason = (b: Buffer | null) => {
+    const r = decodeEvent(b, inputType, noSchemas, max);
+    return r.ok ? 'ok' : r.reason;
+  };
+  it('accepts JSON with defaults filled and input given as an object', () => {
+    const r = decodeEvent(json(event()), inputType, noSchemas, max);
+    assert.ok(r.ok);
+    assert.equal(r.value.event.tenant, null);
+    assert.deepEqual(r.value.input, event().input);
+  });
+  it('names each kind of bad input', () => {
+    assert.equal(reason(null), 'empty_message');
+    assert.equal(reason(Buffer.from([1, 2, 3])), 'wrong_magic_byte');
+    assert.equal(reason(Buffer.from([0, 0, 0, 0, 99, 1])), 'unknown_schema_id');
+    assert.equal(reason(Buffer.from([0, 0, 0])), 'truncated_avro');
+    assert.equal(reason(Buffer.from('{"event_id": ')), 'invalid_json');
+    assert.equal(reason(Buffer.from([0x7b, 0xff, 0xfe, 0x7d])), 'invalid_utf8');
+    const { endpoint: _e, ...noEndpoint } = event();
+    assert.equal(reason(json(noEndpoint)), 'missing_field');
+    assert.equal(reason(json(event({ ts: 'yesterday' }))), 'wrong_type');
+    assert.equal(reason(Buffer.from(`{"a":"${'x'.repeat(max)}"}`)), 'payload_too_large');
+    assert.equal(reason(Buffer.from('{"__proto__": {"polluted": true}}')), 'forbidden_key');
+    assert.equal(reason(json(event({ attributes: { constructor: 'x' } }))), 'forbidden_key');
+    assert.equal(reason(json(event({ input_json: '{not json' , input: undefined }))), 'invalid_input');
+  });
+  it('reads Avro with a resolver for the writer schema', () => {
+    const raw = inputType.clone({ ...event(), input: undefined, input_json: '{"a":1}', input_hash: inputHash({ a: 1 }) }, { skipMissingFields: true } as never);
+    const body = inputType.toBuffer(raw);
+    const framed = Buffer.concat([Buffer.from([0, 0, 0, 0, 5]), body]);
+    const schemas = { get: (id: number) => (id === 5 ? { resolver: inputType.createResolver(inputType) } : undefined) };
+    const r = decodeEvent(framed, inputType, schemas, max);
+    assert.ok(r.ok);
+    assert.equal(r.value.format, 'avro');
+    const truncated = decodeEvent(framed.subarray(0, framed.length - 4), inputType, schemas, max);
+    assert.equal(truncated.ok ? 'ok' : truncated.reason, 'truncated_avro');
+  });
+});
+
+describe('processBatch', () => {
+  it('reconciles: every message is kept, counted as dropped, or dead-lettered', () => {
+    const messages: KafkaMessage[] = [];
+    let offset = 0;
+    for (let i = 0; i < 200; i++) {
+      messages.push(msg(Buffer.from(JSON.stringify(event({ event_id: `e${i}`, request_id: `r${i}`, decision_type: i % 2 ? 'recommendation' : 'loan_approval' }))), offset++));
+    }
+    messages.push(msg(Buffer.from('garbage'), offset++));
+    messages.push(msg(Buffer.from(JSON.stringify(event({ ts: 1 }))), offset++));
+    messages.push(msg(Buffer.from(JSON.stringify(event({ input_hash: 'sha256-00' }))), offset++));
+    const stats: GateStats = { kept: 0, dropped: 0, deadLettered: 0, byReason: {} };
+    const [decisions, counts, dead] = processBatch(messages, { topic: 'raw', partition: 0 }, deps, stats);
+    assert.equal(stats.kept + stats.dropped + stats.deadLettered, messages.length);
+    assert.equal(decisions!.messages.length, stats.kept);
+    assert.equal(dead!.messages.length, 3);
+    assert.deepEqual(stats.byReason, { wrong_magic_byte: 1, timestamp_out_of_range: 1, input_hash_mismatch: 1 });
+    assert.ok(stats.dropped > 0, 'recommendations are sampled at 0.1');
+
+    const countRows = counts!.messages.map((m) => deps.countsType.type.fromBuffer(Buffer.from(m.value as Buffer).subarray(5)) as { kept: number; dropped: number; batch_id: string });
+    assert.equal(countRows.reduce((s, c) => s + c.kept, 0), stats.kept);
+    assert.equal(countRows.reduce((s, c) => s + c.dropped, 0), stats.dropped);
+    assert.ok(countRows.every((c) => c.batch_id === 'raw/0/0'));
+
+    const dl = dead!.messages[0]!;
+    assert.equal(String(dl.value), 'garbage', 'dead letters keep the original bytes');
+    assert.equal(dl.headers?.['dlog.reason'], 'wrong_magic_byte');
+    assert.equal(dl.headers?.['dlog.source.offset'], '200');
+  });
+
+  it('lets no canary personal data through, in any tier', () => {
+    const out = processBatch([msg(Buffer.from(JSON.stringify(event())), 0)], { topic: 'raw', partition: 0 }, deps);
+    const bytes = Buffer.concat(out.flatMap((o) => o.messages.map((m) => Buffer.from(m.value as Buffer))));
+    const text = bytes.toString('latin1');
+    for (const canary of ['Jane.Doe@example.com', 'jane.doe@example.com', 'Jane Doe', '123-45-6789', '4111 1111 1111 1111', '7946 0958']) {
+      assert.equal(text.includes(canary), false, `${canary} leaked`);
+    }
+    const record = deps.decisionType.type.fromBuffer(Buffer.from(out[0]!.messages[0]!.value as Buffer).subarray(5)) as { input_hash: string; tier: string };
+    assert.equal(record.input_hash, inputHash(event().input), 'input_hash is over the raw input, before redaction');
+    assert.equal(record.tier, 'full');
+  });
+});

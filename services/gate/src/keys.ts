@@ -1,0 +1,67 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+export interface HmacKey {
+  id: string;
+  secret: Buffer;
+}
+
+export interface KeyRing {
+  /** The key new hashes are made with; its id is stamped on every record. */
+  readonly active: HmacKey;
+  readonly all: readonly HmacKey[];
+  /** Hex HMAC-SHA256 of `domain:value` with the active key. */
+  hmac(domain: string, value: string): string;
+}
+
+export class KeyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'KeyError';
+  }
+}
+
+/**
+ * Parses `kid:base64secret[,kid:base64secret...]`; the first is active, the rest stay known for
+ * rotation. Error messages name key ids, never key material.
+ */
+export function parseKeyRing(spec: string): KeyRing {
+  const keys: HmacKey[] = [];
+  for (const [i, part] of spec.split(',').map((p) => p.trim()).filter(Boolean).entries()) {
+    const sep = part.indexOf(':');
+    const id = sep > 0 ? part.slice(0, sep) : '';
+    if (!/^[A-Za-z0-9._-]{1,32}$/.test(id)) {
+      throw new KeyError(`PII key #${i + 1}: expected <key-id>:<base64 secret> with a key id of letters, digits, . _ -`);
+    }
+    const secret = Buffer.from(part.slice(sep + 1), 'base64');
+    if (secret.length < 32) throw new KeyError(`PII key ${id}: the secret must be at least 32 bytes (base64), got ${secret.length}`);
+    if (keys.some((k) => k.id === id)) throw new KeyError(`PII key ${id} is listed twice`);
+    keys.push({ id, secret });
+  }
+  const active = keys[0];
+  if (!active) throw new KeyError('No PII key configured: set DLOG_PII_KEYS or DLOG_PII_KEYS_FILE to <key-id>:<base64 secret>');
+  return {
+    active,
+    all: keys,
+    hmac(domain, value) {
+      return createHmac('sha256', active.secret).update(domain).update(':').update(value).digest('hex');
+    },
+  };
+}
+
+/**
+ * For local runs without configured keys: a random key kept in a 0600 file, so hashes stay
+ * stable across restarts of the same local pipeline. Production sets DLOG_PII_KEYS(_FILE).
+ */
+export function localKeyRing(file: string): { ring: KeyRing; created: boolean } {
+  let created = false;
+  if (!existsSync(file)) {
+    mkdirSync(path.dirname(file), { recursive: true });
+    const id = `local-${randomBytes(3).toString('hex')}`;
+    writeFileSync(file, `${id}:${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+    chmodSync(file, 0o600);
+    created = true;
+  }
+  return { ring: parseKeyRing(readFileSync(file, 'utf8').trim()), created };
+}

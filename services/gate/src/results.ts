@@ -1,0 +1,28 @@
+/** Why an event went to the dead-letter topic. Stable codes: alerting and dashboards key on them. */
+export type ReasonCode =
+  | 'empty_message'
+  | 'payload_too_large'
+  | 'wrong_magic_byte'
+  | 'unknown_schema_id'
+  | 'incompatible_schema'
+  | 'truncated_avro'
+  | 'invalid_utf8'
+  | 'invalid_json'
+  | 'missing_field'
+  | 'wrong_type'
+  | 'forbidden_key'
+  | 'invalid_input'
+  | 'input_hash_mismatch'
+  | 'timestamp_out_of_range';
+
+export type Step = 'decode' | 'validate' | 'protect';
+
+export type Result<T> = { ok: true; value: T } | { ok: false; reason: ReasonCode; message: string; step: Step };
+
+export function ok<T>(value: T): Result<T> {
+  return { ok: true, value };
+}
+
+export function deadLetter<T>(step: Step, reason: ReasonCode, message: string): Result<T> {
+  return { ok: false, reason, message, step };
+}
