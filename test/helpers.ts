@@ -65,3 +65,24 @@ export async function startPrivateKafka(): Promise<PrivateKafka> {
     },
   };
 }
+
+export interface Collected {
+  messages: import('kafkajs').KafkaMessage[];
+  stop(): Promise<void>;
+}
+
+/** Reads a topic from the beginning as a read_committed consumer, keeping every message. */
+export async function collect(topic: string, brokers: string[] = config.kafkaBrokers): Promise<Collected> {
+  const { createKafka } = await import('@dlog/kafka');
+  const kafka = createKafka({ brokers, clientId: 'test-collect', log });
+  const consumer = kafka.consumer({ groupId: unique('collect'), readUncommitted: false, maxWaitTimeInMs: 200 });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  const messages: import('kafkajs').KafkaMessage[] = [];
+  await consumer.run({
+    eachBatch: async ({ batch }) => {
+      for (const m of batch.messages) messages.push(m);
+    },
+  });
+  return { messages, stop: () => consumer.disconnect() };
+}

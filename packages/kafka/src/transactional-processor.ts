@@ -54,6 +54,9 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
         idempotent: true,
         maxInFlightRequests: 1,
         transactionTimeout: 60_000,
+        // A transaction begun right after the previous commit can meet CONCURRENT_TRANSACTIONS
+        // while the broker finishes writing markers; kafkajs's default first retry waits ~300 ms.
+        retry: { initialRetryTime: 20, maxRetryTime: 2_000, retries: 10 },
       });
       await producer.connect();
       consumer = opts.kafka.consumer({

@@ -63,7 +63,10 @@ export function kafkaComponent(opts: { stackDir: string; runDir: string; port: n
       writeProperties();
       if (existsSync(path.join(dataDir, 'data', 'meta.properties'))) return;
       // Same form as `kafka-storage random-uuid`: 16 random bytes, base64url without padding.
-      const clusterId = randomBytes(16).toString('base64url');
+      let clusterId: string;
+      // The storage tool would read a leading '-' as an option.
+      do clusterId = randomBytes(16).toString('base64url');
+      while (clusterId.startsWith('-'));
       await new Promise<void>((resolve, reject) => {
         const child = spawn(
           'java',
