@@ -25,10 +25,17 @@ function logCreator(log: Logger) {
     const { message, ...rest } = entry.log;
     const level = levelNames[entry.level] ?? 'info';
     // Rebalances and reconnects are routine; they are warnings only when they persist.
+    // Finite retries on an idempotent producer are deliberate: a transaction that cannot be sent
+    // is aborted and its batch redone, so kafkajs's warning about them is noise here.
+    if (message.startsWith('Limiting retries for the idempotent producer')) return;
     const effective = level === 'info' ? 'debug' : level === 'error' && /rebalanc|reconnect|Connection error/i.test(message) ? 'warn' : level;
     child[effective]({ ...rest, namespace: entry.namespace }, message);
   };
 }
+
+// Our producers all use the default (murmur2, Java-compatible) partitioner, so the notice about
+// the kafkajs 2.0 change does not apply.
+process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
 
 export function createKafka(opts: KafkaClientOptions): Kafka {
   const config: KafkaConfig = {

@@ -29,6 +29,31 @@ export interface TransactionalProcessorOptions {
   onCommitted?: (info: BatchContext & { count: number; lastOffset: string; ms: number }) => void;
 }
 
+/**
+ * Brokers refuse a produce request whose record batch for one partition exceeds
+ * message.max.bytes (1 MiB by default), and a big fetch easily yields more output than that. So
+ * the output is sent in pieces well below the default, whatever the cluster's setting.
+ */
+const maxChunkBytes = 768 * 1024;
+
+function* chunks(outputs: OutputRecord[]): Generator<OutputRecord> {
+  for (const { topic, messages } of outputs) {
+    let start = 0;
+    let bytes = 0;
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i]!;
+      const size = (m.value?.length ?? 0) + (m.key?.length ?? 0) + 64;
+      if (bytes + size > maxChunkBytes && i > start) {
+        yield { topic, messages: messages.slice(start, i) };
+        start = i;
+        bytes = 0;
+      }
+      bytes += size;
+    }
+    if (start < messages.length) yield { topic, messages: messages.slice(start) };
+  }
+}
+
 export interface TransactionalProcessor {
   start(): Promise<void>;
   /** Stops fetching and waits for the batch in hand to commit or abort. */
@@ -83,8 +108,7 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
           const last = batch.messages[batch.messages.length - 1]!.offset;
           const tx = await p.transaction();
           try {
-            const topicMessages = outputs.filter((o) => o.messages.length > 0);
-            if (topicMessages.length > 0) await tx.sendBatch({ topicMessages, acks: -1 });
+            for (const chunk of chunks(outputs)) await tx.send({ ...chunk, acks: -1 });
             await tx.sendOffsets({
               consumerGroupId: opts.groupId,
               topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: (BigInt(last) + 1n).toString() }] }],
