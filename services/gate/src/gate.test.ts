@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import type { KafkaMessage } from 'kafkajs';
 import { avroType, inputHash } from '@dlog/contracts';
@@ -89,6 +89,20 @@ describe('detectors', () => {
     assert.equal(scrubText('nino AB 12 34 56 C', all, tok), 'nino <national_id>');
     assert.equal(scrubText('call +1 (415) 555-2671 today', all, tok), 'call <phone> today');
     assert.equal(scrubText('order 42 shipped', all, tok), 'order 42 shipped');
+  });
+});
+
+describe('key ring', () => {
+  it('computes standard HMAC-SHA256 with the active key, and names keys, never secrets, in errors', () => {
+    const secret = randomBytes(40);
+    const ring = parseKeyRing(`new:${secret.toString('base64')},old:${randomBytes(32).toString('base64')}`);
+    assert.equal(ring.active.id, 'new');
+    assert.equal(ring.hmac('email', 'a@b.c'), createHmac('sha256', secret).update('email:a@b.c').digest('hex'));
+    const long = randomBytes(100);
+    assert.equal(parseKeyRing(`l:${long.toString('base64')}`).hmac('d', 'v'), createHmac('sha256', long).update('d:v').digest('hex'));
+    const short = randomBytes(8).toString('base64');
+    assert.throws(() => parseKeyRing(`k:${short}`), (err: unknown) => /at least 32 bytes/.test(String(err)) && !String(err).includes(short));
+    assert.throws(() => parseKeyRing(''), /DLOG_PII_KEYS/);
   });
 });
 

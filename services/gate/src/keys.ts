@@ -1,4 +1,4 @@
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -22,6 +22,18 @@ export class KeyError extends Error {
   }
 }
 
+function pads(secret: Buffer): { inner: Hash; outer: Hash } {
+  const block = 64;
+  const key = secret.length > block ? createHash('sha256').update(secret).digest() : secret;
+  const ipad = Buffer.alloc(block, 0x36);
+  const opad = Buffer.alloc(block, 0x5c);
+  for (let i = 0; i < key.length; i++) {
+    ipad[i]! ^= key[i]!;
+    opad[i]! ^= key[i]!;
+  }
+  return { inner: createHash('sha256').update(ipad), outer: createHash('sha256').update(opad) };
+}
+
 /**
  * Parses `kid:base64secret[,kid:base64secret...]`; the first is active, the rest stay known for
  * rotation. Error messages name key ids, never key material.
@@ -41,11 +53,15 @@ export function parseKeyRing(spec: string): KeyRing {
   }
   const active = keys[0];
   if (!active) throw new KeyError('No PII key configured: set DLOG_PII_KEYS or DLOG_PII_KEYS_FILE to <key-id>:<base64 secret>');
+  const { inner, outer } = pads(active.secret);
   return {
     active,
     all: keys,
     hmac(domain, value) {
-      return createHmac('sha256', active.secret).update(domain).update(':').update(value).digest('hex');
+      // HMAC-SHA256 (RFC 2104) from precomputed pad states: copying a hash state is cheaper than
+      // setting up a keyed HMAC for every field of every event.
+      const h = inner.copy().update(domain).update(':').update(value).digest();
+      return outer.copy().update(h).digest('hex');
     },
   };
 }

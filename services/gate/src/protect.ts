@@ -48,8 +48,7 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
   const tokenize: Tokenize = (type, value) => `[${type}:${keys.hmac(type, value).slice(0, 16)}]`;
   const scrub = (text: string) => scrubText(text, enabled, tokenize);
 
-  function ruleFor(path: string[]): FieldRule | null {
-    const key = path.join('.');
+  function ruleFor(path: string[], key: string): FieldRule | null {
     let hit = ruleCache.get(key);
     if (hit === undefined) {
       hit = rules.find((r) => matches(r.pattern, 0, path, 0))?.rule ?? null;
@@ -63,18 +62,20 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
     return `hmac:${kid}:${keys.hmac(`field:${path[path.length - 1] ?? ''}`, text).slice(0, 32)}`;
   }
 
-  function walk(value: unknown, path: string[], fields: Record<string, string>): unknown {
+  function walk(value: unknown, path: string[], pathKey: string, fields: Record<string, string>): unknown {
     if (typeof value === 'string') return scrub(value);
     if (typeof value === 'number') return looksLikeCardNumber(value) && enabled.has('card') ? tokenize('card', String(value)) : value;
     if (value === null || typeof value !== 'object') return value;
-    if (Array.isArray(value)) return value.map((v) => walk(v, path, fields));
+    if (Array.isArray(value)) return value.map((v) => walk(v, path, pathKey, fields));
     const out: Record<string, unknown> = {};
     for (const key of Object.keys(value)) {
-      if (forbiddenKeys.has(key)) throw new ForbiddenKeyError([...path, key].join('.') || key);
+      if (forbiddenKeys.has(key)) throw new ForbiddenKeyError(pathKey ? `${pathKey}.${key}` : key);
       path.push(key);
+      const childKey = pathKey ? `${pathKey}.${key}` : key;
       const v = (value as Record<string, unknown>)[key];
-      const rule = ruleFor(path);
-      const outKey = key.includes('@') || /\d{6}/.test(key) ? scrub(key) : key;
+      const rule = ruleFor(path, childKey);
+      // Keys are labels, but an email used as a key is still an email.
+      const outKey = key.includes('@') ? scrub(key) : key;
       switch (rule) {
         case 'drop':
           break;
@@ -86,12 +87,12 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
           break;
         case 'hash': {
           const token = hashToken(path, v);
-          fields[path.join('.')] = token;
+          fields[childKey] = token;
           out[outKey] = token;
           break;
         }
         default:
-          out[outKey] = walk(v, path, fields);
+          out[outKey] = walk(v, path, childKey, fields);
       }
       path.pop();
     }
@@ -103,7 +104,7 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
     scrub,
     protectInput(input) {
       const fields: Record<string, string> = {};
-      return { value: walk(input, [], fields), fields };
+      return { value: walk(input, [], '', fields), fields };
     },
   };
 }
