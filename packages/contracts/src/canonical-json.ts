@@ -116,9 +116,12 @@ function walk(value: unknown, depth: number): string | undefined {
 const maxDepth = 512;
 const tooDeep = `Deeper than ${maxDepth} levels`;
 
-/** Finds the first cycle, depth first; returns its path, or undefined. */
+/**
+ * Finds a cycle, depth first; returns its path, or undefined. A walk that passed maxDepth along a
+ * cycle met a repeated object within maxDepth + 1 levels, so the search stops there too.
+ */
 function findCycle(value: unknown, ancestors: object[]): string | undefined {
-  if (typeof value !== 'object' || value === null) return undefined;
+  if (typeof value !== 'object' || value === null || ancestors.length > maxDepth + 1) return undefined;
   if (ancestors.includes(value)) return '';
   ancestors.push(value);
   try {

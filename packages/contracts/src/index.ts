@@ -10,3 +10,4 @@ export {
 } from './registry.js';
 export { canonicalJson, inputHash, sha256Tagged, CanonicalJsonError } from './canonical-json.js';
 export type * from './records.js';
+export { RegistrySchemaResolvers, registryFetcher, framedIds, encodeFramed, decodeFramed, type SchemaResolvers } from './schema-resolvers.js';

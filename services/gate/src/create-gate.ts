@@ -2,13 +2,21 @@ import path from 'node:path';
 import type { Kafka } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Config } from '@dlog/config';
-import { avroType, createRegistry, loadSchema, registerAvro, valueSubject } from '@dlog/contracts';
+import {
+  avroType,
+  createRegistry,
+  framedIds,
+  loadSchema,
+  registerAvro,
+  registryFetcher,
+  RegistrySchemaResolvers,
+  valueSubject,
+} from '@dlog/contracts';
 import { createTransactionalProcessor, ensureTopics, loadTopicDefinitions, withPrefix, type TransactionalProcessor } from '@dlog/kafka';
 import { processBatch, type GateStats, type GateTopics } from './gate.js';
 import { localKeyRing, parseKeyRing, type KeyRing } from './keys.js';
 import { loadPolicy } from './policy.js';
 import { createProtector } from './protect.js';
-import { framedIds, registryFetcher, RegistrySchemaResolvers } from './schema-resolvers.js';
 
 export const defaultGateTopics: GateTopics & { input: string } = {
   input: 'inference.raw',

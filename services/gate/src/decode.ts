@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer';
 import type { Type } from 'avsc';
-import type { InferenceEventRecord } from '@dlog/contracts';
+import type { InferenceEventRecord, SchemaResolvers } from '@dlog/contracts';
 import { deadLetter, ok, type Result } from './results.js';
 
 export interface DecodedEvent {
@@ -10,11 +10,6 @@ export interface DecodedEvent {
   format: 'avro' | 'json';
   /** Whether the producer sent input_hash (JSON producers may leave it to the gate). */
   producerHash: string | null;
-}
-
-/** Resolves writer schema ids to resolvers into our reader schema; `undefined`: unknown id. */
-export interface SchemaResolvers {
-  get(id: number): { resolver: unknown } | { error: 'unknown_schema_id' | 'incompatible_schema'; message: string } | undefined;
 }
 
 const forbidden = new Set(['__proto__', 'constructor', 'prototype']);

@@ -1,8 +1,15 @@
 import type { IHeaders, KafkaMessage, Message } from 'kafkajs';
 import type { Type } from 'avsc';
-import { inputHash, type DecisionCountsRecord, type DecisionRecordRecord, type InferenceEventRecord } from '@dlog/contracts';
+import {
+  encodeFramed,
+  inputHash,
+  type DecisionCountsRecord,
+  type DecisionRecordRecord,
+  type InferenceEventRecord,
+  type SchemaResolvers,
+} from '@dlog/contracts';
 import type { BatchContext, OutputRecord } from '@dlog/kafka';
-import { decodeEvent, type SchemaResolvers } from './decode.js';
+import { decodeEvent } from './decode.js';
 import type { Classification, Policy } from './policy.js';
 import { ForbiddenKeyError, type Protector } from './protect.js';
 import { deadLetter, ok, type Result } from './results.js';
@@ -40,12 +47,7 @@ export interface GateStats {
 }
 
 function frame(t: EncodedType, value: unknown): Buffer {
-  const body = t.type.toBuffer(value);
-  const out = Buffer.allocUnsafe(body.length + 5);
-  out[0] = 0;
-  out.writeInt32BE(t.id, 1);
-  body.copy(out, 5);
-  return out;
+  return encodeFramed(t.type, t.id, value);
 }
 
 /** The record an analyst may see: what each tier keeps, after every personal-data rule. */

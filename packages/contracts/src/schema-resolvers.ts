@@ -1,7 +1,32 @@
 import avro, { type Type } from 'avsc';
-import type { SchemaResolvers } from './decode.js';
 
 type Entry = { resolver: unknown } | { error: 'unknown_schema_id' | 'incompatible_schema'; message: string };
+
+/** Resolves writer schema ids to resolvers into a reader schema; `undefined`: not prepared yet. */
+export interface SchemaResolvers {
+  get(id: number): Entry | undefined;
+}
+
+/** Confluent wire format: magic byte 0, the schema id as a big-endian int32, then the Avro body. */
+export function encodeFramed(type: Type, id: number, value: unknown): Buffer {
+  const body = type.toBuffer(value);
+  const out = Buffer.allocUnsafe(body.length + 5);
+  out[0] = 0;
+  out.writeInt32BE(id, 1);
+  body.copy(out, 5);
+  return out;
+}
+
+/**
+ * Decodes a framed value with the resolver prepared for its schema id. Throws when the id was
+ * not prepared or is unknown: callers that must not throw check `get` first.
+ */
+export function decodeFramed<T>(type: Type, resolvers: SchemaResolvers, value: Buffer): T {
+  if (value.length < 5 || value[0] !== 0) throw new Error('not Confluent-framed Avro');
+  const entry = resolvers.get(value.readInt32BE(1));
+  if (!entry || 'error' in entry) throw new Error(entry && 'error' in entry ? entry.message : `schema id ${value.readInt32BE(1)} not prepared`);
+  return type.fromBuffer(value.subarray(5), entry.resolver as never) as T;
+}
 
 /**
  * Writer schema id → resolver into our reader type, fetched from the registry once per id. The
@@ -41,7 +66,7 @@ export class RegistrySchemaResolvers implements SchemaResolvers {
         } catch (err) {
           this.entries.set(id, {
             error: 'incompatible_schema',
-            message: `schema id ${id} cannot be read as an inference event: ${(err as Error).message}`,
+            message: `schema id ${id} cannot be read with the reader schema: ${(err as Error).message}`,
             at: now,
           });
         }

@@ -1,0 +1,108 @@
+export type ArtifactKind = 'model' | 'dataset' | 'image' | 'config' | 'code' | 'environment' | 'policy' | 'preprocessing';
+
+/** schemas/artifact-event.avsc */
+export interface ArtifactEventRecord {
+  event_id: string;
+  kind: ArtifactKind;
+  ref: string;
+  name: string;
+  version: string;
+  digest: string;
+  uri: string | null;
+  metadata: Record<string, string>;
+  parents: string[];
+  registered_at: number;
+  registered_by: string;
+}
+
+export interface Ancestor {
+  ref: string;
+  kind: string;
+  /** The artifact it was reached from (the decision's artifact). */
+  via: string;
+  depth: number;
+}
+
+export type ApplyOutcome = 'added' | 'unchanged' | 'conflict';
+
+/**
+ * The registry's state, rebuilt by replaying registration events. A version is immutable: the
+ * first digest seen for a ref stays; a later event with another digest is a conflict, kept
+ * aside for audit and never applied.
+ */
+export class ArtifactState {
+  private readonly byRef = new Map<string, ArtifactEventRecord>();
+  readonly conflicts: ArtifactEventRecord[] = [];
+  private readonly ancestorCache = new Map<string, Ancestor[]>();
+
+  get size(): number {
+    return this.byRef.size;
+  }
+
+  get(ref: string): ArtifactEventRecord | undefined {
+    return this.byRef.get(ref);
+  }
+
+  all(): IterableIterator<ArtifactEventRecord> {
+    return this.byRef.values();
+  }
+
+  /** What applying this event would do, without applying it. */
+  check(event: Pick<ArtifactEventRecord, 'ref' | 'digest'>): ApplyOutcome {
+    const existing = this.byRef.get(event.ref);
+    if (!existing) return 'added';
+    return existing.digest === event.digest ? 'unchanged' : 'conflict';
+  }
+
+  apply(event: ArtifactEventRecord): ApplyOutcome {
+    const outcome = this.check(event);
+    if (outcome === 'added') {
+      this.byRef.set(event.ref, event);
+      // A new artifact can complete the lineage of ones already cached.
+      this.ancestorCache.clear();
+    } else if (outcome === 'conflict') {
+      this.conflicts.push(event);
+    }
+    return outcome;
+  }
+
+  /** Every ancestor of a ref (parents, their parents ...), nearest first, each once. */
+  ancestors(ref: string): Ancestor[] {
+    const cached = this.ancestorCache.get(ref);
+    if (cached) return cached;
+    const out: Ancestor[] = [];
+    const seen = new Set<string>([ref]);
+    let frontier = [ref];
+    for (let depth = 1; frontier.length > 0 && depth <= 32; depth++) {
+      const next: string[] = [];
+      for (const r of frontier) {
+        for (const parent of this.byRef.get(r)?.parents ?? []) {
+          if (seen.has(parent)) continue;
+          seen.add(parent);
+          out.push({ ref: parent, kind: this.byRef.get(parent)?.kind ?? 'unknown', via: ref, depth });
+          next.push(parent);
+        }
+      }
+      frontier = next;
+    }
+    if (this.ancestorCache.size < 100_000) this.ancestorCache.set(ref, out);
+    return out;
+  }
+}
+
+/** The ref a decision's model reference resolves to. */
+export function modelRef(name: string, version: string): string {
+  return `registry://models/${name}:${version}`;
+}
+
+export function environmentRef(digest: string): string {
+  return `registry://environments/${digest}`;
+}
+
+/**
+ * Kafka key of a registration: ref and digest, so a conflicting registration written around
+ * `dlog register` cannot replace the original under compaction.
+ */
+export function registrationKey(event: Pick<ArtifactEventRecord, 'ref' | 'digest'>): string {
+  return `${event.ref}@${event.digest}`;
+}

@@ -1,0 +1,12 @@
+export {
+  ArtifactState,
+  modelRef,
+  environmentRef,
+  registrationKey,
+  type ArtifactEventRecord,
+  type ArtifactKind,
+  type Ancestor,
+  type ApplyOutcome,
+} from './artifact-state.js';
+export { parseManifest, readManifest, ManifestError } from './manifest.js';
+export { loadArtifactState, registerArtifacts, RegistrationConflictError, type RegistryFollower, type RegisterResult } from './registry-topic.js';

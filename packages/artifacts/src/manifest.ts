@@ -1,0 +1,92 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { parse } from 'yaml';
+import { z } from 'zod';
+import { modelRef, type ArtifactEventRecord } from './artifact-state.js';
+
+const kinds = ['model', 'dataset', 'image', 'config', 'code', 'environment', 'policy', 'preprocessing'] as const;
+
+const artifactSchema = z
+  .object({
+    kind: z.enum(kinds),
+    ref: z.string().min(3).max(500).optional(),
+    name: z.string().min(1).max(200),
+    version: z.string().min(1).max(100),
+    digest: z.string().regex(/^sha256:[0-9a-f]{64}$/, 'must be sha256:<64 hex digits>'),
+    uri: z.string().max(2000).optional(),
+    metadata: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
+    parents: z.array(z.string().min(3).max(500)).default([]),
+  })
+  .strict();
+
+const manifestSchema = z.object({ artifacts: z.array(artifactSchema).min(1) }).strict();
+
+export class ManifestError extends Error {
+  constructor(
+    readonly file: string,
+    readonly path: string,
+    message: string,
+  ) {
+    super(`${file}${path ? ` at ${path}` : ''}: ${message}`);
+    this.name = 'ManifestError';
+  }
+}
+
+/** Default refs by kind, so a manifest may omit them: models must use the model form. */
+function refFor(a: z.infer<typeof artifactSchema>): string {
+  if (a.kind === 'model') return modelRef(a.name, a.version);
+  if (a.ref) return a.ref;
+  const plural: Record<string, string> = { dataset: 'datasets', image: 'images', config: 'configs', code: 'code', environment: 'environments', policy: 'policies', preprocessing: 'preprocessing' };
+  return `registry://${plural[a.kind]}/${a.name}:${a.version}`;
+}
+
+/** Parses a registration manifest (YAML or JSON) into registration events. */
+export function parseManifest(text: string, file: string, registeredBy: string, now = Date.now()): ArtifactEventRecord[] {
+  let raw: unknown;
+  try {
+    raw = parse(text);
+  } catch (err) {
+    throw new ManifestError(file, '', `not valid YAML or JSON: ${(err as Error).message}`);
+  }
+  const parsed = manifestSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ManifestError(file, issue.path.join('.'), issue.message);
+  }
+  const events = parsed.data.artifacts.map((a, i) => {
+    const ref = refFor(a);
+    if (a.kind === 'model' && a.ref && a.ref !== ref) {
+      throw new ManifestError(file, `artifacts.${i}.ref`, `a model's ref is ${ref} (from its name and version); remove ref or make it match`);
+    }
+    return {
+      event_id: randomUUID(),
+      kind: a.kind,
+      ref,
+      name: a.name,
+      version: a.version,
+      digest: a.digest,
+      uri: a.uri ?? null,
+      metadata: Object.fromEntries(Object.entries(a.metadata).map(([k, v]) => [k, String(v)])),
+      parents: a.parents,
+      registered_at: now,
+      registered_by: registeredBy,
+    } satisfies ArtifactEventRecord;
+  });
+  const seen = new Map<string, string>();
+  for (const [i, e] of events.entries()) {
+    const prior = seen.get(e.ref);
+    if (prior !== undefined && prior !== e.digest) throw new ManifestError(file, `artifacts.${i}`, `${e.ref} appears twice with different digests`);
+    seen.set(e.ref, e.digest);
+  }
+  return events;
+}
+
+export function readManifest(file: string, registeredBy: string): ArtifactEventRecord[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ManifestError(file, '', `cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  return parseManifest(text, file, registeredBy);
+}

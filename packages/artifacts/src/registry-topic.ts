@@ -1,0 +1,155 @@
+import { randomUUID } from 'node:crypto';
+import type { Kafka } from 'kafkajs';
+import type { Logger } from 'pino';
+import {
+  avroType,
+  createRegistry,
+  decodeFramed,
+  encodeFramed,
+  framedIds,
+  loadSchema,
+  registerAvro,
+  registryFetcher,
+  RegistrySchemaResolvers,
+  valueSubject,
+} from '@dlog/contracts';
+import { ArtifactState, registrationKey, type ArtifactEventRecord } from './artifact-state.js';
+
+export interface RegistryFollower {
+  readonly state: ArtifactState;
+  stop(): Promise<void>;
+}
+
+const artifactType = avroType('artifact-event');
+
+function decode(value: Buffer | null, resolvers: RegistrySchemaResolvers): ArtifactEventRecord | undefined {
+  if (!value) return undefined;
+  try {
+    return decodeFramed<ArtifactEventRecord>(artifactType, resolvers, value);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Rebuilds the registry from the compacted topic and resolves once it has read up to the end
+ * offsets taken at start; with `follow`, it keeps applying new registrations afterwards. Reads
+ * with a throwaway group and never commits: every start replays the whole (compacted) history.
+ */
+export async function loadArtifactState(opts: {
+  kafka: Kafka;
+  topic: string;
+  schemaRegistryUrl: string;
+  log: Logger;
+  follow?: boolean;
+  timeoutMs?: number;
+  onEvent?: (event: ArtifactEventRecord, outcome: string) => void;
+}): Promise<RegistryFollower> {
+  const state = new ArtifactState();
+  const resolvers = new RegistrySchemaResolvers(artifactType, registryFetcher(opts.schemaRegistryUrl));
+  const admin = opts.kafka.admin();
+  await admin.connect();
+  const ends = await admin.fetchTopicOffsets(opts.topic);
+  await admin.disconnect();
+  const pending = new Set(ends.filter((p) => BigInt(p.high) > BigInt(p.low)).map((p) => p.partition));
+  const targets = new Map(ends.map((p) => [p.partition, BigInt(p.high) - 1n]));
+
+  const consumer = opts.kafka.consumer({ groupId: `dlog-artifacts-${randomUUID()}`, maxWaitTimeInMs: 100 });
+  await consumer.connect();
+  await consumer.subscribe({ topic: opts.topic, fromBeginning: true });
+  let caughtUp!: () => void;
+  const ready = new Promise<void>((resolve) => (caughtUp = resolve));
+  if (pending.size === 0) caughtUp();
+  await consumer.run({
+    autoCommit: false,
+    eachBatch: async ({ batch }) => {
+      await resolvers.prepare(framedIds(batch.messages.map((m) => m.value)));
+      for (const m of batch.messages) {
+        const event = decode(m.value, resolvers);
+        if (!event) {
+          opts.log.warn({ topic: opts.topic, partition: batch.partition, offset: m.offset }, 'unreadable registration skipped');
+          continue;
+        }
+        const outcome = state.apply(event);
+        if (outcome === 'conflict') opts.log.warn({ ref: event.ref, digest: event.digest }, 'conflicting registration ignored: versions are immutable');
+        opts.onEvent?.(event, outcome);
+      }
+      const last = batch.messages.length ? BigInt(batch.lastOffset()) : -1n;
+      if (pending.has(batch.partition) && last >= (targets.get(batch.partition) ?? 0n)) {
+        pending.delete(batch.partition);
+        if (pending.size === 0) caughtUp();
+      }
+    },
+  });
+  const timeout = opts.timeoutMs ?? 60_000;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      ready,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`Artifact registry ${opts.topic} not read to its end within ${timeout} ms`)), timeout);
+      }),
+    ]);
+  } catch (err) {
+    await consumer.disconnect();
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+  if (!opts.follow) {
+    await consumer.disconnect();
+    return { state, stop: async () => {} };
+  }
+  return { state, stop: () => consumer.disconnect() };
+}
+
+export class RegistrationConflictError extends Error {
+  constructor(readonly conflicts: { ref: string; registered: string; given: string }[]) {
+    super(
+      conflicts
+        .map((c) => `${c.ref} is already registered with digest ${c.registered}; versions are immutable, so ${c.given} is refused. Register it as a new version instead.`)
+        .join('\n'),
+    );
+    this.name = 'RegistrationConflictError';
+  }
+}
+
+export interface RegisterResult {
+  added: string[];
+  unchanged: string[];
+}
+
+/**
+ * Registers artifacts: the same version with the same digest again is a no-op; with another
+ * digest it is refused and nothing of the manifest is written.
+ */
+export async function registerArtifacts(opts: {
+  kafka: Kafka;
+  topic: string;
+  schemaRegistryUrl: string;
+  log: Logger;
+  events: ArtifactEventRecord[];
+}): Promise<RegisterResult> {
+  const { state } = await loadArtifactState({ kafka: opts.kafka, topic: opts.topic, schemaRegistryUrl: opts.schemaRegistryUrl, log: opts.log });
+  const conflicts = opts.events
+    .filter((e) => state.check(e) === 'conflict')
+    .map((e) => ({ ref: e.ref, registered: state.get(e.ref)!.digest, given: e.digest }));
+  if (conflicts.length > 0) throw new RegistrationConflictError(conflicts);
+  const fresh = opts.events.filter((e) => state.check(e) === 'added');
+  const result = { added: fresh.map((e) => e.ref), unchanged: opts.events.filter((e) => state.check(e) === 'unchanged').map((e) => e.ref) };
+  if (fresh.length === 0) return result;
+  const registry = createRegistry(opts.schemaRegistryUrl);
+  const id = await registerAvro(registry, opts.schemaRegistryUrl, valueSubject(opts.topic), loadSchema('artifact-event'));
+  const producer = opts.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  try {
+    await producer.send({
+      topic: opts.topic,
+      acks: -1,
+      messages: fresh.map((e) => ({ key: registrationKey(e), value: encodeFramed(artifactType, id, e) })),
+    });
+  } finally {
+    await producer.disconnect();
+  }
+  return result;
+}
