@@ -1,0 +1,198 @@
+/**
+ * npm run bench:sdk [-- --events 200000 --compression none|gzip]
+ *
+ * Caller-side cost of record() (median / p99 over every call after warm-up) and sustained
+ * events/s into the local broker for ~1 KB events, next to a bare kafkajs producer sending the same
+ * bytes in the same batch sizes, in the same run.
+ */
+import { parseArgs } from 'node:util';
+import avro from 'avsc';
+import { CompressionTypes } from 'kafkajs';
+import { loadConfig } from '@dlog/config';
+import { canonicalJson, loadSchema, sha256Tagged } from '@dlog/contracts';
+import { createKafka, ensureTopics } from '@dlog/kafka';
+import { createLogger } from '@dlog/runtime';
+import { createDecisionLogger, type Decision } from '@dlog/sdk';
+
+const { values: args } = parseArgs({
+  options: {
+    events: { type: 'string', default: '200000' },
+    warmup: { type: 'string', default: '20000' },
+    compression: { type: 'string', default: 'none' },
+  },
+});
+const N = Number(args.events);
+const WARMUP = Number(args.warmup);
+const compression = args.compression === 'gzip' ? 'gzip' : 'none';
+const batchEvents = 5_000;
+const batchBytes = 900 * 1024;
+
+const config = loadConfig();
+const log = createLogger({ name: 'bench-sdk', level: 'error' });
+const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'bench-sdk', log });
+const admin = kafka.admin();
+await admin.connect();
+const run = `${Date.now().toString(36)}`;
+const topic = `bench-sdk-${run}`;
+const baselineTopic = `bench-sdk-baseline-${run}`;
+const artifactTopic = `bench-sdk-artifacts-${run}`;
+await ensureTopics(admin, [
+  { name: topic, partitions: 6, doc: 'bench', config: {} },
+  { name: baselineTopic, partitions: 6, doc: 'bench', config: {} },
+  { name: artifactTopic, partitions: 1, doc: 'bench', config: {} },
+]);
+
+/** A loan decision whose encoded event is about 1 KB; every one differs (hashing is real work). */
+function decision(i: number): Decision {
+  return {
+    requestId: `req-${i}`,
+    input: {
+      applicant: { id: `a-${i}`, age: 20 + (i % 50), income: 30000 + (i % 997) * 31.5, employed: i % 3 !== 0, postcode: '1012AB' },
+      loan: { amount: 250000 + i, term_months: 300, product: 'mortgage', currency: 'EUR' },
+      history: Array.from({ length: 6 }, (_, k) => ({ year: 2019 + k, late_payments: (i + k) % 4, score: 600 + ((i * 7 + k) % 200) })),
+      notes: 'Applicant requested a fixed rate for ten years; documents verified by the branch on the same day.',
+    },
+    output: { decision: i % 5 === 0 ? 'declined' : 'approved', confidence: 0.5 + (i % 50) / 100, scores: { approved: 0.8, declined: 0.2 } },
+    trajectory: i % 4 === 0 ? { traceId: `trace-${i % 1000}`, step: i, toolName: 'credit_check', toolArgs: { applicant: `a-${i}` } } : undefined,
+  };
+}
+
+const sdkDefaults = {
+  model: { name: 'loan-approver', version: '2.4.1', digest: 'sha256:0f3c' },
+  image: { ref: 'registry.example/inference-loan:2.4.1', digest: 'sha256:9a1b' },
+  config: { ref: 'configs/prod/loan-params:v3', params: { temperature: 0.1, thresholds: { approve: 0.7 } } },
+  preprocessing: { ref: 'registry://preprocessing/loan-features:v7', digest: 'sha256:77aa' },
+  endpoint: 'loan-approver',
+  decisionType: 'loan_approval',
+};
+
+const quantile = (sorted: Float64Array, q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+// ---- the SDK ----
+const logger = createDecisionLogger({
+  service: 'bench',
+  brokers: config.kafkaBrokers,
+  registryUrl: config.schemaRegistryUrl,
+  topic,
+  artifactTopic,
+  log,
+  compression,
+  buffer: { maxEvents: N + WARMUP, maxBytes: 1024 * 1024 * 1024, policy: 'drop' },
+  batch: { maxEvents: batchEvents, maxBytes: batchBytes },
+  ...sdkDefaults,
+});
+const decisions = Array.from({ length: WARMUP + N }, (_, i) => decision(i));
+for (let i = 0; i < WARMUP; i++) {
+  logger.record(decisions[i]!);
+  if (i % 500 === 499) await yieldToLoop();
+}
+const warm = await logger.flush(120_000);
+if (!warm.ok) throw new Error('warm-up did not drain');
+
+// Every call timed; the loop yields every 500 calls, as a service does between requests, which
+// is when the background encodes and sends.
+const callNs = new Float64Array(N);
+const sentBefore = logger.stats().sent;
+const t0 = performance.now();
+for (let i = 0; i < N; i++) {
+  const d = decisions[WARMUP + i]!;
+  const a = process.hrtime.bigint();
+  logger.record(d);
+  callNs[i] = Number(process.hrtime.bigint() - a);
+  if (i % 500 === 499) await yieldToLoop();
+}
+const recordedMs = performance.now() - t0;
+const flushed = await logger.flush(180_000);
+const sdkMs = performance.now() - t0;
+const stats = await logger.close();
+const sdkSent = stats.sent - sentBefore;
+if (!flushed.ok || sdkSent !== N) throw new Error(`SDK run incomplete: ${JSON.stringify(stats)}`);
+callNs.sort();
+
+// Cost of the timer itself, to read the numbers above against.
+const timerNs = new Float64Array(100_000);
+for (let i = 0; i < timerNs.length; i++) {
+  const a = process.hrtime.bigint();
+  timerNs[i] = Number(process.hrtime.bigint() - a);
+}
+timerNs.sort();
+
+// ---- baseline: bare kafkajs, the same bytes, the same batch sizes ----
+const type = avro.Type.forSchema(loadSchema('inference-event'));
+const registered = await (await import('@dlog/contracts')).registerAvro(
+  (await import('@dlog/contracts')).createRegistry(config.schemaRegistryUrl),
+  config.schemaRegistryUrl,
+  `${baselineTopic}-value`,
+  loadSchema('inference-event'),
+);
+const messages = decisions.slice(WARMUP).map((d, i) => {
+  const inputJson = canonicalJson(d.input);
+  const body = type.toBuffer({
+    event_id: `0190${i.toString(16).padStart(28, '0')}`,
+    request_id: d.requestId!,
+    ts: Date.now(),
+    endpoint: 'loan-approver',
+    decision_type: 'loan_approval',
+    tenant: null,
+    model: sdkDefaults.model,
+    image: sdkDefaults.image,
+    config: { ref: sdkDefaults.config.ref, params: { temperature: 0.1, top_p: null, max_tokens: null, thresholds: { approve: 0.7 }, extra: {} } },
+    preprocessing: sdkDefaults.preprocessing,
+    environment_digest: stats.environmentDigest,
+    input_json: inputJson,
+    input_hash: sha256Tagged(inputJson),
+    output: { decision: d.output.decision, confidence: d.output.confidence ?? null, scores: d.output.scores ?? {}, token_logprobs: null, output_json: null },
+    trajectory: d.trajectory ? { trace_id: d.trajectory.traceId, step: d.trajectory.step, parent_event_id: null, tool_name: 'credit_check', tool_args_hash: sha256Tagged(canonicalJson(d.trajectory.toolArgs)) } : null,
+    producer: { service: 'bench', sdk: '@dlog/sdk@0.1.0', host: null },
+    attributes: {},
+  });
+  const value = Buffer.allocUnsafe(5 + body.length);
+  value[0] = 0;
+  value.writeInt32BE(registered, 1);
+  body.copy(value, 5);
+  return { key: d.trajectory?.traceId ?? d.requestId!, value };
+});
+const avgBytes = messages.reduce((n, m) => n + m.value.length, 0) / messages.length;
+const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+await producer.connect();
+const b0 = performance.now();
+for (let i = 0; i < messages.length; ) {
+  const batch: typeof messages = [];
+  let bytes = 0;
+  while (i < messages.length && batch.length < batchEvents) {
+    const m = messages[i]!;
+    const size = m.value.length + m.key.length + 32;
+    if (batch.length > 0 && bytes + size > batchBytes) break;
+    batch.push(m);
+    bytes += size;
+    i++;
+  }
+  await producer.send({ topic: baselineTopic, messages: batch, acks: -1, compression: compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None });
+}
+const baseMs = performance.now() - b0;
+await producer.disconnect();
+await admin.deleteTopics({ topics: [topic, baselineTopic, artifactTopic] }).catch(() => undefined);
+await admin.disconnect();
+
+const sdkRate = N / (sdkMs / 1000);
+const baseRate = N / (baseMs / 1000);
+const us = (ns: number) => (ns / 1000).toFixed(2);
+console.log(`\nbench:sdk  ${N} events of ${Math.round(avgBytes)} B (avg encoded), compression ${compression}, batches <= ${batchEvents} events / ${batchBytes / 1024} KiB, acks=-1, idempotent`);
+console.log(`node ${process.versions.node}, ${(await import('node:os')).cpus().length} CPUs, broker ${config.kafkaBrokers.join(',')}\n`);
+const rows = [
+  ['', 'SDK createDecisionLogger', 'bare kafkajs producer', 'ratio SDK/bare'],
+  ['record() median, µs', us(quantile(callNs, 0.5)), '-', '-'],
+  ['record() p99, µs', us(quantile(callNs, 0.99)), '-', '-'],
+  ['record() max, µs', us(callNs[callNs.length - 1]!), '-', '-'],
+  ['sustained events/s', Math.round(sdkRate).toString(), Math.round(baseRate).toString(), (sdkRate / baseRate).toFixed(2)],
+  ['MB/s', ((sdkRate * avgBytes) / 1e6).toFixed(1), ((baseRate * avgBytes) / 1e6).toFixed(1), ''],
+  ['wall time, s', (sdkMs / 1000).toFixed(1), (baseMs / 1000).toFixed(1), ''],
+];
+const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+for (const r of rows) console.log(r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('   '));
+console.log(
+  `\nrecord() loop alone: ${N} calls in ${(recordedMs / 1000).toFixed(1)} s (includes background work run at each yield); timer overhead median ${us(quantile(timerNs, 0.5))} µs (included above).`,
+);
+console.log(`send latency per batch: p50 ${stats.sendLatencyMs.p50.toFixed(1)} ms, p99 ${stats.sendLatencyMs.p99.toFixed(1)} ms; dropped ${stats.dropped}, invalid ${stats.invalid}, failed ${stats.failed}`);
+console.log(`targets: median <= 2 µs, p99 <= 20 µs, >= 100000 events/s`);

@@ -1,0 +1,189 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import avro from 'avsc';
+import { inputHash, loadSchema } from '@dlog/contracts';
+import { createLogger, waitFor } from '@dlog/runtime';
+import { createDecisionLogger, DecisionLoggerError, type DecisionLoggerOptions } from './decision-logger.js';
+import type { OutMessage, Transport } from './transport.js';
+
+const eventType = avro.Type.forSchema(loadSchema('inference-event'));
+
+/** In-memory transport: records what was sent, and can be "down" for a while. */
+function fakeTransport() {
+  const sent: { topic: string; key: string; value: Buffer }[] = [];
+  const state = { down: false, sendCalls: 0 };
+  const transport: Transport = {
+    async connect() {},
+    async register(subject) {
+      return subject.startsWith('registry') || subject.includes('artifact') ? 2 : 1;
+    },
+    async send(topic: string, messages: OutMessage[]) {
+      state.sendCalls++;
+      await new Promise((r) => setTimeout(r, 1));
+      if (state.down) throw Object.assign(new Error('broker down'), { retriable: true });
+      for (const m of messages) sent.push({ topic, key: m.key, value: Buffer.from(m.value) });
+    },
+    async reset() {},
+    async disconnect() {},
+  };
+  const events = (topic = 'inference.raw') =>
+    sent.filter((s) => s.topic === topic).map((s) => ({ key: s.key, schemaId: s.value.readInt32BE(1), event: eventType.fromBuffer(s.value.subarray(5)) as Record<string, any> }));
+  return { transport, sent, state, events };
+}
+
+const base = (t: Transport, extra: Partial<DecisionLoggerOptions> = {}): DecisionLoggerOptions => ({
+  service: 'loan-api',
+  transport: t,
+  model: { name: 'loan-approver', version: '2.4.1', digest: 'sha256:abc' },
+  image: { ref: 'registry.example/inference-loan:2.4.1', digest: 'sha256:def' },
+  config: { ref: 'configs/prod/loan-params:v3', params: { temperature: 0.1, thresholds: { approve: 0.7 } } },
+  preprocessing: { ref: 'registry://preprocessing/loan-features:v7' },
+  endpoint: 'loan-approver',
+  decisionType: 'loan_approval',
+  log: createLogger({ name: 'test', level: process.env.LOG_LEVEL ?? 'error' }),
+  ...extra,
+});
+
+describe('createDecisionLogger (no Kafka)', () => {
+  it('stamps ids, hashes and references in the background and sends framed Avro', async () => {
+    const fake = fakeTransport();
+    const logger = createDecisionLogger(base(fake.transport));
+    const input = { income: 52000, applicant: { age: 41 } };
+    const id = logger.record({ requestId: 'req-1', input, output: { decision: 'approved', confidence: 0.87, scores: { approved: 0.87 } } });
+    assert.match(id, /^[0-9a-f-]{36}$/);
+    assert.deepEqual(await logger.flush(5_000), { ok: true, unsent: 0 });
+    const [e] = fake.events();
+    assert.ok(e);
+    assert.equal(e.schemaId, 1);
+    assert.equal(e.key, 'req-1');
+    assert.equal(e.event.event_id, id);
+    assert.equal(e.event.input_hash, inputHash(input));
+    assert.equal(e.event.input_json, '{"applicant":{"age":41},"income":52000}');
+    assert.equal(e.event.environment_digest, logger.environment.digest);
+    assert.deepEqual({ ...e.event.model }, { name: 'loan-approver', version: '2.4.1', digest: 'sha256:abc' });
+    assert.equal(e.event.config.params.temperature, 0.1);
+    assert.equal(e.event.producer.sdk, '@dlog/sdk@0.1.0');
+    await waitFor(() => logger.stats().ready.environment, { timeoutMs: 5_000, what: 'the environment snapshot' });
+    const artifacts = fake.sent.filter((s) => s.topic === 'registry.artifacts');
+    assert.equal(artifacts.length, 1);
+    assert.equal(artifacts[0]!.key, logger.environment.ref);
+    const stats = await logger.close();
+    assert.equal(stats.sent, 1);
+    assert.equal(stats.queued, 1);
+  });
+
+  it('counts and reports invalid calls, never throwing at the caller', async () => {
+    const fake = fakeTransport();
+    const errors: DecisionLoggerError[] = [];
+    const logger = createDecisionLogger(base(fake.transport, { model: undefined, maxEventBytes: 4096, onError: (e) => void errors.push(e) }));
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    const model = 'registry://models/m:1';
+    const bad: unknown[] = [
+      { input: { a: 1 }, output: { decision: 'x' } }, // no model anywhere
+      { model, input: { n: 10n }, output: { decision: 'x' } },
+      { model, input: cyclic, output: { decision: 'x' } },
+      { model, input: { blob: 'x'.repeat(10_000) }, output: { decision: 'x' } },
+      { model, input: {}, output: { decision: 1 } },
+      { model, input: {}, output: { decision: 'x', confidence: 'high' } },
+      null,
+      undefined,
+      42,
+    ];
+    for (const d of bad) assert.doesNotThrow(() => logger.record(d as never));
+    logger.record({ model, input: { ok: true }, output: { decision: 'x' } });
+    await logger.flush(5_000);
+    const stats = await logger.close();
+    assert.equal(stats.invalid, bad.length);
+    assert.equal(stats.sent, 1);
+    const reasons = errors.filter((e) => e.kind === 'invalid').map((e) => e.message).join('\n');
+    for (const r of [/missing model reference/, /BigInt/, /Cyclic/, /oversized/, /decision must be a string/, /confidence/]) assert.match(reasons, r);
+    // A callback that throws does not break anything either.
+    const noisy = createDecisionLogger(base(fake.transport, { onError: () => { throw new Error('host bug'); } }));
+    assert.doesNotThrow(() => noisy.record({ input: { n: 1n }, output: { decision: 'x' } }));
+    await noisy.close();
+  });
+
+  it('gives trajectory steps one key, a step number, the parent and a tool-args hash', async () => {
+    const fake = fakeTransport();
+    const logger = createDecisionLogger(base(fake.transport));
+    const trace = logger.trace();
+    const a = trace.record({ input: { q: 'weather?' }, output: { decision: 'call_tool' }, toolName: 'search', toolArgs: { q: 'weather', n: 3 } });
+    const b = trace.record({ input: { r: 'sunny' }, output: { decision: 'answer' } });
+    await logger.close();
+    const events = fake.events();
+    assert.deepEqual(events.map((e) => e.key), [trace.traceId, trace.traceId]);
+    assert.deepEqual(events.map((e) => e.event.trajectory.step), [1, 2]);
+    assert.equal(events[0]!.event.trajectory.parent_event_id, null);
+    assert.equal(events[1]!.event.trajectory.parent_event_id, a);
+    assert.equal(events[1]!.event.event_id, b);
+    assert.equal(events[0]!.event.trajectory.tool_name, 'search');
+    assert.equal(events[0]!.event.trajectory.tool_args_hash, inputHash({ n: 3, q: 'weather' }));
+  });
+
+  it('drop policy: a full buffer drops the newest events and counts them', async () => {
+    const fake = fakeTransport();
+    fake.state.down = true;
+    const drops: number[] = [];
+    const logger = createDecisionLogger(base(fake.transport, { buffer: { maxEvents: 100, policy: 'drop' }, onError: (e) => e.kind === 'dropped' && drops.push(e.count) }));
+    for (let i = 0; i < 300; i++) logger.record({ input: { i }, output: { decision: 'x' } });
+    await new Promise((r) => setTimeout(r, 20));
+    fake.state.down = false;
+    assert.equal((await logger.flush(10_000)).ok, true);
+    const stats = await logger.close();
+    assert.equal(stats.dropped, 200);
+    assert.equal(stats.sent, 100);
+    assert.equal(drops.reduce((a, b) => a + b, 0), 200);
+    assert.deepEqual(fake.events().map((e) => JSON.parse(e.event.input_json).i), Array.from({ length: 100 }, (_, i) => i));
+  });
+
+  it('spill policy: an outage loses nothing and keeps the order, and close keeps what is left for the next process', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
+    const fake = fakeTransport();
+    const logger = createDecisionLogger(base(fake.transport, { buffer: { maxEvents: 50, policy: 'spill', spillDir: dir }, batch: { maxEvents: 20 } }));
+    let n = 0;
+    const burst = async (count: number) => {
+      for (let i = 0; i < count; i++) logger.record({ requestId: `r${n}`, input: { n: n++ }, output: { decision: 'x' } });
+      await new Promise((r) => setImmediate(r));
+    };
+    await burst(30);
+    fake.state.down = true;
+    for (let k = 0; k < 10; k++) await burst(40);
+    await waitFor(() => logger.stats().spilled > 0, { timeoutMs: 5_000, what: 'spilling' });
+    fake.state.down = false;
+    for (let k = 0; k < 5; k++) await burst(40);
+    assert.equal((await logger.flush(20_000)).ok, true);
+    const stats = await logger.close();
+    const got = fake.events().map((e) => JSON.parse(e.event.input_json).n as number);
+    assert.deepEqual(got, Array.from({ length: n }, (_, i) => i), 'every event, once, in order');
+    assert.equal(stats.sent, n);
+    assert.ok(stats.spilled > 0);
+    assert.equal(stats.buffered.spillBytes, 0);
+
+    // Broker gone at close: what is left stays in the spill file and the next process sends it first.
+    const fake2 = fakeTransport();
+    fake2.state.down = true;
+    const second = createDecisionLogger(base(fake2.transport, { buffer: { maxEvents: 5, policy: 'spill', spillDir: dir } }));
+    await waitFor(() => second.stats().ready.contract, { timeoutMs: 5_000, what: 'the contract' });
+    for (let i = 0; i < 12; i++) second.record({ input: { m: i }, output: { decision: 'x' } });
+    const closed = await second.close(300);
+    assert.equal(closed.sent, 0);
+    assert.equal(closed.failed, 0);
+    const fake3 = fakeTransport();
+    const third = createDecisionLogger(base(fake3.transport, { buffer: { policy: 'spill', spillDir: dir } }));
+    third.record({ input: { m: 12 }, output: { decision: 'x' } });
+    assert.equal((await third.flush(5_000)).ok, true);
+    await third.close();
+    assert.deepEqual(fake3.events().map((e) => JSON.parse(e.event.input_json).m), Array.from({ length: 13 }, (_, i) => i));
+  });
+
+  it('refuses bad options at creation, naming the field', () => {
+    const fake = fakeTransport();
+    assert.throws(() => createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill' } })), /spillDir/);
+    assert.throws(() => createDecisionLogger({ service: 'x' }), /brokers/);
+    assert.throws(() => createDecisionLogger({ ...base(fake.transport), bogus: 1 } as never), /bogus|Unrecognized/);
+  });
+});

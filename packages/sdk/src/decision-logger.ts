@@ -1,0 +1,796 @@
+import os from 'node:os';
+import avro from 'avsc';
+import { z } from 'zod';
+import { loadSchema, valueSubject } from '@dlog/contracts';
+import { backoffDelay, createLogger, type Logger } from '@dlog/runtime';
+import {
+  eventKey,
+  InvalidDecisionError,
+  toInferenceEvent,
+  type ConfigRef,
+  type Decision,
+  type EventDefaults,
+  type ImageRef,
+  type ModelRef,
+  type PreprocessingRef,
+  type TrajectoryContext,
+} from './decision.js';
+import { captureEnvironment, environmentMetadata, type Environment, type EnvironmentOptions } from './environment.js';
+import { kafkaTransport } from './kafka-transport.js';
+import { SpillFile, type Encoded } from './spill-file.js';
+import type { Transport } from './transport.js';
+import { uuidv7 } from './uuid-v7.js';
+
+export const sdkName = '@dlog/sdk@0.1.0';
+
+export type BufferPolicy = 'drop' | 'spill';
+
+export interface DecisionLoggerOptions {
+  /** Name of the host service (producer.service on every event). */
+  service: string;
+  /** Kafka bootstrap servers; required unless `transport` is given. */
+  brokers?: string[];
+  /** Confluent-compatible schema registry URL; required unless `transport` is given. */
+  registryUrl?: string;
+  /** Defaults to inference.raw. */
+  topic?: string;
+  /** Where the environment snapshot is registered; defaults to registry.artifacts. */
+  artifactTopic?: string;
+  /** Defaults for every event; a decision may override each. */
+  endpoint?: string;
+  decisionType?: string;
+  tenant?: string | null;
+  model?: ModelRef | string;
+  image?: ImageRef | null;
+  config?: ConfigRef | null;
+  preprocessing?: PreprocessingRef | null;
+  attributes?: Record<string, string>;
+  environment?: EnvironmentOptions;
+  buffer?: {
+    /** Events held (waiting to be encoded or sent) before the policy applies. */
+    maxEvents?: number;
+    /** Encoded bytes held in memory before the policy applies. */
+    maxBytes?: number;
+    /** drop: newest events are dropped and counted; spill: written to spillDir and replayed in order. */
+    policy?: BufferPolicy;
+    /** Required for spill; one directory per process (it is locked). */
+    spillDir?: string;
+  };
+  batch?: {
+    maxEvents?: number;
+    /** Kept below the broker's message.max.bytes (1 MiB by default), which bounds one partition's batch. */
+    maxBytes?: number;
+  };
+  /** Larger encoded events are refused as invalid. */
+  maxEventBytes?: number;
+  compression?: 'none' | 'gzip';
+  /** One send attempt, kafkajs retries included. */
+  requestTimeoutMs?: number;
+  /** Called for every refused decision, every batch of drops and every failed send; never throws back. */
+  onError?: (err: DecisionLoggerError) => void;
+  log?: Logger;
+  /** Replaces Kafka and the registry (tests). */
+  transport?: Transport;
+}
+
+const refSchema = z.object({ ref: z.string().min(1), digest: z.string().nullable().optional() }).strict();
+const optionsSchema = z
+  .object({
+    service: z.string().min(1),
+    brokers: z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, 'host:port')).min(1).optional(),
+    registryUrl: z.string().url().optional(),
+    topic: z.string().regex(/^[A-Za-z0-9._-]{1,249}$/).optional(),
+    artifactTopic: z.string().regex(/^[A-Za-z0-9._-]{1,249}$/).optional(),
+    endpoint: z.string().min(1).optional(),
+    decisionType: z.string().min(1).optional(),
+    tenant: z.string().nullable().optional(),
+    model: z.union([z.string(), z.object({ name: z.string().min(1), version: z.string().min(1), digest: z.string().nullable().optional() }).strict()]).optional(),
+    image: refSchema.nullable().optional(),
+    config: z.object({ ref: z.string().min(1), params: z.record(z.string(), z.unknown()).optional() }).strict().nullable().optional(),
+    preprocessing: refSchema.nullable().optional(),
+    attributes: z.record(z.string(), z.string()).optional(),
+    environment: z
+      .object({ libraries: z.record(z.string(), z.string()).optional(), hardware: z.record(z.string(), z.string()).optional() })
+      .strict()
+      .optional(),
+    buffer: z
+      .object({
+        maxEvents: z.number().int().positive().optional(),
+        maxBytes: z.number().int().positive().optional(),
+        policy: z.enum(['drop', 'spill']).optional(),
+        spillDir: z.string().min(1).optional(),
+      })
+      .strict()
+      .refine((b) => b.policy !== 'spill' || b.spillDir !== undefined, { message: 'policy spill needs buffer.spillDir (a directory of its own for this process)', path: ['spillDir'] })
+      .optional(),
+    batch: z.object({ maxEvents: z.number().int().positive().optional(), maxBytes: z.number().int().min(1024).optional() }).strict().optional(),
+    maxEventBytes: z.number().int().min(1024).optional(),
+    compression: z.enum(['none', 'gzip']).optional(),
+    requestTimeoutMs: z.number().int().positive().optional(),
+    onError: z.custom<(err: DecisionLoggerError) => void>((v) => typeof v === 'function', 'must be a function').optional(),
+    log: z.unknown().optional(),
+    transport: z.unknown().optional(),
+  })
+  .strict()
+  .refine((o) => o.transport !== undefined || (o.brokers !== undefined && o.registryUrl !== undefined), {
+    message: 'brokers and registryUrl are required (or a transport)',
+    path: ['brokers'],
+  });
+
+export type DecisionLoggerErrorKind = 'invalid' | 'dropped' | 'send' | 'spill' | 'startup' | 'failed';
+
+/** Everything the logger reports to the host. Never thrown: handed to onError. */
+export class DecisionLoggerError extends Error {
+  constructor(
+    readonly kind: DecisionLoggerErrorKind,
+    message: string,
+    /** How many events this is about (0 for a startup or send problem that lost nothing). */
+    readonly count: number,
+    readonly eventId?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'DecisionLoggerError';
+  }
+}
+
+export interface LatencySummary {
+  count: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+export interface DecisionLoggerStats {
+  /** Accepted by record(). */
+  queued: number;
+  /** Acknowledged by the broker. */
+  sent: number;
+  /** Discarded by the drop policy (or recorded after close). */
+  dropped: number;
+  /** Written to the spill file (each event once, however long it stays there). */
+  spilled: number;
+  /** Given up on: not sent at close under the drop policy, or lost to a spill write error. */
+  failed: number;
+  /** Refused: missing model reference, non-serialisable input, oversized. */
+  invalid: number;
+  /** Failed send attempts (batches); the same batch is retried. */
+  sendErrors: number;
+  /** Held now: waiting to be encoded, encoded in memory, and bytes in the spill file. */
+  buffered: { pending: number; events: number; bytes: number; spillBytes: number };
+  /** Time from a batch's send to its acknowledgement, ms, over the last 1024 batches. */
+  sendLatencyMs: LatencySummary;
+  environmentDigest: string;
+  /** The contract is registered (events are being encoded) and the environment snapshot published. */
+  ready: { contract: boolean; environment: boolean };
+}
+
+export interface FlushResult {
+  /** True when everything recorded before the call was sent (or refused / dropped). */
+  ok: boolean;
+  /** Events still waiting when the bound was reached. */
+  unsent: number;
+}
+
+export interface DecisionLogger {
+  /**
+   * Records one decision. Synchronous and cheap: it stamps an event id and a timestamp and
+   * queues; validation, serialisation, hashing, encoding and sending happen in the background.
+   * Never throws; returns the event id (usable as a parent_event_id).
+   */
+  record(decision: Decision): string;
+  /** A trajectory: each record() is the next step, its parent the previous step. */
+  trace(opts?: { traceId?: string }): DecisionTrace;
+  /** Waits until everything recorded so far is acknowledged, at most timeoutMs. Never rejects. */
+  flush(timeoutMs?: number): Promise<FlushResult>;
+  /** Stops accepting, drains within timeoutMs, spills what is left (spill policy), disconnects. */
+  close(timeoutMs?: number): Promise<DecisionLoggerStats>;
+  stats(): DecisionLoggerStats;
+  readonly environment: Environment;
+}
+
+export interface TraceStep extends Omit<Decision, 'trajectory'> {
+  toolName?: string | null;
+  toolArgs?: unknown;
+  /** Defaults to the previous step's event id. */
+  parentEventId?: string | null;
+}
+
+export interface DecisionTrace {
+  readonly traceId: string;
+  /** Records the next step; returns its event id. */
+  record(step: TraceStep): string;
+}
+
+interface Pending {
+  seq: number;
+  id: string;
+  ts: number;
+  d: Decision;
+  traj: TrajectoryContext | undefined;
+}
+
+const slabBytes = 1 << 20;
+const pumpSlice = 2_000;
+const latencyRing = 1_024;
+
+const producerStateErrors = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH', 'INVALID_PRODUCER_ID_MAPPING']);
+
+/** kafkajs wraps the broker's error in "retries exceeded"; look through the chain. */
+function lostProducerState(err: unknown): boolean {
+  for (let e = err as { type?: string; originalError?: unknown; cause?: unknown } | undefined, i = 0; e && i < 5; i++) {
+    if (e.type && producerStateErrors.has(e.type)) return true;
+    e = (e.originalError ?? e.cause) as typeof e;
+  }
+  return false;
+}
+
+/** Confluent wire format: magic byte 0, then the schema id as a big-endian int32. */
+function frameHeader(buf: Buffer, pos: number, schemaId: number): void {
+  buf[pos] = 0;
+  buf.writeInt32BE(schemaId, pos + 1);
+}
+
+class DecisionLoggerImpl implements DecisionLogger {
+  readonly environment: Environment;
+  private readonly topic: string;
+  private readonly artifactTopic: string;
+  private readonly policy: BufferPolicy;
+  private readonly maxEvents: number;
+  private readonly maxBytes: number;
+  private readonly batchEvents: number;
+  private readonly batchBytes: number;
+  private readonly maxEventBytes: number;
+  private readonly defaults: EventDefaults;
+  private readonly transport: Transport;
+  private readonly log: Logger;
+  private readonly onError: ((err: DecisionLoggerError) => void) | undefined;
+  private readonly type = avro.Type.forSchema(loadSchema('inference-event'));
+  private readonly spill: SpillFile | undefined;
+
+  private readonly counters = { queued: 0, sent: 0, dropped: 0, spilled: 0, failed: 0, invalid: 0, sendErrors: 0 };
+  private readonly latencies = new Float64Array(latencyRing);
+  private latencyCount = 0;
+
+  private seq = 0;
+  private pending: Pending[] = [];
+  private pendingHead = 0;
+  private pumpScheduled = false;
+
+  private mem: Encoded[] = [];
+  private memHead = 0;
+  private memBytes = 0;
+  /** Once anything is spilled, newer events go behind it until the file is drained: order is kept. */
+  private spilling = false;
+
+  private slab = Buffer.allocUnsafe(slabBytes);
+  private slabPos = 0;
+
+  private schemaId: number | undefined;
+  private closing = false;
+  private stopping = false;
+  private wakeSender: (() => void) | undefined;
+  private readonly senderDone: Promise<void>;
+  private flushWaiters: { target: number; resolve: () => void }[] = [];
+  private closed: Promise<DecisionLoggerStats> | undefined;
+
+  constructor(opts: DecisionLoggerOptions) {
+    const parsed = optionsSchema.safeParse(opts);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new Error(`Invalid decision logger option ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`);
+    }
+    this.log = (opts.log ?? createLogger({ name: 'dlog-sdk', level: 'warn' })).child({ component: 'dlog-sdk' });
+    this.onError = opts.onError;
+    this.topic = opts.topic ?? 'inference.raw';
+    this.artifactTopic = opts.artifactTopic ?? 'registry.artifacts';
+    this.policy = opts.buffer?.policy ?? 'drop';
+    this.maxEvents = opts.buffer?.maxEvents ?? 100_000;
+    this.maxBytes = opts.buffer?.maxBytes ?? 64 * 1024 * 1024;
+    this.batchEvents = opts.batch?.maxEvents ?? 5_000;
+    this.batchBytes = opts.batch?.maxBytes ?? 900 * 1024;
+    this.maxEventBytes = Math.min(opts.maxEventBytes ?? 512 * 1024, this.batchBytes);
+    this.environment = captureEnvironment(opts.environment);
+    this.defaults = {
+      service: opts.service,
+      sdk: sdkName,
+      host: os.hostname(),
+      endpoint: opts.endpoint ?? opts.service,
+      decisionType: opts.decisionType ?? 'decision',
+      tenant: opts.tenant ?? null,
+      model: opts.model,
+      image: opts.image ?? null,
+      config: opts.config ?? null,
+      preprocessing: opts.preprocessing ?? null,
+      attributes: opts.attributes ?? {},
+      environmentDigest: this.environment.digest,
+    };
+    this.transport =
+      opts.transport ??
+      kafkaTransport({
+        brokers: opts.brokers!,
+        registryUrl: opts.registryUrl!,
+        clientId: `dlog-sdk-${opts.service}`.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100),
+        log: this.log,
+        compression: opts.compression ?? 'none',
+        requestTimeoutMs: opts.requestTimeoutMs ?? 10_000,
+      });
+    if (this.policy === 'spill') {
+      this.spill = new SpillFile(opts.buffer!.spillDir!);
+      // Events left by an earlier process go first.
+      if (this.spill.pendingBytes > 0) this.spilling = true;
+    }
+    this.senderDone = this.run().catch((err: unknown) => {
+      this.log.error({ err }, 'decision logger stopped on an unexpected error');
+      this.report(new DecisionLoggerError('startup', `Decision logger stopped: ${(err as Error).message}`, 0, undefined, { cause: err }));
+    });
+  }
+
+  // ---- caller path: nothing here may throw, await or do work proportional to the event ----
+
+  record(decision: Decision): string {
+    return this.accept(decision, undefined);
+  }
+
+  trace(opts: { traceId?: string } = {}): DecisionTrace {
+    const traceId = opts.traceId ?? uuidv7();
+    let step = 0;
+    let last: string | null = null;
+    return {
+      traceId,
+      record: (s: TraceStep): string => {
+        step++;
+        const id = this.accept(s, {
+          traceId,
+          step,
+          parentEventId: s.parentEventId === undefined ? last : s.parentEventId,
+          toolName: s.toolName ?? null,
+          toolArgs: s.toolArgs,
+        });
+        last = id;
+        return id;
+      },
+    };
+  }
+
+  private accept(d: Decision, traj: TrajectoryContext | undefined): string {
+    const ts = Date.now();
+    const id = uuidv7(ts);
+    try {
+      if (this.closing) {
+        this.counters.dropped++;
+        this.report(new DecisionLoggerError('dropped', 'Decision recorded after close()', 1, id));
+        return id;
+      }
+      let waiting = this.pending.length - this.pendingHead;
+      if (this.policy === 'drop') {
+        if (waiting + this.mem.length - this.memHead >= this.maxEvents) {
+          this.counters.dropped++;
+          this.reportDrop(id);
+          return id;
+        }
+      } else if (waiting >= this.maxEvents) {
+        // Spill loses nothing, so a caller that records faster than the background can encode
+        // pays for the encoding here, once per maxEvents calls, rather than growing memory.
+        if (this.schemaId !== undefined) {
+          while (this.pendingHead < this.pending.length) this.pump();
+          waiting = 0;
+        } else {
+          // Nothing can be encoded before the contract is registered: the bound holds anyway.
+          this.counters.dropped++;
+          this.reportDrop(id);
+          return id;
+        }
+      }
+      this.pending.push({ seq: ++this.seq, id, ts, d, traj });
+      this.counters.queued++;
+      if (!this.pumpScheduled) {
+        this.pumpScheduled = true;
+        setImmediate(this.pump);
+      }
+    } catch (err) {
+      // Only reachable on a bug or out-of-memory; the caller must still not see it.
+      this.counters.dropped++;
+      this.log.error({ err }, 'record() failed internally; decision dropped');
+    }
+    return id;
+  }
+
+  private dropReportPending = 0;
+  private reportDrop(id: string): void {
+    // One report per burst of drops, not one per event: a full buffer is exactly when the host
+    // can least afford a callback per record().
+    if (this.dropReportPending++ === 0) {
+      setImmediate(() => {
+        const n = this.dropReportPending;
+        this.dropReportPending = 0;
+        this.report(new DecisionLoggerError('dropped', `${n} decision(s) dropped: buffer full (policy drop)`, n, id));
+      });
+    }
+  }
+
+  private report(err: DecisionLoggerError): void {
+    if (!this.onError) return;
+    try {
+      this.onError(err);
+    } catch (cbErr) {
+      this.log.warn({ err: cbErr }, 'onError callback threw');
+    }
+  }
+
+  // ---- background: encode ----
+
+  private readonly pump = (): void => {
+    this.pumpScheduled = false;
+    if (this.schemaId === undefined) return; // run() pumps once the contract is registered
+    const end = Math.min(this.pending.length, this.pendingHead + pumpSlice);
+    const toSpill: Encoded[] = [];
+    let dropped = 0;
+    for (let i = this.pendingHead; i < end; i++) {
+      const p = this.pending[i]!;
+      this.pending[i] = undefined as unknown as Pending; // let the decision be collected
+      const e = this.encode(p);
+      if (e === undefined) continue;
+      if (this.spilling) {
+        toSpill.push(e);
+      } else if (this.mem.length - this.memHead >= this.maxEvents || this.memBytes + e.value.length > this.maxBytes) {
+        if (this.policy === 'drop') {
+          dropped++;
+        } else {
+          this.spilling = true;
+          toSpill.push(e);
+        }
+      } else {
+        this.mem.push(e);
+        this.memBytes += e.value.length;
+      }
+    }
+    this.pendingHead = end;
+    if (this.pendingHead === this.pending.length) {
+      this.pending = [];
+      this.pendingHead = 0;
+    } else if (!this.pumpScheduled) {
+      this.pumpScheduled = true;
+      setImmediate(this.pump);
+    }
+    if (dropped > 0) {
+      this.counters.dropped += dropped;
+      this.report(new DecisionLoggerError('dropped', `${dropped} decision(s) dropped: buffer bytes full (policy drop)`, dropped));
+    }
+    if (toSpill.length > 0) this.writeSpill(toSpill);
+    this.wakeSender?.();
+    this.checkFlushed();
+  };
+
+  private writeSpill(events: Encoded[]): void {
+    try {
+      this.spill!.append(events);
+      this.counters.spilled += events.length;
+    } catch (err) {
+      this.counters.failed += events.length;
+      this.log.error({ err, count: events.length }, 'spill write failed; events lost');
+      this.report(new DecisionLoggerError('spill', `Spill write failed, ${events.length} event(s) lost: ${(err as Error).message}`, events.length, undefined, { cause: err }));
+    }
+  }
+
+  private encode(p: Pending): Encoded | undefined {
+    let key: string;
+    let record: Record<string, unknown>;
+    try {
+      const d = p.traj ? { ...p.d, trajectory: p.traj } : p.d;
+      record = toInferenceEvent(p.id, p.ts, d, this.defaults);
+      key = eventKey(p.id, d);
+    } catch (err) {
+      this.invalid(p.id, err instanceof InvalidDecisionError ? err.reason : (err as Error).message);
+      return undefined;
+    }
+    try {
+      // Encode straight into a shared slab after a 5-byte header: no per-event allocation, and
+      // the value handed to Kafka is a view of it.
+      let start = this.slabPos;
+      let end = this.type.encode(record, this.slab, start + 5);
+      if (end < 0) {
+        const needed = this.slab.length - start - end; // encode() returns minus the missing bytes
+        if (needed > this.maxEventBytes) {
+          this.invalid(p.id, `oversized: ${needed} bytes encoded, limit ${this.maxEventBytes}`);
+          return undefined;
+        }
+        this.slab = Buffer.allocUnsafe(Math.max(slabBytes, needed));
+        start = 0;
+        end = this.type.encode(record, this.slab, 5);
+        if (end < 0) throw new Error('encoding did not fit a fresh slab');
+      }
+      if (end - start > this.maxEventBytes) {
+        this.invalid(p.id, `oversized: ${end - start} bytes encoded, limit ${this.maxEventBytes}`);
+        return undefined;
+      }
+      frameHeader(this.slab, start, this.schemaId!);
+      this.slabPos = end;
+      return { seq: p.seq, key, value: this.slab.subarray(start, end) };
+    } catch (err) {
+      this.invalid(p.id, `cannot be encoded: ${(err as Error).message}`);
+      return undefined;
+    }
+  }
+
+  private invalid(eventId: string, reason: string): void {
+    this.counters.invalid++;
+    this.report(new DecisionLoggerError('invalid', `Decision ${eventId} refused: ${reason}`, 1, eventId));
+  }
+
+  // ---- background: start, then send one batch at a time ----
+
+  private async run(): Promise<void> {
+    let attempt = 0;
+    // The contract first: nothing can be encoded without its schema id.
+    while (this.schemaId === undefined && !this.stopping) {
+      try {
+        this.schemaId = await this.transport.register(valueSubject(this.topic), loadSchema('inference-event'));
+      } catch (err) {
+        await this.failedAttempt('startup', `Registering the inference-event contract failed`, err, attempt++);
+      }
+    }
+    this.pump();
+    // The snapshot goes on its own schedule: a missing artifact topic must not hold up decisions.
+    this.envDone = this.publishEnvironmentUntilDone();
+    attempt = 0;
+    while (!this.stopping) {
+      const batch = this.nextBatch();
+      if (batch.length === 0) {
+        if (this.closing) break;
+        await new Promise<void>((resolve) => (this.wakeSender = resolve));
+        this.wakeSender = undefined;
+        continue;
+      }
+      const t0 = performance.now();
+      try {
+        await this.transport.send(this.topic, batch);
+      } catch (err) {
+        this.counters.sendErrors++;
+        await this.failedAttempt('send', `Sending ${batch.length} event(s) failed; the same batch is retried`, err, attempt++);
+        // Only a broker that lost our producer state needs a new session; any other failure is
+        // retried on the same one, because the broker drops a resent batch only for the session
+        // that first wrote it (a new session after an outage would write it twice).
+        if (lostProducerState(err)) await this.transport.reset().catch(() => undefined);
+        continue;
+      }
+      if (attempt > 0) this.log.info({ attempts: attempt }, 'sending recovered');
+      attempt = 0;
+      this.latencies[this.latencyCount++ % latencyRing] = performance.now() - t0;
+      this.acknowledge(batch);
+    }
+  }
+
+  private async failedAttempt(kind: DecisionLoggerErrorKind, what: string, err: unknown, attempt: number): Promise<void> {
+    if (attempt === 0) this.log.warn({ err }, what);
+    this.report(new DecisionLoggerError(kind, `${what}: ${(err as Error).message}`, 0, undefined, { cause: err }));
+    const delay = backoffDelay(attempt, 100, 5_000);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, delay);
+      this.wakeSender = () => {
+        if (this.stopping) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+    });
+    this.wakeSender = undefined;
+  }
+
+  private envDone: Promise<void> = Promise.resolve();
+  private envPublished = false;
+
+  private async publishEnvironmentUntilDone(): Promise<void> {
+    for (let attempt = 0; !this.envPublished && !this.stopping; attempt++) {
+      try {
+        await this.publishEnvironment();
+        this.envPublished = true;
+      } catch (err) {
+        if (attempt === 0) this.log.warn({ err }, 'registering the environment snapshot failed; retrying');
+        this.report(new DecisionLoggerError('send', `Registering the environment snapshot failed: ${(err as Error).message}`, 0, undefined, { cause: err }));
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, backoffDelay(attempt, 500, 30_000));
+          this.wakeEnv = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+    }
+  }
+
+  private wakeEnv: (() => void) | undefined;
+
+  private async publishEnvironment(): Promise<void> {
+    const schema = loadSchema('artifact-event');
+    const id = await this.transport.register(valueSubject(this.artifactTopic), schema);
+    const env = this.environment;
+    const hex = env.digest.slice('sha256:'.length);
+    const body = avro.Type.forSchema(schema).toBuffer({
+      event_id: uuidv7(),
+      kind: 'environment',
+      ref: env.ref,
+      name: 'runtime-environment',
+      version: hex.slice(0, 12),
+      digest: env.digest,
+      uri: null,
+      metadata: environmentMetadata(env),
+      parents: [],
+      registered_at: Date.now(),
+      registered_by: `${this.defaults.service} via ${sdkName}`,
+    });
+    const value = Buffer.allocUnsafe(5 + body.length);
+    frameHeader(value, 0, id);
+    body.copy(value, 5);
+    await this.transport.send(this.artifactTopic, [{ key: env.ref, value }]);
+  }
+
+  /** The oldest events, up to the batch limits; they stay queued until acknowledged. */
+  private nextBatch(): Encoded[] {
+    if (this.memHead === this.mem.length && this.spill && this.spill.unreadBytes > 0) {
+      this.mem = this.spill.readNext(this.batchEvents, this.batchBytes);
+      this.memHead = 0;
+      this.memBytes = this.mem.reduce((n, e) => n + e.value.length, 0);
+    }
+    const batch: Encoded[] = [];
+    let bytes = 0;
+    for (let i = this.memHead; i < this.mem.length && batch.length < this.batchEvents; i++) {
+      const e = this.mem[i]!;
+      const size = e.value.length + e.key.length + 32;
+      if (batch.length > 0 && bytes + size > this.batchBytes) break;
+      batch.push(e);
+      bytes += size;
+    }
+    return batch;
+  }
+
+  private acknowledge(batch: Encoded[]): void {
+    let spillBytes = 0;
+    for (const e of batch) {
+      this.memBytes -= e.value.length;
+      if (e.spillBytes !== undefined) spillBytes += e.spillBytes;
+    }
+    this.memHead += batch.length;
+    if (this.memHead === this.mem.length) {
+      this.mem = [];
+      this.memHead = 0;
+    } else if (this.memHead > 65_536) {
+      this.mem = this.mem.slice(this.memHead);
+      this.memHead = 0;
+    }
+    this.counters.sent += batch.length;
+    if (spillBytes > 0) {
+      try {
+        this.spill!.ack(spillBytes);
+      } catch (err) {
+        this.log.error({ err }, 'recording spill progress failed; a restart may resend some events');
+      }
+    }
+    // Drained: newer events can stay in memory again.
+    if (this.spilling && this.memHead === this.mem.length && this.spill!.pendingBytes === 0) this.spilling = false;
+    this.checkFlushed();
+  }
+
+  // ---- flush and close ----
+
+  /** Seq of the oldest event not yet settled; Infinity when none. Events are settled in order. */
+  private oldestUnsettled(): number {
+    if (this.memHead < this.mem.length) return this.mem[this.memHead]!.seq;
+    if (this.spill && this.spill.pendingBytes > 0) return -1;
+    if (this.pendingHead < this.pending.length) return this.pending[this.pendingHead]!.seq;
+    return Infinity;
+  }
+
+  private checkFlushed(): void {
+    if (this.flushWaiters.length === 0) return;
+    const oldest = this.oldestUnsettled();
+    this.flushWaiters = this.flushWaiters.filter((w) => {
+      if (oldest <= w.target) return true;
+      w.resolve();
+      return false;
+    });
+  }
+
+  private unsent(): number {
+    return this.pending.length - this.pendingHead + this.mem.length - this.memHead;
+  }
+
+  async flush(timeoutMs = 10_000): Promise<FlushResult> {
+    const target = this.seq;
+    if (this.oldestUnsettled() > target) return { ok: true, unsent: 0 };
+    let timer: NodeJS.Timeout | undefined;
+    const ok = await new Promise<boolean>((resolve) => {
+      const waiter = { target, resolve: () => resolve(true) };
+      this.flushWaiters.push(waiter);
+      timer = setTimeout(() => {
+        this.flushWaiters = this.flushWaiters.filter((w) => w !== waiter);
+        resolve(false);
+      }, timeoutMs);
+    });
+    clearTimeout(timer);
+    return { ok, unsent: ok ? 0 : this.unsent() + (this.spill?.pendingBytes ? 1 : 0) };
+  }
+
+  close(timeoutMs = 10_000): Promise<DecisionLoggerStats> {
+    this.closed ??= this.shutdown(timeoutMs).catch((err: unknown) => {
+      this.log.error({ err }, 'decision logger close failed');
+      return this.stats();
+    });
+    return this.closed;
+  }
+
+  /** In order: stop accepting, drain within the bound, stop sending, keep or count what is left, disconnect. */
+  private async shutdown(timeoutMs: number): Promise<DecisionLoggerStats> {
+    const deadline = Date.now() + timeoutMs;
+    this.closing = true;
+    // Encode everything accepted, so it is either sent or spilled below.
+    while (this.schemaId !== undefined && this.pendingHead < this.pending.length) this.pump();
+    this.wakeSender?.();
+    await this.flush(Math.max(0, deadline - Date.now()));
+
+    this.stopping = true;
+    this.wakeSender?.();
+    this.wakeEnv?.();
+    // A send still in flight settles within the request timeout; disconnecting makes it fail
+    // sooner. Either way the loop must have stopped before the queue is read below.
+    const grace = new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, deadline - Date.now())).unref());
+    await Promise.race([this.senderDone, grace]);
+    await this.transport.disconnect().catch((err: unknown) => this.log.warn({ err }, 'disconnect failed'));
+    await Promise.race([Promise.all([this.senderDone, this.envDone]), new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
+
+    const inMemory = this.mem.slice(this.memHead).filter((e) => e.spillBytes === undefined);
+    const notEncoded = this.pending.length - this.pendingHead;
+    if (this.spill) {
+      // Events read back from the spill file are still in it; what only memory holds is older than
+      // anything spilled, so it goes in front.
+      try {
+        this.spill.prepend(inMemory);
+        this.counters.spilled += inMemory.length;
+      } catch (err) {
+        this.counters.failed += inMemory.length;
+        this.report(new DecisionLoggerError('spill', `Spill write at close failed, ${inMemory.length} event(s) lost`, inMemory.length, undefined, { cause: err }));
+      }
+      this.spill.close();
+    } else if (inMemory.length > 0) {
+      this.counters.failed += inMemory.length;
+      this.report(new DecisionLoggerError('failed', `${inMemory.length} event(s) not sent before close()`, inMemory.length));
+    }
+    if (notEncoded > 0) {
+      this.counters.failed += notEncoded;
+      this.report(new DecisionLoggerError('failed', `${notEncoded} event(s) never encoded (schema registry unreachable)`, notEncoded));
+    }
+    this.mem = [];
+    this.memHead = 0;
+    this.memBytes = 0;
+    this.pending = [];
+    this.pendingHead = 0;
+    return this.stats();
+  }
+
+  stats(): DecisionLoggerStats {
+    const n = Math.min(this.latencyCount, latencyRing);
+    const sorted = Array.from(this.latencies.subarray(0, n)).sort((a, b) => a - b);
+    const at = (q: number) => (n === 0 ? 0 : sorted[Math.min(n - 1, Math.floor(q * n))]!);
+    return {
+      ...this.counters,
+      buffered: {
+        pending: this.pending.length - this.pendingHead,
+        events: this.mem.length - this.memHead,
+        bytes: this.memBytes,
+        spillBytes: this.spill?.pendingBytes ?? 0,
+      },
+      sendLatencyMs: { count: this.latencyCount, p50: at(0.5), p99: at(0.99), max: n === 0 ? 0 : sorted[n - 1]! },
+      environmentDigest: this.environment.digest,
+      ready: { contract: this.schemaId !== undefined, environment: this.envPublished },
+    };
+  }
+}
+
+/**
+ * A decision logger for one process. Creating it validates the options (and throws on bad ones:
+ * that is start-up, not inference) and starts the background work: registering the contracts,
+ * publishing the environment snapshot, then batching events to Kafka.
+ */
+export function createDecisionLogger(opts: DecisionLoggerOptions): DecisionLogger {
+  return new DecisionLoggerImpl(opts);
+}

@@ -1,0 +1,257 @@
+import { canonicalJson, sha256Tagged } from '@dlog/contracts';
+
+/** What the host passes to record(): one decision, in the host's terms. */
+export interface Decision {
+  /** Id of the inference call as the serving system knows it; defaults to the event id. */
+  requestId?: string;
+  /**
+   * The raw input. Serialised and hashed in the background, after record() has returned: the
+   * logger takes ownership, so do not mutate it afterwards (pass a copy if you must).
+   */
+  input: unknown;
+  output: DecisionOutput;
+  /** Overrides the logger's default model. `registry://models/<name>:<version>` or an object. */
+  model?: ModelRef | string;
+  image?: ImageRef | null;
+  config?: ConfigRef | null;
+  preprocessing?: PreprocessingRef | null;
+  endpoint?: string;
+  decisionType?: string;
+  tenant?: string | null;
+  attributes?: Record<string, string>;
+  /** Agent step context; trace() fills it for you. */
+  trajectory?: TrajectoryContext;
+  /** When the decision was made (ms since the epoch); defaults to now. */
+  ts?: number;
+}
+
+export interface DecisionOutput {
+  decision: string;
+  confidence?: number | null;
+  scores?: Record<string, number>;
+  tokenLogprobs?: number[] | null;
+  /** Free-form output (generated text, structured result), stored as JSON text. */
+  detail?: unknown;
+}
+
+export interface ModelRef {
+  name: string;
+  version: string;
+  digest?: string | null;
+}
+
+export interface ImageRef {
+  ref: string;
+  digest?: string | null;
+}
+
+export interface ConfigRef {
+  /** configs/<env>/<name>:v<N> */
+  ref: string;
+  params?: InferenceParams;
+}
+
+export interface InferenceParams {
+  temperature?: number | null;
+  topP?: number | null;
+  maxTokens?: number | null;
+  thresholds?: Record<string, number>;
+  extra?: Record<string, string>;
+}
+
+export interface PreprocessingRef {
+  ref: string;
+  digest?: string | null;
+}
+
+export interface TrajectoryContext {
+  traceId: string;
+  step: number;
+  parentEventId?: string | null;
+  toolName?: string | null;
+  /** Hashed (input_hash rules) in the background; the arguments themselves are not sent. */
+  toolArgs?: unknown;
+}
+
+/** Logger-wide values every event carries unless the decision overrides them. */
+export interface EventDefaults {
+  service: string;
+  sdk: string;
+  host: string | null;
+  endpoint: string;
+  decisionType: string;
+  tenant: string | null;
+  model: ModelRef | string | undefined;
+  image: ImageRef | null;
+  config: ConfigRef | null;
+  preprocessing: PreprocessingRef | null;
+  attributes: Record<string, string>;
+  environmentDigest: string;
+}
+
+/** A refused decision: never thrown at the caller, counted as `invalid` and reported. */
+export class InvalidDecisionError extends Error {
+  constructor(
+    readonly eventId: string,
+    readonly reason: string,
+  ) {
+    super(`Decision ${eventId} refused: ${reason}`);
+    this.name = 'InvalidDecisionError';
+  }
+}
+
+const modelUri = /^registry:\/\/models\/([^:\s]+):(\S+)$/;
+
+function modelRef(m: ModelRef | string | undefined): ModelRef | string {
+  if (m === undefined || m === null) return 'missing model reference (set `model` on the logger or the decision)';
+  if (typeof m === 'string') {
+    const match = modelUri.exec(m);
+    return match ? { name: match[1]!, version: match[2]! } : `model reference ${JSON.stringify(m)} is not registry://models/<name>:<version>`;
+  }
+  if (typeof m.name !== 'string' || m.name === '' || typeof m.version !== 'string' || m.version === '') {
+    return 'model reference needs a non-empty name and version';
+  }
+  return m;
+}
+
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const optNum = (v: unknown): boolean => v === undefined || v === null || isNum(v);
+const optStr = (v: unknown): boolean => v === undefined || v === null || typeof v === 'string';
+
+function numMap(m: unknown): boolean {
+  if (m === undefined) return true;
+  if (typeof m !== 'object' || m === null) return false;
+  for (const k in m) if (!isNum((m as Record<string, unknown>)[k])) return false;
+  return true;
+}
+
+function strMap(m: unknown): boolean {
+  if (m === undefined) return true;
+  if (typeof m !== 'object' || m === null) return false;
+  for (const k in m) if (typeof (m as Record<string, unknown>)[k] !== 'string') return false;
+  return true;
+}
+
+function refOrNull(r: { ref: string; digest?: string | null } | null | undefined, what: string): { ref: string; digest: string | null } | null {
+  if (r === undefined || r === null) return null;
+  if (typeof r.ref !== 'string' || r.ref === '' || !optStr(r.digest)) throw new Error(`${what} needs a non-empty ref and an optional string digest`);
+  return { ref: r.ref, digest: r.digest ?? null };
+}
+
+/**
+ * Builds the Avro record (schemas/inference-event.avsc) for a decision: validates what the host
+ * gave, serialises and hashes the input. Runs in the background loop, never on the caller.
+ * Throws InvalidDecisionError for a decision that cannot be recorded.
+ */
+export function toInferenceEvent(eventId: string, ts: number, d: Decision, defaults: EventDefaults): Record<string, unknown> {
+  try {
+    if (typeof d !== 'object' || d === null) throw new Error('decision must be an object');
+    const model = modelRef(d.model ?? defaults.model);
+    if (typeof model === 'string') throw new Error(model);
+    if (!optStr(model.digest)) throw new Error('model.digest must be a string');
+    const out = d.output;
+    if (typeof out !== 'object' || out === null || typeof out.decision !== 'string') throw new Error('output.decision must be a string');
+    if (!optNum(out.confidence)) throw new Error('output.confidence must be a finite number');
+    if (!numMap(out.scores)) throw new Error('output.scores must map names to finite numbers');
+    if (out.tokenLogprobs != null && !(Array.isArray(out.tokenLogprobs) && out.tokenLogprobs.every(isNum))) {
+      throw new Error('output.tokenLogprobs must be an array of finite numbers');
+    }
+    if (!strMap(d.attributes)) throw new Error('attributes must map names to strings');
+    if (!optStr(d.requestId) || !optStr(d.tenant) || !optStr(d.endpoint) || !optStr(d.decisionType)) {
+      throw new Error('requestId, tenant, endpoint and decisionType must be strings');
+    }
+    if (d.input === undefined) throw new Error('input is missing');
+
+    let inputJson: string;
+    try {
+      inputJson = canonicalJson(d.input);
+    } catch (err) {
+      throw new Error(`input is not serialisable: ${(err as Error).message}`);
+    }
+    let outputJson: string | null = null;
+    if (out.detail !== undefined) {
+      try {
+        outputJson = JSON.stringify(out.detail) ?? null;
+      } catch (err) {
+        throw new Error(`output.detail is not serialisable: ${(err as Error).message}`);
+      }
+    }
+
+    const cfg = d.config === undefined ? defaults.config : d.config;
+    let config: Record<string, unknown> | null = null;
+    if (cfg !== null) {
+      if (typeof cfg.ref !== 'string' || cfg.ref === '') throw new Error('config needs a non-empty ref');
+      const p = cfg.params ?? {};
+      if (!optNum(p.temperature) || !optNum(p.topP) || !(p.maxTokens == null || Number.isInteger(p.maxTokens))) {
+        throw new Error('config.params temperature / topP must be numbers, maxTokens an integer');
+      }
+      if (!numMap(p.thresholds) || !strMap(p.extra)) throw new Error('config.params thresholds map to numbers, extra to strings');
+      config = {
+        ref: cfg.ref,
+        params: {
+          temperature: p.temperature ?? null,
+          top_p: p.topP ?? null,
+          max_tokens: p.maxTokens ?? null,
+          thresholds: p.thresholds ?? {},
+          extra: p.extra ?? {},
+        },
+      };
+    }
+
+    let trajectory: Record<string, unknown> | null = null;
+    const t = d.trajectory;
+    if (t !== undefined && t !== null) {
+      if (typeof t.traceId !== 'string' || t.traceId === '' || !Number.isInteger(t.step) || !optStr(t.parentEventId) || !optStr(t.toolName)) {
+        throw new Error('trajectory needs a traceId, an integer step, and string parentEventId / toolName');
+      }
+      let toolArgsHash: string | null = null;
+      if (t.toolArgs !== undefined) {
+        try {
+          toolArgsHash = sha256Tagged(canonicalJson(t.toolArgs));
+        } catch (err) {
+          throw new Error(`trajectory.toolArgs is not serialisable: ${(err as Error).message}`);
+        }
+      }
+      trajectory = {
+        trace_id: t.traceId,
+        step: t.step,
+        parent_event_id: t.parentEventId ?? null,
+        tool_name: t.toolName ?? null,
+        tool_args_hash: toolArgsHash,
+      };
+    }
+
+    return {
+      event_id: eventId,
+      request_id: d.requestId ?? eventId,
+      ts: d.ts ?? ts,
+      endpoint: d.endpoint ?? defaults.endpoint,
+      decision_type: d.decisionType ?? defaults.decisionType,
+      tenant: d.tenant === undefined ? defaults.tenant : d.tenant,
+      model: { name: model.name, version: model.version, digest: model.digest ?? null },
+      image: refOrNull(d.image === undefined ? defaults.image : d.image, 'image'),
+      config,
+      preprocessing: refOrNull(d.preprocessing === undefined ? defaults.preprocessing : d.preprocessing, 'preprocessing'),
+      environment_digest: defaults.environmentDigest,
+      input_json: inputJson,
+      input_hash: sha256Tagged(inputJson),
+      output: {
+        decision: out.decision,
+        confidence: out.confidence ?? null,
+        scores: out.scores ?? {},
+        token_logprobs: out.tokenLogprobs ?? null,
+        output_json: outputJson,
+      },
+      trajectory,
+      producer: { service: defaults.service, sdk: defaults.sdk, host: defaults.host },
+      attributes: d.attributes ? { ...defaults.attributes, ...d.attributes } : defaults.attributes,
+    };
+  } catch (err) {
+    throw new InvalidDecisionError(eventId, (err as Error).message);
+  }
+}
+
+/** Kafka key: a trajectory stays in one partition, else one request does. */
+export function eventKey(eventId: string, d: Decision): string {
+  return d.trajectory?.traceId ?? d.requestId ?? eventId;
+}
