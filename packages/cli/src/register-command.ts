@@ -1,0 +1,27 @@
+import os from 'node:os';
+import type { Command } from 'commander';
+import { readManifest, registerArtifacts } from '@dlog/artifacts';
+import { createKafka } from '@dlog/kafka';
+import { cliContext } from './context.js';
+
+export function registerRegisterCommand(program: Command): void {
+  program
+    .command('register')
+    .description('register artifacts (models, datasets, images, configs, code, environments, policies) from a manifest')
+    .argument('<manifest>', 'YAML or JSON file with an `artifacts:` list; see infra/examples/artifacts.yaml')
+    .option('--by <who>', 'who registers (recorded on each artifact)', `${os.userInfo().username}@${os.hostname()}`)
+    .action(async (manifest: string, opts: { by: string }) => {
+      const { config, log } = cliContext();
+      const events = readManifest(manifest, opts.by);
+      const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-cli`, log });
+      const result = await registerArtifacts({
+        kafka,
+        topic: `${config.topicPrefix}registry.artifacts`,
+        schemaRegistryUrl: config.schemaRegistryUrl,
+        log,
+        events,
+      });
+      for (const ref of result.added) process.stdout.write(`registered  ${ref}\n`);
+      for (const ref of result.unchanged) process.stdout.write(`unchanged   ${ref} (already registered with this digest)\n`);
+    });
+}

@@ -1,0 +1,126 @@
+import type { IHeaders, Kafka, Message } from 'kafkajs';
+import type { Logger } from 'pino';
+import type { Config } from '@dlog/config';
+import { loadArtifactState, type RegistryFollower } from '@dlog/artifacts';
+import {
+  avroType,
+  createRegistry,
+  decodeFramed,
+  encodeFramed,
+  framedIds,
+  loadSchema,
+  registerAvro,
+  registryFetcher,
+  RegistrySchemaResolvers,
+  valueSubject,
+  type DecisionRecordRecord,
+} from '@dlog/contracts';
+import { createTransactionalProcessor, ensureTopics, loadTopicDefinitions, withPrefix, type TransactionalProcessor } from '@dlog/kafka';
+import { enrich } from './enrich.js';
+
+export const defaultEnricherTopics = {
+  input: 'decisions.v1',
+  output: 'decisions.enriched.v1',
+  registry: 'registry.artifacts',
+  deadLetters: 'decisions.dlq',
+};
+
+export interface EnricherStats {
+  enriched: number;
+  unresolved: number;
+  digestMismatches: number;
+  deadLettered: number;
+}
+
+export interface Enricher {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  readonly stats: EnricherStats;
+}
+
+export async function createEnricher(opts: {
+  kafka: Kafka;
+  config: Config;
+  log: Logger;
+  topics?: Partial<typeof defaultEnricherTopics>;
+  groupId?: string;
+}): Promise<Enricher> {
+  const { config, log, kafka } = opts;
+  const p = config.topicPrefix;
+  const topics = {
+    input: p + defaultEnricherTopics.input,
+    output: p + defaultEnricherTopics.output,
+    registry: p + defaultEnricherTopics.registry,
+    deadLetters: p + defaultEnricherTopics.deadLetters,
+    ...opts.topics,
+  };
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const wanted = new Set(Object.values(topics));
+    await ensureTopics(admin, withPrefix(loadTopicDefinitions(), p).filter((t) => wanted.has(t.name)));
+  } finally {
+    await admin.disconnect();
+  }
+  const url = config.schemaRegistryUrl;
+  const outputId = await registerAvro(createRegistry(url), url, valueSubject(topics.output), loadSchema('enriched-decision'));
+  const outputType = avroType('enriched-decision');
+  const inputType = avroType('decision-record');
+  const resolvers = new RegistrySchemaResolvers(inputType, registryFetcher(url));
+  const stats: EnricherStats = { enriched: 0, unresolved: 0, digestMismatches: 0, deadLettered: 0 };
+  let registry: RegistryFollower | undefined;
+  let processor: TransactionalProcessor | undefined;
+
+  return {
+    stats,
+    async start() {
+      registry = await loadArtifactState({ kafka, topic: topics.registry, schemaRegistryUrl: url, log, follow: true });
+      log.info({ artifacts: registry.state.size }, 'artifact registry loaded');
+      const state = registry.state;
+      processor = createTransactionalProcessor({
+        kafka,
+        log,
+        groupId: opts.groupId ?? `${p}dlog-enricher`,
+        topics: [topics.input],
+        transactionalId: `${p}dlog-enricher-${config.instanceId}`,
+        process: async (messages, ctx) => {
+          await resolvers.prepare(framedIds(messages.map((m) => m.value)));
+          const now = Date.now();
+          const out: Message[] = [];
+          const dead: Message[] = [];
+          for (const m of messages) {
+            let record: DecisionRecordRecord;
+            try {
+              record = decodeFramed<DecisionRecordRecord>(inputType, resolvers, m.value ?? Buffer.alloc(0));
+            } catch (err) {
+              const headers: IHeaders = { ...(m.headers ?? {}) };
+              headers['dlog.reason'] = 'undecodable_decision';
+              headers['dlog.message'] = (err as Error).message.slice(0, 1000);
+              headers['dlog.step'] = 'enrich';
+              headers['dlog.source.topic'] = ctx.topic;
+              headers['dlog.source.partition'] = String(ctx.partition);
+              headers['dlog.source.offset'] = m.offset;
+              dead.push({ key: m.key, value: m.value, headers });
+              stats.deadLettered++;
+              continue;
+            }
+            const e = enrich(record, state, now);
+            if (e.unresolved_refs.length > 0) stats.unresolved++;
+            if (e.digest_mismatches.length > 0) stats.digestMismatches++;
+            stats.enriched++;
+            out.push({ key: m.key, value: encodeFramed(outputType, outputId, e) });
+          }
+          return [
+            { topic: topics.output, messages: out },
+            { topic: topics.deadLetters, messages: dead },
+          ];
+        },
+      });
+      await processor.start();
+    },
+    async stop() {
+      await processor?.stop();
+      await registry?.stop();
+    },
+  };
+}

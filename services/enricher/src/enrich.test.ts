@@ -1,0 +1,47 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ArtifactState, type ArtifactEventRecord } from '@dlog/artifacts';
+import type { DecisionRecordRecord } from '@dlog/contracts';
+import { enrich } from './enrich.js';
+
+const d = (c: string) => `sha256:${c.repeat(64)}`;
+function art(kind: ArtifactEventRecord['kind'], ref: string, digest: string, parents: string[] = []): ArtifactEventRecord {
+  return { event_id: ref, kind, ref, name: ref, version: 'v', digest, uri: null, metadata: {}, parents, registered_at: 5, registered_by: 't' };
+}
+
+const record = {
+  event_id: 'e',
+  model: { name: 'loan', version: '2', digest: d('m') },
+  image: { ref: 'img:2', digest: d('x') },
+  config: { ref: 'configs/prod/p:v3', params: { temperature: null, top_p: null, max_tokens: null, thresholds: {}, extra: {} } },
+  preprocessing: null,
+  environment_digest: d('e'),
+} as unknown as DecisionRecordRecord;
+
+describe('enrich', () => {
+  it('resolves every artifact, flags digest mismatches and unknown refs, and attaches lineage', () => {
+    const s = new ArtifactState();
+    s.apply(art('dataset', 'registry://datasets/loans:v5', d('1')));
+    s.apply(art('code', 'git://loan@abc', d('2')));
+    s.apply(art('model', 'registry://models/loan:2', d('m'), ['registry://datasets/loans:v5', 'git://loan@abc']));
+    s.apply(art('image', 'img:2', d('y'), ['registry://models/loan:2']));
+    s.apply(art('environment', `registry://environments/${d('e')}`, d('e')));
+    const e = enrich(record, s, 99);
+    assert.deepEqual(e.artifacts.map((a) => a.role), ['model', 'image', 'environment']);
+    assert.deepEqual(e.unresolved_refs, ['configs/prod/p:v3']);
+    assert.deepEqual(e.digest_mismatches, ['img:2'], 'the image digest on the event differs from the registered one');
+    assert.equal(e.resolved, false);
+    const lineage = Object.fromEntries(e.lineage.map((l) => [l.ref, l.depth]));
+    assert.equal(lineage['registry://datasets/loans:v5'], 1, 'nearest path wins (via the model, not via the image)');
+    assert.equal(lineage['git://loan@abc'], 1);
+    assert.equal(lineage['registry://models/loan:2'], 1);
+    assert.equal(e.enriched_at, 99);
+  });
+
+  it('passes a decision with nothing registered, flagged, not dropped', () => {
+    const e = enrich(record, new ArtifactState(), 1);
+    assert.equal(e.resolved, false);
+    assert.equal(e.unresolved_refs.length, 4);
+    assert.equal(e.event_id, 'e');
+  });
+});

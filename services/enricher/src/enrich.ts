@@ -1,0 +1,72 @@
+import { environmentRef, modelRef, type ArtifactState } from '@dlog/artifacts';
+import type { DecisionRecordRecord } from '@dlog/contracts';
+
+export interface ResolvedArtifact {
+  role: string;
+  ref: string;
+  kind: string;
+  version: string;
+  digest: string;
+  registered_at: number;
+}
+
+export interface LineagePointer {
+  ref: string;
+  kind: string;
+  via: string;
+  depth: number;
+}
+
+/** schemas/enriched-decision.avsc */
+export interface EnrichedDecisionRecord extends DecisionRecordRecord {
+  resolved: boolean;
+  unresolved_refs: string[];
+  digest_mismatches: string[];
+  artifacts: ResolvedArtifact[];
+  lineage: LineagePointer[];
+  enriched_at: number;
+}
+
+/** The artifacts a decision names, by role, with the digest the producer declared (if any). */
+export function decisionRefs(r: DecisionRecordRecord): { role: string; ref: string; declared: string | null }[] {
+  const refs = [{ role: 'model', ref: modelRef(r.model.name, r.model.version), declared: r.model.digest }];
+  if (r.image) refs.push({ role: 'image', ref: r.image.ref, declared: r.image.digest });
+  if (r.config) refs.push({ role: 'config', ref: r.config.ref, declared: null });
+  if (r.preprocessing) refs.push({ role: 'preprocessing', ref: r.preprocessing.ref, declared: r.preprocessing.digest });
+  if (r.environment_digest) refs.push({ role: 'environment', ref: environmentRef(r.environment_digest), declared: r.environment_digest });
+  return refs;
+}
+
+/**
+ * Attaches what the registry knows about each artifact the decision names, and the ancestors of
+ * each (training data, code commit, base model ...). Unknown artifacts do not stop the decision:
+ * it passes flagged, so nothing is lost while a registration is late.
+ */
+export function enrich(r: DecisionRecordRecord, state: ArtifactState, now: number): EnrichedDecisionRecord {
+  const artifacts: ResolvedArtifact[] = [];
+  const unresolved: string[] = [];
+  const mismatches: string[] = [];
+  const lineage = new Map<string, LineagePointer>();
+  for (const { role, ref, declared } of decisionRefs(r)) {
+    const a = state.get(ref);
+    if (!a) {
+      unresolved.push(ref);
+      continue;
+    }
+    artifacts.push({ role, ref, kind: a.kind, version: a.version, digest: a.digest, registered_at: a.registered_at });
+    if (declared !== null && declared !== a.digest) mismatches.push(ref);
+    for (const anc of state.ancestors(ref)) {
+      const prior = lineage.get(anc.ref);
+      if (!prior || anc.depth < prior.depth) lineage.set(anc.ref, anc);
+    }
+  }
+  return {
+    ...r,
+    resolved: unresolved.length === 0 && mismatches.length === 0,
+    unresolved_refs: unresolved,
+    digest_mismatches: mismatches,
+    artifacts,
+    lineage: [...lineage.values()],
+    enriched_at: now,
+  };
+}

@@ -1,0 +1,106 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { readManifest, registerArtifacts, RegistrationConflictError } from '@dlog/artifacts';
+import { loadConfig } from '@dlog/config';
+import { avroType } from '@dlog/contracts';
+import { createEnricher, type Enricher, type EnrichedDecisionRecord } from '@dlog/enricher';
+import { createGate, type Gate } from '@dlog/gate';
+import { createKafka } from '@dlog/kafka';
+import { collect, log, tempDir, unique, waitFor } from './helpers.js';
+
+const root = path.resolve(import.meta.dirname, '..');
+const manifest = path.join(root, 'infra/examples/artifacts.yaml');
+
+describe('artifact registry and enricher on the real stack', () => {
+  const prefix = `${unique('enrich')}.`;
+  const config = loadConfig({ ...process.env, DLOG_TOPIC_PREFIX: prefix, LOG_LEVEL: 'warn' });
+  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'test-enricher', log });
+  const registryTopic = `${prefix}registry.artifacts`;
+  let gate: Gate;
+  let enricher: Enricher;
+
+  before(async () => {
+    gate = await createGate({ kafka, config, log });
+    enricher = await createEnricher({ kafka, config, log });
+    const first = await registerArtifacts({ kafka, topic: registryTopic, schemaRegistryUrl: config.schemaRegistryUrl, log, events: readManifest(manifest, 'test') });
+    assert.equal(first.added.length, 5);
+    await Promise.all([gate.start(), enricher.start()]);
+  });
+  after(async () => {
+    await gate?.stop();
+    await enricher?.stop();
+  });
+
+  it('re-registering the same version is a no-op; a changed digest is refused', async () => {
+    const again = await registerArtifacts({ kafka, topic: registryTopic, schemaRegistryUrl: config.schemaRegistryUrl, log, events: readManifest(manifest, 'test') });
+    assert.deepEqual(again.added, []);
+    assert.equal(again.unchanged.length, 5);
+
+    const changed = readManifest(manifest, 'test').map((e) => (e.kind === 'model' ? { ...e, digest: `sha256:${'9'.repeat(64)}` } : e));
+    await assert.rejects(
+      registerArtifacts({ kafka, topic: registryTopic, schemaRegistryUrl: config.schemaRegistryUrl, log, events: changed }),
+      (err: unknown) => err instanceof RegistrationConflictError && /registry:\/\/models\/loan-approver:2\.4\.1 is already registered/.test(err.message),
+    );
+
+    // The same through the CLI: a clear message and a non-zero exit.
+    const file = path.join(tempDir('manifest'), 'changed.yaml');
+    writeFileSync(file, `artifacts:\n  - {kind: model, name: loan-approver, version: 2.4.1, digest: "sha256:${'8'.repeat(64)}"}\n`);
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', 'register', file], {
+      cwd: root,
+      env: { ...process.env, DLOG_TOPIC_PREFIX: prefix },
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /versions are immutable/);
+  });
+
+  it('attaches artifacts and lineage to each decision; unknown artifacts pass flagged', async () => {
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    const known = (i: number) => ({
+      event_id: `k${i}`,
+      request_id: `k${i}`,
+      ts: Date.now(),
+      endpoint: 'loan-api',
+      decision_type: 'classification',
+      model: { name: 'loan-approver', version: '2.4.1', digest: 'sha256:0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0' },
+      image: { ref: 'registry.example/inference-loan:2.4.1' },
+      config: { ref: 'configs/prod/loan-params:v3', params: {} },
+      input: { x: i },
+      output: { decision: 'approved' },
+      producer: { service: 't', sdk: 'custom' },
+    });
+    const unknownModel = (i: number) => ({ ...known(i), event_id: `u${i}`, request_id: `u${i}`, model: { name: 'mystery', version: '0.1' } });
+    await producer.send({
+      topic: `${prefix}inference.raw`,
+      messages: [...Array.from({ length: 50 }, (_, i) => known(i)), ...Array.from({ length: 10 }, (_, i) => unknownModel(i))].map((e) => ({
+        key: e.request_id,
+        value: JSON.stringify(e),
+      })),
+    });
+    await producer.disconnect();
+
+    const out = await collect(`${prefix}decisions.enriched.v1`);
+    try {
+      await waitFor(() => out.messages.length >= 60, { timeoutMs: 60_000, what: '60 enriched decisions' });
+      const type = avroType('enriched-decision');
+      const records = out.messages.map((m) => type.fromBuffer(m.value!.subarray(5)) as EnrichedDecisionRecord);
+      assert.equal(records.length, 60);
+      const good = records.filter((r) => r.event_id.startsWith('k'));
+      assert.ok(good.every((r) => r.resolved && r.unresolved_refs.length === 0 && r.digest_mismatches.length === 0));
+      const lineage = good[0]!.lineage.map((l) => `${l.kind}:${l.ref}`).sort();
+      assert.ok(lineage.includes('dataset:registry://datasets/loan-applications-2026q3:v5'), lineage.join());
+      assert.ok(lineage.includes('code:git://github.com/acme/loan-model@3f2a1c9'), lineage.join());
+      assert.deepEqual(good[0]!.artifacts.map((a) => a.role).sort(), ['config', 'image', 'model']);
+      const bad = records.filter((r) => r.event_id.startsWith('u'));
+      assert.equal(bad.length, 10);
+      assert.ok(bad.every((r) => !r.resolved && r.unresolved_refs.includes('registry://models/mystery:0.1')));
+      assert.equal(enricher.stats.unresolved, 10);
+    } finally {
+      await out.stop();
+    }
+  });
+});
