@@ -1,2 +1,27 @@
 export { createStore, type Store, type StoreMode, type StoreOptions } from './create-store.js';
 export { isRetriableClickHouseError, clickHouseErrorCode } from './errors.js';
+export {
+  migrate,
+  loadMigrations,
+  appliedMigrations,
+  pendingMigrations,
+  splitStatements,
+  checksumOf,
+  defaultMigrationsDir,
+  migrationsTable,
+  MigrationError,
+  type Migration,
+  type AppliedMigration,
+  type MigrateResult,
+} from './migrate.js';
+export { assertReadOnlySql, ReadOnlySqlError } from './read-only-sql.js';
+export {
+  startQueryServer,
+  queryViaEndpoint,
+  runReadOnlyQuery,
+  queryTokenFile,
+  QueryEndpointError,
+  maxResultRows,
+  type QueryRequest,
+  type QueryResponse,
+} from './query-server.js';

@@ -1,0 +1,132 @@
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { clickHouseErrorCode } from './errors.js';
+import { assertReadOnlySql, ReadOnlySqlError } from './read-only-sql.js';
+import type { Store } from './create-store.js';
+
+export const maxResultRows = 100_000;
+
+export interface QueryRequest {
+  sql: string;
+  params?: Record<string, unknown>;
+}
+
+export interface QueryResponse {
+  rows: Record<string, unknown>[];
+  truncated: boolean;
+  elapsedMs: number;
+}
+
+/** The token that `dlog query` presents; kept next to the embedded data, readable by its owner only. */
+export function queryTokenFile(dataDir: string): string {
+  return path.join(path.dirname(dataDir), 'query-token');
+}
+
+function ensureToken(file: string): string {
+  if (!existsSync(file)) {
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, randomBytes(24).toString('hex'), { mode: 0o600 });
+    chmodSync(file, 0o600);
+  }
+  return readFileSync(file, 'utf8').trim();
+}
+
+/** Runs one analyst query: read-only, parameters bound by ClickHouse, bounded result. */
+export async function runReadOnlyQuery(store: Store, req: QueryRequest): Promise<QueryResponse> {
+  assertReadOnlySql(req.sql);
+  const t0 = Date.now();
+  const rs = await store.client.query({ query: req.sql, query_params: req.params ?? {}, format: 'JSONEachRow' });
+  const rows = (await rs.json()) as Record<string, unknown>[];
+  const truncated = rows.length > maxResultRows;
+  return { rows: truncated ? rows.slice(0, maxResultRows) : rows, truncated, elapsedMs: Date.now() - t0 };
+}
+
+/**
+ * In embedded mode only the pipeline's process may open the store, so it answers queries for
+ * `dlog query` on loopback, behind a bearer token from a 0600 file.
+ */
+export async function startQueryServer(opts: { store: Store; port: number; dataDir: string; log: Logger; host?: string }): Promise<{ close(): Promise<void>; port: number }> {
+  const token = Buffer.from(ensureToken(queryTokenFile(opts.dataDir)));
+  const server = http.createServer((req, res) => {
+    const send = (status: number, body: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    if (req.method === 'GET' && req.url === '/health') return send(200, { status: 'ok', mode: opts.store.mode });
+    const auth = Buffer.from(req.headers.authorization?.replace(/^Bearer /, '') ?? '');
+    if (auth.length !== token.length || !timingSafeEqual(auth, token)) return send(401, { error: 'missing or wrong token' });
+    if (req.method !== 'POST' || req.url !== '/query') return send(404, { error: 'POST /query' });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > 1_000_000) req.destroy();
+      else chunks.push(c);
+    });
+    req.on('end', () => {
+      void (async () => {
+        let body: QueryRequest;
+        try {
+          body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as QueryRequest;
+          if (typeof body.sql !== 'string') throw new Error('sql must be a string');
+        } catch (err) {
+          return send(400, { error: `bad request: ${(err as Error).message}` });
+        }
+        try {
+          send(200, await runReadOnlyQuery(opts.store, body));
+        } catch (err) {
+          if (err instanceof ReadOnlySqlError) return send(400, { error: err.message });
+          const code = clickHouseErrorCode(err);
+          if (code !== undefined) return send(400, { error: (err as Error).message, code });
+          opts.log.error({ err }, 'query failed');
+          send(500, { error: 'internal error; see the pipeline log' });
+        }
+      })();
+    });
+  });
+  const host = opts.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, host, () => resolve());
+  });
+  const port = (server.address() as { port: number }).port;
+  opts.log.info({ host, port }, 'query endpoint listening');
+  return {
+    port,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+export class QueryEndpointError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+    this.name = 'QueryEndpointError';
+  }
+}
+
+/** Asks a running pipeline; undefined when nothing listens (the caller may open the store itself). */
+export async function queryViaEndpoint(opts: { port: number; dataDir: string; sql: string; params?: Record<string, unknown> }): Promise<QueryResponse | undefined> {
+  const file = queryTokenFile(opts.dataDir);
+  let res: Response;
+  try {
+    res = await fetch(`http://127.0.0.1:${opts.port}/query`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${existsSync(file) ? readFileSync(file, 'utf8').trim() : ''}` },
+      body: JSON.stringify({ sql: opts.sql, params: opts.params ?? {} }),
+      signal: AbortSignal.timeout(120_000),
+    });
+  } catch (err) {
+    const code = (err as { cause?: { code?: string } }).cause?.code;
+    if (code === 'ECONNREFUSED') return undefined;
+    throw err;
+  }
+  const body = (await res.json()) as QueryResponse & { error?: string };
+  if (!res.ok) throw new QueryEndpointError(body.error ?? `HTTP ${res.status}`, res.status);
+  return body;
+}

@@ -1,0 +1,316 @@
+import { Readable } from 'node:stream';
+import type { Config } from '@dlog/config';
+import { avroType } from '@dlog/contracts';
+import { retry } from '@dlog/runtime';
+import { ensureTopics, loadTopicDefinitions, type TopicDefinition } from '@dlog/kafka';
+import { clickHouseErrorCode, isRetriableClickHouseError, type Store } from '@dlog/store';
+import type { Consumer, EachBatchPayload, IHeaders, Kafka, Producer } from 'kafkajs';
+import type { Logger } from 'pino';
+import { AvroDecoder, registrySchemaFetcher, type SchemaFetcher } from './decode.js';
+import { deadLetterTopic, sinkTables, type TableSpec } from './tables.js';
+import { TableWriter, type DeadLetter, type SourceMessage, type WriterIo, type WriterLimits, type WriterStats } from './table-writer.js';
+
+export interface SinkOptions {
+  kafka: Kafka;
+  store: Store;
+  log: Logger;
+  /** The settings the sink reads: group, topic prefix, batch and memory limits, registry URL. */
+  config: Pick<
+    Config,
+    'schemaRegistryUrl' | 'sinkGroupId' | 'sinkTopicPrefix' | 'sinkBatchRows' | 'sinkBatchBytes' | 'sinkFlushIntervalMs' | 'sinkMaxBufferedBytes'
+  >;
+  /** Writer schemas by id; defaults to the registry at config.schemaRegistryUrl. */
+  fetchSchema?: SchemaFetcher;
+  /** Which tables to fill (default: all). */
+  tables?: readonly TableSpec[];
+  retryInitialMs?: number;
+  retryMaxMs?: number;
+  /** How long stop() keeps trying to write what is buffered. */
+  drainTimeoutMs?: number;
+}
+
+export interface Sink {
+  start(): Promise<void>;
+  /** Stop fetching, write and commit what is buffered (unless ClickHouse refuses), disconnect. */
+  stop(): Promise<void>;
+  stats(): WriterStats[];
+  /** Topic names in use (with prefix), by table. */
+  readonly topics: Record<string, string>;
+  readonly deadLetterTopic: string;
+  /** Resolves when the sink fails for good (a fatal ClickHouse error, a crashed consumer). */
+  readonly failed: Promise<Error>;
+}
+
+/** Errors every row would hit again: the schema or the credentials, not the data. */
+const fatalCodes = new Set([16, 47, 60, 62, 81, 115, 192, 497, 516]);
+
+export function validateSinkConfig(config: SinkOptions['config']): void {
+  if (config.sinkMaxBufferedBytes < config.sinkBatchBytes) {
+    throw new Error(
+      `DLOG_SINK_MAX_BUFFERED_BYTES=${config.sinkMaxBufferedBytes} is below DLOG_SINK_BATCH_BYTES=${config.sinkBatchBytes}: ` +
+        `a full batch could never be held; set it to at least ${config.sinkBatchBytes * 2}.`,
+    );
+  }
+}
+
+/** Escapes text for a single-quoted ClickHouse string literal. */
+function sqlString(s: string): string {
+  return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+const separator = '\u001e';
+
+/** ClickHouse I/O shared by all tables. In embedded mode chDB runs one statement at a time. */
+function clickhouseIo(store: Store) {
+  let chain: Promise<unknown> = Promise.resolve();
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    if (store.mode !== 'embedded') return fn();
+    const run = chain.then(fn, fn);
+    chain = run.catch(() => undefined);
+    return run;
+  };
+  // Embedded: chDB's passthrough insert hands the bytes to its parallel parser without building
+  // one SQL string of the whole batch (~1.4x faster). It sits on the chDB connection, which the
+  // store does not expose; until it does, reach it where clickhouse-js keeps it, else use exec.
+  type RawInsert = (p: { table: string; values: Buffer; format: 'JSONEachRow'; settings: Record<string, string> }) => Promise<unknown>;
+  const chdb = store.mode === 'embedded' ? (store.client as unknown as { connection?: { chdb?: { rawInsert?: RawInsert } } }).connection?.chdb : undefined;
+  const rawInsert = chdb?.rawInsert ? chdb.rawInsert.bind(chdb) : undefined;
+  return {
+    insert: (table: string, token: string, body: string) =>
+      serial(async () => {
+        if (rawInsert) {
+          // Per-insert settings here are scoped to this statement (checked: no session leak).
+          try {
+            await rawInsert({ table, values: Buffer.from(body), format: 'JSONEachRow', settings: { insert_deduplication_token: token } });
+          } catch (err) {
+            // chDB's native errors carry the ClickHouse code only in the text ("Code: 252. ...");
+            // give it the numeric code the retry policy classifies by.
+            const code = /\bCode: (\d+)\b/.exec((err as Error).message)?.[1];
+            if (code && clickHouseErrorCode(err) === undefined) throw Object.assign(new Error((err as Error).message, { cause: err }), { code });
+            throw err;
+          }
+          return;
+        }
+        // Settings in the statement, not clickhouse_settings: chDB applies the latter as a session
+        // SET, which would leak the token into every later insert of the process.
+        const rs = await store.client.exec({
+          query: `INSERT INTO ${table} SETTINGS insert_deduplication_token = ${sqlString(token)} FORMAT JSONEachRow`,
+          values: Readable.from([body]),
+        });
+        rs.stream.destroy();
+      }),
+    existing: (table: string, keyColumn: string, timeColumn: string, keys: string[], lo: number, hi: number) =>
+      serial(async () => {
+        // Keys travel as one string split server-side: parsing 50k literals costs ~5x more.
+        const plain = keys.filter((k) => !k.includes(separator));
+        const odd = keys.filter((k) => k.includes(separator));
+        const list = `(SELECT arrayJoin(splitByString(${sqlString(separator)}, ${sqlString(plain.join(separator))})))`;
+        const query =
+          `SELECT DISTINCT ${keyColumn} AS k FROM ${table} ` +
+          `WHERE ${timeColumn} BETWEEN fromUnixTimestamp64Milli(toInt64(${Math.floor(lo)}), 'UTC') AND fromUnixTimestamp64Milli(toInt64(${Math.ceil(hi)}), 'UTC') ` +
+          `AND (${keyColumn} IN ${list}${odd.length ? ` OR ${keyColumn} IN (${odd.map(sqlString).join(',')})` : ''})`;
+        const rs = await store.client.query({
+          query,
+          format: 'JSONCompactEachRow',
+          clickhouse_settings: { max_query_size: String(query.length + 1024) },
+        });
+        const rows = await rs.json<[string]>();
+        return new Set(rows.map((r) => r[0]));
+      }),
+  };
+}
+
+function deadLetterMessage(topic: string, d: DeadLetter) {
+  const headers: IHeaders = {};
+  for (const [k, v] of Object.entries(d.message.headers ?? {})) if (v !== undefined) headers[k] = v as IHeaders[string];
+  headers['dlog.reason'] = d.reason;
+  headers['dlog.message'] = d.message_.slice(0, 1000);
+  headers['dlog.step'] = d.step;
+  headers['dlog.source.topic'] = topic;
+  headers['dlog.source.partition'] = String(d.message.partition);
+  headers['dlog.source.offset'] = d.message.offset;
+  headers['dlog.sink.ts'] = String(Date.now());
+  return { key: d.message.key, value: d.message.value, headers };
+}
+
+/**
+ * The ClickHouse sink as plain parts: `main.ts` and a combined embedded runner (gate, enricher
+ * and sink in the one process that owns the store) both call this.
+ */
+export function createSink(opts: SinkOptions): Sink {
+  const { kafka, store, log, config } = opts;
+  validateSinkConfig(config);
+  const prefix = config.sinkTopicPrefix;
+  const tables = opts.tables ?? sinkTables;
+  const dlqTopic = `${prefix}${deadLetterTopic}`;
+  const fetchSchema = opts.fetchSchema ?? registrySchemaFetcher(config.schemaRegistryUrl);
+  const limits: WriterLimits = {
+    batchRows: config.sinkBatchRows,
+    batchBytes: config.sinkBatchBytes,
+    flushIntervalMs: config.sinkFlushIntervalMs,
+    maxBufferedBytes: config.sinkMaxBufferedBytes,
+    retryInitialMs: opts.retryInitialMs ?? 200,
+    retryMaxMs: opts.retryMaxMs ?? 5_000,
+  };
+  // Fetches are sized from the memory limit: one fetch lands on top of what a table holds.
+  const maxFetchBytes = Math.max(1024 * 1024, Math.min(16 * 1024 * 1024, Math.floor(config.sinkMaxBufferedBytes / 4)));
+  const consumer: Consumer = kafka.consumer({
+    groupId: config.sinkGroupId,
+    maxBytes: maxFetchBytes,
+    maxBytesPerPartition: Math.min(maxFetchBytes, 4 * 1024 * 1024),
+    maxWaitTimeInMs: 250,
+    sessionTimeout: 30_000,
+    heartbeatInterval: 3_000,
+  });
+  const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  const ch = clickhouseIo(store);
+
+  const io: Omit<WriterIo, 'deadLetter'> = {
+    insert: ch.insert,
+    existing: ch.existing,
+    commit: (topic, offsets) => consumer.commitOffsets(offsets.map((o) => ({ topic, ...o }))),
+    pause: (topic) => consumer.pause([{ topic }]),
+    resume: (topic) => consumer.resume([{ topic }]),
+    isRetriable: isRetriableClickHouseError,
+    isFatal: (err) => {
+      const code = clickHouseErrorCode(err);
+      return code !== undefined && fatalCodes.has(code);
+    },
+  };
+
+  const byTopic = new Map<string, { topic: string; spec: TableSpec; writer: TableWriter; decoder: AvroDecoder<unknown> }>();
+  for (const spec of tables) {
+    const topic = `${prefix}${spec.topic}`;
+    const writer = new TableWriter(
+      spec.table,
+      topic,
+      spec,
+      limits,
+      {
+        ...io,
+        deadLetter: async (dlq, letters) => {
+          await producer.send({ topic: dlq, acks: -1, messages: letters.map((d) => deadLetterMessage(topic, d)) });
+        },
+      },
+      log,
+      dlqTopic,
+    );
+    byTopic.set(topic, { topic, spec, writer, decoder: new AvroDecoder(avroType(spec.schema), fetchSchema) });
+  }
+
+  let failWith: (err: Error) => void = () => undefined;
+  const failed = new Promise<Error>((resolve) => {
+    failWith = resolve;
+  });
+  let timer: NodeJS.Timeout | undefined;
+  let running = false;
+
+  async function eachBatch({ batch, resolveOffset, isRunning, isStale }: EachBatchPayload): Promise<void> {
+    const target = byTopic.get(batch.topic);
+    if (!target) return;
+    const { spec, writer, decoder } = target;
+    await decoder.prepare(batch.messages.map((m) => m.value));
+    for (const m of batch.messages) {
+      // Offsets are resolved one by one (not the whole batch): a message not taken because the
+      // table holds its memory limit is fetched again once fetching resumes.
+      if (!isRunning() || isStale() || writer.full) break;
+      const source: SourceMessage = { partition: batch.partition, offset: m.offset, key: m.key, value: m.value, headers: m.headers };
+      if (m.value === null && spec.tombstones) {
+        writer.addSkip(source);
+      } else {
+        const r = decoder.decode(m.value);
+        if (!r.ok) {
+          writer.addDeadLetter(source, r.reason, r.message);
+        } else {
+          let line: string | undefined;
+          try {
+            line = JSON.stringify(spec.toRow(r.value));
+          } catch (err) {
+            writer.addDeadLetter(source, 'unmappable_record', (err as Error).message);
+          }
+          if (line !== undefined) writer.addRow(source, line, spec.key(r.value), spec.time(r.value));
+        }
+      }
+      resolveOffset(m.offset);
+    }
+  }
+
+  return {
+    topics: Object.fromEntries([...byTopic.values()].map((t) => [t.spec.table, t.topic])),
+    deadLetterTopic: dlqTopic,
+    failed,
+    stats: () => [...byTopic.values()].map((t) => t.writer.getStats()),
+
+    async start() {
+      const admin = kafka.admin();
+      await admin.connect();
+      try {
+        const known = new Map(loadTopicDefinitions().map((d) => [d.name, d]));
+        const defs: TopicDefinition[] = tables.map((s) => {
+          const d = known.get(s.topic);
+          return { name: `${prefix}${s.topic}`, partitions: d?.partitions ?? 1, doc: d?.doc ?? s.topic, config: d?.config ?? {} };
+        });
+        defs.push({
+          name: dlqTopic,
+          partitions: 3,
+          doc: 'Rows the sink could not decode or ClickHouse refused: original key and bytes, reason in headers.',
+          config: { 'retention.ms': '1209600000' },
+        });
+        // A broker that just created topics may briefly deny knowing them; that is retriable.
+        await retry(() => ensureTopics(admin, defs), { attempts: 6, initialMs: 200, maxMs: 2_000 });
+      } finally {
+        await admin.disconnect();
+      }
+      await producer.connect();
+      await consumer.connect();
+      consumer.on(consumer.events.GROUP_JOIN, (e) => {
+        log.info({ assignment: e.payload.memberAssignment }, 'sink partitions assigned');
+        for (const t of byTopic.values()) t.writer.reassigned();
+      });
+      consumer.on(consumer.events.CRASH, (e) => {
+        const err = e.payload.error;
+        if (!e.payload.restart) failWith(err);
+      });
+      await consumer.subscribe({ topics: [...byTopic.keys()], fromBeginning: true });
+      running = true;
+      await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 1, eachBatch });
+      timer = setInterval(() => {
+        for (const t of byTopic.values()) {
+          try {
+            t.writer.tick();
+          } catch (err) {
+            failWith(err as Error);
+          }
+        }
+      }, Math.max(10, Math.min(100, Math.floor(config.sinkFlushIntervalMs / 4))));
+      log.info({ topics: [...byTopic.keys()], group: config.sinkGroupId, store: store.mode, limits }, 'sink started');
+    },
+
+    // Fixed order: stop fetching, write what is buffered, commit (inside the writers), flush the
+    // dead-letter producer, leave the group.
+    async stop() {
+      if (!running) return;
+      running = false;
+      if (timer) clearInterval(timer);
+      consumer.pause([...byTopic.keys()].map((topic) => ({ topic })));
+      const drained = Promise.allSettled([...byTopic.values()].map((t) => t.writer.drain()));
+      // While ClickHouse refuses writes, draining would wait forever: give up after a while; what
+      // is not written is not committed, and is read again after the restart.
+      let limit: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([
+        drained.then(() => false),
+        new Promise<boolean>((resolve) => {
+          limit = setTimeout(() => resolve(true), opts.drainTimeoutMs ?? 10_000);
+        }),
+      ]);
+      clearTimeout(limit);
+      if (timedOut) log.warn('sink could not write everything before stopping; the rest stays uncommitted');
+      for (const t of byTopic.values()) t.writer.stop();
+      const results = await drained;
+      await producer.disconnect();
+      await consumer.disconnect();
+      const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failure) throw failure.reason;
+    },
+  };
+}

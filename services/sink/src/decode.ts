@@ -1,0 +1,88 @@
+import avro, { type Type } from 'avsc';
+
+/**
+ * Confluent-framed Avro → record, in our reader schema. Writer schemas are fetched from the
+ * registry once per id (`prepare`, before a batch is decoded, so decoding itself is synchronous)
+ * and resolved into the reader, so records from older producers get the reader's defaults.
+ * Decoding never throws: bad bytes are a dead-letter result.
+ */
+
+export type DecodeResult<T> = { ok: true; value: T } | { ok: false; reason: DecodeFailure; message: string };
+
+export type DecodeFailure = 'empty_message' | 'wrong_magic_byte' | 'unknown_schema_id' | 'incompatible_schema' | 'invalid_avro';
+
+type Entry = { resolver: avro.Resolver } | { reason: 'unknown_schema_id' | 'incompatible_schema'; message: string; at: number };
+
+export type SchemaFetcher = (id: number) => Promise<string | undefined>;
+
+export class AvroDecoder<T> {
+  private readonly entries = new Map<number, Entry>();
+
+  constructor(
+    private readonly reader: Type,
+    private readonly fetchSchema: SchemaFetcher,
+    /** An unknown id is asked again after this long: a producer may register late. */
+    private readonly unknownTtlMs = 30_000,
+  ) {}
+
+  /** Fetches the writer schemas a batch of values uses. Registry outages throw (retriable). */
+  async prepare(values: Iterable<Buffer | null>): Promise<void> {
+    const now = Date.now();
+    const missing = new Set<number>();
+    for (const v of values) {
+      if (!v || v.length < 5 || v[0] !== 0) continue;
+      const id = v.readInt32BE(1);
+      const e = this.entries.get(id);
+      if (!e || ('reason' in e && e.reason === 'unknown_schema_id' && now - e.at > this.unknownTtlMs)) missing.add(id);
+    }
+    await Promise.all(
+      [...missing].map(async (id) => {
+        const text = await this.fetchSchema(id);
+        if (text === undefined) {
+          this.entries.set(id, { reason: 'unknown_schema_id', message: `schema id ${id} is not in the registry`, at: now });
+          return;
+        }
+        try {
+          const writer = avro.Type.forSchema(JSON.parse(text) as avro.Schema);
+          this.entries.set(id, { resolver: this.reader.createResolver(writer) });
+        } catch (err) {
+          this.entries.set(id, {
+            reason: 'incompatible_schema',
+            message: `schema id ${id} cannot be read as ${this.reader.name ?? 'the contract'}: ${(err as Error).message}`,
+            at: now,
+          });
+        }
+      }),
+    );
+  }
+
+  decode(value: Buffer | null): DecodeResult<T> {
+    if (!value || value.length === 0) return { ok: false, reason: 'empty_message', message: 'message has no value' };
+    if (value.length < 5 || value[0] !== 0) {
+      return { ok: false, reason: 'wrong_magic_byte', message: 'not Confluent-framed Avro (magic byte 0 and a 4-byte schema id)' };
+    }
+    const id = value.readInt32BE(1);
+    const entry = this.entries.get(id);
+    if (!entry) return { ok: false, reason: 'unknown_schema_id', message: `schema id ${id} was not prepared` };
+    if ('reason' in entry) return { ok: false, reason: entry.reason, message: entry.message };
+    try {
+      const { value: decoded, offset } = this.reader.decode(value, 5, entry.resolver);
+      if (offset !== value.length) {
+        return { ok: false, reason: 'invalid_avro', message: `Avro body is truncated or has ${value.length - offset} trailing bytes` };
+      }
+      return { ok: true, value: decoded as T };
+    } catch (err) {
+      return { ok: false, reason: 'invalid_avro', message: (err as Error).message };
+    }
+  }
+}
+
+/** Fetches a schema's text by id from a Confluent-compatible registry; undefined on 404. */
+export function registrySchemaFetcher(baseUrl: string): SchemaFetcher {
+  return async (id) => {
+    const res = await fetch(`${baseUrl.replace(/\/$/, '')}/schemas/ids/${id}`, { signal: AbortSignal.timeout(10_000) });
+    if (res.status === 404) return undefined;
+    if (!res.ok) throw new Error(`Schema registry answered HTTP ${res.status} for schema id ${id}`);
+    return ((await res.json()) as { schema: string }).schema;
+  };
+}

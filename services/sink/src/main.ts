@@ -1,0 +1,37 @@
+import { createKafka } from '@dlog/kafka';
+import { startService } from '@dlog/runtime';
+import { createStore, migrate } from '@dlog/store';
+import { createSink } from './create-sink.js';
+
+// Wiring only: the work is in createSink and the functions it calls.
+const service = startService('sink');
+const { config, log, shutdown } = service;
+
+const store = await createStore({
+  url: config.clickhouseUrl,
+  username: config.clickhouseUser,
+  password: config.clickhousePassword,
+  database: config.clickhouseDatabase,
+  dataDir: config.clickhouseDataDir,
+  createDatabase: !config.clickhouseUrl,
+  log,
+});
+// Embedded: this process owns the store, so it brings the schema up to date itself. A server's
+// schema is applied by `dlog migrate` (with a user allowed to change it).
+if (store.mode === 'embedded') await migrate(store, { log });
+
+const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-sink`, log });
+const sink = createSink({ kafka, store, log, config });
+
+// Shutdown order: the sink stops fetching, writes and commits what it holds, flushes its
+// dead-letter producer and leaves the group; then the store closes.
+shutdown.add('sink', () => sink.stop());
+shutdown.add('clickhouse', () => store.close());
+
+void sink.failed.then((err) => {
+  log.fatal({ err }, 'sink failed');
+  void shutdown.run(1);
+});
+
+await sink.start();
+service.ready({ topics: sink.topics, store: store.mode });

@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import pino from 'pino';
+import { TableWriter, type DeadLetter, type WriterIo } from './table-writer.js';
+
+const log = pino({ level: 'silent' });
+const limits = { batchRows: 4, batchBytes: 1 << 20, flushIntervalMs: 10, maxBufferedBytes: 1 << 20, retryInitialMs: 1, retryMaxMs: 5 };
+
+/** An in-memory ClickHouse and Kafka, recording the order of what the writer does. */
+function fakeIo(opts: { badRows?: Set<string>; failTimes?: number } = {}) {
+  const events: string[] = [];
+  const stored = new Set<string>();
+  const letters: DeadLetter[] = [];
+  let failures = opts.failTimes ?? 0;
+  const io: WriterIo = {
+    insert: async (_t, token, body) => {
+      if (failures > 0) {
+        failures--;
+        throw Object.assign(new Error('Too many parts'), { code: '252' });
+      }
+      const rows = body.trim().split('\n');
+      if (rows.some((r) => opts.badRows?.has(r))) throw Object.assign(new Error('Cannot parse input'), { code: '27' });
+      rows.forEach((r) => stored.add(r));
+      events.push(`insert ${rows.join(',')} ${token}`);
+    },
+    existing: async (_t, _k, _tc, keys) => new Set(keys.filter((k) => stored.has(k))),
+    deadLetter: async (_topic, l) => {
+      letters.push(...l);
+      events.push(`dlq ${l.map((d) => d.message.offset).join(',')}`);
+    },
+    commit: async (_topic, offsets) => {
+      events.push(`commit ${offsets.map((o) => `${o.partition}@${o.offset}`).join(',')}`);
+    },
+    pause: () => events.push('pause'),
+    resume: () => events.push('resume'),
+    isRetriable: (err) => (err as { code?: string }).code === '252',
+    isFatal: () => false,
+  };
+  return { io, events, stored, letters };
+}
+
+function add(w: TableWriter, partition: number, offset: number, key: string) {
+  w.addRow({ partition, offset: String(offset), key: null, value: Buffer.from(key) }, key, key, 1000 + offset);
+}
+
+describe('TableWriter', () => {
+  it('commits only after the insert, in order, and isolates a bad row as a dead letter', async () => {
+    const { io, events, letters } = fakeIo({ badRows: new Set(['c']) });
+    const w = new TableWriter('t', 'topic', { keyColumn: 'k', timeColumn: 'ts' }, limits, io, log, 'dlq');
+    ['a', 'b', 'c', 'd'].forEach((k, i) => add(w, 0, i, k));
+    add(w, 1, 0, 'e');
+    await w.drain();
+    assert.deepEqual(letters.map((l) => [l.message.offset, l.reason]), [['2', 'clickhouse_rejected']]);
+    assert.deepEqual(events, [
+      'insert a,b topic/0:0-3/a',
+      'insert d topic/0:0-3/b/b',
+      'dlq 2',
+      'commit 0@4',
+      'insert e topic/1:0-0',
+      'commit 1@1',
+    ]);
+  });
+
+  it('retries retriable failures with the same token, paused, then resumes and checks for replays', async () => {
+    const { io, events, stored } = fakeIo({ failTimes: 2 });
+    const w = new TableWriter('t', 'topic', { keyColumn: 'k', timeColumn: 'ts' }, limits, io, log, 'dlq');
+    stored.add('a'); // written by a previous owner of the partition
+    ['a', 'b', 'c', 'd'].forEach((k, i) => add(w, 0, i, k));
+    await w.drain();
+    assert.deepEqual(events, ['pause', 'insert b,c,d topic/0:0-3', 'resume', 'commit 0@4']);
+    const s = w.getStats();
+    assert.equal(s.insertFailures, 2);
+    assert.equal(s.rowsSkippedAsReplay, 1);
+    assert.equal(s.paused, false);
+  });
+
+  it('drops what it buffered when the assignment changes (Kafka delivers it again)', async () => {
+    const { io, events } = fakeIo();
+    const w = new TableWriter('t', 'topic', { keyColumn: 'k', timeColumn: 'ts' }, { ...limits, batchRows: 100 }, io, log, 'dlq');
+    add(w, 0, 0, 'a');
+    w.reassigned();
+    add(w, 0, 0, 'a');
+    await w.drain();
+    assert.deepEqual(events, ['insert a topic/0:0-0', 'commit 0@1']);
+  });
+});

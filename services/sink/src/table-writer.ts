@@ -1,0 +1,422 @@
+import type { Logger } from 'pino';
+import { backoffDelay } from '@dlog/runtime';
+
+/**
+ * One table's write path: rows from one topic collect in a batch; a batch is sealed by size,
+ * bytes or age; sealed batches are inserted one at a time, in order, and only after a batch's
+ * insert (and its dead letters) succeeded are its offsets committed. So commits per partition
+ * move forward in order, and nothing is acknowledged while it is only in memory.
+ *
+ * - ClickHouse retriable errors (network, overload, TOO_MANY_PARTS ...): fetching for the topic is
+ *   paused and the same batch is retried with jittered backoff until it lands; it resumes by
+ *   itself. The retry carries the same insert_deduplication_token, so if the failed attempt did
+ *   land after all, ClickHouse drops the repeat.
+ * - Data errors: the batch is split in halves until the failing rows are isolated; those go to the
+ *   dead-letter topic with their original bytes, the rest is written. The partition never blocks.
+ * - Schema or access errors (missing table, unknown column, denied) are fatal: every row would fail
+ *   the same way, so the sink stops without committing instead of dead-lettering everything.
+ * - Replays: after (re)assignment, a rebalance or a failed insert, the next batch first asks
+ *   ClickHouse which of its keys already exist (bloom-filter indexed, within the batch's time
+ *   range) and drops those rows.
+ */
+
+export interface SourceMessage {
+  partition: number;
+  offset: string;
+  key: Buffer | null;
+  value: Buffer | null;
+  headers?: Record<string, unknown>;
+}
+
+export interface DeadLetter {
+  message: SourceMessage;
+  reason: string;
+  message_: string;
+  step: 'decode' | 'insert';
+}
+
+export interface WriterLimits {
+  batchRows: number;
+  batchBytes: number;
+  flushIntervalMs: number;
+  /** Row data held per table (waiting + in flight) before fetching pauses. */
+  maxBufferedBytes: number;
+  retryInitialMs: number;
+  retryMaxMs: number;
+}
+
+export interface WriterIo {
+  insert(table: string, token: string, body: string): Promise<void>;
+  /** Keys among `keys` already stored, looking only at rows with time in [lo, hi] ms. */
+  existing(table: string, keyColumn: string, timeColumn: string, keys: string[], lo: number, hi: number): Promise<Set<string>>;
+  deadLetter(topic: string, letters: DeadLetter[]): Promise<void>;
+  commit(topic: string, offsets: { partition: number; offset: string }[]): Promise<void>;
+  pause(topic: string): void;
+  resume(topic: string): void;
+  isRetriable(err: unknown): boolean;
+  isFatal(err: unknown): boolean;
+}
+
+export interface WriterStats {
+  table: string;
+  topic: string;
+  bufferedRows: number;
+  bufferedBytes: number;
+  peakBufferedBytes: number;
+  batchesWritten: number;
+  rowsWritten: number;
+  rowsSkippedAsReplay: number;
+  deadLettered: number;
+  insertFailures: number;
+  paused: boolean;
+  failing: boolean;
+}
+
+class Batch {
+  readonly lines: string[] = [];
+  readonly keys: string[] = [];
+  readonly times: number[] = [];
+  /** Source message of each row, for dead letters. */
+  readonly sources: SourceMessage[] = [];
+  readonly deadLetters: DeadLetter[] = [];
+  /** Highest offset per partition the batch covers (rows, dead letters and skipped alike). */
+  readonly last = new Map<number, string>();
+  readonly first = new Map<number, string>();
+  bytes = 0;
+  readonly openedAt = Date.now();
+
+  cover(m: SourceMessage): void {
+    if (!this.first.has(m.partition)) this.first.set(m.partition, m.offset);
+    this.last.set(m.partition, m.offset);
+  }
+
+  get size(): number {
+    return this.lines.length + this.deadLetters.length;
+  }
+
+  /** Deterministic for the same offsets: a retried batch gets the same token. */
+  token(topic: string): string {
+    const parts = [...this.first.keys()].sort((a, b) => a - b).map((p) => `${p}:${this.first.get(p)}-${this.last.get(p)}`);
+    return `${topic}/${parts.join(',')}`;
+  }
+}
+
+export class StoppedError extends Error {
+  constructor() {
+    super('sink stopped before the batch was written; it is not committed and will be read again');
+    this.name = 'StoppedError';
+  }
+}
+
+export class TableWriter {
+  private open = new Batch();
+  private readonly sealed: Batch[] = [];
+  private flushing: Promise<void> | undefined;
+  private inFlightBytes = 0;
+  private inFlightRows = 0;
+  /** Next batch must check ClickHouse for rows already written. */
+  private verifyNext = true;
+  private failing = false;
+  private paused = false;
+  private stopping = false;
+  private readonly stopped = new AbortController();
+  private fatal: unknown;
+  private committed = new Map<number, bigint>();
+  private readonly stats: WriterStats;
+
+  constructor(
+    readonly table: string,
+    readonly topic: string,
+    private readonly spec: { keyColumn: string; timeColumn: string },
+    private readonly limits: WriterLimits,
+    private readonly io: WriterIo,
+    private readonly log: Logger,
+    private readonly deadLetterTopic: string,
+  ) {
+    this.stats = {
+      table,
+      topic,
+      bufferedRows: 0,
+      bufferedBytes: 0,
+      peakBufferedBytes: 0,
+      batchesWritten: 0,
+      rowsWritten: 0,
+      rowsSkippedAsReplay: 0,
+      deadLettered: 0,
+      insertFailures: 0,
+      paused: false,
+      failing: false,
+    };
+  }
+
+  /** A decoded row. `line` is its JSONEachRow text. */
+  addRow(m: SourceMessage, line: string, key: string, time: number): void {
+    const b = this.open;
+    b.lines.push(line);
+    b.keys.push(key);
+    b.times.push(time);
+    b.sources.push(m);
+    // Both the row text and the source bytes it keeps alive count against the memory limit.
+    b.bytes += line.length + (m.value?.length ?? 0);
+    b.cover(m);
+    this.afterAdd();
+  }
+
+  addDeadLetter(m: SourceMessage, reason: string, message: string): void {
+    this.open.deadLetters.push({ message: m, reason, message_: message, step: 'decode' });
+    this.open.bytes += m.value?.length ?? 0;
+    this.open.cover(m);
+    this.afterAdd();
+  }
+
+  /** A message that needs no row (a compaction tombstone): covered, so its offset commits. */
+  addSkip(m: SourceMessage): void {
+    this.open.cover(m);
+    this.afterAdd();
+  }
+
+  private afterAdd(): void {
+    if (this.open.lines.length >= this.limits.batchRows || this.open.bytes >= this.limits.batchBytes) this.seal();
+    this.updateFlow();
+  }
+
+  /** Seals the open batch when it is old enough; called by the sink's timer. */
+  tick(now = Date.now()): void {
+    if ((this.open.size > 0 || this.open.last.size > 0) && now - this.open.openedAt >= this.limits.flushIntervalMs) this.seal();
+    if (this.fatal) throw this.fatal;
+  }
+
+  private seal(): void {
+    if (this.open.size === 0 && this.open.last.size === 0) return;
+    this.sealed.push(this.open);
+    this.open = new Batch();
+    this.kick();
+  }
+
+  private kick(): void {
+    if (this.flushing || this.sealed.length === 0 || this.fatal) return;
+    this.flushing = (async () => {
+      try {
+        while (this.sealed.length > 0) {
+          const batch = this.sealed[0]!;
+          this.inFlightBytes = batch.bytes;
+          this.inFlightRows = batch.lines.length;
+          await this.write(batch);
+          this.sealed.shift();
+          this.inFlightBytes = 0;
+          this.inFlightRows = 0;
+          this.updateFlow();
+        }
+      } catch (err) {
+        this.inFlightBytes = 0;
+        this.inFlightRows = 0;
+        if (!(err instanceof StoppedError)) {
+          this.fatal = err;
+          this.log.fatal({ err, table: this.table }, 'sink cannot write this table; stopping without committing');
+        }
+      } finally {
+        this.flushing = undefined;
+      }
+    })();
+  }
+
+  /**
+   * The group's assignment changed: Kafka will deliver again from the committed offsets, so what
+   * is buffered but not yet being written is dropped (it comes back), and the next batch checks
+   * for rows a previous owner may already have written.
+   */
+  reassigned(): void {
+    const dropped = this.open.size + this.sealed.slice(this.flushing ? 1 : 0).reduce((n, b) => n + b.size, 0);
+    this.open = new Batch();
+    if (this.flushing) this.sealed.splice(1);
+    else this.sealed.length = 0;
+    this.verifyNext = true;
+    this.committed.clear();
+    if (dropped > 0) this.log.info({ table: this.table, dropped }, 'assignment changed: buffered rows dropped, Kafka delivers them again');
+    this.updateFlow();
+  }
+
+  /** At the memory limit: take no more messages until a batch is written. */
+  get full(): boolean {
+    return this.bufferedBytes >= this.limits.maxBufferedBytes;
+  }
+
+  get bufferedBytes(): number {
+    const waiting = this.sealed.reduce((n, b) => n + b.bytes, 0) - (this.flushing ? (this.sealed[0]?.bytes ?? 0) : 0);
+    return this.open.bytes + waiting + this.inFlightBytes;
+  }
+
+  private updateFlow(): void {
+    const bytes = this.bufferedBytes;
+    if (bytes > this.stats.peakBufferedBytes) this.stats.peakBufferedBytes = bytes;
+    const shouldPause = this.failing || bytes >= this.limits.maxBufferedBytes;
+    const mayResume = !this.failing && bytes < this.limits.maxBufferedBytes / 2;
+    if (shouldPause && !this.paused) {
+      this.paused = true;
+      this.io.pause(this.topic);
+      this.log.info({ table: this.table, bufferedBytes: bytes, failing: this.failing }, 'fetching paused');
+    } else if (this.paused && mayResume && !this.stopping) {
+      this.paused = false;
+      this.io.resume(this.topic);
+      this.log.info({ table: this.table, bufferedBytes: bytes }, 'fetching resumed');
+    }
+  }
+
+  /** Seals what is open and waits until everything sealed is written and committed. */
+  async drain(): Promise<void> {
+    this.seal();
+    while (this.flushing) await this.flushing;
+    if (this.fatal) throw this.fatal;
+  }
+
+  /** Stops retrying: an unwritten batch stays uncommitted and is read again after restart. */
+  stop(): void {
+    this.stopping = true;
+    this.stopped.abort();
+  }
+
+  getStats(): WriterStats {
+    const sealedRows = this.sealed.reduce((n, b) => n + b.lines.length, 0);
+    return {
+      ...this.stats,
+      bufferedRows: this.open.lines.length + sealedRows,
+      bufferedBytes: this.bufferedBytes,
+      paused: this.paused,
+      failing: this.failing,
+    };
+  }
+
+  get fatalError(): unknown {
+    return this.fatal;
+  }
+
+  private async write(batch: Batch): Promise<void> {
+    let rows = batch.lines.map((_, i) => i);
+    const token = batch.token(this.topic);
+    if (rows.length > 0) {
+      if (this.verifyNext) rows = await this.withRetry('replay check', () => this.dropExisting(batch, rows));
+      const t0 = Date.now();
+      await this.insertRows(batch, rows, token);
+      this.verifyNext = false;
+      this.stats.batchesWritten++;
+      this.stats.rowsWritten += rows.length;
+      this.log.debug({ table: this.table, rows: rows.length, ms: Date.now() - t0 }, 'batch written');
+    }
+    if (batch.deadLetters.length > 0) {
+      await this.withRetry('dead letters', () => this.io.deadLetter(this.deadLetterTopic, batch.deadLetters));
+      this.stats.deadLettered += batch.deadLetters.length;
+      this.log.warn(
+        { table: this.table, count: batch.deadLetters.length, reasons: [...new Set(batch.deadLetters.map((d) => d.reason))] },
+        'rows sent to the dead-letter topic',
+      );
+    }
+    await this.commit(batch);
+  }
+
+  private async dropExisting(batch: Batch, rows: number[]): Promise<number[]> {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const i of rows) {
+      const t = batch.times[i]!;
+      if (t < lo) lo = t;
+      if (t > hi) hi = t;
+    }
+    const found = await this.io.existing(this.table, this.spec.keyColumn, this.spec.timeColumn, rows.map((i) => batch.keys[i]!), lo, hi);
+    // A key repeated inside the batch (an upstream replay) is written once.
+    const seen = new Set<string>(found);
+    const keep: number[] = [];
+    for (const i of rows) {
+      const k = batch.keys[i]!;
+      if (seen.has(k)) continue;
+      seen.add(k);
+      keep.push(i);
+    }
+    const skipped = rows.length - keep.length;
+    if (skipped > 0) {
+      this.stats.rowsSkippedAsReplay += skipped;
+      this.log.info({ table: this.table, skipped, checked: rows.length }, 'replayed rows already in ClickHouse were skipped');
+    }
+    return keep;
+  }
+
+  private body(batch: Batch, rows: number[]): string {
+    let s = '';
+    for (const i of rows) s += batch.lines[i]! + '\n';
+    return s;
+  }
+
+  /** Inserts rows; on a data error splits until the bad rows are isolated as dead letters. */
+  private async insertRows(batch: Batch, rows: number[], token: string): Promise<void> {
+    if (rows.length === 0) return;
+    try {
+      await this.withRetry('insert', () => this.io.insert(this.table, token, this.body(batch, rows)));
+    } catch (err) {
+      if (err instanceof StoppedError || this.io.isRetriable(err) || this.io.isFatal(err)) throw err;
+      if (rows.length === 1) {
+        const i = rows[0]!;
+        batch.deadLetters.push({ message: batch.sources[i]!, reason: 'clickhouse_rejected', message_: (err as Error).message, step: 'insert' });
+        return;
+      }
+      this.log.debug({ table: this.table, rows: rows.length, err }, 'insert refused: splitting to isolate the bad rows');
+      const mid = rows.length >>> 1;
+      await this.insertRows(batch, rows.slice(0, mid), `${token}/a`);
+      await this.insertRows(batch, rows.slice(mid), `${token}/b`);
+    }
+  }
+
+  private async withRetry<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.stopping && attempt > 0) throw new StoppedError();
+      try {
+        const result = await fn();
+        if (this.failing) {
+          this.failing = false;
+          this.log.info({ table: this.table, what, attempts: attempt + 1 }, 'ClickHouse accepts writes again');
+          this.updateFlow();
+        }
+        return result;
+      } catch (err) {
+        if (this.io.isFatal(err) || !this.io.isRetriable(err)) throw err;
+        this.stats.insertFailures++;
+        // The failed attempt may have landed; the next batch checks before writing.
+        this.verifyNext = true;
+        if (!this.failing) {
+          this.failing = true;
+          this.updateFlow();
+        }
+        const delay = backoffDelay(attempt, this.limits.retryInitialMs, this.limits.retryMaxMs);
+        this.log.warn({ table: this.table, what, attempt: attempt + 1, delayMs: delay, err: (err as Error).message }, 'write failed, retrying');
+        if (this.stopping) throw new StoppedError();
+        const signal = this.stopped.signal;
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            signal.removeEventListener('abort', done);
+            resolve();
+          };
+          const timer = setTimeout(done, delay);
+          signal.addEventListener('abort', done, { once: true });
+        });
+      }
+    }
+  }
+
+  private async commit(batch: Batch): Promise<void> {
+    const offsets: { partition: number; offset: string }[] = [];
+    for (const [partition, last] of batch.last) {
+      const next = BigInt(last) + 1n;
+      // After a rebalance Kafka may redeliver older offsets; never move a commit backwards.
+      if ((this.committed.get(partition) ?? -1n) >= next) continue;
+      offsets.push({ partition, offset: next.toString() });
+    }
+    if (offsets.length === 0) return;
+    try {
+      await this.io.commit(this.topic, offsets);
+      for (const o of offsets) this.committed.set(o.partition, BigInt(o.offset));
+    } catch (err) {
+      // The rows are written; a lost commit only means a redelivery, which the replay check drops.
+      this.verifyNext = true;
+      this.log.warn({ table: this.table, err: (err as Error).message }, 'offset commit failed; the rows are written and a redelivery will be skipped');
+    }
+  }
+}

@@ -1,0 +1,264 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { createKafka } from '@dlog/kafka';
+import { createStore, migrate, type Store } from '@dlog/store';
+import type { Admin, Kafka } from 'kafkajs';
+import {
+  createSink,
+  produceSamples,
+  sampleAlert,
+  sampleArtifact,
+  sampleCounts,
+  sampleDeployment,
+  sampleEnrichedDecision,
+  sinkTables,
+  type Sink,
+} from '../services/sink/src/index.js';
+import { config, log, tempDir, unique, waitFor } from './helpers.js';
+
+/**
+ * The ClickHouse sink on the real stack (Kafka, the registry, embedded chDB), each test with its
+ * own topics (a random prefix), consumer group and data directory.
+ */
+
+async function scalar(store: Store, query: string): Promise<number> {
+  const rs = await store.client.query({ query, format: 'JSONEachRow' });
+  const rows = await rs.json<{ n: number | string }>();
+  return Number(rows[0]?.n ?? 0);
+}
+
+async function committed(admin: Admin, groupId: string, topic: string): Promise<number> {
+  const offsets = await admin.fetchOffsets({ groupId, topics: [topic] });
+  return offsets[0]!.partitions.reduce((n, p) => n + Math.max(0, Number(p.offset)), 0);
+}
+
+async function createTopics(admin: Admin, prefix: string): Promise<void> {
+  const { ensureTopics, loadTopicDefinitions } = await import('@dlog/kafka');
+  const defs = new Map(loadTopicDefinitions().map((d) => [d.name, d]));
+  await ensureTopics(
+    admin,
+    sinkTables.map((t) => ({ ...defs.get(t.topic)!, name: `${prefix}${t.topic}` })),
+  );
+}
+
+describe('sink: enriched decisions, counts, artifacts, deployments, alerts into ClickHouse', () => {
+  let kafka: Kafka;
+  let admin: Admin;
+  let store: Store;
+  let sink: Sink | undefined;
+  const prefix = `${unique('sink')}.`;
+  const groupId = unique('sink-group');
+  const runId = unique('run');
+
+  before(async () => {
+    kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'sink-test', log });
+    admin = kafka.admin();
+    await admin.connect();
+    await createTopics(admin, prefix);
+    store = await createStore({ database: 'dlog', dataDir: tempDir('sink'), createDatabase: true, log });
+    await migrate(store);
+  });
+  after(async () => {
+    await sink?.stop();
+    await admin.disconnect();
+    await store.close();
+  });
+
+  it('writes every record exactly once, with replays (same event twice upstream) hidden', async () => {
+    const decisions = Array.from({ length: 5000 }, (_, i) => sampleEnrichedDecision(i, { runId }));
+    // An upstream replay (the enricher re-sent a decision after a crash) must not be doubled.
+    const replayed = decisions.slice(0, 50);
+    const counts = Array.from({ length: 200 }, (_, i) => sampleCounts(i, { batchId: `${runId}-b${Math.floor(i / 4)}` }));
+    const artifacts = Array.from({ length: 20 }, (_, i) => sampleArtifact(i, { runId }));
+    const deployments = Array.from({ length: 5 }, (_, i) => sampleDeployment(i, { runId }));
+    const alerts = Array.from({ length: 3 }, (_, i) => sampleAlert(i, { runId }));
+    const url = config.schemaRegistryUrl;
+    await produceSamples(kafka, url, `${prefix}decisions.enriched.v1`, 'enriched-decision', [...decisions, ...replayed], (r) => r.event_id);
+    await produceSamples(kafka, url, `${prefix}decision.counts.v1`, 'decision-counts', [...counts, ...counts.slice(0, 10)], (r) => r.batch_id);
+    await produceSamples(kafka, url, `${prefix}registry.artifacts`, 'artifact-event', artifacts, (r) => r.ref);
+    await produceSamples(kafka, url, `${prefix}deployments.v1`, 'deployment-event', deployments, (r) => r.endpoint);
+    await produceSamples(kafka, url, `${prefix}alerts.v1`, 'alert', alerts, (r) => r.alert_id);
+    // A record that is not Avro: dead-lettered, never blocking the partition.
+    const p = kafka.producer();
+    await p.connect();
+    await p.send({ topic: `${prefix}decisions.enriched.v1`, messages: [{ key: 'bad', value: Buffer.from('{"not":"avro"}') }] });
+    await p.disconnect();
+
+    sink = createSink({
+      kafka,
+      store,
+      log,
+      config: { ...config, sinkGroupId: groupId, sinkTopicPrefix: prefix, sinkBatchRows: 1000, sinkFlushIntervalMs: 200 },
+    });
+    await sink.start();
+    await waitFor(async () => (await scalar(store, 'SELECT count() AS n FROM decisions')) >= 5000 || undefined, {
+      timeoutMs: 60_000,
+      what: 'decisions in ClickHouse',
+    });
+    const expectedTotal = counts.reduce((n, c) => n + c.kept + c.dropped, 0);
+    await waitFor(async () => (await scalar(store, 'SELECT sum(total) AS n FROM v_decision_totals')) === expectedTotal || undefined, {
+      timeoutMs: 30_000,
+      what: 'exact totals from counts',
+    });
+    await waitFor(async () => (await scalar(store, 'SELECT count() AS n FROM v_alerts')) === 3 || undefined, { timeoutMs: 30_000, what: 'alerts' });
+    await waitFor(async () => (await committed(admin, groupId, `${prefix}decisions.enriched.v1`)) === 5051 || undefined, {
+      timeoutMs: 30_000,
+      what: 'offsets committed past every decision and the bad record',
+    });
+
+    // The sink itself writes each Kafka record once; an upstream replay (a new record with an old
+    // event_id) is written only if its batch was not checked, and the analysts' view hides it.
+    const rows = await scalar(store, 'SELECT count() AS n FROM decisions');
+    assert.ok(rows >= 5000 && rows <= 5050, `${rows} rows`);
+    assert.equal(await scalar(store, 'SELECT uniqExact(event_id) AS n FROM decisions'), 5000);
+    assert.equal(await scalar(store, 'SELECT count() AS n FROM v_decisions'), 5000, 'each decision once for analysts');
+    assert.equal(await scalar(store, 'SELECT count() AS n FROM decision_counts FINAL'), 200, 'replayed deltas counted once');
+    assert.equal(await scalar(store, 'SELECT count() AS n FROM v_artifacts'), 20);
+    assert.equal(await scalar(store, 'SELECT count() AS n FROM v_lineage'), 40, 'two parents per artifact, from the materialized view');
+    assert.equal(await scalar(store, 'SELECT count() AS n FROM v_deployments'), 5);
+
+    // The mapping survives the round trip.
+    const d = decisions[7]!;
+    const rs = await store.client.query({
+      query: `SELECT model_name, model_version, toUnixTimestamp64Milli(ts) AS ts, image_ref, config_ref, decision, weight, tier,
+                     lineage.ref AS lineage_refs, artifacts.digest AS artifact_digests
+              FROM v_decisions WHERE event_id = {id:String}`,
+      query_params: { id: d.event_id },
+      format: 'JSONEachRow',
+    });
+    assert.deepEqual(await rs.json(), [
+      {
+        model_name: d.model.name,
+        model_version: d.model.version,
+        ts: d.ts,
+        image_ref: d.image!.ref,
+        config_ref: d.config!.ref,
+        decision: d.output.decision,
+        weight: 1 / d.sample_rate,
+        tier: d.tier,
+        lineage_refs: d.lineage.map((l) => l.ref),
+        artifact_digests: d.artifacts.map((a) => a.digest),
+      },
+    ]);
+    const lineage = await store.client.query({
+      query: `SELECT ancestor_kind FROM v_decision_lineage WHERE event_id = {id:String} ORDER BY ancestor_kind`,
+      query_params: { id: d.event_id },
+      format: 'JSONEachRow',
+    });
+    assert.deepEqual(await lineage.json(), [{ ancestor_kind: 'code' }, { ancestor_kind: 'dataset' }]);
+
+    const stats = sink.stats().find((s) => s.table === 'decisions')!;
+    assert.equal(stats.deadLettered, 1);
+    assert.equal(stats.rowsSkippedAsReplay + rows - 5000, 50);
+    await sink.stop();
+    sink = undefined;
+
+    // The bad record is on the dead-letter topic with its original bytes and the reason.
+    const consumer = kafka.consumer({ groupId: unique('dlq-reader') });
+    await consumer.connect();
+    await consumer.subscribe({ topics: [`${prefix}sink.dlq`], fromBeginning: true });
+    const letters: { value: string; reason: string }[] = [];
+    await consumer.run({
+      eachMessage: async ({ message }) => {
+        letters.push({ value: message.value?.toString() ?? '', reason: message.headers?.['dlog.reason']?.toString() ?? '' });
+      },
+    });
+    await waitFor(() => letters.length >= 1 || undefined, { timeoutMs: 30_000, what: 'the dead letter' });
+    await consumer.disconnect();
+    assert.deepEqual(letters, [{ value: '{"not":"avro"}', reason: 'wrong_magic_byte' }]);
+  });
+});
+
+describe('sink: ClickHouse refusing writes for a while', () => {
+  let kafka: Kafka;
+  let admin: Admin;
+  let store: Store;
+  let sink: Sink | undefined;
+  const prefix = `${unique('sink-outage')}.`;
+  const groupId = unique('sink-group');
+  const runId = unique('run');
+  const topic = `${prefix}decisions.enriched.v1`;
+
+  before(async () => {
+    kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'sink-test', log });
+    admin = kafka.admin();
+    await admin.connect();
+    await createTopics(admin, prefix);
+    store = await createStore({ database: 'dlog', dataDir: tempDir('sink-outage'), createDatabase: true, log });
+    await migrate(store);
+  });
+  after(async () => {
+    await sink?.stop();
+    await store.client.command({ query: 'SYSTEM START MERGES decisions' }).catch(() => undefined);
+    await admin.disconnect();
+    await store.close();
+  });
+
+  it('pauses, retries with backoff in bounded memory, commits nothing, then resumes and lands everything once', async () => {
+    const maxBufferedBytes = 2 * 1024 * 1024;
+    sink = createSink({
+      kafka,
+      store,
+      log,
+      config: {
+        ...config,
+        sinkGroupId: groupId,
+        sinkTopicPrefix: prefix,
+        sinkBatchRows: 500,
+        sinkBatchBytes: 512 * 1024,
+        sinkFlushIntervalMs: 100,
+        sinkMaxBufferedBytes: maxBufferedBytes,
+      },
+      retryInitialMs: 50,
+      retryMaxMs: 400,
+    });
+    await sink.start();
+    const before = Array.from({ length: 1000 }, (_, i) => sampleEnrichedDecision(i, { runId }));
+    await produceSamples(kafka, config.schemaRegistryUrl, topic, 'enriched-decision', before, (r) => r.event_id);
+    await waitFor(async () => (await scalar(store, 'SELECT count() AS n FROM decisions')) === 1000 || undefined, {
+      timeoutMs: 60_000,
+      what: 'the first 1000 decisions',
+    });
+    await waitFor(async () => (await committed(admin, groupId, topic)) === 1000 || undefined, { timeoutMs: 30_000, what: 'first commit' });
+
+    // ClickHouse refuses inserts: TOO_MANY_PARTS (252), a retriable error, as under overload.
+    await store.client.command({ query: 'SYSTEM STOP MERGES decisions' });
+    await store.client.command({ query: 'ALTER TABLE decisions MODIFY SETTING parts_to_throw_insert = 1' });
+    const during = Array.from({ length: 8000 }, (_, i) => sampleEnrichedDecision(1000 + i, { runId }));
+    await produceSamples(kafka, config.schemaRegistryUrl, topic, 'enriched-decision', during, (r) => r.event_id);
+
+    const stalled = await waitFor(
+      () => {
+        const s = sink!.stats().find((x) => x.table === 'decisions')!;
+        return s.insertFailures >= 3 && s.paused ? s : undefined;
+      },
+      { timeoutMs: 30_000, what: 'the sink to fail, retry and pause' },
+    );
+    // Let it sit in the outage a while: memory must stay bounded, nothing may be committed.
+    let peak = 0;
+    const t0 = Date.now();
+    while (Date.now() - t0 < 3_000) {
+      const s = sink.stats().find((x) => x.table === 'decisions')!;
+      peak = Math.max(peak, s.bufferedBytes);
+      assert.ok(s.paused, 'fetching stays paused during the outage');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const s = sink.stats().find((x) => x.table === 'decisions')!;
+    assert.ok(s.insertFailures > stalled.insertFailures, 'it keeps retrying');
+    // The sink stops taking messages at the limit: one row at most lands on top of it.
+    assert.ok(s.peakBufferedBytes <= maxBufferedBytes + 16 * 1024, `buffered ${s.peakBufferedBytes} bytes, limit ${maxBufferedBytes}`);
+    assert.ok(s.bufferedRows < during.length, 'it did not read the whole backlog into memory');
+    assert.equal(await committed(admin, groupId, topic), 1000, 'no offset committed while ClickHouse refuses writes');
+    assert.equal(await scalar(store, 'SELECT count() AS n FROM decisions'), 1000);
+
+    // ClickHouse accepts writes again: the sink resumes on its own.
+    await store.client.command({ query: 'ALTER TABLE decisions RESET SETTING parts_to_throw_insert' });
+    await store.client.command({ query: 'SYSTEM START MERGES decisions' });
+    await waitFor(async () => (await committed(admin, groupId, topic)) === 9000 || undefined, { timeoutMs: 60_000, what: 'the backlog committed' });
+    assert.equal(await scalar(store, 'SELECT count() AS n FROM decisions'), 9000, 'nothing missing, nothing doubled');
+    assert.equal(await scalar(store, 'SELECT uniqExact(event_id) AS n FROM decisions'), 9000);
+    const after = sink.stats().find((x) => x.table === 'decisions')!;
+    assert.equal(after.paused, false);
+    assert.equal(after.failing, false);
+  });
+});
