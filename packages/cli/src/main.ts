@@ -2,7 +2,13 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '@dlog/config';
 import { StackError } from '@dlog/stack';
+import { ManifestError, RegistrationConflictError } from '@dlog/artifacts';
+import { QueryEndpointError, ReadOnlySqlError } from '@dlog/store';
 import { registerStackCommands, registerUpCommand } from './stack-commands.js';
+import { registerMigrateCommand } from './migrate-command.js';
+import { registerRegisterCommand } from './register-command.js';
+import { registerQueryCommand } from './query-command.js';
+import { registerSimulateCommand } from './simulate-command.js';
 
 const program = new Command()
   .name('dlog')
@@ -13,6 +19,10 @@ const program = new Command()
 
 registerUpCommand(program);
 registerStackCommands(program);
+registerMigrateCommand(program);
+registerRegisterCommand(program);
+registerQueryCommand(program);
+registerSimulateCommand(program);
 
 try {
   await program.parseAsync(process.argv);
@@ -22,11 +32,14 @@ try {
   } else if (err instanceof ConfigError) {
     process.stderr.write(`dlog: configuration error: ${err.message}\n`);
     process.exitCode = 2;
-  } else if (err instanceof StackError) {
+  } else if (err instanceof StackError || err instanceof ManifestError || err instanceof RegistrationConflictError || err instanceof ReadOnlySqlError || err instanceof QueryEndpointError) {
     process.stderr.write(`dlog: ${err.message}\n`);
     process.exitCode = 1;
   } else {
-    process.stderr.write(`dlog: ${(err as Error).stack ?? String(err)}\n`);
+    // Expected failures (ClickHouse errors, unreachable brokers) read best as one line; the stack
+    // is for LOG_LEVEL=debug.
+    const e = err as Error;
+    process.stderr.write(`dlog: ${process.env.LOG_LEVEL === 'debug' ? (e.stack ?? String(e)) : (e.message ?? String(e))}\n`);
     process.exitCode = 1;
   }
 }

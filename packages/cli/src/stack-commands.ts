@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 import { stackDown, stackEndpoints, stackStatus, stackUp, type ComponentStatus } from '@dlog/stack';
+import { createPipeline } from '@dlog/pipeline';
+import { Shutdown } from '@dlog/runtime';
 import { cliContext } from './context.js';
 
 function printStatus(statuses: ComponentStatus[]): void {
@@ -49,11 +51,42 @@ export function registerStackCommands(program: Command): void {
 export function registerUpCommand(program: Command): void {
   program
     .command('up')
-    .description('run decision-log on the embedded defaults: local stack, then report its health')
-    .action(async () => {
+    .description('run decision-log on the embedded defaults: local stack, schema, then gate, enricher and sink in this process')
+    .option('--no-stack', 'do not start the local stack (use KAFKA_BROKERS and SCHEMA_REGISTRY_URL as given)')
+    .option('--status-every <seconds>', 'print a status line this often (0: never)', '10')
+    .action(async (opts: { stack: boolean; statusEvery: string }) => {
       const { config, log } = cliContext();
-      process.stderr.write('starting the local stack (the first run fetches Kafka and the registry from Maven Central)...\n');
-      printStatus(await stackUp(config, log));
-      process.stdout.write('\nlocal stack healthy. Stop it with: npm run dlog -- stack down\n');
+      if (opts.stack) {
+        process.stderr.write('starting the local stack (the first run fetches Kafka and the registry from Maven Central)...\n');
+        printStatus(await stackUp(config, log));
+      }
+      const pipeline = await createPipeline({ config, log });
+      const shutdown = new Shutdown(log, config.shutdownTimeoutMs);
+      shutdown.add('stop the pipeline', () => pipeline.stop());
+      shutdown.install();
+      void pipeline.failed.then((err) => {
+        process.stderr.write(`dlog: a worker failed: ${err.message}\n`);
+        void shutdown.run(1);
+      });
+      const where = pipeline.store.mode === 'embedded' ? `embedded ClickHouse in ${pipeline.store.location}` : `ClickHouse at ${pipeline.store.location}`;
+      process.stdout.write(
+        `\ndecision-log is running: gate, enricher and sink on ${config.kafkaBrokers.join(',')}, ${where}.\n` +
+          `In another terminal:\n` +
+          `  npm run dlog -- simulate                       # realistic traffic, a worse canary, agents, bad input\n` +
+          `  npm run dlog -- query "SELECT model_name, model_version, count() FROM v_decisions GROUP BY ALL"\n` +
+          `Stop with Ctrl-C (the stack keeps running; npm run dlog -- stack down stops it).\n\n`,
+      );
+      const every = Number(opts.statusEvery) * 1000;
+      if (every > 0) {
+        const timer = setInterval(() => {
+          const g = pipeline.gate.stats;
+          const e = pipeline.enricher.stats;
+          const rows = pipeline.sink.stats().reduce((s, w) => s + w.rowsWritten, 0);
+          process.stdout.write(
+            `${new Date().toISOString()}  gate kept ${g.kept} dropped ${g.dropped} dead-lettered ${g.deadLettered} | enriched ${e.enriched} (unresolved ${e.unresolved}) | rows written ${rows}\n`,
+          );
+        }, every);
+        timer.unref();
+      }
     });
 }

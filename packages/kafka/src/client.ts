@@ -28,6 +28,12 @@ function logCreator(log: Logger) {
     // Finite retries on an idempotent producer are deliberate: a transaction that cannot be sent
     // is aborted and its batch redone, so kafkajs's warning about them is noise here.
     if (message.startsWith('Limiting retries for the idempotent producer')) return;
+    // The broker answers CONCURRENT_TRANSACTIONS while it finishes the previous transaction's
+    // markers; kafkajs retries it at once. Routine under load, so not an error.
+    if (/concurrent operation on the same transaction|CONCURRENT_TRANSACTIONS/.test(message) || /concurrent operation on the same transaction/.test(String(rest.error ?? ''))) {
+      child.debug({ ...rest, namespace: entry.namespace }, message);
+      return;
+    }
     const effective = level === 'info' ? 'debug' : level === 'error' && /rebalanc|reconnect|Connection error/i.test(message) ? 'warn' : level;
     child[effective]({ ...rest, namespace: entry.namespace }, message);
   };

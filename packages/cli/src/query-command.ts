@@ -1,0 +1,76 @@
+import type { Command } from 'commander';
+import { createStore, queryViaEndpoint, runReadOnlyQuery, type QueryResponse } from '@dlog/store';
+import type { Config } from '@dlog/config';
+import { cliContext } from './context.js';
+
+export function formatTable(rows: Record<string, unknown>[]): string {
+  if (rows.length === 0) return '(no rows)\n';
+  const cols = Object.keys(rows[0]!);
+  const cell = (v: unknown) => (v === null || v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v));
+  const widths = cols.map((c) => Math.min(60, Math.max(c.length, ...rows.map((r) => cell(r[c]).length))));
+  const line = (vals: string[]) => vals.map((v, i) => (v.length > widths[i]! ? `${v.slice(0, widths[i]! - 1)}…` : v.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [line(cols), line(widths.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join('\n') + '\n';
+}
+
+function formatCsv(rows: Record<string, unknown>[]): string {
+  if (rows.length === 0) return '';
+  const cols = Object.keys(rows[0]!);
+  const esc = (v: unknown) => {
+    const s = v === null || v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
+    return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+  };
+  return [cols.join(','), ...rows.map((r) => cols.map((c) => esc(r[c])).join(','))].join('\n') + '\n';
+}
+
+/** Parses `--param name=value`; values stay strings and ClickHouse converts them to the declared {name:Type}. */
+export function parseParams(pairs: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const p of pairs) {
+    const eq = p.indexOf('=');
+    if (eq <= 0) throw new Error(`--param takes name=value (got ${JSON.stringify(p)}); use it with {name:Type} in the SQL, e.g. --param model=loan-approver and WHERE model_name = {model:String}`);
+    out[p.slice(0, eq)] = p.slice(eq + 1);
+  }
+  return out;
+}
+
+/**
+ * One read-only query: against the server when CLICKHOUSE_URL is set; in embedded mode through
+ * the running pipeline (which owns the store), or by opening the store when nothing runs.
+ */
+export async function readOnlyQuery(config: Config, sql: string, params: Record<string, unknown>): Promise<QueryResponse> {
+  if (!config.clickhouseUrl) {
+    const viaPipeline = await queryViaEndpoint({ port: config.queryPort, dataDir: config.clickhouseDataDir, sql, params });
+    if (viaPipeline) return viaPipeline;
+  }
+  const store = await createStore({
+    url: config.clickhouseUrl,
+    username: config.clickhouseUser,
+    password: config.clickhousePassword,
+    database: config.clickhouseDatabase,
+    dataDir: config.clickhouseDataDir,
+  });
+  try {
+    return await runReadOnlyQuery(store, { sql, params });
+  } finally {
+    await store.close();
+  }
+}
+
+export function registerQueryCommand(program: Command): void {
+  program
+    .command('query')
+    .description('run a read-only SQL query on the decision store (parameters are bound, never pasted)')
+    .argument('<sql>', 'e.g. "SELECT model_version, count() FROM v_decisions WHERE model_name = {model:String} GROUP BY 1"')
+    .option('-p, --param <name=value...>', 'bind {name:Type} placeholders', [])
+    .option('-f, --format <format>', 'table | json | csv', 'table')
+    .action(async (sql: string, opts: { param: string[]; format: string }) => {
+      if (!['table', 'json', 'csv'].includes(opts.format)) throw new Error(`--format is table, json or csv (got ${opts.format})`);
+      const { config } = cliContext();
+      const result = await readOnlyQuery(config, sql, parseParams(opts.param));
+      if (opts.format === 'json') process.stdout.write(result.rows.map((r) => JSON.stringify(r)).join('\n') + (result.rows.length ? '\n' : ''));
+      else if (opts.format === 'csv') process.stdout.write(formatCsv(result.rows));
+      else process.stdout.write(formatTable(result.rows));
+      if (result.truncated) process.stderr.write('(result truncated: add a LIMIT or aggregate)\n');
+      if (opts.format === 'table') process.stderr.write(`${result.rows.length} row(s) in ${result.elapsedMs} ms\n`);
+    });
+}

@@ -1,0 +1,73 @@
+import type { Logger } from 'pino';
+import type { Config } from '@dlog/config';
+import { createEnricher, type Enricher } from '@dlog/enricher';
+import { createGate, type Gate } from '@dlog/gate';
+import { createKafka, ensureTopics, loadTopicDefinitions, withPrefix } from '@dlog/kafka';
+import { createSink, type Sink } from '@dlog/sink';
+import { createStore, migrate, startQueryServer, type Store } from '@dlog/store';
+
+export interface Pipeline {
+  readonly store: Store;
+  readonly gate: Gate;
+  readonly enricher: Enricher;
+  readonly sink: Sink;
+  readonly queryPort: number | undefined;
+  /** Resolves if a worker fails for good; the host should then stop and exit non-zero. */
+  readonly failed: Promise<Error>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Gate, enricher and sink in one process with the store it owns. In embedded mode this is the
+ * only process that may open the data directory, so it also answers `dlog query` on loopback.
+ * With CLICKHOUSE_URL set the same composition runs against a server (each worker can also run
+ * alone from its own main.ts).
+ */
+export async function createPipeline(opts: { config: Config; log: Logger; queryServer?: boolean }): Promise<Pipeline> {
+  const { config, log } = opts;
+  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-pipeline`, log });
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await ensureTopics(admin, withPrefix(loadTopicDefinitions(), config.topicPrefix));
+  } finally {
+    await admin.disconnect();
+  }
+  const store = await createStore({
+    url: config.clickhouseUrl,
+    username: config.clickhouseUser,
+    password: config.clickhousePassword,
+    database: config.clickhouseDatabase,
+    dataDir: config.clickhouseDataDir,
+    createDatabase: true,
+    log,
+  });
+  const applied = await migrate(store, { log });
+  log.info({ migrations: applied }, 'schema current');
+  const gate = await createGate({ kafka, config, log: log.child({ worker: 'gate' }) });
+  const enricher = await createEnricher({ kafka, config, log: log.child({ worker: 'enricher' }) });
+  const sink = createSink({ kafka, store, log: log.child({ worker: 'sink' }), config: { ...config, sinkTopicPrefix: config.topicPrefix || config.sinkTopicPrefix, sinkGroupId: `${config.topicPrefix}${config.sinkGroupId}` } });
+  await sink.start();
+  await enricher.start();
+  await gate.start();
+  const query = opts.queryServer !== false && store.mode === 'embedded'
+    ? await startQueryServer({ store, port: config.queryPort, dataDir: config.clickhouseDataDir, log })
+    : undefined;
+  return {
+    store,
+    gate,
+    enricher,
+    sink,
+    queryPort: query?.port,
+    failed: sink.failed,
+    async stop() {
+      // Upstream first, so each stage drains what the one before it committed: stop taking raw
+      // events, then enrichment, then flush the sink and commit, then close the store.
+      await gate.stop();
+      await enricher.stop();
+      await sink.stop();
+      await query?.close();
+      await store.close();
+    },
+  };
+}

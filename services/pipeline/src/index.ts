@@ -1,0 +1,1 @@
+export { createPipeline, type Pipeline } from './create-pipeline.js';
