@@ -114,8 +114,14 @@ export class TableWriter {
   private flushing: Promise<void> | undefined;
   private inFlightBytes = 0;
   private inFlightRows = 0;
-  /** Next batch must check ClickHouse for rows already written. */
-  private verifyNext = true;
+  /**
+   * Partitions whose rows are known not to be in ClickHouse yet. After a start, a rebalance or
+   * an insert of unknown outcome, rows already written but not committed form a prefix of each
+   * partition's redelivered offsets, and that prefix can span several batches (the killed run's
+   * batch may have been larger than the new one). So rows are checked per partition until one
+   * is found missing: from there on the partition is past what was written.
+   */
+  private readonly settled = new Set<number>();
   private failing = false;
   private paused = false;
   private stopping = false;
@@ -230,7 +236,7 @@ export class TableWriter {
     this.open = new Batch();
     if (this.flushing) this.sealed.splice(1);
     else this.sealed.length = 0;
-    this.verifyNext = true;
+    this.settled.clear();
     this.committed.clear();
     if (dropped > 0) this.log.info({ table: this.table, dropped }, 'assignment changed: buffered rows dropped, Kafka delivers them again');
     this.updateFlow();
@@ -294,10 +300,11 @@ export class TableWriter {
     let rows = batch.lines.map((_, i) => i);
     const token = batch.token(this.topic);
     if (rows.length > 0) {
-      if (this.verifyNext) rows = await this.withRetry('replay check', () => this.dropExisting(batch, rows));
+      if (rows.some((i) => !this.settled.has(batch.sources[i]!.partition))) {
+        rows = await this.withRetry('replay check', () => this.dropExisting(batch, rows));
+      }
       const t0 = Date.now();
       await this.insertRows(batch, rows, token);
-      this.verifyNext = false;
       this.stats.batchesWritten++;
       this.stats.rowsWritten += rows.length;
       this.log.debug({ table: this.table, rows: rows.length, ms: Date.now() - t0 }, 'batch written');
@@ -313,7 +320,8 @@ export class TableWriter {
     await this.commit(batch);
   }
 
-  private async dropExisting(batch: Batch, rows: number[]): Promise<number[]> {
+  private async dropExisting(batch: Batch, all: number[]): Promise<number[]> {
+    const rows = all.filter((i) => !this.settled.has(batch.sources[i]!.partition));
     let lo = Infinity;
     let hi = -Infinity;
     for (const i of rows) {
@@ -325,13 +333,16 @@ export class TableWriter {
     // A key repeated inside the batch (an upstream replay) is written once.
     const seen = new Set<string>(found);
     const keep: number[] = [];
-    for (const i of rows) {
+    const missingIn = new Set<number>();
+    for (const i of all) {
       const k = batch.keys[i]!;
       if (seen.has(k)) continue;
       seen.add(k);
       keep.push(i);
+      missingIn.add(batch.sources[i]!.partition);
     }
-    const skipped = rows.length - keep.length;
+    for (const p of missingIn) this.settled.add(p);
+    const skipped = all.length - keep.length;
     if (skipped > 0) {
       this.stats.rowsSkippedAsReplay += skipped;
       this.log.info({ table: this.table, skipped, checked: rows.length }, 'replayed rows already in ClickHouse were skipped');
@@ -378,8 +389,8 @@ export class TableWriter {
       } catch (err) {
         if (this.io.isFatal(err) || !this.io.isRetriable(err)) throw err;
         this.stats.insertFailures++;
-        // The failed attempt may have landed; the next batch checks before writing.
-        this.verifyNext = true;
+        // The failed attempt may have landed; check again before writing.
+        this.settled.clear();
         if (!this.failing) {
           this.failing = true;
           this.updateFlow();
@@ -415,7 +426,7 @@ export class TableWriter {
       for (const o of offsets) this.committed.set(o.partition, BigInt(o.offset));
     } catch (err) {
       // The rows are written; a lost commit only means a redelivery, which the replay check drops.
-      this.verifyNext = true;
+      this.settled.clear();
       this.log.warn({ table: this.table, err: (err as Error).message }, 'offset commit failed; the rows are written and a redelivery will be skipped');
     }
   }
