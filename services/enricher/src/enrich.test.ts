@@ -34,7 +34,7 @@ describe('enrich', () => {
     const lineage = Object.fromEntries(e.lineage.map((l) => [l.ref, l.depth]));
     assert.equal(lineage['registry://datasets/loans:v5'], 1, 'nearest path wins (via the model, not via the image)');
     assert.equal(lineage['git://loan@abc'], 1);
-    assert.equal(lineage['registry://models/loan:2'], 1);
+    assert.equal(lineage['registry://models/loan:2'], undefined, 'the decision\'s own model is an artifact, not lineage');
     assert.equal(e.enriched_at, 99);
   });
 

@@ -47,7 +47,9 @@ export function enrich(r: DecisionRecordRecord, state: ArtifactState, now: numbe
   const unresolved: string[] = [];
   const mismatches: string[] = [];
   const lineage = new Map<string, LineagePointer>();
-  for (const { role, ref, declared } of decisionRefs(r)) {
+  const refs = decisionRefs(r);
+  const own = new Set(refs.map((x) => x.ref));
+  for (const { role, ref, declared } of refs) {
     const a = state.get(ref);
     if (!a) {
       unresolved.push(ref);
@@ -56,6 +58,8 @@ export function enrich(r: DecisionRecordRecord, state: ArtifactState, now: numbe
     artifacts.push({ role, ref, kind: a.kind, version: a.version, digest: a.digest, registered_at: a.registered_at });
     if (declared !== null && declared !== a.digest) mismatches.push(ref);
     for (const anc of state.ancestors(ref)) {
+      // The image's parent is the decision's own model: already in artifacts, not lineage.
+      if (own.has(anc.ref)) continue;
       const prior = lineage.get(anc.ref);
       if (!prior || anc.depth < prior.depth) lineage.set(anc.ref, anc);
     }

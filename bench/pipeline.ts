@@ -1,0 +1,106 @@
+/**
+ * End to end on this machine with the broker, registry and workers all running: decisions
+ * recorded through the SDK, through gate, enricher and sink (one pipeline process, embedded
+ * ClickHouse), until queryable. Prints sustained decisions/s, produce-to-queryable latency
+ * (p50/p99 from ts to the row's ingested_at), peak memory per process, the SDK's own send rate
+ * in the same run as the ceiling, then the sink alone (bench/sink.ts).
+ *
+ *   npm run bench:pipeline            (BENCH_EVENTS=100000 to change the size)
+ */
+import { fork, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { loadConfig } from '@dlog/config';
+import { createDecisionLogger } from '@dlog/sdk';
+import { queryViaEndpoint } from '@dlog/store';
+
+const events = Number(process.env.BENCH_EVENTS ?? 100_000);
+const root = path.resolve(import.meta.dirname, '..');
+const prefix = `benchpipe-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}.`;
+const dataDir = path.join(mkdtempSync(path.join(tmpdir(), 'dlog-benchpipe-')), 'clickhouse');
+const queryPort = 20_000 + Math.floor(Math.random() * 20_000);
+const env = { ...process.env, DLOG_TOPIC_PREFIX: prefix, CLICKHOUSE_DATA_DIR: dataDir, DLOG_QUERY_PORT: String(queryPort), LOG_LEVEL: 'warn' };
+const config = loadConfig(env);
+
+function vmHwmMiB(pid: number): number | undefined {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Math.round(Number(m[1]) / 1024) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function stackPid(name: string): number | undefined {
+  try {
+    return (JSON.parse(readFileSync(path.join(config.stackDir, 'run', `${name}.json`), 'utf8')) as { pid: number }).pid;
+  } catch {
+    return undefined;
+  }
+}
+
+async function sql<T>(query: string): Promise<T[]> {
+  const r = await queryViaEndpoint({ port: queryPort, dataDir, sql: query });
+  if (!r) throw new Error('pipeline query endpoint not answering');
+  return r.rows as T[];
+}
+
+// 1. The pipeline in its own process, as `dlog up` runs it.
+const child = fork(path.join(root, 'services/pipeline/src/main.ts'), [], { env, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+await new Promise<void>((resolve, reject) => {
+  child.once('exit', (code) => reject(new Error(`pipeline exited with ${code} before it was ready`)));
+  child.on('message', (m: { type?: string }) => m.type === 'ready' && resolve());
+});
+
+// 2. Record N decisions as fast as the SDK takes them (about 1 KB each, standard tier, kept).
+const logger = createDecisionLogger({
+  service: 'bench',
+  brokers: config.kafkaBrokers,
+  registryUrl: config.schemaRegistryUrl,
+  topic: `${prefix}inference.raw`,
+  artifactTopic: `${prefix}registry.artifacts`,
+  model: { name: 'bench-model', version: '1.0.0' },
+  endpoint: 'bench-api',
+  decisionType: 'classification',
+  buffer: { maxEvents: events + 1, maxBytes: 2 * 1024 * 1024 * 1024, policy: 'drop' },
+});
+const pad = 'lorem ipsum dolor sit amet '.repeat(24);
+const t0 = Date.now();
+for (let i = 0; i < events; i++) {
+  logger.record({
+    requestId: `r-${i}`,
+    input: { customer: { email: `c${i}@example.com`, name: `Customer ${i}` }, features: { a: i % 97, b: (i * 7) % 13, note: pad } },
+    output: { decision: i % 3 ? 'accept' : 'reject', confidence: 0.5 + (i % 50) / 100, scores: { accept: 0.7, reject: 0.3 } },
+  });
+  if (i % 5_000 === 4_999) await new Promise((r) => setImmediate(r));
+}
+const flushed = await logger.flush(300_000);
+const producedMs = Date.now() - t0;
+const sdkStats = await logger.close(30_000);
+
+// 3. Wait until every decision is queryable.
+let visible = 0;
+while (visible < events) {
+  await new Promise((r) => setTimeout(r, 250));
+  visible = Number((await sql<{ n: string }>('SELECT count() AS n FROM decisions'))[0]?.n ?? 0);
+  if (Date.now() - t0 > 900_000) throw new Error(`only ${visible} of ${events} decisions queryable after 15 minutes`);
+}
+const totalMs = Date.now() - t0;
+const [lat] = await sql<{ q: number[] }>("SELECT quantilesExact(0.5, 0.99)(dateDiff('millisecond', ts, ingested_at)) AS q FROM decisions");
+const pipelineMem = vmHwmMiB(child.pid!);
+child.kill('SIGTERM');
+const exitCode = await new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+
+console.log(`\npipeline end to end, ${events} decisions (~1 KB), SDK -> gate -> enricher -> sink -> embedded ClickHouse`);
+console.log(`  SDK send rate (the ceiling, same run)   ${Math.round((events / producedMs) * 1000).toString().padStart(8)} decisions/s  (flushed: ${flushed.ok ?? JSON.stringify(flushed)})`);
+console.log(`  end to end, produce -> queryable        ${Math.round((events / totalMs) * 1000).toString().padStart(8)} decisions/s  (${(totalMs / 1000).toFixed(1)} s; target >= 25000)`);
+console.log(`  latency ts -> ingested  p50 ${lat?.q[0]} ms   p99 ${lat?.q[1]} ms   (target p99 <= 3000 ms)`);
+console.log(`  peak memory (VmHWM): pipeline ${pipelineMem} MiB, kafka ${vmHwmMiB(stackPid('kafka') ?? -1) ?? '?'} MiB, registry ${vmHwmMiB(stackPid('registry') ?? -1) ?? '?'} MiB, bench+SDK ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB`);
+console.log(`  sdk: sent ${sdkStats.sent}, dropped ${sdkStats.dropped}; pipeline exit code ${exitCode}`);
+
+// 4. The sink alone into embedded ClickHouse.
+console.log('\nsink alone (bench/sink.ts):');
+const sink = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'bench/sink.ts'), String(Math.min(events, 100_000)), '50000'], { cwd: root, encoding: 'utf8', env: { ...process.env, LOG_LEVEL: 'warn' } });
+process.stdout.write(sink.stdout.split('\n').filter((l) => l.trim()).map((l) => `  ${l}`).join('\n') + '\n');
