@@ -53,7 +53,7 @@ const sink = createSink({
   kafka,
   store,
   log,
-  config: { ...config, sinkGroupId: `${run}-sink`, sinkTopicPrefix: prefix, sinkBatchRows: batchRows },
+  config: { ...config, sinkGroupId: `${run}-sink`, topicPrefix: prefix, sinkBatchRows: batchRows },
   tables: undefined,
 });
 const t0 = performance.now();

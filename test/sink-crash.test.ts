@@ -33,7 +33,7 @@ describe('sink: SIGKILL mid-batch, then restart', () => {
       env: {
         ...process.env,
         CLICKHOUSE_DATA_DIR: dataDir,
-        DLOG_SINK_TOPIC_PREFIX: prefix,
+        DLOG_TOPIC_PREFIX: prefix,
         DLOG_SINK_GROUP_ID: groupId,
         DLOG_SINK_BATCH_ROWS: '2000',
         DLOG_SINK_FLUSH_INTERVAL_MS: '200',
@@ -50,7 +50,7 @@ describe('sink: SIGKILL mid-batch, then restart', () => {
   }
 
   async function committed(topic: string): Promise<number> {
-    const offsets = await admin.fetchOffsets({ groupId, topics: [topic] });
+    const offsets = await admin.fetchOffsets({ groupId: `${prefix}${groupId}`, topics: [topic] });
     return offsets[0]!.partitions.reduce((n, p) => n + Math.max(0, Number(p.offset)), 0);
   }
 

@@ -88,7 +88,7 @@ describe('sink: enriched decisions, counts, artifacts, deployments, alerts into 
       kafka,
       store,
       log,
-      config: { ...config, sinkGroupId: groupId, sinkTopicPrefix: prefix, sinkBatchRows: 1000, sinkFlushIntervalMs: 200 },
+      config: { ...config, sinkGroupId: groupId, topicPrefix: prefix, sinkBatchRows: 1000, sinkFlushIntervalMs: 200 },
     });
     await sink.start();
     await waitFor(async () => (await scalar(store, 'SELECT count() AS n FROM decisions')) >= 5000 || undefined, {
@@ -101,7 +101,7 @@ describe('sink: enriched decisions, counts, artifacts, deployments, alerts into 
       what: 'exact totals from counts',
     });
     await waitFor(async () => (await scalar(store, 'SELECT count() AS n FROM v_alerts')) === 3 || undefined, { timeoutMs: 30_000, what: 'alerts' });
-    await waitFor(async () => (await committed(admin, groupId, `${prefix}decisions.enriched.v1`)) === 5051 || undefined, {
+    await waitFor(async () => (await committed(admin, `${prefix}${groupId}`, `${prefix}decisions.enriched.v1`)) === 5051 || undefined, {
       timeoutMs: 30_000,
       what: 'offsets committed past every decision and the bad record',
     });
@@ -203,7 +203,7 @@ describe('sink: ClickHouse refusing writes for a while', () => {
       config: {
         ...config,
         sinkGroupId: groupId,
-        sinkTopicPrefix: prefix,
+        topicPrefix: prefix,
         sinkBatchRows: 500,
         sinkBatchBytes: 512 * 1024,
         sinkFlushIntervalMs: 100,
@@ -219,7 +219,7 @@ describe('sink: ClickHouse refusing writes for a while', () => {
       timeoutMs: 60_000,
       what: 'the first 1000 decisions',
     });
-    await waitFor(async () => (await committed(admin, groupId, topic)) === 1000 || undefined, { timeoutMs: 30_000, what: 'first commit' });
+    await waitFor(async () => (await committed(admin, `${prefix}${groupId}`, topic)) === 1000 || undefined, { timeoutMs: 30_000, what: 'first commit' });
 
     // ClickHouse refuses inserts: TOO_MANY_PARTS (252), a retriable error, as under overload.
     await store.client.command({ query: 'SYSTEM STOP MERGES decisions' });
@@ -248,13 +248,13 @@ describe('sink: ClickHouse refusing writes for a while', () => {
     // The sink stops taking messages at the limit: one row at most lands on top of it.
     assert.ok(s.peakBufferedBytes <= maxBufferedBytes + 16 * 1024, `buffered ${s.peakBufferedBytes} bytes, limit ${maxBufferedBytes}`);
     assert.ok(s.bufferedRows < during.length, 'it did not read the whole backlog into memory');
-    assert.equal(await committed(admin, groupId, topic), 1000, 'no offset committed while ClickHouse refuses writes');
+    assert.equal(await committed(admin, `${prefix}${groupId}`, topic), 1000, 'no offset committed while ClickHouse refuses writes');
     assert.equal(await scalar(store, 'SELECT count() AS n FROM decisions'), 1000);
 
     // ClickHouse accepts writes again: the sink resumes on its own.
     await store.client.command({ query: 'ALTER TABLE decisions RESET SETTING parts_to_throw_insert' });
     await store.client.command({ query: 'SYSTEM START MERGES decisions' });
-    await waitFor(async () => (await committed(admin, groupId, topic)) === 9000 || undefined, { timeoutMs: 60_000, what: 'the backlog committed' });
+    await waitFor(async () => (await committed(admin, `${prefix}${groupId}`, topic)) === 9000 || undefined, { timeoutMs: 60_000, what: 'the backlog committed' });
     assert.equal(await scalar(store, 'SELECT count() AS n FROM decisions'), 9000, 'nothing missing, nothing doubled');
     assert.equal(await scalar(store, 'SELECT uniqExact(event_id) AS n FROM decisions'), 9000);
     const after = sink.stats().find((x) => x.table === 'decisions')!;

@@ -1,19 +1,6 @@
-export type ArtifactKind = 'model' | 'dataset' | 'image' | 'config' | 'code' | 'environment' | 'policy' | 'preprocessing';
+import type { ArtifactEventRecord } from '@dlog/contracts';
 
-/** schemas/artifact-event.avsc */
-export interface ArtifactEventRecord {
-  event_id: string;
-  kind: ArtifactKind;
-  ref: string;
-  name: string;
-  version: string;
-  digest: string;
-  uri: string | null;
-  metadata: Record<string, string>;
-  parents: string[];
-  registered_at: number;
-  registered_by: string;
-}
+export type { ArtifactEventRecord, ArtifactKind } from '@dlog/contracts';
 
 export interface Ancestor {
   ref: string;

@@ -4,13 +4,11 @@ import type { Logger } from 'pino';
 import {
   avroType,
   createRegistry,
-  decodeFramed,
+  AvroDecoder,
   encodeFramed,
-  framedIds,
   loadSchema,
   registerAvro,
   registryFetcher,
-  RegistrySchemaResolvers,
   valueSubject,
 } from '@dlog/contracts';
 import { ArtifactState, registrationKey, type ArtifactEventRecord } from './artifact-state.js';
@@ -22,14 +20,6 @@ export interface RegistryFollower {
 
 const artifactType = avroType('artifact-event');
 
-function decode(value: Buffer | null, resolvers: RegistrySchemaResolvers): ArtifactEventRecord | undefined {
-  if (!value) return undefined;
-  try {
-    return decodeFramed<ArtifactEventRecord>(artifactType, resolvers, value);
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * Rebuilds the registry from the compacted topic and resolves once it has read up to the end
@@ -46,7 +36,7 @@ export async function loadArtifactState(opts: {
   onEvent?: (event: ArtifactEventRecord, outcome: string) => void;
 }): Promise<RegistryFollower> {
   const state = new ArtifactState();
-  const resolvers = new RegistrySchemaResolvers(artifactType, registryFetcher(opts.schemaRegistryUrl));
+  const decoder = new AvroDecoder<ArtifactEventRecord>(artifactType, registryFetcher(opts.schemaRegistryUrl));
   const admin = opts.kafka.admin();
   await admin.connect();
   const ends = await admin.fetchTopicOffsets(opts.topic);
@@ -63,13 +53,14 @@ export async function loadArtifactState(opts: {
   await consumer.run({
     autoCommit: false,
     eachBatch: async ({ batch }) => {
-      await resolvers.prepare(framedIds(batch.messages.map((m) => m.value)));
+      await decoder.prepare(batch.messages.map((m) => m.value));
       for (const m of batch.messages) {
-        const event = decode(m.value, resolvers);
-        if (!event) {
-          opts.log.warn({ topic: opts.topic, partition: batch.partition, offset: m.offset }, 'unreadable registration skipped');
+        const decoded = decoder.decode(m.value);
+        if (!decoded.ok) {
+          opts.log.warn({ topic: opts.topic, partition: batch.partition, offset: m.offset, reason: decoded.reason }, 'unreadable registration skipped');
           continue;
         }
+        const event = decoded.value;
         const outcome = state.apply(event);
         if (outcome === 'conflict') opts.log.warn({ ref: event.ref, digest: event.digest }, 'conflicting registration ignored: versions are immutable');
         opts.onEvent?.(event, outcome);

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { createKafka, ensureTopics, loadTopicDefinitions } from '@dlog/kafka';
-import { appliedMigrations, createStore, loadMigrations, migrate, MigrationError, pendingMigrations } from '@dlog/store';
+import { createKafka, ensurePipelineTopics } from '@dlog/kafka';
+import { appliedMigrations, storeFromConfig, loadMigrations, migrate, MigrationError, pendingMigrations } from '@dlog/store';
 import { cliContext } from './context.js';
 
 /**
@@ -18,24 +18,11 @@ export function registerMigrateCommand(program: Command): void {
     .action(async (opts: { status?: boolean; topics?: boolean; dir?: string }) => {
       const { config, log } = cliContext();
       if (opts.topics) {
-        const admin = createKafka({ brokers: config.kafkaBrokers, clientId: config.kafkaClientId, log }).admin();
-        await admin.connect();
-        try {
-          const created = await ensureTopics(admin, loadTopicDefinitions());
-          process.stdout.write(created.length ? `created topics: ${created.join(', ')}\n` : 'topics: all present\n');
-        } finally {
-          await admin.disconnect();
-        }
+        const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: config.kafkaClientId, log });
+        const created = await ensurePipelineTopics(kafka, config.topicPrefix);
+        process.stdout.write(created.length ? `created topics: ${created.join(', ')}\n` : 'topics: all present\n');
       }
-      const store = await createStore({
-        url: config.clickhouseUrl,
-        username: config.clickhouseUser,
-        password: config.clickhousePassword,
-        database: config.clickhouseDatabase,
-        dataDir: config.clickhouseDataDir,
-        createDatabase: true,
-        log,
-      });
+      const store = await storeFromConfig(config, { createDatabase: true, log });
       try {
         const where = `${store.mode} ClickHouse at ${store.location}, database ${store.database}`;
         if (opts.status) {

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { createStore, queryViaEndpoint, runReadOnlyQuery, type QueryResponse } from '@dlog/store';
+import { storeFromConfig, queryViaEndpoint, runReadOnlyQuery, type QueryResponse } from '@dlog/store';
 import type { Config } from '@dlog/config';
 import { cliContext } from './context.js';
 
@@ -42,13 +42,7 @@ export async function readOnlyQuery(config: Config, sql: string, params: Record<
     const viaPipeline = await queryViaEndpoint({ port: config.queryPort, dataDir: config.clickhouseDataDir, sql, params });
     if (viaPipeline) return viaPipeline;
   }
-  const store = await createStore({
-    url: config.clickhouseUrl,
-    username: config.clickhouseUser,
-    password: config.clickhousePassword,
-    database: config.clickhouseDatabase,
-    dataDir: config.clickhouseDataDir,
-  });
+  const store = await storeFromConfig(config);
   try {
     return await runReadOnlyQuery(store, { sql, params });
   } finally {

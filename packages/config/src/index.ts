@@ -199,14 +199,7 @@ export const fields = {
     schema: z.string().regex(/^[A-Za-z0-9._-]{1,200}$/, 'letters, digits, . _ - only'),
     fallback: 'dlog-sink',
     example: 'dlog-sink',
-    doc: 'Kafka consumer group of the ClickHouse sink (its committed offsets are what is durably written)',
-  }),
-  sinkTopicPrefix: field({
-    env: 'DLOG_SINK_TOPIC_PREFIX',
-    schema: z.string().regex(/^[A-Za-z0-9._-]{0,100}$/, 'letters, digits, . _ - only'),
-    fallback: '',
-    example: 'staging.',
-    doc: 'Prefix on every topic the sink reads and on its dead-letter topic (isolated test or tenant pipelines)',
+    doc: 'Kafka consumer group of the ClickHouse sink, after DLOG_TOPIC_PREFIX (its committed offsets are what is durably written)',
   }),
   sinkBatchRows: field({
     env: 'DLOG_SINK_BATCH_ROWS',

@@ -10,4 +10,15 @@ export {
 } from './registry.js';
 export { canonicalJson, inputHash, sha256Tagged, CanonicalJsonError } from './canonical-json.js';
 export type * from './records.js';
-export { RegistrySchemaResolvers, registryFetcher, framedIds, encodeFramed, decodeFramed, type SchemaResolvers } from './schema-resolvers.js';
+export {
+  AvroDecoder,
+  registryFetcher,
+  encodeFramed,
+  type SchemaResolvers,
+  type SchemaFetcher,
+  type DecodeResult,
+  type DecodeFailure,
+  RegistrySchemaResolvers,
+  framedIds,
+  decodeFramed,
+} from './schema-resolvers.js';

@@ -1,5 +1,5 @@
 export { createKafka, type KafkaClientOptions } from './client.js';
-export { ensureTopics, withPrefix, loadTopicDefinitions, defaultTopicsFile, type TopicDefinition } from './topics.js';
+export { ensureTopics, ensurePipelineTopics, withPrefix, loadTopicDefinitions, defaultTopicsFile, type TopicDefinition } from './topics.js';
 export {
   createTransactionalProcessor,
   type TransactionalProcessor,

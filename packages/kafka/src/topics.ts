@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Admin } from 'kafkajs';
+import type { Admin, Kafka } from 'kafkajs';
 import { parse } from 'yaml';
 import { z } from 'zod';
 
@@ -51,4 +51,20 @@ export async function ensureTopics(admin: Admin, topics: TopicDefinition[], repl
     })),
   });
   return missing.map((t) => t.name);
+}
+
+/**
+ * Ensures the pipeline's topics under a prefix: all of them, or only those named (without the
+ * prefix). Returns the full names it created.
+ */
+export async function ensurePipelineTopics(kafka: Kafka, prefix: string, names?: string[]): Promise<string[]> {
+  const wanted = names ? new Set(names) : undefined;
+  const defs = loadTopicDefinitions().filter((t) => !wanted || wanted.has(t.name));
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    return await ensureTopics(admin, withPrefix(defs, prefix));
+  } finally {
+    await admin.disconnect();
+  }
 }

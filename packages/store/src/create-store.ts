@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { createClient, type ClickHouseClient } from '@clickhouse/client';
 import { createChdbConnection } from 'chdb/connection';
 import type { Logger } from 'pino';
+import type { Config } from '@dlog/config';
 
 export type StoreMode = 'server' | 'embedded';
 
@@ -30,6 +31,20 @@ export interface Store {
 }
 
 const identifier = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+type StoreConfig = Pick<Config, 'clickhouseUrl' | 'clickhouseUser' | 'clickhousePassword' | 'clickhouseDatabase' | 'clickhouseDataDir'>;
+
+/** The store the configuration names: a server when CLICKHOUSE_URL is set, else embedded. */
+export function storeFromConfig(config: StoreConfig, opts: { createDatabase?: boolean; log?: Logger } = {}): Promise<Store> {
+  return createStore({
+    url: config.clickhouseUrl,
+    username: config.clickhouseUser,
+    password: config.clickhousePassword,
+    database: config.clickhouseDatabase,
+    dataDir: config.clickhouseDataDir,
+    ...opts,
+  });
+}
 
 /**
  * The one way to reach ClickHouse. With a URL: `@clickhouse/client` over HTTP to a server. Without:

@@ -1,4 +1,4 @@
-export { createStore, type Store, type StoreMode, type StoreOptions } from './create-store.js';
+export { createStore, storeFromConfig, type Store, type StoreMode, type StoreOptions } from './create-store.js';
 export { isRetriableClickHouseError, clickHouseErrorCode } from './errors.js';
 export {
   migrate,

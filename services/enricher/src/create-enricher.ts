@@ -5,17 +5,15 @@ import { loadArtifactState, type RegistryFollower } from '@dlog/artifacts';
 import {
   avroType,
   createRegistry,
-  decodeFramed,
+  AvroDecoder,
   encodeFramed,
-  framedIds,
   loadSchema,
   registerAvro,
   registryFetcher,
-  RegistrySchemaResolvers,
   valueSubject,
   type DecisionRecordRecord,
 } from '@dlog/contracts';
-import { createTransactionalProcessor, ensureTopics, loadTopicDefinitions, withPrefix, type TransactionalProcessor } from '@dlog/kafka';
+import { createTransactionalProcessor, ensurePipelineTopics, type TransactionalProcessor } from '@dlog/kafka';
 import { enrich } from './enrich.js';
 
 export const defaultEnricherTopics = {
@@ -54,19 +52,12 @@ export async function createEnricher(opts: {
     deadLetters: p + defaultEnricherTopics.deadLetters,
     ...opts.topics,
   };
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    const wanted = new Set(Object.values(topics));
-    await ensureTopics(admin, withPrefix(loadTopicDefinitions(), p).filter((t) => wanted.has(t.name)));
-  } finally {
-    await admin.disconnect();
-  }
+  await ensurePipelineTopics(kafka, p, Object.values(defaultEnricherTopics));
   const url = config.schemaRegistryUrl;
   const outputId = await registerAvro(createRegistry(url), url, valueSubject(topics.output), loadSchema('enriched-decision'));
   const outputType = avroType('enriched-decision');
   const inputType = avroType('decision-record');
-  const resolvers = new RegistrySchemaResolvers(inputType, registryFetcher(url));
+  const decoder = new AvroDecoder<DecisionRecordRecord>(inputType, registryFetcher(url));
   const stats: EnricherStats = { enriched: 0, unresolved: 0, digestMismatches: 0, deadLettered: 0 };
   let registry: RegistryFollower | undefined;
   let processor: TransactionalProcessor | undefined;
@@ -84,18 +75,16 @@ export async function createEnricher(opts: {
         topics: [topics.input],
         transactionalId: `${p}dlog-enricher-${config.instanceId}`,
         process: async (messages, ctx) => {
-          await resolvers.prepare(framedIds(messages.map((m) => m.value)));
+          await decoder.prepare(messages.map((m) => m.value));
           const now = Date.now();
           const out: Message[] = [];
           const dead: Message[] = [];
           for (const m of messages) {
-            let record: DecisionRecordRecord;
-            try {
-              record = decodeFramed<DecisionRecordRecord>(inputType, resolvers, m.value ?? Buffer.alloc(0));
-            } catch (err) {
+            const decoded = decoder.decode(m.value);
+            if (!decoded.ok) {
               const headers: IHeaders = { ...(m.headers ?? {}) };
-              headers['dlog.reason'] = 'undecodable_decision';
-              headers['dlog.message'] = (err as Error).message.slice(0, 1000);
+              headers['dlog.reason'] = decoded.reason;
+              headers['dlog.message'] = decoded.message.slice(0, 1000);
               headers['dlog.step'] = 'enrich';
               headers['dlog.source.topic'] = ctx.topic;
               headers['dlog.source.partition'] = String(ctx.partition);
@@ -104,7 +93,7 @@ export async function createEnricher(opts: {
               stats.deadLettered++;
               continue;
             }
-            const e = enrich(record, state, now);
+            const e = enrich(decoded.value, state, now);
             if (e.unresolved_refs.length > 0) stats.unresolved++;
             if (e.digest_mismatches.length > 0) stats.digestMismatches++;
             stats.enriched++;

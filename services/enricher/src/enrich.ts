@@ -1,31 +1,9 @@
 import { environmentRef, modelRef, type ArtifactState } from '@dlog/artifacts';
-import type { DecisionRecordRecord } from '@dlog/contracts';
+import type { DecisionRecordRecord, EnrichedDecisionRecord, LineagePointerRecord, ResolvedArtifactRecord } from '@dlog/contracts';
 
-export interface ResolvedArtifact {
-  role: string;
-  ref: string;
-  kind: string;
-  version: string;
-  digest: string;
-  registered_at: number;
-}
-
-export interface LineagePointer {
-  ref: string;
-  kind: string;
-  via: string;
-  depth: number;
-}
-
-/** schemas/enriched-decision.avsc */
-export interface EnrichedDecisionRecord extends DecisionRecordRecord {
-  resolved: boolean;
-  unresolved_refs: string[];
-  digest_mismatches: string[];
-  artifacts: ResolvedArtifact[];
-  lineage: LineagePointer[];
-  enriched_at: number;
-}
+export type ResolvedArtifact = ResolvedArtifactRecord;
+export type LineagePointer = LineagePointerRecord;
+export type { EnrichedDecisionRecord };
 
 /** The artifacts a decision names, by role, with the digest the producer declared (if any). */
 export function decisionRefs(r: DecisionRecordRecord): { role: string; ref: string; declared: string | null }[] {

@@ -5,14 +5,13 @@ import type { Config } from '@dlog/config';
 import {
   avroType,
   createRegistry,
-  framedIds,
+  AvroDecoder,
   loadSchema,
   registerAvro,
   registryFetcher,
-  RegistrySchemaResolvers,
   valueSubject,
 } from '@dlog/contracts';
-import { createTransactionalProcessor, ensureTopics, loadTopicDefinitions, withPrefix, type TransactionalProcessor } from '@dlog/kafka';
+import { createTransactionalProcessor, ensurePipelineTopics, type TransactionalProcessor } from '@dlog/kafka';
 import { processBatch, type GateStats, type GateTopics } from './gate.js';
 import { localKeyRing, parseKeyRing, type KeyRing } from './keys.js';
 import { loadPolicy } from './policy.js';
@@ -64,14 +63,7 @@ export async function createGate(opts: GateOptions): Promise<Gate> {
   };
   const policy = loadPolicy(config.policyFile);
   const protector = createProtector(policy.doc.pii, keyRing(config, log));
-  const admin = opts.kafka.admin();
-  await admin.connect();
-  try {
-    const wanted = new Set(Object.values(topics));
-    await ensureTopics(admin, withPrefix(loadTopicDefinitions(), p).filter((t) => wanted.has(t.name)));
-  } finally {
-    await admin.disconnect();
-  }
+  await ensurePipelineTopics(opts.kafka, p, Object.values(defaultGateTopics));
   const registry = createRegistry(config.schemaRegistryUrl);
   const url = config.schemaRegistryUrl;
   const [decisionId, countsId] = await Promise.all([
@@ -81,7 +73,7 @@ export async function createGate(opts: GateOptions): Promise<Gate> {
   // The input contract is registered too, so producers in any language find it by subject.
   await registerAvro(registry, url, valueSubject(topics.input), loadSchema('inference-event'));
   const inputType = avroType('inference-event');
-  const schemas = new RegistrySchemaResolvers(inputType, registryFetcher(url));
+  const schemas = new AvroDecoder<unknown>(inputType, registryFetcher(url));
   const deps = {
     policy,
     protector,
@@ -106,7 +98,7 @@ export async function createGate(opts: GateOptions): Promise<Gate> {
         topics: [topics.input],
         transactionalId: `${p}dlog-gate-${config.instanceId}`,
         process: async (messages, ctx) => {
-          await schemas.prepare(framedIds(messages.map((m) => m.value)));
+          await schemas.prepare(messages.map((m) => m.value));
           return processBatch(messages, ctx, deps, stats);
         },
         onCommitted: (info) => log.debug(info, 'batch committed'),

@@ -2,9 +2,9 @@ import type { Logger } from 'pino';
 import type { Config } from '@dlog/config';
 import { createEnricher, type Enricher } from '@dlog/enricher';
 import { createGate, type Gate } from '@dlog/gate';
-import { createKafka, ensureTopics, loadTopicDefinitions, withPrefix } from '@dlog/kafka';
+import { createKafka, ensurePipelineTopics } from '@dlog/kafka';
 import { createSink, type Sink } from '@dlog/sink';
-import { createStore, migrate, startQueryServer, type Store } from '@dlog/store';
+import { storeFromConfig, migrate, startQueryServer, type Store } from '@dlog/store';
 
 export interface Pipeline {
   readonly store: Store;
@@ -26,27 +26,13 @@ export interface Pipeline {
 export async function createPipeline(opts: { config: Config; log: Logger; queryServer?: boolean }): Promise<Pipeline> {
   const { config, log } = opts;
   const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-pipeline`, log });
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    await ensureTopics(admin, withPrefix(loadTopicDefinitions(), config.topicPrefix));
-  } finally {
-    await admin.disconnect();
-  }
-  const store = await createStore({
-    url: config.clickhouseUrl,
-    username: config.clickhouseUser,
-    password: config.clickhousePassword,
-    database: config.clickhouseDatabase,
-    dataDir: config.clickhouseDataDir,
-    createDatabase: true,
-    log,
-  });
+  await ensurePipelineTopics(kafka, config.topicPrefix);
+  const store = await storeFromConfig(config, { createDatabase: true, log });
   const applied = await migrate(store, { log });
   log.info({ migrations: applied }, 'schema current');
   const gate = await createGate({ kafka, config, log: log.child({ worker: 'gate' }) });
   const enricher = await createEnricher({ kafka, config, log: log.child({ worker: 'enricher' }) });
-  const sink = createSink({ kafka, store, log: log.child({ worker: 'sink' }), config: { ...config, sinkTopicPrefix: config.topicPrefix || config.sinkTopicPrefix, sinkGroupId: `${config.topicPrefix}${config.sinkGroupId}` } });
+  const sink = createSink({ kafka, store, log: log.child({ worker: 'sink' }), config });
   await sink.start();
   await enricher.start();
   await gate.start();

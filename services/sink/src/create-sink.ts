@@ -1,12 +1,11 @@
 import { Readable } from 'node:stream';
 import type { Config } from '@dlog/config';
-import { avroType } from '@dlog/contracts';
+import { AvroDecoder, avroType, registryFetcher, type SchemaFetcher } from '@dlog/contracts';
 import { retry } from '@dlog/runtime';
 import { ensureTopics, loadTopicDefinitions, type TopicDefinition } from '@dlog/kafka';
 import { clickHouseErrorCode, isRetriableClickHouseError, type Store } from '@dlog/store';
 import type { Consumer, EachBatchPayload, IHeaders, Kafka, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
-import { AvroDecoder, registrySchemaFetcher, type SchemaFetcher } from './decode.js';
 import { deadLetterTopic, sinkTables, type TableSpec } from './tables.js';
 import { TableWriter, type DeadLetter, type SourceMessage, type WriterIo, type WriterLimits, type WriterStats } from './table-writer.js';
 
@@ -17,7 +16,7 @@ export interface SinkOptions {
   /** The settings the sink reads: group, topic prefix, batch and memory limits, registry URL. */
   config: Pick<
     Config,
-    'schemaRegistryUrl' | 'sinkGroupId' | 'sinkTopicPrefix' | 'sinkBatchRows' | 'sinkBatchBytes' | 'sinkFlushIntervalMs' | 'sinkMaxBufferedBytes'
+    'schemaRegistryUrl' | 'topicPrefix' | 'sinkGroupId' | 'sinkBatchRows' | 'sinkBatchBytes' | 'sinkFlushIntervalMs' | 'sinkMaxBufferedBytes'
   >;
   /** Writer schemas by id; defaults to the registry at config.schemaRegistryUrl. */
   fetchSchema?: SchemaFetcher;
@@ -140,10 +139,11 @@ function deadLetterMessage(topic: string, d: DeadLetter) {
 export function createSink(opts: SinkOptions): Sink {
   const { kafka, store, log, config } = opts;
   validateSinkConfig(config);
-  const prefix = config.sinkTopicPrefix;
+  const prefix = config.topicPrefix;
+  const groupId = `${prefix}${config.sinkGroupId}`;
   const tables = opts.tables ?? sinkTables;
   const dlqTopic = `${prefix}${deadLetterTopic}`;
-  const fetchSchema = opts.fetchSchema ?? registrySchemaFetcher(config.schemaRegistryUrl);
+  const fetchSchema = opts.fetchSchema ?? registryFetcher(config.schemaRegistryUrl);
   const limits: WriterLimits = {
     batchRows: config.sinkBatchRows,
     batchBytes: config.sinkBatchBytes,
@@ -155,7 +155,7 @@ export function createSink(opts: SinkOptions): Sink {
   // Fetches are sized from the memory limit: one fetch lands on top of what a table holds.
   const maxFetchBytes = Math.max(1024 * 1024, Math.min(16 * 1024 * 1024, Math.floor(config.sinkMaxBufferedBytes / 4)));
   const consumer: Consumer = kafka.consumer({
-    groupId: config.sinkGroupId,
+    groupId,
     maxBytes: maxFetchBytes,
     maxBytesPerPartition: Math.min(maxFetchBytes, 4 * 1024 * 1024),
     maxWaitTimeInMs: 250,
@@ -283,7 +283,7 @@ export function createSink(opts: SinkOptions): Sink {
           }
         }
       }, Math.max(10, Math.min(100, Math.floor(config.sinkFlushIntervalMs / 4))));
-      log.info({ topics: [...byTopic.keys()], group: config.sinkGroupId, store: store.mode, limits }, 'sink started');
+      log.info({ topics: [...byTopic.keys()], group: groupId, store: store.mode, limits }, 'sink started');
     },
 
     // Fixed order: stop fetching, write what is buffered, commit (inside the writers), flush the

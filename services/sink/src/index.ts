@@ -1,7 +1,6 @@
 export { createSink, validateSinkConfig, type Sink, type SinkOptions } from './create-sink.js';
 export { sinkTables, deadLetterTopic, type TableSpec } from './tables.js';
 export { toDecisionRow, toCountsRow, toArtifactRow, toDeploymentRow, toAlertRow, countsRowKey, type Row } from './to-rows.js';
-export { AvroDecoder, registrySchemaFetcher, type DecodeResult, type SchemaFetcher } from './decode.js';
 export { TableWriter, type WriterStats, type WriterLimits, type WriterIo, type DeadLetter, type SourceMessage } from './table-writer.js';
 export type { EnrichedDecisionRecord, ArtifactEventRecord, DeploymentEventRecord, AlertRecord } from './records.js';
 export * from './sample-records.js';

@@ -1,21 +1,13 @@
 import { createKafka } from '@dlog/kafka';
 import { startService } from '@dlog/runtime';
-import { createStore, migrate } from '@dlog/store';
+import { storeFromConfig, migrate } from '@dlog/store';
 import { createSink } from './create-sink.js';
 
 // Wiring only: the work is in createSink and the functions it calls.
 const service = startService('sink');
 const { config, log, shutdown } = service;
 
-const store = await createStore({
-  url: config.clickhouseUrl,
-  username: config.clickhouseUser,
-  password: config.clickhousePassword,
-  database: config.clickhouseDatabase,
-  dataDir: config.clickhouseDataDir,
-  createDatabase: !config.clickhouseUrl,
-  log,
-});
+const store = await storeFromConfig(config, { createDatabase: !config.clickhouseUrl, log });
 // Embedded: this process owns the store, so it brings the schema up to date itself. A server's
 // schema is applied by `dlog migrate` (with a user allowed to change it).
 if (store.mode === 'embedded') await migrate(store, { log });

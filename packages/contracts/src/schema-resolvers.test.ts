@@ -1,8 +1,23 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { avroType, loadSchema } from '@dlog/contracts';
-import { AvroDecoder } from './decode.js';
-import { frame, sampleAlert } from './sample-records.js';
+import { avroType, loadSchema } from './schemas.js';
+import { AvroDecoder, encodeFramed } from './schema-resolvers.js';
+
+const alert = {
+  alert_id: 'run-alert-1',
+  rule: 'confidence_drop',
+  severity: 'warning',
+  endpoint: 'loan-api',
+  model_name: 'loan-approver',
+  model_version: '2.5.0',
+  window_start: 1_780_000_000_000,
+  window_end: 1_780_000_300_000,
+  summary: 'confidence dropped',
+  evidence: { mean: '0.65' },
+  evidence_json: null,
+  scope_command: 'dlog scope --model loan-approver:2.5.0',
+  ts: 1_780_000_300_000,
+};
 
 describe('AvroDecoder', () => {
   const type = avroType('alert');
@@ -10,8 +25,8 @@ describe('AvroDecoder', () => {
 
   it('decodes framed Avro by schema id, and returns results instead of throwing', async () => {
     const decoder = new AvroDecoder(type, fetch);
-    const good = frame(7, type.toBuffer(sampleAlert(1)));
-    const unknown = frame(8, type.toBuffer(sampleAlert(1)));
+    const good = encodeFramed(type, 7, alert);
+    const unknown = encodeFramed(type, 8, alert);
     await decoder.prepare([good, unknown, null]);
     const r = decoder.decode(good);
     assert.ok(r.ok && (r.value as { alert_id: string }).alert_id === 'run-alert-1');
