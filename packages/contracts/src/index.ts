@@ -18,7 +18,4 @@ export {
   type SchemaFetcher,
   type DecodeResult,
   type DecodeFailure,
-  RegistrySchemaResolvers,
-  framedIds,
-  decodeFramed,
 } from './schema-resolvers.js';

@@ -106,25 +106,3 @@ export function registryFetcher(baseUrl: string): SchemaFetcher {
   };
 }
 
-// TEMPORARY: the alerter still uses these names; removed once it uses AvroDecoder.
-export class RegistrySchemaResolvers extends AvroDecoder<unknown> {
-  override async prepare(ids: Iterable<number> | Iterable<Buffer | null>): Promise<void> {
-    const values: Buffer[] = [];
-    for (const x of ids as Iterable<unknown>) {
-      if (typeof x === 'number') {
-        const b = Buffer.alloc(5);
-        b.writeInt32BE(x, 1);
-        values.push(b);
-      } else if (Buffer.isBuffer(x)) values.push(x);
-    }
-    return super.prepare(values);
-  }
-}
-export function framedIds(values: (Buffer | null)[]): number[] {
-  return values.filter((v): v is Buffer => !!v && v.length >= 5 && v[0] === 0).map((v) => v.readInt32BE(1));
-}
-export function decodeFramed<T>(type: Type, resolvers: SchemaResolvers, value: Buffer): T {
-  const entry = value.length >= 5 && value[0] === 0 ? resolvers.get(value.readInt32BE(1)) : undefined;
-  if (!entry || 'error' in entry) throw new Error(entry && 'error' in entry ? entry.message : 'not prepared');
-  return type.fromBuffer(value.subarray(5), entry.resolver as never) as T;
-}

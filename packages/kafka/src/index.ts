@@ -2,6 +2,7 @@ export { createKafka, type KafkaClientOptions } from './client.js';
 export { ensureTopics, ensurePipelineTopics, withPrefix, loadTopicDefinitions, defaultTopicsFile, type TopicDefinition } from './topics.js';
 export {
   createTransactionalProcessor,
+  chunkMessages,
   type TransactionalProcessor,
   type TransactionalProcessorOptions,
   type OutputRecord,

@@ -34,24 +34,29 @@ export interface TransactionalProcessorOptions {
  * message.max.bytes (1 MiB by default), and a big fetch easily yields more output than that. So
  * the output is sent in pieces well below the default, whatever the cluster's setting.
  */
-const maxChunkBytes = 768 * 1024;
+export const maxChunkBytes = 768 * 1024;
+
+/** Splits messages into sends whose record batches stay under the broker's default limit. */
+export function* chunkMessages(messages: Message[], maxBytes = maxChunkBytes): Generator<Message[]> {
+  let start = 0;
+  let bytes = 0;
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i]!;
+    let headerBytes = 0;
+    for (const [k, v] of Object.entries(m.headers ?? {})) headerBytes += k.length + (typeof v === 'string' ? v.length : ((v as Buffer | undefined)?.length ?? 0));
+    const size = (m.value?.length ?? 0) + (m.key?.length ?? 0) + headerBytes + 64;
+    if (bytes + size > maxBytes && i > start) {
+      yield messages.slice(start, i);
+      start = i;
+      bytes = 0;
+    }
+    bytes += size;
+  }
+  if (start < messages.length) yield messages.slice(start);
+}
 
 function* chunks(outputs: OutputRecord[]): Generator<OutputRecord> {
-  for (const { topic, messages } of outputs) {
-    let start = 0;
-    let bytes = 0;
-    for (let i = 0; i < messages.length; i++) {
-      const m = messages[i]!;
-      const size = (m.value?.length ?? 0) + (m.key?.length ?? 0) + 64;
-      if (bytes + size > maxChunkBytes && i > start) {
-        yield { topic, messages: messages.slice(start, i) };
-        start = i;
-        bytes = 0;
-      }
-      bytes += size;
-    }
-    if (start < messages.length) yield { topic, messages: messages.slice(start) };
-  }
+  for (const { topic, messages } of outputs) for (const part of chunkMessages(messages)) yield { topic, messages: part };
 }
 
 export interface TransactionalProcessor {

@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import type { Config } from '@dlog/config';
 import { AvroDecoder, avroType, registryFetcher, type SchemaFetcher } from '@dlog/contracts';
 import { retry } from '@dlog/runtime';
-import { ensureTopics, loadTopicDefinitions, type TopicDefinition } from '@dlog/kafka';
+import { chunkMessages, ensureTopics, loadTopicDefinitions, type TopicDefinition } from '@dlog/kafka';
 import { clickHouseErrorCode, isRetriableClickHouseError, type Store } from '@dlog/store';
 import type { Consumer, EachBatchPayload, IHeaders, Kafka, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
@@ -189,7 +189,10 @@ export function createSink(opts: SinkOptions): Sink {
       {
         ...io,
         deadLetter: async (dlq, letters) => {
-          await producer.send({ topic: dlq, acks: -1, messages: letters.map((d) => deadLetterMessage(topic, d)) });
+          // A whole refused batch can be dead-lettered at once: send it in broker-sized pieces.
+          for (const part of chunkMessages(letters.map((d) => deadLetterMessage(topic, d)))) {
+            await producer.send({ topic: dlq, acks: -1, messages: part });
+          }
         },
       },
       log,

@@ -1,0 +1,275 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import type { DecisionObservation } from './aggregate.js';
+import { compareVersions } from './aggregate.js';
+import { createEngine, type AlerterState, type Engine } from './engine.js';
+import type { AlertRecord } from '@dlog/contracts';
+import { psi } from './psi.js';
+import { parseDuration, parseRules, RulesError, type RulesDocument } from './rules.js';
+import { admit, expire } from './suppression.js';
+import { watermark } from './watermark.js';
+import { closingWindowEnds, paneSize } from './windows.js';
+
+const rulesYaml = `
+watermark: { allowed_lateness: 0s, idle_partition_after: 1h }
+rules:
+  - { name: conf, kind: confidence_drop, window: { size: 10m, hop: 5m }, min_samples: 50, min_drop: 0.05, suppress_for: 1h }
+  - { name: mix, kind: decision_mix_shift, window: { size: 10m, hop: 5m }, min_samples: 50, min_psi: 0.2, suppress_for: 1h }
+  - { name: unresolved, kind: unresolved_artifacts, severity: critical, window: { size: 10m }, min_samples: 50, max_rate: 0.05, suppress_for: 1h }
+  - { name: dlq, kind: dead_letters, window: { size: 10m }, min_samples: 50, max_rate: 0.05, suppress_for: 1h }
+`;
+const rules: RulesDocument = parseRules(rulesYaml);
+const min = 60_000;
+const t0 = Date.UTC(2026, 0, 1, 12, 0, 0);
+
+describe('psi', () => {
+  const m = (o: Record<string, number>) => new Map(Object.entries(o));
+  it('is 0 for the same mix, whatever the totals', () => {
+    assert.equal(psi(m({ a: 70, b: 30 }), m({ a: 7, b: 3 })).psi, 0);
+  });
+  it('matches the textbook value', () => {
+    // (0.4-0.7)ln(0.4/0.7) + (0.6-0.3)ln(0.6/0.3)
+    const expected = -0.3 * Math.log(0.4 / 0.7) + 0.3 * Math.log(2);
+    assert.ok(Math.abs(psi(m({ a: 70, b: 30 }), m({ a: 40, b: 60 })).psi - expected) < 1e-12);
+  });
+  it('is symmetric and finite when a category is missing on one side', () => {
+    const x = psi(m({ a: 50, b: 50 }), m({ a: 100 }));
+    const y = psi(m({ a: 100 }), m({ a: 50, b: 50 }));
+    assert.ok(Number.isFinite(x.psi) && x.psi > 1);
+    assert.ok(Math.abs(x.psi - y.psi) < 1e-12);
+  });
+  it('pools the tail beyond max categories', () => {
+    const many = new Map(Array.from({ length: 50 }, (_, i) => [`d${i}`, 1] as const));
+    const r = psi(many, many, { maxCategories: 5 });
+    assert.equal(r.bins.length, 5);
+    assert.ok(r.bins.some((b) => b.category === '(other)'));
+    assert.equal(r.psi, 0);
+  });
+  it('is 0 for an empty side', () => {
+    assert.equal(psi(new Map(), m({ a: 1 })).psi, 0);
+  });
+});
+
+describe('windows and watermark', () => {
+  it('pane is the gcd of sizes and hops', () => {
+    assert.equal(paneSize([{ size: 10 * min, hop: 5 * min }, { size: 6 * min, hop: 3 * min }]), min);
+  });
+  it('lists each closing window holding data once, ascending, and no empty ones', () => {
+    const w = { size: 10 * min, hop: 5 * min };
+    // A pane at 12:03 sits in windows ending 12:05 and 12:10; one at 14:00 in 14:05 and 14:10.
+    const panes = [t0 + 3 * min, t0 + 4 * min, t0 + 120 * min];
+    assert.deepEqual(closingWindowEnds(panes, w, -Infinity, t0 + 200 * min), [t0 + 5 * min, t0 + 10 * min, t0 + 125 * min, t0 + 130 * min]);
+    assert.deepEqual(closingWindowEnds(panes, w, t0 + 5 * min, t0 + 126 * min), [t0 + 10 * min, t0 + 125 * min]);
+    assert.deepEqual(closingWindowEnds(panes, { size: 10 * min, hop: 10 * min }, -Infinity, t0 + 9 * min), []);
+  });
+  it('watermark follows the slowest active partition minus lateness; quiet partitions stop counting', () => {
+    assert.equal(watermark(new Map(), 0, 0, 1), undefined);
+    const parts = new Map([
+      ['a', { newest: 1_000, seenAt: 100 }],
+      ['b', { newest: 900, seenAt: 100 }],
+    ]);
+    assert.equal(watermark(parts, 150, 10, 500), 890);
+    parts.set('c', { newest: 100, seenAt: 100 }); // slow but delivering: holds windows open
+    assert.equal(watermark(parts, 150, 10, 500), 90);
+    parts.set('a', { newest: 1_000, seenAt: 700 });
+    parts.set('b', { newest: 900, seenAt: 700 }); // c has been quiet for 600 ms
+    assert.equal(watermark(parts, 700, 10, 500), 890);
+    assert.equal(watermark(parts, 5_000, 10, 500), 990); // all quiet: the newest counts
+  });
+});
+
+describe('suppression', () => {
+  it('admits the first, drops repeats within the window, admits again after it', () => {
+    const last = new Map<string, number>();
+    assert.equal(admit(last, 'k', 1_000, 500), true);
+    assert.equal(admit(last, 'k', 1_400, 500), false);
+    assert.equal(admit(last, 'other', 1_400, 500), true);
+    assert.equal(admit(last, 'k', 1_500, 500), true);
+    expire(last, 2_100, 500);
+    assert.deepEqual([...last.keys()], []);
+  });
+});
+
+describe('rules', () => {
+  it('the shipped rules file is valid', () => {
+    const doc = parseRules(readFileSync(new URL('../../../infra/alerts/rules.yaml', import.meta.url), 'utf8'));
+    assert.ok(doc.rules.length >= 4);
+    assert.deepEqual(new Set(doc.rules.map((r) => r.kind)), new Set(['confidence_drop', 'decision_mix_shift', 'unresolved_artifacts', 'dead_letters']));
+  });
+  it('parses durations', () => {
+    assert.equal(parseDuration('5m'), 300_000);
+    assert.equal(parseDuration('250ms'), 250);
+    assert.equal(parseDuration(1500), 1500);
+    assert.equal(parseDuration('5 minutes'), undefined);
+  });
+  const bad = (text: string, path: RegExp, message: RegExp) =>
+    assert.throws(
+      () => parseRules(text, 'r.yaml'),
+      (err: unknown) => err instanceof RulesError && path.test(err.path) && message.test(err.message),
+    );
+  const ok = 'watermark: { allowed_lateness: 0s, idle_partition_after: 1m }\nrules:\n';
+  const conf = '{ name: c, kind: confidence_drop, window: { size: 10m }, min_samples: 5, min_drop: 0.1, suppress_for: 1h';
+  it('refuses unknown keys, naming the path', () => {
+    bad(`${ok}  - ${conf}, min_dorp: 0.1 }`, /^rules\[0\]$/, /min_dorp/);
+    bad(`${ok}  - ${conf} }\nextra: 1`, /^$/, /extra/);
+  });
+  it('refuses a wrong kind, a bad duration, a window that is not a multiple of its hop, duplicate names', () => {
+    bad(`${ok}  - { name: c, kind: latency, window: { size: 10m }, min_samples: 5, suppress_for: 1h }`, /^rules\[0\]/, /kind must be one of/);
+    bad(`${ok}  - ${conf.replace('suppress_for: 1h', 'suppress_for: soon')} }`, /^rules\[0\]\.suppress_for$/, /not a duration/);
+    bad(`${ok}  - ${conf.replace('{ size: 10m }', '{ size: 10m, hop: 3m }')} }`, /^rules\[0\]\.window$/, /multiple/);
+    bad(`${ok}  - ${conf} }\n  - ${conf} }`, /^rules\[1\]\.name$/, /duplicate/);
+    bad(`${ok}  - ${conf.replace('min_drop: 0.1', 'min_drop: 2')} }`, /^rules\[0\]\.min_drop$/, /./);
+    bad('rules: [', /^$/, /not valid YAML/);
+  });
+});
+
+it('compares versions numerically', () => {
+  assert.ok(compareVersions('2.10.0', '2.9.1') > 0);
+  assert.ok(compareVersions('2.4.1', '2.5.0') < 0);
+  assert.equal(compareVersions('1.0', '1.0'), 0);
+});
+
+// ---- the engine on simulated traffic ----
+
+/** Deterministic pseudo-random in [0, 1). */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+}
+
+interface Traffic {
+  partition: string;
+  d: DecisionObservation;
+}
+
+function traffic(opts: { minutes: number; perMinute: number; version: string; meanConf: number; approve: number; sampleRate?: number; unresolved?: number; seed: number }): Traffic[] {
+  const r = rng(opts.seed);
+  const out: Traffic[] = [];
+  for (let m = 0; m < opts.minutes; m++) {
+    for (let i = 0; i < opts.perMinute; i++) {
+      const unresolved = r() < (opts.unresolved ?? 0);
+      out.push({
+        partition: `p${i % 3}`,
+        d: {
+          ts: t0 + m * min + Math.floor((i / opts.perMinute) * min),
+          endpoint: 'loan-api',
+          model: 'loan-approver',
+          version: opts.version,
+          decision: r() < opts.approve ? 'approved' : 'declined',
+          confidence: Math.min(1, Math.max(0, opts.meanConf + (r() - 0.5) * 0.1)),
+          weight: 1 / (opts.sampleRate ?? 1),
+          resolved: !unresolved,
+          unresolvedRefs: unresolved ? ['registry://models/loan-approver:' + opts.version] : [],
+        },
+      });
+    }
+  }
+  return out;
+}
+
+function run(engine: Engine, events: Traffic[], batch: number, state: AlerterState = engine.newState()): AlertRecord[] {
+  const sorted = [...events].sort((a, b) => a.d.ts - b.d.ts);
+  const alerts: AlertRecord[] = [];
+  for (let i = 0; i < sorted.length; i += batch) {
+    for (const e of sorted.slice(i, i + batch)) engine.observeDecision(state, e.partition, e.d, 0);
+    alerts.push(...engine.advance(state, 0));
+  }
+  return alerts;
+}
+
+describe('engine', () => {
+  const healthy = traffic({ minutes: 31, perMinute: 30, version: '2.4.1', meanConf: 0.9, approve: 0.7, sampleRate: 0.5, seed: 1 });
+  const canary = traffic({ minutes: 31, perMinute: 10, version: '2.5.0', meanConf: 0.75, approve: 0.4, seed: 2 });
+
+  it('raises confidence and mix alerts for the worse canary, none for the healthy incumbent; repeats suppressed', () => {
+    const engine = createEngine(rules);
+    const state = engine.newState();
+    const alerts = run(engine, [...healthy, ...canary], 97, state);
+    const byRule = (r: string) => alerts.filter((a) => a.rule === r);
+    assert.equal(byRule('conf').length, 1, JSON.stringify(alerts.map((a) => a.summary)));
+    assert.equal(byRule('mix').length, 1);
+    assert.ok(alerts.every((a) => a.model_version === '2.5.0'));
+    const conf = byRule('conf')[0]!;
+    assert.equal(conf.evidence.baseline_version, '2.4.1');
+    assert.equal(conf.evidence.baseline_source, 'concurrent');
+    assert.equal(conf.window_end - conf.window_start, 10 * min);
+    assert.equal(conf.scope_command, `dlog scope --model loan-approver:2.5.0 --endpoint loan-api --since ${new Date(conf.window_start).toISOString()} --until ${new Date(conf.window_end).toISOString()}`);
+    assert.ok(Number(conf.evidence.drop) > 0.1 && Number(conf.evidence.drop) < 0.2, conf.evidence.drop);
+    // Weighted: 2.4.1 is sampled at 0.5, so 300 observed stand for 600.
+    assert.equal(Number(conf.evidence.baseline_weight), 2 * Number(conf.evidence.baseline_n));
+    const mix = byRule('mix')[0]!;
+    assert.ok(Number(mix.evidence.psi) >= 0.2, mix.evidence.psi);
+    assert.ok(JSON.parse(mix.evidence_json!).bins.length === 2);
+    // Windows every 5 minutes over 30 minutes: the later firings were suppressed.
+    assert.ok(state.counters.suppressed >= 4, String(state.counters.suppressed));
+  });
+
+  it('stays silent when both versions behave the same', () => {
+    const twin = traffic({ minutes: 31, perMinute: 10, version: '2.5.0', meanConf: 0.9, approve: 0.7, seed: 3 });
+    assert.deepEqual(run(createEngine(rules), [...healthy, ...twin], 100), []);
+  });
+
+  it('does not fire below the minimum sample size', () => {
+    const few = traffic({ minutes: 31, perMinute: 2, version: '2.5.0', meanConf: 0.5, approve: 0.1, seed: 4 });
+    assert.deepEqual(run(createEngine(rules), [...healthy, ...few], 100), []);
+  });
+
+  it('gives the same alerts whatever the batching (replay is deterministic)', () => {
+    const all = [...healthy, ...canary];
+    const a = run(createEngine(rules), all, 7).map((x) => x.alert_id);
+    const b = run(createEngine(rules), all, 500).map((x) => x.alert_id);
+    assert.deepEqual(a, b);
+    assert.ok(a.length > 0);
+  });
+
+  it('judges a full rollout against its predecessor', () => {
+    const before = healthy.filter((e) => e.d.ts < t0 + 15 * min);
+    const after = traffic({ minutes: 31, perMinute: 30, version: '2.5.0', meanConf: 0.7, approve: 0.7, seed: 5 }).filter((e) => e.d.ts >= t0 + 25 * min);
+    const alerts = run(createEngine(rules), [...before, ...after], 100);
+    const conf = alerts.find((a) => a.rule === 'conf');
+    assert.ok(conf, 'confidence alert after rollout');
+    assert.equal(conf.model_version, '2.5.0');
+    assert.equal(conf.evidence.baseline_source, 'predecessor');
+    assert.equal(alerts.filter((a) => a.rule === 'mix').length, 0);
+  });
+
+  it('alerts on unresolved artifacts per version', () => {
+    const bad = traffic({ minutes: 11, perMinute: 10, version: '3.0.0', meanConf: 0.9, approve: 0.7, unresolved: 0.5, seed: 6 });
+    const alerts = run(createEngine(rules), [...healthy.filter((e) => e.d.ts < t0 + 11 * min), ...bad], 100).filter((a) => a.rule === 'unresolved');
+    assert.equal(alerts.length, 1);
+    assert.equal(alerts[0]!.model_version, '3.0.0');
+    assert.equal(alerts[0]!.severity, 'critical');
+    assert.match(alerts[0]!.evidence_json!, /loan-approver:3\.0\.0/);
+  });
+
+  it('alerts on the dead-letter rate against weighted decisions', () => {
+    const engine = createEngine(rules);
+    const state = engine.newState();
+    const decisions = healthy.filter((e) => e.d.ts < t0 + 10 * min); // 300 observed, weight 600
+    for (const e of decisions) engine.observeDecision(state, e.partition, e.d, 0);
+    for (let i = 0; i < 20; i++) engine.observeDeadLetter(state, { ts: t0 + i * 1000, reason: 'invalid_json' });
+    assert.deepEqual(engine.advance(state, 0), []); // nothing closed yet
+    // 20 / 620 ≈ 3.2 %: below 5 %; 40 more make 60 / 660 ≈ 9 %.
+    const quiet = createEngine(rules);
+    const s2 = structuredClone(state);
+    for (const e of healthy.filter((x) => x.d.ts >= t0 + 10 * min && x.d.ts < t0 + 11 * min)) quiet.observeDecision(s2, e.partition, e.d, 0);
+    assert.deepEqual(quiet.advance(s2, 0).filter((a) => a.rule === 'dlq'), []);
+    for (let i = 0; i < 40; i++) engine.observeDeadLetter(state, { ts: t0 + i * 1000, reason: 'missing_field' });
+    for (const e of healthy.filter((x) => x.d.ts >= t0 + 10 * min && x.d.ts < t0 + 11 * min)) engine.observeDecision(state, e.partition, e.d, 0);
+    const alerts = engine.advance(state, 0).filter((a) => a.rule === 'dlq');
+    assert.equal(alerts.length, 1);
+    assert.equal(alerts[0]!.evidence.dead_letters, '60');
+    assert.equal(alerts[0]!.evidence['reason.missing_field'], '40');
+    assert.equal(alerts[0]!.model_name, null);
+    assert.match(alerts[0]!.scope_command, /^dlog scope --since \S+ --until \S+$/);
+  });
+
+  it('drops input that arrives after its windows closed, and counts it', () => {
+    const engine = createEngine(rules);
+    const state = engine.newState();
+    run(engine, healthy, 100, state);
+    engine.observeDecision(state, 'p0', { ...healthy[0]!.d }, 0);
+    assert.equal(state.counters.late, 1);
+  });
+});

@@ -1,0 +1,217 @@
+import type { Kafka, KafkaMessage, Message } from 'kafkajs';
+import type { Logger } from 'pino';
+import type { Config } from '@dlog/config';
+import {
+  avroType,
+  AvroDecoder,
+  createRegistry,
+  encodeFramed,
+  loadSchema,
+  registerAvro,
+  registryFetcher,
+  valueSubject,
+  type AlertRecord,
+  type EnrichedDecisionRecord,
+} from '@dlog/contracts';
+import { createTransactionalProcessor, ensurePipelineTopics, type TransactionalProcessor } from '@dlog/kafka';
+import { toDeadLetterObservation, toDecisionObservation } from './decode.js';
+import { createEngine, type AlerterState } from './engine.js';
+import { replay, replayRanges, unreadPartitions } from './replay.js';
+import { loadRules, type RulesDocument } from './rules.js';
+
+export const defaultAlerterTopics = {
+  decisions: 'decisions.enriched.v1',
+  deadLetters: 'inference.dlq',
+  output: 'alerts.v1',
+};
+
+/** Counts over the state in hand: input replayed at start included, alerts and suppressions since start. */
+export interface AlerterStats {
+  decisions: number;
+  deadLetters: number;
+  /** Input that arrived after every window it belongs to had closed. */
+  late: number;
+  undecodable: number;
+  windows: number;
+  alerts: number;
+  suppressed: number;
+  /** Records read again at start to rebuild windows and suppression. */
+  replayed: number;
+}
+
+export interface Alerter {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  readonly stats: AlerterStats;
+}
+
+/**
+ * The alerter runs as one instance per pipeline: a rule compares versions across all partitions
+ * of the input, so every partition must reach the same state. Its volume is the sampled decision
+ * stream and the work per record is a few additions, which one process keeps up with.
+ */
+export async function createAlerter(opts: {
+  kafka: Kafka;
+  config: Config;
+  log: Logger;
+  topics?: Partial<typeof defaultAlerterTopics>;
+  groupId?: string;
+  /** Rules already loaded; default: the file named by DLOG_ALERTER_RULES_FILE. */
+  rules?: RulesDocument;
+}): Promise<Alerter> {
+  const { config, log, kafka } = opts;
+  const p = config.topicPrefix;
+  const topics = {
+    decisions: p + defaultAlerterTopics.decisions,
+    deadLetters: p + defaultAlerterTopics.deadLetters,
+    output: p + defaultAlerterTopics.output,
+    ...opts.topics,
+  };
+  const groupId = opts.groupId ?? `${p}dlog-alerter`;
+  const rules = opts.rules ?? loadRules(config.alerterRulesFile);
+  const engine = createEngine(rules);
+
+  await ensurePipelineTopics(kafka, p, Object.values(defaultAlerterTopics));
+  const url = config.schemaRegistryUrl;
+  const outputId = await registerAvro(createRegistry(url), url, valueSubject(topics.output), loadSchema('alert'));
+  const outputType = avroType('alert');
+  const decoder = new AvroDecoder<EnrichedDecisionRecord>(avroType('enriched-decision'), registryFetcher(url));
+
+  // `committed` is the state covering exactly the input whose offsets are committed. A batch
+  // works on a copy; the copy replaces it only once the batch's transaction has committed, so
+  // an aborted transaction (the batch is fetched again) counts nothing twice.
+  let committed: AlerterState = engine.newState();
+  let pending: AlerterState | undefined;
+  let undecodable = 0;
+  let replayed = 0;
+  let processor: TransactionalProcessor | undefined;
+
+  /** Feeds a batch into the state; returns how many records could not be read. */
+  async function observe(state: AlerterState, topic: string, partition: number, messages: KafkaMessage[]): Promise<number> {
+    const now = Date.now();
+    if (topic === topics.deadLetters) {
+      for (const m of messages) engine.observeDeadLetter(state, toDeadLetterObservation(m));
+      return 0;
+    }
+    await decoder.prepare(messages.map((m) => m.value));
+    let bad = 0;
+    for (const m of messages) {
+      const r = decoder.decode(m.value);
+      if (!r.ok) {
+        // The enricher wrote it; a record we cannot read is skipped and counted, never fatal.
+        if (bad++ === 0) log.warn({ reason: r.reason, message: r.message, topic, partition, offset: m.offset }, 'undecodable enriched decision skipped');
+        continue;
+      }
+      engine.observeDecision(state, `${topic}:${partition}`, toDecisionObservation(r.value), now);
+    }
+    return bad;
+  }
+
+  const toMessage = (a: AlertRecord): Message => ({
+    key: a.model_name !== null ? `${a.model_name}:${a.model_version ?? ''}` : a.rule,
+    value: encodeFramed(outputType, outputId, a),
+  });
+
+  const stats: AlerterStats = {
+    get decisions() {
+      return committed.counters.decisions;
+    },
+    get deadLetters() {
+      return committed.counters.deadLetters;
+    },
+    get late() {
+      return committed.counters.late;
+    },
+    get undecodable() {
+      return undecodable;
+    },
+    get windows() {
+      return committed.counters.windows;
+    },
+    get alerts() {
+      return committed.counters.fired;
+    },
+    get suppressed() {
+      return committed.counters.suppressed;
+    },
+    get replayed() {
+      return replayed;
+    },
+  };
+
+  return {
+    stats,
+    async start() {
+      // Rebuild windows and suppression from input already processed before a restart. Alerts
+      // those windows raise went out then; here they only re-arm suppression.
+      const inputs = [topics.decisions, topics.deadLetters];
+      const ranges = await replayRanges(kafka, groupId, inputs, engine.lookbackMs);
+      const state = engine.newState();
+      const result = await replay({
+        kafka,
+        log,
+        groupId,
+        ranges,
+        timeoutMs: config.alerterReplayTimeoutMs,
+        // Sums do not depend on the order partitions are read in; closing windows does. So the
+        // whole range is read first and its windows closed once, in event-time order.
+        onBatch: async (topic, partition, messages) => {
+          await observe(state, topic, partition, messages);
+        },
+      });
+      engine.advance(state, Date.now());
+      replayed = result.messages;
+      if (!result.complete) log.warn({ replayed, timeoutMs: config.alerterReplayTimeoutMs }, 'replay incomplete: windows open before the restart start partly empty');
+      else if (ranges.length > 0) log.info({ replayed, ranges: ranges.length }, 'windows rebuilt from input');
+      committed = state;
+      state.counters.fired = 0;
+      state.counters.suppressed = 0;
+
+      // Input partitions holding unread records: no window closes before each has delivered a
+      // batch (or startup_wait has passed), else the first partition read would close windows
+      // the others still hold records for, and those would count as late. Decision partitions
+      // that replay already placed in event time are safe. A partition whose only unread record
+      // is a transaction marker delivers nothing and is waited for until startup_wait.
+      const waitingFor = new Set<string>();
+      for (const topic of inputs) {
+        for (const partition of await unreadPartitions(kafka, groupId, topic)) {
+          const k = `${topic}:${partition}`;
+          if (!state.newest.has(k)) waitingFor.add(k);
+        }
+      }
+      const waitUntil = Date.now() + rules.watermark.startup_wait;
+
+      processor = createTransactionalProcessor({
+        kafka,
+        log,
+        groupId,
+        topics: inputs,
+        transactionalId: `${p}dlog-alerter-${config.instanceId}`,
+        process: async (messages, ctx) => {
+          const next = structuredClone(committed);
+          undecodable += await observe(next, ctx.topic, ctx.partition, messages);
+          if (waitingFor.size > 0 && Date.now() >= waitUntil) {
+            // Routine when the only unread record of a partition was a transaction marker.
+            log.info({ partitions: [...waitingFor] }, 'startup wait over: closing windows without partitions that delivered nothing');
+            waitingFor.clear();
+          }
+          const waiting = [...waitingFor].some((k) => k !== `${ctx.topic}:${ctx.partition}`);
+          const alerts = waiting ? [] : engine.advance(next, Date.now());
+          pending = next;
+          for (const a of alerts) log.info({ rule: a.rule, model: a.model_name, version: a.model_version, alertId: a.alert_id }, a.summary);
+          return [{ topic: topics.output, messages: alerts.map(toMessage) }];
+        },
+        onCommitted: (info) => {
+          if (pending) committed = pending;
+          // Only committed reads count: a partition whose batch was aborted is still awaited.
+          waitingFor.delete(`${info.topic}:${info.partition}`);
+          pending = undefined;
+        },
+      });
+      await processor.start();
+    },
+    async stop() {
+      await processor?.stop();
+    },
+  };
+}

@@ -1,0 +1,154 @@
+import { addDecision, emptyAgg, mergeAgg, type DeadLetterObservation, type DecisionObservation, type DeadLetterAgg, type VersionAgg } from './aggregate.js';
+import type { AlertRecord } from '@dlog/contracts';
+import { eligible, evaluateRule, parseSubjectKey, subjectKey, type History, type Subject } from './evaluate.js';
+import type { RulesDocument } from './rules.js';
+import { admit, expire } from './suppression.js';
+import { watermark, type PartitionProgress } from './watermark.js';
+import { closingWindowEnds, floorTo, paneSize } from './windows.js';
+
+interface Pane {
+  subjects: Map<string, VersionAgg>;
+  deadLetters: DeadLetterAgg;
+}
+
+/**
+ * Everything the alerter remembers. Plain maps and numbers, so `structuredClone` copies it: a
+ * batch works on a copy that replaces the original only once its transaction has committed.
+ */
+export interface AlerterState {
+  /** pane start → sums */
+  panes: Map<number, Pane>;
+  /** input partition → newest decision event time read there, and when */
+  newest: Map<string, PartitionProgress>;
+  /** Windows ending at or before this were evaluated. */
+  closedUpTo: number | undefined;
+  /** suppression key → window end of the last alert that went out */
+  lastFired: Map<string, number>;
+  /** rule → subject → its last window with enough samples (predecessor baselines) */
+  history: Map<string, History>;
+  counters: { decisions: number; deadLetters: number; late: number; windows: number; fired: number; suppressed: number };
+}
+
+export interface Engine {
+  readonly pane: number;
+  /** Input older than this (before what was committed) is enough to rebuild every open window and suppression. */
+  readonly lookbackMs: number;
+  newState(): AlerterState;
+  /** `now`: wall clock, for telling quiet partitions from slow ones. */
+  observeDecision(state: AlerterState, partition: string, d: DecisionObservation, now: number): void;
+  observeDeadLetter(state: AlerterState, d: DeadLetterObservation): void;
+  /** Moves the watermark, evaluates the windows it closes, returns the alerts that pass suppression. */
+  advance(state: AlerterState, now: number): AlertRecord[];
+}
+
+export function createEngine(doc: RulesDocument): Engine {
+  const rules = doc.rules;
+  const pane = paneSize(rules.map((r) => r.window));
+  const maxSize = Math.max(...rules.map((r) => r.window.size));
+  const longestSuppression = Math.max(...rules.map((r) => r.suppress_for));
+  const { allowed_lateness: lateness, idle_partition_after: idle } = doc.watermark;
+
+  function paneFor(state: AlerterState, ts: number): Pane | undefined {
+    const start = floorTo(ts, pane);
+    // Every window holding this pane has been evaluated and the pane let go: too late to count.
+    if (state.closedUpTo !== undefined && start + maxSize <= state.closedUpTo) return undefined;
+    let p = state.panes.get(start);
+    if (!p) state.panes.set(start, (p = { subjects: new Map(), deadLetters: { n: 0, byReason: new Map() } }));
+    return p;
+  }
+
+  function windowInput(state: AlerterState, start: number, end: number) {
+    const subjects = new Map<string, VersionAgg>();
+    const deadLetters: DeadLetterAgg = { n: 0, byReason: new Map() };
+    for (const [s, p] of state.panes) {
+      if (s < start || s >= end) continue;
+      for (const [k, agg] of p.subjects) {
+        let into = subjects.get(k);
+        if (!into) subjects.set(k, (into = emptyAgg()));
+        mergeAgg(into, agg);
+      }
+      deadLetters.n += p.deadLetters.n;
+      for (const [r, c] of p.deadLetters.byReason) deadLetters.byReason.set(r, (deadLetters.byReason.get(r) ?? 0) + c);
+    }
+    const list: Subject[] = [...subjects.entries()]
+      .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+      .map(([k, agg]) => ({ ...parseSubjectKey(k), agg }));
+    return { start, end, subjects: list, deadLetters };
+  }
+
+  return {
+    pane,
+    lookbackMs: maxSize + lateness + longestSuppression,
+    newState: () => ({
+      panes: new Map(),
+      newest: new Map(),
+      closedUpTo: undefined,
+      lastFired: new Map(),
+      history: new Map(),
+      counters: { decisions: 0, deadLetters: 0, late: 0, windows: 0, fired: 0, suppressed: 0 },
+    }),
+
+    observeDecision(state, partition, d, now) {
+      state.newest.set(partition, { newest: Math.max(state.newest.get(partition)?.newest ?? -Infinity, d.ts), seenAt: now });
+      const p = paneFor(state, d.ts);
+      if (!p) {
+        state.counters.late++;
+        return;
+      }
+      state.counters.decisions++;
+      const k = subjectKey(d.endpoint, d.model, d.version);
+      let agg = p.subjects.get(k);
+      if (!agg) p.subjects.set(k, (agg = emptyAgg()));
+      addDecision(agg, d);
+    },
+
+    observeDeadLetter(state, d) {
+      // Dead letters do not move the watermark: their time is when the gate refused them.
+      const p = paneFor(state, d.ts);
+      if (!p) {
+        state.counters.late++;
+        return;
+      }
+      state.counters.deadLetters++;
+      p.deadLetters.n++;
+      p.deadLetters.byReason.set(d.reason, (p.deadLetters.byReason.get(d.reason) ?? 0) + 1);
+    },
+
+    advance(state, now) {
+      const wm = watermark(state.newest, now, lateness, idle);
+      const from = state.closedUpTo ?? -Infinity;
+      if (wm === undefined || wm <= from) return [];
+      const tasks: { end: number; rule: number }[] = [];
+      rules.forEach((r, i) => {
+        for (const end of closingWindowEnds(state.panes.keys(), r.window, from, wm)) tasks.push({ end, rule: i });
+      });
+      // Window end first, then rule order: the same input always gives the same sequence, which
+      // is what makes suppression (and so the alerts) reproducible on replay.
+      tasks.sort((a, b) => a.end - b.end || a.rule - b.rule);
+      const alerts: AlertRecord[] = [];
+      for (const t of tasks) {
+        const rule = rules[t.rule]!;
+        const w = windowInput(state, t.end - rule.window.size, t.end);
+        state.counters.windows++;
+        let history = state.history.get(rule.name);
+        for (const c of evaluateRule(rule, w, history)) {
+          if (!admit(state.lastFired, c.suppressionKey, w.end, rule.suppress_for)) {
+            state.counters.suppressed++;
+            continue;
+          }
+          state.counters.fired++;
+          const { suppressionKey: _, ...alert } = c;
+          alerts.push({ ...alert, ts: now });
+        }
+        if (rule.kind === 'confidence_drop' || rule.kind === 'decision_mix_shift') {
+          if (!history) state.history.set(rule.name, (history = new Map()));
+          for (const s of w.subjects) if (eligible(rule, s.agg)) history.set(subjectKey(s.endpoint, s.model, s.version), { windowEnd: w.end, subject: s });
+        }
+      }
+      state.closedUpTo = wm;
+      for (const s of state.panes.keys()) if (s + maxSize <= wm) state.panes.delete(s);
+      expire(state.lastFired, wm, longestSuppression);
+      return alerts;
+    },
+  };
+}

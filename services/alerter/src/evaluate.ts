@@ -1,0 +1,231 @@
+import { createHash } from 'node:crypto';
+import type { AlertRecord } from '@dlog/contracts';
+import { compareVersions, emptyAgg, meanConfidence, mergeAgg, type DeadLetterAgg, type VersionAgg } from './aggregate.js';
+import { psi } from './psi.js';
+import type { Rule } from './rules.js';
+
+export type AlertCandidate = Omit<AlertRecord, 'ts'> & { suppressionKey: string };
+
+export interface Subject {
+  endpoint: string;
+  model: string;
+  version: string;
+  agg: VersionAgg;
+}
+
+/** Last window a version was seen with enough samples, per rule: the predecessor baseline. */
+export type History = Map<string, { windowEnd: number; subject: Subject }>;
+
+const sep = '\u0000';
+export const subjectKey = (endpoint: string, model: string, version: string): string => `${endpoint}${sep}${model}${sep}${version}`;
+export function parseSubjectKey(key: string): { endpoint: string; model: string; version: string } {
+  const [endpoint = '', model = '', version = ''] = key.split(sep);
+  return { endpoint, model, version };
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+const fmt = (x: number, digits = 4) => (Number.isFinite(x) ? Number(x.toFixed(digits)).toString() : String(x));
+
+function shellWord(s: string): string {
+  return /^[A-Za-z0-9._:/@+=,-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
+}
+
+/** The `dlog scope` command that lists the decisions an alert is about. */
+export function scopeCommand(opts: { model?: string; version?: string; endpoint?: string | null; since: number; until: number }): string {
+  const parts = ['dlog', 'scope'];
+  if (opts.model !== undefined && opts.version !== undefined) parts.push('--model', shellWord(`${opts.model}:${opts.version}`));
+  if (opts.endpoint) parts.push('--endpoint', shellWord(opts.endpoint));
+  parts.push('--since', iso(opts.since), '--until', iso(opts.until));
+  return parts.join(' ');
+}
+
+/** Same rule, subject and window → same id, so consumers can dedupe a replay. */
+export function alertId(rule: string, endpoint: string | null, model: string | null, version: string | null, start: number, end: number): string {
+  return createHash('sha256')
+    .update([rule, endpoint ?? '', model ?? '', version ?? '', start, end].join(sep))
+    .digest('hex')
+    .slice(0, 32);
+}
+
+/**
+ * Whom a version is judged against. First the busiest older version of the same model on the
+ * same endpoint in the same window (a canary against its incumbent); failing that, the last
+ * window seen of its predecessor (the highest older version) on that endpoint. Only older
+ * versions are baselines: the incumbent is never judged against its canary, and a rollback to
+ * an older version does not alert against the version it replaced.
+ */
+export function pickBaseline(
+  subject: Subject,
+  peers: readonly Subject[],
+  history: History | undefined,
+): { source: 'concurrent' | 'predecessor'; baseline: Subject; windowEnd?: number } | undefined {
+  let best: Subject | undefined;
+  for (const p of peers) {
+    if (p.endpoint !== subject.endpoint || p.model !== subject.model || compareVersions(p.version, subject.version) >= 0) continue;
+    if (!best || p.agg.weight > best.agg.weight || (p.agg.weight === best.agg.weight && compareVersions(p.version, best.version) > 0)) best = p;
+  }
+  if (best) return { source: 'concurrent', baseline: best };
+  let pred: { windowEnd: number; subject: Subject } | undefined;
+  for (const h of history?.values() ?? []) {
+    const s = h.subject;
+    if (s.endpoint !== subject.endpoint || s.model !== subject.model || compareVersions(s.version, subject.version) >= 0) continue;
+    if (!pred || compareVersions(s.version, pred.subject.version) > 0) pred = h;
+  }
+  return pred ? { source: 'predecessor', baseline: pred.subject, windowEnd: pred.windowEnd } : undefined;
+}
+
+/** Whether a subject has enough samples for this rule to look at it. */
+export function eligible(rule: Rule, agg: VersionAgg): boolean {
+  return (rule.kind === 'confidence_drop' ? agg.confN : agg.n) >= rule.min_samples;
+}
+
+export interface WindowInput {
+  start: number;
+  end: number;
+  subjects: readonly Subject[];
+  deadLetters: DeadLetterAgg;
+}
+
+/** Applies one rule to one closed window. Pure: suppression and history are the caller's. */
+export function evaluateRule(rule: Rule, w: WindowInput, history: History | undefined): AlertCandidate[] {
+  const base = (endpoint: string | null, model: string | null, version: string | null) => ({
+    alert_id: alertId(rule.name, endpoint, model, version, w.start, w.end),
+    rule: rule.name,
+    severity: rule.severity,
+    endpoint,
+    model_name: model,
+    model_version: version,
+    window_start: w.start,
+    window_end: w.end,
+  });
+  const windowEvidence = { kind: rule.kind, window_start: iso(w.start), window_end: iso(w.end), min_samples: String(rule.min_samples) };
+  const out: AlertCandidate[] = [];
+
+  switch (rule.kind) {
+    case 'confidence_drop':
+    case 'decision_mix_shift': {
+      const ready = w.subjects.filter((s) => eligible(rule, s.agg));
+      for (const s of ready) {
+        const pick = pickBaseline(s, ready, history);
+        if (!pick) continue;
+        const b = pick.baseline;
+        const evidence: Record<string, string> = {
+          ...windowEvidence,
+          baseline_source: pick.source,
+          baseline_version: b.version,
+          observed_n: String(s.agg.n),
+          observed_weight: fmt(s.agg.weight, 2),
+          baseline_n: String(b.agg.n),
+          baseline_weight: fmt(b.agg.weight, 2),
+        };
+        if (pick.windowEnd !== undefined) evidence.baseline_window_end = iso(pick.windowEnd);
+        const subject = `${s.model}:${s.version} on ${s.endpoint}`;
+        let summary: string;
+        let json: unknown;
+        if (rule.kind === 'confidence_drop') {
+          const mo = meanConfidence(s.agg)!;
+          const mb = meanConfidence(b.agg)!;
+          const drop = mb - mo;
+          if (!(drop >= rule.min_drop)) continue;
+          Object.assign(evidence, {
+            observed_mean_confidence: fmt(mo),
+            baseline_mean_confidence: fmt(mb),
+            drop: fmt(drop),
+            min_drop: String(rule.min_drop),
+            observed_confidence_n: String(s.agg.confN),
+            baseline_confidence_n: String(b.agg.confN),
+          });
+          summary = `${subject}: mean confidence ${fmt(mo, 3)} vs ${fmt(mb, 3)} for ${b.version} (drop ${fmt(drop, 3)} ≥ ${rule.min_drop})`;
+          json = { observed: { n: s.agg.confN, weight: s.agg.confWeight, mean: mo }, baseline: { version: b.version, n: b.agg.confN, weight: b.agg.confWeight, mean: mb } };
+        } else {
+          const r = psi(b.agg.decisions, s.agg.decisions, { maxCategories: rule.max_categories });
+          if (!(r.psi >= rule.min_psi)) continue;
+          Object.assign(evidence, { psi: fmt(r.psi), min_psi: String(rule.min_psi) });
+          const top = [...r.bins].sort((x, y) => y.contribution - x.contribution)[0];
+          summary =
+            `${subject}: decision mix shifted from ${b.version}, PSI ${fmt(r.psi, 3)} ≥ ${rule.min_psi}` +
+            (top ? ` (${top.category}: ${fmt(top.actual * 100, 1)}% vs ${fmt(top.baseline * 100, 1)}%)` : '');
+          json = { psi: r.psi, bins: r.bins };
+        }
+        out.push({
+          ...base(s.endpoint, s.model, s.version),
+          summary,
+          evidence,
+          evidence_json: JSON.stringify(json),
+          scope_command: scopeCommand({ model: s.model, version: s.version, endpoint: s.endpoint, since: w.start, until: w.end }),
+          suppressionKey: [rule.name, s.model, s.version].join(sep),
+        });
+      }
+      break;
+    }
+    case 'unresolved_artifacts': {
+      // A version's artifacts are the same on every endpoint, so the rate is per version.
+      const byVersion = new Map<string, { model: string; version: string; endpoints: string[]; agg: VersionAgg }>();
+      for (const s of w.subjects) {
+        const k = `${s.model}${sep}${s.version}`;
+        let v = byVersion.get(k);
+        if (!v) byVersion.set(k, (v = { model: s.model, version: s.version, endpoints: [], agg: emptyAgg() }));
+        v.endpoints.push(s.endpoint);
+        mergeAgg(v.agg, s.agg);
+      }
+      for (const v of byVersion.values()) {
+        if (v.agg.n < rule.min_samples || v.agg.weight <= 0) continue;
+        const rate = v.agg.unresolvedWeight / v.agg.weight;
+        if (!(rate > rule.max_rate)) continue;
+        const refs = [...v.agg.unresolvedRefs.entries()].sort((a, b) => b[1] - a[1]);
+        const endpoint = v.endpoints.length === 1 ? v.endpoints[0]! : null;
+        out.push({
+          ...base(endpoint, v.model, v.version),
+          summary: `${v.model}:${v.version}: ${fmt(rate * 100, 2)}% of decisions name artifacts the registry cannot resolve (> ${fmt(rule.max_rate * 100, 2)}%)${refs[0] ? `, e.g. ${refs[0][0]}` : ''}`,
+          evidence: {
+            ...windowEvidence,
+            rate: fmt(rate),
+            max_rate: String(rule.max_rate),
+            observed_n: String(v.agg.n),
+            observed_weight: fmt(v.agg.weight, 2),
+            unresolved_n: String(v.agg.unresolvedN),
+            unresolved_weight: fmt(v.agg.unresolvedWeight, 2),
+            endpoints: [...v.endpoints].sort().join(','),
+          },
+          evidence_json: JSON.stringify({ unresolved_refs: Object.fromEntries(refs) }),
+          scope_command: scopeCommand({ model: v.model, version: v.version, endpoint, since: w.start, until: w.end }),
+          suppressionKey: [rule.name, v.model, v.version].join(sep),
+        });
+      }
+      break;
+    }
+    case 'dead_letters': {
+      const dl = w.deadLetters.n;
+      let n = 0;
+      let weight = 0;
+      for (const s of w.subjects) {
+        n += s.agg.n;
+        weight += s.agg.weight;
+      }
+      if (dl + n < rule.min_samples) break;
+      // Dead letters are never sampled; accepted decisions count by their weight.
+      const rate = dl / (dl + weight);
+      if (!(rate > rule.max_rate)) break;
+      const reasons = [...w.deadLetters.byReason.entries()].sort((a, b) => b[1] - a[1]);
+      out.push({
+        ...base(null, null, null),
+        summary: `${fmt(rate * 100, 2)}% of inference events went to the dead-letter topic (> ${fmt(rule.max_rate * 100, 2)}%)${reasons[0] ? `, mostly ${reasons[0][0]}` : ''}`,
+        evidence: {
+          ...windowEvidence,
+          rate: fmt(rate),
+          max_rate: String(rule.max_rate),
+          dead_letters: String(dl),
+          decisions_n: String(n),
+          decisions_weight: fmt(weight, 2),
+          ...Object.fromEntries(reasons.map(([r, c]) => [`reason.${r}`, String(c)])),
+        },
+        evidence_json: JSON.stringify({ by_reason: Object.fromEntries(reasons) }),
+        // Dead letters name no model version they could be pinned on: the accepted traffic of the window.
+        scope_command: scopeCommand({ since: w.start, until: w.end }),
+        suppressionKey: rule.name,
+      });
+      break;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,179 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { Producer } from 'kafkajs';
+import { loadConfig } from '@dlog/config';
+import { avroType, createRegistry, encodeFramed, loadSchema, registerAvro, valueSubject } from '@dlog/contracts';
+import type { AlertRecord, EnrichedDecisionRecord } from '@dlog/contracts';
+import { createKafka } from '@dlog/kafka';
+import { createAlerter, parseRules, type Alerter } from '../services/alerter/src/index.js';
+import { collect, log, unique, waitFor, type Collected } from './helpers.js';
+
+const min = 60_000;
+
+// Small event-time windows so a few hundred decisions fill them; same shape as infra/alerts.
+const rules = parseRules(`
+watermark: { allowed_lateness: 5s, idle_partition_after: 10s }
+rules:
+  - { name: confidence-drop, kind: confidence_drop, window: { size: 2m, hop: 1m }, min_samples: 40, min_drop: 0.05, suppress_for: 1h }
+  - { name: decision-mix-shift, kind: decision_mix_shift, window: { size: 2m, hop: 1m }, min_samples: 40, min_psi: 0.2, suppress_for: 1h }
+  - { name: unresolved-artifacts, kind: unresolved_artifacts, window: { size: 2m }, min_samples: 40, max_rate: 0.05, suppress_for: 1h }
+  - { name: dead-letters, kind: dead_letters, window: { size: 2m }, min_samples: 40, max_rate: 0.2, suppress_for: 1h }
+`);
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+}
+
+function decision(i: number, ts: number, version: string, confidence: number, decision: string, sampleRate: number): EnrichedDecisionRecord {
+  return {
+    event_id: `e-${version}-${i}`,
+    request_id: `r-${version}-${i}`,
+    ts,
+    endpoint: 'loan-api',
+    decision_type: 'loan_approval',
+    tenant: null,
+    model: { name: 'loan-approver', version, digest: null },
+    image: null,
+    config: null,
+    preprocessing: null,
+    environment_digest: null,
+    input_json: null,
+    input_hash: `sha256-${'0'.repeat(64)}`,
+    input_fields: {},
+    output: { decision, confidence, scores: {}, token_logprobs: null, output_json: null },
+    trajectory: null,
+    producer: { service: 'test', sdk: 'custom', host: null },
+    attributes: {},
+    tier: 'full',
+    sample_rate: sampleRate,
+    policy_version: 'test@1',
+    policy_rule: 'defaults',
+    pii_key_id: null,
+    source: { partition: 0, offset: i, gate_ts: ts },
+    resolved: true,
+    unresolved_refs: [],
+    digest_mismatches: [],
+    artifacts: [],
+    lineage: [],
+    enriched_at: ts,
+  };
+}
+
+/**
+ * Minutes [from, to) of event time from `base`: the healthy incumbent 2.4.1 (sampled at 0.5,
+ * confidence ≈ 0.9, 70 % approved) and a worse canary 2.5.0 on the same endpoint (≈ 0.75,
+ * 40 % approved).
+ */
+function traffic(base: number, from: number, to: number): EnrichedDecisionRecord[] {
+  const r = rng(from + 1);
+  const out: EnrichedDecisionRecord[] = [];
+  for (let m = from; m < to; m++) {
+    for (let i = 0; i < 40; i++) {
+      const ts = base + m * min + Math.floor((i / 40) * min);
+      out.push(decision(m * 100 + i, ts, '2.4.1', 0.85 + r() * 0.1, r() < 0.7 ? 'approved' : 'declined', 0.5));
+      if (i % 2 === 0) out.push(decision(m * 100 + i, ts, '2.5.0', 0.7 + r() * 0.1, r() < 0.4 ? 'approved' : 'declined', 1));
+    }
+  }
+  return out;
+}
+
+describe('alerter on the real stack', () => {
+  const prefix = `${unique('alert')}.`;
+  const config = loadConfig({ ...process.env, DLOG_TOPIC_PREFIX: prefix, LOG_LEVEL: 'warn' });
+  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'test-alerter', log });
+  const input = `${prefix}decisions.enriched.v1`;
+  const base = Math.floor((Date.now() - 30 * min) / min) * min;
+  const type = avroType('enriched-decision');
+  const alertType = avroType('alert');
+  let schemaId: number;
+  let producer: Producer;
+  let alerter: Alerter | undefined;
+  let out: Collected;
+  const alerts = () => out.messages.map((m) => alertType.fromBuffer(m.value!.subarray(5)) as AlertRecord);
+
+  async function send(records: EnrichedDecisionRecord[], deadLetters: number[] = []): Promise<void> {
+    if (deadLetters.length > 0) {
+      await producer.send({
+        topic: `${prefix}inference.dlq`,
+        messages: deadLetters.map((ts, i) => ({ key: `bad-${i}`, value: Buffer.from('{not json'), timestamp: String(ts), headers: { 'dlog.reason': 'invalid_json' } })),
+      });
+    }
+    await producer.send({ topic: input, messages: records.map((d) => ({ key: d.event_id, value: encodeFramed(type, schemaId, d), timestamp: String(d.enriched_at) })) });
+  }
+
+  before(async () => {
+    alerter = await createAlerter({ kafka, config, log, rules });
+    const url = config.schemaRegistryUrl;
+    schemaId = await registerAvro(createRegistry(url), url, valueSubject(input), loadSchema('enriched-decision'));
+    producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    out = await collect(`${prefix}alerts.v1`);
+  });
+  after(async () => {
+    await alerter?.stop();
+    await producer?.disconnect();
+    await out?.stop();
+  });
+
+  it('alerts on the worse canary within a bounded time, stays silent on the healthy version, suppresses repeats, and keeps suppression across a restart', async () => {
+    // The traffic is waiting when the alerter starts, as after an outage: every partition's
+    // first batch spans all six minutes, the case where one partition must not close windows
+    // the others still hold data for.
+    const first = traffic(base, 0, 6);
+    const t0 = Date.now();
+    await send(first, [base + 10_000, base + 70_000, base + 130_000]);
+    await alerter!.start();
+
+    const both = await waitFor(
+      () => {
+        const a = alerts();
+        return a.some((x) => x.rule === 'confidence-drop') && a.some((x) => x.rule === 'decision-mix-shift') && a;
+      },
+      { timeoutMs: 30_000, what: 'confidence and mix alerts for the canary' },
+    );
+    const elapsed = Date.now() - t0;
+    assert.ok(elapsed < 30_000, `alerts took ${elapsed} ms`);
+
+    // Everything read and committed: every alert those windows raise is on the topic.
+    await waitFor(() => alerter!.stats.decisions === first.length && alerter!.stats.deadLetters === 3 && alerter!.stats.late === 0, { timeoutMs: 30_000, what: 'all input processed' });
+    await waitFor(() => out.messages.length === alerter!.stats.alerts, { timeoutMs: 10_000, what: 'collector caught up' });
+    const raised = alerts();
+    assert.ok(raised.length >= both.length);
+    assert.deepEqual(raised.map((a) => `${a.rule} ${a.model_name}:${a.model_version}`).sort(), [
+      'confidence-drop loan-approver:2.5.0',
+      'decision-mix-shift loan-approver:2.5.0',
+    ]);
+    // Windows close every minute over six minutes: the repeats were suppressed, not sent.
+    assert.ok(alerter!.stats.suppressed >= 4, `suppressed ${alerter!.stats.suppressed}`);
+
+    const conf = raised.find((a) => a.rule === 'confidence-drop')!;
+    assert.equal(conf.endpoint, 'loan-api');
+    assert.equal(conf.evidence.baseline_version, '2.4.1');
+    assert.ok(Number(conf.evidence.drop) > 0.1, conf.evidence.drop);
+    assert.ok(Number(conf.evidence.observed_n) >= 40);
+    assert.equal(Number(conf.evidence.baseline_weight), 2 * Number(conf.evidence.baseline_n)); // sampled at 0.5
+    assert.equal(conf.window_end - conf.window_start, 2 * min);
+    assert.equal(
+      conf.scope_command,
+      `dlog scope --model loan-approver:2.5.0 --endpoint loan-api --since ${new Date(conf.window_start).toISOString()} --until ${new Date(conf.window_end).toISOString()}`,
+    );
+    const mix = raised.find((a) => a.rule === 'decision-mix-shift')!;
+    assert.ok(Number(mix.evidence.psi) >= 0.2, mix.evidence.psi);
+    assert.match(mix.scope_command, /--model loan-approver:2\.5\.0 /);
+
+    // Restart: the new instance rebuilds windows and suppression from the committed input, so
+    // the still-bad canary does not alert again within the suppression window.
+    await alerter!.stop();
+    alerter = await createAlerter({ kafka, config, log, rules });
+    await alerter.start();
+    assert.ok(alerter.stats.replayed >= first.length, `replayed ${alerter.stats.replayed}`);
+    const more = traffic(base, 6, 9);
+    await send(more);
+    await waitFor(() => alerter!.stats.decisions === first.length + more.length, { timeoutMs: 30_000, what: 'new input processed after restart' });
+    assert.equal(alerter.stats.late, 0);
+    assert.equal(alerter.stats.alerts, 0);
+    assert.ok(alerter.stats.suppressed >= 2, `suppressed after restart ${alerter.stats.suppressed}`);
+    assert.equal(out.messages.length, raised.length);
+  });
+});
