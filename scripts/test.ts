@@ -3,7 +3,7 @@
  * the real local stack. It brings the stack up when it is not running (reusing one that runs)
  * and stops only what it started, even when tests fail. `--unit` runs the unit tests alone.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { loadConfig } from '@dlog/config';
@@ -40,14 +40,22 @@ if (files.some((f) => f.startsWith('test/'))) {
   started = statuses.filter((s) => s.started).map((s) => s.name);
 }
 
+// A test file that leaks a handle never exits; the whole run gets a deadline so CI reports a
+// failure (naming the cause) instead of hanging until it is killed.
+const deadlineMs = Number(process.env.TEST_DEADLINE_MS ?? 45 * 60_000);
 let status = 1;
 try {
-  const result = spawnSync(
+  const child = spawn(
     process.execPath,
-    ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=1', ...files],
+    ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=1', '--test-timeout=300000', ...files],
     { stdio: 'inherit', cwd: root, env: { ...process.env, NODE_ENV: 'test' } },
   );
-  status = result.status ?? 1;
+  const timer = setTimeout(() => {
+    process.stderr.write(`\ntest run exceeded ${Math.round(deadlineMs / 60_000)} minutes: a test file did not exit (leaked handle?); stopping it\n`);
+    child.kill('SIGKILL');
+  }, deadlineMs);
+  status = await new Promise<number>((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
+  clearTimeout(timer);
 } finally {
   if (started.length > 0) await stackDown(config, log, started);
 }
