@@ -21,13 +21,20 @@ export interface SchemaResolvers {
 }
 
 /** Confluent wire format: magic byte 0, the schema id as a big-endian int32, then the Avro body. */
+let scratch = Buffer.allocUnsafe(256 * 1024);
+
 export function encodeFramed(type: Type, id: number, value: unknown): Buffer {
-  const body = type.toBuffer(value);
-  const out = Buffer.allocUnsafe(body.length + 5);
-  out[0] = 0;
-  out.writeInt32BE(id, 1);
-  body.copy(out, 5);
-  return out;
+  // Encoded straight behind the header in a reused buffer, then copied out once.
+  for (;;) {
+    const end = type.encode(value, scratch, 5);
+    if (end >= 0) {
+      scratch[0] = 0;
+      scratch.writeInt32BE(id, 1);
+      return Buffer.from(scratch.subarray(0, end));
+    }
+    // A negative result is how much was missing.
+    scratch = Buffer.allocUnsafe(Math.max(scratch.length * 2, scratch.length - end + 5));
+  }
 }
 
 export class AvroDecoder<T> implements SchemaResolvers {

@@ -64,10 +64,23 @@ export function toDecisionRecord(
   const minimal = cls.tier === 'minimal';
   const prot = minimal ? undefined : protector.protectInput(input);
   const attributes: Record<string, string> = {};
-  if (!minimal) for (const [k, v] of Object.entries(event.attributes)) attributes[protector.scrub(k)] = protector.scrub(v);
-  const { input_json: _raw, ...rest } = event;
+  if (!minimal) for (const k in event.attributes) attributes[protector.scrub(k)] = protector.scrub(event.attributes[k]!);
+  // Every field spelled out (no object spread): one stable shape for the Avro writer, and the raw
+  // input can never ride along by accident.
   return {
-    ...rest,
+    event_id: event.event_id,
+    request_id: event.request_id,
+    ts: event.ts,
+    endpoint: event.endpoint,
+    decision_type: event.decision_type,
+    tenant: event.tenant,
+    model: event.model,
+    image: event.image,
+    config: event.config,
+    preprocessing: event.preprocessing,
+    environment_digest: event.environment_digest,
+    trajectory: event.trajectory,
+    producer: event.producer,
     input_hash: hash,
     input_json: full && prot ? JSON.stringify(prot.value) : null,
     input_fields: prot?.fields ?? {},
