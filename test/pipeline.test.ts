@@ -38,8 +38,8 @@ describe('pipeline end to end: simulated traffic through gate, enricher and sink
   it('counts every produced decision exactly, and stores each kept one once', async () => {
     const [t] = await rows<{ kept: number; dropped: number }>(pipeline, 'SELECT sum(kept) AS kept, sum(dropped) AS dropped FROM v_decision_totals');
     assert.equal(t!.kept + t!.dropped, good, 'decision_counts totals equal what was produced');
-    assert.equal(t!.kept, pipeline.gate.stats.kept);
-    assert.equal(pipeline.gate.stats.deadLettered, summary.bad);
+    assert.equal(t!.kept, pipeline.gate!.stats.kept);
+    assert.equal(pipeline.gate!.stats.deadLettered, summary.bad);
     const [d] = await rows<{ n: number; distinct: number }>(pipeline, 'SELECT count() AS n, uniqExact(event_id) AS distinct FROM decisions');
     assert.equal(d!.n, t!.kept, 'every kept decision is in ClickHouse');
     assert.equal(d!.distinct, d!.n, 'none twice');

@@ -60,7 +60,7 @@ export function registerUpCommand(program: Command): void {
         process.stderr.write('starting the local stack (the first run fetches Kafka and the registry from Maven Central)...\n');
         printStatus(await stackUp(config, log));
       }
-      const pipeline = await createPipeline({ config, log });
+      const pipeline = await createPipeline({ config, log, workers: 'processes', env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' } });
       const shutdown = new Shutdown(log, config.shutdownTimeoutMs);
       shutdown.add('stop the pipeline', () => pipeline.stop());
       shutdown.install();
@@ -70,7 +70,7 @@ export function registerUpCommand(program: Command): void {
       });
       const where = pipeline.store.mode === 'embedded' ? `embedded ClickHouse in ${pipeline.store.location}` : `ClickHouse at ${pipeline.store.location}`;
       process.stdout.write(
-        `\ndecision-log is running: gate, enricher and sink on ${config.kafkaBrokers.join(',')}, ${where}.\n` +
+        `\ndecision-log is running: gate, enricher, alerter and sink on ${config.kafkaBrokers.join(',')}, ${where}.\n` +
           `In another terminal:\n` +
           `  npm run dlog -- simulate                       # realistic traffic, a worse canary, agents, bad input\n` +
           `  npm run dlog -- query "SELECT model_name, model_version, count() FROM v_decisions GROUP BY ALL"\n` +
@@ -79,12 +79,20 @@ export function registerUpCommand(program: Command): void {
       const every = Number(opts.statusEvery) * 1000;
       if (every > 0) {
         const timer = setInterval(() => {
-          const g = pipeline.gate.stats;
-          const e = pipeline.enricher.stats;
-          const rows = pipeline.sink.stats().reduce((s, w) => s + w.rowsWritten, 0);
-          process.stdout.write(
-            `${new Date().toISOString()}  gate kept ${g.kept} dropped ${g.dropped} dead-lettered ${g.deadLettered} | enriched ${e.enriched} (unresolved ${e.unresolved}) | rows written ${rows}\n`,
-          );
+          void (async () => {
+            // What analysts would see: exact totals from the counts, rows stored, alerts raised.
+            const rs = await pipeline.store.client.query({
+              query: `SELECT (SELECT sum(kept) FROM v_decision_totals) AS kept, (SELECT sum(dropped) FROM v_decision_totals) AS dropped,
+                        (SELECT count() FROM decisions) AS stored, (SELECT countIf(NOT resolved) FROM decisions) AS unresolved,
+                        (SELECT count() FROM alerts) AS alerts`,
+              format: 'JSONEachRow',
+            });
+            const [s] = await rs.json<Record<string, number>>();
+            const dlq = pipeline.sink.stats().reduce((n, w) => n + w.deadLettered, 0);
+            process.stdout.write(
+              `${new Date().toISOString()}  decisions kept ${s?.kept ?? 0}, sampled out ${s?.dropped ?? 0} | stored ${s?.stored ?? 0} (unresolved ${s?.unresolved ?? 0}) | alerts ${s?.alerts ?? 0} | sink dead letters ${dlq}\n`,
+            );
+          })().catch((err: unknown) => log.warn({ err }, 'status query failed'));
         }, every);
         timer.unref();
       }

@@ -6,13 +6,16 @@ import { createGate, type Gate } from '@dlog/gate';
 import { createKafka, ensurePipelineTopics } from '@dlog/kafka';
 import { createSink, type Sink } from '@dlog/sink';
 import { storeFromConfig, migrate, startQueryServer, type Store } from '@dlog/store';
+import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
 
 export interface Pipeline {
   readonly store: Store;
-  readonly gate: Gate;
-  readonly enricher: Enricher;
+  /** In-process workers (workers: 'in-process'); undefined when they run as child processes. */
+  readonly gate: Gate | undefined;
+  readonly enricher: Enricher | undefined;
+  readonly alerter: Alerter | undefined;
   readonly sink: Sink;
-  readonly alerter: Alerter;
+  readonly processes: WorkerProcess[];
   readonly queryPort: number | undefined;
   /** Resolves if a worker fails for good; the host should then stop and exit non-zero. */
   readonly failed: Promise<Error>;
@@ -20,26 +23,54 @@ export interface Pipeline {
 }
 
 /**
- * Gate, enricher, alerter and sink in one process with the store it owns. In embedded mode this is the
+ * Gate, enricher, alerter and sink with the store the sink owns. In embedded mode this is the
  * only process that may open the data directory, so it also answers `dlog query` on loopback.
- * With CLICKHOUSE_URL set the same composition runs against a server (each worker can also run
- * alone from its own main.ts).
+ * The workers that never touch the store may run as child processes (`workers: 'processes'`,
+ * what `dlog up` does) so they use the machine's other cores; tests run them in-process to read
+ * their counters. With CLICKHOUSE_URL set the same composition runs against a server.
  */
-export async function createPipeline(opts: { config: Config; log: Logger; queryServer?: boolean }): Promise<Pipeline> {
+export async function createPipeline(opts: {
+  config: Config;
+  log: Logger;
+  queryServer?: boolean;
+  workers?: 'in-process' | 'processes';
+  /** Environment for worker processes; defaults to this process's. */
+  env?: NodeJS.ProcessEnv;
+}): Promise<Pipeline> {
   const { config, log } = opts;
   const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-pipeline`, log });
   await ensurePipelineTopics(kafka, config.topicPrefix);
   const store = await storeFromConfig(config, { createDatabase: true, log });
   const applied = await migrate(store, { log });
   log.info({ migrations: applied }, 'schema current');
-  const gate = await createGate({ kafka, config, log: log.child({ worker: 'gate' }) });
-  const enricher = await createEnricher({ kafka, config, log: log.child({ worker: 'enricher' }) });
-  const alerter = await createAlerter({ kafka, config, log: log.child({ worker: 'alerter' }) });
   const sink = createSink({ kafka, store, log: log.child({ worker: 'sink' }), config });
   await sink.start();
-  await alerter.start();
-  await enricher.start();
-  await gate.start();
+  let gate: Gate | undefined;
+  let enricher: Enricher | undefined;
+  let alerter: Alerter | undefined;
+  const processes: WorkerProcess[] = [];
+  let failWith: (err: Error) => void = () => undefined;
+  const failed = new Promise<Error>((resolve) => (failWith = resolve));
+  void sink.failed.then(failWith);
+  let stopping = false;
+  if (opts.workers === 'processes') {
+    const env = { ...(opts.env ?? process.env) };
+    // Downstream first, so nothing waits on a stage that is not there yet.
+    for (const name of ['alerter', 'enricher', 'gate'] as const) {
+      const w = await startWorkerProcess(name, env);
+      processes.push(w);
+      void w.exited.then((code) => {
+        if (!stopping) failWith(new Error(`${name} exited unexpectedly with code ${code}`));
+      });
+    }
+  } else {
+    alerter = await createAlerter({ kafka, config, log: log.child({ worker: 'alerter' }) });
+    enricher = await createEnricher({ kafka, config, log: log.child({ worker: 'enricher' }) });
+    gate = await createGate({ kafka, config, log: log.child({ worker: 'gate' }) });
+    await alerter.start();
+    await enricher.start();
+    await gate.start();
+  }
   const query = opts.queryServer !== false && store.mode === 'embedded'
     ? await startQueryServer({ store, port: config.queryPort, dataDir: config.clickhouseDataDir, log })
     : undefined;
@@ -47,16 +78,25 @@ export async function createPipeline(opts: { config: Config; log: Logger; queryS
     store,
     gate,
     enricher,
-    sink,
     alerter,
+    sink,
+    processes,
     queryPort: query?.port,
-    failed: sink.failed,
+    failed,
     async stop() {
+      stopping = true;
       // Upstream first, so each stage drains what the one before it committed: stop taking raw
-      // events, then enrichment, then flush the sink and commit, then close the store.
-      await gate.stop();
-      await enricher.stop();
-      await alerter.stop();
+      // events, then enrichment and alerting, then flush the sink and commit, then the store.
+      for (const name of ['gate', 'enricher', 'alerter']) {
+        const w = processes.find((p) => p.name === name);
+        if (w) {
+          const code = await w.stop(config.shutdownTimeoutMs);
+          if (code !== 0) log.warn({ worker: name, code }, 'worker exited non-zero on stop');
+        }
+      }
+      await gate?.stop();
+      await enricher?.stop();
+      await alerter?.stop();
       await sink.stop();
       await query?.close();
       await store.close();

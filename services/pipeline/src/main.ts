@@ -3,7 +3,7 @@ import { createPipeline } from './create-pipeline.js';
 
 const service = startService('pipeline');
 const { config, log, shutdown } = service;
-const pipeline = await createPipeline({ config, log });
+const pipeline = await createPipeline({ config, log, workers: 'processes' });
 shutdown.add('stop the pipeline (gate, enricher, sink, store)', () => pipeline.stop());
 void pipeline.failed.then((err) => {
   log.fatal({ err }, 'a worker failed');

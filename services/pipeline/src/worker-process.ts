@@ -1,0 +1,55 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export interface WorkerProcess {
+  readonly name: string;
+  readonly pid: number | undefined;
+  /** Resolves with the exit code when the worker exits, expected or not. */
+  readonly exited: Promise<number | null>;
+  /** SIGTERM (a graceful drain and commit), SIGKILL after the grace period. */
+  stop(graceMs: number): Promise<number | null>;
+}
+
+const mains: Record<string, string> = {
+  gate: fileURLToPath(new URL('../../gate/src/main.ts', import.meta.url)),
+  enricher: fileURLToPath(new URL('../../enricher/src/main.ts', import.meta.url)),
+  alerter: fileURLToPath(new URL('../../alerter/src/main.ts', import.meta.url)),
+};
+
+/**
+ * Starts one worker's main.ts as a child process and resolves once it reports ready. Workers that
+ * do not touch the store run in their own processes, so they use the second core instead of
+ * sharing one event loop with the sink.
+ */
+export async function startWorkerProcess(name: keyof typeof mains & string, env: NodeJS.ProcessEnv, readyTimeoutMs = 120_000): Promise<WorkerProcess> {
+  const main = mains[name];
+  if (!main) throw new Error(`No worker called ${name}`);
+  const child: ChildProcess = fork(main, [], { env, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${name} did not report ready within ${readyTimeoutMs} ms`)), readyTimeoutMs);
+    child.on('message', (m: { type?: string }) => {
+      if (m.type === 'ready') {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`${name} exited with code ${code} before it was ready`));
+    });
+  });
+  return {
+    name,
+    pid: child.pid,
+    exited,
+    async stop(graceMs) {
+      if (child.exitCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
