@@ -9,6 +9,12 @@ import { registerMigrateCommand } from './migrate-command.js';
 import { registerRegisterCommand } from './register-command.js';
 import { registerQueryCommand } from './query-command.js';
 import { registerSimulateCommand } from './simulate-command.js';
+import { registerTraceCommand } from './trace-command.js';
+import { registerScopeCommand } from './scope-command.js';
+import { registerDiffCommand } from './diff-command.js';
+import { registerLineageCommand } from './lineage-command.js';
+import { registerDeployCommands } from './deploy-commands.js';
+import { registerRemediateCommand } from './remediate-command.js';
 
 const program = new Command()
   .name('dlog')
@@ -23,6 +29,12 @@ registerMigrateCommand(program);
 registerRegisterCommand(program);
 registerQueryCommand(program);
 registerSimulateCommand(program);
+registerTraceCommand(program);
+registerScopeCommand(program);
+registerDiffCommand(program);
+registerLineageCommand(program);
+registerDeployCommands(program);
+registerRemediateCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -180,3 +180,26 @@ export interface AlertRecord {
   scope_command: string;
   ts: number;
 }
+
+/** schemas/remediation-event.avsc */
+export interface RemediationEventRecord {
+  event_id: string;
+  remediation_id: string;
+  part: number;
+  parts: number;
+  action: string;
+  reason: string;
+  actor: string;
+  ts: number;
+  scope: {
+    model_ref: string;
+    endpoint: string | null;
+    since: number | null;
+    until: number | null;
+    filter: string | null;
+    exact_total: number | null;
+    stored_total: number;
+  };
+  event_ids: string[];
+}
+

@@ -12,7 +12,8 @@ export type SchemaName =
   | 'enriched-decision'
   | 'artifact-event'
   | 'deployment-event'
-  | 'alert';
+  | 'alert'
+  | 'remediation-event';
 
 const cache = new Map<string, avro.Schema>();
 

@@ -1,7 +1,8 @@
 import type { SchemaName } from '@dlog/contracts';
 import type { DecisionCountsRecord } from '@dlog/contracts';
 import type { AlertRecord, ArtifactEventRecord, DeploymentEventRecord, EnrichedDecisionRecord } from './records.js';
-import { countsRowKey, toAlertRow, toArtifactRow, toCountsRow, toDecisionRow, toDeploymentRow, type Row } from './to-rows.js';
+import { countsRowKey, toAlertRow, toArtifactRow, toCountsRow, toDecisionRow, toDeploymentRow, toRemediationRow, type Row } from './to-rows.js';
+import type { RemediationEventRecord } from '@dlog/contracts';
 
 /**
  * What the sink writes: one source topic per table, the contract it reads there, how a record
@@ -77,6 +78,16 @@ export const sinkTables: readonly TableSpec[] = [
     toRow: toAlertRow,
     key: (r) => r.alert_id,
     keyColumn: 'alert_id',
+    time: (r) => r.ts,
+    timeColumn: 'ts',
+  }),
+  spec<RemediationEventRecord>({
+    table: 'remediations',
+    topic: 'remediations.v1',
+    schema: 'remediation-event',
+    toRow: toRemediationRow,
+    key: (r) => r.event_id,
+    keyColumn: 'event_id',
     time: (r) => r.ts,
     timeColumn: 'ts',
   }),

@@ -1,4 +1,4 @@
-import type { DecisionCountsRecord } from '@dlog/contracts';
+import type { DecisionCountsRecord, RemediationEventRecord } from '@dlog/contracts';
 import type { AlertRecord, ArtifactEventRecord, DeploymentEventRecord, EnrichedDecisionRecord } from './records.js';
 
 /**
@@ -140,5 +140,26 @@ export function toAlertRow(r: AlertRecord): Row {
     evidence_json: r.evidence_json,
     scope_command: r.scope_command,
     ts: r.ts,
+  };
+}
+
+export function toRemediationRow(r: RemediationEventRecord): Row {
+  return {
+    event_id: r.event_id,
+    remediation_id: r.remediation_id,
+    part: r.part,
+    parts: r.parts,
+    action: r.action,
+    reason: r.reason,
+    actor: r.actor,
+    ts: r.ts,
+    model_ref: r.scope.model_ref,
+    endpoint: r.scope.endpoint ?? '',
+    scope_since: r.scope.since,
+    scope_until: r.scope.until,
+    scope_filter: r.scope.filter ?? '',
+    exact_total: r.scope.exact_total,
+    stored_total: r.scope.stored_total,
+    event_ids: r.event_ids,
   };
 }

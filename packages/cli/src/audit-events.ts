@@ -1,0 +1,219 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Config } from '@dlog/config';
+import { avroType, createRegistry, encodeFramed, loadSchema, registerAvro, valueSubject } from '@dlog/contracts';
+import { createKafka } from '@dlog/kafka';
+import { AuditInputError, assertKnownModel, modelLabel, modelRef, num, type AuditQuery, type ModelId } from './audit-query.js';
+import { computeScope, isEmptyScope, scopeDecisions, type ScopeOptions, type ScopeResult } from './scope.js';
+
+/**
+ * The events the audit commands append: deployments (deploy, canary, rollback) on
+ * deployments.v1 and remediations on remediations.v1. Both are facts about decisions, never
+ * edits of them; the sink lands them in ClickHouse like every other topic.
+ */
+
+export interface DeploymentEvent {
+  event_id: string;
+  action: 'deploy' | 'canary' | 'rollback';
+  endpoint: string;
+  environment: string | null;
+  model_ref: string;
+  model_digest: string | null;
+  previous_model_ref: string | null;
+  image_ref: string | null;
+  config_ref: string | null;
+  traffic_share: number;
+  ts: number;
+  actor: string;
+  reason: string | null;
+}
+
+export interface RemediationEvent {
+  event_id: string;
+  remediation_id: string;
+  part: number;
+  parts: number;
+  action: string;
+  reason: string;
+  actor: string;
+  ts: number;
+  scope: { model_ref: string; endpoint: string | null; since: number | null; until: number | null; filter: string | null; exact_total: number | null; stored_total: number };
+  event_ids: string[];
+}
+
+async function publish(config: Config, log: Logger, topicName: string, schema: string, events: { key: string; value: unknown }[]): Promise<void> {
+  const topic = `${config.topicPrefix}${topicName}`;
+  const url = config.schemaRegistryUrl;
+  const id = await registerAvro(createRegistry(url), url, valueSubject(topic), loadSchema(schema));
+  const type = avroType(schema);
+  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-cli`, log });
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  try {
+    // Small chunks keep each request well under the broker's message-size limit.
+    for (let i = 0; i < events.length; i += 20) {
+      await producer.send({ topic, acks: -1, messages: events.slice(i, i + 20).map((e) => ({ key: e.key, value: encodeFramed(type, id, e.value) })) });
+    }
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+/** What serves an endpoint now, by replaying its deployment events: model ref → share. */
+export async function servingNow(q: AuditQuery, endpoint: string): Promise<{ serving: Map<string, number>; history: string[] }> {
+  const rows = await q(
+    'SELECT toString(action) AS action, model_ref, traffic_share FROM v_deployments WHERE endpoint = {endpoint:String} ORDER BY ts, event_id',
+    { endpoint },
+  );
+  let serving = new Map<string, number>();
+  for (const r of rows) {
+    const ref = String(r.model_ref);
+    const share = num(r.traffic_share);
+    if (r.action === 'canary') {
+      const rest = Math.max(0, 1 - share);
+      const others = [...serving].filter(([k]) => k !== ref);
+      const total = others.reduce((s, [, v]) => s + v, 0);
+      serving = new Map(others.map(([k, v]) => [k, total > 0 ? (v / total) * rest : 0]));
+      serving.set(ref, share);
+    } else {
+      serving = share >= 1 || r.action === 'rollback' ? new Map([[ref, 1]]) : new Map([...serving, [ref, share]]);
+    }
+  }
+  return { serving, history: [...new Set(rows.map((r) => String(r.model_ref)))] };
+}
+
+export interface DeployOptions {
+  endpoint: string;
+  model: ModelId;
+  share?: number | undefined;
+  canary?: boolean | undefined;
+  environment?: string | undefined;
+  image?: string | undefined;
+  configRef?: string | undefined;
+  reason?: string | undefined;
+  actor: string;
+}
+
+/** Builds (and checks) a deploy or canary event; `publishDeployment` sends it. */
+export async function planDeploy(q: AuditQuery, o: DeployOptions): Promise<DeploymentEvent> {
+  if (!o.endpoint.trim()) throw new AuditInputError('--endpoint names the serving endpoint, e.g. --endpoint loan-api');
+  const share = o.share ?? (o.canary ? 0.1 : 1);
+  if (!(share > 0 && share <= 1)) throw new AuditInputError(`--share is the model's share of the endpoint's traffic, above 0 and at most 1 (got ${o.share}); e.g. --share 0.1 for a 10% canary.`);
+  await assertKnownModel(q, o.model, 'deploy', { registered: true });
+  const ref = modelRef(o.model);
+  const digest = await q("SELECT digest FROM v_artifacts WHERE kind = 'model' AND ref = {ref:String} LIMIT 1", { ref });
+  const { serving } = await servingNow(q, o.endpoint);
+  const previous = [...serving.entries()].filter(([k]) => k !== ref).sort((a, b) => b[1] - a[1])[0]?.[0] ?? null;
+  return {
+    event_id: randomUUID(),
+    action: o.canary || share < 1 ? 'canary' : 'deploy',
+    endpoint: o.endpoint,
+    environment: o.environment ?? null,
+    model_ref: ref,
+    model_digest: digest[0] ? String(digest[0].digest) : null,
+    previous_model_ref: previous,
+    image_ref: o.image ?? null,
+    config_ref: o.configRef ?? null,
+    traffic_share: share,
+    ts: Date.now(),
+    actor: o.actor,
+    reason: o.reason ?? null,
+  };
+}
+
+export interface RollbackOptions {
+  endpoint: string;
+  to: ModelId;
+  reason: string;
+  actor: string;
+  environment?: string | undefined;
+}
+
+export async function planRollback(q: AuditQuery, o: RollbackOptions): Promise<DeploymentEvent> {
+  if (!o.reason.trim()) throw new AuditInputError('--reason is required for a rollback: the incident, alert id or ticket.');
+  const ref = modelRef(o.to);
+  const { serving, history } = await servingNow(q, o.endpoint);
+  if (history.length === 0) {
+    const eps = await q('SELECT endpoint, count() AS events FROM v_deployments GROUP BY endpoint ORDER BY endpoint');
+    throw new AuditInputError(
+      `No deployment was recorded for endpoint ${JSON.stringify(o.endpoint)}.` +
+        (eps.length ? ` Endpoints with deployments: ${eps.map((e) => String(e.endpoint)).join(', ')}.` : ' Record one with dlog deploy --endpoint <e> --model <name:version>.'),
+    );
+  }
+  if (!history.includes(ref)) {
+    throw new AuditInputError(
+      `${modelLabel(o.to)} never served ${o.endpoint}; a rollback returns to a version that did. Versions that served it:\n` +
+        history.map((h) => `  ${h.replace('registry://models/', '')}`).join('\n') +
+        `\nType e.g. dlog rollback --endpoint ${o.endpoint} --to ${history[0]!.replace('registry://models/', '')} --reason "..."`,
+    );
+  }
+  const bad = [...serving.entries()].filter(([k]) => k !== ref).sort((a, b) => b[1] - a[1])[0]?.[0] ?? null;
+  if (!bad && serving.get(ref) === 1) throw new AuditInputError(`${modelLabel(o.to)} already serves all of ${o.endpoint}: nothing to roll back.`);
+  return {
+    event_id: randomUUID(),
+    action: 'rollback',
+    endpoint: o.endpoint,
+    environment: o.environment ?? null,
+    model_ref: ref,
+    model_digest: null,
+    previous_model_ref: bad,
+    image_ref: null,
+    config_ref: null,
+    traffic_share: 1,
+    ts: Date.now(),
+    actor: o.actor,
+    reason: o.reason,
+  };
+}
+
+export function publishDeployment(config: Config, log: Logger, e: DeploymentEvent): Promise<void> {
+  return publish(config, log, 'deployments.v1', 'deployment-event', [{ key: e.endpoint, value: e }]);
+}
+
+/** Ids per message: a part stays around 200 KB, far below Kafka's default 1 MB message limit. */
+export const idsPerPart = 5_000;
+
+export interface RemediationPlan {
+  remediation_id: string;
+  scope: ScopeResult;
+  events: RemediationEvent[];
+}
+
+export async function planRemediation(q: AuditQuery, o: ScopeOptions & { reason: string; action: string; actor: string }): Promise<RemediationPlan> {
+  if (!o.reason.trim()) throw new AuditInputError('--reason is required: the incident, alert id or ticket the remediation answers.');
+  const scope = await computeScope(q, o);
+  if (isEmptyScope(scope)) throw new AuditInputError(`Nothing to remediate: no decisions of ${scope.model} match this scope. Check it with dlog scope first.`);
+  const ids: string[] = [];
+  for await (const page of scopeDecisions(q, o)) for (const r of page) ids.push(String(r.event_id));
+  const remediation_id = randomUUID();
+  const parts = Math.max(1, Math.ceil(ids.length / idsPerPart));
+  const ts = Date.now();
+  const events: RemediationEvent[] = [];
+  for (let part = 0; part < parts; part++) {
+    events.push({
+      event_id: `${remediation_id}/${part}`,
+      remediation_id,
+      part,
+      parts,
+      action: o.action,
+      reason: o.reason,
+      actor: o.actor,
+      ts,
+      scope: {
+        model_ref: modelRef(o.model),
+        endpoint: o.endpoint ?? null,
+        since: o.since ?? null,
+        until: o.until ?? null,
+        filter: o.where ?? null,
+        exact_total: scope.exact,
+        stored_total: ids.length,
+      },
+      event_ids: ids.slice(part * idsPerPart, (part + 1) * idsPerPart),
+    });
+  }
+  return { remediation_id, scope, events };
+}
+
+export function publishRemediation(config: Config, log: Logger, plan: RemediationPlan): Promise<void> {
+  return publish(config, log, 'remediations.v1', 'remediation-event', plan.events.map((e) => ({ key: e.remediation_id, value: e })));
+}

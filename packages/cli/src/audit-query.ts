@@ -1,0 +1,126 @@
+import type { Config } from '@dlog/config';
+import type { Store } from '@dlog/store';
+import { readOnlyQuery } from './query-command.js';
+
+/**
+ * What the audit commands (trace, scope, diff, lineage, deploy, remediate) share: one way to run
+ * a bound read query, model references, time options, and the error type for user mistakes.
+ * The commands are query builders and formatters over `AuditQuery`, so tests run them on the
+ * pipeline's own store and the CLI runs them through `readOnlyQuery`.
+ */
+
+export type Row = Record<string, unknown>;
+export type AuditQuery = (sql: string, params?: Record<string, unknown>) => Promise<Row[]>;
+
+/** A mistake of the person typing: printed as is, with what exists and what to type. */
+export class AuditInputError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AuditInputError';
+  }
+}
+
+export function storeQuery(store: Store): AuditQuery {
+  return async (sql, params = {}) => {
+    const rs = await store.client.query({ query: sql, query_params: params, format: 'JSONEachRow' });
+    return (await rs.json()) as Row[];
+  };
+}
+
+export function configQuery(config: Config): AuditQuery {
+  return async (sql, params = {}) => (await readOnlyQuery(config, sql, params)).rows;
+}
+
+export interface ModelId {
+  name: string;
+  version: string;
+}
+
+export const modelRef = (m: ModelId) => `registry://models/${m.name}:${m.version}`;
+export const modelLabel = (m: ModelId) => `${m.name}:${m.version}`;
+
+/** `name:version` or `registry://models/name:version`. */
+export function parseModel(text: string, option = '--model'): ModelId {
+  const s = text.trim().replace(/^registry:\/\/models\//, '');
+  const i = s.lastIndexOf(':');
+  const name = s.slice(0, i);
+  const version = s.slice(i + 1);
+  if (i <= 0 || version === '' || /\s/.test(s)) {
+    throw new AuditInputError(`${option} takes name:version (got ${JSON.stringify(text)}), e.g. ${option} loan-approver:2.5.0. \`dlog scope --model <name>:?\` lists the versions.`);
+  }
+  return { name, version };
+}
+
+/** ISO time, a date, epoch ms, or relative (`2h`, `30m`, `7d` ago). */
+export function parseTime(text: string, option: string, now = Date.now()): number {
+  const rel = /^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$/.exec(text.trim());
+  if (rel) {
+    const unit = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[rel[2] as 's' | 'm' | 'h' | 'd' | 'w'];
+    return now - Number(rel[1]) * unit;
+  }
+  if (/^\d{12,}$/.test(text.trim())) return Number(text);
+  const t = Date.parse(text);
+  if (Number.isNaN(t)) throw new AuditInputError(`${option} takes a time: ISO (2026-11-27T06:00:00Z), a date (2026-11-27), epoch ms, or an age (30m, 2h, 7d); got ${JSON.stringify(text)}.`);
+  return t;
+}
+
+export interface KnownVersion {
+  model: string;
+  version: string;
+  decisions: number;
+  first: string;
+  last: string;
+}
+
+/** Versions that made decisions (exact counts), for "unknown version" messages. */
+export async function knownVersions(q: AuditQuery, name?: string): Promise<KnownVersion[]> {
+  const rows = await q(
+    `SELECT model_name AS model, model_version AS version, sum(total) AS decisions, toString(min(minute)) AS first, toString(max(minute)) AS last
+     FROM v_decision_totals ${name ? 'WHERE model_name = {name:String}' : ''}
+     GROUP BY model_name, model_version ORDER BY model_name, model_version`,
+    name ? { name } : {},
+  );
+  return rows.map((r) => ({ model: String(r.model), version: String(r.version), decisions: Number(r.decisions), first: String(r.first), last: String(r.last) }));
+}
+
+/** Throws the "unknown version" message unless the version made decisions (or, with `registered`, is in the registry). */
+export async function assertKnownModel(q: AuditQuery, m: ModelId, command: string, opts: { registered?: boolean } = {}): Promise<void> {
+  // The happy path reads one granule of the counts (model and version lead their sorting key);
+  // listing every version scans all the counts and is only worth it for the error message.
+  const hit = await q('SELECT 1 AS ok FROM decision_counts WHERE model_name = {name:String} AND model_version = {version:String} LIMIT 1', { name: m.name, version: m.version });
+  if (hit.length > 0) return;
+  const all = await knownVersions(q);
+  if (all.some((v) => v.model === m.name && v.version === m.version)) return;
+  if (opts.registered) {
+    const reg = await q(`SELECT count() AS n FROM v_artifacts WHERE kind = 'model' AND ref = {ref:String}`, { ref: modelRef(m) });
+    if (Number(reg[0]?.n ?? 0) > 0) return;
+  }
+  const same = all.filter((v) => v.model === m.name);
+  const lines: string[] = [];
+  if (same.length > 0) {
+    lines.push(`${m.name} has no version ${JSON.stringify(m.version)} with decisions. Versions that exist:`);
+    for (const v of same) lines.push(`  ${v.model}:${v.version}  ${v.decisions} decisions  ${v.first} .. ${v.last}`);
+    lines.push(`Type e.g. dlog ${command} --model ${same[same.length - 1]!.model}:${same[same.length - 1]!.version}`);
+  } else if (all.length > 0) {
+    lines.push(`No model named ${JSON.stringify(m.name)} made decisions. Models and versions that exist:`);
+    for (const v of all) lines.push(`  ${v.model}:${v.version}  ${v.decisions} decisions`);
+    lines.push(`Type e.g. dlog ${command} --model ${all[0]!.model}:${all[0]!.version}`);
+  } else {
+    lines.push('The store holds no decisions yet: start the pipeline (dlog up) and send some (dlog simulate).');
+  }
+  throw new AuditInputError(lines.join('\n'));
+}
+
+/** Milliseconds → 'YYYY-MM-DD HH:MM:SS.mmm' UTC, how ClickHouse reads DateTime64(3) parameters. */
+export function chTime(ms: number): string {
+  return new Date(ms).toISOString().replace('T', ' ').replace('Z', '');
+}
+
+/** ClickHouse DateTime64 text (UTC) → ms. */
+export function fromChTime(v: unknown): number {
+  const s = String(v);
+  return Date.parse(/[zZ]|[+-]\d\d:?\d\d$/.test(s) ? s : `${s.replace(' ', 'T')}Z`);
+}
+
+export const num = (v: unknown): number => (v === null || v === undefined ? NaN : Number(v));
+export const fmt = (v: number, digits = 3): string => (Number.isFinite(v) ? String(Number(v.toFixed(digits))) : '-');

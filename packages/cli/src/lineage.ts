@@ -1,0 +1,149 @@
+import { AuditInputError, num, type AuditQuery } from './audit-query.js';
+
+/**
+ * `dlog lineage`: an artifact's upstream (what it was built from) and downstream (what was built
+ * from it), walked level by level over v_lineage, as a text tree, Mermaid or Graphviz DOT.
+ */
+
+export interface LineageNode {
+  ref: string;
+  kind: string;
+  digest: string;
+  /** Exact decisions made, for model nodes. */
+  decisions?: number;
+}
+
+export interface LineageGraph {
+  root: string;
+  nodes: Map<string, LineageNode>;
+  /** child → parent edges ("child was built from parent"). */
+  edges: { child: string; parent: string }[];
+}
+
+/** Levels walked each way; lineage in practice is a few levels deep, this only stops a bad cycle. */
+const maxDepth = 12;
+
+export async function lineageGraph(q: AuditQuery, ref: string): Promise<LineageGraph> {
+  const root = ref.trim();
+  const known = await q('SELECT ref, kind, digest FROM v_artifacts WHERE ref = {ref:String} LIMIT 1', { ref: root });
+  const asParent = await q('SELECT count() AS n FROM v_lineage WHERE parent_ref = {ref:String}', { ref: root });
+  if (known.length === 0 && num(asParent[0]?.n ?? 0) === 0) {
+    const tail = root.replace(/^.*[/@]/, '').replace(/:.*$/, '');
+    const near = await q(
+      `SELECT ref, kind FROM v_artifacts WHERE positionCaseInsensitive(ref, {tail:String}) > 0 ORDER BY kind, ref LIMIT 15`,
+      { tail: tail || root },
+    );
+    const lines = [`No artifact ${JSON.stringify(root)} is registered.`];
+    if (near.length) {
+      lines.push('Artifacts with a similar name:');
+      for (const n of near) lines.push(`  ${String(n.kind).padEnd(14)} ${String(n.ref)}`);
+      lines.push(`Type e.g. dlog lineage ${String(near[0]!.ref)}`);
+    } else {
+      lines.push('Refs look like registry://models/<name>:<version>, registry://datasets/<name>:<version>, git://host/repo@commit; list them with');
+      lines.push('  dlog query "SELECT kind, ref FROM v_artifacts ORDER BY kind, ref"');
+    }
+    throw new AuditInputError(lines.join('\n'));
+  }
+  const nodes = new Map<string, LineageNode>();
+  const edges: LineageGraph['edges'] = [];
+  const seenEdge = new Set<string>();
+  const addEdge = (child: string, parent: string) => {
+    const k = `${child}\u0000${parent}`;
+    if (!seenEdge.has(k)) (seenEdge.add(k), edges.push({ child, parent }));
+  };
+  for (const dir of ['up', 'down'] as const) {
+    let frontier = [root];
+    const visited = new Set(frontier);
+    for (let depth = 0; depth < maxDepth && frontier.length > 0; depth++) {
+      const rows = await q(
+        `SELECT child_ref, parent_ref FROM v_lineage WHERE ${dir === 'up' ? 'child_ref' : 'parent_ref'} IN {refs:Array(String)}`,
+        { refs: frontier },
+      );
+      const next: string[] = [];
+      for (const r of rows) {
+        const child = String(r.child_ref);
+        const parent = String(r.parent_ref);
+        addEdge(child, parent);
+        const other = dir === 'up' ? parent : child;
+        if (!visited.has(other)) (visited.add(other), next.push(other));
+      }
+      frontier = next;
+    }
+  }
+  const refs = [...new Set([root, ...edges.flatMap((e) => [e.child, e.parent])])];
+  const [meta, counts] = await Promise.all([
+    q('SELECT ref, kind, digest FROM v_artifacts WHERE ref IN {refs:Array(String)} LIMIT 1 BY ref', { refs }),
+    q(
+      `SELECT concat('registry://models/', model_name, ':', model_version) AS ref, sum(total) AS n FROM v_decision_totals
+       GROUP BY model_name, model_version HAVING ref IN {refs:Array(String)}`,
+      { refs },
+    ),
+  ]);
+  for (const ref of refs) {
+    const m = meta.find((r) => String(r.ref) === ref);
+    const c = counts.find((r) => String(r.ref) === ref);
+    nodes.set(ref, { ref, kind: m ? String(m.kind) : 'unregistered', digest: m ? String(m.digest) : '', ...(c ? { decisions: num(c.n) } : {}) });
+  }
+  return { root, nodes, edges };
+}
+
+function label(n: LineageNode | undefined, ref: string): string {
+  if (!n) return ref;
+  const digest = n.digest ? `  ${n.digest.length > 20 ? `${n.digest.slice(0, 19)}…` : n.digest}` : '';
+  return `${ref}  (${n.kind}${n.decisions !== undefined ? `, ${n.decisions} decisions` : ''})${digest}`;
+}
+
+export function formatLineageTree(g: LineageGraph): string {
+  const out = [label(g.nodes.get(g.root), g.root)];
+  const walk = (ref: string, dir: 'up' | 'down', prefix: string, path: Set<string>) => {
+    const next = g.edges.filter((e) => (dir === 'up' ? e.child === ref : e.parent === ref)).map((e) => (dir === 'up' ? e.parent : e.child)).sort();
+    next.forEach((r, i) => {
+      const last = i === next.length - 1;
+      const cycle = path.has(r);
+      out.push(`${prefix}${last ? '└─ ' : '├─ '}${label(g.nodes.get(r), r)}${cycle ? '  (cycle)' : ''}`);
+      if (!cycle) walk(r, dir, `${prefix}${last ? '   ' : '│  '}`, new Set([...path, r]));
+    });
+  };
+  const ups = g.edges.some((e) => e.child === g.root);
+  const downs = g.edges.some((e) => e.parent === g.root);
+  out.push('');
+  out.push('upstream (built from):');
+  if (ups) walk(g.root, 'up', '  ', new Set([g.root]));
+  else out.push('  nothing registered');
+  out.push('');
+  out.push('downstream (built from it):');
+  if (downs) walk(g.root, 'down', '  ', new Set([g.root]));
+  else out.push('  nothing registered');
+  return out.join('\n') + '\n';
+}
+
+const kindShape: Record<string, [string, string]> = { model: ['([', '])'], dataset: ['[(', ')]'], code: ['{{', '}}'], image: ['[/', '/]'] };
+
+export function formatMermaid(g: LineageGraph): string {
+  const ids = new Map([...g.nodes.keys()].map((r, i) => [r, `n${i}`]));
+  const esc = (s: string) => s.replaceAll('"', '#quot;');
+  const out = ['flowchart LR'];
+  for (const [ref, n] of g.nodes) {
+    const [o, c] = kindShape[n.kind] ?? ['[', ']'];
+    const text = `${n.kind}<br/>${ref}${n.decisions !== undefined ? `<br/>${n.decisions} decisions` : ''}`;
+    out.push(`  ${ids.get(ref)}${o}"${esc(text)}"${c}`);
+  }
+  // Arrows follow the flow of making: parent (dataset, commit) → child (model, image).
+  for (const e of g.edges) out.push(`  ${ids.get(e.parent)} --> ${ids.get(e.child)}`);
+  out.push(`  style ${ids.get(g.root)} stroke-width:3px`);
+  return out.join('\n') + '\n';
+}
+
+export function formatDot(g: LineageGraph): string {
+  const ids = new Map([...g.nodes.keys()].map((r, i) => [r, `n${i}`]));
+  const esc = (s: string) => s.replaceAll('\\', '\\\\').replaceAll('"', '\\"');
+  const shape: Record<string, string> = { model: 'box3d', dataset: 'cylinder', code: 'note', image: 'component', config: 'tab', preprocessing: 'cds' };
+  const out = ['digraph lineage {', '  rankdir=LR;', '  node [fontname="Helvetica", fontsize=10];'];
+  for (const [ref, n] of g.nodes) {
+    const text = `${n.kind}\\n${esc(ref)}${n.decisions !== undefined ? `\\n${n.decisions} decisions` : ''}`;
+    out.push(`  ${ids.get(ref)} [label="${text}", shape=${shape[n.kind] ?? 'box'}${ref === g.root ? ', penwidth=3' : ''}];`);
+  }
+  for (const e of g.edges) out.push(`  ${ids.get(e.parent)} -> ${ids.get(e.child)};`);
+  out.push('}');
+  return out.join('\n') + '\n';
+}

@@ -1,0 +1,75 @@
+import { createWriteStream } from 'node:fs';
+import { once } from 'node:events';
+import type { Command } from 'commander';
+import { AuditInputError, configQuery, knownVersions, parseModel, parseTime } from './audit-query.js';
+import { cliContext } from './context.js';
+import { computeScope, csvLine, emptyScopeMessage, exportColumns, formatScope, isEmptyScope, scopeDecisions, type ScopeOptions } from './scope.js';
+import { compileWhere, filterGrammar } from './where-filter.js';
+
+/** The scope options, shared by `dlog scope` and `dlog remediate`. */
+export function addScopeOptions(cmd: Command): Command {
+  return cmd
+    .requiredOption('--model <name:version>', 'the model version, e.g. loan-approver:2.5.0')
+    .option('--endpoint <endpoint>', 'only this serving endpoint')
+    .option('--since <time>', 'from this time (ISO, date, epoch ms, or an age: 30m, 2h, 7d)')
+    .option('--until <time>', 'before this time')
+    .option('--where <filter>', `filter, e.g. "decision=declined and confidence<0.7" (the grammar is at the end of --help)`);
+}
+
+export function scopeOptionsFrom(opts: { model: string; endpoint?: string; since?: string; until?: string; where?: string }): ScopeOptions {
+  const now = Date.now();
+  const o: ScopeOptions = {
+    model: parseModel(opts.model),
+    endpoint: opts.endpoint,
+    since: opts.since !== undefined ? parseTime(opts.since, '--since', now) : undefined,
+    until: opts.until !== undefined ? parseTime(opts.until, '--until', now) : undefined,
+    where: opts.where,
+  };
+  if (o.since !== undefined && o.until !== undefined && o.since >= o.until) throw new AuditInputError('--since must be before --until.');
+  compileWhere(o.where); // a bad filter is reported before anything is asked of the store
+  return o;
+}
+
+export function registerScopeCommand(program: Command): void {
+  addScopeOptions(
+    program
+      .command('scope')
+      .description('rollback scope of a model version: exact and sampled decision counts, deployment windows and endpoints, breakdown by decision'),
+  )
+    .option('--export <format>', 'write the stored decisions of the scope: csv or ndjson')
+    .option('--out <file>', 'file for --export (default: stdout)')
+    .option('--json', 'print the scope as JSON')
+    .addHelpText('after', `\nFilter language (--where):\n${filterGrammar}\n`)
+    .action(async (opts: { model: string; endpoint?: string; since?: string; until?: string; where?: string; export?: string; out?: string; json?: boolean }) => {
+      if (opts.export !== undefined && !['csv', 'ndjson'].includes(opts.export)) throw new AuditInputError(`--export is csv or ndjson (got ${JSON.stringify(opts.export)}), e.g. --export csv --out scope.csv`);
+      if (opts.out !== undefined && opts.export === undefined) throw new AuditInputError('--out goes with --export csv|ndjson.');
+      const o = scopeOptionsFrom(opts);
+      const { config } = cliContext();
+      const q = configQuery(config);
+      const scope = await computeScope(q, o);
+      if (isEmptyScope(scope)) {
+        const known = (await knownVersions(q, o.model.name)).find((v) => v.version === o.model.version);
+        process.stderr.write(`${emptyScopeMessage(scope, known)}\n`);
+        process.exitCode = 3;
+        return;
+      }
+      if (opts.export) {
+        const toStdout = opts.out === undefined;
+        process[toStdout ? 'stderr' : 'stdout'].write(opts.json ? '' : formatScope(scope));
+        const out = toStdout ? process.stdout : createWriteStream(opts.out!);
+        let n = 0;
+        const write = async (s: string) => {
+          if (!out.write(s)) await once(out, 'drain');
+        };
+        if (opts.export === 'csv') await write(`${exportColumns.join(',')}\n`);
+        for await (const page of scopeDecisions(q, o)) {
+          for (const r of page) await write(opts.export === 'csv' ? `${csvLine(exportColumns.map((c) => r[c]))}\n` : `${JSON.stringify(r)}\n`);
+          n += page.length;
+        }
+        if (!toStdout) await new Promise<void>((resolve, reject) => (out as ReturnType<typeof createWriteStream>).end((err?: Error | null) => (err ? reject(err) : resolve())));
+        process.stderr.write(`exported ${n} stored decisions${toStdout ? '' : ` to ${opts.out}`}${scope.exact !== null && scope.exact > n ? ` (${scope.exact - n} more were sampled out: counted, not stored)` : ''}\n`);
+        return;
+      }
+      process.stdout.write(opts.json ? `${JSON.stringify(scope, null, 2)}\n` : formatScope(scope));
+    });
+}

@@ -1,0 +1,233 @@
+import { AuditInputError, fmt, num, type AuditQuery, type Row } from './audit-query.js';
+
+/**
+ * `dlog trace`: the whole package behind one decision, and for an agent step its trajectory.
+ *
+ * The lookups read the `decisions` table with the view's deduplication (LIMIT 1 BY its sorting
+ * key) applied after the id filter: through v_decisions a filter on request_id or trace_id
+ * cannot be pushed below the view's LIMIT BY, and every lookup would read the whole table; here
+ * the bloom-filter indexes on the ids skip all but a few granules.
+ */
+
+const dedup = 'LIMIT 1 BY model_name, model_version, ts, event_id';
+
+const packageColumns = `event_id, request_id, toString(ts) AS ts, endpoint, decision_type, tenant,
+  model_name, model_version, model_digest, image_ref, image_digest, config_ref,
+  temperature, top_p, max_tokens, thresholds, params_extra, preprocessing_ref, preprocessing_digest, environment_digest,
+  input_hash, input_fields, decision, confidence, scores, output_json,
+  trace_id, step, parent_event_id, tool_name, tool_args_hash,
+  producer_service, producer_sdk, producer_host,
+  toString(tier) AS tier, sample_rate, 1 / sample_rate AS weight, policy_version, policy_rule, pii_key_id,
+  resolved, unresolved_refs, digest_mismatches, artifacts, lineage`;
+
+export interface TraceStep {
+  event_id: string;
+  step: number | null;
+  parent_event_id: string;
+  ts: string;
+  tool_name: string;
+  tool_args_hash: string;
+  decision: string;
+  confidence: number | null;
+  model: string;
+  children: TraceStep[];
+}
+
+export interface TraceArtifact {
+  role: string;
+  ref: string;
+  kind: string;
+  version: string;
+  digest: string;
+  metadata: Record<string, string>;
+}
+
+export interface TracePackage {
+  decision: Row;
+  artifacts: TraceArtifact[];
+  /** Ancestors of the decision's artifacts: training datasets, code commits, base models. */
+  lineage: { ref: string; kind: string; via: string; depth: number }[];
+  remediations: { remediation_id: string; action: string; reason: string; actor: string; ts: string }[];
+  /** Root steps of the trajectory (agents only); the traced step is marked in `focus`. */
+  trajectory: TraceStep[] | null;
+  focus: string;
+}
+
+export interface TraceResult {
+  query: string;
+  matchedBy: 'event_id' | 'request_id';
+  packages: TracePackage[];
+}
+
+export function trajectoryTree(rows: Row[]): TraceStep[] {
+  const steps = rows.map<TraceStep>((r) => ({
+    event_id: String(r.event_id),
+    step: r.step === null || r.step === undefined ? null : num(r.step),
+    parent_event_id: String(r.parent_event_id ?? ''),
+    ts: String(r.ts),
+    tool_name: String(r.tool_name ?? ''),
+    tool_args_hash: String(r.tool_args_hash ?? ''),
+    decision: String(r.decision),
+    confidence: r.confidence === null || r.confidence === undefined ? null : num(r.confidence),
+    model: `${String(r.model_name)}:${String(r.model_version)}`,
+    children: [],
+  }));
+  steps.sort((a, b) => (a.step ?? 0) - (b.step ?? 0) || a.ts.localeCompare(b.ts));
+  const byId = new Map(steps.map((s) => [s.event_id, s]));
+  const roots: TraceStep[] = [];
+  for (const s of steps) {
+    const parent = s.parent_event_id ? byId.get(s.parent_event_id) : undefined;
+    // A parent sampled out or not yet written: the step still shows, as a root.
+    if (parent && parent !== s) parent.children.push(s);
+    else roots.push(s);
+  }
+  return roots;
+}
+
+async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
+  const arts = (d.artifacts as Row[] | undefined) ?? [];
+  const lineage = ((d.lineage as Row[] | undefined) ?? []).map((l) => ({ ref: String(l.ref), kind: String(l.kind), via: String(l.via), depth: num(l.depth) }));
+  const refs = [...new Set([...arts.map((a) => String(a.ref)), ...lineage.map((l) => l.ref)])];
+  const traceId = String(d.trace_id ?? '');
+  const [meta, steps, remediations] = await Promise.all([
+    refs.length ? q('SELECT ref, metadata FROM v_artifacts WHERE ref IN {refs:Array(String)} LIMIT 1 BY ref', { refs }) : Promise.resolve([]),
+    traceId
+      ? q(
+          `SELECT event_id, step, parent_event_id, toString(ts) AS ts, tool_name, tool_args_hash, decision, confidence, model_name, model_version
+           FROM decisions WHERE trace_id = {trace:String} ORDER BY step, ts ${dedup} LIMIT 10000`,
+          { trace: traceId },
+        )
+      : Promise.resolve(undefined),
+    q(
+      `SELECT remediation_id, action, reason, actor, toString(ts) AS ts FROM v_remediated_decisions
+       WHERE event_id = {id:String} ORDER BY ts`,
+      { id: String(d.event_id) },
+    ).catch(() => [] as Row[]), // a store migrated before 007 has no remediations yet
+  ]);
+  const metaBy = new Map(meta.map((m) => [String(m.ref), (m.metadata as Record<string, string>) ?? {}]));
+  return {
+    decision: d,
+    artifacts: arts.map((a) => ({
+      role: String(a.role),
+      ref: String(a.ref),
+      kind: String(a.kind),
+      version: String(a.version),
+      digest: String(a.digest),
+      metadata: metaBy.get(String(a.ref)) ?? {},
+    })),
+    lineage,
+    remediations: remediations.map((r) => ({ remediation_id: String(r.remediation_id), action: String(r.action), reason: String(r.reason), actor: String(r.actor), ts: String(r.ts) })),
+    trajectory: steps ? trajectoryTree(steps) : null,
+    focus: String(d.event_id),
+  };
+}
+
+export async function traceDecision(q: AuditQuery, id: string): Promise<TraceResult> {
+  const wanted = id.trim();
+  if (wanted === '') throw new AuditInputError('dlog trace takes an event_id or a request_id, e.g. dlog trace loan-1436');
+  let matchedBy: TraceResult['matchedBy'] = 'event_id';
+  let rows = await q(`SELECT ${packageColumns} FROM decisions WHERE event_id = {id:String} ${dedup} LIMIT 20`, { id: wanted });
+  if (rows.length === 0) {
+    matchedBy = 'request_id';
+    rows = await q(`SELECT ${packageColumns} FROM decisions WHERE request_id = {id:String} ORDER BY ts ${dedup} LIMIT 20`, { id: wanted });
+  }
+  if (rows.length === 0) {
+    const sample = await q('SELECT event_id, request_id FROM decisions ORDER BY ts DESC LIMIT 1');
+    const eg = sample[0] ? ` (a recent one: dlog trace ${String(sample[0].request_id || sample[0].event_id)})` : '';
+    throw new AuditInputError(
+      `No decision has event_id or request_id ${JSON.stringify(wanted)}. It may have been sampled out (sampled decisions are counted, not stored) or not be written yet${eg}.`,
+    );
+  }
+  return { query: wanted, matchedBy, packages: await Promise.all(rows.map((d) => buildPackage(q, d))) };
+}
+
+const kv = (label: string, value: unknown) => `  ${label.padEnd(18)} ${value === null || value === undefined || value === '' ? '-' : String(value)}`;
+const short = (digest: string) => (digest.length > 24 ? `${digest.slice(0, 20)}…` : digest);
+
+function treeLines(nodes: TraceStep[], focus: string, prefix = ''): string[] {
+  const out: string[] = [];
+  nodes.forEach((n, i) => {
+    const last = i === nodes.length - 1;
+    const label = `step ${n.step ?? '?'}  ${n.tool_name ? `tool ${n.tool_name}` : 'answer'}  → ${n.decision}  conf ${fmt(n.confidence ?? NaN)}  ${n.event_id}${n.event_id === focus ? '   ◀ this decision' : ''}`;
+    out.push(`${prefix}${last ? '└─ ' : '├─ '}${label}`);
+    out.push(...treeLines(n.children, focus, `${prefix}${last ? '   ' : '│  '}`));
+  });
+  return out;
+}
+
+export function formatTrace(t: TraceResult): string {
+  const out: string[] = [];
+  if (t.packages.length > 1) out.push(`${t.packages.length} decisions have ${t.matchedBy} ${t.query}:\n`);
+  for (const p of t.packages) {
+    const d = p.decision;
+    const art = (role: string) => p.artifacts.find((a) => a.role === role);
+    out.push(`Decision ${String(d.event_id)}  (request ${String(d.request_id)})`);
+    out.push(kv('time', `${String(d.ts)} UTC`));
+    out.push(kv('endpoint', `${String(d.endpoint)}  (${String(d.decision_type)})`));
+    out.push(kv('decision', d.decision));
+    out.push(kv('confidence', d.confidence === null ? null : fmt(num(d.confidence), 4)));
+    const scores = Object.entries((d.scores as Record<string, number>) ?? {});
+    if (scores.length) out.push(kv('scores', scores.map(([k, v]) => `${k} ${fmt(v, 4)}`).join(', ')));
+    out.push(kv('input hash', d.input_hash));
+    const fields = Object.entries((d.input_fields as Record<string, string>) ?? {});
+    if (fields.length) out.push(kv('input fields', fields.map(([k, v]) => `${k}=${v}`).join(', ')));
+    out.push('');
+    out.push('What produced it:');
+    const model = art('model');
+    out.push(kv('model', `registry://models/${String(d.model_name)}:${String(d.model_version)}  ${short(String(d.model_digest || model?.digest || ''))}`));
+    const upstream = p.lineage.filter((l) => l.via.startsWith('registry://models/') || l.depth > 1);
+    const datasets = p.lineage.filter((l) => l.kind === 'dataset');
+    const code = p.lineage.filter((l) => l.kind === 'code');
+    out.push(kv('  trained on', datasets.map((l) => `${l.ref}${l.depth > 1 ? ` (depth ${l.depth})` : ''}`).join(', ') || (upstream.length ? '-' : 'no lineage registered')));
+    out.push(kv('  code', code.map((l) => `${l.ref}${l.via ? ` (via ${l.via})` : ''}`).join(', ') || '-'));
+    out.push(kv('image', `${String(d.image_ref) || '-'}  ${short(String(d.image_digest ?? ''))}`));
+    const params = [
+      d.temperature !== null && d.temperature !== undefined ? `temperature ${String(d.temperature)}` : '',
+      d.top_p !== null && d.top_p !== undefined ? `top_p ${String(d.top_p)}` : '',
+      d.max_tokens !== null && d.max_tokens !== undefined ? `max_tokens ${String(d.max_tokens)}` : '',
+      ...Object.entries((d.thresholds as Record<string, number>) ?? {}).map(([k, v]) => `threshold ${k} ${v}`),
+      ...Object.entries((d.params_extra as Record<string, string>) ?? {}).map(([k, v]) => `${k} ${v}`),
+    ].filter(Boolean);
+    out.push(kv('config', `${String(d.config_ref) || '-'}${params.length ? `  (${params.join(', ')})` : ''}`));
+    out.push(kv('preprocessing', `${String(d.preprocessing_ref) || '-'}  ${short(String(d.preprocessing_digest ?? ''))}`));
+    const env = art('environment');
+    // The full snapshot is in --json; one line names what usually explains a difference.
+    const em = env?.metadata ?? {};
+    const envMeta = [
+      em['os.platform'] && `${em['os.platform']} ${em['os.release'] ?? ''}`.trim(),
+      em['hardware.arch'] && `${em['hardware.arch']}${em['hardware.cpu_count'] ? ` x${em['hardware.cpu_count']}` : ''}${em['hardware.cpu_model'] ? ` ${em['hardware.cpu_model']}` : ''}`,
+      em['runtime.name'] && `${em['runtime.name']} ${em['runtime.node'] ?? em['runtime.version'] ?? ''}`.trim(),
+      ...Object.entries(em).filter(([k]) => k.startsWith('libraries.')).map(([k, v]) => `${k.slice(10)} ${v}`),
+    ].filter(Boolean).join(', ');
+    out.push(kv('environment', `${short(String(d.environment_digest)) || '-'}${envMeta ? `  (${envMeta})` : ''}`));
+    out.push(kv('policy', `${String(d.policy_version)}  tier ${String(d.tier)}  rule ${String(d.policy_rule) || '-'}  sample rate ${String(d.sample_rate)} (weight ${fmt(num(d.weight), 2)})`));
+    if (d.pii_key_id) out.push(kv('pii key', d.pii_key_id));
+    out.push(kv('producer', `${String(d.producer_service)}  ${String(d.producer_sdk)}  ${String(d.producer_host ?? '')}`.trim()));
+    if (!d.resolved || (d.unresolved_refs as string[]).length || (d.digest_mismatches as string[]).length) {
+      out.push(kv('⚠ unresolved', [...(d.unresolved_refs as string[]), ...(d.digest_mismatches as string[]).map((m) => `digest mismatch ${m}`)].join(', ') || 'yes'));
+    }
+    if (p.artifacts.length) {
+      out.push('');
+      out.push('Artifacts:');
+      for (const a of p.artifacts) out.push(`  ${a.role.padEnd(14)} ${a.ref}  ${short(a.digest)}`);
+    }
+    if (p.lineage.length) {
+      out.push('');
+      out.push('Lineage (ancestors of its artifacts):');
+      for (const l of [...p.lineage].sort((x, y) => x.depth - y.depth || x.kind.localeCompare(y.kind))) out.push(`  ${'  '.repeat(Math.max(0, l.depth - 1))}${l.kind.padEnd(10)} ${l.ref}  (via ${l.via})`);
+    }
+    if (p.remediations.length) {
+      out.push('');
+      out.push('Remediations (the decision itself is unchanged):');
+      for (const r of p.remediations) out.push(`  ${r.ts}  ${r.action}  ${r.remediation_id}  by ${r.actor}: ${r.reason}`);
+    }
+    if (p.trajectory) {
+      const count = (ns: TraceStep[]): number => ns.reduce((s, n) => s + 1 + count(n.children), 0);
+      out.push('');
+      out.push(`Trajectory ${String(d.trace_id)} (${count(p.trajectory)} stored steps):`);
+      out.push(...treeLines(p.trajectory, p.focus, '  '));
+    }
+    out.push('');
+  }
+  return out.join('\n');
+}

@@ -1,0 +1,224 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { loadConfig } from '@dlog/config';
+import { createPipeline, type Pipeline } from '@dlog/pipeline';
+import { simulate, simulatedModels, type SimulateSummary } from '../packages/cli/src/simulate.js';
+import { AuditInputError, storeQuery, type AuditQuery } from '../packages/cli/src/audit-query.js';
+import { computeScope, deploymentWindows, emptyScopeMessage, formatScope, isEmptyScope, scopeDecisions } from '../packages/cli/src/scope.js';
+import { computeDiff, formatDiff } from '../packages/cli/src/diff.js';
+import { formatTrace, traceDecision, type TraceStep } from '../packages/cli/src/trace.js';
+import { formatDot, formatLineageTree, formatMermaid, lineageGraph } from '../packages/cli/src/lineage.js';
+import { planDeploy, planRemediation, planRollback, publishDeployment, publishRemediation } from '../packages/cli/src/audit-events.js';
+import { freePort, log, tempDir, unique, waitFor } from './helpers.js';
+
+const root = path.resolve(import.meta.dirname, '..');
+const label = (m: { name: string; version: string }) => `${m.name}:${m.version}`;
+
+/** The real CLI, for the mistakes it must catch before it needs a store. */
+function dlog(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], { cwd: root, env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.on('error', reject);
+    child.on('close', (code) => (clearTimeout(timer), resolve({ code, stdout, stderr })));
+  });
+}
+
+describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deploy, rollback, remediate', () => {
+  const prefix = `${unique('audit')}.`;
+  const config = loadConfig({ ...process.env, DLOG_TOPIC_PREFIX: prefix, CLICKHOUSE_DATA_DIR: `${tempDir('audit')}/clickhouse`, LOG_LEVEL: 'warn' });
+  let pipeline: Pipeline;
+  let summary: SimulateSummary;
+  let q: AuditQuery;
+
+  before(async () => {
+    pipeline = await createPipeline({ config, log, queryServer: false });
+    q = storeQuery(pipeline.store);
+    summary = await simulate(config, log, { events: 3_000, rate: 0, badShare: 0, applicants: 300 });
+    const good = Object.values(summary.recorded).reduce((s, n) => s + n, 0);
+    await waitFor(
+      async () => {
+        const [t] = await q('SELECT sum(kept) AS kept, sum(dropped) AS dropped FROM v_decision_totals');
+        const [d] = await q('SELECT count() AS n FROM decisions');
+        const [dep] = await q('SELECT count() AS n FROM v_deployments');
+        const [art] = await q('SELECT count() AS n FROM v_artifacts');
+        return t && d && Number(t.kept) + Number(t.dropped) >= good && Number(d.n) >= Number(t.kept) && Number(dep?.n) >= 3 && Number(art?.n) >= 13 ? true : undefined;
+      },
+      { timeoutMs: 120_000, intervalMs: 300, what: 'simulated decisions, deployments and artifacts to be queryable' },
+    );
+  });
+  after(async () => {
+    await pipeline?.stop();
+  });
+
+  it('scope of the canary matches the simulated truth exactly, with its deployment window', async () => {
+    const s = await computeScope(q, { model: simulatedModels.canary });
+    assert.equal(s.exact, summary.recorded[label(simulatedModels.canary)]);
+    assert.equal(s.sampled, s.exact, 'loan decisions are all kept');
+    assert.equal(s.byDecision.reduce((n, b) => n + (b.exact ?? 0), 0), s.exact);
+    assert.deepEqual(s.endpoints.map((e) => e.endpoint), ['loan-api']);
+    const w = s.windows.find((x) => x.endpoint === 'loan-api');
+    assert.ok(w && w.to === null && Math.abs(w.share - 0.2) < 1e-9, JSON.stringify(s.windows));
+    assert.match(formatScope(s), /decisions \(exact\)\s+\d+/);
+
+    // A filter on a column the counts keep stays exact; on others only the estimate exists.
+    const declined = await computeScope(q, { model: simulatedModels.canary, where: 'decision=declined' });
+    assert.equal(declined.exact, s.byDecision.find((b) => b.decision === 'declined')?.exact);
+    const unsure = await computeScope(q, { model: simulatedModels.canary, where: 'confidence<0.6 and decision=declined' });
+    assert.equal(unsure.exact, null);
+    assert.match(unsure.exactNote ?? '', /confidence/);
+    assert.ok(unsure.sampled > 0 && unsure.sampled < declined.sampled);
+  });
+
+  it('scope of a sampled model: exact from counts, weighted estimate from the kept ones', async () => {
+    const s = await computeScope(q, { model: simulatedModels.recommender });
+    assert.equal(s.exact, summary.recorded[label(simulatedModels.recommender)]);
+    assert.ok(s.sampled < s.exact!, 'most recommendations were sampled out');
+    assert.ok(Math.abs(s.weighted - s.sampled * 10) < 1e-6, 'each kept one stands for 10');
+  });
+
+  it('unknown version and empty scope say what exists and what to type', async () => {
+    await assert.rejects(computeScope(q, { model: { name: 'loan-approver', version: '9.9.9' } }), (err: unknown) => {
+      assert.ok(err instanceof AuditInputError);
+      assert.match(err.message, /loan-approver:2\.4\.1 .*decisions/);
+      assert.match(err.message, /loan-approver:2\.5\.0/);
+      assert.match(err.message, /Type e\.g\. dlog scope --model loan-approver:/);
+      return true;
+    });
+    await assert.rejects(computeScope(q, { model: { name: 'nonsense', version: '1' } }), /No model named "nonsense".*\n.*item-recommender:7\.1\.0/s);
+    const empty = await computeScope(q, { model: simulatedModels.canary, since: Date.now() + 3_600_000 });
+    assert.ok(isEmptyScope(empty));
+    assert.match(emptyScopeMessage(empty, { first: '2026-01-01 00:00:00', last: '2026-01-01 01:00:00' }), /Widen the window/);
+  });
+
+  it('exports the stored decisions of a scope page by page, each once', async () => {
+    const s = await computeScope(q, { model: simulatedModels.stable, where: 'decision=approved' });
+    const ids: string[] = [];
+    for await (const page of scopeDecisions(q, { model: simulatedModels.stable, where: 'decision=approved' }, 100)) ids.push(...page.map((r) => String(r.event_id)));
+    assert.equal(ids.length, s.sampled);
+    assert.equal(new Set(ids).size, ids.length);
+  });
+
+  it('diff finds the injected disagreement on the same inputs', async () => {
+    const d = await computeDiff(q, { a: simulatedModels.stable, b: simulatedModels.canary });
+    assert.ok(d.paired.inputs > 20, `paired inputs: ${d.paired.inputs}`);
+    assert.ok(d.paired.agreement !== null && d.paired.agreement < 1 && d.paired.agreement > 0.3, String(d.paired.agreement));
+    const cell = (a: string, b: string) => d.confusion.find((c) => c.a === a && c.b === b)?.inputs ?? 0;
+    assert.ok(cell('approved', 'declined') > 0, 'the canary declines applicants the stable version approves');
+    assert.equal(cell('declined', 'approved'), 0, 'and never the other way round');
+    assert.ok(d.paired.confidenceShift! < -0.1, `confidence shift ${d.paired.confidenceShift}`);
+    assert.ok(d.mixPsi > 0, 'decision mix moved');
+    assert.ok(d.confidencePsi! > 0.25, 'confidence distribution moved a lot');
+    assert.ok(d.overallConfidence.a! > 0.8 && d.overallConfidence.b! < 0.76, JSON.stringify(d.overallConfidence));
+    assert.match(formatDiff(d), /agreement\s+\d+\.\d%/);
+  });
+
+  it('trace of an agent step shows the whole trajectory; a loan decision its model lineage', async () => {
+    const [step] = await q("SELECT event_id, trace_id FROM v_decisions WHERE decision_type = 'agent_step' AND step >= 2 LIMIT 1");
+    assert.ok(step, 'an agent step deep in a trajectory');
+    const t = await traceDecision(q, String(step.event_id));
+    assert.equal(t.matchedBy, 'event_id');
+    const pkg = t.packages[0]!;
+    const [n] = await q('SELECT count() AS n FROM v_decisions WHERE trace_id = {t:String}', { t: step.trace_id });
+    const flat = (ns: TraceStep[]): TraceStep[] => ns.flatMap((x) => [x, ...flat(x.children)]);
+    assert.equal(flat(pkg.trajectory!).length, Number(n!.n));
+    assert.equal(pkg.trajectory!.length, 1, 'one root: every step hangs off its parent');
+    assert.deepEqual(flat(pkg.trajectory!).map((s) => s.step), [...Array(Number(n!.n)).keys()].map((i) => i + 1), 'steps in order, from 1');
+    const text = formatTrace(t);
+    assert.match(text, /Trajectory .* stored steps/);
+    assert.match(text, /◀ this decision/);
+
+    const [loan] = await q('SELECT request_id FROM v_decisions WHERE model_version = {v:String} LIMIT 1', { v: simulatedModels.canary.version });
+    const lt = await traceDecision(q, String(loan!.request_id));
+    assert.equal(lt.matchedBy, 'request_id');
+    const out = formatTrace(lt);
+    for (const want of ['registry://datasets/loan-applications:v6', 'git://example.com/acme/loan-model@8d41e07', 'registry.example/inference-loan:2.5.0', 'configs/prod/loan-params:v3', 'loan-features:v7', 'sha256-', 'tier ']) {
+      assert.ok(out.includes(want), `trace shows ${want}\n${out}`);
+    }
+    assert.equal(lt.packages[0]!.trajectory, null);
+    await assert.rejects(traceDecision(q, 'no-such-id'), /No decision has event_id or request_id "no-such-id"/);
+  });
+
+  it('lineage: upstream and downstream of a model, as a tree, Mermaid and DOT', async () => {
+    const g = await lineageGraph(q, 'registry://models/loan-approver:2.5.0');
+    const tree = formatLineageTree(g);
+    for (const want of ['loan-applications:v6', 'loan-applications:v5', 'loan-model@8d41e07', 'inference-loan:2.5.0']) assert.ok(tree.includes(want), tree);
+    assert.match(tree, /upstream[\s\S]*loan-applications:v6[\s\S]*downstream[\s\S]*inference-loan:2\.5\.0/);
+    assert.match(formatMermaid(g), /^flowchart LR\n[\s\S]* --> /);
+    assert.match(formatDot(g), /^digraph lineage \{[\s\S]* -> [\s\S]*\}\n$/);
+    const ds = await lineageGraph(q, 'registry://datasets/loan-applications:v5');
+    assert.ok(formatLineageTree(ds).includes('loan-approver:2.4.1'), 'a dataset reaches the models trained on it, and on its successor');
+    await assert.rejects(lineageGraph(q, 'registry://datasets/loan-applications:v99'), /Artifacts with a similar name:[\s\S]*loan-applications:v5/);
+  });
+
+  it('rollback closes the canary window; deploy and rollback refuse versions that do not fit', async () => {
+    await assert.rejects(planRollback(q, { endpoint: 'loan-api', to: { name: 'loan-approver', version: '1.0.0' }, reason: 'x', actor: 't' }), /never served loan-api[\s\S]*loan-approver:2\.4\.1/);
+    await assert.rejects(planRollback(q, { endpoint: 'nope', to: simulatedModels.stable, reason: 'x', actor: 't' }), /Endpoints with deployments: .*loan-api/);
+    await assert.rejects(planDeploy(q, { endpoint: 'loan-api', model: { name: 'loan-approver', version: '3.0.0' }, actor: 't' }), /Versions that exist/);
+    const canary = await planDeploy(q, { endpoint: 'loan-api', model: simulatedModels.canary, share: 0.2, canary: true, actor: 'test' });
+    assert.equal(canary.action, 'canary');
+    assert.equal(canary.previous_model_ref, 'registry://models/loan-approver:2.4.1');
+
+    const e = await planRollback(q, { endpoint: 'loan-api', to: simulatedModels.stable, reason: 'INC-42 canary declines', actor: 'test' });
+    assert.equal(e.previous_model_ref, 'registry://models/loan-approver:2.5.0');
+    await publishDeployment(config, log, e);
+    const windows = await waitFor(
+      async () => {
+        const w = await deploymentWindows(q, simulatedModels.canary);
+        return w.length > 0 && w.every((x) => x.to !== null) ? w : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 300, what: 'the rollback to close the canary window' },
+    );
+    assert.equal(windows.length, 1);
+    const stable = await deploymentWindows(q, simulatedModels.stable);
+    assert.equal(stable.at(-1)!.to, null, 'the stable version serves on');
+    assert.equal(stable.at(-1)!.share, 1);
+  });
+
+  it('remediation appends events referencing the originals and leaves them untouched', async () => {
+    const fingerprint = async () =>
+      (await q("SELECT count() AS n, sum(cityHash64(event_id, decision, toString(confidence), toString(ts), input_hash)) AS h FROM decisions WHERE model_name = 'loan-approver'"))[0];
+    const beforeFp = await fingerprint();
+    const plan = await planRemediation(q, { model: simulatedModels.canary, where: 'decision=declined', reason: 'INC-42', action: 'review', actor: 'test' });
+    const ids = plan.events.flatMap((ev) => ev.event_ids);
+    assert.equal(ids.length, plan.scope.sampled);
+    assert.ok(ids.length > 0);
+    await publishRemediation(config, log, plan);
+    const rows = await waitFor(
+      async () => {
+        const r = await q('SELECT event_id FROM v_remediated_decisions WHERE remediation_id = {id:String}', { id: plan.remediation_id });
+        return r.length >= ids.length ? r : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 300, what: 'the remediation to land' },
+    );
+    assert.deepEqual(rows.map((r) => String(r.event_id)).sort(), [...ids].sort());
+    const [rem] = await q('SELECT action, reason, exact_total, stored_total, decisions_referenced FROM v_remediations WHERE remediation_id = {id:String}', { id: plan.remediation_id });
+    assert.equal(Number(rem!.decisions_referenced), ids.length);
+    assert.equal(Number(rem!.exact_total), plan.scope.exact);
+    assert.deepEqual(await fingerprint(), beforeFp, 'the decisions are exactly as they were');
+    const t = await traceDecision(q, ids[0]!);
+    assert.match(formatTrace(t), /Remediations \(the decision itself is unchanged\):\n.*review .*INC-42/);
+  });
+
+  it('the CLI names the mistake before it needs a store', async () => {
+    const env = { CLICKHOUSE_DATA_DIR: `${tempDir('audit-cli')}/clickhouse`, DLOG_QUERY_PORT: String(await freePort()), LOG_LEVEL: 'warn' };
+    const [model, filter, format] = await Promise.all([
+      dlog(['scope', '--model', 'nonsense'], env),
+      dlog(['scope', '--model', 'loan-approver:2.5.0', '--where', 'decision=declined and confidence<<0.7'], env),
+      dlog(['lineage', 'registry://models/x:1', '--format', 'png'], env),
+    ]);
+    assert.equal(model.code, 1);
+    assert.match(model.stderr, /--model takes name:version \(got "nonsense"\), e\.g\. --model loan-approver:2\.5\.0/);
+    assert.equal(filter.code, 1);
+    assert.match(filter.stderr, /Unknown operator "<<" in "confidence<<0\.7"/);
+    assert.match(filter.stderr, /filter     := condition \( "and" condition \)\*/);
+    assert.equal(format.code, 1);
+    assert.match(format.stderr, /--format is text, mermaid or dot \(got "png"\)/);
+  });
+});
