@@ -1,8 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '@dlog/config';
-import { avroType, createRegistry, encodeFramed, loadSchema, registerAvro, valueSubject } from '@dlog/contracts';
-import { createKafka } from '@dlog/kafka';
+import {
+  avroType,
+  createRegistry,
+  encodeFramed,
+  loadSchema,
+  registerAvro,
+  valueSubject,
+  type DeploymentEventRecord,
+  type RemediationEventRecord,
+  type SchemaName,
+} from '@dlog/contracts';
+import { chunkMessages, createKafka } from '@dlog/kafka';
 import { AuditInputError, assertKnownModel, modelLabel, modelRef, num, type AuditQuery, type ModelId } from './audit-query.js';
 import { computeScope, isEmptyScope, scopeDecisions, type ScopeOptions, type ScopeResult } from './scope.js';
 
@@ -12,36 +22,11 @@ import { computeScope, isEmptyScope, scopeDecisions, type ScopeOptions, type Sco
  * edits of them; the sink lands them in ClickHouse like every other topic.
  */
 
-export interface DeploymentEvent {
-  event_id: string;
-  action: 'deploy' | 'canary' | 'rollback';
-  endpoint: string;
-  environment: string | null;
-  model_ref: string;
-  model_digest: string | null;
-  previous_model_ref: string | null;
-  image_ref: string | null;
-  config_ref: string | null;
-  traffic_share: number;
-  ts: number;
-  actor: string;
-  reason: string | null;
-}
+export type DeploymentEvent = DeploymentEventRecord;
+export type RemediationEvent = RemediationEventRecord;
 
-export interface RemediationEvent {
-  event_id: string;
-  remediation_id: string;
-  part: number;
-  parts: number;
-  action: string;
-  reason: string;
-  actor: string;
-  ts: number;
-  scope: { model_ref: string; endpoint: string | null; since: number | null; until: number | null; filter: string | null; exact_total: number | null; stored_total: number };
-  event_ids: string[];
-}
-
-async function publish(config: Config, log: Logger, topicName: string, schema: string, events: { key: string; value: unknown }[]): Promise<void> {
+/** Appends events of one contract to a pipeline topic (registered schema, Confluent framing). */
+export async function publishEvents(config: Config, log: Logger, topicName: string, schema: SchemaName, events: { key: string; value: unknown }[]): Promise<void> {
   const topic = `${config.topicPrefix}${topicName}`;
   const url = config.schemaRegistryUrl;
   const id = await registerAvro(createRegistry(url), url, valueSubject(topic), loadSchema(schema));
@@ -50,9 +35,8 @@ async function publish(config: Config, log: Logger, topicName: string, schema: s
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
   try {
-    // Small chunks keep each request well under the broker's message-size limit.
-    for (let i = 0; i < events.length; i += 20) {
-      await producer.send({ topic, acks: -1, messages: events.slice(i, i + 20).map((e) => ({ key: e.key, value: encodeFramed(type, id, e.value) })) });
+    for (const part of chunkMessages(events.map((e) => ({ key: e.key, value: encodeFramed(type, id, e.value) })))) {
+      await producer.send({ topic, acks: -1, messages: part });
     }
   } finally {
     await producer.disconnect();
@@ -167,7 +151,7 @@ export async function planRollback(q: AuditQuery, o: RollbackOptions): Promise<D
 }
 
 export function publishDeployment(config: Config, log: Logger, e: DeploymentEvent): Promise<void> {
-  return publish(config, log, 'deployments.v1', 'deployment-event', [{ key: e.endpoint, value: e }]);
+  return publishEvents(config, log, 'deployments.v1', 'deployment-event', [{ key: e.endpoint, value: e }]);
 }
 
 /** Ids per message: a part stays around 200 KB, far below Kafka's default 1 MB message limit. */
@@ -215,5 +199,5 @@ export async function planRemediation(q: AuditQuery, o: ScopeOptions & { reason:
 }
 
 export function publishRemediation(config: Config, log: Logger, plan: RemediationPlan): Promise<void> {
-  return publish(config, log, 'remediations.v1', 'remediation-event', plan.events.map((e) => ({ key: e.remediation_id, value: e })));
+  return publishEvents(config, log, 'remediations.v1', 'remediation-event', plan.events.map((e) => ({ key: e.remediation_id, value: e })));
 }

@@ -2,9 +2,10 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '@dlog/config';
 import { registerArtifacts, type ArtifactEventRecord } from '@dlog/artifacts';
-import { avroType, createRegistry, encodeFramed, loadSchema, registerAvro, valueSubject } from '@dlog/contracts';
+import type { DeploymentEventRecord } from '@dlog/contracts';
 import { createKafka } from '@dlog/kafka';
 import { createDecisionLogger, type DecisionLogger } from '@dlog/sdk';
+import { publishEvents } from './audit-events.js';
 
 /**
  * Realistic traffic for the local pipeline: a loan model with a stable version and a worse
@@ -78,24 +79,13 @@ function rng(seed: number): () => number {
   };
 }
 
-async function publishDeployments(kafka: ReturnType<typeof createKafka>, config: Config, since: number): Promise<void> {
-  const topic = `${config.topicPrefix}deployments.v1`;
-  const url = config.schemaRegistryUrl;
-  const id = await registerAvro(createRegistry(url), url, valueSubject(topic), loadSchema('deployment-event'));
-  const type = avroType('deployment-event');
+function deployments(since: number): DeploymentEventRecord[] {
   const base = { environment: 'prod', image_ref: null, config_ref: 'configs/prod/loan-params:v3', actor: 'dlog simulate', reason: null, model_digest: null };
-  const events = [
+  return [
     { ...base, event_id: randomUUID(), action: 'deploy', endpoint: 'loan-api', model_ref: 'registry://models/loan-approver:2.4.1', previous_model_ref: null, traffic_share: 1, ts: since - 3_600_000 },
     { ...base, event_id: randomUUID(), action: 'canary', endpoint: 'loan-api', model_ref: 'registry://models/loan-approver:2.5.0', previous_model_ref: 'registry://models/loan-approver:2.4.1', traffic_share: canaryShare, ts: since },
     { ...base, event_id: randomUUID(), action: 'deploy', endpoint: 'recommendations', model_ref: 'registry://models/item-recommender:7.1.0', previous_model_ref: null, traffic_share: 1, ts: since - 86_400_000 },
   ];
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-  await producer.connect();
-  try {
-    await producer.send({ topic, acks: -1, messages: events.map((e) => ({ key: e.endpoint, value: encodeFramed(type, id, e) })) });
-  } finally {
-    await producer.disconnect();
-  }
 }
 
 export async function simulate(config: Config, log: Logger, opts: SimulateOptions, progress: (msg: string) => void = () => {}): Promise<SimulateSummary> {
@@ -103,7 +93,7 @@ export async function simulate(config: Config, log: Logger, opts: SimulateOption
   const reg = await registerArtifacts({ kafka, topic: `${config.topicPrefix}registry.artifacts`, schemaRegistryUrl: config.schemaRegistryUrl, log, events: simulatedArtifacts() });
   progress(`artifacts: ${reg.added.length} registered, ${reg.unchanged.length} already known`);
   const start = Date.now();
-  await publishDeployments(kafka, config, start);
+  await publishEvents(config, log, 'deployments.v1', 'deployment-event', deployments(start).map((e) => ({ key: e.endpoint, value: e })));
   progress(`deployments: loan-api 2.4.1 (100%), canary 2.5.0 (${canaryShare * 100}%) from ${new Date(start).toISOString()}`);
 
   const logger = createDecisionLogger({
