@@ -92,7 +92,7 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
       consumer = opts.kafka.consumer({
         groupId: opts.groupId,
         readUncommitted: false,
-        maxBytesPerPartition: opts.maxBytesPerPartition ?? 4 * 1024 * 1024,
+        maxBytesPerPartition: opts.maxBytesPerPartition ?? 8 * 1024 * 1024,
         maxBytes: 32 * 1024 * 1024,
         maxWaitTimeInMs: 200,
         sessionTimeout: 30_000,
