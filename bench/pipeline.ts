@@ -6,6 +6,7 @@
  * in the same run as the ceiling, then the sink alone (bench/sink.ts).
  *
  *   npm run bench:pipeline            (BENCH_EVENTS=100000 to change the size)
+ *   BENCH_RATE=2500 npm run bench:pipeline   paces the producer: latency below saturation
  */
 import { fork, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -17,6 +18,8 @@ import { createDecisionLogger } from '@dlog/sdk';
 import { queryViaEndpoint } from '@dlog/store';
 
 const events = Number(process.env.BENCH_EVENTS ?? 100_000);
+/** Decisions per second to record at; 0: as fast as the SDK takes them (measures throughput). */
+const rate = Number(process.env.BENCH_RATE ?? 0);
 const root = path.resolve(import.meta.dirname, '..');
 const prefix = `benchpipe-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}.`;
 const dataDir = path.join(mkdtempSync(path.join(tmpdir(), 'dlog-benchpipe-')), 'clickhouse');
@@ -74,7 +77,10 @@ for (let i = 0; i < events; i++) {
     input: { customer: { email: `c${i}@example.com`, name: `Customer ${i}` }, features: { a: i % 97, b: (i * 7) % 13, note: pad } },
     output: { decision: i % 3 ? 'accept' : 'reject', confidence: 0.5 + (i % 50) / 100, scores: { accept: 0.7, reject: 0.3 } },
   });
-  if (i % 5_000 === 4_999) await new Promise((r) => setImmediate(r));
+  if (rate > 0) {
+    const due = t0 + (i / rate) * 1000;
+    if (due > Date.now() + 2) await new Promise((r) => setTimeout(r, due - Date.now()));
+  } else if (i % 5_000 === 4_999) await new Promise((r) => setImmediate(r));
 }
 const flushed = await logger.flush(300_000);
 const producedMs = Date.now() - t0;
@@ -93,7 +99,7 @@ const pipelineMem = vmHwmMiB(child.pid!);
 child.kill('SIGTERM');
 const exitCode = await new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
 
-console.log(`\npipeline end to end, ${events} decisions (~1 KB), SDK -> gate -> enricher -> sink -> embedded ClickHouse`);
+console.log(`\npipeline end to end, ${events} decisions (~1 KB)${rate ? ` paced at ${rate}/s` : ''}, SDK -> gate -> enricher -> sink -> embedded ClickHouse`);
 console.log(`  SDK send rate (the ceiling, same run)   ${Math.round((events / producedMs) * 1000).toString().padStart(8)} decisions/s  (flushed: ${flushed.ok ?? JSON.stringify(flushed)})`);
 console.log(`  end to end, produce -> queryable        ${Math.round((events / totalMs) * 1000).toString().padStart(8)} decisions/s  (${(totalMs / 1000).toFixed(1)} s; target >= 25000)`);
 console.log(`  latency ts -> ingested  p50 ${lat?.q[0]} ms   p99 ${lat?.q[1]} ms   (target p99 <= 3000 ms)`);
@@ -101,6 +107,7 @@ console.log(`  peak memory (VmHWM): pipeline ${pipelineMem} MiB, kafka ${vmHwmMi
 console.log(`  sdk: sent ${sdkStats.sent}, dropped ${sdkStats.dropped}; pipeline exit code ${exitCode}`);
 
 // 4. The sink alone into embedded ClickHouse.
+if (process.env.BENCH_SKIP_SINK) process.exit(0);
 console.log('\nsink alone (bench/sink.ts):');
 const sink = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'bench/sink.ts'), String(Math.min(events, 100_000)), '50000'], { cwd: root, encoding: 'utf8', env: { ...process.env, LOG_LEVEL: 'warn' } });
 process.stdout.write(sink.stdout.split('\n').filter((l) => l.trim()).map((l) => `  ${l}`).join('\n') + '\n');
