@@ -55,3 +55,9 @@ try {
     process.exitCode = 1;
   }
 }
+
+// A finished command ends the process, with its exit code, once its output is flushed: a Kafka
+// socket that a client library leaves half-closed must not keep a one-shot command hanging.
+// (`dlog up` never gets here: it runs until its shutdown exits the process.)
+await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
+process.exit(process.exitCode ?? 0);

@@ -1,7 +1,7 @@
 import os from 'node:os';
 import type { Command } from 'commander';
 import { readManifest, registerArtifacts } from '@dlog/artifacts';
-import { createKafka } from '@dlog/kafka';
+import { createKafka, ensurePipelineTopics } from '@dlog/kafka';
 import { cliContext } from './context.js';
 
 export function registerRegisterCommand(program: Command): void {
@@ -14,6 +14,7 @@ export function registerRegisterCommand(program: Command): void {
       const { config, log } = cliContext();
       const events = readManifest(manifest, opts.by);
       const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-cli`, log });
+      await ensurePipelineTopics(kafka, config.topicPrefix, ['registry.artifacts']);
       const result = await registerArtifacts({
         kafka,
         topic: `${config.topicPrefix}registry.artifacts`,

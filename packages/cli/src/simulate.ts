@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from '@dlog/config';
 import { registerArtifacts, type ArtifactEventRecord } from '@dlog/artifacts';
 import type { DeploymentEventRecord } from '@dlog/contracts';
-import { createKafka } from '@dlog/kafka';
+import { createKafka, ensurePipelineTopics } from '@dlog/kafka';
 import { createDecisionLogger, type DecisionLogger } from '@dlog/sdk';
 import { publishEvents } from './audit-events.js';
 
@@ -90,6 +90,8 @@ function deployments(since: number): DeploymentEventRecord[] {
 
 export async function simulate(config: Config, log: Logger, opts: SimulateOptions, progress: (msg: string) => void = () => {}): Promise<SimulateSummary> {
   const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-simulate`, log });
+  // Idempotent: the pipeline may not have run yet under this prefix.
+  await ensurePipelineTopics(kafka, config.topicPrefix);
   const reg = await registerArtifacts({ kafka, topic: `${config.topicPrefix}registry.artifacts`, schemaRegistryUrl: config.schemaRegistryUrl, log, events: simulatedArtifacts() });
   progress(`artifacts: ${reg.added.length} registered, ${reg.unchanged.length} already known`);
   const start = Date.now();

@@ -96,5 +96,7 @@ export function registerUpCommand(program: Command): void {
         }, every);
         timer.unref();
       }
+      // Runs until Ctrl-C or SIGTERM: the shutdown drains the workers and exits the process.
+      await new Promise<never>(() => {});
     });
 }
