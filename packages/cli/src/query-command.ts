@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { storeFromConfig, queryViaEndpoint, runReadOnlyQuery, type QueryResponse } from '@dlog/store';
+import { appliedMigrations, loadMigrations, pendingMigrations, storeFromConfig, queryViaEndpoint, runReadOnlyQuery, type QueryResponse } from '@dlog/store';
 import type { Config } from '@dlog/config';
 import { cliContext } from './context.js';
 
@@ -44,6 +44,13 @@ export async function readOnlyQuery(config: Config, sql: string, params: Record<
   }
   const store = await storeFromConfig(config);
   try {
+    // A store written by an older version lacks what newer queries read: say so plainly.
+    const pending = pendingMigrations(loadMigrations(), await appliedMigrations(store).catch(() => []));
+    if (pending.length > 0) {
+      throw new Error(
+        `The store at ${store.location} is missing ${pending.length} schema migration(s) (${pending.map((m) => m.file).join(', ')}). Run: npm run dlog -- migrate`,
+      );
+    }
     return await runReadOnlyQuery(store, { sql, params });
   } finally {
     await store.close();

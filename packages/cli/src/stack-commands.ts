@@ -51,7 +51,7 @@ export function registerStackCommands(program: Command): void {
 export function registerUpCommand(program: Command): void {
   program
     .command('up')
-    .description('run decision-log on the embedded defaults: local stack, schema, then gate, enricher and sink in this process')
+    .description('run decision-log on the embedded defaults: local stack, schema, the sink in this process (it owns the store) and gate, enricher and alerter as child processes')
     .option('--no-stack', 'do not start the local stack (use KAFKA_BROKERS and SCHEMA_REGISTRY_URL as given)')
     .option('--status-every <seconds>', 'print a status line this often (0: never)', '10')
     .action(async (opts: { stack: boolean; statusEvery: string }) => {
