@@ -8,3 +8,4 @@ export {
   type OutputRecord,
   type BatchContext,
 } from './transactional-processor.js';
+export { deadLetterMessage, prefixedTopics, type DeadLetterFailure } from './dead-letter.js';

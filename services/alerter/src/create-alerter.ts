@@ -13,7 +13,7 @@ import {
   type AlertRecord,
   type EnrichedDecisionRecord,
 } from '@dlog/contracts';
-import { createTransactionalProcessor, ensurePipelineTopics, type TransactionalProcessor } from '@dlog/kafka';
+import { createTransactionalProcessor, ensurePipelineTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
 import { toDeadLetterObservation, toDecisionObservation } from './decode.js';
 import { createEngine, type AlerterState } from './engine.js';
 import { replay, replayRanges, unreadPartitions } from './replay.js';
@@ -61,12 +61,7 @@ export async function createAlerter(opts: {
 }): Promise<Alerter> {
   const { config, log, kafka } = opts;
   const p = config.topicPrefix;
-  const topics = {
-    decisions: p + defaultAlerterTopics.decisions,
-    deadLetters: p + defaultAlerterTopics.deadLetters,
-    output: p + defaultAlerterTopics.output,
-    ...opts.topics,
-  };
+  const topics = prefixedTopics(defaultAlerterTopics, p, opts.topics);
   const groupId = opts.groupId ?? `${p}dlog-alerter`;
   const rules = opts.rules ?? loadRules(config.alerterRulesFile);
   const engine = createEngine(rules);

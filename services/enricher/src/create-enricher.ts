@@ -1,4 +1,4 @@
-import type { IHeaders, Kafka, Message } from 'kafkajs';
+import type { Kafka, Message } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Config } from '@dlog/config';
 import { loadArtifactState, type RegistryFollower } from '@dlog/artifacts';
@@ -13,7 +13,7 @@ import {
   valueSubject,
   type DecisionRecordRecord,
 } from '@dlog/contracts';
-import { createTransactionalProcessor, ensurePipelineTopics, type TransactionalProcessor } from '@dlog/kafka';
+import { createTransactionalProcessor, deadLetterMessage, ensurePipelineTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
 import { enrich } from './enrich.js';
 
 export const defaultEnricherTopics = {
@@ -45,13 +45,7 @@ export async function createEnricher(opts: {
 }): Promise<Enricher> {
   const { config, log, kafka } = opts;
   const p = config.topicPrefix;
-  const topics = {
-    input: p + defaultEnricherTopics.input,
-    output: p + defaultEnricherTopics.output,
-    registry: p + defaultEnricherTopics.registry,
-    deadLetters: p + defaultEnricherTopics.deadLetters,
-    ...opts.topics,
-  };
+  const topics = prefixedTopics(defaultEnricherTopics, p, opts.topics);
   await ensurePipelineTopics(kafka, p, Object.values(defaultEnricherTopics));
   const url = config.schemaRegistryUrl;
   const outputId = await registerAvro(createRegistry(url), url, valueSubject(topics.output), loadSchema('enriched-decision'));
@@ -82,14 +76,7 @@ export async function createEnricher(opts: {
           for (const m of messages) {
             const decoded = decoder.decode(m.value);
             if (!decoded.ok) {
-              const headers: IHeaders = { ...(m.headers ?? {}) };
-              headers['dlog.reason'] = decoded.reason;
-              headers['dlog.message'] = decoded.message.slice(0, 1000);
-              headers['dlog.step'] = 'enrich';
-              headers['dlog.source.topic'] = ctx.topic;
-              headers['dlog.source.partition'] = String(ctx.partition);
-              headers['dlog.source.offset'] = m.offset;
-              dead.push({ key: m.key, value: m.value, headers });
+              dead.push(deadLetterMessage(m, ctx, { reason: decoded.reason, message: decoded.message, step: 'enrich' }, 'enricher', now));
               stats.deadLettered++;
               continue;
             }

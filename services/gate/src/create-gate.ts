@@ -11,7 +11,7 @@ import {
   registryFetcher,
   valueSubject,
 } from '@dlog/contracts';
-import { createTransactionalProcessor, ensurePipelineTopics, type TransactionalProcessor } from '@dlog/kafka';
+import { createTransactionalProcessor, ensurePipelineTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
 import { processBatch, type GateStats, type GateTopics } from './gate.js';
 import { localKeyRing, parseKeyRing, type KeyRing } from './keys.js';
 import { loadPolicy } from './policy.js';
@@ -54,13 +54,7 @@ function keyRing(config: Config, log: Logger): KeyRing {
 export async function createGate(opts: GateOptions): Promise<Gate> {
   const { config, log } = opts;
   const p = config.topicPrefix;
-  const topics = {
-    input: p + defaultGateTopics.input,
-    decisions: p + defaultGateTopics.decisions,
-    counts: p + defaultGateTopics.counts,
-    deadLetters: p + defaultGateTopics.deadLetters,
-    ...opts.topics,
-  };
+  const topics = prefixedTopics(defaultGateTopics, p, opts.topics);
   const policy = loadPolicy(config.policyFile);
   const protector = createProtector(policy.doc.pii, keyRing(config, log));
   await ensurePipelineTopics(opts.kafka, p, Object.values(defaultGateTopics));

@@ -1,4 +1,4 @@
-import type { IHeaders, KafkaMessage, Message } from 'kafkajs';
+import type { KafkaMessage, Message } from 'kafkajs';
 import type { Type } from 'avsc';
 import {
   encodeFramed,
@@ -8,7 +8,7 @@ import {
   type InferenceEventRecord,
   type SchemaResolvers,
 } from '@dlog/contracts';
-import type { BatchContext, OutputRecord } from '@dlog/kafka';
+import { deadLetterMessage, type BatchContext, type OutputRecord } from '@dlog/kafka';
 import { decodeEvent } from './decode.js';
 import type { Classification, Policy } from './policy.js';
 import { ForbiddenKeyError, type Protector } from './protect.js';
@@ -132,23 +132,6 @@ function validate(
   return ok({ event, input, hash });
 }
 
-function deadLetterMessage(
-  m: KafkaMessage,
-  ctx: BatchContext,
-  failure: { reason: string; message: string; step: string },
-  now: number,
-): Message {
-  const headers: IHeaders = { ...(m.headers ?? {}) };
-  headers['dlog.reason'] = failure.reason;
-  headers['dlog.message'] = failure.message.slice(0, 1000);
-  headers['dlog.step'] = failure.step;
-  headers['dlog.source.topic'] = ctx.topic;
-  headers['dlog.source.partition'] = String(ctx.partition);
-  headers['dlog.source.offset'] = m.offset;
-  headers['dlog.gate.ts'] = String(now);
-  return { key: m.key, value: m.value, headers };
-}
-
 /**
  * One fetched batch in, everything to produce out: decision records, dead letters with the
  * original bytes, and exact count deltas. Pure apart from the clock: no Kafka, so tests call it
@@ -216,7 +199,7 @@ export function processBatch(messages: KafkaMessage[], ctx: BatchContext, deps: 
       }
     }
     if (failure) {
-      dead.push(deadLetterMessage(m, ctx, failure, now));
+      dead.push(deadLetterMessage(m, ctx, failure, 'gate', now));
       if (stats) {
         stats.deadLettered++;
         stats.byReason[failure.reason] = (stats.byReason[failure.reason] ?? 0) + 1;

@@ -2,12 +2,12 @@ import { Readable } from 'node:stream';
 import type { Config } from '@dlog/config';
 import { AvroDecoder, avroType, registryFetcher, type SchemaFetcher } from '@dlog/contracts';
 import { retry } from '@dlog/runtime';
-import { chunkMessages, ensureTopics, loadTopicDefinitions, type TopicDefinition } from '@dlog/kafka';
+import { chunkMessages, deadLetterMessage, ensureTopics, loadTopicDefinitions, type TopicDefinition } from '@dlog/kafka';
 import { clickHouseErrorCode, isRetriableClickHouseError, type Store } from '@dlog/store';
-import type { Consumer, EachBatchPayload, IHeaders, Kafka, Producer } from 'kafkajs';
+import type { Consumer, EachBatchPayload, Kafka, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import { deadLetterTopic, sinkTables, type TableSpec } from './tables.js';
-import { TableWriter, type DeadLetter, type SourceMessage, type WriterIo, type WriterLimits, type WriterStats } from './table-writer.js';
+import { TableWriter, type SourceMessage, type WriterIo, type WriterLimits, type WriterStats } from './table-writer.js';
 
 export interface SinkOptions {
   kafka: Kafka;
@@ -119,19 +119,6 @@ function clickhouseIo(store: Store) {
   };
 }
 
-function deadLetterMessage(topic: string, d: DeadLetter) {
-  const headers: IHeaders = {};
-  for (const [k, v] of Object.entries(d.message.headers ?? {})) if (v !== undefined) headers[k] = v as IHeaders[string];
-  headers['dlog.reason'] = d.reason;
-  headers['dlog.message'] = d.message_.slice(0, 1000);
-  headers['dlog.step'] = d.step;
-  headers['dlog.source.topic'] = topic;
-  headers['dlog.source.partition'] = String(d.message.partition);
-  headers['dlog.source.offset'] = d.message.offset;
-  headers['dlog.sink.ts'] = String(Date.now());
-  return { key: d.message.key, value: d.message.value, headers };
-}
-
 /**
  * The ClickHouse sink as plain parts: `main.ts` and a combined embedded runner (gate, enricher
  * and sink in the one process that owns the store) both call this.
@@ -190,7 +177,7 @@ export function createSink(opts: SinkOptions): Sink {
         ...io,
         deadLetter: async (dlq, letters) => {
           // A whole refused batch can be dead-lettered at once: send it in broker-sized pieces.
-          for (const part of chunkMessages(letters.map((d) => deadLetterMessage(topic, d)))) {
+          for (const part of chunkMessages(letters.map((d) => deadLetterMessage(d.message, { topic, partition: d.message.partition }, { reason: d.reason, message: d.message_, step: d.step }, 'sink')))) {
             await producer.send({ topic: dlq, acks: -1, messages: part });
           }
         },
