@@ -194,6 +194,13 @@ export const fields = {
     example: '30000',
     doc: 'Hard limit for a graceful shutdown',
   }),
+  gateThreads: field({
+    env: 'DLOG_GATE_THREADS',
+    schema: z.coerce.number().int().min(0).max(16),
+    fallback: '2',
+    example: '4',
+    doc: 'Gate: worker threads that validate and protect events while the main thread moves Kafka data (0: all on the main thread)',
+  }),
   sinkGroupId: field({
     env: 'DLOG_SINK_GROUP_ID',
     schema: z.string().regex(/^[A-Za-z0-9._-]{1,200}$/, 'letters, digits, . _ - only'),

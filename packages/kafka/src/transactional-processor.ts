@@ -23,6 +23,12 @@ export interface TransactionalProcessorOptions {
   transactionalId: string;
   /** Turns one fetched batch into what to produce. Bad data is output (dead letters), not a throw. */
   process: (messages: KafkaMessage[], ctx: BatchContext) => Promise<OutputRecord[]>;
+  /**
+   * Partitions whose batches are processed at once (default 1). Worth more than 1 only when
+   * `process` does its work off this thread: then one batch is transformed while another's
+   * transaction commits. Transactions themselves stay one at a time (one producer).
+   */
+  concurrency?: number;
   /** Bigger fetches amortise the transaction round trips over more records. */
   maxBytesPerPartition?: number;
   fromBeginning?: boolean;
@@ -101,28 +107,41 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
       await consumer.connect();
       for (const topic of opts.topics) await consumer.subscribe({ topic, fromBeginning: opts.fromBeginning ?? true });
       const p = producer;
+      // One open transaction per producer: batches processed side by side take turns here.
+      let txTail: Promise<unknown> = Promise.resolve();
+      const inTurn = <T>(fn: () => Promise<T>): Promise<T> => {
+        const run = txTail.then(fn, fn);
+        txTail = run.catch(() => undefined);
+        return run;
+      };
       await consumer.run({
         autoCommit: false,
         eachBatchAutoResolve: false,
-        partitionsConsumedConcurrently: 1,
+        partitionsConsumedConcurrently: opts.concurrency ?? 1,
         eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
           if (batch.messages.length === 0 || !isRunning() || isStale()) return;
           const t0 = Date.now();
           const ctx = { topic: batch.topic, partition: batch.partition };
           const outputs = await opts.process(batch.messages, ctx);
           const last = batch.messages[batch.messages.length - 1]!.offset;
-          const tx = await p.transaction();
-          try {
-            for (const chunk of chunks(outputs)) await tx.send({ ...chunk, acks: -1 });
-            await tx.sendOffsets({
-              consumerGroupId: opts.groupId,
-              topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: (BigInt(last) + 1n).toString() }] }],
-            });
-            await tx.commit();
-          } catch (err) {
-            await tx.abort().catch((abortErr: unknown) => log.warn({ err: abortErr }, 'transaction abort failed'));
-            throw err;
-          }
+          const committed = await inTurn(async () => {
+            // A rebalance while this batch waited its turn: the partition's new owner re-reads it.
+            if (isStale()) return false;
+            const tx = await p.transaction();
+            try {
+              for (const chunk of chunks(outputs)) await tx.send({ ...chunk, acks: -1 });
+              await tx.sendOffsets({
+                consumerGroupId: opts.groupId,
+                topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: (BigInt(last) + 1n).toString() }] }],
+              });
+              await tx.commit();
+            } catch (err) {
+              await tx.abort().catch((abortErr: unknown) => log.warn({ err: abortErr }, 'transaction abort failed'));
+              throw err;
+            }
+            return true;
+          });
+          if (!committed) return;
           resolveOffset(last);
           await heartbeat();
           opts.onCommitted?.({ ...ctx, count: batch.messages.length, lastOffset: last, ms: Date.now() - t0 });

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import type { Kafka } from 'kafkajs';
+import type { Kafka, KafkaMessage } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Config } from '@dlog/config';
 import {
@@ -11,8 +11,16 @@ import {
   registryFetcher,
   valueSubject,
 } from '@dlog/contracts';
-import { createTransactionalProcessor, ensurePipelineTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
-import { processBatch, type GateStats, type GateTopics } from './gate.js';
+import {
+  createTransactionalProcessor,
+  ensurePipelineTopics,
+  prefixedTopics,
+  type BatchContext,
+  type OutputRecord,
+  type TransactionalProcessor,
+} from '@dlog/kafka';
+import { processBatch, type GateDeps, type GateStats, type GateTopics } from './gate.js';
+import { GateThreads } from './gate-threads.js';
 import { localKeyRing, parseKeyRing, type KeyRing } from './keys.js';
 import { loadPolicy } from './policy.js';
 import { createProtector } from './protect.js';
@@ -39,24 +47,50 @@ export interface Gate {
   readonly policyId: string;
 }
 
-function keyRing(config: Config, log: Logger): KeyRing {
+function keyRing(config: Config, log: Logger, announce = true): KeyRing {
   if (config.piiKeys) return parseKeyRing(config.piiKeys);
   const file = path.resolve(config.clickhouseDataDir, '..', 'pii-keys');
   const { ring, created } = localKeyRing(file);
-  log.warn({ file, keyId: ring.active.id, created }, 'no DLOG_PII_KEYS configured: using a local HMAC key (set DLOG_PII_KEYS_FILE in production)');
+  if (announce) log.warn({ file, keyId: ring.active.id, created }, 'no DLOG_PII_KEYS configured: using a local HMAC key (set DLOG_PII_KEYS_FILE in production)');
   return ring;
+}
+
+export interface GateWiring {
+  config: Config;
+  topics: GateTopics;
+  decisionId: number;
+  countsId: number;
+}
+
+/** Everything `processBatch` needs; built the same way on the main thread and in gate threads. */
+export function gateDeps(w: GateWiring, log: Logger): GateDeps & { schemas: AvroDecoder<unknown> } {
+  const policy = loadPolicy(w.config.policyFile);
+  const protector = createProtector(policy.doc.pii, keyRing(w.config, log, false));
+  const inputType = avroType('inference-event');
+  return {
+    policy,
+    protector,
+    inputType,
+    schemas: new AvroDecoder<unknown>(inputType, registryFetcher(w.config.schemaRegistryUrl)),
+    decisionType: { type: avroType('decision-record'), id: w.decisionId },
+    countsType: { type: avroType('decision-counts'), id: w.countsId },
+    topics: w.topics,
+  };
 }
 
 /**
  * Wires the gate: policy and keys are loaded (and refused) before anything connects, output
  * contracts are registered, then batches flow through `processBatch` inside Kafka transactions.
+ * With DLOG_GATE_THREADS > 0 the batches are processed in worker threads while the main thread
+ * fetches, produces and commits; several partitions' batches are in flight so both keep busy.
  */
 export async function createGate(opts: GateOptions): Promise<Gate> {
   const { config, log } = opts;
   const p = config.topicPrefix;
   const topics = prefixedTopics(defaultGateTopics, p, opts.topics);
+  // Policy and keys are checked here, before anything connects, whichever thread uses them.
   const policy = loadPolicy(config.policyFile);
-  const protector = createProtector(policy.doc.pii, keyRing(config, log));
+  keyRing(config, log);
   await ensurePipelineTopics(opts.kafka, p, Object.values(defaultGateTopics));
   const registry = createRegistry(config.schemaRegistryUrl);
   const url = config.schemaRegistryUrl;
@@ -66,19 +100,22 @@ export async function createGate(opts: GateOptions): Promise<Gate> {
   ]);
   // The input contract is registered too, so producers in any language find it by subject.
   await registerAvro(registry, url, valueSubject(topics.input), loadSchema('inference-event'));
-  const inputType = avroType('inference-event');
-  const schemas = new AvroDecoder<unknown>(inputType, registryFetcher(url));
-  const deps = {
-    policy,
-    protector,
-    inputType,
-    schemas,
-    decisionType: { type: avroType('decision-record'), id: decisionId },
-    countsType: { type: avroType('decision-counts'), id: countsId },
-    topics,
-  };
+  const wiring: GateWiring = { config, topics: { decisions: topics.decisions, counts: topics.counts, deadLetters: topics.deadLetters }, decisionId, countsId };
   const stats: GateStats = { kept: 0, dropped: 0, deadLettered: 0, byReason: {} };
-  log.info({ policy: policy.id, topics }, 'gate configured');
+  log.info({ policy: policy.id, topics, threads: config.gateThreads }, 'gate configured');
+
+  let process: (messages: KafkaMessage[], ctx: BatchContext) => Promise<OutputRecord[]>;
+  let threads: GateThreads | undefined;
+  if (config.gateThreads > 0) {
+    threads = new GateThreads(config.gateThreads, wiring, stats, log);
+    process = (messages, ctx) => threads!.run(messages, ctx);
+  } else {
+    const deps = gateDeps(wiring, log);
+    process = async (messages, ctx) => {
+      await deps.schemas.prepare(messages.map((m) => m.value));
+      return processBatch(messages, ctx, deps, stats);
+    };
+  }
 
   let processor: TransactionalProcessor | undefined;
   return {
@@ -91,16 +128,16 @@ export async function createGate(opts: GateOptions): Promise<Gate> {
         groupId: opts.groupId ?? `${p}dlog-gate`,
         topics: [topics.input],
         transactionalId: `${p}dlog-gate-${config.instanceId}`,
-        process: async (messages, ctx) => {
-          await schemas.prepare(messages.map((m) => m.value));
-          return processBatch(messages, ctx, deps, stats);
-        },
+        // Threaded: one batch per thread being processed plus one committing keeps both busy.
+        concurrency: threads ? config.gateThreads + 1 : 1,
+        process,
         onCommitted: (info) => log.debug(info, 'batch committed'),
       });
       await processor.start();
     },
     async stop() {
       await processor?.stop();
+      await threads?.close();
     },
   };
 }

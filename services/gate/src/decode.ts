@@ -14,19 +14,35 @@ export interface DecodedEvent {
 
 const forbidden = new Set(['__proto__', 'constructor', 'prototype']);
 
-function findForbiddenKey(value: unknown, path: string, depth = 0): string | undefined {
+/** The path of the first prototype key in a parsed value; no path strings on the happy path. */
+function findForbiddenKey(value: unknown, path: string): string | undefined {
+  const hit = forbiddenSegments(value, 0);
+  if (!hit) return undefined;
+  return [path, ...hit].filter(Boolean).join('.');
+}
+
+function forbiddenSegments(value: unknown, depth: number): string[] | undefined {
   if (value === null || typeof value !== 'object' || depth > 64) return undefined;
   if (Array.isArray(value)) {
-    for (const v of value) {
-      const hit = findForbiddenKey(v, path, depth + 1);
-      if (hit) return hit;
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i];
+      if (v !== null && typeof v === 'object') {
+        const hit = forbiddenSegments(v, depth + 1);
+        if (hit) return hit;
+      }
     }
     return undefined;
   }
-  for (const key of Object.keys(value)) {
-    if (forbidden.has(key)) return path ? `${path}.${key}` : key;
-    const hit = findForbiddenKey((value as Record<string, unknown>)[key], path ? `${path}.${key}` : key, depth + 1);
-    if (hit) return hit;
+  for (const key in value) {
+    if (forbidden.has(key)) return [key];
+    const v = (value as Record<string, unknown>)[key];
+    if (v !== null && typeof v === 'object') {
+      const hit = forbiddenSegments(v, depth + 1);
+      if (hit) {
+        hit.unshift(key);
+        return hit;
+      }
+    }
   }
   return undefined;
 }
