@@ -3,6 +3,8 @@ import { after, before, describe, it } from 'node:test';
 import { createKafka } from '@dlog/kafka';
 import { createStore, migrate, type Store } from '@dlog/store';
 import type { Admin, Kafka } from 'kafkajs';
+import avro from 'avsc';
+import { avroType, createRegistry, loadSchema, registerAvro, valueSubject } from '@dlog/contracts';
 import {
   createSink,
   produceSamples,
@@ -10,9 +12,11 @@ import {
   sampleArtifact,
   sampleCounts,
   sampleDeployment,
+  sampleEdgeDecision,
   sampleEnrichedDecision,
   sinkTables,
   type Sink,
+  type TableSpec,
 } from '../services/sink/src/index.js';
 import { config, log, tempDir, unique, waitFor } from './helpers.js';
 
@@ -260,5 +264,100 @@ describe('sink: ClickHouse refusing writes for a while', () => {
     const after = sink.stats().find((x) => x.table === 'decisions')!;
     assert.equal(after.paused, false);
     assert.equal(after.failing, false);
+  });
+});
+
+describe('sink: ClickHouse reading the Avro records itself (embedded) lands exactly what the JSON path lands', () => {
+  let kafka: Kafka;
+  let admin: Admin;
+  let store: Store;
+  let sink: Sink | undefined;
+  const prefix = `${unique('sink-avro')}.`;
+  const runId = unique('run');
+  const topic = `${prefix}decisions.enriched.v1`;
+
+  before(async () => {
+    kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'sink-test', log });
+    admin = kafka.admin();
+    await admin.connect();
+    await createTopics(admin, prefix);
+    store = await createStore({ database: 'dlog', dataDir: tempDir('sink-avro'), createDatabase: true, log });
+    await migrate(store);
+    await store.client.command({ query: 'CREATE TABLE decisions_json AS decisions' });
+  });
+  after(async () => {
+    await sink?.stop();
+    await admin.disconnect();
+    await store.close();
+  });
+
+  it('same rows on every column, older-schema records and a corrupt body in the same batches', async () => {
+    const url = config.schemaRegistryUrl;
+    const records = Array.from({ length: 1400 }, (_, i) => sampleEdgeDecision(i, { runId }));
+    await produceSamples(kafka, url, topic, 'enriched-decision', records, (r) => r.event_id, { chunk: 200 });
+
+    // A producer on a newer compatible schema (one more field, with a default): not the
+    // contract's own schema, so those records take the JS path, in the same batches.
+    const evolved = { ...(loadSchema('enriched-decision') as { fields: object[] }), fields: [...(loadSchema('enriched-decision') as { fields: object[] }).fields, { name: 'x_note', type: 'string', default: '' }] };
+    const evolvedId = await registerAvro(createRegistry(url), url, valueSubject(topic), evolved as never);
+    const evolvedType = avro.Type.forSchema(evolved as avro.Schema);
+    const currentId = await registerAvro(createRegistry(url), url, valueSubject(topic), loadSchema('enriched-decision'));
+    const frame = (id: number, body: Buffer) => {
+      const header = Buffer.alloc(5);
+      header.writeInt32BE(id, 1);
+      return Buffer.concat([header, body]);
+    };
+    const newer = Array.from({ length: 3 }, (_, i) => sampleEdgeDecision(5000 + i, { runId }));
+    const good = avroType('enriched-decision').toBuffer(sampleEdgeDecision(6000, { runId }));
+    const p = kafka.producer();
+    await p.connect();
+    await p.send({
+      topic,
+      acks: -1,
+      messages: [
+        ...newer.map((r) => ({ key: r.event_id, value: frame(evolvedId, evolvedType.toBuffer({ ...r, x_note: 'newer producer' })) })),
+        // The contract's schema id, a body cut short: the key can be read, the record cannot.
+        { key: 'corrupt', value: frame(currentId, good.subarray(0, good.length - 12)) },
+      ],
+    });
+    await p.disconnect();
+    const total = records.length + newer.length;
+
+    const decisionsSpec = sinkTables.find((t) => t.table === 'decisions')!;
+    const run = async (tables: TableSpec[], groupId: string, jsonOnly: boolean, table: string) => {
+      sink = createSink({
+        kafka,
+        store,
+        log,
+        jsonOnly,
+        tables,
+        config: { ...config, sinkGroupId: groupId, topicPrefix: prefix, sinkBatchRows: 500, sinkFlushIntervalMs: 200 },
+      });
+      await sink.start();
+      await waitFor(async () => (sink!.stats()[0]!.deadLettered === 1 && (await scalar(store, `SELECT count() AS n FROM ${table}`)) >= total) || undefined, {
+        timeoutMs: 60_000,
+        what: `${table} filled`,
+      });
+      const stats = sink.stats()[0]!;
+      await sink.stop();
+      sink = undefined;
+      return stats;
+    };
+    const fast = await run([decisionsSpec], unique('sink-avro-group'), false, 'decisions');
+    const json = await run([{ ...decisionsSpec, table: 'decisions_json' }], unique('sink-json-group'), true, 'decisions_json');
+
+    assert.equal(fast.rowsWrittenAsAvro, records.length, 'the contract-schema records went to ClickHouse as Avro');
+    assert.equal(json.rowsWrittenAsAvro, 0);
+    assert.equal(await scalar(store, 'SELECT count() AS n FROM decisions'), total);
+    assert.equal(await scalar(store, 'SELECT count() AS n FROM decisions_json'), total);
+    // Every column but the insert time, compared as multisets in both directions.
+    const diff = (a: string, b: string) =>
+      scalar(store, `SELECT count() AS n FROM (SELECT * EXCEPT (ingested_at) FROM ${a} EXCEPT ALL SELECT * EXCEPT (ingested_at) FROM ${b})`);
+    assert.equal(await diff('decisions', 'decisions_json'), 0);
+    assert.equal(await diff('decisions_json', 'decisions'), 0);
+    // The comparison can fail: a changed row shows up.
+    assert.equal(await scalar(store, `SELECT count() AS n FROM (SELECT * EXCEPT (ingested_at) REPLACE (step + 1 AS step) FROM decisions EXCEPT ALL SELECT * EXCEPT (ingested_at) FROM decisions_json)`) > 0, true);
+    assert.equal(await scalar(store, `SELECT countIf(step IS NULL) AS n FROM decisions`), await scalar(store, `SELECT countIf(step IS NULL) AS n FROM decisions_json`));
+    assert.equal(await scalar(store, `SELECT count() AS n FROM decisions WHERE step = 0`) > 0, true);
   });
 });

@@ -11,7 +11,7 @@ export type DecodeFailure = 'empty_message' | 'wrong_magic_byte' | 'unknown_sche
 
 export type DecodeResult<T> = { ok: true; value: T } | { ok: false; reason: DecodeFailure; message: string };
 
-type Entry = { resolver: avro.Resolver } | { error: 'unknown_schema_id' | 'incompatible_schema'; message: string };
+type Entry = { resolver: avro.Resolver; sameAsReader?: boolean } | { error: 'unknown_schema_id' | 'incompatible_schema'; message: string };
 
 export type SchemaFetcher = (id: number) => Promise<string | undefined>;
 
@@ -70,7 +70,7 @@ export class AvroDecoder<T> implements SchemaResolvers {
         }
         try {
           const writer = avro.Type.forSchema(JSON.parse(text) as avro.Schema);
-          this.entries.set(id, { resolver: this.reader.createResolver(writer), at: now });
+          this.entries.set(id, { resolver: this.reader.createResolver(writer), sameAsReader: writer.equals(this.reader), at: now });
         } catch (err) {
           this.entries.set(id, {
             error: 'incompatible_schema',
@@ -80,6 +80,16 @@ export class AvroDecoder<T> implements SchemaResolvers {
         }
       }),
     );
+  }
+
+  /**
+   * True when the value is framed with a prepared schema id whose schema is the reader's own
+   * (same canonical form): its body can be read by anything that knows the contract.
+   */
+  writtenAsReader(value: Buffer | null): boolean {
+    if (!value || value.length < 5 || value[0] !== 0) return false;
+    const entry = this.entries.get(value.readInt32BE(1));
+    return entry !== undefined && 'resolver' in entry && entry.sameAsReader === true;
   }
 
   decode(value: Buffer | null): DecodeResult<T> {

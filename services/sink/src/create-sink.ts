@@ -1,3 +1,7 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { Config } from '@dlog/config';
 import { AvroDecoder, avroType, registryFetcher, type SchemaFetcher } from '@dlog/contracts';
@@ -6,8 +10,9 @@ import { chunkMessages, deadLetterMessage, ensureTopics, loadTopicDefinitions, t
 import { clickHouseErrorCode, isRetriableClickHouseError, type Store } from '@dlog/store';
 import type { Consumer, EachBatchPayload, Kafka, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
+import { avroInsertSql, ContainerBuilder, type AvroMapping } from './avro-rows.js';
 import { deadLetterTopic, sinkTables, type TableSpec } from './tables.js';
-import { TableWriter, type SourceMessage, type WriterIo, type WriterLimits, type WriterStats } from './table-writer.js';
+import { TableWriter, type RowPayload, type SourceMessage, type WriterIo, type WriterLimits, type WriterStats } from './table-writer.js';
 
 export interface SinkOptions {
   kafka: Kafka;
@@ -24,6 +29,8 @@ export interface SinkOptions {
   tables?: readonly TableSpec[];
   retryInitialMs?: number;
   retryMaxMs?: number;
+  /** Decode every record in JS and insert JSON rows, even where ClickHouse could read the Avro (tests compare both). */
+  jsonOnly?: boolean;
   /** How long stop() keeps trying to write what is buffered. */
   drainTimeoutMs?: number;
 }
@@ -60,7 +67,7 @@ function sqlString(s: string): string {
 const separator = '\u001e';
 
 /** ClickHouse I/O shared by all tables. In embedded mode chDB runs one statement at a time. */
-function clickhouseIo(store: Store) {
+function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>) {
   let chain: Promise<unknown> = Promise.resolve();
   const serial = <T>(fn: () => Promise<T>): Promise<T> => {
     if (store.mode !== 'embedded') return fn();
@@ -74,29 +81,71 @@ function clickhouseIo(store: Store) {
   type RawInsert = (p: { table: string; values: Buffer; format: 'JSONEachRow'; settings: Record<string, string> }) => Promise<unknown>;
   const chdb = store.mode === 'embedded' ? (store.client as unknown as { connection?: { chdb?: { rawInsert?: RawInsert } } }).connection?.chdb : undefined;
   const rawInsert = chdb?.rawInsert ? chdb.rawInsert.bind(chdb) : undefined;
+  // chDB's native errors carry the ClickHouse code only in the text ("Code: 252. ..."); give it
+  // the numeric code the retry policy classifies by.
+  const withCode = (err: unknown): unknown => {
+    const code = /\bCode: (\d+)\b/.exec((err as Error).message)?.[1];
+    return code && clickHouseErrorCode(err) === undefined ? Object.assign(new Error((err as Error).message, { cause: err }), { code }) : err;
+  };
+
+  // Avro container files for `INSERT … SELECT FROM file()`: one reused path per table in a
+  // private directory (the embedded engine reads it in this process, one statement at a time).
+  let spool: string | undefined;
+  const builders = new Map<string, ContainerBuilder>();
+  const insertAvro = async (table: string, token: string, datums: Buffer[]) => {
+    const mapping = avroTables.get(table);
+    if (!mapping) throw new Error(`no Avro mapping for table ${table}`);
+    spool ??= mkdtempSync(path.join(tmpdir(), 'dlog-sink-'));
+    let builder = builders.get(table);
+    if (!builder) builders.set(table, (builder = new ContainerBuilder(mapping.schemaJson)));
+    const file = path.join(spool, `${table}.avro`);
+    await writeFile(file, builder.build(datums));
+    try {
+      await store.client.command({ query: avroInsertSql(table, mapping, file, token) });
+    } catch (err) {
+      throw withCode(err);
+    }
+  };
+
+  const insertJson = async (table: string, token: string, lines: string[]) => {
+    let body = '';
+    for (const l of lines) body += l + '\n';
+    if (rawInsert) {
+      // Per-insert settings here are scoped to this statement (checked: no session leak).
+      try {
+        await rawInsert({ table, values: Buffer.from(body), format: 'JSONEachRow', settings: { insert_deduplication_token: token } });
+      } catch (err) {
+        throw withCode(err);
+      }
+      return;
+    }
+    // Settings in the statement, not clickhouse_settings: chDB applies the latter as a session
+    // SET, which would leak the token into every later insert of the process.
+    const rs = await store.client.exec({
+      query: `INSERT INTO ${table} SETTINGS insert_deduplication_token = ${sqlString(token)} FORMAT JSONEachRow`,
+      values: Readable.from([body]),
+    });
+    rs.stream.destroy();
+  };
+
   return {
-    insert: (table: string, token: string, body: string) =>
+    close: () => {
+      if (spool) rmSync(spool, { recursive: true, force: true });
+      spool = undefined;
+    },
+    insert: (table: string, token: string, rows: readonly RowPayload[]) =>
       serial(async () => {
-        if (rawInsert) {
-          // Per-insert settings here are scoped to this statement (checked: no session leak).
-          try {
-            await rawInsert({ table, values: Buffer.from(body), format: 'JSONEachRow', settings: { insert_deduplication_token: token } });
-          } catch (err) {
-            // chDB's native errors carry the ClickHouse code only in the text ("Code: 252. ...");
-            // give it the numeric code the retry policy classifies by.
-            const code = /\bCode: (\d+)\b/.exec((err as Error).message)?.[1];
-            if (code && clickHouseErrorCode(err) === undefined) throw Object.assign(new Error((err as Error).message, { cause: err }), { code });
-            throw err;
-          }
-          return;
+        const lines: string[] = [];
+        const datums: Buffer[] = [];
+        for (const r of rows) {
+          if (typeof r === 'string') lines.push(r);
+          else datums.push(r);
         }
-        // Settings in the statement, not clickhouse_settings: chDB applies the latter as a session
-        // SET, which would leak the token into every later insert of the process.
-        const rs = await store.client.exec({
-          query: `INSERT INTO ${table} SETTINGS insert_deduplication_token = ${sqlString(token)} FORMAT JSONEachRow`,
-          values: Readable.from([body]),
-        });
-        rs.stream.destroy();
+        // Usually one kind; a batch mixing both (records of an older schema among current ones)
+        // is two statements, each with its own token so a retry deduplicates each.
+        const mixed = lines.length > 0 && datums.length > 0;
+        if (datums.length > 0) await insertAvro(table, mixed ? `${token}/avro` : token, datums);
+        if (lines.length > 0) await insertJson(table, mixed ? `${token}/json` : token, lines);
       }),
     existing: (table: string, keyColumn: string, timeColumn: string, keys: string[], lo: number, hi: number) =>
       serial(async () => {
@@ -150,7 +199,11 @@ export function createSink(opts: SinkOptions): Sink {
     heartbeatInterval: 3_000,
   });
   const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-  const ch = clickhouseIo(store);
+  // Embedded, tables with an Avro mapping skip decoding in JS: ClickHouse reads the records.
+  // A server reads files on its own host, so it gets JSON rows.
+  const avroTables = new Map<string, AvroMapping>();
+  if (store.mode === 'embedded' && !opts.jsonOnly) for (const t of tables) if (t.avro) avroTables.set(t.table, t.avro.mapping);
+  const ch = clickhouseIo(store, avroTables);
 
   const io: Omit<WriterIo, 'deadLetter'> = {
     insert: ch.insert,
@@ -199,6 +252,7 @@ export function createSink(opts: SinkOptions): Sink {
     const target = byTopic.get(batch.topic);
     if (!target) return;
     const { spec, writer, decoder } = target;
+    const fast = avroTables.has(spec.table) ? spec.avro : undefined;
     await decoder.prepare(batch.messages.map((m) => m.value));
     for (const m of batch.messages) {
       // Offsets are resolved one by one (not the whole batch): a message not taken because the
@@ -207,6 +261,16 @@ export function createSink(opts: SinkOptions): Sink {
       const source: SourceMessage = { partition: batch.partition, offset: m.offset, key: m.key, value: m.value, headers: m.headers };
       if (m.value === null && spec.tombstones) {
         writer.addSkip(source);
+      } else if (fast && decoder.writtenAsReader(m.value)) {
+        // The contract's own schema: ClickHouse reads the body; JS only peeks at the replay key.
+        const body = m.value!.subarray(5);
+        let id: { key: string; time: number } | undefined;
+        try {
+          id = fast.peek(body);
+        } catch (err) {
+          writer.addDeadLetter(source, 'invalid_avro', (err as Error).message);
+        }
+        if (id) writer.addRow(source, body, id.key, id.time);
       } else {
         const r = decoder.decode(m.value);
         if (!r.ok) {
@@ -299,6 +363,7 @@ export function createSink(opts: SinkOptions): Sink {
       const results = await drained;
       await producer.disconnect();
       await consumer.disconnect();
+      ch.close();
       const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failure) throw failure.reason;
     },

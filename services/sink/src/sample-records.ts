@@ -167,6 +167,57 @@ export function frame(schemaId: number, body: Buffer): Buffer {
  * Registers a contract for a topic (TopicNameStrategy) and produces records to it, framed as the
  * pipeline's producers frame them. For tests and the benchmark.
  */
+/**
+ * Decisions with the shapes that are easy to get wrong between two ways of writing a row: absent
+ * records and digests, empty and odd maps, non-ASCII and escape characters, 2^53-1 offsets,
+ * floats that do not round-trip through short decimals, step 0 next to a null step.
+ */
+export function sampleEdgeDecision(i: number, opts: { runId?: string } = {}): EnrichedDecisionRecord {
+  const r = sampleEnrichedDecision(i, opts);
+  switch (i % 7) {
+    case 0:
+      r.image = null;
+      r.config = null;
+      r.preprocessing = null;
+      r.environment_digest = null;
+      r.model.digest = null;
+      r.producer.host = null;
+      r.pii_key_id = null;
+      r.tenant = null;
+      break;
+    case 1:
+      r.output.token_logprobs = [-0.125, -1.5e-7, -3.3333333333333335];
+      r.unresolved_refs = ['registry://models/x:1'];
+      r.digest_mismatches = ['a', 'b'];
+      r.resolved = false;
+      r.output.confidence = null;
+      r.output.output_json = '{"k":"v\\n\\u00e9"}';
+      break;
+    case 2:
+      r.attributes = { 'quote"key': 'tab\tval', 'ünï': 'コード', empty: '', "it's": 'back\\slash' };
+      r.input_fields = {};
+      r.output.scores = {};
+      r.artifacts = [];
+      r.lineage = [];
+      break;
+    case 3:
+      if (r.config) r.config.params = { ...r.config.params, extra: { seed: '42', stop: '</s>' }, thresholds: {}, max_tokens: 2147483647 };
+      r.input_json = '{"text":"line1\\nline2 \\"quoted\\" ✓"}';
+      break;
+    case 4:
+      r.sample_rate = 1 / 3;
+      r.source.offset = 2 ** 53 - 1 - i;
+      r.output.confidence = 0.1 + 0.2;
+      break;
+    case 5:
+      r.trajectory = { trace_id: `tr-edge-${i}`, step: 0, parent_event_id: 'ev-parent', tool_name: null, tool_args_hash: null };
+      break;
+    default:
+      r.tier = 'minimal';
+  }
+  return r;
+}
+
 export async function produceSamples(
   kafka: Kafka,
   registryUrl: string,

@@ -18,7 +18,7 @@ function fakeIo(opts: { badRows?: Set<string>; failTimes?: number } = {}) {
         failures--;
         throw Object.assign(new Error('Too many parts'), { code: '252' });
       }
-      const rows = body.trim().split('\n');
+      const rows = body.map((r) => String(r));
       if (rows.some((r) => opts.badRows?.has(r))) throw Object.assign(new Error('Cannot parse input'), { code: '27' });
       rows.forEach((r) => stored.add(r));
       events.push(`insert ${rows.join(',')} ${token}`);

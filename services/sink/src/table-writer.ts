@@ -45,8 +45,15 @@ export interface WriterLimits {
   retryMaxMs: number;
 }
 
+/**
+ * One row as the writer holds it: a JSONEachRow line, or (embedded decisions) the record's Avro
+ * body in the contract's own schema, which ClickHouse reads itself.
+ */
+export type RowPayload = string | Buffer;
+
 export interface WriterIo {
-  insert(table: string, token: string, body: string): Promise<void>;
+  /** Inserts the rows in one statement (or one per payload kind), deduplicated by `token`. */
+  insert(table: string, token: string, rows: readonly RowPayload[]): Promise<void>;
   /** Keys among `keys` already stored, looking only at rows with time in [lo, hi] ms. */
   existing(table: string, keyColumn: string, timeColumn: string, keys: string[], lo: number, hi: number): Promise<Set<string>>;
   deadLetter(topic: string, letters: DeadLetter[]): Promise<void>;
@@ -65,6 +72,8 @@ export interface WriterStats {
   peakBufferedBytes: number;
   batchesWritten: number;
   rowsWritten: number;
+  /** Of rowsWritten, those ClickHouse read as Avro (the embedded fast path). */
+  rowsWrittenAsAvro: number;
   rowsSkippedAsReplay: number;
   deadLettered: number;
   insertFailures: number;
@@ -73,7 +82,7 @@ export interface WriterStats {
 }
 
 class Batch {
-  readonly lines: string[] = [];
+  readonly lines: RowPayload[] = [];
   readonly keys: string[] = [];
   readonly times: number[] = [];
   /** Source message of each row, for dead letters. */
@@ -147,6 +156,7 @@ export class TableWriter {
       peakBufferedBytes: 0,
       batchesWritten: 0,
       rowsWritten: 0,
+      rowsWrittenAsAvro: 0,
       rowsSkippedAsReplay: 0,
       deadLettered: 0,
       insertFailures: 0,
@@ -155,15 +165,16 @@ export class TableWriter {
     };
   }
 
-  /** A decoded row. `line` is its JSONEachRow text. */
-  addRow(m: SourceMessage, line: string, key: string, time: number): void {
+  /** A row: its JSONEachRow text, or its Avro body (a view into the source message). */
+  addRow(m: SourceMessage, row: RowPayload, key: string, time: number): void {
     const b = this.open;
-    b.lines.push(line);
+    b.lines.push(row);
     b.keys.push(key);
     b.times.push(time);
     b.sources.push(m);
-    // Both the row text and the source bytes it keeps alive count against the memory limit.
-    b.bytes += line.length + (m.value?.length ?? 0);
+    // Both the row text and the source bytes it keeps alive count against the memory limit; an
+    // Avro body is the source bytes.
+    b.bytes += (typeof row === 'string' ? row.length : 0) + (m.value?.length ?? 0);
     b.cover(m);
     this.afterAdd();
   }
@@ -304,9 +315,14 @@ export class TableWriter {
         rows = await this.withRetry('replay check', () => this.dropExisting(batch, rows));
       }
       const t0 = Date.now();
-      await this.insertRows(batch, rows, token);
+      const rejected = new Set<number>();
+      await this.insertRows(batch, rows, token, rejected);
       this.stats.batchesWritten++;
-      this.stats.rowsWritten += rows.length;
+      for (const i of rows) {
+        if (rejected.has(i)) continue;
+        this.stats.rowsWritten++;
+        if (typeof batch.lines[i] !== 'string') this.stats.rowsWrittenAsAvro++;
+      }
       this.log.debug({ table: this.table, rows: rows.length, ms: Date.now() - t0 }, 'batch written');
     }
     if (batch.deadLetters.length > 0) {
@@ -350,28 +366,23 @@ export class TableWriter {
     return keep;
   }
 
-  private body(batch: Batch, rows: number[]): string {
-    let s = '';
-    for (const i of rows) s += batch.lines[i]! + '\n';
-    return s;
-  }
-
   /** Inserts rows; on a data error splits until the bad rows are isolated as dead letters. */
-  private async insertRows(batch: Batch, rows: number[], token: string): Promise<void> {
+  private async insertRows(batch: Batch, rows: number[], token: string, rejected: Set<number>): Promise<void> {
     if (rows.length === 0) return;
     try {
-      await this.withRetry('insert', () => this.io.insert(this.table, token, this.body(batch, rows)));
+      await this.withRetry('insert', () => this.io.insert(this.table, token, rows.map((i) => batch.lines[i]!)));
     } catch (err) {
       if (err instanceof StoppedError || this.io.isRetriable(err) || this.io.isFatal(err)) throw err;
       if (rows.length === 1) {
         const i = rows[0]!;
         batch.deadLetters.push({ message: batch.sources[i]!, reason: 'clickhouse_rejected', message_: (err as Error).message, step: 'insert' });
+        rejected.add(i);
         return;
       }
       this.log.debug({ table: this.table, rows: rows.length, err }, 'insert refused: splitting to isolate the bad rows');
       const mid = rows.length >>> 1;
-      await this.insertRows(batch, rows.slice(0, mid), `${token}/a`);
-      await this.insertRows(batch, rows.slice(mid), `${token}/b`);
+      await this.insertRows(batch, rows.slice(0, mid), `${token}/a`, rejected);
+      await this.insertRows(batch, rows.slice(mid), `${token}/b`, rejected);
     }
   }
 

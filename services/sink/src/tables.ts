@@ -3,6 +3,8 @@ import type { DecisionCountsRecord } from '@dlog/contracts';
 import type { AlertRecord, ArtifactEventRecord, DeploymentEventRecord, EnrichedDecisionRecord } from './records.js';
 import { countsRowKey, toAlertRow, toArtifactRow, toCountsRow, toDecisionRow, toDeploymentRow, toRemediationRow, type Row } from './to-rows.js';
 import type { RemediationEventRecord } from '@dlog/contracts';
+import { loadSchema } from '@dlog/contracts';
+import { decisionColumns, peekDecision, type AvroMapping } from './avro-rows.js';
 
 /**
  * What the sink writes: one source topic per table, the contract it reads there, how a record
@@ -21,6 +23,11 @@ export interface TableSpec<T = any> {
   /** Event time in ms, stored in `timeColumn`: the replay check reads only that time range. */
   time(record: T): number;
   timeColumn: string;
+  /**
+   * Embedded only: records in the contract's own schema go to ClickHouse as Avro, undecoded;
+   * `peek` reads the replay key and time from the body without decoding the rest.
+   */
+  avro?: { mapping: AvroMapping; peek(body: Buffer): { key: string; time: number } };
   /** Null values on this topic are compaction tombstones, not bad input. */
   tombstones?: boolean;
 }
@@ -39,6 +46,7 @@ export const sinkTables: readonly TableSpec[] = [
     keyColumn: 'event_id',
     time: (r) => r.ts,
     timeColumn: 'ts',
+    avro: { mapping: { schemaJson: JSON.stringify(loadSchema('enriched-decision')), columns: decisionColumns }, peek: peekDecision },
   }),
   spec<DecisionCountsRecord>({
     table: 'decision_counts',
