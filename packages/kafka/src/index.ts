@@ -9,4 +9,4 @@ export {
   type BatchContext,
 } from './transactional-processor.js';
 export { deadLetterMessage, prefixedTopics, type DeadLetterFailure } from './dead-letter.js';
-export { packMessages, unpackMessages, type PackedMessages } from './thread-wire.js';
+export { packMessages, unpackMessages, transferables, type PackedMessages } from './thread-wire.js';

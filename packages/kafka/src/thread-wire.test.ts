@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads';
-import { packMessages, unpackMessages } from './thread-wire.js';
+import { packMessages, transferables, unpackMessages } from './thread-wire.js';
 
 describe('thread wire', () => {
   it('round-trips keys, values and headers through a real port, copying only the message bytes', () => {
@@ -19,7 +19,7 @@ describe('thread wire', () => {
     assert.equal(packed.blob.byteLength, 4 + 9 + 1 + 2 + 2 + 4);
 
     const { port1, port2 } = new MessageChannel();
-    port1.postMessage(packed, [packed.blob]);
+    port1.postMessage(packed, transferables(packed));
     assert.equal(packed.blob.byteLength, 0, 'the blob is transferred, not cloned');
     const received = receiveMessageOnPort(port2)!.message as typeof packed;
     port1.close();

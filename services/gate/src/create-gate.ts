@@ -44,6 +44,8 @@ export interface Gate {
   start(): Promise<void>;
   stop(): Promise<void>;
   readonly stats: GateStats;
+  /** Input events whose outputs and offsets are committed (stats count them when processed). */
+  readonly committed: number;
   readonly policyId: string;
 }
 
@@ -108,6 +110,12 @@ export async function createGate(opts: GateOptions): Promise<Gate> {
   let threads: GateThreads | undefined;
   if (config.gateThreads > 0) {
     threads = new GateThreads(config.gateThreads, wiring, stats, log);
+    try {
+      await threads.ready();
+    } catch (err) {
+      await threads.close();
+      throw err;
+    }
     process = (messages, ctx) => threads!.run(messages, ctx);
   } else {
     const deps = gateDeps(wiring, log);
@@ -118,8 +126,12 @@ export async function createGate(opts: GateOptions): Promise<Gate> {
   }
 
   let processor: TransactionalProcessor | undefined;
+  let committed = 0;
   return {
     stats,
+    get committed() {
+      return committed;
+    },
     policyId: policy.id,
     async start() {
       processor = createTransactionalProcessor({
@@ -131,7 +143,10 @@ export async function createGate(opts: GateOptions): Promise<Gate> {
         // Threaded: one batch per thread being processed plus one committing keeps both busy.
         concurrency: threads ? config.gateThreads + 1 : 1,
         process,
-        onCommitted: (info) => log.debug(info, 'batch committed'),
+        onCommitted: (info) => {
+          committed += info.count;
+          log.debug(info, 'batch committed');
+        },
       });
       await processor.start();
     },

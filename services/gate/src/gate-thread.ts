@@ -1,5 +1,5 @@
 import { parentPort, threadId, workerData } from 'node:worker_threads';
-import { packMessages, unpackMessages } from '@dlog/kafka';
+import { packMessages, transferables, unpackMessages } from '@dlog/kafka';
 import { createLogger } from '@dlog/runtime';
 import { gateDeps, type GateWiring } from './create-gate.js';
 import { processBatch, type GateStats } from './gate.js';
@@ -23,7 +23,7 @@ port.on('message', (req: ThreadRequest) => {
       const stats: GateStats = { kept: 0, dropped: 0, deadLettered: 0, byReason: {} };
       const outputs = processBatch(messages, req.ctx, deps, stats).map((o) => ({ topic: o.topic, batch: packMessages(o.messages) }));
       const reply: ThreadReply = { id: req.id, ok: true, outputs, stats };
-      port.postMessage(reply, outputs.map((o) => o.batch.blob));
+      port.postMessage(reply, outputs.flatMap((o) => transferables(o.batch)));
     } catch (err) {
       const e = err as Error;
       const reply: ThreadReply = { id: req.id, ok: false, error: { name: e.name, message: e.message, stack: e.stack } };

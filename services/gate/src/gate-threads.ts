@@ -1,7 +1,7 @@
 import type { Worker } from 'node:worker_threads';
 import type { KafkaMessage } from 'kafkajs';
 import type { Logger } from 'pino';
-import { packMessages, unpackMessages, type BatchContext, type OutputRecord, type PackedMessages } from '@dlog/kafka';
+import { packMessages, transferables, unpackMessages, type BatchContext, type OutputRecord, type PackedMessages } from '@dlog/kafka';
 import { startThread } from '@dlog/runtime';
 import type { GateWiring } from './create-gate.js';
 import type { GateStats } from './gate.js';
@@ -26,6 +26,9 @@ interface Slot {
   worker: Worker;
   inFlight: number;
   dead: boolean;
+  started: boolean;
+  /** Settles when the thread has loaded the policy and keys, or failed to. */
+  ready: Promise<void>;
 }
 
 /**
@@ -51,9 +54,20 @@ export class GateThreads {
 
   private spawn(index: number): Slot {
     const worker = startThread(new URL('./gate-thread.ts', import.meta.url), { ...this.wiring }, `gate-${index}`);
-    const slot: Slot = { worker, inFlight: 0, dead: false };
+    let readyResolve!: () => void;
+    let readyReject!: (err: Error) => void;
+    const ready = new Promise<void>((resolve, reject) => {
+      readyResolve = resolve;
+      readyReject = reject;
+    });
+    ready.catch(() => undefined);
+    const slot: Slot = { worker, inFlight: 0, dead: false, started: false, ready };
     worker.on('message', (msg: ThreadReply | { ready: true }) => {
-      if (!('id' in msg)) return;
+      if (!('id' in msg)) {
+        slot.started = true;
+        readyResolve();
+        return;
+      }
       const p = this.pending.get(msg.id);
       if (!p) return;
       this.pending.delete(msg.id);
@@ -70,12 +84,15 @@ export class GateThreads {
     const fail = (err: Error) => {
       if (slot.dead) return;
       slot.dead = true;
+      readyReject(new Error(`gate thread ${index} did not start: ${err.message}`, { cause: err }));
       for (const [id, p] of this.pending) {
         if (p.thread !== slot) continue;
         this.pending.delete(id);
         p.reject(new Error(`gate thread ${index} stopped with the batch in hand: ${err.message}`, { cause: err }));
       }
-      if (!this.closing) {
+      // A thread that never started would fail the same way again: that is the gate's start
+      // failing (createGate rejects), not something to retry forever.
+      if (!this.closing && slot.started) {
         this.log.error({ err, thread: index }, 'gate thread died; starting a new one (its batches are read again)');
         this.slots[index] = this.spawn(index);
       }
@@ -83,6 +100,11 @@ export class GateThreads {
     worker.on('error', fail);
     worker.on('exit', (code) => fail(new Error(`exit code ${code}`)));
     return slot;
+  }
+
+  /** Resolves once every thread has started (policy, keys and contracts loaded). */
+  async ready(): Promise<void> {
+    await Promise.all(this.slots.map((s) => s.ready));
   }
 
   private merge(delta: GateStats): void {
@@ -93,14 +115,16 @@ export class GateThreads {
   }
 
   run(messages: KafkaMessage[], ctx: BatchContext): Promise<OutputRecord[]> {
-    let slot = this.slots[0]!;
-    for (const s of this.slots) if (s.inFlight < slot.inFlight) slot = s;
+    const live = this.slots.filter((s) => !s.dead);
+    if (live.length === 0) return Promise.reject(new Error('no gate thread is running (they failed to restart; see the log)'));
+    let slot = live[0]!;
+    for (const s of live) if (s.inFlight < slot.inFlight) slot = s;
     const id = this.nextId++;
     const req: ThreadRequest = { id, ctx, batch: packMessages(messages) };
     return new Promise<OutputRecord[]>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, thread: slot });
       slot.inFlight++;
-      slot.worker.postMessage(req, [req.batch.blob]);
+      slot.worker.postMessage(req, transferables(req.batch));
     });
   }
 

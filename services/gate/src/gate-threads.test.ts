@@ -1,0 +1,28 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import pino from 'pino';
+import { loadConfig } from '@dlog/config';
+import { GateThreads } from './gate-threads.js';
+
+const log = pino({ level: 'silent' });
+const wiring = (policyFile: string) => ({
+  config: { ...loadConfig({ DLOG_PII_KEYS: `t1:${Buffer.alloc(32, 7).toString('base64')}` }), policyFile },
+  topics: { decisions: 'd', counts: 'c', deadLetters: 'q' },
+  decisionId: 1,
+  countsId: 2,
+});
+
+describe('gate threads', () => {
+  it('start with the policy and keys loaded, and close', async () => {
+    const threads = new GateThreads(2, wiring('infra/policies/default.yaml'), { kept: 0, dropped: 0, deadLettered: 0, byReason: {} }, log);
+    await threads.ready();
+    await threads.close();
+  });
+
+  it('a thread that cannot start fails the start with the reason, instead of restarting forever', async () => {
+    const threads = new GateThreads(1, wiring('/nonexistent/policy.yaml'), { kept: 0, dropped: 0, deadLettered: 0, byReason: {} }, log);
+    await assert.rejects(threads.ready(), /gate thread 0 did not start: .*policy/i);
+    await assert.rejects(threads.run([], { topic: 't', partition: 0 }), /no gate thread is running/);
+    await threads.close();
+  });
+});
