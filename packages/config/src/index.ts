@@ -217,7 +217,9 @@ export const fields = {
   }),
   sinkBatchBytes: field({
     env: 'DLOG_SINK_BATCH_BYTES',
-    schema: z.coerce.number().int().min(1024).max(1024 * 1024 * 1024),
+    // At most 256 MiB: ClickHouse writes an insert up to min_insert_block_size_bytes (256 MiB) as
+    // one part, so a batch lands whole or not at all, which retries and dead-lettering rely on.
+    schema: z.coerce.number().int().min(1024).max(256 * 1024 * 1024),
     fallback: String(16 * 1024 * 1024),
     example: String(8 * 1024 * 1024),
     doc: 'Sink: bytes of row data per ClickHouse insert, at most',

@@ -1,5 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -104,6 +104,9 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
       await store.client.command({ query: avroInsertSql(table, mapping, file, token) });
     } catch (err) {
       throw withCode(err);
+    } finally {
+      // Removed at once: a crash leaves at most the one batch being inserted behind.
+      await unlink(file).catch(() => undefined);
     }
   };
 
@@ -135,17 +138,10 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
     },
     insert: (table: string, token: string, rows: readonly RowPayload[]) =>
       serial(async () => {
-        const lines: string[] = [];
-        const datums: Buffer[] = [];
-        for (const r of rows) {
-          if (typeof r === 'string') lines.push(r);
-          else datums.push(r);
-        }
-        // Usually one kind; a batch mixing both (records of an older schema among current ones)
-        // is two statements, each with its own token so a retry deduplicates each.
-        const mixed = lines.length > 0 && datums.length > 0;
-        if (datums.length > 0) await insertAvro(table, mixed ? `${token}/avro` : token, datums);
-        if (lines.length > 0) await insertJson(table, mixed ? `${token}/json` : token, lines);
+        // The writer sends one kind per call (see TableWriter.insertRows).
+        if (rows.every((r) => typeof r !== 'string')) await insertAvro(table, token, rows as Buffer[]);
+        else if (rows.every((r) => typeof r === 'string')) await insertJson(table, token, rows as string[]);
+        else throw new Error(`internal: a ${table} insert mixes JSON and Avro rows`);
       }),
     existing: (table: string, keyColumn: string, timeColumn: string, keys: string[], lo: number, hi: number) =>
       serial(async () => {

@@ -18,7 +18,8 @@ function fakeIo(opts: { badRows?: Set<string>; failTimes?: number } = {}) {
         failures--;
         throw Object.assign(new Error('Too many parts'), { code: '252' });
       }
-      const rows = body.map((r) => String(r));
+      if (new Set(body.map((r) => typeof r)).size > 1) events.push('MIXED');
+      const rows = body.map((r) => (typeof r === 'string' ? r : `avro:${r.toString()}`));
       if (rows.some((r) => opts.badRows?.has(r))) throw Object.assign(new Error('Cannot parse input'), { code: '27' });
       rows.forEach((r) => stored.add(r));
       events.push(`insert ${rows.join(',')} ${token}`);
@@ -72,6 +73,27 @@ describe('TableWriter', () => {
     assert.equal(s.insertFailures, 2);
     assert.equal(s.rowsSkippedAsReplay, 1);
     assert.equal(s.paused, false);
+  });
+
+  it('inserts JSON lines and Avro bodies as separate statements, so a bad line never re-sends Avro rows', async () => {
+    const { io, events, letters } = fakeIo({ badRows: new Set(['c']) });
+    const w = new TableWriter('t', 'topic', { keyColumn: 'k', timeColumn: 'ts' }, limits, io, log, 'dlq');
+    const avro = (offset: number, key: string) => w.addRow({ partition: 0, offset: String(offset), key: null, value: Buffer.from(key) }, Buffer.from(key), key, 1000 + offset);
+    add(w, 0, 0, 'a');
+    avro(1, 'b');
+    add(w, 0, 2, 'c');
+    avro(3, 'd');
+    await w.drain();
+    assert.deepEqual(events, [
+      'insert a topic/0:0-3/json/a',
+      'insert avro:b,avro:d topic/0:0-3/avro',
+      'dlq 2',
+      'commit 0@4',
+    ]);
+    assert.deepEqual(letters.map((l) => l.message.offset), ['2']);
+    const s = w.getStats();
+    assert.equal(s.rowsWritten, 3);
+    assert.equal(s.rowsWrittenAsAvro, 2);
   });
 
   it('drops what it buffered when the assignment changes (Kafka delivers it again)', async () => {

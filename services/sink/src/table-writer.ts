@@ -369,6 +369,15 @@ export class TableWriter {
   /** Inserts rows; on a data error splits until the bad rows are isolated as dead letters. */
   private async insertRows(batch: Batch, rows: number[], token: string, rejected: Set<number>): Promise<void> {
     if (rows.length === 0) return;
+    // JSON lines and Avro bodies are separate statements. Each is atomic on its own, so each
+    // kind is inserted, retried and split apart from the other: splitting a mixed batch after
+    // one statement had landed would write that statement's rows again under new tokens.
+    const avro = rows.filter((i) => typeof batch.lines[i] !== 'string');
+    if (avro.length > 0 && avro.length < rows.length) {
+      await this.insertRows(batch, rows.filter((i) => typeof batch.lines[i] === 'string'), `${token}/json`, rejected);
+      await this.insertRows(batch, avro, `${token}/avro`, rejected);
+      return;
+    }
     try {
       await this.withRetry('insert', () => this.io.insert(this.table, token, rows.map((i) => batch.lines[i]!)));
     } catch (err) {
