@@ -13,7 +13,7 @@
  */
 import { fork, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '@dlog/config';
@@ -40,6 +40,23 @@ function vmHwmMiB(pid: number): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The worker processes the pipeline started (gate, enricher, alerter), with their peak memory. */
+function workerMemory(pid: number): string[] {
+  const out: string[] = [];
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) {
+        const cmd = readFileSync(`/proc/${c}/cmdline`, 'utf8');
+        const name = /services\/(\w+)\//.exec(cmd)?.[1] ?? `pid ${c}`;
+        out.push(`${name} ${vmHwmMiB(Number(c)) ?? '?'} MiB`);
+      }
+    }
+  } catch {
+    // A process that just exited: report what was found.
+  }
+  return out;
 }
 
 function stackPid(name: string): number | undefined {
@@ -121,6 +138,7 @@ const spans = await sql<{ s: number; n: string; q: number[] }>(
     "quantilesExact(0.5, 0.99)(dateDiff('millisecond', ts, ingested_at)) AS q FROM decisions GROUP BY s ORDER BY s",
 );
 const pipelineMem = vmHwmMiB(child!.pid!);
+const workersMem = workerMemory(child!.pid!);
 child!.kill('SIGTERM');
 const exitCode = await new Promise<number | null>((r) => child!.once('exit', (code) => r(code)));
 
@@ -133,7 +151,7 @@ if (backlog) {
   console.log(`  latency ts -> ingested  p50 ${lat?.q[0]} ms   p99 ${lat?.q[1]} ms   (target p99 <= 3000 ms)`);
   console.log(`  latency by second made: ${spans.map((b) => `${b.s}s p50 ${b.q[0]} p99 ${b.q[1]}`).join(' | ')}`);
 }
-console.log(`  peak memory (VmHWM): pipeline ${pipelineMem} MiB, kafka ${vmHwmMiB(stackPid('kafka') ?? -1) ?? '?'} MiB, registry ${vmHwmMiB(stackPid('registry') ?? -1) ?? '?'} MiB, bench+SDK ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB`);
+console.log(`  peak memory (VmHWM): pipeline + sink + embedded ClickHouse ${pipelineMem} MiB, ${workersMem.join(', ')}, kafka ${vmHwmMiB(stackPid('kafka') ?? -1) ?? '?'} MiB, registry ${vmHwmMiB(stackPid('registry') ?? -1) ?? '?'} MiB, bench+SDK ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB`);
 console.log(`  sdk: sent ${sdkStats.sent}, dropped ${sdkStats.dropped}; pipeline exit code ${exitCode}`);
 
 // 4. The sink alone into embedded ClickHouse.

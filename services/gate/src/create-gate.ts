@@ -21,6 +21,7 @@ import {
 } from '@dlog/kafka';
 import { processBatch, type GateDeps, type GateStats, type GateTopics } from './gate.js';
 import { GateThreads } from './gate-threads.js';
+import { warmUp } from './warm-up.js';
 import { localKeyRing, parseKeyRing, type KeyRing } from './keys.js';
 import { loadPolicy } from './policy.js';
 import { createProtector } from './protect.js';
@@ -119,6 +120,7 @@ export async function createGate(opts: GateOptions): Promise<Gate> {
     process = (messages, ctx) => threads!.run(messages, ctx);
   } else {
     const deps = gateDeps(wiring, log);
+    await warmUp(deps);
     process = async (messages, ctx) => {
       await deps.schemas.prepare(messages.map((m) => m.value));
       return processBatch(messages, ctx, deps, stats);

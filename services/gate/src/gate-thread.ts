@@ -4,6 +4,7 @@ import { createLogger } from '@dlog/runtime';
 import { gateDeps, type GateWiring } from './create-gate.js';
 import { processBatch, type GateStats } from './gate.js';
 import type { ThreadReply, ThreadRequest } from './gate-threads.js';
+import { warmUp } from './warm-up.js';
 
 /**
  * A gate worker thread: the same `processBatch` as the main thread, on batches posted to it.
@@ -31,4 +32,5 @@ port.on('message', (req: ThreadRequest) => {
     }
   })();
 });
+await warmUp(deps);
 port.postMessage({ ready: true });

@@ -2,7 +2,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pino from 'pino';
 import { loadConfig } from '@dlog/config';
+import { avroType } from '@dlog/contracts';
 import { GateThreads } from './gate-threads.js';
+import { parseKeyRing } from './keys.js';
+import { loadPolicy } from './policy.js';
+import { createProtector } from './protect.js';
+import { warmUp } from './warm-up.js';
 
 const log = pino({ level: 'silent' });
 const wiring = (policyFile: string) => ({
@@ -24,5 +29,26 @@ describe('gate threads', () => {
     await assert.rejects(threads.ready(), /gate thread 0 did not start: .*policy/i);
     await assert.rejects(threads.run([], { topic: 't', partition: 0 }), /no gate thread is running/);
     await threads.close();
+  });
+});
+
+describe('gate warm-up', () => {
+  it('takes its synthetic events through the real paths (kept or sampled, none dead-lettered)', async () => {
+    const policy = loadPolicy('infra/policies/default.yaml');
+    const type = avroType('inference-event');
+    const deps = {
+      policy,
+      protector: createProtector(policy.doc.pii, parseKeyRing(`t1:${Buffer.alloc(32, 7).toString('base64')}`)),
+      inputType: type,
+      // The warm-up brings its own schema lookup; the real one is never asked.
+      schemas: { get: () => assert.fail('warm-up used the live schema registry') },
+      decisionType: { type: avroType('decision-record'), id: 1 },
+      countsType: { type: avroType('decision-counts'), id: 2 },
+      topics: { decisions: 'd', counts: 'c', deadLetters: 'q' },
+    };
+    const stats = await warmUp(deps, 400);
+    assert.equal(stats.deadLettered, 0, JSON.stringify(stats.byReason));
+    assert.equal(stats.kept + stats.dropped, 400);
+    assert.ok(stats.kept > 0);
   });
 });
