@@ -227,7 +227,9 @@ export const fields = {
   sinkFlushIntervalMs: field({
     env: 'DLOG_SINK_FLUSH_INTERVAL_MS',
     schema: z.coerce.number().int().min(10).max(600_000),
-    fallback: '1000',
+    // 400 ms: at 5,000 decisions/s p99 produce-to-queryable went from 4.3 s (1,000 ms) to 2.6 s
+    // (bench:pipeline, BENCH_RATE=5000); busy tables seal by rows and bytes long before this.
+    fallback: '400',
     example: '500',
     doc: 'Sink: longest a row waits in memory before its batch is inserted (bounds produce-to-queryable latency)',
   }),
