@@ -151,6 +151,12 @@ describe('gate end to end on the real broker and registry', () => {
       assert.ok(dropped > 0 && kept > 0);
       assert.equal(kept + dropped + dlq.messages.length, produced);
 
+      // Outputs carry the time they were written (retention and the alerter's windows count
+      // from it), never an empty or zero timestamp.
+      for (const m of [...decisions.messages, ...counts.messages, ...dlq.messages]) {
+        assert.ok(Math.abs(Number(m.timestamp) - Date.now()) < 15 * 60_000, `output record timestamp ${m.timestamp} is not recent`);
+      }
+
       const reasons = dlq.messages.map((m) => String(m.headers?.['dlog.reason'])).sort();
       assert.deepEqual(reasons, bad.map((b) => b.reason).sort());
       for (const m of dlq.messages) {

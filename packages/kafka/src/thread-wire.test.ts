@@ -37,5 +37,16 @@ describe('thread wire', () => {
     assert.equal(out[2]!.key as unknown, 'string-key');
     assert.deepEqual([...out[2]!.value!], [0, 1, 2, 255]);
     assert.equal(out[2]!.headers!.s, 'text');
+    // An output message without a timestamp must not come back stamped (kafkajs would send '0': 1970).
+    assert.equal(out[2]!.timestamp, undefined);
+    assert.equal(out[2]!.offset, '0');
+  });
+
+  it('carries string values as their UTF-8 bytes', () => {
+    const packed = packMessages([{ key: 'k', value: 'héllo' }, { key: null, value: Buffer.from('b') }]);
+    assert.equal(packed.blob.byteLength, Buffer.byteLength('héllo') + 1);
+    const out = unpackMessages(packed);
+    assert.equal(String(out[0]!.value), 'héllo');
+    assert.equal(String(out[1]!.value), 'b');
   });
 });

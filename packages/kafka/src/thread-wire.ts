@@ -45,9 +45,12 @@ function headerEntries(headers: IHeaders | undefined): [string, Bytes | Bytes[]]
 }
 
 export function packMessages(messages: readonly (Message | KafkaMessage)[]): PackedMessages {
+  // A string value is not something these topics carry; it goes as its UTF-8 bytes.
+  const values = messages.map((m) => (typeof m.value === 'string' ? Buffer.from(m.value) : (m.value as Bytes)));
   let total = 0;
-  for (const m of messages) {
-    total += size(m.key as Bytes) + size(m.value as Bytes);
+  for (let n = 0; n < messages.length; n++) {
+    const m = messages[n]!;
+    total += size(m.key as Bytes) + size(values[n]);
     if (m.headers) for (const [, v] of headerEntries(m.headers)) total += Array.isArray(v) ? v.reduce((s, x) => s + size(x), 0) : size(v);
   }
   const blob = new ArrayBuffer(total);
@@ -82,8 +85,9 @@ export function packMessages(messages: readonly (Message | KafkaMessage)[]): Pac
   for (let n = 0; n < messages.length; n++) {
     const m = messages[n]!;
     span(m.key as Bytes, n * 4);
-    // A string value is not something these topics carry; it goes as its UTF-8 bytes.
-    span(typeof m.value === 'string' ? Buffer.from(m.value) : (m.value as Bytes), n * 4 + 2);
+    span(values[n], n * 4 + 2);
+    // '' stands for "none": an output message without a timestamp must stay without one, so
+    // the producer stamps it with the time it is sent (and retention counts from then).
     offsets.push('offset' in m ? m.offset : '');
     timestamps.push(m.timestamp ?? '');
     if (m.headers) {
@@ -129,7 +133,8 @@ export function unpackMessages(packed: PackedMessages): KafkaMessage[] {
     // a string as well.
     const key = field(n * 4) as Buffer | null;
     const value = field(n * 4 + 2) as Buffer | null;
-    out[n] = { key, value, headers: {}, offset: offsets[n] || '0', timestamp: timestamps[n] || '0', attributes: 0 };
+    // Without a timestamp the field stays undefined (never '0', which kafkajs would send as 1970).
+    out[n] = { key, value, headers: {}, offset: offsets[n] || '0', timestamp: (timestamps[n] || undefined) as string, attributes: 0 };
   }
   for (const [n, entries] of packed.headers) {
     const h: IHeaders = {};

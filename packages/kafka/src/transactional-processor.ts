@@ -125,7 +125,8 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
           const outputs = await opts.process(batch.messages, ctx);
           const last = batch.messages[batch.messages.length - 1]!.offset;
           const committed = await inTurn(async () => {
-            // A rebalance while this batch waited its turn: the partition's new owner re-reads it.
+            // Offsets moved under this batch (a seek) while it waited its turn: not ours to commit.
+            // A rebalance cannot complete meanwhile: this member rejoins only after its batches.
             if (isStale()) return false;
             const tx = await p.transaction();
             try {
@@ -143,8 +144,9 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
           });
           if (!committed) return;
           resolveOffset(last);
-          await heartbeat();
+          // Reported before the heartbeat, which throws when a rebalance is pending.
           opts.onCommitted?.({ ...ctx, count: batch.messages.length, lastOffset: last, ms: Date.now() - t0 });
+          await heartbeat();
         },
       });
     },

@@ -26,7 +26,7 @@ port.on('message', (req: ThreadRequest) => {
       const reply: ThreadReply = { id: req.id, ok: true, outputs, stats };
       port.postMessage(reply, outputs.flatMap((o) => transferables(o.batch)));
     } catch (err) {
-      const e = err as Error;
+      const e = err instanceof Error ? err : new Error(String(err));
       const reply: ThreadReply = { id: req.id, ok: false, error: { name: e.name, message: e.message, stack: e.stack } };
       port.postMessage(reply);
     }

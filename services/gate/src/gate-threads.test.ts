@@ -32,6 +32,23 @@ describe('gate threads', () => {
   });
 });
 
+describe('gate threads: a stuck thread', () => {
+  it('is terminated after the batch deadline, its batch fails (to be read again), and a new thread takes its place', async () => {
+    const threads = new GateThreads(1, wiring('infra/policies/default.yaml'), { kept: 0, dropped: 0, deadLettered: 0, byReason: {} }, log, { batchTimeoutMs: 20 });
+    await threads.ready();
+    const slots = (threads as unknown as { slots: { worker: object; started: boolean }[] }).slots;
+    const first = slots[0]!.worker;
+    // Far more work than fits in 20 ms: stands in for a thread that does not answer.
+    const junk = Array.from({ length: 200_000 }, (_, i) => ({ key: null, value: Buffer.from('not an event'), headers: {}, offset: String(i), timestamp: String(Date.now()), attributes: 0 }));
+    await assert.rejects(threads.run(junk, { topic: 'raw', partition: 3 }), /gate batch raw\[3\] offsets 0\.\.199999 on thread 0: gate thread 0 stopped with the batch in hand/);
+    const deadline = Date.now() + 30_000;
+    while (!(slots[0]!.worker !== first && slots[0]!.started) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.notEqual(slots[0]!.worker, first, 'a new thread was started');
+    assert.equal(slots[0]!.started, true, 'and it is running');
+    await threads.close();
+  });
+});
+
 describe('gate warm-up', () => {
   it('takes its synthetic events through the real paths (kept or sampled, none dead-lettered)', async () => {
     const policy = loadPolicy('infra/policies/default.yaml');

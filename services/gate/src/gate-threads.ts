@@ -2,7 +2,7 @@ import type { Worker } from 'node:worker_threads';
 import type { KafkaMessage } from 'kafkajs';
 import type { Logger } from 'pino';
 import { packMessages, transferables, unpackMessages, type BatchContext, type OutputRecord, type PackedMessages } from '@dlog/kafka';
-import { startThread } from '@dlog/runtime';
+import { backoffDelay, startThread } from '@dlog/runtime';
 import type { GateWiring } from './create-gate.js';
 import type { GateStats } from './gate.js';
 
@@ -20,36 +20,56 @@ interface Pending {
   resolve(out: OutputRecord[]): void;
   reject(err: Error): void;
   thread: Slot;
+  timer: NodeJS.Timeout;
 }
 
 interface Slot {
+  index: number;
   worker: Worker;
   inFlight: number;
   dead: boolean;
   started: boolean;
-  /** Settles when the thread has loaded the policy and keys, or failed to. */
+  /** Settles when the thread has loaded the policy and keys and warmed up, or failed to. */
   ready: Promise<void>;
 }
 
+export interface GateThreadOptions {
+  /**
+   * A batch not answered in this long means the thread is stuck (a pathological input, a bug):
+   * it is terminated, the batch fails and is read again, and a new thread takes its place. A
+   * healthy thread answers a full fetch in well under a second.
+   */
+  batchTimeoutMs?: number;
+}
+
 /**
- * Gate worker threads. Each batch goes to the least busy thread as one transferred buffer and
- * comes back the same way; the caller (the transactional processor) keeps the offsets and the
- * transaction. A thread that dies fails its batches (they are not committed, so they are read
- * again) and is replaced for the next batch.
+ * Gate worker threads. Each batch goes to the least busy running thread as one transferred buffer
+ * and comes back the same way; the caller (the transactional processor) keeps the offsets and the
+ * transaction. A thread that dies or hangs fails its batches (they are not committed, so they
+ * are read again) and is replaced, with backoff if replacements keep failing to start.
  */
 export class GateThreads {
   private readonly slots: Slot[] = [];
   private readonly pending = new Map<number, Pending>();
+  private readonly restarts: number[] = [];
   private nextId = 1;
   private closing = false;
+  /** Set once the first threads all started: from then on a dead thread is replaced. */
+  private startedAll = false;
+  private readonly batchTimeoutMs: number;
 
   constructor(
     count: number,
     private readonly wiring: GateWiring,
     private readonly stats: GateStats,
     private readonly log: Logger,
+    opts: GateThreadOptions = {},
   ) {
-    for (let i = 0; i < count; i++) this.slots.push(this.spawn(i));
+    this.batchTimeoutMs = opts.batchTimeoutMs ?? 60_000;
+    for (let i = 0; i < count; i++) {
+      this.restarts.push(0);
+      this.slots.push(this.spawn(i));
+    }
   }
 
   private spawn(index: number): Slot {
@@ -60,23 +80,27 @@ export class GateThreads {
       readyResolve = resolve;
       readyReject = reject;
     });
+    // Awaited by ready() at start; a replacement's failure is handled (logged, retried) in fail.
     ready.catch(() => undefined);
-    const slot: Slot = { worker, inFlight: 0, dead: false, started: false, ready };
+    const slot: Slot = { index, worker, inFlight: 0, dead: false, started: false, ready };
     worker.on('message', (msg: ThreadReply | { ready: true }) => {
       if (!('id' in msg)) {
         slot.started = true;
+        this.restarts[index] = 0;
         readyResolve();
         return;
       }
       const p = this.pending.get(msg.id);
       if (!p) return;
       this.pending.delete(msg.id);
+      clearTimeout(p.timer);
       slot.inFlight--;
       if (msg.ok) {
         this.merge(msg.stats);
         p.resolve(msg.outputs.map((o) => ({ topic: o.topic, messages: unpackMessages(o.batch) })));
       } else {
-        const err = new Error(`gate thread failed on a batch: ${msg.error.message}`);
+        const err = new Error(msg.error.message);
+        err.name = msg.error.name;
         err.stack = msg.error.stack ?? err.stack;
         p.reject(err);
       }
@@ -88,23 +112,30 @@ export class GateThreads {
       for (const [id, p] of this.pending) {
         if (p.thread !== slot) continue;
         this.pending.delete(id);
+        clearTimeout(p.timer);
         p.reject(new Error(`gate thread ${index} stopped with the batch in hand: ${err.message}`, { cause: err }));
       }
-      // A thread that never started would fail the same way again: that is the gate's start
-      // failing (createGate rejects), not something to retry forever.
-      if (!this.closing && slot.started) {
-        this.log.error({ err, thread: index }, 'gate thread died; starting a new one (its batches are read again)');
-        this.slots[index] = this.spawn(index);
-      }
+      if (this.closing) return;
+      // The first threads failing to start is the gate's start failing (createGate rejects);
+      // a replacement failing is retried with backoff, so a passing cause (memory pressure)
+      // does not leave the gate without threads for good.
+      if (!this.startedAll) return;
+      const attempt = this.restarts[index]!++;
+      const delay = attempt === 0 ? 0 : backoffDelay(attempt - 1, 500, 30_000);
+      this.log.error({ err, thread: index, attempt: attempt + 1, delayMs: delay }, 'gate thread died; starting a new one (its batches are read again)');
+      setTimeout(() => {
+        if (!this.closing) this.slots[index] = this.spawn(index);
+      }, delay).unref();
     };
     worker.on('error', fail);
     worker.on('exit', (code) => fail(new Error(`exit code ${code}`)));
     return slot;
   }
 
-  /** Resolves once every thread has started (policy, keys and contracts loaded). */
+  /** Resolves once every thread has started (policy, keys and contracts loaded, warmed up). */
   async ready(): Promise<void> {
     await Promise.all(this.slots.map((s) => s.ready));
+    this.startedAll = true;
   }
 
   private merge(delta: GateStats): void {
@@ -115,14 +146,28 @@ export class GateThreads {
   }
 
   run(messages: KafkaMessage[], ctx: BatchContext): Promise<OutputRecord[]> {
+    // Running threads first: a replacement still warming up would hold the batch back.
     const live = this.slots.filter((s) => !s.dead);
-    if (live.length === 0) return Promise.reject(new Error('no gate thread is running (they failed to restart; see the log)'));
-    let slot = live[0]!;
-    for (const s of live) if (s.inFlight < slot.inFlight) slot = s;
+    const running = live.filter((s) => s.started);
+    const candidates = running.length > 0 ? running : live;
+    const where = `${ctx.topic}[${ctx.partition}] offsets ${messages[0]?.offset ?? '-'}..${messages[messages.length - 1]?.offset ?? '-'}`;
+    if (candidates.length === 0) return Promise.reject(new Error(`no gate thread is running for ${where} (they are being restarted; see the log)`));
+    let slot = candidates[0]!;
+    for (const s of candidates) if (s.inFlight < slot.inFlight) slot = s;
     const id = this.nextId++;
     const req: ThreadRequest = { id, ctx, batch: packMessages(messages) };
     return new Promise<OutputRecord[]>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, thread: slot });
+      const timer = setTimeout(() => {
+        this.log.error({ thread: slot.index, batch: where, timeoutMs: this.batchTimeoutMs }, 'gate thread did not answer in time; replacing it');
+        void slot.worker.terminate();
+      }, this.batchTimeoutMs);
+      timer.unref();
+      this.pending.set(id, {
+        resolve,
+        reject: (err) => reject(new Error(`gate batch ${where} on thread ${slot.index}: ${err.message}`, { cause: err })),
+        thread: slot,
+        timer,
+      });
       slot.inFlight++;
       slot.worker.postMessage(req, transferables(req.batch));
     });
@@ -130,6 +175,7 @@ export class GateThreads {
 
   async close(): Promise<void> {
     this.closing = true;
+    for (const p of this.pending.values()) clearTimeout(p.timer);
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 }

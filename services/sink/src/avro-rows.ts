@@ -79,6 +79,11 @@ export const decisionColumns: AvroMapping['columns'] = [
   ['enriched_at', 'enriched_at'],
 ];
 
+/** A single-quoted ClickHouse string literal. */
+function literal(s: string): string {
+  return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
 /** `INSERT … SELECT` of a container file into `table`. The path is ours (no user input). */
 export function avroInsertSql(table: string, mapping: AvroMapping, file: string, token: string): string {
   const cols = mapping.columns.map(([c]) => c).join(', ');
@@ -87,9 +92,9 @@ export function avroInsertSql(table: string, mapping: AvroMapping, file: string,
     'enable_nullable_tuple_type = 1',
     // The same path is rewritten for every batch: never reuse a cached schema for it.
     'schema_inference_use_cache_for_file = 0',
-    `insert_deduplication_token = '${token.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`,
+    `insert_deduplication_token = ${literal(token)}`,
   ].join(', ');
-  return `INSERT INTO ${table} (${cols}) SELECT ${exprs} FROM file('${file.replace(/'/g, "\\'")}', 'Avro') SETTINGS ${settings}`;
+  return `INSERT INTO ${table} (${cols}) SELECT ${exprs} FROM file(${literal(file)}, 'Avro') SETTINGS ${settings}`;
 }
 
 function zigzag(n: number, out: Buffer, at: number): number {
@@ -105,9 +110,13 @@ function zigzag(n: number, out: Buffer, at: number): number {
 
 /**
  * Builds Avro object container files (codec null) from datums, into one reused buffer: a fresh
- * 60 MB buffer per batch costs more in garbage collection than the copying itself. Every datum
- * is its own block, so each one's length is declared: a datum that does not end exactly where
- * its block does fails the insert instead of shifting the rows after it.
+ * 60 MB buffer per batch costs more in garbage collection than the copying itself. The buffer
+ * stays at the largest batch seen (up to twice DLOG_SINK_BATCH_BYTES) for the life of the sink.
+ *
+ * Every datum is its own block with its length declared, so a malformed datum cannot shift the
+ * rows after it: one cut short fails the insert (the writer then isolates it as a dead letter).
+ * Bytes after a complete record inside its block are ignored by ClickHouse (checked), where the
+ * JS path would dead-letter the message; only the enricher writes this topic, with the contract.
  */
 export class ContainerBuilder {
   private readonly header: Buffer;

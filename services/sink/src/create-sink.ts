@@ -1,11 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { unlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { Config } from '@dlog/config';
 import { AvroDecoder, avroType, registryFetcher, type SchemaFetcher } from '@dlog/contracts';
-import { retry } from '@dlog/runtime';
+import { retry, RetriableError } from '@dlog/runtime';
 import { chunkMessages, deadLetterMessage, ensureTopics, loadTopicDefinitions, type TopicDefinition } from '@dlog/kafka';
 import { clickHouseErrorCode, isRetriableClickHouseError, type Store } from '@dlog/store';
 import type { Consumer, EachBatchPayload, Kafka, Producer } from 'kafkajs';
@@ -66,6 +65,9 @@ function sqlString(s: string): string {
 
 const separator = '\u001e';
 
+/** AVRO_EXCEPTION: ClickHouse could not read a record of the file. */
+const avroRecordError = 748;
+
 /** ClickHouse I/O shared by all tables. In embedded mode chDB runs one statement at a time. */
 function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>) {
   let chain: Promise<unknown> = Promise.resolve();
@@ -88,22 +90,43 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
     return code && clickHouseErrorCode(err) === undefined ? Object.assign(new Error((err as Error).message, { cause: err }), { code }) : err;
   };
 
-  // Avro container files for `INSERT … SELECT FROM file()`: one reused path per table in a
-  // private directory (the embedded engine reads it in this process, one statement at a time).
-  let spool: string | undefined;
+  // Avro container files for `INSERT … SELECT FROM file()`: one path per table in a spool beside
+  // the embedded data directory (`<dataDir>.sink-spool`). Only this process may open that data
+  // directory (ClickHouse locks it), so the spool is its own: what a crashed run left there is
+  // cleared at the first insert.
+  const spool = store.mode === 'embedded' ? `${path.resolve(store.location)}.sink-spool` : undefined;
+  let spoolReady = false;
   const builders = new Map<string, ContainerBuilder>();
   const insertAvro = async (table: string, token: string, datums: Buffer[]) => {
     const mapping = avroTables.get(table);
-    if (!mapping) throw new Error(`no Avro mapping for table ${table}`);
-    spool ??= mkdtempSync(path.join(tmpdir(), 'dlog-sink-'));
+    if (!mapping || !spool) throw new Error(`internal: no Avro path for table ${table}`);
     let builder = builders.get(table);
     if (!builder) builders.set(table, (builder = new ContainerBuilder(mapping.schemaJson)));
     const file = path.join(spool, `${table}.avro`);
-    await writeFile(file, builder.build(datums));
+    try {
+      if (!spoolReady) {
+        rmSync(spool, { recursive: true, force: true });
+        mkdirSync(spool, { recursive: true });
+        spoolReady = true;
+      }
+      await writeFile(file, builder.build(datums));
+    } catch (err) {
+      // A full or read-only disk: nothing about the rows. Retried (fetching pauses) until the
+      // file can be written; nothing is committed meanwhile.
+      throw new RetriableError(`cannot write the batch file ${file} for ClickHouse: ${(err as Error).message}`, { cause: err });
+    }
     try {
       await store.client.command({ query: avroInsertSql(table, mapping, file, token) });
-    } catch (err) {
-      throw withCode(err);
+    } catch (raw) {
+      const err = withCode(raw);
+      const code = clickHouseErrorCode(err);
+      // 748 AVRO_EXCEPTION is a record ClickHouse cannot read: the writer splits the batch to
+      // find it. Anything else that is not retriable is about the statement (the file, the
+      // mapping, the table) and would fail for every row: stop, commit nothing.
+      if (code !== avroRecordError && !isRetriableClickHouseError(err)) {
+        throw Object.assign(new Error(`ClickHouse refused the Avro insert into ${table} (code ${code ?? '?'}): ${(err as Error).message}`, { cause: err }), { fatal: true });
+      }
+      throw err;
     } finally {
       // Removed at once: a crash leaves at most the one batch being inserted behind.
       await unlink(file).catch(() => undefined);
@@ -132,9 +155,11 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
   };
 
   return {
+    /** The spool, when the Avro path can use it: file() reads glob characters as patterns. */
+    avroUsable: () => spool !== undefined && !/[*?{}[\]]/.test(spool),
     close: () => {
-      if (spool) rmSync(spool, { recursive: true, force: true });
-      spool = undefined;
+      if (spool && spoolReady) rmSync(spool, { recursive: true, force: true });
+      spoolReady = false;
     },
     insert: (table: string, token: string, rows: readonly RowPayload[]) =>
       serial(async () => {
@@ -200,6 +225,10 @@ export function createSink(opts: SinkOptions): Sink {
   const avroTables = new Map<string, AvroMapping>();
   if (store.mode === 'embedded' && !opts.jsonOnly) for (const t of tables) if (t.avro) avroTables.set(t.table, t.avro.mapping);
   const ch = clickhouseIo(store, avroTables);
+  if (avroTables.size > 0 && !ch.avroUsable()) {
+    log.warn({ dataDir: store.location }, 'the data directory path has characters ClickHouse file() reads as patterns (* ? { } [ ]): decisions go as JSON rows');
+    avroTables.clear();
+  }
 
   const io: Omit<WriterIo, 'deadLetter'> = {
     insert: ch.insert,
@@ -207,8 +236,9 @@ export function createSink(opts: SinkOptions): Sink {
     commit: (topic, offsets) => consumer.commitOffsets(offsets.map((o) => ({ topic, ...o }))),
     pause: (topic) => consumer.pause([{ topic }]),
     resume: (topic) => consumer.resume([{ topic }]),
-    isRetriable: isRetriableClickHouseError,
+    isRetriable: (err) => err instanceof RetriableError || isRetriableClickHouseError(err),
     isFatal: (err) => {
+      if ((err as { fatal?: unknown }).fatal === true) return true;
       const code = clickHouseErrorCode(err);
       return code !== undefined && fatalCodes.has(code);
     },
@@ -357,9 +387,12 @@ export function createSink(opts: SinkOptions): Sink {
       if (timedOut) log.warn('sink could not write everything before stopping; the rest stays uncommitted');
       for (const t of byTopic.values()) t.writer.stop();
       const results = await drained;
-      await producer.disconnect();
-      await consumer.disconnect();
-      ch.close();
+      try {
+        await producer.disconnect();
+        await consumer.disconnect();
+      } finally {
+        ch.close();
+      }
       const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failure) throw failure.reason;
     },
