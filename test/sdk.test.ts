@@ -255,3 +255,32 @@ describe('SDK against the real broker and registry', () => {
     });
   });
 });
+
+describe('SDK transport: reading the topic back before a resend', () => {
+  it('finds exactly the events already in the topic since a time, and nothing else', async () => {
+    const { kafkaTransport } = await import('../packages/sdk/src/kafka-transport.js');
+    const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'test-sdk-readback', log });
+    const admin = kafka.admin();
+    await admin.connect();
+    const topic = unique('t-sdk-readback');
+    await ensureTopics(admin, [{ name: topic, partitions: 3, doc: 'test', config: {} }]);
+    await admin.disconnect();
+    const transport = kafkaTransport({ brokers: config.kafkaBrokers, registryUrl: config.schemaRegistryUrl, clientId: 'test-sdk-readback', log, compression: 'none', requestTimeoutMs: 5_000 });
+    // Framed records whose first Avro field is the event id (a zigzag length, then the bytes).
+    const framed = (id: string) => {
+      const body = Buffer.from(id);
+      return Buffer.concat([Buffer.from([0, 0, 0, 0, 1, body.length * 2]), body, Buffer.from([0])]);
+    };
+    try {
+      await transport.send(topic, [0, 1, 2].map((i) => ({ key: `old-${i}`, value: framed(`old-${i}`) })));
+      await new Promise((r) => setTimeout(r, 1_500));
+      const since = Date.now();
+      const fresh = Array.from({ length: 30 }, (_, i) => `ev-${i}`);
+      await transport.send(topic, fresh.slice(0, 20).map((id) => ({ key: id, value: framed(id) })));
+      const found = await transport.written!(topic, since, new Set([...fresh, 'old-0', 'never-sent']));
+      assert.deepEqual([...found].sort(), fresh.slice(0, 20).sort(), 'the 20 sent since then, not the older ones or the unsent');
+    } finally {
+      await transport.disconnect();
+    }
+  });
+});

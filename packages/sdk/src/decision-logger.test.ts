@@ -180,6 +180,50 @@ describe('createDecisionLogger (no Kafka)', () => {
     assert.deepEqual(fake3.events().map((e) => JSON.parse(e.event.input_json).m), Array.from({ length: 13 }, (_, i) => i));
   });
 
+  for (const canCheck of [true, false]) {
+    it(`a batch written by a producer session that then lost its state is ${canCheck ? 'not written again (read back first)' : 'written again when the topic cannot be read back'}`, async () => {
+      const fake = fakeTransport();
+      let failOnce = true;
+      const send = fake.transport.send.bind(fake.transport);
+      // The broker wrote the batch, then the session's state was lost: the answer is an error.
+      fake.transport.send = async (topic, messages) => {
+        await send(topic, messages);
+        if (topic === 'inference.raw' && failOnce) {
+          failOnce = false;
+          throw Object.assign(new Error('The broker received an out of order sequence number'), { type: 'OUT_OF_ORDER_SEQUENCE_NUMBER', retriable: true });
+        }
+      };
+      let checks = 0;
+      if (canCheck) {
+        fake.transport.written = async (topic, _since, ids) => {
+          checks++;
+          return new Set(fake.events(topic).map((e) => String(e.event.event_id)).filter((id) => ids.has(id)));
+        };
+      } else {
+        fake.transport.written = async () => {
+          checks++;
+          throw new Error('TOPIC_AUTHORIZATION_FAILED');
+        };
+      }
+      const logger = createDecisionLogger(base(fake.transport));
+      for (let i = 0; i < 50; i++) logger.record({ requestId: `req-${i}`, input: { i }, output: { decision: 'ok' } });
+      assert.deepEqual(await logger.flush(30_000), { ok: true, unsent: 0 });
+      const stats = await logger.close();
+      const ids = fake.events().map((e) => String(e.event.event_id));
+      assert.equal(stats.sent, 50);
+      if (canCheck) {
+        assert.equal(checks, 1);
+        assert.equal(ids.length, 50, 'each event once');
+        assert.equal(new Set(ids).size, 50);
+      } else {
+        // Three failed checks, then the batch goes again whole: the duplicates the check avoids.
+        assert.equal(checks, 3);
+        assert.equal(ids.length, 100);
+        assert.equal(new Set(ids).size, 50);
+      }
+    });
+  }
+
   it('refuses bad options at creation, naming the field', () => {
     const fake = fakeTransport();
     assert.throws(() => createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill' } })), /spillDir/);

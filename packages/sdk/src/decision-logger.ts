@@ -16,7 +16,7 @@ import {
   type TrajectoryContext,
 } from './decision.js';
 import { captureEnvironment, environmentMetadata, type Environment, type EnvironmentOptions } from './environment.js';
-import { kafkaTransport } from './kafka-transport.js';
+import { kafkaTransport, leadingString } from './kafka-transport.js';
 import { SpillFile, type Encoded } from './spill-file.js';
 import type { Transport } from './transport.js';
 import { uuidv7 } from './uuid-v7.js';
@@ -215,6 +215,14 @@ const pumpSlice = 2_000;
 const latencyRing = 1_024;
 
 const producerStateErrors = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH', 'INVALID_PRODUCER_ID_MAPPING']);
+
+/** The read-back before a resend failed (the broker may still be coming back). */
+class WrittenCheckError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'WrittenCheckError';
+  }
+}
 
 /** kafkajs wraps the broker's error in "retries exceeded"; look through the chain. */
 function lostProducerState(err: unknown): boolean {
@@ -534,6 +542,11 @@ class DecisionLoggerImpl implements DecisionLogger {
     // The snapshot goes on its own schedule: a missing artifact topic must not hold up decisions.
     this.envDone = this.publishEnvironmentUntilDone();
     attempt = 0;
+    // After a new producer session, the batch in hand may already be (partly) in the topic from
+    // the old one, and the broker cannot tell: check before resending (see `withoutWritten`).
+    let firstTryAt = 0;
+    let checkBeforeResend = false;
+    let checkFailures = 0;
     while (!this.stopping) {
       const batch = this.nextBatch();
       if (batch.length === 0) {
@@ -543,17 +556,30 @@ class DecisionLoggerImpl implements DecisionLogger {
         continue;
       }
       const t0 = performance.now();
+      if (attempt === 0) firstTryAt = Date.now();
       try {
-        await this.transport.send(this.topic, batch);
+        let toSend = batch;
+        if (checkBeforeResend) {
+          toSend = await this.withoutWritten(batch, firstTryAt, checkFailures);
+          checkBeforeResend = false;
+        }
+        if (toSend.length > 0) await this.transport.send(this.topic, toSend);
       } catch (err) {
         this.counters.sendErrors++;
+        if (err instanceof WrittenCheckError) checkFailures++;
         await this.failedAttempt('send', `Sending ${batch.length} event(s) failed; the same batch is retried`, err, attempt++);
         // Only a broker that lost our producer state needs a new session; any other failure is
         // retried on the same one, because the broker drops a resent batch only for the session
         // that first wrote it (a new session after an outage would write it twice).
-        if (lostProducerState(err)) await this.transport.reset().catch(() => undefined);
+        if (lostProducerState(err)) {
+          await this.transport.reset().catch(() => undefined);
+          checkBeforeResend = true;
+        } else if (err instanceof WrittenCheckError) {
+          checkBeforeResend = true;
+        }
         continue;
       }
+      checkFailures = 0;
       if (attempt > 0) this.log.info({ attempts: attempt }, 'sending recovered');
       attempt = 0;
       this.latencies[this.latencyCount++ % latencyRing] = performance.now() - t0;
@@ -623,6 +649,35 @@ class DecisionLoggerImpl implements DecisionLogger {
     frameHeader(value, 0, id);
     body.copy(value, 5);
     await this.transport.send(this.artifactTopic, [{ key: env.ref, value }]);
+  }
+
+  /**
+   * The events of `batch` not yet in the topic. A batch whose outcome was unknown when the
+   * producer session had to be replaced may have been written by the old session; resending it
+   * under the new one would write it twice. The topic is read back from shortly before the batch
+   * was first sent. A producer that may not read the topic (write-only ACLs) cannot check: after
+   * a few failed checks the batch is resent whole, with a warning.
+   */
+  private async withoutWritten(batch: Encoded[], firstTryAt: number, failures: number): Promise<Encoded[]> {
+    if (!this.transport.written) return batch;
+    const ids = new Set<string>();
+    for (const e of batch) {
+      const id = leadingString(e.value);
+      if (id !== undefined) ids.add(id);
+    }
+    let present: Set<string>;
+    try {
+      // Producer clocks stamp the records: a margin covers a little skew.
+      present = await this.transport.written(this.topic, firstTryAt - 10_000, ids);
+    } catch (err) {
+      if (failures >= 2) {
+        this.log.warn({ err }, 'cannot read the topic back to check a batch of unknown outcome; resending it whole (some events may arrive twice)');
+        return batch;
+      }
+      throw new WrittenCheckError(`Checking which of ${batch.length} event(s) the broker already has failed: ${(err as Error).message}`, { cause: err });
+    }
+    if (present.size > 0) this.log.info({ alreadyWritten: present.size, batch: batch.length }, 'part of a batch of unknown outcome was already written; sending only the rest');
+    return present.size === 0 ? batch : batch.filter((e) => !present.has(leadingString(e.value) ?? ''));
   }
 
   /** The oldest events, up to the batch limits; they stay queued until acknowledged. */

@@ -19,5 +19,12 @@ export interface Transport {
   send(topic: string, messages: OutMessage[]): Promise<void>;
   /** Drops the producer session and starts a new one (after errors a retry cannot fix). */
   reset(): Promise<void>;
+  /**
+   * Which of `eventIds` are already in `topic`, among records written at or after `sinceMs`.
+   * Asked before a batch of unknown outcome is resent under a new producer session, which the
+   * broker cannot deduplicate against the old one. Optional: without it such a resend may
+   * write some events twice (downstream views deduplicate by event_id).
+   */
+  written?(topic: string, sinceMs: number, eventIds: ReadonlySet<string>): Promise<Set<string>>;
   disconnect(): Promise<void>;
 }
