@@ -45,6 +45,18 @@ async function createTopics(admin: Admin, prefix: string): Promise<void> {
   );
 }
 
+/** A test's own topics (random prefix), a connected admin and a migrated embedded store. */
+async function testBed(name: string): Promise<{ kafka: Kafka; admin: Admin; store: Store; prefix: string }> {
+  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'sink-test', log });
+  const admin = kafka.admin();
+  await admin.connect();
+  const prefix = `${unique(name)}.`;
+  await createTopics(admin, prefix);
+  const store = await createStore({ database: 'dlog', dataDir: tempDir(name), createDatabase: true, log });
+  await migrate(store);
+  return { kafka, admin, store, prefix };
+}
+
 describe('sink: enriched decisions, counts, artifacts, deployments, alerts into ClickHouse', () => {
   let kafka: Kafka;
   let admin: Admin;
@@ -178,18 +190,14 @@ describe('sink: ClickHouse refusing writes for a while', () => {
   let admin: Admin;
   let store: Store;
   let sink: Sink | undefined;
-  const prefix = `${unique('sink-outage')}.`;
+  let prefix: string;
+  let topic: string;
   const groupId = unique('sink-group');
   const runId = unique('run');
-  const topic = `${prefix}decisions.enriched.v1`;
 
   before(async () => {
-    kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'sink-test', log });
-    admin = kafka.admin();
-    await admin.connect();
-    await createTopics(admin, prefix);
-    store = await createStore({ database: 'dlog', dataDir: tempDir('sink-outage'), createDatabase: true, log });
-    await migrate(store);
+    ({ kafka, admin, store, prefix } = await testBed('sink-outage'));
+    topic = `${prefix}decisions.enriched.v1`;
   });
   after(async () => {
     await sink?.stop();
@@ -272,17 +280,13 @@ describe('sink: ClickHouse reading the Avro records itself (embedded) lands exac
   let admin: Admin;
   let store: Store;
   let sink: Sink | undefined;
-  const prefix = `${unique('sink-avro')}.`;
+  let prefix: string;
+  let topic: string;
   const runId = unique('run');
-  const topic = `${prefix}decisions.enriched.v1`;
 
   before(async () => {
-    kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'sink-test', log });
-    admin = kafka.admin();
-    await admin.connect();
-    await createTopics(admin, prefix);
-    store = await createStore({ database: 'dlog', dataDir: tempDir('sink-avro'), createDatabase: true, log });
-    await migrate(store);
+    ({ kafka, admin, store, prefix } = await testBed('sink-avro'));
+    topic = `${prefix}decisions.enriched.v1`;
     await store.client.command({ query: 'CREATE TABLE decisions_json AS decisions' });
   });
   after(async () => {
