@@ -85,6 +85,9 @@ function rates(t0: number, tenth: number, doneThen: number, end: number): Rates 
 }
 
 async function baseline(run: number): Promise<Rates> {
+  // The clock starts before anything connects, as it does for the gate (whose start() connects
+  // its producer and consumer and joins the group).
+  const t0 = performance.now();
   const out = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   await out.connect();
   const consumer = kafka.consumer({ groupId: `${prefix}baseline-${run}`, maxBytesPerPartition: 4 * 1024 * 1024, maxBytes: 32 * 1024 * 1024, maxWaitTimeInMs: 200 });
@@ -93,7 +96,6 @@ async function baseline(run: number): Promise<Rates> {
   let seen = 0;
   let tenth = 0;
   let atTenth = 0;
-  const t0 = performance.now();
   let resolveDone!: (ms: number) => void;
   const done = new Promise<number>((r) => (resolveDone = r));
   await consumer.run({
