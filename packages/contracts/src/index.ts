@@ -19,3 +19,4 @@ export {
   type DecodeResult,
   type DecodeFailure,
 } from './schema-resolvers.js';
+export { readAvroLong, readAvroString } from './avro-peek.js';

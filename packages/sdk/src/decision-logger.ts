@@ -660,11 +660,9 @@ class DecisionLoggerImpl implements DecisionLogger {
    */
   private async withoutWritten(batch: Encoded[], firstTryAt: number, failures: number): Promise<Encoded[]> {
     if (!this.transport.written) return batch;
+    const idOf = batch.map((e) => leadingString(e.value));
     const ids = new Set<string>();
-    for (const e of batch) {
-      const id = leadingString(e.value);
-      if (id !== undefined) ids.add(id);
-    }
+    for (const id of idOf) if (id !== undefined) ids.add(id);
     let present: Set<string>;
     try {
       // Producer clocks stamp the records: a margin covers a little skew.
@@ -677,7 +675,7 @@ class DecisionLoggerImpl implements DecisionLogger {
       throw new WrittenCheckError(`Checking which of ${batch.length} event(s) the broker already has failed: ${(err as Error).message}`, { cause: err });
     }
     if (present.size > 0) this.log.info({ alreadyWritten: present.size, batch: batch.length }, 'part of a batch of unknown outcome was already written; sending only the rest');
-    return present.size === 0 ? batch : batch.filter((e) => !present.has(leadingString(e.value) ?? ''));
+    return present.size === 0 ? batch : batch.filter((_, i) => !present.has(idOf[i] ?? ''));
   }
 
   /** The oldest events, up to the batch limits; they stay queued until acknowledged. */

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { CompressionTypes, type Kafka, type Producer } from 'kafkajs';
 import type { Schema } from 'avsc';
-import { createRegistry, registerAvro } from '@dlog/contracts';
+import { createRegistry, readAvroString, registerAvro } from '@dlog/contracts';
 import { createKafka } from '@dlog/kafka';
 import type { Logger } from '@dlog/runtime';
 import type { OutMessage, Transport } from './transport.js';
@@ -150,17 +150,9 @@ export function kafkaTransport(opts: KafkaTransportOptions): Transport {
 /** The first field of a framed Avro record when it is a string (event_id in the contract). */
 export function leadingString(value: Buffer | null): string | undefined {
   if (!value || value.length < 6 || value[0] !== 0) return undefined;
-  let at = 5;
-  let n = 0;
-  let mul = 1;
-  for (;;) {
-    if (at >= value.length || mul > 2 ** 35) return undefined;
-    const b = value[at++]!;
-    n += (b & 0x7f) * mul;
-    if (b < 0x80) break;
-    mul *= 128;
+  try {
+    return readAvroString(value, 5)[0];
+  } catch {
+    return undefined;
   }
-  const len = n % 2 === 0 ? n / 2 : -1;
-  if (len < 0 || at + len > value.length) return undefined;
-  return value.toString('utf8', at, at + len);
 }

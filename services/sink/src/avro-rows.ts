@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readAvroLong, readAvroString } from '@dlog/contracts';
 
 /**
  * The embedded fast path for decisions: ClickHouse reads our Avro records itself.
@@ -80,7 +81,7 @@ export const decisionColumns: AvroMapping['columns'] = [
 ];
 
 /** A single-quoted ClickHouse string literal. */
-function literal(s: string): string {
+export function sqlString(s: string): string {
   return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
@@ -92,9 +93,9 @@ export function avroInsertSql(table: string, mapping: AvroMapping, file: string,
     'enable_nullable_tuple_type = 1',
     // The same path is rewritten for every batch: never reuse a cached schema for it.
     'schema_inference_use_cache_for_file = 0',
-    `insert_deduplication_token = ${literal(token)}`,
+    `insert_deduplication_token = ${sqlString(token)}`,
   ].join(', ');
-  return `INSERT INTO ${table} (${cols}) SELECT ${exprs} FROM file(${literal(file)}, 'Avro') SETTINGS ${settings}`;
+  return `INSERT INTO ${table} (${cols}) SELECT ${exprs} FROM file(${sqlString(file)}, 'Avro') SETTINGS ${settings}`;
 }
 
 function zigzag(n: number, out: Buffer, at: number): number {
@@ -159,32 +160,13 @@ export class ContainerBuilder {
   }
 }
 
-/** Reads an Avro long (zigzag varint) at `at`; returns the value and the next position. */
-function readLong(b: Buffer, at: number): [number, number] {
-  let n = 0;
-  let mul = 1;
-  for (;;) {
-    if (at >= b.length) throw new RangeError('truncated Avro long');
-    const byte = b[at++]!;
-    n += (byte & 0x7f) * mul;
-    if (byte < 0x80) break;
-    mul *= 128;
-    if (mul > 2 ** 63) throw new RangeError('Avro long too long');
-  }
-  return [n % 2 === 0 ? n / 2 : -(n + 1) / 2, at];
-}
-
 /**
  * The replay identity of an enriched decision without decoding it: its first fields are
  * event_id (string), request_id (string) and ts (long), in that order (schemas/enriched-decision.avsc).
  */
 export function peekDecision(datum: Buffer): { key: string; time: number } {
-  let [len, at] = readLong(datum, 0);
-  if (len < 0 || at + len > datum.length) throw new RangeError('event_id runs past the record');
-  const key = datum.toString('utf8', at, at + len);
-  at += len;
-  [len, at] = readLong(datum, at);
-  if (len < 0 || at + len > datum.length) throw new RangeError('request_id runs past the record');
-  const [time] = readLong(datum, at + len);
+  const [key, afterKey] = readAvroString(datum, 0);
+  const [, afterRequest] = readAvroString(datum, afterKey);
+  const [time] = readAvroLong(datum, afterRequest);
   return { key, time };
 }

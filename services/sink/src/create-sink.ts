@@ -9,7 +9,7 @@ import { chunkMessages, deadLetterMessage, ensureTopics, loadTopicDefinitions, t
 import { clickHouseErrorCode, isRetriableClickHouseError, type Store } from '@dlog/store';
 import type { Consumer, EachBatchPayload, Kafka, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
-import { avroInsertSql, ContainerBuilder, type AvroMapping } from './avro-rows.js';
+import { avroInsertSql, ContainerBuilder, sqlString, type AvroMapping } from './avro-rows.js';
 import { deadLetterTopic, sinkTables, type TableSpec } from './tables.js';
 import { TableWriter, type RowPayload, type SourceMessage, type WriterIo, type WriterLimits, type WriterStats } from './table-writer.js';
 
@@ -58,10 +58,6 @@ export function validateSinkConfig(config: SinkOptions['config']): void {
   }
 }
 
-/** Escapes text for a single-quoted ClickHouse string literal. */
-function sqlString(s: string): string {
-  return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
-}
 
 const separator = '\u001e';
 
