@@ -66,6 +66,13 @@ export const fields = {
     example: 'decision-log-gate',
     doc: 'client.id sent to Kafka',
   }),
+  kafkaClient: field({
+    env: 'DLOG_KAFKA_CLIENT',
+    schema: z.enum(['auto', 'native', 'kafkajs']),
+    fallback: 'auto',
+    example: 'native',
+    doc: 'Kafka client of the gate, enricher and alerter loops: native (librdkafka via node-rdkafka, several times less CPU per message), kafkajs, or auto (native when installed)',
+  }),
   schemaRegistryUrl: field({
     env: 'SCHEMA_REGISTRY_URL',
     schema: httpUrl,

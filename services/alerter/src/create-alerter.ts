@@ -13,7 +13,7 @@ import {
   type AlertRecord,
   type EnrichedDecisionRecord,
 } from '@dlog/contracts';
-import { createTransactionalProcessor, ensurePipelineTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
+import { createTransactionalProcessor, nativeClientFor, ensurePipelineTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
 import { toDeadLetterObservation, toDecisionObservation } from './decode.js';
 import { createEngine, type AlerterState } from './engine.js';
 import { replay, replayRanges, unreadPartitions } from './replay.js';
@@ -182,6 +182,7 @@ export async function createAlerter(opts: {
         groupId,
         topics: inputs,
         transactionalId: `${p}dlog-alerter-${config.instanceId}`,
+        native: nativeClientFor(config.kafkaClient, config.kafkaBrokers, `${config.kafkaClientId}-alerter`, log),
         process: async (messages, ctx) => {
           const next = structuredClone(committed);
           undecodable += await observe(next, ctx.topic, ctx.partition, messages);

@@ -13,7 +13,7 @@ import {
   valueSubject,
   type DecisionRecordRecord,
 } from '@dlog/contracts';
-import { createTransactionalProcessor, deadLetterMessage, ensurePipelineTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
+import { createTransactionalProcessor, nativeClientFor, deadLetterMessage, ensurePipelineTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
 import { enrich } from './enrich.js';
 
 export const defaultEnricherTopics = {
@@ -68,6 +68,9 @@ export async function createEnricher(opts: {
         groupId: opts.groupId ?? `${p}dlog-enricher`,
         topics: [topics.input],
         transactionalId: `${p}dlog-enricher-${config.instanceId}`,
+        native: nativeClientFor(config.kafkaClient, config.kafkaBrokers, `${config.kafkaClientId}-enricher`, log),
+        // Stateless per batch: on librdkafka, one transaction then covers a whole poll.
+        concurrency: 2,
         process: async (messages, ctx) => {
           await decoder.prepare(messages.map((m) => m.value));
           const now = Date.now();

@@ -12,7 +12,7 @@ import {
   valueSubject,
 } from '@dlog/contracts';
 import {
-  createTransactionalProcessor,
+  createTransactionalProcessor, nativeClientFor,
   ensurePipelineTopics,
   prefixedTopics,
   type BatchContext,
@@ -142,6 +142,7 @@ export async function createGate(opts: GateOptions): Promise<Gate> {
         groupId: opts.groupId ?? `${p}dlog-gate`,
         topics: [topics.input],
         transactionalId: `${p}dlog-gate-${config.instanceId}`,
+        native: nativeClientFor(config.kafkaClient, config.kafkaBrokers, `${config.kafkaClientId}-gate`, log),
         // Threaded: one batch per thread being processed plus one committing keeps both busy.
         concurrency: threads ? config.gateThreads + 1 : 1,
         process,

@@ -1,0 +1,38 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { KafkaMessage } from 'kafkajs';
+import { fromNative, workUnits } from './native-processor.js';
+
+const msgs = (n: number, from = 0): KafkaMessage[] =>
+  Array.from({ length: n }, (_, i) => ({ key: null, value: Buffer.from(String(from + i)), timestamp: '0', attributes: 0, offset: String(from + i), headers: {} }));
+
+describe('workUnits', () => {
+  it('keeps one unit per partition when there are at least as many partitions as units wanted', () => {
+    const groups = [0, 1, 2].map((partition) => ({ ctx: { topic: 't', partition }, messages: msgs(2_000), last: 1_999 }));
+    const units = workUnits(groups, 2);
+    assert.deepEqual(units.map((u) => [u.ctx.partition, u.messages.length]), [[0, 2_000], [1, 2_000], [2, 2_000]]);
+  });
+
+  it('splits one big partition into ordered pieces, and never below the minimum piece', () => {
+    const big = workUnits([{ ctx: { topic: 't', partition: 0 }, messages: msgs(3_001), last: 3_000 }], 3);
+    assert.equal(big.length, 3);
+    assert.deepEqual(big.flatMap((u) => u.messages.map((m) => m.offset)), msgs(3_001).map((m) => m.offset), 'all messages, in order');
+    const small = workUnits([{ ctx: { topic: 't', partition: 0 }, messages: msgs(700), last: 699 }], 3);
+    assert.equal(small.length, 1, '700 messages are not worth splitting into pieces under 500');
+  });
+});
+
+describe('fromNative', () => {
+  it('gives the kafkajs shape: string offset and timestamp, headers as an object, no timestamp when librdkafka has none', () => {
+    const m = fromNative({ topic: 't', partition: 1, offset: 42, value: Buffer.from('v'), key: Buffer.from('k'), size: 1, timestamp: 1_700_000_000_000, headers: [{ a: Buffer.from('1') }, { b: 'two' }] });
+    assert.equal(m.offset, '42');
+    assert.equal(m.timestamp, '1700000000000');
+    assert.equal(m.key!.toString(), 'k');
+    assert.equal((m.headers!.a as Buffer).toString(), '1');
+    assert.equal(m.headers!.b, 'two');
+    const bare = fromNative({ topic: 't', partition: 0, offset: 0, value: null, size: 0, timestamp: -1 });
+    assert.equal(bare.timestamp, undefined);
+    assert.equal(bare.key, null);
+    assert.deepEqual(bare.headers, {});
+  });
+});

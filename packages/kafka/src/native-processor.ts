@@ -1,0 +1,255 @@
+import type { IHeaders, KafkaMessage, Message } from 'kafkajs';
+import type * as RdKafka from 'node-rdkafka';
+import type { Logger } from 'pino';
+import type { NativeKafka } from './native.js';
+import type { BatchContext, OutputRecord, TransactionalProcessor, TransactionalProcessorOptions } from './transactional-processor.js';
+
+export interface NativeProcessorOptions extends Omit<TransactionalProcessorOptions, 'kafka' | 'native'> {
+  native: NativeKafka;
+  brokers: string[];
+  clientId: string;
+  /** Messages taken per poll; one transaction covers them all. */
+  maxMessages?: number;
+}
+
+/** librdkafka's "local queue full": the producer has more buffered than it may hold. */
+const QUEUE_FULL = -184;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function call<T = void>(fn: (cb: (err: RdKafka.LibrdKafkaError | null | undefined, value?: T) => void) => void, what: string): Promise<T> {
+  return new Promise((resolve, reject) =>
+    fn((err, value) => {
+      if (err) reject(Object.assign(new Error(`${what}: ${err.message}`), { code: err.code, isFatal: err.isFatal, isRetriable: err.isRetriable, cause: err }));
+      else resolve(value as T);
+    }),
+  );
+}
+
+/** The kafkajs message shape the workers were written against, from a librdkafka message. */
+export function fromNative(m: RdKafka.Message): KafkaMessage {
+  let headers: IHeaders | undefined;
+  if (m.headers && m.headers.length > 0) {
+    headers = {};
+    for (const h of m.headers) for (const k in h) headers[k] = h[k] as Buffer | string;
+  }
+  return {
+    key: (m.key as Buffer | null | undefined) ?? null,
+    value: m.value ?? null,
+    // librdkafka reports -1 (or nothing) when a record carries no timestamp.
+    timestamp: m.timestamp !== undefined && m.timestamp >= 0 ? String(m.timestamp) : (undefined as unknown as string),
+    attributes: 0,
+    offset: String(m.offset),
+    headers: headers ?? {},
+  };
+}
+
+function toNativeHeaders(headers: IHeaders | undefined): RdKafka.MessageHeader[] | undefined {
+  if (!headers) return undefined;
+  const out: RdKafka.MessageHeader[] = [];
+  for (const k in headers) {
+    const v = headers[k];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const x of v) out.push({ [k]: x });
+    else out.push({ [k]: v });
+  }
+  return out.length > 0 ? out : undefined;
+}
+
+interface Group {
+  ctx: BatchContext;
+  messages: KafkaMessage[];
+  last: number;
+}
+
+/**
+ * Splits a poll into work units: one per partition, and a big partition's batch into a few
+ * pieces when `concurrency` asks for more units than there are partitions (process() may run
+ * them side by side on worker threads). Pieces keep their order; outputs are joined in order.
+ */
+export function workUnits(groups: Group[], concurrency: number, minPiece = 500): { ctx: BatchContext; messages: KafkaMessage[] }[] {
+  const total = groups.reduce((s, g) => s + g.messages.length, 0);
+  const units: { ctx: BatchContext; messages: KafkaMessage[] }[] = [];
+  for (const g of groups) {
+    const want = concurrency > groups.length ? Math.ceil((concurrency * g.messages.length) / total) : 1;
+    const pieces = Math.max(1, Math.min(want, Math.floor(g.messages.length / minPiece)));
+    const size = Math.ceil(g.messages.length / pieces);
+    for (let i = 0; i < g.messages.length; i += size) units.push({ ctx: g.ctx, messages: g.messages.slice(i, i + size) });
+  }
+  return units;
+}
+
+/**
+ * The transactional consume → transform → produce loop on librdkafka, with the contract of the
+ * kafkajs one: a poll's outputs and the offsets that cover it commit in one transaction, or
+ * none of it does. On any failure the loop drops both clients and starts over from the
+ * committed offsets (a new producer with the same transactional id fences and aborts whatever
+ * was left open), so there is no seek bookkeeping to get wrong.
+ */
+export function createNativeProcessor(opts: NativeProcessorOptions): TransactionalProcessor {
+  const log: Logger = opts.log.child({ component: 'processor', groupId: opts.groupId, client: 'librdkafka' });
+  const K = opts.native;
+  const brokers = opts.brokers.join(',');
+  const maxMessages = opts.maxMessages ?? 10_000;
+  const concurrency = opts.concurrency ?? 1;
+  let running = false;
+  let loop: Promise<void> | undefined;
+  let consumer: RdKafka.KafkaConsumer | undefined;
+  let producer: RdKafka.Producer | undefined;
+
+  const onClientError = (err: RdKafka.LibrdKafkaError) => log.warn({ err: { message: err.message, code: err.code } }, 'librdkafka reported an error');
+
+  async function open(): Promise<void> {
+    const p = new K.Producer({
+      'metadata.broker.list': brokers,
+      'client.id': opts.clientId,
+      'transactional.id': opts.transactionalId,
+      'transaction.timeout.ms': 60_000,
+      'linger.ms': 5,
+      'batch.num.messages': 10_000,
+      'queue.buffering.max.messages': 1_000_000,
+      'queue.buffering.max.kbytes': 1_048_576,
+      dr_cb: false,
+    }, {
+      // Java's partitioner, as kafkajs's default: a key lands on the same partition either way.
+      partitioner: 'murmur2_random',
+    });
+    p.on('event.error', onClientError);
+    producer = p;
+    await call((cb) => p.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer connect');
+    await call((cb) => p.initTransactions(30_000, cb), 'initTransactions');
+    const c = new K.KafkaConsumer(
+      {
+        'metadata.broker.list': brokers,
+        'client.id': opts.clientId,
+        'group.id': opts.groupId,
+        'enable.auto.commit': false,
+        'enable.auto.offset.store': false,
+        'isolation.level': 'read_committed',
+        'max.partition.fetch.bytes': opts.maxBytesPerPartition ?? 8 * 1024 * 1024,
+        'fetch.max.bytes': 32 * 1024 * 1024,
+        'fetch.wait.max.ms': 100,
+        'session.timeout.ms': 30_000,
+        'heartbeat.interval.ms': 3_000,
+      },
+      { 'auto.offset.reset': (opts.fromBeginning ?? true) ? 'earliest' : 'latest' },
+    );
+    c.on('event.error', onClientError);
+    consumer = c;
+    await call((cb) => c.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'consumer connect');
+    // A poll returns once no message arrived for this long, so a trickle is not held back.
+    c.setDefaultConsumeTimeout(50);
+    c.subscribe(opts.topics);
+  }
+
+  async function close(): Promise<void> {
+    const c = consumer;
+    const p = producer;
+    consumer = undefined;
+    producer = undefined;
+    // The consumer leaves the group first, so its partitions move on while the producer goes.
+    if (c?.isConnected()) await call((cb) => c.disconnect((err) => cb(err as RdKafka.LibrdKafkaError | null)), 'consumer disconnect').catch((err) => log.warn({ err }, 'consumer disconnect failed'));
+    if (p?.isConnected()) await call((cb) => p.disconnect((err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer disconnect').catch((err) => log.warn({ err }, 'producer disconnect failed'));
+  }
+
+  function produce(p: RdKafka.Producer, topic: string, m: Message): Promise<void> | undefined {
+    const value = m.value === null || m.value === undefined ? null : typeof m.value === 'string' ? Buffer.from(m.value) : m.value;
+    const ts = m.timestamp !== undefined ? Number(m.timestamp) : Date.now();
+    try {
+      p.produce(topic, m.partition ?? null, value, m.key ?? null, ts, undefined, toNativeHeaders(m.headers));
+      return undefined;
+    } catch (err) {
+      if ((err as { code?: number }).code !== QUEUE_FULL) throw err;
+      // Let the queue drain into the broker, then try again.
+      return (async () => {
+        for (;;) {
+          p.poll();
+          await sleep(5);
+          try {
+            p.produce(topic, m.partition ?? null, value, m.key ?? null, ts, undefined, toNativeHeaders(m.headers));
+            return;
+          } catch (again) {
+            if ((again as { code?: number }).code !== QUEUE_FULL) throw again;
+          }
+        }
+      })();
+    }
+  }
+
+  async function cycle(c: RdKafka.KafkaConsumer, p: RdKafka.Producer): Promise<void> {
+    const raw = await call<RdKafka.Message[]>((cb) => c.consume(maxMessages, cb), 'consume');
+    if (raw.length === 0) return;
+    const t0 = Date.now();
+    const byPartition = new Map<string, Group>();
+    for (const m of raw) {
+      const id = `${m.topic}\u0000${m.partition}`;
+      let g = byPartition.get(id);
+      if (!g) byPartition.set(id, (g = { ctx: { topic: m.topic, partition: m.partition }, messages: [], last: m.offset }));
+      g.messages.push(fromNative(m));
+      g.last = m.offset;
+    }
+    const groups = [...byPartition.values()];
+    if (concurrency <= 1) {
+      // One batch at a time, as with kafkajs: a stateful process() (the alerter's) sees each
+      // batch only after the one before it committed.
+      for (const g of groups) await transact(c, p, [g], [await opts.process(g.messages, g.ctx)], t0);
+      return;
+    }
+    const units = workUnits(groups, concurrency);
+    await transact(c, p, groups, await Promise.all(units.map((u) => opts.process(u.messages, u.ctx))), t0);
+  }
+
+  async function transact(c: RdKafka.KafkaConsumer, p: RdKafka.Producer, groups: Group[], outputs: OutputRecord[][], t0: number): Promise<void> {
+    await call((cb) => p.beginTransaction(cb), 'beginTransaction');
+    try {
+      for (const out of outputs) {
+        for (const { topic, messages } of out) {
+          for (const m of messages) {
+            const waiting = produce(p, topic, m);
+            if (waiting) await waiting;
+          }
+        }
+      }
+      const offsets = groups.map((g) => ({ topic: g.ctx.topic, partition: g.ctx.partition, offset: g.last + 1 }));
+      await call((cb) => p.sendOffsetsToTransaction(offsets, c, 30_000, cb), 'sendOffsetsToTransaction');
+      await call((cb) => p.commitTransaction(60_000, cb), 'commitTransaction');
+    } catch (err) {
+      await call((cb) => p.abortTransaction(30_000, cb), 'abortTransaction').catch((abortErr: unknown) => log.warn({ err: abortErr }, 'transaction abort failed'));
+      throw err;
+    }
+    const ms = Date.now() - t0;
+    for (const g of groups) opts.onCommitted?.({ ...g.ctx, count: g.messages.length, lastOffset: String(g.last), ms });
+  }
+
+  async function run(): Promise<void> {
+    let backoff = 200;
+    while (running) {
+      try {
+        if (!consumer || !producer) await open();
+        await cycle(consumer!, producer!);
+        backoff = 200;
+      } catch (err) {
+        if (!running) break;
+        log.warn({ err, retryInMs: backoff }, 'batch failed; reconnecting and resuming from the committed offsets');
+        await close();
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, 10_000);
+      }
+    }
+    await close();
+  }
+
+  return {
+    async start() {
+      running = true;
+      await open();
+      log.info({ librdkafka: K.librdkafkaVersion, topics: opts.topics }, 'transactional loop started on librdkafka');
+      loop = run();
+    },
+    async stop() {
+      running = false;
+      await loop;
+      await close();
+    },
+  };
+}
