@@ -8,6 +8,8 @@
  *   npm run bench:pipeline            (BENCH_EVENTS=100000 to change the size)
  *   BENCH_RATE=2500 npm run bench:pipeline   paces the producer: latency below saturation
  *   BENCH_BACKLOG=1 npm run bench:pipeline   records everything first, then starts the pipeline
+ *   BENCH_LOG_LEVEL=info                      shows the pipeline's own logs
+ *   WORKER_CPU_PROF_DIR=/tmp/prof             writes a V8 CPU profile per worker process
  *                                            and times the drain: the pipeline's own capacity,
  *                                            without the SDK sharing the two cores
  */
@@ -30,7 +32,7 @@ const root = path.resolve(import.meta.dirname, '..');
 const prefix = `benchpipe-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}.`;
 const dataDir = path.join(mkdtempSync(path.join(tmpdir(), 'dlog-benchpipe-')), 'clickhouse');
 const queryPort = 20_000 + Math.floor(Math.random() * 20_000);
-const env = { ...process.env, DLOG_TOPIC_PREFIX: prefix, CLICKHOUSE_DATA_DIR: dataDir, DLOG_QUERY_PORT: String(queryPort), LOG_LEVEL: 'warn' };
+const env = { ...process.env, DLOG_TOPIC_PREFIX: prefix, CLICKHOUSE_DATA_DIR: dataDir, DLOG_QUERY_PORT: String(queryPort), LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn' };
 const config = loadConfig(env);
 
 function vmHwmMiB(pid: number): number | undefined {
@@ -42,15 +44,25 @@ function vmHwmMiB(pid: number): number | undefined {
   }
 }
 
-/** The worker processes the pipeline started (gate, enricher, alerter), with their peak memory. */
-function workerMemory(pid: number): string[] {
-  const out: string[] = [];
+/** CPU seconds (user + system) a process has used so far. */
+function cpuSeconds(pid: number): number | undefined {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The worker processes the pipeline started (gate, enricher, alerter), with their peak memory and CPU. */
+function workers(pid: number): { name: string; mem?: number; cpu?: number }[] {
+  const out: { name: string; mem?: number; cpu?: number }[] = [];
   try {
     for (const tid of readdirSync(`/proc/${pid}/task`)) {
       for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) {
         const cmd = readFileSync(`/proc/${c}/cmdline`, 'utf8');
         const name = /services\/(\w+)\//.exec(cmd)?.[1] ?? `pid ${c}`;
-        out.push(`${name} ${vmHwmMiB(Number(c)) ?? '?'} MiB`);
+        out.push({ name, mem: vmHwmMiB(Number(c)), cpu: cpuSeconds(Number(c)) });
       }
     }
   } catch {
@@ -75,7 +87,7 @@ async function sql<T>(query: string): Promise<T[]> {
 
 // 1. The pipeline in its own process, as `dlog up` runs it.
 const start = async () => {
-  const c = fork(path.join(root, 'services/pipeline/src/main.ts'), [], { env, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const c = fork(path.join(root, 'services/pipeline/src/main.ts'), [], { env, execArgv: ['--import', 'tsx'], stdio: ['ignore', process.env.BENCH_LOG_LEVEL ? 'inherit' : 'ignore', 'inherit', 'ipc'] });
   await new Promise<void>((resolve, reject) => {
     c.once('exit', (code) => reject(new Error(`pipeline exited with ${code} before it was ready`)));
     c.on('message', (m: { type?: string }) => m.type === 'ready' && resolve());
@@ -118,6 +130,7 @@ for (let i = 0; i < events; i++) {
 const flushed = await logger.flush(300_000);
 const producedMs = Date.now() - t0;
 const sdkStats = await logger.close(30_000);
+const stackCpuBefore = { kafka: cpuSeconds(stackPid('kafka') ?? -1), registry: cpuSeconds(stackPid('registry') ?? -1) };
 if (backlog) {
   child = await start();
   t0 = Date.now();
@@ -138,7 +151,15 @@ const spans = await sql<{ s: number; n: string; q: number[] }>(
     "quantilesExact(0.5, 0.99)(dateDiff('millisecond', ts, ingested_at)) AS q FROM decisions GROUP BY s ORDER BY s",
 );
 const pipelineMem = vmHwmMiB(child!.pid!);
-const workersMem = workerMemory(child!.pid!);
+const pipelineCpu = cpuSeconds(child!.pid!);
+const workerStats = workers(child!.pid!);
+const workersMem = workerStats.map((w) => `${w.name} ${w.mem ?? '?'} MiB`);
+const stackCpu = (name: 'kafka' | 'registry') => {
+  const now = cpuSeconds(stackPid(name) ?? -1);
+  const before = stackCpuBefore[name];
+  return now !== undefined && before !== undefined ? (now - before).toFixed(1) : '?';
+};
+const cpuLine = [`pipeline + sink + embedded ClickHouse ${pipelineCpu?.toFixed(1) ?? '?'} s`, ...workerStats.map((w) => `${w.name} ${w.cpu?.toFixed(1) ?? '?'} s`), `kafka ${stackCpu('kafka')} s`, `registry ${stackCpu('registry')} s`].join(', ');
 child!.kill('SIGTERM');
 const exitCode = await new Promise<number | null>((r) => child!.once('exit', (code) => r(code)));
 
@@ -152,6 +173,7 @@ if (backlog) {
   console.log(`  latency by second made: ${spans.map((b) => `${b.s}s p50 ${b.q[0]} p99 ${b.q[1]}`).join(' | ')}`);
 }
 console.log(`  peak memory (VmHWM): pipeline + sink + embedded ClickHouse ${pipelineMem} MiB, ${workersMem.join(', ')}, kafka ${vmHwmMiB(stackPid('kafka') ?? -1) ?? '?'} MiB, registry ${vmHwmMiB(stackPid('registry') ?? -1) ?? '?'} MiB, bench+SDK ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB`);
+console.log(`  CPU used${backlog ? ' while draining' : ' after recording'}: ${cpuLine}; bench+SDK ${(process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6).toFixed(1)} s in all`);
 console.log(`  sdk: sent ${sdkStats.sent}, dropped ${sdkStats.dropped}; pipeline exit code ${exitCode}`);
 
 // 4. The sink alone into embedded ClickHouse.

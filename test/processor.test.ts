@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Admin, Kafka, Message } from 'kafkajs';
 import { createKafka, createTransactionalProcessor, loadNativeKafka, type KafkaClientKind } from '@dlog/kafka';
-import { collect, config, log, unique, waitFor } from './helpers.js';
+import { collect, config, log, startPrivateKafka, unique, waitFor, type PrivateKafka } from './helpers.js';
 
 /**
  * The transactional loop on both clients, on the real broker: every input becomes exactly one
@@ -92,4 +92,67 @@ describe('transactional processor on the real broker', () => {
       }
     });
   }
+
+  it('native: the broker stopped mid-stream and started again: every input exactly once', { timeout: 240_000 }, async () => {
+    let pk: PrivateKafka | undefined;
+    let processor: ReturnType<typeof createTransactionalProcessor> | undefined;
+    try {
+      pk = await startPrivateKafka();
+      const pkafka = createKafka({ brokers: pk.brokers, clientId: 'test-processor-outage', log });
+      const padmin = pkafka.admin();
+      await padmin.connect();
+      const input = unique('outage-in');
+      const output = unique('outage-out');
+      await padmin.createTopics({ waitForLeaders: true, topics: [{ topic: input, numPartitions: 3 }, { topic: output, numPartitions: 3 }] });
+      await padmin.disconnect();
+      const n = 30_000;
+      const producer = pkafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+      await producer.connect();
+      for (let i = 0; i < n; i += 5_000) {
+        await producer.send({ topic: input, acks: -1, messages: Array.from({ length: 5_000 }, (_, j) => ({ key: `k${(i + j) % 11}`, value: `v${i + j}` })) });
+      }
+      await producer.disconnect();
+
+      let commits = 0;
+      let committed = 0;
+      processor = createTransactionalProcessor({
+        kafka: pkafka,
+        log,
+        groupId: unique('outage-g'),
+        topics: [input],
+        transactionalId: unique('outage-tx'),
+        native: { kafka: loadNativeKafka()!, brokers: pk.brokers, clientId: 'test-processor-outage' },
+        concurrency: 2,
+        // Slow enough that the outage falls in the middle of the stream.
+        process: async (batch) => {
+          await new Promise((r) => setTimeout(r, 400));
+          return [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }];
+        },
+        onCommitted: (info) => {
+          commits++;
+          committed += info.count;
+        },
+      });
+      await processor.start();
+      await waitFor(() => commits >= 1, { timeoutMs: 60_000, what: 'a first committed batch' });
+      await pk.stop();
+      assert.ok(committed < n, `the outage came mid-stream (${committed} of ${n} committed before it)`);
+      await new Promise((r) => setTimeout(r, 3_000));
+      await pk.start();
+      const seen = await collect(output, pk.brokers);
+      try {
+        await waitFor(() => seen.messages.length >= n, { timeoutMs: 150_000, what: `${n} outputs after the outage (have ${seen.messages.length})` });
+        await new Promise((r) => setTimeout(r, 1_500));
+      } finally {
+        await seen.stop();
+      }
+      const values = new Set(seen.messages.map((m) => m.value!.toString()));
+      assert.equal(values.size, n, 'every input is in the output');
+      assert.equal(seen.messages.length, n, 'and none twice');
+    } finally {
+      await processor?.stop();
+      await pk?.stop();
+    }
+  });
 });
+

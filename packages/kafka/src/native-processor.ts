@@ -17,13 +17,27 @@ const QUEUE_FULL = -184;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function call<T = void>(fn: (cb: (err: RdKafka.LibrdKafkaError | null | undefined, value?: T) => void) => void, what: string): Promise<T> {
-  return new Promise((resolve, reject) =>
+/**
+ * A librdkafka call as a promise. Each call also gets a deadline of our own, a little past the
+ * timeout librdkafka was given: a callback that never comes (seen while a broker was fenced and
+ * came back) must not hold the loop forever; the loop then drops the client and starts over.
+ */
+function call<T = void>(fn: (cb: (err: RdKafka.LibrdKafkaError | null | undefined, value?: T) => void) => void, what: string, deadlineMs: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const timer = setTimeout(() => {
+      if (done) return;
+      done = true;
+      reject(Object.assign(new Error(`${what}: no answer from librdkafka within ${deadlineMs} ms`), { code: 'DEADLINE' }));
+    }, deadlineMs);
     fn((err, value) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
       if (err) reject(Object.assign(new Error(`${what}: ${err.message}`), { code: err.code, isFatal: err.isFatal, isRetriable: err.isRetriable, cause: err }));
       else resolve(value as T);
-    }),
-  );
+    });
+  });
 }
 
 /** The kafkajs message shape the workers were written against, from a librdkafka message. */
@@ -97,7 +111,14 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
   let consumer: RdKafka.KafkaConsumer | undefined;
   let producer: RdKafka.Producer | undefined;
 
-  const onClientError = (err: RdKafka.LibrdKafkaError) => log.warn({ err: { message: err.message, code: err.code } }, 'librdkafka reported an error');
+  // librdkafka reports every broker connection it loses; one line per kind of error per 30 s.
+  const lastReported = new Map<string, number>();
+  const onClientError = (err: RdKafka.LibrdKafkaError) => {
+    const now = Date.now();
+    if (now - (lastReported.get(err.message) ?? 0) < 30_000) return;
+    lastReported.set(err.message, now);
+    log.warn({ err: { message: err.message, code: err.code } }, 'librdkafka reported an error (repeats within 30 s not logged)');
+  };
 
   async function open(): Promise<void> {
     const p = new K.Producer({
@@ -116,8 +137,8 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
     });
     p.on('event.error', onClientError);
     producer = p;
-    await call((cb) => p.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer connect');
-    await call((cb) => p.initTransactions(30_000, cb), 'initTransactions');
+    await call((cb) => p.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer connect', 40_000);
+    await call((cb) => p.initTransactions(30_000, cb), 'initTransactions', 40_000);
     const c = new K.KafkaConsumer(
       {
         'metadata.broker.list': brokers,
@@ -136,7 +157,7 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
     );
     c.on('event.error', onClientError);
     consumer = c;
-    await call((cb) => c.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'consumer connect');
+    await call((cb) => c.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'consumer connect', 40_000);
     // A poll returns once no message arrived for this long, so a trickle is not held back.
     c.setDefaultConsumeTimeout(50);
     c.subscribe(opts.topics);
@@ -148,8 +169,8 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
     consumer = undefined;
     producer = undefined;
     // The consumer leaves the group first, so its partitions move on while the producer goes.
-    if (c?.isConnected()) await call((cb) => c.disconnect((err) => cb(err as RdKafka.LibrdKafkaError | null)), 'consumer disconnect').catch((err) => log.warn({ err }, 'consumer disconnect failed'));
-    if (p?.isConnected()) await call((cb) => p.disconnect((err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer disconnect').catch((err) => log.warn({ err }, 'producer disconnect failed'));
+    if (c?.isConnected()) await call((cb) => c.disconnect((err) => cb(err as RdKafka.LibrdKafkaError | null)), 'consumer disconnect', 15_000).catch((err) => log.warn({ err }, 'consumer disconnect failed'));
+    if (p?.isConnected()) await call((cb) => p.disconnect((err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer disconnect', 15_000).catch((err) => log.warn({ err }, 'producer disconnect failed'));
   }
 
   function produce(p: RdKafka.Producer, topic: string, m: Message): Promise<void> | undefined {
@@ -177,7 +198,7 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
   }
 
   async function cycle(c: RdKafka.KafkaConsumer, p: RdKafka.Producer): Promise<void> {
-    const raw = await call<RdKafka.Message[]>((cb) => c.consume(maxMessages, cb), 'consume');
+    const raw = await call<RdKafka.Message[]>((cb) => c.consume(maxMessages, cb), 'consume', 30_000);
     if (raw.length === 0) return;
     const t0 = Date.now();
     const byPartition = new Map<string, Group>();
@@ -200,7 +221,7 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
   }
 
   async function transact(c: RdKafka.KafkaConsumer, p: RdKafka.Producer, groups: Group[], outputs: OutputRecord[][], t0: number): Promise<void> {
-    await call((cb) => p.beginTransaction(cb), 'beginTransaction');
+    await call((cb) => p.beginTransaction(cb), 'beginTransaction', 30_000);
     try {
       for (const out of outputs) {
         for (const { topic, messages } of out) {
@@ -211,10 +232,10 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
         }
       }
       const offsets = groups.map((g) => ({ topic: g.ctx.topic, partition: g.ctx.partition, offset: g.last + 1 }));
-      await call((cb) => p.sendOffsetsToTransaction(offsets, c, 30_000, cb), 'sendOffsetsToTransaction');
-      await call((cb) => p.commitTransaction(60_000, cb), 'commitTransaction');
+      await call((cb) => p.sendOffsetsToTransaction(offsets, c, 30_000, cb), 'sendOffsetsToTransaction', 40_000);
+      await call((cb) => p.commitTransaction(60_000, cb), 'commitTransaction', 70_000);
     } catch (err) {
-      await call((cb) => p.abortTransaction(30_000, cb), 'abortTransaction').catch((abortErr: unknown) => log.warn({ err: abortErr }, 'transaction abort failed'));
+      await call((cb) => p.abortTransaction(30_000, cb), 'abortTransaction', 40_000).catch((abortErr: unknown) => log.warn({ err: abortErr }, 'transaction abort failed'));
       throw err;
     }
     const ms = Date.now() - t0;

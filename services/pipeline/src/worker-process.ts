@@ -24,7 +24,9 @@ const mains: Record<string, string> = {
 export async function startWorkerProcess(name: keyof typeof mains & string, env: NodeJS.ProcessEnv, readyTimeoutMs = 120_000): Promise<WorkerProcess> {
   const main = mains[name];
   if (!main) throw new Error(`No worker called ${name}`);
-  const child: ChildProcess = fork(main, [], { env, execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  // WORKER_CPU_PROF_DIR (a developer's switch, see bench/pipeline.ts): a V8 CPU profile per worker.
+  const profile = process.env.WORKER_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.WORKER_CPU_PROF_DIR}`] : [];
+  const child: ChildProcess = fork(main, [], { env, execArgv: ['--import', 'tsx', ...profile], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${name} did not report ready within ${readyTimeoutMs} ms`)), readyTimeoutMs);
