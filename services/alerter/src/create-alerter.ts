@@ -11,10 +11,9 @@ import {
   registryFetcher,
   valueSubject,
   type AlertRecord,
-  type EnrichedDecisionRecord,
 } from '@dlog/contracts';
 import { createTransactionalProcessor, nativeClientFor, ensurePipelineTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
-import { toDeadLetterObservation, toDecisionObservation } from './decode.js';
+import { observationReaderType, toDeadLetterObservation, toDecisionObservation, type ObservedDecision } from './decode.js';
 import { createEngine, type AlerterState } from './engine.js';
 import { replay, replayRanges, unreadPartitions } from './replay.js';
 import { loadRules, type RulesDocument } from './rules.js';
@@ -70,7 +69,7 @@ export async function createAlerter(opts: {
   const url = config.schemaRegistryUrl;
   const outputId = await registerAvro(createRegistry(url), url, valueSubject(topics.output), loadSchema('alert'));
   const outputType = avroType('alert');
-  const decoder = new AvroDecoder<EnrichedDecisionRecord>(avroType('enriched-decision'), registryFetcher(url));
+  const decoder = new AvroDecoder<ObservedDecision>(observationReaderType(), registryFetcher(url));
 
   // `committed` is the state covering exactly the input whose offsets are committed. A batch
   // works on a copy; the copy replaces it only once the batch's transaction has committed, so

@@ -1,9 +1,24 @@
+import avro, { type Schema, type Type } from 'avsc';
 import type { KafkaMessage } from 'kafkajs';
-import type { EnrichedDecisionRecord } from '@dlog/contracts';
+import { loadSchema, type EnrichedDecisionRecord } from '@dlog/contracts';
 import type { DeadLetterObservation, DecisionObservation } from './aggregate.js';
 
+/** The fields of an enriched decision the rules read. */
+export const observedFields = ['ts', 'endpoint', 'model', 'output', 'sample_rate', 'resolved', 'unresolved_refs', 'digest_mismatches'] as const;
+export type ObservedDecision = Pick<EnrichedDecisionRecord, (typeof observedFields)[number]>;
+
+/**
+ * The enriched-decision contract cut down to the observed fields, as a reader schema: Avro
+ * resolution then skips the rest (input JSON, attributes, lineage ...) without building strings
+ * or objects for them, while still walking every byte of the record.
+ */
+export function observationReaderType(): Type {
+  const full = loadSchema('enriched-decision') as { fields: { name: string }[] };
+  return avro.Type.forSchema({ ...full, fields: full.fields.filter((f) => (observedFields as readonly string[]).includes(f.name)) } as Schema);
+}
+
 /** The few fields the rules read from an enriched decision. */
-export function toDecisionObservation(r: EnrichedDecisionRecord): DecisionObservation {
+export function toDecisionObservation(r: ObservedDecision): DecisionObservation {
   return {
     ts: r.ts,
     endpoint: r.endpoint,

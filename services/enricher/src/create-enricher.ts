@@ -15,6 +15,7 @@ import {
 } from '@dlog/contracts';
 import { createTransactionalProcessor, nativeClientFor, deadLetterMessage, ensurePipelineTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
 import { enrich } from './enrich.js';
+import { EnrichmentSplicer } from './splice.js';
 
 export const defaultEnricherTopics = {
   input: 'decisions.v1',
@@ -53,6 +54,8 @@ export async function createEnricher(opts: {
   const inputType = avroType('decision-record');
   const decoder = new AvroDecoder<DecisionRecordRecord>(inputType, registryFetcher(url));
   const stats: EnricherStats = { enriched: 0, unresolved: 0, digestMismatches: 0, deadLettered: 0 };
+  const splicer = EnrichmentSplicer.forContracts();
+  if (typeof splicer === 'string') log.warn({ reason: splicer }, 'enriching by decode and re-encode: the contracts do not allow splicing');
   let registry: RegistryFollower | undefined;
   let processor: TransactionalProcessor | undefined;
 
@@ -77,6 +80,20 @@ export async function createEnricher(opts: {
           const out: Message[] = [];
           const dead: Message[] = [];
           for (const m of messages) {
+            if (typeof splicer !== 'string' && decoder.writtenAsReader(m.value)) {
+              // The contract's own schema: the decision body goes through as it is.
+              const r = splicer.splice(m.value!.subarray(5), outputId, state, now);
+              if ('error' in r) {
+                dead.push(deadLetterMessage(m, ctx, { reason: 'invalid_avro', message: r.error, step: 'enrich' }, 'enricher', now));
+                stats.deadLettered++;
+                continue;
+              }
+              if (r.unresolved) stats.unresolved++;
+              if (r.mismatch) stats.digestMismatches++;
+              stats.enriched++;
+              out.push({ key: m.key, value: r.value });
+              continue;
+            }
             const decoded = decoder.decode(m.value);
             if (!decoded.ok) {
               dead.push(deadLetterMessage(m, ctx, { reason: decoded.reason, message: decoded.message, step: 'enrich' }, 'enricher', now));

@@ -5,8 +5,14 @@ export type ResolvedArtifact = ResolvedArtifactRecord;
 export type LineagePointer = LineagePointerRecord;
 export type { EnrichedDecisionRecord };
 
+/** The fields of a decision that name artifacts. */
+export type DecisionRefs = Pick<DecisionRecordRecord, 'model' | 'image' | 'config' | 'preprocessing' | 'environment_digest'>;
+
+/** What enrichment adds to a decision, `enriched_at` apart. */
+export type Enrichment = Pick<EnrichedDecisionRecord, 'resolved' | 'unresolved_refs' | 'digest_mismatches' | 'artifacts' | 'lineage'>;
+
 /** The artifacts a decision names, by role, with the digest the producer declared (if any). */
-export function decisionRefs(r: DecisionRecordRecord): { role: string; ref: string; declared: string | null }[] {
+export function decisionRefs(r: DecisionRefs): { role: string; ref: string; declared: string | null }[] {
   const refs = [{ role: 'model', ref: modelRef(r.model.name, r.model.version), declared: r.model.digest }];
   if (r.image) refs.push({ role: 'image', ref: r.image.ref, declared: r.image.digest });
   if (r.config) refs.push({ role: 'config', ref: r.config.ref, declared: null });
@@ -21,6 +27,11 @@ export function decisionRefs(r: DecisionRecordRecord): { role: string; ref: stri
  * it passes flagged, so nothing is lost while a registration is late.
  */
 export function enrich(r: DecisionRecordRecord, state: ArtifactState, now: number): EnrichedDecisionRecord {
+  return { ...r, ...resolveEnrichment(r, state), enriched_at: now };
+}
+
+/** The enrichment of a decision's artifact references against the registry state. */
+export function resolveEnrichment(r: DecisionRefs, state: ArtifactState): Enrichment {
   const artifacts: ResolvedArtifact[] = [];
   const unresolved: string[] = [];
   const mismatches: string[] = [];
@@ -43,12 +54,10 @@ export function enrich(r: DecisionRecordRecord, state: ArtifactState, now: numbe
     }
   }
   return {
-    ...r,
     resolved: unresolved.length === 0 && mismatches.length === 0,
     unresolved_refs: unresolved,
     digest_mismatches: mismatches,
     artifacts,
     lineage: [...lineage.values()],
-    enriched_at: now,
   };
 }

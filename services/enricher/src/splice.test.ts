@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import avro from 'avsc';
+import { ArtifactState, type ArtifactEventRecord } from '@dlog/artifacts';
+import { avroType, loadSchema, type DecisionRecordRecord, type EnrichedDecisionRecord } from '@dlog/contracts';
+import { sampleEnrichedDecision, sampleEdgeDecision } from '../../sink/src/sample-records.js';
+import { enrich } from './enrich.js';
+import { EnrichmentSplicer, writeLong } from './splice.js';
+
+const decisionType = avroType('decision-record');
+const enrichedType = avroType('enriched-decision');
+const decisionFields = (loadSchema('decision-record') as { fields: { name: string }[] }).fields.map((f) => f.name);
+
+/** A decision record as the gate writes it, from the sink's sample enriched decisions. */
+function decision(e: EnrichedDecisionRecord): DecisionRecordRecord {
+  return Object.fromEntries(decisionFields.map((f) => [f, (e as unknown as Record<string, unknown>)[f]])) as unknown as DecisionRecordRecord;
+}
+
+function art(kind: ArtifactEventRecord['kind'], ref: string, digest: string, parents: string[] = []): ArtifactEventRecord {
+  return { event_id: ref, kind, ref, name: ref, version: 'v', digest, uri: null, metadata: {}, parents, registered_at: 5, registered_by: 't' };
+}
+
+function splicer(): EnrichmentSplicer {
+  const s = EnrichmentSplicer.forContracts();
+  assert.ok(typeof s !== 'string', `the current contracts allow splicing (${String(s)})`);
+  return s;
+}
+
+describe('EnrichmentSplicer', () => {
+  it('gives the record the decode-enrich-encode path gives, for ordinary and edge-case decisions', () => {
+    const sp = splicer();
+    const state = new ArtifactState();
+    const records = [...Array.from({ length: 20 }, (_, i) => decision(sampleEnrichedDecision(i))), ...Array.from({ length: 10 }, (_, i) => decision(sampleEdgeDecision(i)))];
+    // Register some of the artifacts the samples name, with lineage, so both outcomes occur.
+    for (const r of records.slice(0, 1)) {
+      state.apply(art('dataset', `registry://datasets/${r.model.name}`, `sha256:${'1'.repeat(64)}`));
+      state.apply(art('model', `registry://models/${r.model.name}:${r.model.version}`, r.model.digest ?? `sha256:${'2'.repeat(64)}`, [`registry://datasets/${r.model.name}`]));
+    }
+    const now = 1_764_000_000_123;
+    let resolvedSeen = 0;
+    for (const r of records) {
+      const body = decisionType.toBuffer(r);
+      const out = sp.splice(body, 42, state, now);
+      assert.ok(!('error' in out), 'error' in out ? out.error : '');
+      assert.equal(out.value[0], 0);
+      assert.equal(out.value.readInt32BE(1), 42);
+      const spliced = enrichedType.fromBuffer(out.value.subarray(5)) as EnrichedDecisionRecord;
+      const expected = enrich(decisionType.fromBuffer(body) as DecisionRecordRecord, state, now);
+      assert.deepEqual(spliced, enrichedType.fromBuffer(enrichedType.toBuffer(expected)));
+      assert.equal(out.unresolved, expected.unresolved_refs.length > 0);
+      if (expected.artifacts.length > 0) resolvedSeen++;
+    }
+    assert.ok(resolvedSeen > 0 && resolvedSeen < records.length, `both resolved and unresolved decisions were spliced (${resolvedSeen} of ${records.length} resolved)`);
+  });
+
+  it('sees an artifact registered after the first splice (the memo follows the registry)', () => {
+    const sp = splicer();
+    const state = new ArtifactState();
+    const r = decision(sampleEnrichedDecision(1));
+    const body = decisionType.toBuffer(r);
+    const before = sp.splice(body, 1, state, 5);
+    assert.ok(!('error' in before) && before.unresolved);
+    state.apply(art('model', `registry://models/${r.model.name}:${r.model.version}`, r.model.digest ?? `sha256:${'3'.repeat(64)}`));
+    const after = sp.splice(body, 1, state, 5);
+    assert.ok(!('error' in after));
+    const e = enrichedType.fromBuffer(after.value.subarray(5)) as EnrichedDecisionRecord;
+    assert.deepEqual(e.artifacts.map((a) => a.role), ['model']);
+  });
+
+  it('refuses a truncated body, trailing bytes and garbage, saying which', () => {
+    const sp = splicer();
+    const body = decisionType.toBuffer(decision(sampleEnrichedDecision(2)));
+    const state = new ArtifactState();
+    const cut = sp.splice(body.subarray(0, body.length - 7), 1, state, 5);
+    assert.ok('error' in cut && /truncated|invalid/.test(cut.error), JSON.stringify(cut));
+    const trailing = sp.splice(Buffer.concat([body, Buffer.from([1, 2])]), 1, state, 5);
+    assert.ok('error' in trailing && /2 bytes after the end/.test(trailing.error), JSON.stringify(trailing));
+    const garbage = sp.splice(Buffer.from('not avro at all, just text'), 1, state, 5);
+    assert.ok('error' in garbage, JSON.stringify(garbage));
+  });
+
+  it('declines contracts whose enriched schema no longer starts with the decision', () => {
+    const d = loadSchema('decision-record') as { fields: unknown[] };
+    const e = loadSchema('enriched-decision') as { fields: unknown[] };
+    const swapped = { ...e, fields: [e.fields[1], e.fields[0], ...e.fields.slice(2)] };
+    assert.equal(typeof EnrichmentSplicer.forContracts(d as never, swapped as never), 'string');
+  });
+
+  it('writes Avro longs as avsc does', () => {
+    const longType = avro.Type.forSchema('long');
+    for (const n of [0, 1, -1, 63, 64, -65, 1_764_000_000_123, -1_764_000_000_123, 2 ** 50]) {
+      const buf = Buffer.alloc(12);
+      const end = writeLong(buf, 0, n);
+      assert.deepEqual(buf.subarray(0, end), longType.toBuffer(n), `bytes of ${n}`);
+    }
+  });
+});

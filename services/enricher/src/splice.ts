@@ -1,0 +1,126 @@
+import avro, { type Schema, type Type } from 'avsc';
+import type { ArtifactState } from '@dlog/artifacts';
+import { loadSchema, type DecisionRecordRecord } from '@dlog/contracts';
+import { resolveEnrichment } from './enrich.js';
+
+type RecordSchema = { type: 'record'; name: string; namespace?: string; fields: { name: string; type: Schema }[] };
+
+/** The fields of a decision that enrichment reads: the artifacts it names. */
+const refFields = ['model', 'image', 'config', 'preprocessing', 'environment_digest'] as const;
+type Refs = Pick<DecisionRecordRecord, (typeof refFields)[number]>;
+
+/** Canonical form of a run of fields: equal forms mean byte-identical encodings. */
+function canonical(namespace: string | undefined, fields: RecordSchema['fields']): string {
+  return JSON.stringify(avro.Type.forSchema({ type: 'record', name: 'Probe', namespace, fields } as Schema).schema());
+}
+
+/**
+ * An enriched decision is the decision's own fields followed by the enrichment fields, so its
+ * Avro body is the decision body, untouched, plus the encoded enrichment. The splicer builds it
+ * that way instead of decoding ~1 KB of decision and encoding it again:
+ *
+ * - one resolver pass reads the five artifact references and skips (but walks) every other
+ *   field, so a truncated or malformed body is still refused, as is one with trailing bytes;
+ * - the encoded enrichment is memoised per set of references while the registry state does not
+ *   grow (it only grows: versions never change), and only `enriched_at` is written per record.
+ *
+ * Only bodies written in the contract's own schema qualify; anything else takes the decode path.
+ */
+export class EnrichmentSplicer {
+  private readonly refsType: Type;
+  private readonly resolver: avro.Resolver;
+  private readonly tailType: Type;
+  private readonly memo = new Map<string, { tail: Buffer; unresolved: boolean; mismatch: boolean }>();
+  private memoStateSize = -1;
+
+  private constructor(decision: RecordSchema, enrichedTail: RecordSchema['fields']) {
+    const writer = avro.Type.forSchema(decision as Schema);
+    // Same record name as the writer, so the resolver matches it; only the reference fields.
+    this.refsType = avro.Type.forSchema({ ...decision, fields: decision.fields.filter((f) => (refFields as readonly string[]).includes(f.name)) } as Schema);
+    this.resolver = this.refsType.createResolver(writer);
+    this.tailType = avro.Type.forSchema({ type: 'record', name: 'EnrichmentTail', namespace: decision.namespace, fields: enrichedTail } as Schema);
+  }
+
+  /**
+   * The splicer for the current contracts, or undefined (with the reason) when they no longer
+   * line up: the enriched schema must start with exactly the decision's fields and end with
+   * `enriched_at` as a long.
+   */
+  static forContracts(decisionSchema: Schema = loadSchema('decision-record'), enrichedSchema: Schema = loadSchema('enriched-decision')): EnrichmentSplicer | string {
+    const d = decisionSchema as RecordSchema;
+    const e = enrichedSchema as RecordSchema;
+    const n = d.fields.length;
+    if (canonical(d.namespace, e.fields.slice(0, n)) !== canonical(d.namespace, d.fields)) return 'the enriched schema does not start with the decision schema';
+    const last = e.fields[e.fields.length - 1];
+    if (last?.name !== 'enriched_at' || avro.Type.forSchema(last.type).typeName !== 'long') return 'the enriched schema does not end with enriched_at as a long';
+    for (const f of refFields) if (!d.fields.some((x) => x.name === f)) return `the decision schema has no ${f} field`;
+    try {
+      return new EnrichmentSplicer(d, e.fields.slice(n, -1));
+    } catch (err) {
+      return `the enrichment fields cannot stand alone: ${(err as Error).message}`;
+    }
+  }
+
+  /**
+   * Framed enriched record for a decision body (without its 5-byte frame), or an error message
+   * when the body is not a complete decision record.
+   */
+  splice(body: Buffer, outputId: number, state: ArtifactState, now: number): { value: Buffer; unresolved: boolean; mismatch: boolean } | { error: string } {
+    let refs: Refs;
+    try {
+      const r = this.refsType.decode(body, 0, this.resolver);
+      if (r.offset !== body.length) {
+        return { error: r.offset < 0 ? 'truncated Avro record' : `${body.length - r.offset} bytes after the end of the Avro record` };
+      }
+      refs = r.value as Refs;
+    } catch (err) {
+      return { error: `invalid Avro record: ${(err as Error).message}` };
+    }
+    if (state.size !== this.memoStateSize || this.memo.size > 50_000) {
+      this.memo.clear();
+      this.memoStateSize = state.size;
+    }
+    const key = memoKey(refs);
+    let tail = this.memo.get(key);
+    if (!tail) {
+      const e = resolveEnrichment(refs, state);
+      tail = { tail: this.tailType.toBuffer(e), unresolved: e.unresolved_refs.length > 0, mismatch: e.digest_mismatches.length > 0 };
+      this.memo.set(key, tail);
+    }
+    const value = Buffer.allocUnsafe(5 + body.length + tail.tail.length + 10);
+    value[0] = 0;
+    value.writeInt32BE(outputId, 1);
+    body.copy(value, 5);
+    tail.tail.copy(value, 5 + body.length);
+    const end = writeLong(value, 5 + body.length + tail.tail.length, now);
+    return { value: value.subarray(0, end), unresolved: tail.unresolved, mismatch: tail.mismatch };
+  }
+}
+
+/** Stands for null in a memo key, apart from any real value (an empty string included). */
+const none = '\u0001';
+
+function memoKey(r: Refs): string {
+  return [
+    r.model.name,
+    r.model.version,
+    r.model.digest ?? none,
+    r.image?.ref ?? none,
+    r.image?.digest ?? none,
+    r.config?.ref ?? none,
+    r.preprocessing?.ref ?? none,
+    r.preprocessing?.digest ?? none,
+    r.environment_digest ?? none,
+  ].join('\u0000');
+}
+
+/** Avro long (zig-zag varint) at `pos`; returns the end. Exact for |n| < 2^52. */
+export function writeLong(buf: Buffer, pos: number, n: number): number {
+  let z = n >= 0 ? n * 2 : -n * 2 - 1;
+  while (z >= 0x80) {
+    buf[pos++] = (z % 0x80) | 0x80;
+    z = Math.floor(z / 0x80);
+  }
+  buf[pos++] = z;
+  return pos;
+}
