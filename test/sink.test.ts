@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createKafka } from '@dlog/kafka';
+import { createKafka, loadNativeKafka } from '@dlog/kafka';
 import { createStore, migrate, type Store } from '@dlog/store';
 import type { Admin, Kafka } from 'kafkajs';
 import avro from 'avsc';
@@ -57,6 +57,13 @@ async function testBed(name: string): Promise<{ kafka: Kafka; admin: Admin; stor
   return { kafka, admin, store, prefix };
 }
 
+/** The sink's librdkafka consumer; the tests need it installed (.ci/run builds it). */
+function native(): { kafka: NonNullable<ReturnType<typeof loadNativeKafka>>; brokers: string[]; clientId: string } {
+  const kafka = loadNativeKafka();
+  assert.ok(kafka, 'node-rdkafka must be installed where the tests run');
+  return { kafka, brokers: config.kafkaBrokers, clientId: 'sink-test' };
+}
+
 describe('sink: enriched decisions, counts, artifacts, deployments, alerts into ClickHouse', () => {
   let kafka: Kafka;
   let admin: Admin;
@@ -104,6 +111,7 @@ describe('sink: enriched decisions, counts, artifacts, deployments, alerts into 
       kafka,
       store,
       log,
+      native: native(),
       config: { ...config, sinkGroupId: groupId, topicPrefix: prefix, sinkBatchRows: 1000, sinkFlushIntervalMs: 200 },
     });
     await sink.start();
@@ -185,7 +193,8 @@ describe('sink: enriched decisions, counts, artifacts, deployments, alerts into 
   });
 });
 
-describe('sink: ClickHouse refusing writes for a while', () => {
+for (const client of ['native', 'kafkajs'] as const) {
+describe(`sink on ${client}: ClickHouse refusing writes for a while`, () => {
   let kafka: Kafka;
   let admin: Admin;
   let store: Store;
@@ -223,6 +232,7 @@ describe('sink: ClickHouse refusing writes for a while', () => {
       },
       retryInitialMs: 50,
       retryMaxMs: 400,
+      native: client === 'native' ? native() : undefined,
     });
     await sink.start();
     const before = Array.from({ length: 1000 }, (_, i) => sampleEnrichedDecision(i, { runId }));
@@ -274,6 +284,7 @@ describe('sink: ClickHouse refusing writes for a while', () => {
     assert.equal(after.failing, false);
   });
 });
+}
 
 describe('sink: ClickHouse reading the Avro records itself (embedded) lands exactly what the JSON path lands', () => {
   let kafka: Kafka;

@@ -22,7 +22,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * timeout librdkafka was given: a callback that never comes (seen while a broker was fenced and
  * came back) must not hold the loop forever; the loop then drops the client and starts over.
  */
-function call<T = void>(fn: (cb: (err: RdKafka.LibrdKafkaError | null | undefined, value?: T) => void) => void, what: string, deadlineMs: number): Promise<T> {
+export function nativeCall<T = void>(fn: (cb: (err: RdKafka.LibrdKafkaError | null | undefined, value?: T) => void) => void, what: string, deadlineMs: number): Promise<T> {
   return new Promise((resolve, reject) => {
     let done = false;
     const timer = setTimeout(() => {
@@ -137,8 +137,8 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
     });
     p.on('event.error', onClientError);
     producer = p;
-    await call((cb) => p.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer connect', 40_000);
-    await call((cb) => p.initTransactions(30_000, cb), 'initTransactions', 40_000);
+    await nativeCall((cb) => p.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer connect', 40_000);
+    await nativeCall((cb) => p.initTransactions(30_000, cb), 'initTransactions', 40_000);
     const c = new K.KafkaConsumer(
       {
         'metadata.broker.list': brokers,
@@ -157,7 +157,7 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
     );
     c.on('event.error', onClientError);
     consumer = c;
-    await call((cb) => c.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'consumer connect', 40_000);
+    await nativeCall((cb) => c.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'consumer connect', 40_000);
     // A poll returns once no message arrived for this long, so a trickle is not held back.
     c.setDefaultConsumeTimeout(50);
     c.subscribe(opts.topics);
@@ -169,8 +169,8 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
     consumer = undefined;
     producer = undefined;
     // The consumer leaves the group first, so its partitions move on while the producer goes.
-    if (c?.isConnected()) await call((cb) => c.disconnect((err) => cb(err as RdKafka.LibrdKafkaError | null)), 'consumer disconnect', 15_000).catch((err) => log.warn({ err }, 'consumer disconnect failed'));
-    if (p?.isConnected()) await call((cb) => p.disconnect((err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer disconnect', 15_000).catch((err) => log.warn({ err }, 'producer disconnect failed'));
+    if (c?.isConnected()) await nativeCall((cb) => c.disconnect((err) => cb(err as RdKafka.LibrdKafkaError | null)), 'consumer disconnect', 15_000).catch((err) => log.warn({ err }, 'consumer disconnect failed'));
+    if (p?.isConnected()) await nativeCall((cb) => p.disconnect((err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer disconnect', 15_000).catch((err) => log.warn({ err }, 'producer disconnect failed'));
   }
 
   function produce(p: RdKafka.Producer, topic: string, m: Message): Promise<void> | undefined {
@@ -198,7 +198,7 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
   }
 
   async function cycle(c: RdKafka.KafkaConsumer, p: RdKafka.Producer): Promise<void> {
-    const raw = await call<RdKafka.Message[]>((cb) => c.consume(maxMessages, cb), 'consume', 30_000);
+    const raw = await nativeCall<RdKafka.Message[]>((cb) => c.consume(maxMessages, cb), 'consume', 30_000);
     if (raw.length === 0) return;
     const t0 = Date.now();
     const byPartition = new Map<string, Group>();
@@ -221,7 +221,7 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
   }
 
   async function transact(c: RdKafka.KafkaConsumer, p: RdKafka.Producer, groups: Group[], outputs: OutputRecord[][], t0: number): Promise<void> {
-    await call((cb) => p.beginTransaction(cb), 'beginTransaction', 30_000);
+    await nativeCall((cb) => p.beginTransaction(cb), 'beginTransaction', 30_000);
     try {
       for (const out of outputs) {
         for (const { topic, messages } of out) {
@@ -232,10 +232,10 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
         }
       }
       const offsets = groups.map((g) => ({ topic: g.ctx.topic, partition: g.ctx.partition, offset: g.last + 1 }));
-      await call((cb) => p.sendOffsetsToTransaction(offsets, c, 30_000, cb), 'sendOffsetsToTransaction', 40_000);
-      await call((cb) => p.commitTransaction(60_000, cb), 'commitTransaction', 70_000);
+      await nativeCall((cb) => p.sendOffsetsToTransaction(offsets, c, 30_000, cb), 'sendOffsetsToTransaction', 40_000);
+      await nativeCall((cb) => p.commitTransaction(60_000, cb), 'commitTransaction', 70_000);
     } catch (err) {
-      await call((cb) => p.abortTransaction(30_000, cb), 'abortTransaction', 40_000).catch((abortErr: unknown) => log.warn({ err: abortErr }, 'transaction abort failed'));
+      await nativeCall((cb) => p.abortTransaction(30_000, cb), 'abortTransaction', 40_000).catch((abortErr: unknown) => log.warn({ err: abortErr }, 'transaction abort failed'));
       throw err;
     }
     const ms = Date.now() - t0;

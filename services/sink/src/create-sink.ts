@@ -5,12 +5,13 @@ import { Readable } from 'node:stream';
 import type { Config } from '@dlog/config';
 import { AvroDecoder, avroType, registryFetcher, type SchemaFetcher } from '@dlog/contracts';
 import { retry, RetriableError } from '@dlog/runtime';
-import { chunkMessages, deadLetterMessage, ensureTopics, loadTopicDefinitions, type TopicDefinition } from '@dlog/kafka';
+import { chunkMessages, deadLetterMessage, ensureTopics, loadTopicDefinitions, type NativeKafka, type TopicDefinition } from '@dlog/kafka';
 import { clickHouseErrorCode, isRetriableClickHouseError, type Store } from '@dlog/store';
-import type { Consumer, EachBatchPayload, Kafka, Producer } from 'kafkajs';
+import type { Kafka, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import { avroInsertSql, ContainerBuilder, sqlString, type AvroMapping } from './avro-rows.js';
 import { deadLetterTopic, sinkTables, type TableSpec } from './tables.js';
+import { kafkajsSource, nativeSource, type BatchHandler, type SinkSource } from './source.js';
 import { TableWriter, type RowPayload, type SourceMessage, type WriterIo, type WriterLimits, type WriterStats } from './table-writer.js';
 
 export interface SinkOptions {
@@ -32,6 +33,8 @@ export interface SinkOptions {
   jsonOnly?: boolean;
   /** How long stop() keeps trying to write what is buffered. */
   drainTimeoutMs?: number;
+  /** Consume on librdkafka (see `nativeClientFor`); kafkajs when absent. */
+  native?: { kafka: NativeKafka; brokers: string[]; clientId: string };
 }
 
 export interface Sink {
@@ -177,7 +180,9 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
         const rs = await store.client.query({
           query,
           format: 'JSONCompactEachRow',
-          clickhouse_settings: { max_query_size: String(query.length + 1024) },
+          // Never below the default: embedded, a setting given with one query outlives it in the
+          // session, and a small limit here once made the next insert unparseable (code 62).
+          clickhouse_settings: { max_query_size: String(Math.max(262_144, query.length + 1024)) },
         });
         const rows = await rs.json<[string]>();
         return new Set(rows.map((r) => r[0]));
@@ -207,14 +212,15 @@ export function createSink(opts: SinkOptions): Sink {
   };
   // Fetches are sized from the memory limit: one fetch lands on top of what a table holds.
   const maxFetchBytes = Math.max(1024 * 1024, Math.min(16 * 1024 * 1024, Math.floor(config.sinkMaxBufferedBytes / 4)));
-  const consumer: Consumer = kafka.consumer({
-    groupId,
-    maxBytes: maxFetchBytes,
-    maxBytesPerPartition: Math.min(maxFetchBytes, 4 * 1024 * 1024),
-    maxWaitTimeInMs: 250,
-    sessionTimeout: 30_000,
-    heartbeatInterval: 3_000,
-  });
+  const sourceSettings = { groupId, maxFetchBytes, maxBytesPerPartition: Math.min(maxFetchBytes, 4 * 1024 * 1024) };
+  const sourceEvents = {
+    onAssigned: (assignment: Record<string, unknown>) => {
+      log.info({ assignment }, 'sink partitions assigned');
+      for (const t of byTopic.values()) t.writer.reassigned();
+    },
+    onCrash: (err: Error) => failWith(err),
+  };
+  const source: SinkSource = opts.native ? nativeSource(opts.native, sourceSettings, sourceEvents, log) : kafkajsSource(kafka, sourceSettings, sourceEvents);
   const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   // Embedded, tables with an Avro mapping skip decoding in JS: ClickHouse reads the records.
   // A server reads files on its own host, so it gets JSON rows.
@@ -229,9 +235,9 @@ export function createSink(opts: SinkOptions): Sink {
   const io: Omit<WriterIo, 'deadLetter'> = {
     insert: ch.insert,
     existing: ch.existing,
-    commit: (topic, offsets) => consumer.commitOffsets(offsets.map((o) => ({ topic, ...o }))),
-    pause: (topic) => consumer.pause([{ topic }]),
-    resume: (topic) => consumer.resume([{ topic }]),
+    commit: (topic, offsets) => source.commit(topic, offsets),
+    pause: (topic) => source.pause(topic),
+    resume: (topic) => source.resume(topic),
     isRetriable: (err) => err instanceof RetriableError || isRetriableClickHouseError(err),
     isFatal: (err) => {
       if ((err as { fatal?: unknown }).fatal === true) return true;
@@ -270,7 +276,7 @@ export function createSink(opts: SinkOptions): Sink {
   let timer: NodeJS.Timeout | undefined;
   let running = false;
 
-  async function eachBatch({ batch, resolveOffset, isRunning, isStale }: EachBatchPayload): Promise<void> {
+  const eachBatch: BatchHandler = async (batch, { resolveOffset, isRunning, isStale }) => {
     const target = byTopic.get(batch.topic);
     if (!target) return;
     const { spec, writer, decoder } = target;
@@ -309,7 +315,7 @@ export function createSink(opts: SinkOptions): Sink {
       }
       resolveOffset(m.offset);
     }
-  }
+  };
 
   return {
     topics: Object.fromEntries([...byTopic.values()].map((t) => [t.spec.table, t.topic])),
@@ -338,18 +344,8 @@ export function createSink(opts: SinkOptions): Sink {
         await admin.disconnect();
       }
       await producer.connect();
-      await consumer.connect();
-      consumer.on(consumer.events.GROUP_JOIN, (e) => {
-        log.info({ assignment: e.payload.memberAssignment }, 'sink partitions assigned');
-        for (const t of byTopic.values()) t.writer.reassigned();
-      });
-      consumer.on(consumer.events.CRASH, (e) => {
-        const err = e.payload.error;
-        if (!e.payload.restart) failWith(err);
-      });
-      await consumer.subscribe({ topics: [...byTopic.keys()], fromBeginning: true });
       running = true;
-      await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 1, eachBatch });
+      await source.start([...byTopic.keys()], eachBatch);
       timer = setInterval(() => {
         for (const t of byTopic.values()) {
           try {
@@ -368,7 +364,7 @@ export function createSink(opts: SinkOptions): Sink {
       if (!running) return;
       running = false;
       if (timer) clearInterval(timer);
-      consumer.pause([...byTopic.keys()].map((topic) => ({ topic })));
+      source.pauseAll();
       const drained = Promise.allSettled([...byTopic.values()].map((t) => t.writer.drain()));
       // While ClickHouse refuses writes, draining would wait forever: give up after a while; what
       // is not written is not committed, and is read again after the restart.
@@ -385,7 +381,7 @@ export function createSink(opts: SinkOptions): Sink {
       const results = await drained;
       try {
         await producer.disconnect();
-        await consumer.disconnect();
+        await source.disconnect();
       } finally {
         ch.close();
       }

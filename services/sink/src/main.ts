@@ -1,4 +1,4 @@
-import { createKafka } from '@dlog/kafka';
+import { createKafka, nativeClientFor } from '@dlog/kafka';
 import { startService } from '@dlog/runtime';
 import { storeFromConfig, migrate } from '@dlog/store';
 import { createSink } from './create-sink.js';
@@ -13,7 +13,8 @@ const store = await storeFromConfig(config, { createDatabase: !config.clickhouse
 if (store.mode === 'embedded') await migrate(store, { log });
 
 const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-sink`, log });
-const sink = createSink({ kafka, store, log, config });
+const native = nativeClientFor(config.kafkaClient, config.kafkaBrokers, `${config.kafkaClientId}-sink`, log);
+const sink = createSink({ kafka, store, log, config, native });
 
 // Shutdown order: the sink stops fetching, writes and commits what it holds, flushes its
 // dead-letter producer and leaves the group; then the store closes.

@@ -1,0 +1,272 @@
+import type { Consumer, Kafka, KafkaMessage } from 'kafkajs';
+import type * as RdKafka from 'node-rdkafka';
+import type { Logger } from 'pino';
+import { fromNative, nativeCall, type NativeKafka } from '@dlog/kafka';
+
+/** What the sink does with one partition's messages; it resolves each message it takes. */
+export interface BatchHandler {
+  (
+    batch: { topic: string; partition: number; messages: KafkaMessage[] },
+    ctl: { resolveOffset(offset: string): void; isRunning(): boolean; isStale(): boolean },
+  ): Promise<void>;
+}
+
+/**
+ * Where the sink's messages come from: a consumer group whose offsets are committed only after
+ * the rows they carry are written. A message not resolved by the handler (the table was full)
+ * is delivered again once its topic is resumed.
+ */
+export interface SinkSource {
+  start(topics: string[], handle: BatchHandler): Promise<void>;
+  commit(topic: string, offsets: { partition: number; offset: string }[]): Promise<void>;
+  pause(topic: string): void;
+  resume(topic: string): void;
+  /** Stop handing out messages (what is in hand is not committed and comes again later). */
+  pauseAll(): void;
+  disconnect(): Promise<void>;
+}
+
+export interface SourceEvents {
+  /** The group gave this member a new assignment: buffered, uncommitted rows will come again. */
+  onAssigned(assignment: Record<string, number[]>): void;
+  /** The consumer failed for good. */
+  onCrash(err: Error): void;
+}
+
+export interface SourceSettings {
+  groupId: string;
+  maxFetchBytes: number;
+  maxBytesPerPartition: number;
+}
+
+export function kafkajsSource(kafka: Kafka, s: SourceSettings, events: SourceEvents): SinkSource {
+  let topics: string[] = [];
+  const consumer: Consumer = kafka.consumer({
+    groupId: s.groupId,
+    maxBytes: s.maxFetchBytes,
+    maxBytesPerPartition: s.maxBytesPerPartition,
+    maxWaitTimeInMs: 250,
+    sessionTimeout: 30_000,
+    heartbeatInterval: 3_000,
+  });
+  return {
+    async start(ts, handle) {
+      topics = ts;
+      await consumer.connect();
+      consumer.on(consumer.events.GROUP_JOIN, (e) => events.onAssigned(e.payload.memberAssignment));
+      consumer.on(consumer.events.CRASH, (e) => {
+        if (!e.payload.restart) events.onCrash(e.payload.error);
+      });
+      await consumer.subscribe({ topics, fromBeginning: true });
+      await consumer.run({
+        autoCommit: false,
+        eachBatchAutoResolve: false,
+        partitionsConsumedConcurrently: 1,
+        eachBatch: ({ batch, resolveOffset, isRunning, isStale }) => handle(batch, { resolveOffset, isRunning, isStale }),
+      });
+    },
+    commit: (topic, offsets) => consumer.commitOffsets(offsets.map((o) => ({ topic, ...o }))),
+    pause: (topic) => consumer.pause([{ topic }]),
+    resume: (topic) => consumer.resume([{ topic }]),
+    pauseAll: () => consumer.pause(topics.map((topic) => ({ topic }))),
+    disconnect: () => consumer.disconnect(),
+  };
+}
+
+const ASSIGN = -175; // librdkafka ERR__ASSIGN_PARTITIONS
+const NO_OFFSET = -168; // ERR__NO_OFFSET: nothing to commit
+
+/**
+ * The same source on librdkafka. One loop polls; each poll's messages go to the handler one
+ * partition at a time. Partitions whose messages were not all taken are paused or not, as the
+ * handler decided, and sought back to the first message not taken. Commits are asynchronous;
+ * librdkafka answers each on a later poll, so the loop keeps polling (paused partitions deliver
+ * nothing) until disconnect.
+ */
+export function nativeSource(
+  native: { kafka: NativeKafka; brokers: string[]; clientId: string },
+  s: SourceSettings,
+  events: SourceEvents,
+  log: Logger,
+): SinkSource {
+  const K = native.kafka;
+  let consumer: RdKafka.KafkaConsumer | undefined;
+  let polling = false;
+  let handing = true;
+  let loop: Promise<void> | undefined;
+  let generation = 0;
+  let assignment: { topic: string; partition: number }[] = [];
+  const paused = new Set<string>();
+  const pendingCommits: { key: string; resolve: () => void; reject: (err: Error) => void; timer: NodeJS.Timeout }[] = [];
+  const lastReported = new Map<string, number>();
+
+  const commitKey = (tps: { topic: string; partition: number; offset?: number }[]) =>
+    tps
+      .map((t) => `${t.topic}:${t.partition}@${t.offset}`)
+      .sort()
+      .join(',');
+
+  const pausePartitions = (topic: string) => {
+    const tps = assignment.filter((a) => a.topic === topic);
+    if (tps.length > 0 && consumer) consumer.pause(tps);
+  };
+
+  async function run(c: RdKafka.KafkaConsumer, handle: BatchHandler): Promise<void> {
+    let backoff = 200;
+    while (polling) {
+      let raw: RdKafka.Message[];
+      try {
+        raw = await nativeCall<RdKafka.Message[]>((cb) => c.consume(10_000, cb), 'consume', 30_000);
+        backoff = 200;
+      } catch (err) {
+        if ((err as { isFatal?: boolean }).isFatal) {
+          events.onCrash(err as Error);
+          return;
+        }
+        log.warn({ err, retryInMs: backoff }, 'sink consume failed; polling again');
+        await new Promise((r) => setTimeout(r, backoff));
+        backoff = Math.min(backoff * 2, 5_000);
+        continue;
+      }
+      if (raw.length === 0 || !handing) continue;
+      const gen = generation;
+      const groups = new Map<string, { topic: string; partition: number; messages: KafkaMessage[] }>();
+      for (const m of raw) {
+        const id = `${m.topic}\u0000${m.partition}`;
+        let g = groups.get(id);
+        if (!g) groups.set(id, (g = { topic: m.topic, partition: m.partition, messages: [] }));
+        g.messages.push(fromNative(m));
+      }
+      for (const g of groups.values()) {
+        let resolved = -1;
+        try {
+          await handle(g, {
+            resolveOffset: (o) => {
+              resolved = Number(o);
+            },
+            isRunning: () => polling && handing,
+            isStale: () => gen !== generation,
+          });
+        } catch (err) {
+          events.onCrash(err as Error);
+          return;
+        }
+        const first = Number(g.messages[0]!.offset);
+        const last = Number(g.messages[g.messages.length - 1]!.offset);
+        if (resolved < last && gen === generation) {
+          // Not all taken (the table is full, or stopping): read the rest again later.
+          const offset = resolved >= first ? resolved + 1 : first;
+          await nativeCall((cb) => c.seek({ topic: g.topic, partition: g.partition, offset }, 5_000, cb), 'seek', 10_000).catch((err: unknown) =>
+            log.warn({ err, topic: g.topic, partition: g.partition }, 'seek back failed; the group will deliver from the committed offset after a rebalance'),
+          );
+        }
+      }
+    }
+  }
+
+  return {
+    async start(topics, handle) {
+      const c = new K.KafkaConsumer(
+        {
+          'metadata.broker.list': native.brokers.join(','),
+          'client.id': native.clientId,
+          'group.id': s.groupId,
+          'enable.auto.commit': false,
+          'enable.auto.offset.store': false,
+          'fetch.max.bytes': s.maxFetchBytes,
+          'max.partition.fetch.bytes': s.maxBytesPerPartition,
+          // Bounds what librdkafka prefetches per partition, on top of what the tables hold.
+          'queued.max.messages.kbytes': Math.max(1024, Math.floor(s.maxFetchBytes / 1024)),
+          'fetch.wait.max.ms': 100,
+          'session.timeout.ms': 30_000,
+          'heartbeat.interval.ms': 3_000,
+          rebalance_cb: (err: RdKafka.LibrdKafkaError, tps: RdKafka.Assignment[]) => {
+            generation++;
+            if (err.code === ASSIGN) {
+              c.assign(tps);
+              assignment = tps.map((t) => ({ topic: t.topic, partition: t.partition }));
+              const byTopic: Record<string, number[]> = {};
+              for (const t of assignment) (byTopic[t.topic] ??= []).push(t.partition);
+              events.onAssigned(byTopic);
+              for (const topic of paused) pausePartitions(topic);
+            } else {
+              c.unassign();
+              assignment = [];
+            }
+          },
+          offset_commit_cb: (err: RdKafka.LibrdKafkaError | null, tps: RdKafka.TopicPartitionOffset[]) => {
+            const i = pendingCommits.findIndex((p) => p.key === commitKey(tps));
+            if (i < 0) return;
+            const [p] = pendingCommits.splice(i, 1);
+            clearTimeout(p!.timer);
+            if (err && err.code !== NO_OFFSET) p!.reject(Object.assign(new Error(`offset commit failed: ${err.message}`), { code: err.code, cause: err }));
+            else p!.resolve();
+          },
+        },
+        { 'auto.offset.reset': 'earliest' },
+      );
+      c.on('event.error', (err) => {
+        const now = Date.now();
+        if (now - (lastReported.get(err.message) ?? 0) < 30_000) return;
+        lastReported.set(err.message, now);
+        log.warn({ err: { message: err.message, code: err.code } }, 'librdkafka reported an error (repeats within 30 s not logged)');
+      });
+      consumer = c;
+      await nativeCall((cb) => c.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'sink consumer connect', 40_000);
+      c.setDefaultConsumeTimeout(50);
+      c.subscribe(topics);
+      polling = true;
+      loop = run(c, handle);
+      log.info({ librdkafka: K.librdkafkaVersion }, 'sink consuming on librdkafka');
+    },
+    commit(topic, offsets) {
+      const c = consumer;
+      if (!c) return Promise.reject(new Error('sink consumer is not connected'));
+      const tps = offsets.map((o) => ({ topic, partition: o.partition, offset: Number(o.offset) }));
+      return new Promise<void>((resolve, reject) => {
+        const key = commitKey(tps);
+        const timer = setTimeout(() => {
+          const i = pendingCommits.findIndex((p) => p.key === key && p.timer === timer);
+          if (i >= 0) pendingCommits.splice(i, 1);
+          reject(new Error(`offset commit for ${key}: no answer within 30 s`));
+        }, 30_000);
+        pendingCommits.push({ key, resolve, reject, timer });
+        try {
+          c.commit(tps);
+        } catch (err) {
+          clearTimeout(timer);
+          pendingCommits.pop();
+          reject(err as Error);
+        }
+      });
+    },
+    pause(topic) {
+      paused.add(topic);
+      pausePartitions(topic);
+    },
+    resume(topic) {
+      paused.delete(topic);
+      const tps = assignment.filter((a) => a.topic === topic);
+      if (tps.length > 0) consumer?.resume(tps);
+    },
+    pauseAll() {
+      handing = false;
+      if (assignment.length > 0) consumer?.pause(assignment);
+    },
+    async disconnect() {
+      polling = false;
+      await loop;
+      const c = consumer;
+      consumer = undefined;
+      for (const p of pendingCommits.splice(0)) {
+        clearTimeout(p.timer);
+        p.reject(new Error('sink consumer disconnected before the commit was answered'));
+      }
+      if (c?.isConnected()) {
+        await nativeCall((cb) => c.disconnect((err) => cb(err as RdKafka.LibrdKafkaError | null)), 'sink consumer disconnect', 15_000).catch((err: unknown) =>
+          log.warn({ err }, 'sink consumer disconnect failed'),
+        );
+      }
+    },
+  };
+}
