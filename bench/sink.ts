@@ -10,7 +10,7 @@
  *   npx tsx bench/sink.ts [rows=300000] [batchRows=50000]
  */
 import { loadConfig } from '@dlog/config';
-import { createKafka, ensureTopics, loadTopicDefinitions } from '@dlog/kafka';
+import { createKafka, ensureTopics, loadTopicDefinitions, nativeClientFor } from '@dlog/kafka';
 import { createLogger } from '@dlog/runtime';
 import { createStore, migrate } from '@dlog/store';
 import { mkdtempSync } from 'node:fs';
@@ -61,6 +61,8 @@ const sink = createSink({
   log,
   config: { ...config, sinkGroupId: `${run}-sink`, topicPrefix: prefix, sinkBatchRows: batchRows },
   tables: undefined,
+  // DLOG_KAFKA_CLIENT picks the consumer, as in the sink itself (default: librdkafka when installed).
+  native: nativeClientFor(config.kafkaClient, config.kafkaBrokers, 'bench-sink', log),
 });
 const t0 = performance.now();
 await sink.start();
@@ -114,7 +116,7 @@ clearInterval(sampler);
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 process.stdout.write(
   [
-    `sink (Kafka → ClickHouse embedded, ${rows} rows, batches of ${batchRows}; ${fmt(asAvro)} read by ClickHouse as Avro):`,
+    `sink (Kafka on ${config.kafkaClient === "kafkajs" || !nativeClientFor(config.kafkaClient, [], "x") ? "kafkajs" : "librdkafka"} → ClickHouse embedded, ${rows} rows, batches of ${batchRows}; ${fmt(asAvro)} read by ClickHouse as Avro):`,
     `  overall ${sinkSeconds.toFixed(2)} s, ${fmt(rows / sinkSeconds)} rows/s; steady state ${fmt(steadyRate)} rows/s; peak RSS ${fmt(sinkPeakRss / 2 ** 20)} MiB`,
     `baseline, Avro container insert, no Kafka (the engine's ceiling): ${avroSeconds.toFixed(2)} s, ${fmt(rows / avroSeconds)} rows/s`,
     `baseline, pre-serialised JSONEachRow, no Kafka (the old path):    ${baseSeconds.toFixed(2)} s, ${fmt(rows / baseSeconds)} rows/s`,
