@@ -32,6 +32,16 @@ describe('loadConfig', () => {
     assert.equal(c.clickhouseUrl, 'http://ch:8123');
   });
 
+  it('points the default brokers and registry at the local stack wherever its ports were moved', () => {
+    const moved = loadConfig({ DLOG_KAFKA_PORT: '19092', DLOG_KAFKA_CONTROLLER_PORT: '19093', DLOG_REGISTRY_PORT: '18081' });
+    assert.deepEqual(moved.kafkaBrokers, ['127.0.0.1:19092']);
+    assert.equal(moved.schemaRegistryUrl, 'http://127.0.0.1:18081/apis/ccompat/v7');
+    const given = loadConfig({ DLOG_KAFKA_PORT: '19092', DLOG_KAFKA_CONTROLLER_PORT: '19093', KAFKA_BROKERS: 'kafka:9092' });
+    assert.deepEqual(given.kafkaBrokers, ['kafka:9092'], 'an explicit KAFKA_BROKERS wins');
+    const bad = configError({ DLOG_KAFKA_PORT: 'ninety' });
+    assert.equal(bad.field, 'DLOG_KAFKA_PORT', 'a bad port is reported as itself, not as a bad broker list');
+  });
+
   it('names the wrong field, the value, and an example', () => {
     const err = configError({ KAFKA_BROKERS: 'localhost' });
     assert.equal(err.field, 'KAFKA_BROKERS');

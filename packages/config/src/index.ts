@@ -24,8 +24,11 @@ interface FieldSpec<T> {
   /** Environment variable that sets it. */
   readonly env: string;
   readonly schema: z.ZodType<T>;
-  /** Raw default, parsed like a user value; undefined: the setting is optional. */
-  readonly fallback: string | undefined;
+  /**
+   * Raw default, parsed like a user value; undefined: the setting is optional. A function derives
+   * it from other settings (the brokers' default follows the local stack's port).
+   */
+  readonly fallback: string | undefined | ((env: NodeJS.ProcessEnv) => string | undefined);
   /** What a user should write; shown on error. */
   readonly example: string;
   readonly doc: string;
@@ -45,6 +48,12 @@ const httpUrl = z
   .url()
   .refine((u) => /^https?:\/\//.test(u), 'must start with http:// or https://');
 
+/** A port setting as given, when it looks like one; else the default (its own field reports it). */
+function localPort(raw: string | undefined, fallback: number): number {
+  const n = raw !== undefined && /^\d{1,5}$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
+  return n >= 1 && n <= 65535 ? n : fallback;
+}
+
 const brokers = z
   .string()
   .transform((s) => s.split(',').map((b) => b.trim()).filter((b) => b.length > 0))
@@ -55,7 +64,8 @@ export const fields = {
   kafkaBrokers: field({
     env: 'KAFKA_BROKERS',
     schema: brokers,
-    fallback: '127.0.0.1:9092',
+    // The local stack's broker, wherever DLOG_KAFKA_PORT put it.
+    fallback: (env) => `127.0.0.1:${localPort(env.DLOG_KAFKA_PORT, 9092)}`,
     example: '127.0.0.1:9092,127.0.0.1:9094',
     doc: 'Kafka bootstrap servers',
   }),
@@ -76,7 +86,7 @@ export const fields = {
   schemaRegistryUrl: field({
     env: 'SCHEMA_REGISTRY_URL',
     schema: httpUrl,
-    fallback: 'http://127.0.0.1:8081/apis/ccompat/v7',
+    fallback: (env) => `http://127.0.0.1:${localPort(env.DLOG_REGISTRY_PORT, 8081)}/apis/ccompat/v7`,
     example: 'http://127.0.0.1:8081/apis/ccompat/v7',
     doc: 'Confluent-compatible schema registry base URL',
   }),
@@ -341,7 +351,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const out: Record<string, unknown> = {};
   for (const [key, spec] of Object.entries(fields) as [string, FieldSpec<unknown>][]) {
-    const raw = rawValue(spec, env) ?? spec.fallback;
+    const raw = rawValue(spec, env) ?? (typeof spec.fallback === 'function' ? spec.fallback(env) : spec.fallback);
     if (raw === undefined) {
       out[key] = undefined;
       continue;
