@@ -13,7 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { loadConfig } from '@dlog/config';
 import { avroType, createRegistry, inputHash, loadSchema, registerAvro, valueSubject } from '@dlog/contracts';
-import { createKafka, ensureTopics, loadTopicDefinitions, withPrefix } from '@dlog/kafka';
+import { createKafka, ensureTopics, loadTopicDefinitions, nativeClientFor, withPrefix } from '@dlog/kafka';
 import { createGate } from '@dlog/gate';
 import { createLogger } from '@dlog/runtime';
 
@@ -117,6 +117,40 @@ async function baseline(run: number): Promise<Rates> {
   return rates(t0, tenth, atTenth, end);
 }
 
+/** The same relay on librdkafka, the client the gate itself runs on when it is installed. */
+const native = nativeClientFor(config.kafkaClient, config.kafkaBrokers, 'bench-gate');
+async function nativeBaseline(run: number): Promise<Rates> {
+  const K = native!.kafka;
+  const brokers = config.kafkaBrokers.join(',');
+  const t0 = performance.now();
+  const out = new K.Producer({ 'metadata.broker.list': brokers, 'enable.idempotence': true, 'linger.ms': 5, 'queue.buffering.max.messages': 1_000_000, dr_cb: false });
+  await new Promise<void>((res, rej) => out.connect({}, (e) => (e ? rej(e) : res())));
+  const consumer = new K.KafkaConsumer({ 'metadata.broker.list': brokers, 'group.id': `${prefix}nbaseline-${run}`, 'enable.auto.commit': false }, { 'auto.offset.reset': 'earliest' });
+  await new Promise<void>((res, rej) => consumer.connect({}, (e) => (e ? rej(e) : res())));
+  consumer.setDefaultConsumeTimeout(50);
+  consumer.subscribe([rawTopic]);
+  let seen = 0;
+  let tenth = 0;
+  let atTenth = 0;
+  while (seen < events) {
+    const batch = await new Promise<import('node-rdkafka').Message[]>((res, rej) => consumer.consume(10_000, (e, m) => (e ? rej(e) : res(m))));
+    if (batch.length === 0) continue;
+    for (const m of batch) out.produce(`${prefix}baseline.out`, null, m.value, m.key);
+    await new Promise<void>((res, rej) => out.flush(30_000, (e) => (e ? rej(e) : res())));
+    const last = batch[batch.length - 1]!;
+    consumer.commit({ topic: last.topic, partition: last.partition, offset: last.offset + 1 });
+    seen += batch.length;
+    if (!tenth && seen >= events / 10) {
+      tenth = performance.now();
+      atTenth = seen;
+    }
+  }
+  const end = performance.now();
+  await new Promise<void>((res) => consumer.disconnect(() => res()));
+  await new Promise<void>((res) => out.disconnect(() => res()));
+  return rates(t0, tenth, atTenth, end);
+}
+
 async function gateRun(run: number): Promise<Rates> {
   const p = `${prefix}run${run}.`;
   const gate = await createGate({
@@ -145,25 +179,32 @@ async function gateRun(run: number): Promise<Rates> {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const base: Rates[] = [];
+const nbase: Rates[] = [];
 const gated: Rates[] = [];
 for (let r = 0; r < runs; r++) {
   base.push(await baseline(r));
+  if (native) nbase.push(await nativeBaseline(r));
   gated.push(await gateRun(r));
   const f = (x: Rates) => `${Math.round(x.overall)} overall, ${Math.round(x.steady)} steady`;
-  process.stderr.write(`run ${r + 1}/${runs}: baseline ${f(base[r]!)} ev/s; gate ${f(gated[r]!)} ev/s\n`);
+  process.stderr.write(`run ${r + 1}/${runs}: baseline ${f(base[r]!)} ev/s;${native ? ` librdkafka baseline ${f(nbase[r]!)} ev/s;` : ''} gate ${f(gated[r]!)} ev/s\n`);
 }
 await admin.deleteTopics({ topics: (await admin.listTopics()).filter((t) => t.startsWith(prefix)) }).catch(() => {});
 await admin.disconnect();
 
-const row = (label: string, pick: (x: Rates) => number) => {
-  const b = median(base.map(pick));
+const row = (label: string, pick: (x: Rates) => number, against = base) => {
+  const b = median(against.map(pick));
   const g = median(gated.map(pick));
-  const ratios = base.map((x, i) => pick(gated[i]!) / pick(x));
+  const ratios = against.map((x, i) => pick(gated[i]!) / pick(x));
   console.log(`  ${label.padEnd(9)} baseline ${Math.round(b).toString().padStart(7)}   gate ${Math.round(g).toString().padStart(7)} events/s   ratio ${(g / b).toFixed(2)} (per run ${ratios.map((x) => x.toFixed(2)).join(', ')})`);
 };
 console.log(`\ngate throughput, ${events} events of ~${avgBytes} B (five personal-data fields), ${runs} runs, medians; threads ${config.gateThreads}`);
-console.log('  baseline: bare kafkajs consume+produce of the same bytes; gate: decode, policy, PII, transactions');
+console.log(`  baseline: bare kafkajs consume+produce of the same bytes; gate (on ${native ? 'librdkafka' : 'kafkajs'}): decode, policy, PII, transactions`);
 row('steady', (x) => x.steady);
 row('overall', (x) => x.overall);
 console.log('  target: gate >= 0.50 of the baseline');
+if (native) {
+  console.log('  against a bare librdkafka consume+produce of the same bytes (no decoding, no transactions):');
+  row('steady', (x) => x.steady, nbase);
+  row('overall', (x) => x.overall, nbase);
+}
 console.log(`  peak RSS  ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB (this process: producer, baseline and gate)`);

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Admin, Kafka, Message } from 'kafkajs';
-import { createKafka, createTransactionalProcessor, loadNativeKafka, type KafkaClientKind } from '@dlog/kafka';
+import { createKafka, createTransactionalProcessor, ensureTopics, loadNativeKafka, type KafkaClientKind } from '@dlog/kafka';
+import { retry } from '@dlog/runtime';
 import { collect, config, log, startPrivateKafka, unique, waitFor, type PrivateKafka } from './helpers.js';
 
 /**
@@ -103,7 +104,15 @@ describe('transactional processor on the real broker', () => {
       await padmin.connect();
       const input = unique('outage-in');
       const output = unique('outage-out');
-      await padmin.createTopics({ waitForLeaders: true, topics: [{ topic: input, numPartitions: 3 }, { topic: output, numPartitions: 3 }] });
+      // A broker that has just started may not serve metadata for new topics yet.
+      await retry(
+        () =>
+          ensureTopics(padmin, [
+            { name: input, partitions: 3, doc: 'test', config: {} },
+            { name: output, partitions: 3, doc: 'test', config: {} },
+          ]),
+        { attempts: 8, initialMs: 250, maxMs: 2_000, retryOn: () => true },
+      );
       await padmin.disconnect();
       const n = 30_000;
       const producer = pkafka.producer({ idempotent: true, maxInFlightRequests: 1 });
