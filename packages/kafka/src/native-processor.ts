@@ -40,6 +40,24 @@ export function nativeCall<T = void>(fn: (cb: (err: RdKafka.LibrdKafkaError | nu
   });
 }
 
+/**
+ * One poll: up to `max` messages, returned as soon as none came for a moment or `maxMs` passed.
+ * node-rdkafka's consume(n) alone waits until n messages or a pause in arrivals; under a steady
+ * trickle that is never, and each hop held up to n messages' worth of time (at 5,000/s and
+ * n = 10,000, two seconds), so messages are taken in small chunks against a deadline.
+ */
+export async function pollMessages(c: RdKafka.KafkaConsumer, max: number, maxMs = 100, chunk = 500): Promise<RdKafka.Message[]> {
+  const start = Date.now();
+  let out: RdKafka.Message[] = [];
+  for (;;) {
+    const want = Math.min(chunk, max - out.length);
+    const got = await nativeCall<RdKafka.Message[]>((cb) => c.consume(want, cb), 'consume', 30_000);
+    if (out.length === 0) out = got;
+    else for (const m of got) out.push(m);
+    if (got.length < want || out.length >= max || Date.now() - start >= maxMs) return out;
+  }
+}
+
 /** The kafkajs message shape the workers were written against, from a librdkafka message. */
 export function fromNative(m: RdKafka.Message): KafkaMessage {
   let headers: IHeaders | undefined;
@@ -158,8 +176,8 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
     c.on('event.error', onClientError);
     consumer = c;
     await nativeCall((cb) => c.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'consumer connect', 40_000);
-    // A poll returns once no message arrived for this long, so a trickle is not held back.
-    c.setDefaultConsumeTimeout(50);
+    // A poll's chunk ends once no message arrived for this long (see pollMessages).
+    c.setDefaultConsumeTimeout(20);
     c.subscribe(opts.topics);
   }
 
@@ -198,7 +216,7 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
   }
 
   async function cycle(c: RdKafka.KafkaConsumer, p: RdKafka.Producer): Promise<void> {
-    const raw = await nativeCall<RdKafka.Message[]>((cb) => c.consume(maxMessages, cb), 'consume', 30_000);
+    const raw = await pollMessages(c, maxMessages);
     if (raw.length === 0) return;
     const t0 = Date.now();
     const byPartition = new Map<string, Group>();

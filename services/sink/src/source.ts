@@ -1,7 +1,7 @@
 import type { Consumer, Kafka, KafkaMessage } from 'kafkajs';
 import type * as RdKafka from 'node-rdkafka';
 import type { Logger } from 'pino';
-import { fromNative, nativeCall, type NativeKafka } from '@dlog/kafka';
+import { fromNative, nativeCall, pollMessages, type NativeKafka } from '@dlog/kafka';
 
 /** What the sink does with one partition's messages; it resolves each message it takes. */
 export interface BatchHandler {
@@ -116,7 +116,7 @@ export function nativeSource(
     while (polling) {
       let raw: RdKafka.Message[];
       try {
-        raw = await nativeCall<RdKafka.Message[]>((cb) => c.consume(10_000, cb), 'consume', 30_000);
+        raw = await pollMessages(c, 10_000);
         backoff = 200;
       } catch (err) {
         if ((err as { isFatal?: boolean }).isFatal) {
@@ -213,7 +213,7 @@ export function nativeSource(
       });
       consumer = c;
       await nativeCall((cb) => c.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'sink consumer connect', 40_000);
-      c.setDefaultConsumeTimeout(50);
+      c.setDefaultConsumeTimeout(20);
       c.subscribe(topics);
       polling = true;
       loop = run(c, handle);
