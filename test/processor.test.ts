@@ -5,6 +5,18 @@ import { createKafka, createTransactionalProcessor, ensureTopics, loadNativeKafk
 import { retry } from '@dlog/runtime';
 import { collect, config, log, startPrivateKafka, unique, waitFor, type PrivateKafka } from './helpers.js';
 
+/** Input and output topics of 3 partitions; a broker that just started may not serve their metadata at once. */
+async function createTopics(admin: Admin, input: string, output: string): Promise<void> {
+  await retry(
+    () =>
+      ensureTopics(admin, [
+        { name: input, partitions: 3, doc: 'test', config: {} },
+        { name: output, partitions: 3, doc: 'test', config: {} },
+      ]),
+    { attempts: 8, initialMs: 250, maxMs: 2_000, retryOn: () => true },
+  );
+}
+
 /**
  * The transactional loop on both clients, on the real broker: every input becomes exactly one
  * committed output, keys, headers and timestamps survive, and a batch whose processing fails is
@@ -29,7 +41,7 @@ describe('transactional processor on the real broker', () => {
       if (kind === 'native') assert.ok(loadNativeKafka(), 'node-rdkafka must be installed where the tests run (.ci/run builds it)');
       const input = unique(`proc-in-${kind}`);
       const output = unique(`proc-out-${kind}`);
-      await admin.createTopics({ waitForLeaders: true, topics: [{ topic: input, numPartitions: 3 }, { topic: output, numPartitions: 3 }] });
+      await createTopics(admin, input, output);
       const n = 3_000;
       const stamp = Date.UTC(2026, 0, 2, 3, 4, 5);
       const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
@@ -104,15 +116,7 @@ describe('transactional processor on the real broker', () => {
       await padmin.connect();
       const input = unique('outage-in');
       const output = unique('outage-out');
-      // A broker that has just started may not serve metadata for new topics yet.
-      await retry(
-        () =>
-          ensureTopics(padmin, [
-            { name: input, partitions: 3, doc: 'test', config: {} },
-            { name: output, partitions: 3, doc: 'test', config: {} },
-          ]),
-        { attempts: 8, initialMs: 250, maxMs: 2_000, retryOn: () => true },
-      );
+      await createTopics(padmin, input, output);
       await padmin.disconnect();
       const n = 30_000;
       const producer = pkafka.producer({ idempotent: true, maxInFlightRequests: 1 });

@@ -58,6 +58,20 @@ export async function pollMessages(c: RdKafka.KafkaConsumer, max: number, maxMs 
   }
 }
 
+/**
+ * A handler for a librdkafka client's 'event.error'. librdkafka reports every broker connection it
+ * loses, so each kind of error is logged once per 30 s.
+ */
+export function clientErrorLog(log: Logger): (err: RdKafka.LibrdKafkaError) => void {
+  const lastReported = new Map<string, number>();
+  return (err) => {
+    const now = Date.now();
+    if (now - (lastReported.get(err.message) ?? 0) < 30_000) return;
+    lastReported.set(err.message, now);
+    log.warn({ err: { message: err.message, code: err.code } }, 'librdkafka reported an error (repeats within 30 s not logged)');
+  };
+}
+
 /** The kafkajs message shape the workers were written against, from a librdkafka message. */
 export function fromNative(m: RdKafka.Message): KafkaMessage {
   let headers: IHeaders | undefined;
@@ -92,6 +106,19 @@ interface Group {
   ctx: BatchContext;
   messages: KafkaMessage[];
   last: number;
+}
+
+/** A poll's messages by partition, in the order they came, in the kafkajs shape. */
+export function byPartition(raw: RdKafka.Message[]): Group[] {
+  const groups = new Map<string, Group>();
+  for (const m of raw) {
+    const id = `${m.topic}\u0000${m.partition}`;
+    let g = groups.get(id);
+    if (!g) groups.set(id, (g = { ctx: { topic: m.topic, partition: m.partition }, messages: [], last: m.offset }));
+    g.messages.push(fromNative(m));
+    g.last = m.offset;
+  }
+  return [...groups.values()];
 }
 
 /**
@@ -129,14 +156,7 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
   let consumer: RdKafka.KafkaConsumer | undefined;
   let producer: RdKafka.Producer | undefined;
 
-  // librdkafka reports every broker connection it loses; one line per kind of error per 30 s.
-  const lastReported = new Map<string, number>();
-  const onClientError = (err: RdKafka.LibrdKafkaError) => {
-    const now = Date.now();
-    if (now - (lastReported.get(err.message) ?? 0) < 30_000) return;
-    lastReported.set(err.message, now);
-    log.warn({ err: { message: err.message, code: err.code } }, 'librdkafka reported an error (repeats within 30 s not logged)');
-  };
+  const onClientError = clientErrorLog(log);
 
   async function open(): Promise<void> {
     const p = new K.Producer({
@@ -219,15 +239,7 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
     const raw = await pollMessages(c, maxMessages);
     if (raw.length === 0) return;
     const t0 = Date.now();
-    const byPartition = new Map<string, Group>();
-    for (const m of raw) {
-      const id = `${m.topic}\u0000${m.partition}`;
-      let g = byPartition.get(id);
-      if (!g) byPartition.set(id, (g = { ctx: { topic: m.topic, partition: m.partition }, messages: [], last: m.offset }));
-      g.messages.push(fromNative(m));
-      g.last = m.offset;
-    }
-    const groups = [...byPartition.values()];
+    const groups = byPartition(raw);
     if (concurrency <= 1) {
       // One batch at a time, as with kafkajs: a stateful process() (the alerter's) sees each
       // batch only after the one before it committed.

@@ -1,7 +1,7 @@
 import type { Consumer, Kafka, KafkaMessage } from 'kafkajs';
 import type * as RdKafka from 'node-rdkafka';
 import type { Logger } from 'pino';
-import { fromNative, nativeCall, pollMessages, type NativeKafka } from '@dlog/kafka';
+import { byPartition, clientErrorLog, nativeCall, pollMessages, type NativeKafka } from '@dlog/kafka';
 
 /** What the sink does with one partition's messages; it resolves each message it takes. */
 export interface BatchHandler {
@@ -98,7 +98,6 @@ export function nativeSource(
   let assignment: { topic: string; partition: number }[] = [];
   const paused = new Set<string>();
   const pendingCommits: { key: string; resolve: () => void; reject: (err: Error) => void; timer: NodeJS.Timeout }[] = [];
-  const lastReported = new Map<string, number>();
 
   const commitKey = (tps: { topic: string; partition: number; offset?: number }[]) =>
     tps
@@ -130,14 +129,8 @@ export function nativeSource(
       }
       if (raw.length === 0 || !handing) continue;
       const gen = generation;
-      const groups = new Map<string, { topic: string; partition: number; messages: KafkaMessage[] }>();
-      for (const m of raw) {
-        const id = `${m.topic}\u0000${m.partition}`;
-        let g = groups.get(id);
-        if (!g) groups.set(id, (g = { topic: m.topic, partition: m.partition, messages: [] }));
-        g.messages.push(fromNative(m));
-      }
-      for (const g of groups.values()) {
+      for (const { ctx, messages } of byPartition(raw)) {
+        const g = { ...ctx, messages };
         let resolved = -1;
         try {
           await handle(g, {
@@ -205,12 +198,7 @@ export function nativeSource(
         },
         { 'auto.offset.reset': 'earliest' },
       );
-      c.on('event.error', (err) => {
-        const now = Date.now();
-        if (now - (lastReported.get(err.message) ?? 0) < 30_000) return;
-        lastReported.set(err.message, now);
-        log.warn({ err: { message: err.message, code: err.code } }, 'librdkafka reported an error (repeats within 30 s not logged)');
-      });
+      c.on('event.error', clientErrorLog(log));
       consumer = c;
       await nativeCall((cb) => c.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'sink consumer connect', 40_000);
       c.setDefaultConsumeTimeout(20);
