@@ -167,5 +167,58 @@ describe('transactional processor on the real broker', () => {
       await pk?.stop();
     }
   });
+
+  it('native: two instances in one group, partitions moving between them mid-stream: every input exactly once', { timeout: 180_000 }, async () => {
+    const input = unique('rebal-in');
+    const output = unique('rebal-out');
+    await admin.createTopics({ waitForLeaders: true, topics: [{ topic: input, numPartitions: 6 }, { topic: output, numPartitions: 3 }] });
+    const n = 24_000;
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    for (let i = 0; i < n; i += 4_000) {
+      await producer.send({ topic: input, acks: -1, messages: Array.from({ length: 4_000 }, (_, j) => ({ key: `k${(i + j) % 23}`, value: `v${i + j}` })) });
+    }
+    await producer.disconnect();
+    const groupId = unique('rebal-g');
+    let committed = 0;
+    const instance = (id: string) =>
+      createTransactionalProcessor({
+        kafka,
+        log,
+        groupId,
+        topics: [input],
+        transactionalId: `${groupId}-${id}`,
+        native: { kafka: loadNativeKafka()!, brokers: config.kafkaBrokers, clientId: `test-rebal-${id}` },
+        concurrency: 2,
+        // Slow batches (a quarter of a millisecond a message), so rebalances land while batches are in hand.
+        process: async (batch) => {
+          await new Promise((r) => setTimeout(r, Math.max(100, batch.length / 4)));
+          return [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }];
+        },
+        onCommitted: (info) => {
+          committed += info.count;
+        },
+      });
+    const a = instance('a');
+    const b = instance('b');
+    const seen = await collect(output);
+    try {
+      await a.start();
+      await waitFor(() => committed > 0, { timeoutMs: 60_000, what: 'a first commit by instance a' });
+      await b.start(); // the group rebalances: partitions move from a to b
+      await waitFor(() => committed > n / 3, { timeoutMs: 60_000, what: 'a third of the input committed' });
+      await a.stop(); // and back to b alone
+      assert.ok(committed < n, `the second rebalance came mid-stream (${committed} of ${n})`);
+      await waitFor(() => seen.messages.length >= n, { timeoutMs: 120_000, what: `${n} outputs (have ${seen.messages.length})` });
+      await new Promise((r) => setTimeout(r, 1_500));
+    } finally {
+      await a.stop();
+      await b.stop();
+      await seen.stop();
+    }
+    const values = new Set(seen.messages.map((m) => m.value!.toString()));
+    assert.equal(values.size, n, 'every input is in the output');
+    assert.equal(seen.messages.length, n, 'and none twice');
+  });
 });
 

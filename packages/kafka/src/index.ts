@@ -1,5 +1,5 @@
 export { createKafka, type KafkaClientOptions } from './client.js';
-export { ensureTopics, ensurePipelineTopics, withPrefix, loadTopicDefinitions, defaultTopicsFile, type TopicDefinition } from './topics.js';
+export { ensureTopics, ensurePipelineTopics, ensureWorkerTopics, withPrefix, loadTopicDefinitions, defaultTopicsFile, type TopicDefinition } from './topics.js';
 export {
   createTransactionalProcessor,
   chunkMessages,
@@ -11,4 +11,4 @@ export {
 export { deadLetterMessage, prefixedTopics, type DeadLetterFailure } from './dead-letter.js';
 export { packMessages, unpackMessages, transferables, type PackedMessages } from './thread-wire.js';
 export { loadNativeKafka, pickNativeKafka, nativeClientFor, nativeKafkaLoadError, type NativeKafka, type KafkaClientKind } from './native.js';
-export { byPartition, clientErrorLog, createNativeProcessor, fromNative, nativeCall, pollMessages, workUnits } from './native-processor.js';
+export { byPartition, clientErrorLog, createNativeProcessor, RebalanceBarrier, fromNative, nativeCall, pollMessages, workUnits } from './native-processor.js';

@@ -51,10 +51,67 @@ export async function pollMessages(c: RdKafka.KafkaConsumer, max: number, maxMs 
   let out: RdKafka.Message[] = [];
   for (;;) {
     const want = Math.min(chunk, max - out.length);
-    const got = await nativeCall<RdKafka.Message[]>((cb) => c.consume(want, cb), 'consume', 30_000);
+    let got: RdKafka.Message[];
+    try {
+      got = await nativeCall<RdKafka.Message[]>((cb) => c.consume(want, cb), 'consume', 30_000);
+    } catch (err) {
+      // librdkafka's position is already past what earlier chunks returned: hand those out (an
+      // error that persists comes back on the next poll, before any message).
+      if (out.length > 0) return out;
+      throw err;
+    }
     if (out.length === 0) out = got;
     else for (const m of got) out.push(m);
     if (got.length < want || out.length >= max || Date.now() - start >= maxMs) return out;
+  }
+}
+
+const ASSIGN = -175; // librdkafka ERR__ASSIGN_PARTITIONS
+
+/**
+ * Applies the group's rebalances between batches, never during one. librdkafka hands a
+ * rebalance to the application and waits until it calls assign() or unassign(); holding that
+ * call until the batch in hand has committed (or failed) means no other member can take a
+ * partition whose messages this one is still processing, and this member never reads a
+ * partition again from its committed offset while it still holds uncommitted work from it.
+ */
+export class RebalanceBarrier {
+  private busy = false;
+  private readonly queued: (() => void)[] = [];
+
+  constructor(
+    private readonly log: Logger,
+    private readonly consumer: () => RdKafka.KafkaConsumer | undefined,
+    private readonly onApplied?: (assigned: { topic: string; partition: number }[] | undefined) => void,
+  ) {}
+
+  /** The consumer's `rebalance_cb`. */
+  readonly callback = (err: RdKafka.LibrdKafkaError | undefined, tps: RdKafka.Assignment[]): void => {
+    const assign = err?.code === ASSIGN;
+    const apply = () => {
+      const c = this.consumer();
+      if (!c) return;
+      try {
+        if (assign) c.assign(tps);
+        else c.unassign();
+        this.onApplied?.(assign ? tps.map((t) => ({ topic: t.topic, partition: t.partition })) : undefined);
+      } catch (e) {
+        this.log.warn({ err: e, assign }, 'applying a rebalance failed');
+      }
+    };
+    if (this.busy) this.queued.push(apply);
+    else apply();
+  };
+
+  /** Runs one batch (poll to commit) with rebalances held until it is over. */
+  async around<T>(fn: () => Promise<T>): Promise<T> {
+    this.busy = true;
+    try {
+      return await fn();
+    } finally {
+      this.busy = false;
+      for (const apply of this.queued.splice(0)) apply();
+    }
   }
 }
 
@@ -77,7 +134,14 @@ export function fromNative(m: RdKafka.Message): KafkaMessage {
   let headers: IHeaders | undefined;
   if (m.headers && m.headers.length > 0) {
     headers = {};
-    for (const h of m.headers) for (const k in h) headers[k] = h[k] as Buffer | string;
+    for (const h of m.headers) {
+      for (const k in h) {
+        // A repeated header name gives an array, as kafkajs does.
+        const prior = headers[k];
+        const v = h[k] as Buffer | string;
+        headers[k] = prior === undefined ? v : Array.isArray(prior) ? [...prior, v] : [prior as Buffer | string, v];
+      }
+    }
   }
   return {
     key: (m.key as Buffer | null | undefined) ?? null,
@@ -155,6 +219,7 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
   let loop: Promise<void> | undefined;
   let consumer: RdKafka.KafkaConsumer | undefined;
   let producer: RdKafka.Producer | undefined;
+  let rebalance: RebalanceBarrier | undefined;
 
   const onClientError = clientErrorLog(log);
 
@@ -172,16 +237,25 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
     }, {
       // Java's partitioner, as kafkajs's default: a key lands on the same partition either way.
       partitioner: 'murmur2_random',
+      // A record that cannot be delivered (say, its topic does not exist) fails the transaction
+      // after 30 s instead of librdkafka's default 5 minutes; the batch is then done again.
+      'message.timeout.ms': 30_000,
     });
     p.on('event.error', onClientError);
     producer = p;
     await nativeCall((cb) => p.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer connect', 40_000);
     await nativeCall((cb) => p.initTransactions(30_000, cb), 'initTransactions', 40_000);
+    // The barrier reaches this consumer even while close() disconnects it: leaving the group is a
+    // rebalance too, and librdkafka waits for its unassign().
+    let self: RdKafka.KafkaConsumer | undefined;
+    const barrier = new RebalanceBarrier(log, () => self);
+    rebalance = barrier;
     const c = new K.KafkaConsumer(
       {
         'metadata.broker.list': brokers,
         'client.id': opts.clientId,
         'group.id': opts.groupId,
+        rebalance_cb: barrier.callback,
         'enable.auto.commit': false,
         'enable.auto.offset.store': false,
         'isolation.level': 'read_committed',
@@ -194,6 +268,7 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
       { 'auto.offset.reset': (opts.fromBeginning ?? true) ? 'earliest' : 'latest' },
     );
     c.on('event.error', onClientError);
+    self = c;
     consumer = c;
     await nativeCall((cb) => c.connect({ timeout: 30_000 }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'consumer connect', 40_000);
     // A poll's chunk ends once no message arrived for this long (see pollMessages).
@@ -277,11 +352,16 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
     while (running) {
       try {
         if (!consumer || !producer) await open();
-        await cycle(consumer!, producer!);
+        const c = consumer!;
+        const p = producer!;
+        await rebalance!.around(() => cycle(c, p));
         backoff = 200;
       } catch (err) {
         if (!running) break;
-        log.warn({ err, retryInMs: backoff }, 'batch failed; reconnecting and resuming from the committed offsets');
+        // Fatal: e.g. fenced by another instance with the same DLOG_INSTANCE_ID. Starting over
+        // is still right (it fences that one in turn), but someone should look.
+        const fatal = (err as { isFatal?: boolean }).isFatal === true;
+        log[fatal ? 'error' : 'warn']({ err, retryInMs: backoff }, 'batch failed; reconnecting and resuming from the committed offsets');
         await close();
         await sleep(backoff);
         backoff = Math.min(backoff * 2, 10_000);

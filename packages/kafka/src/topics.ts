@@ -68,3 +68,26 @@ export async function ensurePipelineTopics(kafka: Kafka, prefix: string, names?:
     await admin.disconnect();
   }
 }
+
+/**
+ * Creates a worker's topics under the names it actually uses: each role's topic from the
+ * definition of its default name (partitions, compaction, retention), whatever it is called.
+ * Overridden names (tests, a second pipeline) would otherwise be left to the broker's
+ * auto-creation, with its default settings, or to nobody.
+ */
+export async function ensureWorkerTopics<T extends { [K in keyof T]: string }>(kafka: Kafka, defaults: T, actual: T): Promise<string[]> {
+  const defs = new Map(loadTopicDefinitions().map((d) => [d.name, d]));
+  const wanted: TopicDefinition[] = [];
+  for (const role of Object.keys(defaults) as (keyof T)[]) {
+    const def = defs.get(defaults[role]);
+    if (def) wanted.push({ ...def, name: actual[role] });
+  }
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    return await ensureTopics(admin, wanted);
+  } finally {
+    await admin.disconnect();
+  }
+}
+

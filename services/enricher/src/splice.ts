@@ -97,21 +97,19 @@ export class EnrichmentSplicer {
   }
 }
 
-/** Stands for null in a memo key, apart from any real value (an empty string included). */
-const none = '\u0001';
-
 function memoKey(r: Refs): string {
-  return [
+  // JSON keeps null apart from any string, and no separator can occur inside a value.
+  return JSON.stringify([
     r.model.name,
     r.model.version,
-    r.model.digest ?? none,
-    r.image?.ref ?? none,
-    r.image?.digest ?? none,
-    r.config?.ref ?? none,
-    r.preprocessing?.ref ?? none,
-    r.preprocessing?.digest ?? none,
-    r.environment_digest ?? none,
-  ].join('\u0000');
+    r.model.digest,
+    r.image?.ref ?? null,
+    r.image?.digest ?? null,
+    r.config?.ref ?? null,
+    r.preprocessing?.ref ?? null,
+    r.preprocessing?.digest ?? null,
+    r.environment_digest,
+  ]);
 }
 
 /** Avro long (zig-zag varint) at `pos`; returns the end. Exact for |n| < 2^52. */

@@ -13,7 +13,7 @@ import {
 } from '@dlog/contracts';
 import {
   createTransactionalProcessor, nativeClientFor,
-  ensurePipelineTopics,
+  ensureWorkerTopics,
   prefixedTopics,
   type BatchContext,
   type OutputRecord,
@@ -94,7 +94,7 @@ export async function createGate(opts: GateOptions): Promise<Gate> {
   // Policy and keys are checked here, before anything connects, whichever thread uses them.
   const policy = loadPolicy(config.policyFile);
   keyRing(config, log);
-  await ensurePipelineTopics(opts.kafka, p, Object.values(defaultGateTopics));
+  await ensureWorkerTopics(opts.kafka, defaultGateTopics, topics);
   const registry = createRegistry(config.schemaRegistryUrl);
   const url = config.schemaRegistryUrl;
   const [decisionId, countsId] = await Promise.all([

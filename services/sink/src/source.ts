@@ -1,7 +1,7 @@
 import type { Consumer, Kafka, KafkaMessage } from 'kafkajs';
 import type * as RdKafka from 'node-rdkafka';
 import type { Logger } from 'pino';
-import { byPartition, clientErrorLog, nativeCall, pollMessages, type NativeKafka } from '@dlog/kafka';
+import { byPartition, clientErrorLog, nativeCall, pollMessages, RebalanceBarrier, type NativeKafka } from '@dlog/kafka';
 
 /** What the sink does with one partition's messages; it resolves each message it takes. */
 export interface BatchHandler {
@@ -73,15 +73,15 @@ export function kafkajsSource(kafka: Kafka, s: SourceSettings, events: SourceEve
   };
 }
 
-const ASSIGN = -175; // librdkafka ERR__ASSIGN_PARTITIONS
 const NO_OFFSET = -168; // ERR__NO_OFFSET: nothing to commit
 
 /**
  * The same source on librdkafka. One loop polls; each poll's messages go to the handler one
  * partition at a time. Partitions whose messages were not all taken are paused or not, as the
- * handler decided, and sought back to the first message not taken. Commits are asynchronous;
- * librdkafka answers each on a later poll, so the loop keeps polling (paused partitions deliver
- * nothing) until disconnect.
+ * handler decided, and sought back to the first message not taken. Rebalances are applied
+ * between polls (see RebalanceBarrier), so a poll's messages all belong to the assignment they
+ * are handled under. Commits are asynchronous; librdkafka answers each on a later poll, so the
+ * loop keeps polling (paused partitions deliver nothing) until disconnect, also after a crash.
  */
 export function nativeSource(
   native: { kafka: NativeKafka; brokers: string[]; clientId: string },
@@ -94,10 +94,18 @@ export function nativeSource(
   let polling = false;
   let handing = true;
   let loop: Promise<void> | undefined;
-  let generation = 0;
   let assignment: { topic: string; partition: number }[] = [];
   const paused = new Set<string>();
   const pendingCommits: { key: string; resolve: () => void; reject: (err: Error) => void; timer: NodeJS.Timeout }[] = [];
+
+  const barrier = new RebalanceBarrier(log, () => consumer, (assigned) => {
+    assignment = assigned ?? [];
+    if (!assigned) return;
+    const byTopic: Record<string, number[]> = {};
+    for (const t of assigned) (byTopic[t.topic] ??= []).push(t.partition);
+    events.onAssigned(byTopic);
+    for (const topic of paused) pausePartitions(topic);
+  });
 
   const commitKey = (tps: { topic: string; partition: number; offset?: number }[]) =>
     tps
@@ -110,49 +118,63 @@ export function nativeSource(
     if (tps.length > 0 && consumer) consumer.pause(tps);
   };
 
+  const crash = (err: Error) => {
+    handing = false;
+    events.onCrash(err);
+  };
+
+  /** One poll, handed out partition by partition; what a partition did not take is read again. */
+  async function once(c: RdKafka.KafkaConsumer, handle: BatchHandler): Promise<void> {
+    const raw = await pollMessages(c, 10_000);
+    if (raw.length === 0 || !handing) return;
+    for (const { ctx, messages } of byPartition(raw)) {
+      const g = { ...ctx, messages };
+      let resolved = -1;
+      try {
+        await handle(g, {
+          resolveOffset: (o) => {
+            resolved = Number(o);
+          },
+          isRunning: () => polling && handing,
+          // Rebalances wait for the poll to be handled (RebalanceBarrier): never stale here.
+          isStale: () => false,
+        });
+      } catch (err) {
+        crash(err as Error);
+        return;
+      }
+      const first = Number(g.messages[0]!.offset);
+      const last = Number(g.messages[g.messages.length - 1]!.offset);
+      if (resolved < last) {
+        // Not all taken (the table is full, or stopping): read the rest again later. If that
+        // cannot be arranged, fetching would go on past them: stop instead (nothing past the
+        // last insert is committed, so a restart reads them again).
+        const offset = resolved >= first ? resolved + 1 : first;
+        try {
+          await nativeCall((cb) => c.seek({ topic: g.topic, partition: g.partition, offset }, 5_000, cb), 'seek', 10_000);
+        } catch (err) {
+          crash(Object.assign(new Error(`could not seek ${g.topic}[${g.partition}] back to ${offset} for messages a full table did not take: ${(err as Error).message}`), { cause: err }));
+          return;
+        }
+      }
+    }
+  }
+
   async function run(c: RdKafka.KafkaConsumer, handle: BatchHandler): Promise<void> {
     let backoff = 200;
     while (polling) {
-      let raw: RdKafka.Message[];
       try {
-        raw = await pollMessages(c, 10_000);
+        await barrier.around(() => once(c, handle));
         backoff = 200;
       } catch (err) {
         if ((err as { isFatal?: boolean }).isFatal) {
-          events.onCrash(err as Error);
-          return;
+          // The sink is failing for good; polling goes on only so pending commits get answers.
+          if (handing) crash(err as Error);
+        } else {
+          log.warn({ err, retryInMs: backoff }, 'sink consume failed; polling again');
         }
-        log.warn({ err, retryInMs: backoff }, 'sink consume failed; polling again');
         await new Promise((r) => setTimeout(r, backoff));
         backoff = Math.min(backoff * 2, 5_000);
-        continue;
-      }
-      if (raw.length === 0 || !handing) continue;
-      const gen = generation;
-      for (const { ctx, messages } of byPartition(raw)) {
-        const g = { ...ctx, messages };
-        let resolved = -1;
-        try {
-          await handle(g, {
-            resolveOffset: (o) => {
-              resolved = Number(o);
-            },
-            isRunning: () => polling && handing,
-            isStale: () => gen !== generation,
-          });
-        } catch (err) {
-          events.onCrash(err as Error);
-          return;
-        }
-        const first = Number(g.messages[0]!.offset);
-        const last = Number(g.messages[g.messages.length - 1]!.offset);
-        if (resolved < last && gen === generation) {
-          // Not all taken (the table is full, or stopping): read the rest again later.
-          const offset = resolved >= first ? resolved + 1 : first;
-          await nativeCall((cb) => c.seek({ topic: g.topic, partition: g.partition, offset }, 5_000, cb), 'seek', 10_000).catch((err: unknown) =>
-            log.warn({ err, topic: g.topic, partition: g.partition }, 'seek back failed; the group will deliver from the committed offset after a rebalance'),
-          );
-        }
       }
     }
   }
@@ -173,20 +195,7 @@ export function nativeSource(
           'fetch.wait.max.ms': 100,
           'session.timeout.ms': 30_000,
           'heartbeat.interval.ms': 3_000,
-          rebalance_cb: (err: RdKafka.LibrdKafkaError, tps: RdKafka.Assignment[]) => {
-            generation++;
-            if (err.code === ASSIGN) {
-              c.assign(tps);
-              assignment = tps.map((t) => ({ topic: t.topic, partition: t.partition }));
-              const byTopic: Record<string, number[]> = {};
-              for (const t of assignment) (byTopic[t.topic] ??= []).push(t.partition);
-              events.onAssigned(byTopic);
-              for (const topic of paused) pausePartitions(topic);
-            } else {
-              c.unassign();
-              assignment = [];
-            }
-          },
+          rebalance_cb: barrier.callback,
           offset_commit_cb: (err: RdKafka.LibrdKafkaError | null, tps: RdKafka.TopicPartitionOffset[]) => {
             const i = pendingCommits.findIndex((p) => p.key === commitKey(tps));
             if (i < 0) return;
@@ -245,16 +254,18 @@ export function nativeSource(
       polling = false;
       await loop;
       const c = consumer;
-      consumer = undefined;
       for (const p of pendingCommits.splice(0)) {
         clearTimeout(p.timer);
         p.reject(new Error('sink consumer disconnected before the commit was answered'));
       }
+      // `consumer` stays set while leaving the group: that is a rebalance too, and librdkafka
+      // waits for the barrier's unassign().
       if (c?.isConnected()) {
         await nativeCall((cb) => c.disconnect((err) => cb(err as RdKafka.LibrdKafkaError | null)), 'sink consumer disconnect', 15_000).catch((err: unknown) =>
           log.warn({ err }, 'sink consumer disconnect failed'),
         );
       }
+      consumer = undefined;
     },
   };
 }
