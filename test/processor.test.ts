@@ -17,6 +17,32 @@ async function createTopics(admin: Admin, input: string, output: string): Promis
   );
 }
 
+/** n messages v0 … v(n-1), keyed over a few keys, in sends of 5,000. */
+async function produceNumbered(kafka: Kafka, topic: string, n: number): Promise<void> {
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  for (let i = 0; i < n; i += 5_000) {
+    const count = Math.min(5_000, n - i);
+    await producer.send({ topic, acks: -1, messages: Array.from({ length: count }, (_, j) => ({ key: `k${(i + j) % 11}`, value: `v${i + j}` })) });
+  }
+  await producer.disconnect();
+}
+
+/** Reads `topic` (read_committed) until n messages came, waits for any doubles, and checks each value came once. */
+async function expectEachOnce(topic: string, brokers: string[], n: number, timeoutMs: number): Promise<void> {
+  const seen = await collect(topic, brokers);
+  try {
+    await waitFor(() => seen.messages.length >= n, { timeoutMs, what: `${n} outputs (have ${seen.messages.length})` });
+    // Anything doubled would arrive right behind: give it time to show.
+    await new Promise((r) => setTimeout(r, 1_500));
+  } finally {
+    await seen.stop();
+  }
+  const values = new Set(seen.messages.map((m) => m.value!.toString()));
+  assert.equal(values.size, n, 'every input is in the output');
+  assert.equal(seen.messages.length, n, 'and none twice');
+}
+
 /**
  * The transactional loop on both clients, on the real broker: every input becomes exactly one
  * committed output, keys, headers and timestamps survive, and a batch whose processing fails is
@@ -119,12 +145,7 @@ describe('transactional processor on the real broker', () => {
       await createTopics(padmin, input, output);
       await padmin.disconnect();
       const n = 30_000;
-      const producer = pkafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-      await producer.connect();
-      for (let i = 0; i < n; i += 5_000) {
-        await producer.send({ topic: input, acks: -1, messages: Array.from({ length: 5_000 }, (_, j) => ({ key: `k${(i + j) % 11}`, value: `v${i + j}` })) });
-      }
-      await producer.disconnect();
+      await produceNumbered(pkafka, input, n);
 
       let commits = 0;
       let committed = 0;
@@ -152,16 +173,7 @@ describe('transactional processor on the real broker', () => {
       assert.ok(committed < n, `the outage came mid-stream (${committed} of ${n} committed before it)`);
       await new Promise((r) => setTimeout(r, 3_000));
       await pk.start();
-      const seen = await collect(output, pk.brokers);
-      try {
-        await waitFor(() => seen.messages.length >= n, { timeoutMs: 150_000, what: `${n} outputs after the outage (have ${seen.messages.length})` });
-        await new Promise((r) => setTimeout(r, 1_500));
-      } finally {
-        await seen.stop();
-      }
-      const values = new Set(seen.messages.map((m) => m.value!.toString()));
-      assert.equal(values.size, n, 'every input is in the output');
-      assert.equal(seen.messages.length, n, 'and none twice');
+      await expectEachOnce(output, pk.brokers, n, 150_000);
     } finally {
       await processor?.stop();
       await pk?.stop();
@@ -173,12 +185,7 @@ describe('transactional processor on the real broker', () => {
     const output = unique('rebal-out');
     await admin.createTopics({ waitForLeaders: true, topics: [{ topic: input, numPartitions: 6 }, { topic: output, numPartitions: 3 }] });
     const n = 24_000;
-    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-    await producer.connect();
-    for (let i = 0; i < n; i += 4_000) {
-      await producer.send({ topic: input, acks: -1, messages: Array.from({ length: 4_000 }, (_, j) => ({ key: `k${(i + j) % 23}`, value: `v${i + j}` })) });
-    }
-    await producer.disconnect();
+    await produceNumbered(kafka, input, n);
     const groupId = unique('rebal-g');
     let committed = 0;
     const instance = (id: string) =>
@@ -201,7 +208,6 @@ describe('transactional processor on the real broker', () => {
       });
     const a = instance('a');
     const b = instance('b');
-    const seen = await collect(output);
     try {
       await a.start();
       await waitFor(() => committed > 0, { timeoutMs: 60_000, what: 'a first commit by instance a' });
@@ -209,16 +215,11 @@ describe('transactional processor on the real broker', () => {
       await waitFor(() => committed > n / 3, { timeoutMs: 60_000, what: 'a third of the input committed' });
       await a.stop(); // and back to b alone
       assert.ok(committed < n, `the second rebalance came mid-stream (${committed} of ${n})`);
-      await waitFor(() => seen.messages.length >= n, { timeoutMs: 120_000, what: `${n} outputs (have ${seen.messages.length})` });
-      await new Promise((r) => setTimeout(r, 1_500));
+      await expectEachOnce(output, config.kafkaBrokers, n, 120_000);
     } finally {
       await a.stop();
       await b.stop();
-      await seen.stop();
     }
-    const values = new Set(seen.messages.map((m) => m.value!.toString()));
-    assert.equal(values.size, n, 'every input is in the output');
-    assert.equal(seen.messages.length, n, 'and none twice');
   });
 });
 

@@ -8,9 +8,10 @@ export interface NativeProcessorOptions extends Omit<TransactionalProcessorOptio
   native: NativeKafka;
   brokers: string[];
   clientId: string;
-  /** Messages taken per poll; one transaction covers them all. */
-  maxMessages?: number;
 }
+
+/** Messages taken per poll, at most; one transaction covers them (one per partition at concurrency 1). */
+const maxMessages = 10_000;
 
 /** librdkafka's "local queue full": the producer has more buffered than it may hold. */
 const QUEUE_FULL = -184;
@@ -213,7 +214,6 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
   const log: Logger = opts.log.child({ component: 'processor', groupId: opts.groupId, client: 'librdkafka' });
   const K = opts.native;
   const brokers = opts.brokers.join(',');
-  const maxMessages = opts.maxMessages ?? 10_000;
   const concurrency = opts.concurrency ?? 1;
   let running = false;
   let loop: Promise<void> | undefined;
@@ -286,28 +286,27 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
     if (p?.isConnected()) await nativeCall((cb) => p.disconnect((err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer disconnect', 15_000).catch((err) => log.warn({ err }, 'producer disconnect failed'));
   }
 
+  /** Queues one record; when librdkafka's queue is full, waits for it to drain into the broker. */
   function produce(p: RdKafka.Producer, topic: string, m: Message): Promise<void> | undefined {
     const value = m.value === null || m.value === undefined ? null : typeof m.value === 'string' ? Buffer.from(m.value) : m.value;
     const ts = m.timestamp !== undefined ? Number(m.timestamp) : Date.now();
-    try {
-      p.produce(topic, m.partition ?? null, value, m.key ?? null, ts, undefined, toNativeHeaders(m.headers));
-      return undefined;
-    } catch (err) {
-      if ((err as { code?: number }).code !== QUEUE_FULL) throw err;
-      // Let the queue drain into the broker, then try again.
-      return (async () => {
-        for (;;) {
-          p.poll();
-          await sleep(5);
-          try {
-            p.produce(topic, m.partition ?? null, value, m.key ?? null, ts, undefined, toNativeHeaders(m.headers));
-            return;
-          } catch (again) {
-            if ((again as { code?: number }).code !== QUEUE_FULL) throw again;
-          }
-        }
-      })();
-    }
+    const headers = toNativeHeaders(m.headers);
+    const queued = (): boolean => {
+      try {
+        p.produce(topic, m.partition ?? null, value, m.key ?? null, ts, undefined, headers);
+        return true;
+      } catch (err) {
+        if ((err as { code?: number }).code !== QUEUE_FULL) throw err;
+        return false;
+      }
+    };
+    if (queued()) return undefined;
+    return (async () => {
+      do {
+        p.poll();
+        await sleep(5);
+      } while (!queued());
+    })();
   }
 
   async function cycle(c: RdKafka.KafkaConsumer, p: RdKafka.Producer): Promise<void> {

@@ -61,7 +61,6 @@ export function validateSinkConfig(config: SinkOptions['config']): void {
   }
 }
 
-
 const separator = '\u001e';
 
 /** AVRO_EXCEPTION: ClickHouse could not read a record of the file. */
