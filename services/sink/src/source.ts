@@ -1,7 +1,7 @@
 import type { Consumer, Kafka, KafkaMessage } from 'kafkajs';
 import type * as RdKafka from 'node-rdkafka';
 import type { Logger } from 'pino';
-import { byPartition, clientErrorLog, nativeCall, pollMessages, RebalanceBarrier, type NativeKafka } from '@dlog/kafka';
+import { byPartition, clientErrorLog, nativeCall, nativeFetchSettings, pollMessages, RebalanceBarrier, type NativeKafka } from '@dlog/kafka';
 
 /** What the sink does with one partition's messages; it resolves each message it takes. */
 export interface BatchHandler {
@@ -191,8 +191,9 @@ export function nativeSource(
           'fetch.max.bytes': s.maxFetchBytes,
           'max.partition.fetch.bytes': s.maxBytesPerPartition,
           // librdkafka prefetches up to queued.max.messages.kbytes (64 MiB by default) on top of
-          // what the tables hold. Lowering it to 16 MiB cut fetching to a third here: leave it.
+          // what the tables hold; past that it waits fetch.queue.backoff.ms (see nativeFetchSettings).
           'fetch.wait.max.ms': 100,
+          ...nativeFetchSettings,
           'session.timeout.ms': 30_000,
           'heartbeat.interval.ms': 3_000,
           rebalance_cb: barrier.callback,
