@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { readAvroLong, readAvroString } from '@dlog/contracts';
 
 /**
@@ -85,17 +86,38 @@ export function sqlString(s: string): string {
   return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
-/** `INSERT … SELECT` of a container file into `table`. The path is ours (no user input). */
-export function avroInsertSql(table: string, mapping: AvroMapping, file: string, token: string): string {
+/**
+ * `INSERT … SELECT` of container files into `table`, in one statement. Several files sharing a
+ * directory are read in parallel, one reader each: ClickHouse parses one Avro file on one thread,
+ * and parsing is over half of the insert's cost (2 files of 25k rows: ~1.4x the rows/s of one of
+ * 50k on 2 cores). The rows still land as one part: a batch is written whole or not at all.
+ * The paths are ours (no user input, no glob characters, no commas).
+ */
+export function avroInsertSql(table: string, mapping: AvroMapping, files: readonly string[], token: string): string {
+  if (files.length === 0) throw new Error('internal: an Avro insert with no file');
+  const dir = path.dirname(files[0]!);
+  if (files.some((f) => path.dirname(f) !== dir || /[,{}*?[\]]/.test(path.basename(f)))) {
+    throw new Error(`internal: Avro batch files must share a directory and have plain names: ${files.join(' ')}`);
+  }
+  const source = files.length === 1 ? files[0]! : path.join(dir, `{${files.map((f) => path.basename(f)).join(',')}}`);
   const cols = mapping.columns.map(([c]) => c).join(', ');
   const exprs = mapping.columns.map(([, e]) => e).join(', ');
   const settings = [
     'enable_nullable_tuple_type = 1',
     // The same path is rewritten for every batch: never reuse a cached schema for it.
     'schema_inference_use_cache_for_file = 0',
+    `max_threads = ${Math.max(1, files.length)}`,
     `insert_deduplication_token = ${sqlString(token)}`,
   ].join(', ');
-  return `INSERT INTO ${table} (${cols}) SELECT ${exprs} FROM file(${sqlString(file)}, 'Avro') SETTINGS ${settings}`;
+  return `INSERT INTO ${table} (${cols}) SELECT ${exprs} FROM file(${sqlString(source)}, 'Avro') SETTINGS ${settings}`;
+}
+
+/**
+ * How many files to cut `rows` rows into for {@link avroInsertSql}: up to `readers`, with at
+ * least `minRowsPerFile` rows in each (a reader per few rows costs more than it saves).
+ */
+export function avroFileCount(rows: number, readers: number, minRowsPerFile = 200): number {
+  return Math.max(1, Math.min(Math.floor(readers), Math.floor(rows / minRowsPerFile)));
 }
 
 function zigzag(n: number, out: Buffer, at: number): number {

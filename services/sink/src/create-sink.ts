@@ -1,4 +1,5 @@
 import { mkdirSync, rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -9,7 +10,7 @@ import { chunkMessages, deadLetterMessage, ensureTopics, loadTopicDefinitions, t
 import { clickHouseErrorCode, isRetriableClickHouseError, type Store } from '@dlog/store';
 import type { Kafka, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
-import { avroInsertSql, ContainerBuilder, sqlString, type AvroMapping } from './avro-rows.js';
+import { avroFileCount, avroInsertSql, ContainerBuilder, sqlString, type AvroMapping } from './avro-rows.js';
 import { deadLetterTopic, sinkTables, type TableSpec } from './tables.js';
 import { kafkajsSource, nativeSource, type BatchHandler, type SinkSource } from './source.js';
 import { TableWriter, type RowPayload, type SourceMessage, type WriterIo, type WriterLimits, type WriterStats } from './table-writer.js';
@@ -95,26 +96,31 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
   const spool = store.mode === 'embedded' ? `${path.resolve(store.location)}.sink-spool` : undefined;
   let spoolReady = false;
   const builders = new Map<string, ContainerBuilder>();
+  // One Avro file per reader: ClickHouse parses each file on its own thread.
+  const readers = Math.max(1, Math.min(4, availableParallelism()));
   const insertAvro = async (table: string, token: string, datums: Buffer[]) => {
     const mapping = avroTables.get(table);
     if (!mapping || !spool) throw new Error(`internal: no Avro path for table ${table}`);
     let builder = builders.get(table);
     if (!builder) builders.set(table, (builder = new ContainerBuilder(mapping.schemaJson)));
-    const file = path.join(spool, `${table}.avro`);
+    const count = avroFileCount(datums.length, readers);
+    const per = Math.ceil(datums.length / count);
+    const files = Array.from({ length: count }, (_, i) => path.join(spool, `${table}-${i}.avro`));
     try {
       if (!spoolReady) {
         rmSync(spool, { recursive: true, force: true });
         mkdirSync(spool, { recursive: true });
         spoolReady = true;
       }
-      await writeFile(file, builder.build(datums));
+      // build() reuses one buffer: each file is written before the next is built.
+      for (let i = 0; i < count; i++) await writeFile(files[i]!, builder.build(datums.slice(i * per, (i + 1) * per)));
     } catch (err) {
       // A full or read-only disk: nothing about the rows. Retried (fetching pauses) until the
-      // file can be written; nothing is committed meanwhile.
-      throw new RetriableError(`cannot write the batch file ${file} for ClickHouse: ${(err as Error).message}`, { cause: err });
+      // files can be written; nothing is committed meanwhile.
+      throw new RetriableError(`cannot write the batch files ${files.join(', ')} for ClickHouse: ${(err as Error).message}`, { cause: err });
     }
     try {
-      await store.client.command({ query: avroInsertSql(table, mapping, file, token) });
+      await store.client.command({ query: avroInsertSql(table, mapping, files, token) });
     } catch (raw) {
       const err = withCode(raw);
       const code = clickHouseErrorCode(err);
@@ -127,7 +133,7 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
       throw err;
     } finally {
       // Removed at once: a crash leaves at most the one batch being inserted behind.
-      await unlink(file).catch(() => undefined);
+      await Promise.all(files.map((f) => unlink(f).catch(() => undefined)));
     }
   };
 
