@@ -12,8 +12,8 @@ describe('avroFileCount', () => {
   });
   it('keeps small batches in one file, and at least the minimum rows in each', () => {
     assert.equal(avroFileCount(0, 2), 1);
-    assert.equal(avroFileCount(399, 2), 1);
-    assert.equal(avroFileCount(400, 2), 2);
+    assert.equal(avroFileCount(19_999, 2), 1);
+    assert.equal(avroFileCount(20_000, 2), 2);
     assert.equal(avroFileCount(900, 8, 300), 3);
   });
 });

@@ -10,7 +10,7 @@ import { chunkMessages, deadLetterMessage, ensureTopics, loadTopicDefinitions, t
 import { clickHouseErrorCode, isRetriableClickHouseError, type Store } from '@dlog/store';
 import type { Kafka, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
-import { avroFileCount, avroInsertSql, ContainerBuilder, sqlString, type AvroMapping } from './avro-rows.js';
+import { avroFileCount, avroInsertSql, ContainerBuilder, defaultAvroFileRows, sqlString, type AvroMapping } from './avro-rows.js';
 import { deadLetterTopic, sinkTables, type TableSpec } from './tables.js';
 import { kafkajsSource, nativeSource, type BatchHandler, type SinkSource } from './source.js';
 import { TableWriter, type RowPayload, type SourceMessage, type WriterIo, type WriterLimits, type WriterStats } from './table-writer.js';
@@ -32,6 +32,8 @@ export interface SinkOptions {
   retryMaxMs?: number;
   /** Decode every record in JS and insert JSON rows, even where ClickHouse could read the Avro (tests compare both). */
   jsonOnly?: boolean;
+  /** Rows per Avro file before an embedded batch is read as several files in parallel (default 10,000). */
+  avroFileRows?: number;
   /** How long stop() keeps trying to write what is buffered. */
   drainTimeoutMs?: number;
   /** Consume on librdkafka (see `nativeClientFor`); kafkajs when absent. */
@@ -68,7 +70,7 @@ const separator = '\u001e';
 const avroRecordError = 748;
 
 /** ClickHouse I/O shared by all tables. In embedded mode chDB runs one statement at a time. */
-function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>) {
+function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>, avroFileRows: number) {
   let chain: Promise<unknown> = Promise.resolve();
   const serial = <T>(fn: () => Promise<T>): Promise<T> => {
     if (store.mode !== 'embedded') return fn();
@@ -103,7 +105,7 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
     if (!mapping || !spool) throw new Error(`internal: no Avro path for table ${table}`);
     let builder = builders.get(table);
     if (!builder) builders.set(table, (builder = new ContainerBuilder(mapping.schemaJson)));
-    const count = avroFileCount(datums.length, readers);
+    const count = avroFileCount(datums.length, readers, avroFileRows);
     const per = Math.ceil(datums.length / count);
     const files = Array.from({ length: count }, (_, i) => path.join(spool, `${table}-${i}.avro`));
     try {
@@ -231,7 +233,7 @@ export function createSink(opts: SinkOptions): Sink {
   // A server reads files on its own host, so it gets JSON rows.
   const avroTables = new Map<string, AvroMapping>();
   if (store.mode === 'embedded' && !opts.jsonOnly) for (const t of tables) if (t.avro) avroTables.set(t.table, t.avro.mapping);
-  const ch = clickhouseIo(store, avroTables);
+  const ch = clickhouseIo(store, avroTables, opts.avroFileRows ?? defaultAvroFileRows);
   if (avroTables.size > 0 && !ch.avroUsable()) {
     log.warn({ dataDir: store.location }, 'the data directory path has characters ClickHouse file() reads as patterns (* ? { } [ ]): decisions go as JSON rows');
     avroTables.clear();
