@@ -105,4 +105,32 @@ describe('TableWriter', () => {
     await w.drain();
     assert.deepEqual(events, ['insert a topic/0:0-0', 'commit 0@1']);
   });
+
+  it('while a batch is being written, lets the next one grow and writes it as one insert when free', async () => {
+    const { io, events } = fakeIo();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const insert = io.insert;
+    let calls = 0;
+    io.insert = async (t, token, rows) => {
+      if (calls++ === 0) await gate;
+      return insert(t, token, rows);
+    };
+    const w = new TableWriter('t', 'topic', { keyColumn: 'k', timeColumn: 'ts' }, { ...limits, batchRows: 100 }, io, log, 'dlq');
+    const t0 = Date.now();
+    add(w, 0, 0, 'a');
+    w.tick(t0 + 20); // sealed by age: the first insert starts and hangs
+    // Three more flush intervals pass while it hangs, a row in each.
+    add(w, 0, 1, 'b');
+    w.tick(t0 + 40);
+    add(w, 0, 2, 'c');
+    w.tick(t0 + 60);
+    add(w, 0, 3, 'd');
+    w.tick(t0 + 80);
+    assert.equal(w.getStats().bufferedRows, 4, 'nothing was sealed behind the batch in flight');
+    await new Promise((r) => setTimeout(r, 15)); // the open batch is now older than the interval
+    release();
+    await w.drain();
+    assert.deepEqual(events, ['insert a topic/0:0-0', 'commit 0@1', 'insert b,c,d topic/0:1-3', 'commit 0@4']);
+  });
 });

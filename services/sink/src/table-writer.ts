@@ -197,10 +197,19 @@ export class TableWriter {
     this.updateFlow();
   }
 
-  /** Seals the open batch when it is old enough; called by the sink's timer. */
+  /**
+   * Seals the open batch when it is old enough; called by the sink's timer. While a batch is being
+   * written the open one keeps growing instead (up to the size limits), and the write loop takes
+   * it as soon as it is free: a sealed batch could not be written any sooner, and one insert of
+   * many rows costs far less than several small ones (~20-30 ms of fixed cost each, embedded).
+   */
   tick(now = Date.now()): void {
-    if ((this.open.size > 0 || this.open.last.size > 0) && now - this.open.openedAt >= this.limits.flushIntervalMs) this.seal();
+    if (!this.flushing && this.openIsDue(now)) this.seal();
     if (this.fatal) throw this.fatal;
+  }
+
+  private openIsDue(now: number): boolean {
+    return (this.open.size > 0 || this.open.last.size > 0) && now - this.open.openedAt >= this.limits.flushIntervalMs;
   }
 
   private seal(): void {
@@ -222,6 +231,11 @@ export class TableWriter {
           this.sealed.shift();
           this.inFlightBytes = 0;
           this.inFlightRows = 0;
+          // What aged while this batch was written goes next, as one batch (see tick).
+          if (this.sealed.length === 0 && this.openIsDue(Date.now())) {
+            this.sealed.push(this.open);
+            this.open = new Batch();
+          }
           this.updateFlow();
         }
       } catch (err) {
