@@ -33,6 +33,15 @@ export function startService(name: string, env: NodeJS.ProcessEnv = process.env)
   shutdown.install();
   log.debug({ config: describeConfig(config) }, 'configuration loaded');
   let isReady = false;
+  if (process.send) {
+    // Started by a supervisor (the pipeline) over IPC: when it goes away without stopping this
+    // worker (killed, crashed), stop too rather than run on unsupervised.
+    process.once('disconnect', () => {
+      if (shutdown.started) return;
+      log.warn('the supervising process went away: shutting down');
+      void shutdown.run(0);
+    });
+  }
   return {
     name,
     config,

@@ -89,10 +89,14 @@ export async function createPipeline(opts: {
       stopping = true;
       // Upstream first, so each stage drains what the one before it committed: stop taking raw
       // events, then enrichment and alerting, then flush the sink and commit, then the store.
+      // Each worker gets a quarter of the shutdown limit before SIGKILL, so the three of them
+      // and the sink's flush fit inside this process's own limit (DLOG_SHUTDOWN_TIMEOUT_MS).
+      // With the full limit each, one slow worker let this process hit its limit and exit first.
+      const grace = Math.max(1_000, Math.floor(config.shutdownTimeoutMs / 4));
       for (const name of ['gate', 'enricher', 'alerter']) {
         const w = processes.find((p) => p.name === name);
         if (w) {
-          const code = await w.stop(config.shutdownTimeoutMs);
+          const code = await w.stop(grace);
           if (code !== 0) log.warn({ worker: name, code }, 'worker exited non-zero on stop');
         }
       }

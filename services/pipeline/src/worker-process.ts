@@ -28,6 +28,13 @@ export async function startWorkerProcess(name: keyof typeof mains & string, env:
   const profile = process.env.WORKER_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.WORKER_CPU_PROF_DIR}`] : [];
   const child: ChildProcess = fork(main, [], { env, execArgv: ['--import', 'tsx', ...profile], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // However this process ends (its own shutdown limit, a crash, process.exit), the worker does not
+  // outlive it: an orphaned gate would go on consuming and holding its transactional id.
+  const killOnExit = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  process.once('exit', killOnExit);
+  void exited.then(() => process.removeListener('exit', killOnExit));
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${name} did not report ready within ${readyTimeoutMs} ms`)), readyTimeoutMs);
     child.on('message', (m: { type?: string }) => {
