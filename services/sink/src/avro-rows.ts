@@ -107,6 +107,11 @@ export function avroInsertSql(table: string, mapping: AvroMapping, files: readon
     // The same path is rewritten for every batch: never reuse a cached schema for it.
     'schema_inference_use_cache_for_file = 0',
     `max_threads = ${Math.max(1, files.length)}`,
+    // One block for the whole batch, however many readers: ClickHouse numbers an insert's blocks
+    // into the dedup token, and parallel readers would fill block N with different rows on a
+    // retry, so a retry after a partly landed insert could drop rows as repeats.
+    'min_insert_block_size_rows = 1000000000000',
+    'min_insert_block_size_bytes = 1000000000000',
     `insert_deduplication_token = ${sqlString(token)}`,
   ].join(', ');
   return `INSERT INTO ${table} (${cols}) SELECT ${exprs} FROM file(${sqlString(source)}, 'Avro') SETTINGS ${settings}`;

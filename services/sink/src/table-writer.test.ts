@@ -130,6 +130,9 @@ describe('TableWriter', () => {
     assert.equal(w.getStats().bufferedRows, 4, 'nothing was sealed behind the batch in flight');
     await new Promise((r) => setTimeout(r, 15)); // the open batch is now older than the interval
     release();
+    // The write loop takes b, c and d by itself (no tick, no drain).
+    for (let i = 0; i < 200 && events.length < 4; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.deepEqual(events, ['insert a topic/0:0-0', 'commit 0@1', 'insert b,c,d topic/0:1-3', 'commit 0@4']);
     await w.drain();
     assert.deepEqual(events, ['insert a topic/0:0-0', 'commit 0@1', 'insert b,c,d topic/0:1-3', 'commit 0@4']);
   });

@@ -229,13 +229,15 @@ export class TableWriter {
           this.inFlightRows = batch.lines.length;
           await this.write(batch);
           this.sealed.shift();
-          this.inFlightBytes = 0;
-          this.inFlightRows = 0;
           // What aged while this batch was written goes next, as one batch (see tick).
           if (this.sealed.length === 0 && this.openIsDue(Date.now())) {
             this.sealed.push(this.open);
             this.open = new Batch();
           }
+          // The next batch counts as in flight from here, so the memory check never sees it
+          // as gone between two writes.
+          this.inFlightBytes = this.sealed[0]?.bytes ?? 0;
+          this.inFlightRows = this.sealed[0]?.lines.length ?? 0;
           this.updateFlow();
         }
       } catch (err) {
