@@ -36,11 +36,14 @@ export function startService(name: string, env: NodeJS.ProcessEnv = process.env)
   if (process.send) {
     // Started by a supervisor (the pipeline) over IPC: when it goes away without stopping this
     // worker (killed, crashed), stop too rather than run on unsupervised.
-    process.once('disconnect', () => {
+    const orphaned = () => {
       if (shutdown.started) return;
       log.warn('the supervising process went away: shutting down');
       void shutdown.run(0);
-    });
+    };
+    // Gone already (it died while this process was loading): the event has passed.
+    if (!process.connected) setImmediate(orphaned);
+    else process.once('disconnect', orphaned);
   }
   return {
     name,

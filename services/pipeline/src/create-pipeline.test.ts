@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { pipelineGateThreads } from './create-pipeline.js';
+import { pipelineGateThreads, shutdownBudget } from './create-pipeline.js';
 
 describe('pipelineGateThreads', () => {
   it('gives the gate one thread on a 2-core machine running the whole pipeline', () => {
@@ -11,5 +11,16 @@ describe('pipelineGateThreads', () => {
     assert.deepEqual(pipelineGateThreads({}, 8), {});
     assert.deepEqual(pipelineGateThreads({ DLOG_GATE_THREADS: '2' }, 2), {});
     assert.deepEqual(pipelineGateThreads({ DLOG_GATE_THREADS: '0' }, 2), {});
+  });
+});
+
+describe('shutdownBudget', () => {
+  it('fits three workers in turn and the sink flush inside the limit, each worker ending itself before its SIGKILL', () => {
+    for (const limit of [15_000, 2_000, 60_000, 7]) {
+      const b = shutdownBudget(limit);
+      assert.ok(3 * b.workerGraceMs + b.sinkDrainMs < limit || limit < 10, `limit ${limit}: ${JSON.stringify(b)}`);
+      assert.ok(b.workerLimitMs < b.workerGraceMs || b.workerGraceMs === 1);
+    }
+    assert.deepEqual(shutdownBudget(15_000), { workerGraceMs: 3_300, workerLimitMs: 2_640, sinkDrainMs: 3_750 });
   });
 });

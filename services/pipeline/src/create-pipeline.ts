@@ -24,6 +24,21 @@ export interface Pipeline {
 }
 
 /**
+ * How the pipeline's shutdown limit is shared: each worker process in turn gets 22% of it before
+ * SIGKILL (its own limit a fifth shorter, so it ends itself first), and the sink's last flush
+ * 25%; the rest is slack for closing the store. At the default 15 s: 3.3 s per worker (which
+ * stop in well under a second when healthy) and 3.75 s for the sink.
+ */
+export function shutdownBudget(limitMs: number): { workerGraceMs: number; workerLimitMs: number; sinkDrainMs: number } {
+  const workerGraceMs = Math.max(1, Math.floor(limitMs * 0.22));
+  return {
+    workerGraceMs,
+    workerLimitMs: Math.max(1, Math.floor(workerGraceMs * 0.8)),
+    sinkDrainMs: Math.max(1, Math.floor(limitMs * 0.25)),
+  };
+}
+
+/**
  * The gate's threads when it shares a 2-core machine with the whole pipeline: one, unless
  * DLOG_GATE_THREADS says otherwise. Alone on 2 cores the gate is fastest with two (bench:gate,
  * steady 30k vs 23k events/s), but beside the broker, the enricher, the alerter and the sink a
@@ -58,7 +73,10 @@ export async function createPipeline(opts: {
   log.info({ migrations: applied }, 'schema current');
   const sinkLog = log.child({ worker: 'sink' });
   const native = nativeClientFor(config.kafkaClient, config.kafkaBrokers, `${config.kafkaClientId}-sink`, sinkLog);
-  const sink = createSink({ kafka, store, log: sinkLog, config, native });
+  // Shutdown fits in this process's own limit (DLOG_SHUTDOWN_TIMEOUT_MS): 22% of it for each of
+  // the three worker processes, in turn, and 25% for the sink's last flush.
+  const budget = shutdownBudget(config.shutdownTimeoutMs);
+  const sink = createSink({ kafka, store, log: sinkLog, config, native, drainTimeoutMs: budget.sinkDrainMs });
   await sink.start();
   let gate: Gate | undefined;
   let enricher: Enricher | undefined;
@@ -69,7 +87,8 @@ export async function createPipeline(opts: {
   void sink.failed.then(failWith);
   let stopping = false;
   if (opts.workers === 'processes') {
-    const env = { ...(opts.env ?? process.env) };
+    // Each worker's own shutdown limit ends before the pipeline's SIGKILL would.
+    const env = { ...(opts.env ?? process.env), DLOG_SHUTDOWN_TIMEOUT_MS: String(budget.workerLimitMs) };
     const gateEnv = { ...env, ...pipelineGateThreads(env, availableParallelism()) };
     // Downstream first, so nothing waits on a stage that is not there yet.
     for (const name of ['alerter', 'enricher', 'gate'] as const) {
@@ -103,14 +122,12 @@ export async function createPipeline(opts: {
       stopping = true;
       // Upstream first, so each stage drains what the one before it committed: stop taking raw
       // events, then enrichment and alerting, then flush the sink and commit, then the store.
-      // Each worker gets a quarter of the shutdown limit before SIGKILL, so the three of them
-      // and the sink's flush fit inside this process's own limit (DLOG_SHUTDOWN_TIMEOUT_MS).
-      // With the full limit each, one slow worker let this process hit its limit and exit first.
-      const grace = Math.max(1_000, Math.floor(config.shutdownTimeoutMs / 4));
+      // With the full limit each, one slow worker once let this process hit its own limit and
+      // exit first, leaving the workers running (see shutdownBudget).
       for (const name of ['gate', 'enricher', 'alerter']) {
         const w = processes.find((p) => p.name === name);
         if (w) {
-          const code = await w.stop(grace);
+          const code = await w.stop(budget.workerGraceMs);
           if (code !== 0) log.warn({ worker: name, code }, 'worker exited non-zero on stop');
         }
       }

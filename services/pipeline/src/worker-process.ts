@@ -26,7 +26,11 @@ export async function startWorkerProcess(name: keyof typeof mains & string, env:
   if (!main) throw new Error(`No worker called ${name}`);
   // WORKER_CPU_PROF_DIR (a developer's switch, see bench/pipeline.ts): a V8 CPU profile per worker.
   const profile = process.env.WORKER_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.WORKER_CPU_PROF_DIR}`] : [];
-  const child: ChildProcess = fork(main, [], { env, execArgv: ['--import', 'tsx', ...profile], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  // Detached: its own process group, so a Ctrl-C at the terminal reaches only the pipeline, which
+  // stops the workers in order (a worker that got SIGINT too took the pipeline's SIGTERM as a
+  // second signal and exited at once). Workers end with the pipeline either way (below, and on
+  // the IPC channel closing: see startService).
+  const child: ChildProcess = fork(main, [], { env, execArgv: ['--import', 'tsx', ...profile], stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   // However this process ends (its own shutdown limit, a crash, process.exit), the worker does not
   // outlive it: an orphaned gate would go on consuming and holding its transactional id.
@@ -36,7 +40,10 @@ export async function startWorkerProcess(name: keyof typeof mains & string, env:
   process.once('exit', killOnExit);
   void exited.then(() => process.removeListener('exit', killOnExit));
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not report ready within ${readyTimeoutMs} ms`)), readyTimeoutMs);
+    const timer = setTimeout(() => {
+      killOnExit();
+      reject(new Error(`${name} did not report ready within ${readyTimeoutMs} ms`));
+    }, readyTimeoutMs);
     child.on('message', (m: { type?: string }) => {
       if (m.type === 'ready') {
         clearTimeout(timer);
