@@ -3,7 +3,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadConfig, type Config } from '@dlog/config';
-import { createLogger, type Logger } from '@dlog/runtime';
+import { ensureTopics, type TopicDefinition } from '@dlog/kafka';
+import { createLogger, retry, type Logger } from '@dlog/runtime';
+import type { Kafka } from 'kafkajs';
 
 export { waitFor } from '@dlog/runtime';
 
@@ -39,6 +41,17 @@ export interface PrivateKafka {
   /** Clean stop (SIGTERM); data is kept for the next start. */
   stop(): Promise<void>;
   start(): Promise<void>;
+}
+
+/** Creates topics on a broker that may have just started and not yet serve metadata for them. */
+export async function ensureTopicsSoon(kafka: Kafka, topics: TopicDefinition[]): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await retry(() => ensureTopics(admin, topics), { attempts: 10, initialMs: 500, maxMs: 3_000, retryOn: () => true });
+  } finally {
+    await admin.disconnect();
+  }
 }
 
 /**

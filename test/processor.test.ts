@@ -1,20 +1,15 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Admin, Kafka, Message } from 'kafkajs';
-import { createKafka, createTransactionalProcessor, ensureTopics, loadNativeKafka, type KafkaClientKind } from '@dlog/kafka';
-import { retry } from '@dlog/runtime';
-import { collect, config, log, startPrivateKafka, unique, waitFor, type PrivateKafka } from './helpers.js';
+import { createKafka, createTransactionalProcessor, loadNativeKafka, type KafkaClientKind } from '@dlog/kafka';
+import { collect, config, ensureTopicsSoon, log, startPrivateKafka, unique, waitFor, type PrivateKafka } from './helpers.js';
 
-/** Input and output topics of 3 partitions; a broker that just started may not serve their metadata at once. */
-async function createTopics(admin: Admin, input: string, output: string): Promise<void> {
-  await retry(
-    () =>
-      ensureTopics(admin, [
-        { name: input, partitions: 3, doc: 'test', config: {} },
-        { name: output, partitions: 3, doc: 'test', config: {} },
-      ]),
-    { attempts: 8, initialMs: 250, maxMs: 2_000, retryOn: () => true },
-  );
+/** Input and output topics of 3 partitions. */
+async function createTopics(kafka: Kafka, input: string, output: string): Promise<void> {
+  await ensureTopicsSoon(kafka, [
+    { name: input, partitions: 3, doc: 'test', config: {} },
+    { name: output, partitions: 3, doc: 'test', config: {} },
+  ]);
 }
 
 /** n messages v0 … v(n-1), keyed over a few keys, in sends of 5,000. */
@@ -67,7 +62,7 @@ describe('transactional processor on the real broker', () => {
       if (kind === 'native') assert.ok(loadNativeKafka(), 'node-rdkafka must be installed where the tests run (.ci/run builds it)');
       const input = unique(`proc-in-${kind}`);
       const output = unique(`proc-out-${kind}`);
-      await createTopics(admin, input, output);
+      await createTopics(kafka, input, output);
       const n = 3_000;
       const stamp = Date.UTC(2026, 0, 2, 3, 4, 5);
       const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
@@ -138,12 +133,9 @@ describe('transactional processor on the real broker', () => {
     try {
       pk = await startPrivateKafka();
       const pkafka = createKafka({ brokers: pk.brokers, clientId: 'test-processor-outage', log });
-      const padmin = pkafka.admin();
-      await padmin.connect();
       const input = unique('outage-in');
       const output = unique('outage-out');
-      await createTopics(padmin, input, output);
-      await padmin.disconnect();
+      await createTopics(pkafka, input, output);
       const n = 30_000;
       await produceNumbered(pkafka, input, n);
 

@@ -3,9 +3,8 @@ import { after, before, describe, it } from 'node:test';
 import type { Admin, Kafka } from 'kafkajs';
 import { createRegistry, inputHash } from '@dlog/contracts';
 import { createKafka, ensureTopics } from '@dlog/kafka';
-import { retry } from '@dlog/runtime';
 import { createDecisionLogger, type DecisionLogger } from '@dlog/sdk';
-import { config, log, startPrivateKafka, tempDir, unique, waitFor, type PrivateKafka } from './helpers.js';
+import { config, ensureTopicsSoon, log, startPrivateKafka, tempDir, unique, waitFor, type PrivateKafka } from './helpers.js';
 
 interface Consumed {
   topic: string;
@@ -172,20 +171,12 @@ describe('SDK against the real broker and registry', () => {
     it('after the restart every event arrives, in order per trajectory, none twice', async () => {
       pk = await startPrivateKafka();
       const pkafka = createKafka({ brokers: pk.brokers, clientId: 'test-sdk-private', log });
-      const padmin = pkafka.admin();
-      await padmin.connect();
       const topic = unique('t-sdk-outage');
       const artifactTopic = unique('t-sdk-outage-art');
-      // A broker that has just started may not serve metadata for new topics yet.
-      await retry(
-        () =>
-          ensureTopics(padmin, [
-            { name: topic, partitions: 3, doc: 'test', config: {} },
-            { name: artifactTopic, partitions: 1, doc: 'test', config: {} },
-          ]),
-        { attempts: 10, initialMs: 500, maxMs: 3_000, retryOn: () => true },
-      );
-      await padmin.disconnect();
+      await ensureTopicsSoon(pkafka, [
+        { name: topic, partitions: 3, doc: 'test', config: {} },
+        { name: artifactTopic, partitions: 1, doc: 'test', config: {} },
+      ]);
 
       const errors: string[] = [];
       logger = createDecisionLogger({
