@@ -347,7 +347,7 @@ describe('sink: ClickHouse reading the Avro records itself (embedded) lands exac
         jsonOnly,
         tables,
         // On 2 or more cores every batch of 200 rows or more (all but a small last one) is read as
-        // two files (see avroFileCount), so the parallel read and the corrupt record's isolation
+        // two files (see splitForReaders), so the parallel read and the corrupt record's isolation
         // across files are both exercised.
         avroFileRows: 100,
         config: { ...config, sinkGroupId: groupId, topicPrefix: prefix, sinkBatchRows: 500, sinkFlushIntervalMs: 200 },

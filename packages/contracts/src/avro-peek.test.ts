@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import avro from 'avsc';
-import { readAvroLong, readAvroString } from './avro-peek.js';
+import { readAvroLong, readAvroString, writeAvroLong } from './avro-peek.js';
 
 describe('reading leading Avro fields', () => {
   const type = avro.Type.forSchema({ type: 'record', name: 'R', fields: [{ name: 's', type: 'string' }, { name: 'l', type: 'long' }] });
@@ -19,5 +19,14 @@ describe('reading leading Avro fields', () => {
     const b = type.toBuffer({ s: 'event-id', l: 5 });
     assert.throws(() => readAvroString(b.subarray(0, 4), 0), RangeError);
     assert.throws(() => readAvroLong(Buffer.from([0x80, 0x80]), 0), RangeError);
+  });
+
+  it('writes Avro longs as avsc does', () => {
+    const longType = avro.Type.forSchema('long');
+    for (const n of [0, 1, -1, 63, 64, -65, 1_764_000_000_123, -1_764_000_000_123, 2 ** 50]) {
+      const buf = Buffer.alloc(12);
+      const end = writeAvroLong(buf, 0, n);
+      assert.deepEqual(buf.subarray(0, end), longType.toBuffer(n), `bytes of ${n}`);
+    }
   });
 });

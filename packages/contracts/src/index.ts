@@ -19,4 +19,4 @@ export {
   type DecodeResult,
   type DecodeFailure,
 } from './schema-resolvers.js';
-export { readAvroLong, readAvroString } from './avro-peek.js';
+export { readAvroLong, readAvroString, writeAvroLong } from './avro-peek.js';

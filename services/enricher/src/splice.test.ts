@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import avro from 'avsc';
 import { ArtifactState, type ArtifactEventRecord } from '@dlog/artifacts';
 import { avroType, loadSchema, type DecisionRecordRecord, type EnrichedDecisionRecord } from '@dlog/contracts';
 import { sampleEnrichedDecision, sampleEdgeDecision } from '../../sink/src/sample-records.js';
 import { enrich } from './enrich.js';
-import { EnrichmentSplicer, writeLong } from './splice.js';
+import { EnrichmentSplicer } from './splice.js';
 
 const decisionType = avroType('decision-record');
 const enrichedType = avroType('enriched-decision');
@@ -84,14 +83,5 @@ describe('EnrichmentSplicer', () => {
     const e = loadSchema('enriched-decision') as { fields: unknown[] };
     const swapped = { ...e, fields: [e.fields[1], e.fields[0], ...e.fields.slice(2)] };
     assert.equal(typeof EnrichmentSplicer.forContracts(d as never, swapped as never), 'string');
-  });
-
-  it('writes Avro longs as avsc does', () => {
-    const longType = avro.Type.forSchema('long');
-    for (const n of [0, 1, -1, 63, 64, -65, 1_764_000_000_123, -1_764_000_000_123, 2 ** 50]) {
-      const buf = Buffer.alloc(12);
-      const end = writeLong(buf, 0, n);
-      assert.deepEqual(buf.subarray(0, end), longType.toBuffer(n), `bytes of ${n}`);
-    }
   });
 });

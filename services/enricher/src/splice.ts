@@ -1,6 +1,6 @@
 import avro, { type Schema, type Type } from 'avsc';
 import type { ArtifactState } from '@dlog/artifacts';
-import { loadSchema, type DecisionRecordRecord } from '@dlog/contracts';
+import { loadSchema, writeAvroLong, type DecisionRecordRecord } from '@dlog/contracts';
 import { resolveEnrichment } from './enrich.js';
 
 type RecordSchema = { type: 'record'; name: string; namespace?: string; fields: { name: string; type: Schema }[] };
@@ -92,7 +92,7 @@ export class EnrichmentSplicer {
     value.writeInt32BE(outputId, 1);
     body.copy(value, 5);
     tail.tail.copy(value, 5 + body.length);
-    const end = writeLong(value, 5 + body.length + tail.tail.length, now);
+    const end = writeAvroLong(value, 5 + body.length + tail.tail.length, now);
     return { value: value.subarray(0, end), unresolved: tail.unresolved, mismatch: tail.mismatch };
   }
 }
@@ -110,15 +110,4 @@ function memoKey(r: Refs): string {
     r.preprocessing?.digest ?? null,
     r.environment_digest,
   ]);
-}
-
-/** Avro long (zig-zag varint) at `pos`; returns the end. Exact for |n| < 2^52. */
-export function writeLong(buf: Buffer, pos: number, n: number): number {
-  let z = n >= 0 ? n * 2 : -n * 2 - 1;
-  while (z >= 0x80) {
-    buf[pos++] = (z % 0x80) | 0x80;
-    z = Math.floor(z / 0x80);
-  }
-  buf[pos++] = z;
-  return pos;
 }

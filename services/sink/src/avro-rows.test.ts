@@ -1,20 +1,25 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { avroFileCount, avroInsertSql, type AvroMapping } from './avro-rows.js';
+import { avroInsertSql, splitForReaders, type AvroMapping } from './avro-rows.js';
 
 const mapping: AvroMapping = { schemaJson: '{}', columns: [['event_id', 'event_id'], ['tenant', "ifNull(tenant, '')"]] };
 
-describe('avroFileCount', () => {
-  it('gives each reader a file when there are rows enough, and never more files than readers', () => {
-    assert.equal(avroFileCount(50_000, 2), 2);
-    assert.equal(avroFileCount(50_000, 4), 4);
-    assert.equal(avroFileCount(50_000, 1), 1);
+describe('splitForReaders', () => {
+  const rows = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const sizes = (parts: number[][]) => parts.map((p) => p.length);
+
+  it('gives each reader a file when there are rows enough, never more files than readers, rows in order', () => {
+    assert.deepEqual(sizes(splitForReaders(rows(50_000), 2)), [25_000, 25_000]);
+    assert.deepEqual(sizes(splitForReaders(rows(50_000), 4)), [12_500, 12_500, 12_500, 12_500]);
+    assert.deepEqual(sizes(splitForReaders(rows(50_000), 1)), [50_000]);
+    assert.deepEqual(splitForReaders(rows(50_001), 2).flat(), rows(50_001));
   });
   it('keeps small batches in one file, and at least the minimum rows in each', () => {
-    assert.equal(avroFileCount(0, 2), 1);
-    assert.equal(avroFileCount(19_999, 2), 1);
-    assert.equal(avroFileCount(20_000, 2), 2);
-    assert.equal(avroFileCount(900, 8, 300), 3);
+    assert.deepEqual(sizes(splitForReaders(rows(0), 2)), [0]);
+    assert.deepEqual(sizes(splitForReaders(rows(19_999), 2)), [19_999]);
+    assert.deepEqual(sizes(splitForReaders(rows(20_000), 2)), [10_000, 10_000]);
+    assert.deepEqual(sizes(splitForReaders(rows(900), 8, 300)), [300, 300, 300]);
+    assert.deepEqual(sizes(splitForReaders(rows(401), 2, 200)), [201, 200]);
   });
 });
 

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import { readAvroLong, readAvroString } from '@dlog/contracts';
+import { readAvroLong, readAvroString, writeAvroLong } from '@dlog/contracts';
 
 /**
  * The embedded fast path for decisions: ClickHouse reads our Avro records itself.
@@ -124,23 +125,17 @@ export function avroInsertSql(table: string, mapping: AvroMapping, files: readon
  */
 export const defaultAvroFileRows = 10_000;
 
-/**
- * How many files to cut `rows` rows into for {@link avroInsertSql}: up to `readers`, with at
- * least `minRowsPerFile` rows in each.
- */
-export function avroFileCount(rows: number, readers: number, minRowsPerFile = defaultAvroFileRows): number {
-  return Math.max(1, Math.min(Math.floor(readers), Math.floor(rows / minRowsPerFile)));
-}
+/** Avro files read at once: the cores, up to 4. */
+export const avroReaders = Math.max(1, Math.min(4, availableParallelism()));
 
-function zigzag(n: number, out: Buffer, at: number): number {
-  // Avro longs: zigzag, then base-128 varint. Sizes here stay far below 2^31.
-  let z = n >= 0 ? n * 2 : -n * 2 - 1;
-  while (z >= 0x80) {
-    out[at++] = (z & 0x7f) | 0x80;
-    z = Math.floor(z / 128);
-  }
-  out[at++] = z;
-  return at;
+/**
+ * A batch cut into the files for {@link avroInsertSql}, in order: up to `readers` of them, each
+ * with at least `minRowsPerFile` rows (one file below that).
+ */
+export function splitForReaders<T>(rows: readonly T[], readers = avroReaders, minRowsPerFile = defaultAvroFileRows): T[][] {
+  const count = Math.max(1, Math.min(Math.floor(readers), Math.floor(rows.length / minRowsPerFile)));
+  const per = Math.ceil(rows.length / count);
+  return Array.from({ length: count }, (_, i) => rows.slice(i * per, (i + 1) * per));
 }
 
 /**
@@ -165,13 +160,13 @@ export class ContainerBuilder {
     ];
     const parts: Buffer[] = [Buffer.from('Obj\x01', 'latin1')];
     const tmp = Buffer.allocUnsafe(16);
-    parts.push(tmp.subarray(0, zigzag(meta.length, tmp, 0)));
+    parts.push(tmp.subarray(0, writeAvroLong(tmp, 0, meta.length)));
     for (const [k, v] of meta) {
       const kb = Buffer.from(k);
       const a = Buffer.allocUnsafe(10);
-      parts.push(Buffer.from(a.subarray(0, zigzag(kb.length, a, 0))), kb);
+      parts.push(Buffer.from(a.subarray(0, writeAvroLong(a, 0, kb.length))), kb);
       const b = Buffer.allocUnsafe(10);
-      parts.push(Buffer.from(b.subarray(0, zigzag(v.length, b, 0))), v);
+      parts.push(Buffer.from(b.subarray(0, writeAvroLong(b, 0, v.length))), v);
     }
     parts.push(Buffer.from([0]), this.sync);
     this.header = Buffer.concat(parts);
@@ -185,8 +180,8 @@ export class ContainerBuilder {
     const out = this.buf;
     let at = this.header.copy(out, 0);
     for (const d of datums) {
-      at = zigzag(1, out, at);
-      at = zigzag(d.length, out, at);
+      at = writeAvroLong(out, at, 1);
+      at = writeAvroLong(out, at, d.length);
       at += d.copy(out, at);
       at += this.sync.copy(out, at);
     }

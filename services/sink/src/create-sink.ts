@@ -1,5 +1,4 @@
 import { mkdirSync, rmSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -10,7 +9,7 @@ import { chunkMessages, deadLetterMessage, ensureTopics, loadTopicDefinitions, t
 import { clickHouseErrorCode, isRetriableClickHouseError, type Store } from '@dlog/store';
 import type { Kafka, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
-import { avroFileCount, avroInsertSql, ContainerBuilder, defaultAvroFileRows, sqlString, type AvroMapping } from './avro-rows.js';
+import { avroInsertSql, avroReaders, ContainerBuilder, defaultAvroFileRows, splitForReaders, sqlString, type AvroMapping } from './avro-rows.js';
 import { deadLetterTopic, sinkTables, type TableSpec } from './tables.js';
 import { kafkajsSource, nativeSource, type BatchHandler, type SinkSource } from './source.js';
 import { TableWriter, type RowPayload, type SourceMessage, type WriterIo, type WriterLimits, type WriterStats } from './table-writer.js';
@@ -98,16 +97,14 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
   const spool = store.mode === 'embedded' ? `${path.resolve(store.location)}.sink-spool` : undefined;
   let spoolReady = false;
   const builders = new Map<string, ContainerBuilder>();
-  // One Avro file per reader: ClickHouse parses each file on its own thread.
-  const readers = Math.max(1, Math.min(4, availableParallelism()));
   const insertAvro = async (table: string, token: string, datums: Buffer[]) => {
     const mapping = avroTables.get(table);
     if (!mapping || !spool) throw new Error(`internal: no Avro path for table ${table}`);
     let builder = builders.get(table);
     if (!builder) builders.set(table, (builder = new ContainerBuilder(mapping.schemaJson)));
-    const count = avroFileCount(datums.length, readers, avroFileRows);
-    const per = Math.ceil(datums.length / count);
-    const files = Array.from({ length: count }, (_, i) => path.join(spool, `${table}-${i}.avro`));
+    // One file per reader: ClickHouse parses each file on its own thread.
+    const parts = splitForReaders(datums, avroReaders, avroFileRows);
+    const files = parts.map((_, i) => path.join(spool, `${table}-${i}.avro`));
     try {
       if (!spoolReady) {
         rmSync(spool, { recursive: true, force: true });
@@ -115,7 +112,7 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
         spoolReady = true;
       }
       // build() reuses one buffer: each file is written before the next is built.
-      for (let i = 0; i < count; i++) await writeFile(files[i]!, builder.build(datums.slice(i * per, (i + 1) * per)));
+      for (const [i, part] of parts.entries()) await writeFile(files[i]!, builder.build(part));
     } catch (err) {
       // A full or read-only disk: nothing about the rows. Retried (fetching pauses) until the
       // files can be written; nothing is committed meanwhile.
