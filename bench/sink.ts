@@ -70,6 +70,7 @@ const sink = createSink({
   // DLOG_KAFKA_CLIENT picks the consumer, as in the sink itself (default: librdkafka when installed).
   native: nativeClientFor(config.kafkaClient, config.kafkaBrokers, 'bench-sink', log),
 });
+process.stdout.write(`timing the sink ...\n`);
 const cpuSink0 = process.cpuUsage();
 const t0 = performance.now();
 await sink.start();
