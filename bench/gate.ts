@@ -12,7 +12,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { loadConfig } from '@dlog/config';
-import { avroType, createRegistry, inputHash, loadSchema, registerAvro, valueSubject } from '@dlog/contracts';
+import { avroType, createRegistry, canonicalJson, inputHash, loadSchema, registerAvro, valueSubject } from '@dlog/contracts';
 import { createKafka, ensureTopics, loadTopicDefinitions, nativeClientFor, withPrefix } from '@dlog/kafka';
 import { createGate } from '@dlog/gate';
 import { createLogger } from '@dlog/runtime';
@@ -52,7 +52,8 @@ for (let i = 0; i < events; i++) {
     config: { ref: 'configs/prod/loan-params:v3', params: { temperature: 0.1, top_p: 0.9, max_tokens: 256, thresholds: { approve: 0.7 }, extra: {} } },
     preprocessing: { ref: 'registry://preprocessing/loan-features:v7', digest: null },
     environment_digest: 'sha256:env',
-    input_json: JSON.stringify(input),
+    // As the SDK sends it: canonical (RFC 8785), so the gate can hash the text as it is.
+    input_json: canonicalJson(input),
     input_hash: inputHash(input),
     output: { decision: i % 3 ? 'approved' : 'declined', confidence: 0.87, scores: { approved: 0.87, declined: 0.13 }, token_logprobs: null, output_json: null },
     trajectory: null,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { canonicalJson, CanonicalJsonError, inputHash } from './canonical-json.js';
+import { canonicalJson, CanonicalJsonError, inputHash, inputHashOfText } from './canonical-json.js';
 
 interface Vectors {
   vectors: { name: string; json: string; canonical: string; hash: string }[];
@@ -91,5 +91,75 @@ describe('canonicalJson limits', () => {
     let deep: unknown = 1;
     for (let i = 0; i < 10_000; i++) deep = [deep];
     assert.throws(() => canonicalJson(deep), (err: unknown) => err instanceof CanonicalJsonError && /Deeper/.test(err.message));
+  });
+});
+
+describe('inputHashOfText', () => {
+  /** Texts that are canonical, and texts that parse to the same data but are not. */
+  const texts = [
+    '{"a":1,"b":[true,null,"x"],"c":{"d":-0.5,"e":1e+21}}',
+    '{"b":1,"a":2}', // keys out of order
+    '{"a": 1}', // whitespace
+    '{"a":1.0}', // number written differently from JavaScript
+    '{"a":-0}', // -0 prints as 0
+    '{"2":"x","10":"y"}', // JavaScript lists integer keys first: 2 before 10, but "10" < "2"
+    '{"10":"y","2":"x"}',
+    '{"a":"\\u00e9"}', // an escape JSON.stringify does not write
+    '{"a":"é","b":"\\n","c":"\\u001f","d":"\\\\ud800"}', // literal backslash before ud800
+    '{"a":1,"a":2}', // duplicate key
+    '"just a string"',
+    '[]',
+    '{}',
+    '{"emoji":"😀"}',
+  ];
+
+  it('gives inputHash of the parsed value for every text, canonical or not', () => {
+    for (const text of texts) {
+      const parsed = JSON.parse(text) as unknown;
+      assert.equal(inputHashOfText(text, parsed), inputHash(parsed), text);
+    }
+  });
+
+  it('hashes a canonical text as it is', () => {
+    const text = texts[0]!;
+    assert.equal(canonicalJson(JSON.parse(text)), text);
+    assert.equal(inputHashOfText(text, JSON.parse(text)), `sha256-${createHash('sha256').update(text).digest('hex')}`);
+  });
+
+  it('agrees with inputHash on random values, written canonically or in insertion order', () => {
+    let seed = 42; // mulberry32: the same values on every run
+    const rnd = (n: number) => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return Math.floor((((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * n);
+    };
+    const pieces = ['a', 'B', '10', '2', 'é', '😀', '"', '\\', '\n', '\u0001', '\u2028', ' ', 'ud800', '\\ud800'];
+    const str = () => Array.from({ length: rnd(4) }, () => pieces[rnd(pieces.length)]).join('');
+    const value = (depth: number): unknown => {
+      switch (rnd(depth > 3 ? 4 : 6)) {
+        case 0: return str();
+        case 1: return [0, -0, 1.5, 1e21, 1e-7, -42, 2 ** 53][rnd(7)];
+        case 2: return [true, false, null][rnd(3)];
+        case 3: return rnd(1000) / 7;
+        case 4: return Array.from({ length: rnd(4) }, () => value(depth + 1));
+        default: return Object.fromEntries(Array.from({ length: rnd(5) }, () => [str(), value(depth + 1)]));
+      }
+    };
+    for (let i = 0; i < 2000; i++) {
+      const v = value(0);
+      for (const text of [canonicalJson(v), JSON.stringify(v)]) {
+        const parsed = JSON.parse(text) as unknown;
+        assert.equal(inputHashOfText(text, parsed), inputHash(parsed), text);
+      }
+    }
+  });
+
+  it('refuses what inputHash refuses: lone surrogates, values too deep', () => {
+    for (const text of ['{"a":"\\ud800"}', '{"\\udfff":1}']) {
+      assert.throws(() => inputHashOfText(text, JSON.parse(text)), (err: unknown) => err instanceof CanonicalJsonError && /surrogate/.test(err.message), text);
+    }
+    const deep = `${'['.repeat(600)}1${']'.repeat(600)}`;
+    assert.throws(() => inputHashOfText(deep, JSON.parse(deep)), (err: unknown) => err instanceof CanonicalJsonError && /Deeper/.test(err.message));
   });
 });

@@ -162,3 +162,41 @@ export function sha256Tagged(text: string): string {
 export function inputHash(value: unknown): string {
   return sha256Tagged(canonicalJson(value));
 }
+
+/** A `\udXXX` escape of a lone surrogate, as JSON.stringify writes one (or a literal `\\ud8..`: a false alarm, which only takes the long way). */
+const escapedSurrogate = /\\ud[89a-f]/;
+
+/** Whether every object's keys, in the order JSON.stringify writes them, are sorted; false past maxDepth. */
+function keysSorted(value: unknown, depth: number): boolean {
+  if (typeof value !== 'object' || value === null) return true;
+  if (depth > maxDepth) return false;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (!keysSorted(value[i], depth + 1)) return false;
+    return true;
+  }
+  const keys = Object.keys(value);
+  for (let i = 0; i < keys.length; i++) {
+    if (i > 0 && !(keys[i - 1]! < keys[i]!)) return false;
+    if (!keysSorted((value as Record<string, unknown>)[keys[i]!], depth + 1)) return false;
+  }
+  return true;
+}
+
+/**
+ * `input_hash` of an input that arrived as JSON `text` and was parsed into `parsed` (plain JSON
+ * data). The SDK sends the input already canonical; such a text is hashed as it is instead of
+ * being built again (a 650-character input: ~5 µs instead of ~10). The text is canonical exactly
+ * when JSON.stringify reproduces it from `parsed` (RFC 8785 strings and numbers are what it
+ * writes), the keys it writes come in sorted order, and no lone surrogate appears (it escapes one,
+ * RFC 8785 refuses it). Anything else takes {@link inputHash}, so the result, or the error, is
+ * always inputHash(parsed).
+ */
+export function inputHashOfText(text: string, parsed: unknown): string {
+  let same = false;
+  try {
+    same = !escapedSurrogate.test(text) && keysSorted(parsed, 0) && JSON.stringify(parsed) === text;
+  } catch {
+    // Too deep for JSON.stringify's stack: the long way says why.
+  }
+  return same ? sha256Tagged(text) : inputHash(parsed);
+}

@@ -8,7 +8,7 @@ export {
   SchemaIncompatibleError,
   type Compatibility,
 } from './registry.js';
-export { canonicalJson, inputHash, sha256Tagged, CanonicalJsonError } from './canonical-json.js';
+export { canonicalJson, inputHash, inputHashOfText, sha256Tagged, CanonicalJsonError } from './canonical-json.js';
 export type * from './records.js';
 export {
   AvroDecoder,

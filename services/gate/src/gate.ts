@@ -2,7 +2,7 @@ import type { KafkaMessage, Message } from 'kafkajs';
 import type { Type } from 'avsc';
 import {
   encodeFramed,
-  inputHash,
+  inputHashOfText,
   type DecisionCountsRecord,
   type DecisionRecordRecord,
   type InferenceEventRecord,
@@ -122,7 +122,8 @@ function validate(
   }
   let hash: string;
   try {
-    hash = inputHash(input);
+    // input_json is the text `input` was parsed from; from the SDK it is already canonical.
+    hash = inputHashOfText(event.input_json, input);
   } catch (err) {
     return deadLetter('validate', 'invalid_input', `input cannot be canonicalised: ${(err as Error).message}`);
   }
