@@ -11,10 +11,10 @@
  */
 import { loadConfig } from '@dlog/config';
 import { createKafka, ensureTopics, loadTopicDefinitions, nativeClientFor } from '@dlog/kafka';
-import { createLogger } from '@dlog/runtime';
+import { createLogger, usableCores } from '@dlog/runtime';
 import { createStore, migrate } from '@dlog/store';
 import { mkdtempSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
@@ -139,7 +139,7 @@ process.stdout.write(
     `  overall ${sinkSeconds.toFixed(2)} s, ${fmt(rows / sinkSeconds)} rows/s; steady state ${fmt(steadyRate)} rows/s; ${sinkCpu.toFixed(1)} µs CPU/row; peak RSS ${fmt(sinkPeakRss / 2 ** 20)} MiB`,
     `baseline, Avro container insert, ${avroReaders} readers, no Kafka (the engine's ceiling): ${avroSeconds.toFixed(2)} s, ${fmt(rows / avroSeconds)} rows/s, ${avroCpu.toFixed(1)} µs CPU/row`,
     `baseline, pre-serialised JSONEachRow, no Kafka (the old path):    ${baseSeconds.toFixed(2)} s, ${fmt(rows / baseSeconds)} rows/s`,
-    `cores busy at 100k rows/s at these costs: the sink process ${(sinkCpu / 10).toFixed(2)}, the engine's insert alone ${(avroCpu / 10).toFixed(2)} (this machine: ${availableParallelism()}, the broker's share not counted)`,
+    `cores busy at 100k rows/s at these costs: the sink process ${(sinkCpu / 10).toFixed(2)}, the engine's insert alone ${(avroCpu / 10).toFixed(2)} (this machine: ${usableCores()}, the broker's share not counted)`,
     `sink steady / Avro baseline: ${(steadyRate / (rows / avroSeconds)).toFixed(2)}; sink overall / JSON baseline: ${(baseSeconds / sinkSeconds).toFixed(2)}; peak RSS of the whole run ${fmt(peakRss / 2 ** 20)} MiB`,
     '',
   ].join('\n'),

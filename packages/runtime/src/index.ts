@@ -4,3 +4,4 @@ export { startService, type Service } from './service.js';
 export { retry, backoffDelay, RetriableError, isRetriable, type RetryOptions } from './retry.js';
 export { waitFor, type WaitForOptions } from './wait-for.js';
 export { startThread } from './threads.js';
+export { usableCores, cgroupQuota } from './cores.js';

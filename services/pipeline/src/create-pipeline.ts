@@ -1,4 +1,3 @@
-import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import type { Config } from '@dlog/config';
 import { createAlerter, type Alerter } from '@dlog/alerter';
@@ -7,6 +6,7 @@ import { createGate, type Gate } from '@dlog/gate';
 import { createKafka, ensurePipelineTopics, nativeClientFor } from '@dlog/kafka';
 import { createSink, type Sink } from '@dlog/sink';
 import { storeFromConfig, migrate, startQueryServer, type Store } from '@dlog/store';
+import { usableCores } from '@dlog/runtime';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
 
 export interface Pipeline {
@@ -89,7 +89,7 @@ export async function createPipeline(opts: {
   if (opts.workers === 'processes') {
     // Each worker's own shutdown limit ends before the pipeline's SIGKILL would.
     const env = { ...(opts.env ?? process.env), DLOG_SHUTDOWN_TIMEOUT_MS: String(budget.workerLimitMs) };
-    const gateEnv = { ...env, ...pipelineGateThreads(env, availableParallelism()) };
+    const gateEnv = { ...env, ...pipelineGateThreads(env, usableCores()) };
     // Downstream first, so nothing waits on a stage that is not there yet.
     for (const name of ['alerter', 'enricher', 'gate'] as const) {
       const w = await startWorkerProcess(name, name === 'gate' ? gateEnv : env);

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { readAvroLong, readAvroString, writeAvroLong } from '@dlog/contracts';
+import { usableCores } from '@dlog/runtime';
 
 /**
  * The embedded fast path for decisions: ClickHouse reads our Avro records itself.
@@ -125,8 +125,8 @@ export function avroInsertSql(table: string, mapping: AvroMapping, files: readon
  */
 export const defaultAvroFileRows = 10_000;
 
-/** Avro files read at once: the cores, up to 4. */
-export const avroReaders = Math.max(1, Math.min(4, availableParallelism()));
+/** Avro files read at once: the usable cores (a container's CPU quota counted), up to 4. */
+export const avroReaders = Math.min(4, usableCores());
 
 /**
  * A batch cut into the files for {@link avroInsertSql}, in order: up to `readers` of them, each
