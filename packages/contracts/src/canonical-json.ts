@@ -50,6 +50,22 @@ function str(s: string): string {
   return JSON.stringify(s);
 }
 
+/**
+ * Keys repeat from one input to the next: their quoted form is kept (bounded), which saves the
+ * escape check and a concatenation per key. Keys that cannot be written are never kept.
+ */
+const quotedKeys = new Map<string, string>();
+const maxQuotedKeys = 10_000;
+
+function quotedKey(key: string): string {
+  let q = quotedKeys.get(key);
+  if (q === undefined) {
+    q = str(key);
+    if (quotedKeys.size < maxQuotedKeys) quotedKeys.set(key, q);
+  }
+  return q;
+}
+
 function walk(value: unknown, depth: number): string | undefined {
   switch (typeof value) {
     case 'string':
@@ -87,7 +103,14 @@ function walk(value: unknown, depth: number): string | undefined {
     }
     out += ']';
   } else {
-    const keys = Object.keys(obj).sort();
+    const keys = Object.keys(obj);
+    // Often already in order (objects built from sorted or canonical data): sort only if not.
+    for (let i = 1; i < keys.length; i++) {
+      if (!(keys[i - 1]! < keys[i]!)) {
+        keys.sort();
+        break;
+      }
+    }
     out = '{';
     let first = true;
     for (const key of keys) {
@@ -100,13 +123,13 @@ function walk(value: unknown, depth: number): string | undefined {
       if (child === undefined) continue;
       if (!first) out += ',';
       first = false;
+      let quoted: string;
       try {
-        out += str(key);
+        quoted = quotedKey(key);
       } catch (err) {
         throw inside(err, key);
       }
-      out += ':';
-      out += child;
+      out += quoted + ':' + child;
     }
     out += '}';
   }
