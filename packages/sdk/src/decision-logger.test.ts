@@ -7,6 +7,7 @@ import avro from 'avsc';
 import { inputHash, loadSchema } from '@dlog/contracts';
 import { createLogger, waitFor } from '@dlog/runtime';
 import { createDecisionLogger, DecisionLoggerError, type DecisionLoggerOptions } from './decision-logger.js';
+import { SessionLostError } from './native-transport.js';
 import type { OutMessage, Transport } from './transport.js';
 
 const eventType = avro.Type.forSchema(loadSchema('inference-event'));
@@ -224,10 +225,37 @@ describe('createDecisionLogger (no Kafka)', () => {
     });
   }
 
+  it('a fatal librdkafka producer error (SessionLostError) starts a new session and reads back before resending', async () => {
+    const fake = fakeTransport();
+    let failOnce = true;
+    let resets = 0;
+    const send = fake.transport.send.bind(fake.transport);
+    // Part of the batch landed before the producer failed fatally.
+    fake.transport.send = async (topic, messages) => {
+      if (topic === 'inference.raw' && failOnce) {
+        failOnce = false;
+        await send(topic, messages.slice(0, 20));
+        throw new SessionLostError('delivery to inference.raw failed: fatal idempotent producer error');
+      }
+      await send(topic, messages);
+    };
+    fake.transport.reset = async () => void resets++;
+    fake.transport.written = async (topic, _since, ids) => new Set(fake.events(topic).map((e) => String(e.event.event_id)).filter((id) => ids.has(id)));
+    const logger = createDecisionLogger(base(fake.transport));
+    for (let i = 0; i < 50; i++) logger.record({ requestId: `req-${i}`, input: { i }, output: { decision: 'ok' } });
+    assert.deepEqual(await logger.flush(30_000), { ok: true, unsent: 0 });
+    await logger.close();
+    const ids = fake.events().map((e) => String(e.event.event_id));
+    assert.equal(resets, 1);
+    assert.equal(ids.length, 50, 'each event once');
+    assert.equal(new Set(ids).size, 50);
+  });
+
   it('refuses bad options at creation, naming the field', () => {
     const fake = fakeTransport();
     assert.throws(() => createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill' } })), /spillDir/);
     assert.throws(() => createDecisionLogger({ service: 'x' }), /brokers/);
     assert.throws(() => createDecisionLogger({ ...base(fake.transport), bogus: 1 } as never), /bogus|Unrecognized/);
+    assert.throws(() => createDecisionLogger(base(fake.transport, { kafkaClient: 'rdkafka' as never })), /kafkaClient/);
   });
 });

@@ -16,9 +16,11 @@ import {
   type TrajectoryContext,
 } from './decision.js';
 import { captureEnvironment, environmentMetadata, type Environment, type EnvironmentOptions } from './environment.js';
+import { loadNativeKafka, nativeKafkaLoadError, pickNativeKafka, type KafkaClientKind } from '@dlog/kafka';
 import { kafkaTransport, leadingString } from './kafka-transport.js';
+import { nativeTransport } from './native-transport.js';
 import { SpillFile, type Encoded } from './spill-file.js';
-import type { Transport } from './transport.js';
+import type { OutMessage, Transport } from './transport.js';
 import { uuidv7 } from './uuid-v7.js';
 
 export const sdkName = '@dlog/sdk@0.1.0';
@@ -64,7 +66,12 @@ export interface DecisionLoggerOptions {
   /** Larger encoded events are refused as invalid. */
   maxEventBytes?: number;
   compression?: 'none' | 'gzip';
-  /** One send attempt, kafkajs retries included. */
+  /**
+   * The Kafka client: `auto` (default) takes librdkafka (node-rdkafka) when it is installed, about a
+   * third of kafkajs's CPU per event, and kafkajs otherwise; `native` insists on librdkafka.
+   */
+  kafkaClient?: KafkaClientKind;
+  /** How long one send may take before the logger counts it as failed and retries. */
   requestTimeoutMs?: number;
   /** Called for every refused decision, every batch of drops and every failed send; never throws back. */
   onError?: (err: DecisionLoggerError) => void;
@@ -106,6 +113,7 @@ const optionsSchema = z
     batch: z.object({ maxEvents: z.number().int().positive().optional(), maxBytes: z.number().int().min(1024).optional() }).strict().optional(),
     maxEventBytes: z.number().int().min(1024).optional(),
     compression: z.enum(['none', 'gzip']).optional(),
+    kafkaClient: z.enum(['auto', 'native', 'kafkajs']).optional(),
     requestTimeoutMs: z.number().int().positive().optional(),
     onError: z.custom<(err: DecisionLoggerError) => void>((v) => typeof v === 'function', 'must be a function').optional(),
     log: z.unknown().optional(),
@@ -228,6 +236,8 @@ class WrittenCheckError extends Error {
 function lostProducerState(err: unknown): boolean {
   for (let e = err as { type?: string; originalError?: unknown; cause?: unknown } | undefined, i = 0; e && i < 5; i++) {
     if (e.type && producerStateErrors.has(e.type)) return true;
+    // The native transport's SessionLostError: the producer failed fatally.
+    if ((e as { sessionLost?: unknown }).sessionLost === true) return true;
     e = (e.originalError ?? e.cause) as typeof e;
   }
   return false;
@@ -313,16 +323,23 @@ class DecisionLoggerImpl implements DecisionLogger {
       attributes: opts.attributes ?? {},
       environmentDigest: this.environment.digest,
     };
-    this.transport =
-      opts.transport ??
-      kafkaTransport({
+    if (opts.transport) this.transport = opts.transport;
+    else {
+      const common = {
         brokers: opts.brokers!,
         registryUrl: opts.registryUrl!,
         clientId: `dlog-sdk-${opts.service}`.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 100),
         log: this.log,
         compression: opts.compression ?? 'none',
         requestTimeoutMs: opts.requestTimeoutMs ?? 10_000,
-      });
+      } as const;
+      const kind = opts.kafkaClient ?? 'auto';
+      if (kind === 'native' && !loadNativeKafka()) {
+        throw new Error(`Invalid decision logger option kafkaClient: 'native' needs node-rdkafka, which does not load (${nativeKafkaLoadError()}); use 'auto' or 'kafkajs'`);
+      }
+      const native = pickNativeKafka(kind);
+      this.transport = native ? nativeTransport({ ...common, native }) : kafkaTransport(common);
+    }
     if (this.policy === 'spill') {
       this.spill = new SpillFile(opts.buffer!.spillDir!);
       // Events left by an earlier process go first.
@@ -627,7 +644,15 @@ class DecisionLoggerImpl implements DecisionLogger {
 
   private wakeEnv: (() => void) | undefined;
 
+  /** The snapshot's message, made once: a retry resends the same bytes (and joins them if still in flight). */
+  private envMessage: OutMessage | undefined;
+
   private async publishEnvironment(): Promise<void> {
+    this.envMessage ??= await this.environmentMessage();
+    await this.transport.send(this.artifactTopic, [this.envMessage]);
+  }
+
+  private async environmentMessage(): Promise<OutMessage> {
     const schema = loadSchema('artifact-event');
     const id = await this.transport.register(valueSubject(this.artifactTopic), schema);
     const env = this.environment;
@@ -648,7 +673,7 @@ class DecisionLoggerImpl implements DecisionLogger {
     const value = Buffer.allocUnsafe(5 + body.length);
     frameHeader(value, 0, id);
     body.copy(value, 5);
-    await this.transport.send(this.artifactTopic, [{ key: env.ref, value }]);
+    return { key: env.ref, value };
   }
 
   /**

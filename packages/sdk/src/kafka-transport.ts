@@ -82,57 +82,9 @@ export function kafkaTransport(opts: KafkaTransportOptions): Transport {
         compression: compressionCodes[opts.compression],
       });
     },
-    async written(topic, sinceMs, eventIds) {
+    written(topic, sinceMs, eventIds) {
       kafka ??= createKafka({ brokers: opts.brokers, clientId: opts.clientId, log: opts.log, connectionTimeoutMs: 3_000, requestTimeoutMs: opts.requestTimeoutMs, retries: 3 });
-      const found = new Set<string>();
-      const admin = kafka.admin();
-      await admin.connect();
-      let ranges: { partition: number; from: bigint; to: bigint }[];
-      try {
-        const [from, to] = await Promise.all([admin.fetchTopicOffsetsByTimestamp(topic, sinceMs), admin.fetchTopicOffsets(topic)]);
-        const high = new Map(to.map((o) => [o.partition, BigInt(o.high)]));
-        ranges = from.map((o) => ({ partition: o.partition, from: BigInt(o.offset), to: high.get(o.partition) ?? 0n })).filter((r) => r.from >= 0n && r.from < r.to);
-      } finally {
-        await admin.disconnect();
-      }
-      if (ranges.length === 0) return found;
-      // A throwaway group that commits nothing: reads each partition from the time the batch
-      // was first sent up to its end now.
-      const consumer = kafka.consumer({ groupId: `dlog-sdk-check-${randomUUID()}`, maxWaitTimeInMs: 200 });
-      const open = new Map(ranges.map((r) => [r.partition, r]));
-      let done!: () => void;
-      const finished = new Promise<void>((resolve) => (done = resolve));
-      try {
-        await consumer.connect();
-        await consumer.subscribe({ topic, fromBeginning: true });
-        await consumer.run({
-          autoCommit: false,
-          eachBatch: async ({ batch }) => {
-            const r = open.get(batch.partition);
-            if (!r) return;
-            for (const m of batch.messages) {
-              if (BigInt(m.offset) >= r.to) break;
-              const id = leadingString(m.value);
-              if (id !== undefined && eventIds.has(id)) found.add(id);
-            }
-            if (BigInt(batch.lastOffset()) + 1n >= r.to) open.delete(batch.partition);
-            if (open.size === 0) done();
-          },
-        });
-        for (const r of ranges) consumer.seek({ topic, partition: r.partition, offset: r.from.toString() });
-        let timer: NodeJS.Timeout | undefined;
-        const timedOut = new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`reading back ${topic} took longer than ${opts.requestTimeoutMs * 10} ms`)), opts.requestTimeoutMs * 10);
-        });
-        try {
-          await Promise.race([finished, timedOut]);
-        } finally {
-          clearTimeout(timer);
-        }
-      } finally {
-        await consumer.disconnect().catch(() => undefined);
-      }
-      return found;
+      return readBack(kafka, opts.requestTimeoutMs, topic, sinceMs, eventIds);
     },
     async reset() {
       const old = producer;
@@ -155,4 +107,61 @@ export function leadingString(value: Buffer | null): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Which of `eventIds` are in `topic` among records written at or after `sinceMs` (see
+ * Transport.written): reads each partition from that time up to its end now, in a throwaway
+ * consumer group that commits nothing.
+ */
+export async function readBack(kafka: Kafka, requestTimeoutMs: number, topic: string, sinceMs: number, eventIds: ReadonlySet<string>): Promise<Set<string>> {
+  const found = new Set<string>();
+  const admin = kafka.admin();
+  await admin.connect();
+  let ranges: { partition: number; from: bigint; to: bigint }[];
+  try {
+    const [from, to] = await Promise.all([admin.fetchTopicOffsetsByTimestamp(topic, sinceMs), admin.fetchTopicOffsets(topic)]);
+    const high = new Map(to.map((o) => [o.partition, BigInt(o.high)]));
+    ranges = from.map((o) => ({ partition: o.partition, from: BigInt(o.offset), to: high.get(o.partition) ?? 0n })).filter((r) => r.from >= 0n && r.from < r.to);
+  } finally {
+    await admin.disconnect();
+  }
+  if (ranges.length === 0) return found;
+  // A throwaway group that commits nothing: reads each partition from the time the batch
+  // was first sent up to its end now.
+  const consumer = kafka.consumer({ groupId: `dlog-sdk-check-${randomUUID()}`, maxWaitTimeInMs: 200 });
+  const open = new Map(ranges.map((r) => [r.partition, r]));
+  let done!: () => void;
+  const finished = new Promise<void>((resolve) => (done = resolve));
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachBatch: async ({ batch }) => {
+        const r = open.get(batch.partition);
+        if (!r) return;
+        for (const m of batch.messages) {
+          if (BigInt(m.offset) >= r.to) break;
+          const id = leadingString(m.value);
+          if (id !== undefined && eventIds.has(id)) found.add(id);
+        }
+        if (BigInt(batch.lastOffset()) + 1n >= r.to) open.delete(batch.partition);
+        if (open.size === 0) done();
+      },
+    });
+    for (const r of ranges) consumer.seek({ topic, partition: r.partition, offset: r.from.toString() });
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`reading back ${topic} took longer than ${requestTimeoutMs * 10} ms`)), requestTimeoutMs * 10);
+    });
+    try {
+      await Promise.race([finished, timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
+  } finally {
+    await consumer.disconnect().catch(() => undefined);
+  }
+  return found;
 }
