@@ -1,16 +1,18 @@
 /**
- * npm run bench:sdk [-- --events 200000 --compression none|gzip]
+ * npm run bench:sdk [-- --events 200000 --compression none|gzip --client auto|native|kafkajs]
  *
- * Caller-side cost of record() (median / p99 over every call after warm-up) and sustained
- * events/s into the local broker for ~1 KB events, next to a bare kafkajs producer sending the same
- * bytes in the same batch sizes, in the same run.
+ * Caller-side cost of record() (median / p99 over every call after warm-up), sustained events/s
+ * into the local broker for ~1 KB events and CPU per event (this process, client threads
+ * included), next to bare idempotent producers of both Kafka clients sending the same bytes in the
+ * same batch sizes, in the same run. The ratio is against the bare producer of the client the SDK
+ * used (librdkafka when node-rdkafka is installed, unless --client says otherwise).
  */
 import { parseArgs } from 'node:util';
 import avro from 'avsc';
 import { CompressionTypes } from 'kafkajs';
 import { loadConfig } from '@dlog/config';
 import { canonicalJson, loadSchema, sha256Tagged } from '@dlog/contracts';
-import { createKafka, ensureTopics } from '@dlog/kafka';
+import { createKafka, ensureTopics, nativeCall, pickNativeKafka, type KafkaClientKind } from '@dlog/kafka';
 import { createLogger } from '@dlog/runtime';
 import { createDecisionLogger, type Decision } from '@dlog/sdk';
 
@@ -19,11 +21,19 @@ const { values: args } = parseArgs({
     events: { type: 'string', default: '200000' },
     warmup: { type: 'string', default: '20000' },
     compression: { type: 'string', default: 'none' },
+    client: { type: 'string', default: 'auto' },
   },
 });
 const N = Number(args.events);
 const WARMUP = Number(args.warmup);
 const compression = args.compression === 'gzip' ? 'gzip' : 'none';
+if (!['auto', 'native', 'kafkajs'].includes(args.client)) throw new Error(`--client must be auto, native or kafkajs, not ${args.client}`);
+const kafkaClient = args.client as KafkaClientKind;
+const native = pickNativeKafka(kafkaClient);
+const cpuUs = (since: NodeJS.CpuUsage) => {
+  const u = process.cpuUsage(since);
+  return u.user + u.system;
+};
 const batchEvents = 5_000;
 const batchBytes = 900 * 1024;
 
@@ -35,10 +45,12 @@ await admin.connect();
 const run = `${Date.now().toString(36)}`;
 const topic = `bench-sdk-${run}`;
 const baselineTopic = `bench-sdk-baseline-${run}`;
+const nativeBaselineTopic = `bench-sdk-baseline-rd-${run}`;
 const artifactTopic = `bench-sdk-artifacts-${run}`;
 await ensureTopics(admin, [
   { name: topic, partitions: 6, doc: 'bench', config: {} },
   { name: baselineTopic, partitions: 6, doc: 'bench', config: {} },
+  { name: nativeBaselineTopic, partitions: 6, doc: 'bench', config: {} },
   { name: artifactTopic, partitions: 1, doc: 'bench', config: {} },
 ]);
 
@@ -78,6 +90,7 @@ const logger = createDecisionLogger({
   artifactTopic,
   log,
   compression,
+  kafkaClient,
   buffer: { maxEvents: N + WARMUP, maxBytes: 1024 * 1024 * 1024, policy: 'drop' },
   batch: { maxEvents: batchEvents, maxBytes: batchBytes },
   ...sdkDefaults,
@@ -94,6 +107,7 @@ if (!warm.ok) throw new Error('warm-up did not drain');
 // is when the background encodes and sends.
 const callNs = new Float64Array(N);
 const sentBefore = logger.stats().sent;
+const sdkCpu0 = process.cpuUsage();
 const t0 = performance.now();
 for (let i = 0; i < N; i++) {
   const d = decisions[WARMUP + i]!;
@@ -105,6 +119,7 @@ for (let i = 0; i < N; i++) {
 const recordedMs = performance.now() - t0;
 const flushed = await logger.flush(180_000);
 const sdkMs = performance.now() - t0;
+const sdkCpuPerEvent = cpuUs(sdkCpu0) / N;
 const stats = await logger.close();
 const sdkSent = stats.sent - sentBefore;
 if (!flushed.ok || sdkSent !== N) throw new Error(`SDK run incomplete: ${JSON.stringify(stats)}`);
@@ -154,9 +169,8 @@ const messages = decisions.slice(WARMUP).map((d, i) => {
   return { key: d.trajectory?.traceId ?? d.requestId!, value };
 });
 const avgBytes = messages.reduce((n, m) => n + m.value.length, 0) / messages.length;
-const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-await producer.connect();
-const b0 = performance.now();
+// The SDK's batching: up to batchEvents events and batchBytes bytes each.
+const batches: (typeof messages)[] = [];
 for (let i = 0; i < messages.length; ) {
   const batch: typeof messages = [];
   let bytes = 0;
@@ -168,26 +182,71 @@ for (let i = 0; i < messages.length; ) {
     bytes += size;
     i++;
   }
+  batches.push(batch);
+}
+const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+await producer.connect();
+let cpu0 = process.cpuUsage();
+const b0 = performance.now();
+for (const batch of batches) {
   await producer.send({ topic: baselineTopic, messages: batch, acks: -1, compression: compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None });
 }
 const baseMs = performance.now() - b0;
+const baseCpuPerEvent = cpuUs(cpu0) / N;
 await producer.disconnect();
-await admin.deleteTopics({ topics: [topic, baselineTopic, artifactTopic] }).catch(() => undefined);
+
+// ---- baseline: bare librdkafka, idempotent, the same batches, each acknowledged before the next ----
+let nativeMs: number | undefined;
+let nativeCpuPerEvent: number | undefined;
+const rd = pickNativeKafka('auto');
+if (rd) {
+  const p = new rd.Producer(
+    { 'metadata.broker.list': config.kafkaBrokers.join(','), 'client.id': 'bench-sdk-rd', 'enable.idempotence': true, 'compression.codec': compression, 'linger.ms': 5, dr_cb: true },
+    { partitioner: 'murmur2_random' },
+  );
+  await nativeCall((cb) => p.connect({ timeout: 10_000 }, (err) => cb(err as never)), 'connect', 15_000);
+  p.setPollInterval(5);
+  let left = 0;
+  let batchDone: (() => void) | undefined;
+  p.on('delivery-report', (err) => {
+    if (err) throw new Error(`bare librdkafka delivery failed: ${err.message}`);
+    if (--left === 0) batchDone?.();
+  });
+  cpu0 = process.cpuUsage();
+  const n0 = performance.now();
+  for (const batch of batches) {
+    const acked = new Promise<void>((resolve) => (batchDone = resolve));
+    left = batch.length;
+    for (const m of batch) p.produce(nativeBaselineTopic, null, m.value, m.key, Date.now());
+    await acked;
+  }
+  nativeMs = performance.now() - n0;
+  nativeCpuPerEvent = cpuUs(cpu0) / N;
+  await nativeCall((cb) => p.disconnect(5_000, (err) => cb(err as never)), 'disconnect', 15_000);
+}
+await admin.deleteTopics({ topics: [topic, baselineTopic, nativeBaselineTopic, artifactTopic] }).catch(() => undefined);
 await admin.disconnect();
 
 const sdkRate = N / (sdkMs / 1000);
-const baseRate = N / (baseMs / 1000);
+const kafkajsRate = N / (baseMs / 1000);
+const nativeRate = nativeMs === undefined ? undefined : N / (nativeMs / 1000);
+// Against the bare producer of the client the SDK sent with.
+const sameClient = native ? 'librdkafka' : 'kafkajs';
+const baseRate = native ? nativeRate! : kafkajsRate;
+const baseCpu = native ? nativeCpuPerEvent! : baseCpuPerEvent;
 const us = (ns: number) => (ns / 1000).toFixed(2);
-console.log(`\nbench:sdk  ${N} events of ${Math.round(avgBytes)} B (avg encoded), compression ${compression}, batches <= ${batchEvents} events / ${batchBytes / 1024} KiB, acks=-1, idempotent`);
+console.log(`\nbench:sdk  ${N} events of ${Math.round(avgBytes)} B (avg encoded), compression ${compression}, batches <= ${batchEvents} events / ${batchBytes / 1024} KiB, acks=-1, idempotent; SDK on ${sameClient}`);
 console.log(`node ${process.versions.node}, ${(await import('node:os')).cpus().length} CPUs, broker ${config.kafkaBrokers.join(',')}\n`);
+const opt = (v: number | undefined, f: (n: number) => string) => (v === undefined ? 'n/a' : f(v));
 const rows = [
-  ['', 'SDK createDecisionLogger', 'bare kafkajs producer', 'ratio SDK/bare'],
-  ['record() median, µs', us(quantile(callNs, 0.5)), '-', '-'],
-  ['record() p99, µs', us(quantile(callNs, 0.99)), '-', '-'],
-  ['record() max, µs', us(callNs[callNs.length - 1]!), '-', '-'],
-  ['sustained events/s', Math.round(sdkRate).toString(), Math.round(baseRate).toString(), (sdkRate / baseRate).toFixed(2)],
-  ['MB/s', ((sdkRate * avgBytes) / 1e6).toFixed(1), ((baseRate * avgBytes) / 1e6).toFixed(1), ''],
-  ['wall time, s', (sdkMs / 1000).toFixed(1), (baseMs / 1000).toFixed(1), ''],
+  ['', 'SDK createDecisionLogger', 'bare librdkafka producer', 'bare kafkajs producer', `ratio SDK/bare ${sameClient}`],
+  ['record() median, µs', us(quantile(callNs, 0.5)), '-', '-', '-'],
+  ['record() p99, µs', us(quantile(callNs, 0.99)), '-', '-', '-'],
+  ['record() max, µs', us(callNs[callNs.length - 1]!), '-', '-', '-'],
+  ['sustained events/s', Math.round(sdkRate).toString(), opt(nativeRate, (r) => Math.round(r).toString()), Math.round(kafkajsRate).toString(), (sdkRate / baseRate).toFixed(2)],
+  ['CPU per event, µs', sdkCpuPerEvent.toFixed(1), opt(nativeCpuPerEvent, (c) => c.toFixed(1)), baseCpuPerEvent.toFixed(1), (sdkCpuPerEvent / baseCpu).toFixed(2)],
+  ['MB/s', ((sdkRate * avgBytes) / 1e6).toFixed(1), opt(nativeRate, (r) => ((r * avgBytes) / 1e6).toFixed(1)), ((kafkajsRate * avgBytes) / 1e6).toFixed(1), ''],
+  ['wall time, s', (sdkMs / 1000).toFixed(1), opt(nativeMs, (m) => (m / 1000).toFixed(1)), (baseMs / 1000).toFixed(1), ''],
 ];
 const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
 for (const r of rows) console.log(r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('   '));
