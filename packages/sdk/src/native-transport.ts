@@ -42,15 +42,19 @@ export class SessionLostError extends Error {
  * messages in flight; when the logger retries the same batch, send() waits for those messages
  * instead of producing them again, and produces only what is new or definitively refused. Only a
  * fatal producer error ends the session: send() then rejects with SessionLostError, and the logger
- * resets the transport and reads the topic back before resending (see Transport.written).
+ * resets the transport and reads the topic back before resending (see Transport.written). With
+ * enable.gapless.guarantee, a message refused for good while later ones of its partition went
+ * through is such a fatal error too, so a resend never lands out of order.
  */
 export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKafka }): Transport {
   const registry = createRegistry(opts.registryUrl);
   const onClientError = clientErrorLog(opts.log);
-  let producer: RdKafka.Producer | undefined;
-  let connecting: Promise<RdKafka.Producer> | undefined;
-  let fatal: Error | undefined;
-  /** Message value → its flight on the current producer (values are the logger's own buffers). */
+  let session: Session | undefined;
+  let opening: Promise<Session> | undefined;
+  /** Bumped by reset() and disconnect(): a connect that started before is not installed. */
+  let generation = 0;
+  let closed = false;
+  /** Message value → its flight in the current session (values are the logger's own buffers). */
   let flights = new WeakMap<Buffer, Flight>();
   let readBackKafka: Kafka | undefined;
 
@@ -61,33 +65,41 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
     else w.resolve();
   };
 
-  const onDelivery = (err: RdKafka.LibrdKafkaError | null | undefined, report: RdKafka.DeliveryReport): void => {
+  const failure = (s: Session, what: string, err: RdKafka.LibrdKafkaError): Error =>
+    isFatal(err) || s.fatal ? new SessionLostError(what, { cause: err }) : new Error(what, { cause: err });
+
+  const onDelivery = (s: Session, err: RdKafka.LibrdKafkaError | null | undefined, report: RdKafka.DeliveryReport): void => {
     const f = report.opaque as Flight | undefined;
     if (!f || f.state !== 'pending') return;
     f.state = err ? 'failed' : 'delivered';
     for (const w of f.waits) {
       if (w.done) continue;
-      if (err) {
-        const what = `delivery to ${report.topic} failed: ${err.message}`;
-        w.error ??= err.isFatal || fatal ? new SessionLostError(what, { cause: err }) : new Error(what, { cause: err });
-      }
+      if (err) w.error ??= failure(s, `delivery to ${report.topic} [${report.partition}] failed: ${err.message}`, err);
       if (--w.left === 0) finish(w);
     }
     f.waits = [];
   };
 
-  const close = async (p: RdKafka.Producer): Promise<void> => {
-    p.removeListener('delivery-report', onDelivery);
-    await nativeCall((cb) => p.disconnect(2_000, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer disconnect', 10_000).catch(() => undefined);
-  };
+  // Without waiting for what is still queued: messages delivered while flushing would count as
+  // unsent to the logger, which spills them (and a later process would send them again).
+  const close = (s: Session): Promise<void> =>
+    nativeCall((cb) => s.p.disconnect(0, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer disconnect', 10_000)
+      .catch(() => undefined)
+      .then(() => s.detach());
 
-  const open = (): Promise<RdKafka.Producer> =>
-    (connecting ??= (async () => {
+  const open = (): Promise<Session> => {
+    if (closed) return Promise.reject(new Error('the Kafka transport is closed'));
+    if (session) return Promise.resolve(session);
+    return (opening ??= (async () => {
+      const gen = generation;
       const p = new opts.native.Producer(
         {
           'metadata.broker.list': opts.brokers.join(','),
           'client.id': opts.clientId,
           'enable.idempotence': true,
+          // A message refused for good while later ones of its partition landed fails the session
+          // (fatal) instead of leaving a gap that a resend would fill out of order.
+          'enable.gapless.guarantee': true,
           'compression.codec': opts.compression,
           'linger.ms': 5,
           dr_cb: true,
@@ -99,23 +111,48 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
           'message.timeout.ms': 0,
         },
       );
-      p.on('event.error', (err: RdKafka.LibrdKafkaError) => {
-        if (err.isFatal) fatal ??= new SessionLostError(`producer failed: ${err.message}`, { cause: err });
+      const onError = (err: RdKafka.LibrdKafkaError): void => {
+        if (isFatal(err)) s.fatal ??= new SessionLostError(`the producer failed: ${err.message}`, { cause: err });
         onClientError(err);
-      });
-      p.on('delivery-report', onDelivery);
+      };
+      const onReport = (err: RdKafka.LibrdKafkaError | null | undefined, report: RdKafka.DeliveryReport): void => onDelivery(s, err, report);
+      const s: Session = {
+        p,
+        detach: () => {
+          p.removeListener('event.error', onError);
+          p.removeListener('delivery-report', onReport);
+        },
+      };
+      p.on('event.error', onError);
+      p.on('delivery-report', onReport);
       try {
         await nativeCall((cb) => p.connect({ timeout: opts.requestTimeoutMs }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer connect', opts.requestTimeoutMs + 5_000);
       } catch (err) {
-        connecting = undefined;
-        await close(p);
+        if (gen === generation) opening = undefined;
+        await close(s);
         throw err;
+      }
+      if (gen !== generation || closed) {
+        await close(s);
+        throw new Error('the Kafka transport was reset while connecting');
       }
       // Delivery reports are served from here.
       p.setPollInterval(5);
-      producer = p;
-      return p;
+      session = s;
+      opening = undefined;
+      return s;
     })());
+  };
+
+  /** Ends the current session (and any connect under way); its producer is gone when this resolves. */
+  const endSession = async (): Promise<void> => {
+    generation++;
+    const s = session;
+    session = undefined;
+    opening = undefined;
+    flights = new WeakMap();
+    if (s) await close(s);
+  };
 
   return {
     async connect() {
@@ -125,8 +162,8 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
       return registerAvro(registry, opts.registryUrl, subject, schema);
     },
     async send(topic: string, messages: OutMessage[]) {
-      const p = await open();
-      if (fatal) throw fatal;
+      const s = await open();
+      if (s.fatal) throw s.fatal;
       let resolve!: () => void;
       let reject!: (err: Error) => void;
       const acked = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
@@ -137,12 +174,11 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
         if (!f || f.state === 'failed') {
           f = { state: 'pending', waits: [] };
           try {
-            p.produce(topic, null, m.value, m.key, Date.now(), f);
+            s.p.produce(topic, null, m.value, m.key, Date.now(), f);
           } catch (err) {
             // What went out is still awaited (it may land); the rest fails this send.
             const e = err as RdKafka.LibrdKafkaError;
-            const what = `producing to ${topic} failed: ${e.message}`;
-            w.error = e.isFatal || fatal ? new SessionLostError(what, { cause: e }) : new Error(what, { cause: e });
+            w.error = failure(s, `producing to ${topic} failed: ${e.message}`, e);
             break;
           }
           flights.set(m.value, f);
@@ -169,19 +205,28 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
       readBackKafka ??= createKafka({ brokers: opts.brokers, clientId: opts.clientId, log: opts.log, connectionTimeoutMs: 3_000, requestTimeoutMs: opts.requestTimeoutMs, retries: 3 });
       return readBack(readBackKafka, opts.requestTimeoutMs, topic, sinceMs, eventIds);
     },
-    async reset() {
-      const p = producer;
-      producer = undefined;
-      connecting = undefined;
-      fatal = undefined;
-      flights = new WeakMap();
-      if (p) await close(p);
-    },
+    reset: endSession,
     async disconnect() {
-      const p = producer;
-      producer = undefined;
-      connecting = undefined;
-      if (p) await close(p);
+      closed = true;
+      await endSession();
     },
   };
+}
+
+/** One producer and what is known about it. */
+interface Session {
+  p: RdKafka.Producer;
+  /** Set once librdkafka reports a fatal error: the producer takes nothing more. */
+  fatal?: SessionLostError;
+  /** Removes this transport's listeners from the producer. */
+  detach(): void;
+}
+
+/**
+ * librdkafka's fatal errors (ERR__FATAL, and ERR__GAPLESS_GUARANTEE that leads to it). node-rdkafka
+ * passes them without isFatal, and event.error may carry only the text, so the text counts too.
+ */
+function isFatal(err: RdKafka.LibrdKafkaError | undefined): boolean {
+  if (!err) return false;
+  return err.isFatal === true || err.code === -150 || err.code === -148 || /fatal/i.test(err.message ?? '');
 }

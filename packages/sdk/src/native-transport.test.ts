@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { describe, it } from 'node:test';
+import type { NativeKafka } from '@dlog/kafka';
+import { createLogger } from '@dlog/runtime';
+import { nativeTransport, SessionLostError } from './native-transport.js';
+
+/**
+ * Stands in for node-rdkafka's Producer, with its callback and event shapes: a delivery report
+ * carries the opaque given to produce(), and errors come as node-rdkafka builds them (a fatal
+ * error as code -150 or only as text, never with isFatal).
+ */
+class FakeProducer extends EventEmitter {
+  static made: FakeProducer[] = [];
+  static connectDelayMs = 0;
+  produced: { topic: string; value: Buffer; key: string; opaque: unknown }[] = [];
+  throwOnProduce: unknown;
+  disconnected = false;
+  constructor() {
+    super();
+    FakeProducer.made.push(this);
+  }
+  connect(_opts: unknown, cb: (err: Error | null) => void): void {
+    setTimeout(() => cb(null), FakeProducer.connectDelayMs);
+  }
+  setPollInterval(): void {}
+  produce(topic: string, _partition: null, value: Buffer, key: string, _ts: number, opaque: unknown): void {
+    if (this.throwOnProduce) throw this.throwOnProduce;
+    this.produced.push({ topic, value, key, opaque });
+  }
+  deliver(i: number, err: object | null = null): void {
+    const m = this.produced[i]!;
+    this.emit('delivery-report', err, { topic: m.topic, partition: 0, offset: i, opaque: m.opaque });
+  }
+  disconnect(_timeout: number, cb: (err: Error | null) => void): void {
+    this.disconnected = true;
+    setImmediate(() => cb(null));
+  }
+}
+
+const fresh = () => {
+  FakeProducer.made = [];
+  FakeProducer.connectDelayMs = 0;
+  return nativeTransport({
+    brokers: ['127.0.0.1:1'],
+    registryUrl: 'http://127.0.0.1:1',
+    clientId: 'test',
+    log: createLogger({ name: 'test', level: 'silent' }),
+    compression: 'none',
+    requestTimeoutMs: 50,
+    native: { Producer: FakeProducer } as unknown as NativeKafka,
+  });
+};
+const msg = (n: number) => ({ key: `k${n}`, value: Buffer.from(`v${n}`) });
+/** Until the producer has been handed `n` messages in all. */
+async function produced(p: () => FakeProducer | undefined, n: number): Promise<FakeProducer> {
+  for (let i = 0; i < 200; i++) {
+    const got = p();
+    if (got && got.produced.length >= n) return got;
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  throw new Error(`the producer was not handed ${n} message(s)`);
+}
+
+describe('native transport', () => {
+  it('a retried batch waits for its messages still in flight instead of producing them again', async () => {
+    const t = fresh();
+    const [a, b, c] = [msg(1), msg(2), msg(3)];
+    await assert.rejects(t.send('raw', [a, b]), /not acknowledged within 50 ms; they stay in flight/);
+    const p = FakeProducer.made[0]!;
+    p.deliver(0);
+    const retry = t.send('raw', [a, b, c]);
+    await produced(() => p, 3);
+    assert.deepEqual(p.produced.map((m) => m.key), ['k1', 'k2', 'k3'], 'a delivered, b joined, only c produced');
+    p.deliver(1);
+    p.deliver(2);
+    await retry;
+  });
+
+  it('a message refused (not fatally) is produced again on the retry, with where it failed in the error', async () => {
+    const t = fresh();
+    const [a, b] = [msg(1), msg(2)];
+    const first = t.send('raw', [a, b]);
+    const p = await produced(() => FakeProducer.made[0], 2);
+    p.deliver(0);
+    p.deliver(1, { message: 'Broker: Topic authorization failed', code: 29 });
+    await assert.rejects(first, (err: Error) => !(err instanceof SessionLostError) && /delivery to raw \[0\] failed: Broker: Topic authorization failed/.test(err.message));
+    const retry = t.send('raw', [a, b]);
+    await produced(() => p, 3);
+    assert.deepEqual(p.produced.map((m) => m.key), ['k1', 'k2', 'k2']);
+    p.deliver(2);
+    await retry;
+  });
+
+  for (const [how, fail] of [
+    ['event.error with code -150', (p: FakeProducer) => p.emit('event.error', { message: 'Local: Fatal error', code: -150 })],
+    ['event.error with only the text', (p: FakeProducer) => p.emit('event.error', { message: 'fatal error', code: -1 })],
+    ['produce() throwing ERR__FATAL', (p: FakeProducer) => (p.throwOnProduce = Object.assign(new Error('Local: Fatal error'), { code: -150 }))],
+  ] as const) {
+    it(`a fatal producer error (${how}) fails sends with SessionLostError until reset`, async () => {
+      const t = fresh();
+      await t.send('raw', []);
+      fail(FakeProducer.made[0]!);
+      await assert.rejects(t.send('raw', [msg(1)]), (err: Error & { sessionLost?: boolean }) => err instanceof SessionLostError && err.sessionLost === true);
+      await t.reset();
+      assert.equal(FakeProducer.made[0]!.disconnected, true);
+      const next = t.send('raw', [msg(1)]);
+      (await produced(() => FakeProducer.made[1], 1)).deliver(0);
+      assert.equal(FakeProducer.made.length, 2, 'a new producer');
+      await next;
+    });
+  }
+
+  it('disconnect() during a connect: the producer is closed and nothing is produced', async () => {
+    const t = fresh();
+    FakeProducer.connectDelayMs = 20;
+    const sending = t.send('raw', [msg(1)]);
+    await t.disconnect();
+    await assert.rejects(sending, /reset while connecting/);
+    assert.equal(FakeProducer.made.length, 1);
+    assert.equal(FakeProducer.made[0]!.produced.length, 0);
+    assert.equal(FakeProducer.made[0]!.disconnected, true);
+    await assert.rejects(t.send('raw', [msg(2)]), /closed/);
+    assert.equal(FakeProducer.made.length, 1, 'no producer after disconnect');
+  });
+});
