@@ -15,7 +15,7 @@
  */
 import { fork, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '@dlog/config';
@@ -30,7 +30,8 @@ const rate = Number(process.env.BENCH_RATE ?? 0);
 const backlog = process.env.BENCH_BACKLOG === '1';
 const root = path.resolve(import.meta.dirname, '..');
 const prefix = `benchpipe-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}.`;
-const dataDir = path.join(mkdtempSync(path.join(tmpdir(), 'dlog-benchpipe-')), 'clickhouse');
+const runDir = mkdtempSync(path.join(tmpdir(), 'dlog-benchpipe-'));
+const dataDir = path.join(runDir, 'clickhouse');
 const queryPort = 20_000 + Math.floor(Math.random() * 20_000);
 const env = { ...process.env, DLOG_TOPIC_PREFIX: prefix, CLICKHOUSE_DATA_DIR: dataDir, DLOG_QUERY_PORT: String(queryPort), LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn' };
 const config = loadConfig(env);
@@ -190,6 +191,13 @@ console.log(`  peak memory (VmHWM): pipeline + sink + embedded ClickHouse ${pipe
 console.log(`  CPU used${backlog ? ' while draining (from ready)' : ' (whole runs)'}: ${cpuLine}; bench+SDK ${(process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6).toFixed(1)} s in all`);
 if (drainCpu !== undefined) console.log(`  CPU per decision while draining: ${((drainCpu / events) * 1e6).toFixed(0)} us (all pipeline processes, broker and registry)`);
 console.log(`  sdk: sent ${sdkStats.sent}, dropped ${sdkStats.dropped}; pipeline exit code ${exitCode}`);
+
+// What this run made: its topics (all under its prefix) and its store.
+const cleanup = createKafka({ brokers: config.kafkaBrokers, clientId: 'bench-cleanup', log: createLogger({ name: 'bench', level: 'error' }) }).admin();
+await cleanup.connect();
+await cleanup.deleteTopics({ topics: (await cleanup.listTopics()).filter((t) => t.startsWith(prefix)) }).catch(() => undefined);
+await cleanup.disconnect();
+rmSync(runDir, { recursive: true, force: true });
 
 // 4. The sink alone into embedded ClickHouse.
 if (process.env.BENCH_SKIP_SINK) process.exit(0);

@@ -13,7 +13,7 @@ import { loadConfig } from '@dlog/config';
 import { createKafka, ensureTopics, loadTopicDefinitions, nativeClientFor } from '@dlog/kafka';
 import { createLogger, usableCores } from '@dlog/runtime';
 import { createStore, migrate } from '@dlog/store';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -52,7 +52,8 @@ for (let i = 0; i < rows; i += 20_000) {
 }
 process.stdout.write(`produced in ${((performance.now() - t0p) / 1000).toFixed(1)} s\n`);
 
-const store = await createStore({ database: 'dlog', dataDir: mkdtempSync(path.join(tmpdir(), 'dlog-bench-sink-')), createDatabase: true, log });
+const storeDir = mkdtempSync(path.join(tmpdir(), 'dlog-bench-sink-'));
+const store = await createStore({ database: 'dlog', dataDir: storeDir, createDatabase: true, log });
 await migrate(store);
 const count = async (table: string) => {
   const rs = await store.client.query({ query: `SELECT count() AS n FROM ${table}`, format: 'JSONEachRow' });
@@ -144,6 +145,9 @@ process.stdout.write(
     '',
   ].join('\n'),
 );
-await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
+// Everything this run made: the sink's topics (all under the run's prefix) and both directories.
+await admin.deleteTopics({ topics: (await admin.listTopics()).filter((t) => t.startsWith(prefix)) }).catch(() => undefined);
 await admin.disconnect();
 await store.close();
+rmSync(storeDir, { recursive: true, force: true });
+rmSync(dir, { recursive: true, force: true });

@@ -4,7 +4,8 @@
  * and stops only what it started, even when tests fail. `--unit` runs the unit tests alone.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '@dlog/config';
 import { createLogger } from '@dlog/runtime';
@@ -40,6 +41,10 @@ if (files.some((f) => f.startsWith('test/'))) {
   started = statuses.filter((s) => s.started).map((s) => s.name);
 }
 
+// Every temporary file and directory the tests make (stores, spill files, private brokers) goes
+// under one directory for this run, removed when the run passes; runs had left gigabytes in /tmp.
+const runTmp = mkdtempSync(path.join(tmpdir(), 'dlog-test-run-'));
+
 // A test file that leaks a handle never exits; the whole run gets a deadline so CI reports a
 // failure (naming the cause) instead of hanging until it is killed.
 const deadlineMs = Number(process.env.TEST_DEADLINE_MS ?? 45 * 60_000);
@@ -48,7 +53,7 @@ try {
   const child = spawn(
     process.execPath,
     ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=1', '--test-timeout=300000', ...files],
-    { stdio: 'inherit', cwd: root, env: { ...process.env, NODE_ENV: 'test' } },
+    { stdio: 'inherit', cwd: root, env: { ...process.env, NODE_ENV: 'test', TMPDIR: runTmp } },
   );
   const timer = setTimeout(() => {
     process.stderr.write(`\ntest run exceeded ${Math.round(deadlineMs / 60_000)} minutes: a test file did not exit (leaked handle?); stopping it\n`);
@@ -58,5 +63,7 @@ try {
   clearTimeout(timer);
 } finally {
   if (started.length > 0) await stackDown(config, log, started);
+  if (status === 0) rmSync(runTmp, { recursive: true, force: true });
+  else process.stderr.write(`\nthe tests' temporary files are kept for a look: ${runTmp}\n`);
 }
 process.exit(status);
