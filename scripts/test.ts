@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '@dlog/config';
+import { createKafka } from '@dlog/kafka';
 import { createLogger } from '@dlog/runtime';
 import { stackDown, stackUp } from '@dlog/stack';
 
@@ -35,10 +36,45 @@ if (filters.length > 0) files = files.filter((f) => filters.some((x) => f.includ
 
 const log = createLogger({ name: 'test', level: process.env.LOG_LEVEL ?? 'warn' });
 const config = loadConfig();
+
+/** The broker's topics, or undefined when it cannot be asked. */
+async function listTopics(): Promise<Set<string> | undefined> {
+  const admin = createKafka({ brokers: config.kafkaBrokers, clientId: 'dlog-test-run', log }).admin();
+  try {
+    await admin.connect();
+    return new Set(await admin.listTopics());
+  } catch {
+    return undefined;
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+}
+
+/**
+ * Topics the tests made: each test names its topics with unique() (`<name>-<time>-<8 hex>`), and
+ * the local stack (which keeps its data when stopped) had collected hundreds run after run,
+ * which the broker keeps paying for. Only topics that are new since the run began and carry
+ * such a name go; anything else on the broker is someone else's.
+ */
+async function deleteTestTopics(before: Set<string>): Promise<void> {
+  const admin = createKafka({ brokers: config.kafkaBrokers, clientId: 'dlog-test-run', log }).admin();
+  try {
+    await admin.connect();
+    const made = (await admin.listTopics()).filter((t) => !before.has(t) && /-[0-9a-z]{7,10}-[0-9a-f]{8}(\.|$)/.test(t));
+    for (let i = 0; i < made.length; i += 100) await admin.deleteTopics({ topics: made.slice(i, i + 100) });
+  } catch (err) {
+    log.warn({ err }, 'could not delete the topics the tests made');
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+}
+
 let started: string[] = [];
+let topicsBefore: Set<string> | undefined;
 if (files.some((f) => f.startsWith('test/'))) {
   const statuses = await stackUp(config, log);
   started = statuses.filter((s) => s.started).map((s) => s.name);
+  topicsBefore = await listTopics();
 }
 
 // Every temporary file and directory the tests make (stores, spill files, private brokers) goes
@@ -62,6 +98,8 @@ try {
   status = await new Promise<number>((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
   clearTimeout(timer);
 } finally {
+  // The stack keeps its data when stopped: either way it keeps only what was there before.
+  if (topicsBefore && status === 0) await deleteTestTopics(topicsBefore);
   if (started.length > 0) await stackDown(config, log, started);
   if (status === 0) rmSync(runTmp, { recursive: true, force: true });
   else process.stderr.write(`\nthe tests' temporary files are kept for a look: ${runTmp}\n`);
