@@ -155,6 +155,24 @@ describe('inputHashOfText', () => {
     }
   });
 
+  it('reads values JSON.parse does not make (toJSON, other prototypes) the long way', () => {
+    class Point {
+      constructor(readonly y: number, readonly x: number) {}
+    }
+    // Each value's JSON.stringify text, which differs from its canonical form.
+    for (const value of [{ a: { toJSON: () => ({ z: 1, y: 2 }) } }, { p: new Point(2, 1) }, { a: Buffer.from([1]) }]) {
+      const text = JSON.stringify(value);
+      assert.notEqual(text, canonicalJson(value));
+      assert.equal(inputHashOfText(text, value), inputHash(value), text);
+    }
+  });
+
+  it('keeps long keys out of the quoted-key cache and stays correct when it starts over', () => {
+    const long = 'k'.repeat(100_000);
+    assert.equal(canonicalJson({ [long]: 1 }), `{"${long}":1}`);
+    for (let i = 0; i < 25_000; i++) assert.equal(canonicalJson({ [`key${i}`]: i, a: 0 }), `{"a":0,"key${i}":${i}}`);
+  });
+
   it('refuses what inputHash refuses: lone surrogates, values too deep', () => {
     for (const text of ['{"a":"\\ud800"}', '{"\\udfff":1}']) {
       assert.throws(() => inputHashOfText(text, JSON.parse(text)), (err: unknown) => err instanceof CanonicalJsonError && /surrogate/.test(err.message), text);

@@ -51,17 +51,22 @@ function str(s: string): string {
 }
 
 /**
- * Keys repeat from one input to the next: their quoted form is kept (bounded), which saves the
- * escape check and a concatenation per key. Keys that cannot be written are never kept.
+ * Keys repeat from one input to the next: their quoted form is kept, which saves the escape check
+ * and a concatenation per key. Only short keys, and the map starts over when full, so inputs with
+ * ever new or huge keys cannot make it grow (at most ~10,000 keys of 64 characters). Keys that
+ * cannot be written are never kept.
  */
 const quotedKeys = new Map<string, string>();
 const maxQuotedKeys = 10_000;
+const maxQuotedKeyLength = 64;
 
 function quotedKey(key: string): string {
+  if (key.length > maxQuotedKeyLength) return str(key);
   let q = quotedKeys.get(key);
   if (q === undefined) {
     q = str(key);
-    if (quotedKeys.size < maxQuotedKeys) quotedKeys.set(key, q);
+    if (quotedKeys.size >= maxQuotedKeys) quotedKeys.clear();
+    quotedKeys.set(key, q);
   }
   return q;
 }
@@ -189,14 +194,21 @@ export function inputHash(value: unknown): string {
 /** A `\udXXX` escape of a lone surrogate, as JSON.stringify writes one (or a literal `\\ud8..`: a false alarm, which only takes the long way). */
 const escapedSurrogate = /\\ud[89a-f]/;
 
-/** Whether every object's keys, in the order JSON.stringify writes them, are sorted; false past maxDepth. */
+/**
+ * Whether every object's keys, in the order JSON.stringify writes them, are sorted; false past
+ * maxDepth, and for anything JSON.parse does not make (toJSON, other prototypes), which the walk
+ * reads differently from JSON.stringify's plain view.
+ */
 function keysSorted(value: unknown, depth: number): boolean {
   if (typeof value !== 'object' || value === null) return true;
   if (depth > maxDepth) return false;
   if (Array.isArray(value)) {
+    if (Object.getPrototypeOf(value) !== Array.prototype) return false;
     for (let i = 0; i < value.length; i++) if (!keysSorted(value[i], depth + 1)) return false;
     return true;
   }
+  const proto: unknown = Object.getPrototypeOf(value);
+  if ((proto !== Object.prototype && proto !== null) || typeof (value as { toJSON?: unknown }).toJSON === 'function') return false;
   const keys = Object.keys(value);
   for (let i = 0; i < keys.length; i++) {
     if (i > 0 && !(keys[i - 1]! < keys[i]!)) return false;
@@ -206,8 +218,8 @@ function keysSorted(value: unknown, depth: number): boolean {
 }
 
 /**
- * `input_hash` of an input that arrived as JSON `text` and was parsed into `parsed` (plain JSON
- * data). The SDK sends the input already canonical; such a text is hashed as it is instead of
+ * `input_hash` of an input that arrived as JSON `text` and was parsed into `parsed` (JSON.parse
+ * output). The SDK sends the input already canonical; such a text is hashed as it is instead of
  * being built again (a 650-character input: ~5 µs instead of ~10). The text is canonical exactly
  * when JSON.stringify reproduces it from `parsed` (RFC 8785 strings and numbers are what it
  * writes), the keys it writes come in sorted order, and no lone surrogate appears (it escapes one,
