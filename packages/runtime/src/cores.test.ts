@@ -17,6 +17,19 @@ describe('usableCores', () => {
     assert.equal(usableCores(read, 8), 8);
   });
 
+  it("takes the smallest v2 quota from the process's own cgroup up to the root", () => {
+    const read = files({
+      '/proc/self/cgroup': '0::/system.slice/worker.service\n',
+      '/sys/fs/cgroup/cpu.max': 'max 100000',
+      '/sys/fs/cgroup/system.slice/cpu.max': '300000 100000',
+      '/sys/fs/cgroup/system.slice/worker.service/cpu.max': 'max 100000',
+    });
+    assert.equal(cgroupQuota(read), 3);
+    assert.equal(usableCores(read, 16), 3);
+    const tighter = files({ '/proc/self/cgroup': '0::/a/b\n', '/sys/fs/cgroup/a/cpu.max': '400000 100000', '/sys/fs/cgroup/a/b/cpu.max': '100000 100000' });
+    assert.equal(usableCores(tighter, 16), 1);
+  });
+
   it('reads a cgroup v1 quota; -1 is none', () => {
     assert.equal(usableCores(files({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '400000\n', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000\n' }), 64), 4);
     assert.equal(usableCores(files({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '-1\n', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000\n' }), 6), 6);

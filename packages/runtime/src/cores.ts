@@ -13,16 +13,30 @@ export function usableCores(read: (file: string) => string | undefined = readIfT
 }
 
 /**
- * The CPU quota in CPUs (quota / period), undefined when there is none: cgroup v2 `cpu.max`
- * ("max 100000" or "200000 100000"), else v1 `cpu.cfs_quota_us` (-1: none) over
- * `cpu.cfs_period_us`. Anything unreadable or malformed counts as no quota.
+ * The CPU quota in CPUs (quota / period), undefined when there is none. cgroup v2: the smallest
+ * `cpu.max` ("max 100000" or "200000 100000") on the way from this process's own cgroup (from
+ * /proc/self/cgroup, so a systemd CPUQuota or a parent's limit counts) up to the root. Else
+ * cgroup v1: `cpu.cfs_quota_us` (-1: none) over `cpu.cfs_period_us`. Anything unreadable or
+ * malformed counts as no quota.
  */
 export function cgroupQuota(read: (file: string) => string | undefined): number | undefined {
-  const v2 = read('/sys/fs/cgroup/cpu.max');
-  if (v2 !== undefined) {
-    const [quota, period] = v2.trim().split(/\s+/);
-    return ratio(quota, period);
+  const own = /^0::(\/.*)$/m.exec(read('/proc/self/cgroup') ?? '')?.[1];
+  const dirs: string[] = [];
+  for (let dir = own ?? '/'; ; dir = dir.slice(0, dir.lastIndexOf('/')) || '/') {
+    dirs.push(dir === '/' ? '' : dir);
+    if (dir === '/') break;
   }
+  let v2: number | undefined;
+  let sawV2 = false;
+  for (const dir of dirs) {
+    const max = read(`/sys/fs/cgroup${dir}/cpu.max`);
+    if (max === undefined) continue;
+    sawV2 = true;
+    const [quota, period] = max.trim().split(/\s+/);
+    const q = ratio(quota, period);
+    if (q !== undefined && (v2 === undefined || q < v2)) v2 = q;
+  }
+  if (sawV2) return v2;
   return ratio(read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us')?.trim(), read('/sys/fs/cgroup/cpu/cpu.cfs_period_us')?.trim());
 }
 
