@@ -188,7 +188,7 @@ if (backlog) {
   console.log(`  latency by second made: ${spans.map((b) => `${b.s}s p50 ${b.q[0]} p99 ${b.q[1]}`).join(' | ')}`);
 }
 console.log(`  peak memory (VmHWM): pipeline + sink + embedded ClickHouse ${pipelineMem} MiB, ${workersMem.join(', ')}, kafka ${vmHwmMiB(stackPid('kafka') ?? -1) ?? '?'} MiB, registry ${vmHwmMiB(stackPid('registry') ?? -1) ?? '?'} MiB, bench+SDK ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB`);
-console.log(`  CPU used${backlog ? ' while draining (from ready)' : ' (whole runs)'}: ${cpuLine}; bench+SDK ${(process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6).toFixed(1)} s in all`);
+console.log(`  CPU used${backlog ? ' while draining (from ready)' : ' (workers: whole runs; broker and registry: from the first send)'}: ${cpuLine}; bench+SDK ${(process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6).toFixed(1)} s in all`);
 if (drainCpu !== undefined) console.log(`  CPU per decision while draining: ${((drainCpu / events) * 1e6).toFixed(0)} us (all pipeline processes, broker and registry)`);
 console.log(`  sdk: sent ${sdkStats.sent}, dropped ${sdkStats.dropped}; pipeline exit code ${exitCode}`);
 

@@ -4,6 +4,7 @@
  * and stops only what it started, even when tests fail. `--unit` runs the unit tests alone.
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -35,6 +36,8 @@ let files = [...unit, ...integration];
 if (filters.length > 0) files = files.filter((f) => filters.some((x) => f.includes(x)));
 
 const log = createLogger({ name: 'test', level: process.env.LOG_LEVEL ?? 'warn' });
+/** This run's id, in the name of everything its tests make with unique() (test/helpers.ts). */
+const runId = `r${randomBytes(3).toString('hex')}`;
 const config = loadConfig();
 
 /** The broker's topics, or undefined when it cannot be asked. */
@@ -51,16 +54,15 @@ async function listTopics(): Promise<Set<string> | undefined> {
 }
 
 /**
- * Topics the tests made: each test names its topics with unique() (`<name>-<time>-<8 hex>`), and
- * the local stack (which keeps its data when stopped) had collected hundreds run after run,
- * which the broker keeps paying for. Only topics that are new since the run began and carry
- * such a name go; anything else on the broker is someone else's.
+ * Topics this run's tests made: unique() puts the run's id in every name, and the local stack
+ * (which keeps its data when stopped) had collected hundreds run after run, which the broker keeps
+ * paying for. Topics of another run on the same stack, or anyone else's, carry no such id.
  */
 async function deleteTestTopics(before: Set<string>): Promise<void> {
   const admin = createKafka({ brokers: config.kafkaBrokers, clientId: 'dlog-test-run', log }).admin();
   try {
     await admin.connect();
-    const made = (await admin.listTopics()).filter((t) => !before.has(t) && /-[0-9a-z]{7,10}-[0-9a-f]{8}(\.|$)/.test(t));
+    const made = (await admin.listTopics()).filter((t) => !before.has(t) && t.includes(`-${runId}-`));
     for (let i = 0; i < made.length; i += 100) await admin.deleteTopics({ topics: made.slice(i, i + 100) });
   } catch (err) {
     log.warn({ err }, 'could not delete the topics the tests made');
@@ -89,7 +91,7 @@ try {
   const child = spawn(
     process.execPath,
     ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=1', '--test-timeout=300000', ...files],
-    { stdio: 'inherit', cwd: root, env: { ...process.env, NODE_ENV: 'test', TMPDIR: runTmp } },
+    { stdio: 'inherit', cwd: root, env: { ...process.env, NODE_ENV: 'test', TMPDIR: runTmp, TEST_RUN_ID: runId } },
   );
   const timer = setTimeout(() => {
     process.stderr.write(`\ntest run exceeded ${Math.round(deadlineMs / 60_000)} minutes: a test file did not exit (leaked handle?); stopping it\n`);
@@ -101,7 +103,12 @@ try {
   // The stack keeps its data when stopped: either way it keeps only what was there before.
   if (topicsBefore && status === 0) await deleteTestTopics(topicsBefore);
   if (started.length > 0) await stackDown(config, log, started);
-  if (status === 0) rmSync(runTmp, { recursive: true, force: true });
-  else process.stderr.write(`\nthe tests' temporary files are kept for a look: ${runTmp}\n`);
+  if (status === 0) {
+    try {
+      rmSync(runTmp, { recursive: true, force: true });
+    } catch (err) {
+      log.warn({ err, dir: runTmp }, "could not remove the tests' temporary files");
+    }
+  } else process.stderr.write(`\nthe tests' temporary files are kept for a look: ${runTmp}\n`);
 }
 process.exit(status);

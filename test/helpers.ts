@@ -14,9 +14,13 @@ export const config: Config = loadConfig();
 
 export const log: Logger = createLogger({ name: 'test', level: process.env.LOG_LEVEL ?? 'warn' });
 
-/** Random names keep tests independent of each other and of earlier runs on the same broker. */
+/**
+ * Random names keep tests independent of each other and of earlier runs on the same broker. Under
+ * `npm test` they carry the run's id, by which the runner deletes the run's topics afterwards.
+ */
 export function unique(prefix: string): string {
-  return `${prefix}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+  const run = process.env.TEST_RUN_ID ? `${process.env.TEST_RUN_ID}-` : '';
+  return `${prefix}-${run}${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
 }
 
 export function tempDir(prefix: string): string {
