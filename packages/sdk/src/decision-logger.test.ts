@@ -251,6 +251,44 @@ describe('createDecisionLogger (no Kafka)', () => {
     assert.equal(new Set(ids).size, 50);
   });
 
+  it('close keeps for the next process only what did not land, when sends gave up on messages that landed later', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
+    const fake = fakeTransport();
+    // Every send gives up (as the native transport does after requestTimeoutMs), but the broker
+    // took the first 12 messages: the transport learned that from late delivery reports.
+    const landed = new Set<Buffer>();
+    const offered = new Set<Buffer>();
+    fake.transport.send = async (_topic, messages) => {
+      for (const m of messages) {
+        if (!offered.has(m.value) && offered.size < 12) landed.add(m.value);
+        offered.add(m.value);
+      }
+      await new Promise((r) => setTimeout(r, 1));
+      throw new Error('8 of 20 message(s) not acknowledged within 50 ms; they stay in flight');
+    };
+    fake.transport.delivered = (value) => landed.has(value);
+    const logger = createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill', spillDir: dir }, batch: { maxEvents: 20 } }));
+    const ids: string[] = [];
+    let stats;
+    try {
+      for (let i = 0; i < 50; i++) ids.push(logger.record({ requestId: `req-${i}`, input: { i }, output: { decision: 'ok' } }));
+      await waitFor(() => offered.size >= 20, { timeoutMs: 10_000, what: 'the first batch offered' });
+    } finally {
+      stats = await logger.close(500);
+    }
+    assert.equal(stats.sent, 12, JSON.stringify(stats));
+    const fake2 = fakeTransport();
+    const next = createDecisionLogger(base(fake2.transport, { buffer: { policy: 'spill', spillDir: dir } }));
+    assert.deepEqual(await next.flush(10_000), { ok: true, unsent: 0 });
+    await next.close();
+    const resent = fake2.events().map((e) => String(e.event.event_id));
+    const landedIds = new Set([...landed].map((v) => String((eventType.fromBuffer(v.subarray(5)) as { event_id: string }).event_id)));
+    assert.equal(landedIds.size, 12);
+    assert.equal(resent.filter((id) => landedIds.has(id)).length, 0, 'nothing that landed is sent again');
+    assert.equal(resent.length, 38);
+    assert.deepEqual(new Set([...resent, ...landedIds]), new Set(ids), 'nothing lost');
+  });
+
   it('refuses bad options at creation, naming the field', () => {
     const fake = fakeTransport();
     assert.throws(() => createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill' } })), /spillDir/);

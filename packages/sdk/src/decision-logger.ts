@@ -816,7 +816,23 @@ class DecisionLoggerImpl implements DecisionLogger {
     await this.transport.disconnect().catch((err: unknown) => this.log.warn({ err }, 'disconnect failed'));
     await Promise.race([Promise.all([this.senderDone, this.envDone]), new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
 
-    const inMemory = this.mem.slice(this.memHead).filter((e) => e.spillBytes === undefined);
+    // Landed after all, though their send had given up (see Transport.delivered): a leading run
+    // is acknowledged in order (spill progress included), later ones only kept from being
+    // spilled again. One read back from the spill file behind an undelivered one stays in it.
+    const delivered = this.transport.delivered?.bind(this.transport);
+    if (delivered) {
+      let k = this.memHead;
+      while (k < this.mem.length && delivered(this.mem[k]!.value)) k++;
+      if (k > this.memHead) this.acknowledge(this.mem.slice(this.memHead, k));
+    }
+    let inMemory = this.mem.slice(this.memHead).filter((e) => e.spillBytes === undefined);
+    if (delivered) {
+      const landed = inMemory.filter((e) => delivered(e.value)).length;
+      if (landed > 0) {
+        inMemory = inMemory.filter((e) => !delivered(e.value));
+        this.counters.sent += landed;
+      }
+    }
     const notEncoded = this.pending.length - this.pendingHead;
     if (this.spill) {
       // Events read back from the spill file are still in it; what only memory holds is older than

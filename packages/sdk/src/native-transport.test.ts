@@ -77,6 +77,23 @@ describe('native transport', () => {
     await retry;
   });
 
+  it('delivered() tells what landed after its send gave up; after a reset a message still pending is produced again', async () => {
+    const t = fresh();
+    const [a, b] = [msg(1), msg(2)];
+    await assert.rejects(t.send('raw', [a, b]), /not acknowledged/);
+    const first = FakeProducer.made[0]!;
+    first.deliver(0);
+    assert.equal(t.delivered!(a.value), true);
+    assert.equal(t.delivered!(b.value), false);
+    await t.reset();
+    const retry = t.send('raw', [a, b]);
+    const second = await produced(() => FakeProducer.made[1], 1);
+    assert.deepEqual(second.produced.map((m) => m.key), ['k2'], 'a is in the topic; b is sent again in the new session');
+    second.deliver(0);
+    await retry;
+    assert.equal(t.delivered!(b.value), true);
+  });
+
   it('a message refused (not fatally) is produced again on the retry, with where it failed in the error', async () => {
     const t = fresh();
     const [a, b] = [msg(1), msg(2)];

@@ -9,6 +9,8 @@ import type { OutMessage, Transport } from './transport.js';
 /** One message handed to the producer, until its delivery report. */
 interface Flight {
   state: 'pending' | 'delivered' | 'failed';
+  /** The session it was produced in: a pending flight of an ended session will never report. */
+  session: Session;
   /** The send() calls waiting for it: the first, and a retry that joined it. */
   waits: Wait[];
 }
@@ -54,8 +56,11 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
   /** Bumped by reset() and disconnect(): a connect that started before is not installed. */
   let generation = 0;
   let closed = false;
-  /** Message value → its flight in the current session (values are the logger's own buffers). */
-  let flights = new WeakMap<Buffer, Flight>();
+  /**
+   * Message value → its latest flight (values are the logger's own buffers). Kept across sessions:
+   * a delivery stays a fact, while a flight still pending in an ended session is produced again.
+   */
+  const flights = new WeakMap<Buffer, Flight>();
   let readBackKafka: Kafka | undefined;
 
   const finish = (w: Wait): void => {
@@ -150,7 +155,6 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
     const s = session;
     session = undefined;
     opening = undefined;
-    flights = new WeakMap();
     if (s) await close(s);
   };
 
@@ -171,8 +175,8 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
       for (const m of messages) {
         let f = flights.get(m.value);
         if (f?.state === 'delivered') continue;
-        if (!f || f.state === 'failed') {
-          f = { state: 'pending', waits: [] };
+        if (!f || f.state === 'failed' || f.session !== s) {
+          f = { state: 'pending', session: s, waits: [] };
           try {
             s.p.produce(topic, null, m.value, m.key, Date.now(), f);
           } catch (err) {
@@ -204,6 +208,9 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
     written(topic, sinceMs, eventIds) {
       readBackKafka ??= createKafka({ brokers: opts.brokers, clientId: opts.clientId, log: opts.log, connectionTimeoutMs: 3_000, requestTimeoutMs: opts.requestTimeoutMs, retries: 3 });
       return readBack(readBackKafka, opts.requestTimeoutMs, topic, sinceMs, eventIds);
+    },
+    delivered(value: Buffer) {
+      return flights.get(value)?.state === 'delivered';
     },
     reset: endSession,
     async disconnect() {

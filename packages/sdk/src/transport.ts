@@ -26,5 +26,11 @@ export interface Transport {
    * write some events twice (downstream views deduplicate by event_id).
    */
   written?(topic: string, sinceMs: number, eventIds: ReadonlySet<string>): Promise<Set<string>>;
+  /**
+   * Whether a message handed to send() is known to be in the topic although the send that
+   * carried it had already reported a failure (librdkafka keeps such messages in flight). Asked
+   * at close, so that what landed after its send gave up is not kept to be sent again. Optional.
+   */
+  delivered?(value: Buffer): boolean;
   disconnect(): Promise<void>;
 }
