@@ -67,8 +67,9 @@ export interface DecisionLoggerOptions {
   maxEventBytes?: number;
   compression?: 'none' | 'gzip';
   /**
-   * The Kafka client: `auto` (default) takes librdkafka (node-rdkafka) when it is installed, about a
-   * third of kafkajs's CPU per event, and kafkajs otherwise; `native` insists on librdkafka.
+   * The Kafka client: `auto` (default) takes librdkafka (node-rdkafka) when it is installed (the
+   * SDK then costs ~29 µs of CPU an event instead of ~40, bench:sdk), and kafkajs otherwise;
+   * `native` insists on librdkafka.
    */
   kafkaClient?: KafkaClientKind;
   /** How long one send may take before the logger counts it as failed and retries. */

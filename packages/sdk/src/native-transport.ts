@@ -34,9 +34,9 @@ export class SessionLostError extends Error {
 }
 
 /**
- * librdkafka producer (node-rdkafka), idempotent: about a third of kafkajs's CPU per event
- * (~9 vs ~24 µs for 1.1 KB events, scratch, same broker and run), and the CRC and the batching run
- * on librdkafka's threads, off the caller's event loop.
+ * librdkafka producer (node-rdkafka), idempotent: under half of kafkajs's CPU per event (bare
+ * producers in bench:sdk, 1.1 KB events: 7-9 vs 15-19 µs), and the CRC and the batching run on
+ * librdkafka's threads, off the caller's event loop.
  *
  * Its delivery guarantee matches the kafkajs transport's: librdkafka retries a message inside one
  * producer session, in order and deduplicated by the broker, with no time limit. send() still
