@@ -828,11 +828,9 @@ class DecisionLoggerImpl implements DecisionLogger {
     }
     let inMemory = this.mem.slice(this.memHead).filter((e) => e.spillBytes === undefined);
     if (delivered) {
-      const landed = inMemory.filter((e) => delivered(e.value)).length;
-      if (landed > 0) {
-        inMemory = inMemory.filter((e) => !delivered(e.value));
-        this.counters.sent += landed;
-      }
+      const notLanded = inMemory.filter((e) => !delivered(e.value));
+      this.counters.sent += inMemory.length - notLanded.length;
+      inMemory = notLanded;
     }
     const notEncoded = this.pending.length - this.pendingHead;
     if (this.spill) {

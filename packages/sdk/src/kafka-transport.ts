@@ -31,14 +31,7 @@ export function kafkaTransport(opts: KafkaTransportOptions): Transport {
   let connected = false;
 
   const newProducer = (): Producer => {
-    kafka ??= createKafka({
-      brokers: opts.brokers,
-      clientId: opts.clientId,
-      log: opts.log,
-      connectionTimeoutMs: 3_000,
-      requestTimeoutMs: opts.requestTimeoutMs,
-      retries: 3,
-    });
+    kafka ??= sdkKafka(opts);
     return kafka.producer({
       idempotent: true,
       maxInFlightRequests: 1,
@@ -83,7 +76,7 @@ export function kafkaTransport(opts: KafkaTransportOptions): Transport {
       });
     },
     written(topic, sinceMs, eventIds) {
-      kafka ??= createKafka({ brokers: opts.brokers, clientId: opts.clientId, log: opts.log, connectionTimeoutMs: 3_000, requestTimeoutMs: opts.requestTimeoutMs, retries: 3 });
+      kafka ??= sdkKafka(opts);
       return readBack(kafka, opts.requestTimeoutMs, topic, sinceMs, eventIds);
     },
     async reset() {
@@ -97,6 +90,11 @@ export function kafkaTransport(opts: KafkaTransportOptions): Transport {
       await producer?.disconnect();
     },
   };
+}
+
+/** The SDK's kafkajs client: quick to give up on a connection, a few retries within a send. */
+export function sdkKafka(opts: KafkaTransportOptions): Kafka {
+  return createKafka({ brokers: opts.brokers, clientId: opts.clientId, log: opts.log, connectionTimeoutMs: 3_000, requestTimeoutMs: opts.requestTimeoutMs, retries: 3 });
 }
 
 /** The first field of a framed Avro record when it is a string (event_id in the contract). */

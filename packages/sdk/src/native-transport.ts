@@ -2,8 +2,8 @@ import type { Kafka } from 'kafkajs';
 import type * as RdKafka from 'node-rdkafka';
 import type { Schema } from 'avsc';
 import { createRegistry, registerAvro } from '@dlog/contracts';
-import { clientErrorLog, createKafka, nativeCall, type NativeKafka } from '@dlog/kafka';
-import { readBack, type KafkaTransportOptions } from './kafka-transport.js';
+import { clientErrorLog, nativeCall, type NativeKafka } from '@dlog/kafka';
+import { readBack, sdkKafka, type KafkaTransportOptions } from './kafka-transport.js';
 import type { OutMessage, Transport } from './transport.js';
 
 /** One message handed to the producer, until its delivery report. */
@@ -206,7 +206,7 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
       }
     },
     written(topic, sinceMs, eventIds) {
-      readBackKafka ??= createKafka({ brokers: opts.brokers, clientId: opts.clientId, log: opts.log, connectionTimeoutMs: 3_000, requestTimeoutMs: opts.requestTimeoutMs, retries: 3 });
+      readBackKafka ??= sdkKafka(opts);
       return readBack(readBackKafka, opts.requestTimeoutMs, topic, sinceMs, eventIds);
     },
     delivered(value: Buffer) {
