@@ -45,6 +45,21 @@ for (const mode of modes) {
       assert.deepEqual(await count.json(), [{ n: first.all.length }]);
     });
 
+    it('writes a sink-sized batch of decisions as one compact part (009)', async () => {
+      // ~15 MB of rows: over ClickHouse's default 10 MiB, where the part would be written wide.
+      await store.client.command({
+        query:
+          "INSERT INTO decisions (event_id, model_name, model_version, ts, input_json) " +
+          "SELECT concat('compact-', toString(number)), 'm', '1', now64(3), repeat('x', 1200) FROM numbers(12000)",
+      });
+      const rs = await store.client.query({
+        query: "SELECT part_type, sum(rows) AS rows FROM system.parts WHERE database = currentDatabase() AND table = 'decisions' AND active GROUP BY part_type",
+        format: 'JSONEachRow',
+      });
+      const parts = (await rs.json<{ part_type: string; rows: number | string }>()).map((p) => ({ type: p.part_type, rows: Number(p.rows) }));
+      assert.deepEqual(parts, [{ type: 'Compact', rows: 12000 }]);
+    });
+
     it('refuses an applied migration that was edited, naming the file', async () => {
       appendFileSync(path.join(dir, '002_decision_counts.sql'), '\n-- an innocent-looking edit\n');
       await assert.rejects(migrate(store, { dir }), (err: unknown) => err instanceof MigrationError && err.file === '002_decision_counts.sql');
