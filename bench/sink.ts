@@ -10,7 +10,7 @@
  *   npx tsx bench/sink.ts [rows=300000] [batchRows=50000]
  */
 import { loadConfig } from '@dlog/config';
-import { createKafka, ensureTopics, loadTopicDefinitions, nativeClientFor } from '@dlog/kafka';
+import { createKafka, ensureTopics, loadTopicDefinitions } from '@dlog/kafka';
 import { createLogger, usableCores } from '@dlog/runtime';
 import { createStore, migrate } from '@dlog/store';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -20,7 +20,7 @@ import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { avroType, loadSchema } from '@dlog/contracts';
-import { createSink, produceSamples, sampleEnrichedDecision, toDecisionRow } from '../services/sink/src/index.js';
+import { createSink, produceSamples, sampleEnrichedDecision, sinkNativeClient, toDecisionRow } from '../services/sink/src/index.js';
 import { avroInsertSql, avroReaders, ContainerBuilder, decisionColumns, splitForReaders } from '../services/sink/src/avro-rows.js';
 
 const rows = Number(process.argv[2] ?? 300_000);
@@ -62,14 +62,15 @@ const count = async (table: string) => {
 
 // --- the sink: Kafka → decode → rows → ClickHouse, offsets committed -----------------------------
 peakRss = process.memoryUsage.rss();
+// DLOG_KAFKA_CLIENT picks the consumer as in the sink itself: kafkajs unless it says native.
+const native = sinkNativeClient(config.kafkaClient, config.kafkaBrokers, 'bench-sink', log);
 const sink = createSink({
   kafka,
   store,
   log,
   config: { ...config, sinkGroupId: `${run}-sink`, topicPrefix: prefix, sinkBatchRows: batchRows },
   tables: undefined,
-  // DLOG_KAFKA_CLIENT picks the consumer, as in the sink itself (default: librdkafka when installed).
-  native: nativeClientFor(config.kafkaClient, config.kafkaBrokers, 'bench-sink', log),
+  native,
 });
 process.stdout.write(`timing the sink ...\n`);
 const cpuSink0 = process.cpuUsage();
@@ -136,7 +137,7 @@ clearInterval(sampler);
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 process.stdout.write(
   [
-    `sink (Kafka on ${config.kafkaClient === "kafkajs" || !nativeClientFor(config.kafkaClient, [], "x") ? "kafkajs" : "librdkafka"} → ClickHouse embedded, ${rows} rows, batches of ${batchRows}; ${fmt(asAvro)} read by ClickHouse as Avro):`,
+    `sink (Kafka on ${native ? "librdkafka" : "kafkajs"} → ClickHouse embedded, ${rows} rows, batches of ${batchRows}; ${fmt(asAvro)} read by ClickHouse as Avro):`,
     `  overall ${sinkSeconds.toFixed(2)} s, ${fmt(rows / sinkSeconds)} rows/s; steady state ${fmt(steadyRate)} rows/s; ${sinkCpu.toFixed(1)} µs CPU/row; peak RSS ${fmt(sinkPeakRss / 2 ** 20)} MiB`,
     `baseline, Avro container insert, ${avroReaders} readers, no Kafka (the engine's ceiling): ${avroSeconds.toFixed(2)} s, ${fmt(rows / avroSeconds)} rows/s, ${avroCpu.toFixed(1)} µs CPU/row`,
     `baseline, pre-serialised JSONEachRow, no Kafka (the old path):    ${baseSeconds.toFixed(2)} s, ${fmt(rows / baseSeconds)} rows/s`,

@@ -16,13 +16,14 @@ import { config, log, tempDir, unique, waitFor } from './helpers.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 
-describe('sink: SIGKILL mid-batch, then restart', () => {
+// Both consumers the sink can run on: kafkajs (its default) and librdkafka (DLOG_KAFKA_CLIENT=native).
+for (const client of ['kafkajs', 'native'] as const) describe(`sink on ${client}: SIGKILL mid-batch, then restart`, () => {
   let kafka: Kafka;
   let admin: Admin;
   const prefix = `${unique('sink-crash')}.`;
   const groupId = unique('sink-group');
   const runId = unique('run');
-  const dataDir = tempDir('sink-crash');
+  const dataDir = tempDir(`sink-crash-${client}`);
   const decisionsTopic = `${prefix}decisions.enriched.v1`;
   const countsTopic = `${prefix}decision.counts.v1`;
   const children: ChildProcess[] = [];
@@ -35,6 +36,7 @@ describe('sink: SIGKILL mid-batch, then restart', () => {
         CLICKHOUSE_DATA_DIR: dataDir,
         DLOG_TOPIC_PREFIX: prefix,
         DLOG_SINK_GROUP_ID: groupId,
+        DLOG_KAFKA_CLIENT: client,
         DLOG_SINK_BATCH_ROWS: '2000',
         DLOG_SINK_FLUSH_INTERVAL_MS: '200',
         LOG_LEVEL: 'debug',
@@ -55,7 +57,7 @@ describe('sink: SIGKILL mid-batch, then restart', () => {
   }
 
   before(async () => {
-    kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'sink-crash-test', log });
+    kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `sink-crash-test-${client}`, log });
     admin = kafka.admin();
     await admin.connect();
     const defs = new Map(loadTopicDefinitions().map((d) => [d.name, d]));
@@ -95,6 +97,7 @@ describe('sink: SIGKILL mid-batch, then restart', () => {
     });
     last.child.kill('SIGTERM');
     assert.equal(await last.exited, 0, `clean shutdown; output:\n${last.output().slice(-2000)}`);
+    assert.match(last.output(), new RegExp(`"consumer":"${client === 'native' ? 'librdkafka' : 'kafkajs'}"`), 'the sink ran on the client under test');
 
     const store = await createStore({ database: 'dlog', dataDir, log });
     try {

@@ -81,7 +81,7 @@ export const fields = {
     schema: z.enum(['auto', 'native', 'kafkajs']),
     fallback: 'auto',
     example: 'native',
-    doc: 'Kafka client of the gate, enricher and alerter loops: native (librdkafka via node-rdkafka, several times less CPU per message), kafkajs, or auto (native when installed)',
+    doc: 'Kafka client of the gate, enricher and alerter loops: native (librdkafka via node-rdkafka, several times less CPU per message), kafkajs, or auto (native when installed); the sink consumes on kafkajs unless this is native',
   }),
   schemaRegistryUrl: field({
     env: 'SCHEMA_REGISTRY_URL',

@@ -3,8 +3,8 @@ import type { Config } from '@dlog/config';
 import { createAlerter, type Alerter } from '@dlog/alerter';
 import { createEnricher, type Enricher } from '@dlog/enricher';
 import { createGate, type Gate } from '@dlog/gate';
-import { createKafka, ensurePipelineTopics, nativeClientFor } from '@dlog/kafka';
-import { createSink, type Sink } from '@dlog/sink';
+import { createKafka, ensurePipelineTopics } from '@dlog/kafka';
+import { createSink, sinkNativeClient, type Sink } from '@dlog/sink';
 import { storeFromConfig, migrate, startQueryServer, type Store } from '@dlog/store';
 import { usableCores } from '@dlog/runtime';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
@@ -72,7 +72,7 @@ export async function createPipeline(opts: {
   const applied = await migrate(store, { log });
   log.info({ migrations: applied }, 'schema current');
   const sinkLog = log.child({ worker: 'sink' });
-  const native = nativeClientFor(config.kafkaClient, config.kafkaBrokers, `${config.kafkaClientId}-sink`, sinkLog);
+  const native = sinkNativeClient(config.kafkaClient, config.kafkaBrokers, `${config.kafkaClientId}-sink`, sinkLog);
   // Shutdown fits in this process's own limit (DLOG_SHUTDOWN_TIMEOUT_MS): 22% of it for each of
   // the three worker processes, in turn, and 25% for the sink's last flush.
   const budget = shutdownBudget(config.shutdownTimeoutMs);

@@ -35,7 +35,7 @@ export interface SinkOptions {
   avroFileRows?: number;
   /** How long stop() keeps trying to write what is buffered. */
   drainTimeoutMs?: number;
-  /** Consume on librdkafka (see `nativeClientFor`); kafkajs when absent. */
+  /** Consume on librdkafka (see `sinkNativeClient`); kafkajs when absent. */
   native?: { kafka: NativeKafka; brokers: string[]; clientId: string };
 }
 
@@ -359,7 +359,7 @@ export function createSink(opts: SinkOptions): Sink {
           }
         }
       }, Math.max(10, Math.min(100, Math.floor(config.sinkFlushIntervalMs / 4))));
-      log.info({ topics: [...byTopic.keys()], group: groupId, store: store.mode, limits }, 'sink started');
+      log.info({ topics: [...byTopic.keys()], group: groupId, store: store.mode, consumer: opts.native ? 'librdkafka' : 'kafkajs', limits }, 'sink started');
     },
 
     // Fixed order: stop fetching, write what is buffered, commit (inside the writers), flush the

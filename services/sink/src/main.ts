@@ -1,7 +1,8 @@
-import { createKafka, nativeClientFor } from '@dlog/kafka';
+import { createKafka } from '@dlog/kafka';
 import { startService } from '@dlog/runtime';
 import { storeFromConfig, migrate } from '@dlog/store';
 import { createSink } from './create-sink.js';
+import { sinkNativeClient } from './source.js';
 
 // Wiring only: the work is in createSink and the functions it calls.
 const service = startService('sink');
@@ -13,7 +14,7 @@ const store = await storeFromConfig(config, { createDatabase: !config.clickhouse
 if (store.mode === 'embedded') await migrate(store, { log });
 
 const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-sink`, log });
-const native = nativeClientFor(config.kafkaClient, config.kafkaBrokers, `${config.kafkaClientId}-sink`, log);
+const native = sinkNativeClient(config.kafkaClient, config.kafkaBrokers, `${config.kafkaClientId}-sink`, log);
 const sink = createSink({ kafka, store, log, config, native });
 
 // Shutdown order: the sink stops fetching, writes and commits what it holds, flushes its
