@@ -62,7 +62,8 @@ function workers(pid: number): { name: string; mem?: number; cpu?: number }[] {
     for (const tid of readdirSync(`/proc/${pid}/task`)) {
       for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) {
         const cmd = readFileSync(`/proc/${c}/cmdline`, 'utf8');
-        const name = /services\/(\w+)\//.exec(cmd)?.[1] ?? `pid ${c}`;
+        // Anything else the pipeline runs (a short-lived helper) is named by its program.
+        const name = /services\/(\w+)\//.exec(cmd)?.[1] ?? `${path.basename(cmd.split('\0')[0] || '?')} (pid ${c})`;
         out.push({ name, mem: vmHwmMiB(Number(c)), cpu: cpuSeconds(Number(c)) });
       }
     }
