@@ -286,38 +286,45 @@ export function createSink(opts: SinkOptions): Sink {
     const { spec, writer, decoder } = target;
     const fast = avroTables.has(spec.table) ? spec.avro : undefined;
     await decoder.prepare(batch.messages.map((m) => m.value));
-    for (const m of batch.messages) {
-      // Offsets are resolved one by one (not the whole batch): a message not taken because the
-      // table holds its memory limit is fetched again once fetching resumes.
-      if (!isRunning() || isStale() || writer.full) break;
-      const source: SourceMessage = { partition: batch.partition, offset: m.offset, key: m.key, value: m.value, headers: m.headers };
-      if (m.value === null && spec.tombstones) {
-        writer.addSkip(source);
-      } else if (fast && decoder.writtenAsReader(m.value)) {
-        // The contract's own schema: ClickHouse reads the body; JS only peeks at the replay key.
-        const body = m.value!.subarray(5);
-        let id: { key: string; time: number } | undefined;
-        try {
-          id = fast.peek(body);
-        } catch (err) {
-          writer.addDeadLetter(source, 'invalid_avro', (err as Error).message);
-        }
-        if (id) writer.addRow(source, body, id.key, id.time);
-      } else {
-        const r = decoder.decode(m.value);
-        if (!r.ok) {
-          writer.addDeadLetter(source, r.reason, r.message);
-        } else {
-          let line: string | undefined;
+    // Only what was taken is resolved (not the whole batch): a message not taken because the
+    // table holds its memory limit is fetched again once fetching resumes. Resolving once, for
+    // the last one taken, is the same to both consumers and spares kafkajs an offset parse per
+    // message.
+    let taken: string | undefined;
+    try {
+      for (const m of batch.messages) {
+        if (!isRunning() || isStale() || writer.full) break;
+        const source: SourceMessage = { partition: batch.partition, offset: m.offset, key: m.key, value: m.value, headers: m.headers };
+        if (m.value === null && spec.tombstones) {
+          writer.addSkip(source);
+        } else if (fast && decoder.writtenAsReader(m.value)) {
+          // The contract's own schema: ClickHouse reads the body; JS only peeks at the replay key.
+          const body = m.value!.subarray(5);
+          let id: { key: string; time: number } | undefined;
           try {
-            line = JSON.stringify(spec.toRow(r.value));
+            id = fast.peek(body);
           } catch (err) {
-            writer.addDeadLetter(source, 'unmappable_record', (err as Error).message);
+            writer.addDeadLetter(source, 'invalid_avro', (err as Error).message);
           }
-          if (line !== undefined) writer.addRow(source, line, spec.key(r.value), spec.time(r.value));
+          if (id) writer.addRow(source, body, id.key, id.time);
+        } else {
+          const r = decoder.decode(m.value);
+          if (!r.ok) {
+            writer.addDeadLetter(source, r.reason, r.message);
+          } else {
+            let line: string | undefined;
+            try {
+              line = JSON.stringify(spec.toRow(r.value));
+            } catch (err) {
+              writer.addDeadLetter(source, 'unmappable_record', (err as Error).message);
+            }
+            if (line !== undefined) writer.addRow(source, line, spec.key(r.value), spec.time(r.value));
+          }
         }
+        taken = m.offset;
       }
-      resolveOffset(m.offset);
+    } finally {
+      if (taken !== undefined) resolveOffset(taken);
     }
   };
 
