@@ -45,9 +45,13 @@ export interface SourceSettings {
  * message of a batch until ClickHouse has it: kafkajs hands messages out as views into one fetch
  * buffer, where node-rdkafka copies each into a Buffer of its own, and those 50k buffers a batch
  * cost allocation and garbage collection. Interleaved on a 2-core machine, with kafkajs the sink
- * used 24-30 µs of CPU a row against 30-41 with librdkafka (bench:sink, 5 pairs: steady median 61k
+ * used 24-31 µs of CPU a row against 30-41 with librdkafka (bench:sink, 5 pairs: steady median 61k
  * against 54k rows/s), and draining a 150k backlog through the pipeline 4.4-5.2 s of sink CPU
  * against 5.2-5.8 s (3 pairs); the live and latency figures did not move.
+ *
+ * A view keeps its whole fetch response in memory, also the part of it a full table did not take
+ * (fetched again later), so on kafkajs the sink can hold about one fetch (a quarter of
+ * DLOG_SINK_MAX_BUFFERED_BYTES, 16 MiB at most) more than that limit.
  */
 export function sinkNativeClient(kind: KafkaClientKind, brokers: string[], clientId: string, log?: Logger): Parameters<typeof nativeSource>[0] | undefined {
   return kind === 'native' ? nativeClientFor(kind, brokers, clientId, log) : undefined;
@@ -55,6 +59,13 @@ export function sinkNativeClient(kind: KafkaClientKind, brokers: string[], clien
 
 export function kafkajsSource(kafka: Kafka, s: SourceSettings, events: SourceEvents): SinkSource {
   let topics: string[] = [];
+  // Set false by pauseAll (stopping): from then on nothing is handed out and nothing resumes,
+  // whatever the tables ask, so a drain does not keep taking new messages.
+  let handing = true;
+  // Topics the tables asked to pause. kafkajs builds a new consumer group when it restarts after a
+  // crash, which starts with nothing paused (and refuses pause and resume until it exists): the
+  // pauses are applied again at every join.
+  const paused = new Set<string>();
   const consumer: Consumer = kafka.consumer({
     groupId: s.groupId,
     maxBytes: s.maxFetchBytes,
@@ -63,11 +74,24 @@ export function kafkajsSource(kafka: Kafka, s: SourceSettings, events: SourceEve
     sessionTimeout: 30_000,
     heartbeatInterval: 3_000,
   });
+  /** pause/resume, unless kafkajs is between groups: the next join applies `paused` then. */
+  const apply = (fn: (tps: { topic: string }[]) => void, ts: Iterable<string>) => {
+    const tps = [...ts].map((topic) => ({ topic }));
+    if (tps.length === 0) return;
+    try {
+      fn(tps);
+    } catch (err) {
+      if (!/not initialized/.test((err as Error).message)) throw err;
+    }
+  };
   return {
     async start(ts, handle) {
       topics = ts;
       await consumer.connect();
-      consumer.on(consumer.events.GROUP_JOIN, (e) => events.onAssigned(e.payload.memberAssignment));
+      consumer.on(consumer.events.GROUP_JOIN, (e) => {
+        apply((tps) => consumer.pause(tps), handing ? paused : topics);
+        events.onAssigned(e.payload.memberAssignment);
+      });
       consumer.on(consumer.events.CRASH, (e) => {
         if (!e.payload.restart) events.onCrash(e.payload.error);
       });
@@ -76,13 +100,23 @@ export function kafkajsSource(kafka: Kafka, s: SourceSettings, events: SourceEve
         autoCommit: false,
         eachBatchAutoResolve: false,
         partitionsConsumedConcurrently: 1,
-        eachBatch: ({ batch, resolveOffset, isRunning, isStale }) => handle(batch, { resolveOffset, isRunning, isStale }),
+        eachBatch: ({ batch, resolveOffset, isRunning, isStale }) =>
+          handle(batch, { resolveOffset, isRunning: () => handing && isRunning(), isStale }),
       });
     },
     commit: (topic, offsets) => consumer.commitOffsets(offsets.map((o) => ({ topic, ...o }))),
-    pause: (topic) => consumer.pause([{ topic }]),
-    resume: (topic) => consumer.resume([{ topic }]),
-    pauseAll: () => consumer.pause(topics.map((topic) => ({ topic }))),
+    pause(topic) {
+      paused.add(topic);
+      apply((tps) => consumer.pause(tps), [topic]);
+    },
+    resume(topic) {
+      paused.delete(topic);
+      if (handing) apply((tps) => consumer.resume(tps), [topic]);
+    },
+    pauseAll() {
+      handing = false;
+      apply((tps) => consumer.pause(tps), topics);
+    },
     disconnect: () => consumer.disconnect(),
   };
 }
