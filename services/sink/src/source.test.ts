@@ -7,10 +7,9 @@ import { kafkajsSource, type BatchHandler } from './source.js';
 /**
  * A stand-in for the kafkajs consumer with its real pause/resume contract: both throw while no
  * consumer group exists (before run, and while kafkajs rebuilds the group after a crash), and a
- * rebuilt group starts with nothing paused. It records what the source asks of it.
+ * rebuilt group starts with nothing paused.
  */
 function fakeKafka() {
-  const calls: string[] = [];
   const emitter = new EventEmitter();
   let group = false;
   let pausedNow = new Set<string>();
@@ -28,24 +27,20 @@ function fakeKafka() {
     pause: (tps: { topic: string }[]) => {
       if (!group) throw notInitialized();
       for (const t of tps) pausedNow.add(t.topic);
-      calls.push(`pause ${tps.map((t) => t.topic).join(',')}`);
     },
     resume: (tps: { topic: string }[]) => {
       if (!group) throw notInitialized();
       for (const t of tps) pausedNow.delete(t.topic);
-      calls.push(`resume ${tps.map((t) => t.topic).join(',')}`);
     },
     commitOffsets: async () => undefined,
   };
   return {
     kafka: { consumer: () => consumer } as unknown as Kafka,
-    calls,
     paused: () => [...pausedNow].sort(),
     /** kafkajs joined (again): a new group, nothing paused, GROUP_JOIN emitted. */
     join() {
       group = true;
       pausedNow = new Set();
-      calls.push('join');
       emitter.emit('consumer.group_join', { payload: { memberAssignment: { t1: [0] } } });
     },
     /** A crash with restart: the group is gone until the next join. */
