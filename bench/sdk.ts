@@ -5,9 +5,12 @@
  * into the local broker for ~1 KB events and CPU per event (this process, client threads
  * included), next to bare idempotent producers of both Kafka clients sending the same bytes in the
  * same batch sizes, in the same run. The ratio is against the bare producer of the client the SDK
- * used (librdkafka when node-rdkafka is installed, unless --client says otherwise).
+ * used (librdkafka when node-rdkafka is installed, unless --client says otherwise). A last
+ * baseline logs each of the same decisions as one pino JSON line (to /dev/null, asynchronously):
+ * what "about as much as one log line" is measured against.
  */
 import { parseArgs } from 'node:util';
+import pino from 'pino';
 import avro from 'avsc';
 import { CompressionTypes } from 'kafkajs';
 import { loadConfig } from '@dlog/config';
@@ -224,6 +227,25 @@ if (rd) {
   nativeCpuPerEvent = cpuUs(cpu0) / N;
   await nativeCall((cb) => p.disconnect(5_000, (err) => cb(err as never)), 'disconnect', 15_000);
 }
+// ---- baseline: one pino log line per decision, the same objects, to /dev/null ----
+// A service that logged its decisions instead: pino's default JSON line, written asynchronously
+// in 8 KiB chunks; timed and yielding as the SDK run above.
+const lineDest = pino.destination({ dest: '/dev/null', sync: false, minLength: 8 * 1024 });
+const lineLog = pino({ base: undefined }, lineDest);
+for (let i = 0; i < WARMUP; i++) lineLog.info({ decision: decisions[i]! }, 'decision');
+const lineNs = new Float64Array(N);
+cpu0 = process.cpuUsage();
+for (let i = 0; i < N; i++) {
+  const d = decisions[WARMUP + i]!;
+  const a = process.hrtime.bigint();
+  lineLog.info({ decision: d }, 'decision');
+  lineNs[i] = Number(process.hrtime.bigint() - a);
+  if (i % 500 === 499) await yieldToLoop();
+}
+lineDest.flushSync();
+const lineCpuPerEvent = cpuUs(cpu0) / N;
+lineNs.sort();
+
 await admin.deleteTopics({ topics: [topic, baselineTopic, nativeBaselineTopic, artifactTopic] }).catch(() => undefined);
 await admin.disconnect();
 
@@ -239,14 +261,14 @@ console.log(`\nbench:sdk  ${N} events of ${Math.round(avgBytes)} B (avg encoded)
 console.log(`node ${process.versions.node}, ${(await import('node:os')).cpus().length} CPUs, broker ${config.kafkaBrokers.join(',')}\n`);
 const opt = (v: number | undefined, f: (n: number) => string) => (v === undefined ? 'n/a' : f(v));
 const rows = [
-  ['', 'SDK createDecisionLogger', 'bare librdkafka producer', 'bare kafkajs producer', `ratio SDK/bare ${sameClient}`],
-  ['record() median, µs', us(quantile(callNs, 0.5)), '-', '-', '-'],
-  ['record() p99, µs', us(quantile(callNs, 0.99)), '-', '-', '-'],
-  ['record() max, µs', us(callNs[callNs.length - 1]!), '-', '-', '-'],
-  ['sustained events/s', Math.round(sdkRate).toString(), opt(nativeRate, (r) => Math.round(r).toString()), Math.round(kafkajsRate).toString(), (sdkRate / baseRate).toFixed(2)],
-  ['CPU per event, µs', sdkCpuPerEvent.toFixed(1), opt(nativeCpuPerEvent, (c) => c.toFixed(1)), baseCpuPerEvent.toFixed(1), (sdkCpuPerEvent / baseCpu).toFixed(2)],
-  ['MB/s', ((sdkRate * avgBytes) / 1e6).toFixed(1), opt(nativeRate, (r) => ((r * avgBytes) / 1e6).toFixed(1)), ((kafkajsRate * avgBytes) / 1e6).toFixed(1), ''],
-  ['wall time, s', (sdkMs / 1000).toFixed(1), opt(nativeMs, (m) => (m / 1000).toFixed(1)), (baseMs / 1000).toFixed(1), ''],
+  ['', 'SDK createDecisionLogger', 'bare librdkafka producer', 'bare kafkajs producer', `ratio SDK/bare ${sameClient}`, 'one pino log line', 'ratio SDK/log line'],
+  ['record() median, µs', us(quantile(callNs, 0.5)), '-', '-', '-', us(quantile(lineNs, 0.5)), (quantile(callNs, 0.5) / quantile(lineNs, 0.5)).toFixed(2)],
+  ['record() p99, µs', us(quantile(callNs, 0.99)), '-', '-', '-', us(quantile(lineNs, 0.99)), (quantile(callNs, 0.99) / quantile(lineNs, 0.99)).toFixed(2)],
+  ['record() max, µs', us(callNs[callNs.length - 1]!), '-', '-', '-', us(lineNs[lineNs.length - 1]!), ''],
+  ['sustained events/s', Math.round(sdkRate).toString(), opt(nativeRate, (r) => Math.round(r).toString()), Math.round(kafkajsRate).toString(), (sdkRate / baseRate).toFixed(2), '-', ''],
+  ['CPU per event, µs', sdkCpuPerEvent.toFixed(1), opt(nativeCpuPerEvent, (c) => c.toFixed(1)), baseCpuPerEvent.toFixed(1), (sdkCpuPerEvent / baseCpu).toFixed(2), lineCpuPerEvent.toFixed(1), (sdkCpuPerEvent / lineCpuPerEvent).toFixed(2)],
+  ['MB/s', ((sdkRate * avgBytes) / 1e6).toFixed(1), opt(nativeRate, (r) => ((r * avgBytes) / 1e6).toFixed(1)), ((kafkajsRate * avgBytes) / 1e6).toFixed(1), '', '-', ''],
+  ['wall time, s', (sdkMs / 1000).toFixed(1), opt(nativeMs, (m) => (m / 1000).toFixed(1)), (baseMs / 1000).toFixed(1), '', '-', ''],
 ];
 const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
 for (const r of rows) console.log(r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('   '));
