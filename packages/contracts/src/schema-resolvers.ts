@@ -1,4 +1,5 @@
 import avro, { type Type } from 'avsc';
+import './avro-limits.js';
 
 /**
  * Confluent-framed Avro → record, in our reader schema. Writer schemas are fetched from the

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import avro from 'avsc';
+import './avro-limits.js';
 
 export const schemasDir = fileURLToPath(new URL('../../../schemas/', import.meta.url));
 
