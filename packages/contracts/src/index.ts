@@ -1,3 +1,5 @@
+// First: bounds avsc's readers before any contract type or resolver is made (see the module).
+import './avro-limits.js';
 export { loadSchema, avroType, schemasDir, type SchemaName } from './schemas.js';
 export {
   createRegistry,
@@ -19,4 +21,5 @@ export {
   type DecodeResult,
   type DecodeFailure,
 } from './schema-resolvers.js';
+export { joinKey } from './join-key.js';
 export { readAvroLong, readAvroString, writeAvroLong } from './avro-peek.js';
