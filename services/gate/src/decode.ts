@@ -128,7 +128,12 @@ export function decodeEvent(bytes: Buffer | null, type: Type, schemas: SchemaRes
   let input: unknown;
   if (raw.input !== undefined && raw.input_json === undefined) {
     input = raw.input;
-    raw.input_json = JSON.stringify(raw.input);
+    try {
+      raw.input_json = JSON.stringify(raw.input);
+    } catch (err) {
+      // JSON.parse takes nesting that JSON.stringify's stack does not (100,000 levels of `[`).
+      return deadLetter('validate', 'invalid_input', `input cannot be serialised: ${(err as Error).message}`);
+    }
   } else if (typeof raw.input_json === 'string') {
     const parsed = parseInput(raw.input_json);
     if (!parsed.ok) return parsed;

@@ -31,8 +31,12 @@ function ibanValid(iban: string): boolean {
   return rem === 1;
 }
 
-const emailRe = /[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}/g;
-const cardRe = /(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])/g;
+// Bounded repeats throughout: an unbounded local part made a long run of such characters before
+// an `@` quadratic (64k characters took ~4 s), and a thread stuck on one string stalls its batch.
+// Letters and digits of any script: `jané@exämple.com` is an address too.
+const emailRe = /[\p{L}\p{N}._%+-]{1,64}@[\p{L}\p{N}-]{1,63}(?:\.[\p{L}\p{N}-]{1,63}){0,8}\.\p{L}{2,24}/gu;
+// Separators: space, no-break space, dot, dash.
+const cardRe = /(?<![\d-])(?:\d[ \u00a0.-]?){12,22}\d(?![\d-])/g;
 const ibanRe = /\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b/g;
 const ssnRe = /(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)/g;
 const ninoRe = /\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b/g;
@@ -45,6 +49,46 @@ function digitCount(s: string): number {
     if (c >= 48 && c <= 57) n++;
   }
   return n;
+}
+
+/**
+ * A run of up to 23 digits may hold a card number next to other digits (an expiry date, a CVV, a
+ * reference): the whole run is tried first, then shorter runs from either end that stop at a
+ * separator, and the first that passes Luhn is replaced; the rest of the run stays as it was.
+ * Only windows at separators are tried, so a long plain digit string (a decimal, an id) is
+ * checked once, as before, not at every length.
+ */
+function cardIn(m: string, tokenize: Tokenize): string {
+  const at: number[] = [];
+  for (let i = 0; i < m.length; i++) {
+    const c = m.charCodeAt(i);
+    if (c >= 48 && c <= 57) at.push(i);
+  }
+  const n = at.length;
+  const gapBefore = (k: number) => k === 0 || at[k]! - at[k - 1]! > 1;
+  const gapAfter = (k: number) => k === n || at[k]! - at[k - 1]! > 1;
+  for (let len = Math.min(19, n); len >= 13; len--) {
+    for (const start of len === n ? [0] : [0, n - len]) {
+      if (!gapBefore(start) || !gapAfter(start + len)) continue;
+      let d = '';
+      for (let k = start; k < start + len; k++) d += m[at[k]!];
+      if (luhn(d)) return m.slice(0, at[start]) + tokenize('card', d) + m.slice(at[start + len - 1]! + 1);
+    }
+  }
+  return m;
+}
+
+/**
+ * The IBAN pattern also takes capitalised words after the number (`GB82WEST12345698765432 EUR`):
+ * the whole match is tried first, then the match cut at each space from the end.
+ */
+function ibanIn(m: string, tokenize: Tokenize): string {
+  for (let end = m.length; end >= 15; end = m.lastIndexOf(' ', end - 1)) {
+    const candidate = m.slice(0, end);
+    if (ibanValid(candidate)) return tokenize('iban', candidate.replace(/ /g, '')) + m.slice(end);
+    if (end === 0) break;
+  }
+  return m;
 }
 
 /**
@@ -62,13 +106,10 @@ export function scrubText(text: string, enabled: ReadonlySet<DetectorName>, toke
   if (enabled.has('national_id')) out = out.replace(ninoRe, (m) => tokenize('national_id', m.replace(/ /g, '')));
   if (digits < 9) return out;
   if (enabled.has('card') && digits >= 13) {
-    out = out.replace(cardRe, (m) => {
-      const d = m.replace(/[ -]/g, '');
-      return d.length >= 13 && d.length <= 19 && luhn(d) ? tokenize('card', d) : m;
-    });
+    out = out.replace(cardRe, (m) => cardIn(m, tokenize));
   }
   if (enabled.has('iban')) {
-    out = out.replace(ibanRe, (m) => (ibanValid(m) ? tokenize('iban', m.replace(/ /g, '')) : m));
+    out = out.replace(ibanRe, (m) => ibanIn(m, tokenize));
   }
   if (enabled.has('national_id')) {
     out = out.replace(ssnRe, (m) => tokenize('national_id', m));

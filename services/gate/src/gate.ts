@@ -3,6 +3,7 @@ import type { Type } from 'avsc';
 import {
   encodeFramed,
   inputHashOfText,
+  joinKey,
   type DecisionCountsRecord,
   type DecisionRecordRecord,
   type InferenceEventRecord,
@@ -50,6 +51,52 @@ function frame(t: EncodedType, value: unknown): Buffer {
   return encodeFramed(t.type, t.id, value);
 }
 
+/** A map of labels: its keys scrubbed, its values through the input's field rules and detectors. */
+function protectLabels(map: Record<string, string>, protector: Protector): Record<string, string> {
+  for (const _ in map) return protector.protectInput(map).value as Record<string, string>;
+  return map;
+}
+
+/** A map of numbers keyed by labels (scores, thresholds): the keys scrubbed. */
+function scrubKeys(map: Record<string, number>, protector: Protector): Record<string, number> {
+  let out: Record<string, number> | undefined;
+  for (const k in map) {
+    const s = protector.scrub(k);
+    if (s === k && out === undefined) continue;
+    if (out === undefined) {
+      out = {};
+      for (const j in map) {
+        if (j === k) break;
+        out[j] = map[j]!;
+      }
+    }
+    out[s] = map[k]!;
+  }
+  return out ?? map;
+}
+
+/** An id or a name a producer chose (request id, tenant, tool, host): emails in it are replaced. */
+function scrubId(id: string, protector: Protector): string {
+  return id.includes('@') ? protector.scrub(id) : id;
+}
+
+const scrubIdOrNull = (id: string | null, protector: Protector) => (id === null ? null : scrubId(id, protector));
+
+/**
+ * output_json as the full tier keeps it: JSON goes through the same field rules and detectors as
+ * the input (so `{"name": ...}` is redacted, and an escaped `\u0040` cannot hide an address from
+ * the detectors); anything else is free text.
+ */
+function protectOutputJson(text: string, protector: Protector): string {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return protector.scrub(text);
+  }
+  return JSON.stringify(protector.protectInput(parsed).value);
+}
+
 /** The record an analyst may see: what each tier keeps, after every personal-data rule. */
 export function toDecisionRecord(
   event: InferenceEventRecord,
@@ -63,35 +110,57 @@ export function toDecisionRecord(
   const full = cls.tier === 'full';
   const minimal = cls.tier === 'minimal';
   const prot = minimal ? undefined : protector.protectInput(input);
-  const attributes: Record<string, string> = {};
-  if (!minimal) for (const k in event.attributes) attributes[protector.scrub(k)] = protector.scrub(event.attributes[k]!);
+  const config = event.config;
+  const trajectory = event.trajectory;
   // Every field spelled out (no object spread): one stable shape for the Avro writer, and the raw
-  // input can never ride along by accident.
+  // input can never ride along by accident. Whatever a producer chose as an id or a label passes
+  // the detectors too: an email as request id or tenant is still an email.
   return {
     event_id: event.event_id,
-    request_id: event.request_id,
+    request_id: scrubId(event.request_id, protector),
     ts: event.ts,
     endpoint: event.endpoint,
     decision_type: event.decision_type,
-    tenant: event.tenant,
+    tenant: scrubIdOrNull(event.tenant, protector),
     model: event.model,
     image: event.image,
-    config: event.config,
+    config:
+      config === null
+        ? null
+        : {
+            ref: config.ref,
+            params: {
+              temperature: config.params.temperature,
+              top_p: config.params.top_p,
+              max_tokens: config.params.max_tokens,
+              thresholds: scrubKeys(config.params.thresholds, protector),
+              extra: protectLabels(config.params.extra, protector),
+            },
+          },
     preprocessing: event.preprocessing,
     environment_digest: event.environment_digest,
-    trajectory: event.trajectory,
-    producer: event.producer,
+    trajectory:
+      trajectory === null
+        ? null
+        : {
+            trace_id: scrubId(trajectory.trace_id, protector),
+            step: trajectory.step,
+            parent_event_id: scrubIdOrNull(trajectory.parent_event_id, protector),
+            tool_name: scrubIdOrNull(trajectory.tool_name, protector),
+            tool_args_hash: trajectory.tool_args_hash,
+          },
+    producer: { service: event.producer.service, sdk: event.producer.sdk, host: scrubIdOrNull(event.producer.host, protector) },
     input_hash: hash,
     input_json: full && prot ? JSON.stringify(prot.value) : null,
     input_fields: prot?.fields ?? {},
     output: {
       decision: protector.scrub(event.output.decision),
       confidence: event.output.confidence,
-      scores: minimal ? {} : event.output.scores,
+      scores: minimal ? {} : scrubKeys(event.output.scores, protector),
       token_logprobs: full ? event.output.token_logprobs : null,
-      output_json: full && event.output.output_json !== null ? protector.scrub(event.output.output_json) : null,
+      output_json: full && event.output.output_json !== null ? protectOutputJson(event.output.output_json, protector) : null,
     },
-    attributes,
+    attributes: minimal ? {} : protectLabels(event.attributes, protector),
     tier: cls.tier,
     sample_rate: cls.sampleRate,
     policy_version: policyId,
@@ -146,31 +215,35 @@ export function processBatch(messages: KafkaMessage[], ctx: BatchContext, deps: 
   const batchId = `${ctx.topic}/${ctx.partition}/${messages[0]?.offset ?? '0'}`;
 
   for (const m of messages) {
-    const result = validate(m.value, Number(m.timestamp), deps);
     let failure: { reason: string; message: string; step: string } | undefined;
-    if (!result.ok) {
-      failure = result;
-    } else {
-      const { event, input, hash } = result.value;
-      const cls = deps.policy.classify({
-        model: event.model.name,
-        endpoint: event.endpoint,
-        decisionType: event.decision_type,
-        tenant: event.tenant,
-      });
-      const kept = keep(sampleKey(event.trajectory?.trace_id, event.request_id), cls.sampleRate);
-      try {
+    try {
+      const result = validate(m.value, Number(m.timestamp), deps);
+      if (!result.ok) {
+        failure = result;
+      } else {
+        const { event, input, hash } = result.value;
+        const cls = deps.policy.classify({
+          model: event.model.name,
+          endpoint: event.endpoint,
+          decisionType: event.decision_type,
+          tenant: event.tenant,
+        });
+        const kept = keep(sampleKey(event.trajectory?.trace_id, event.request_id), cls.sampleRate);
+        // Everything that can throw runs before anything is added, so a failing event leaves
+        // neither a decision nor a count behind, only its dead letter.
+        let out: Message | undefined;
         if (kept) {
           const record = toDecisionRecord(event, input, hash, cls, deps.policy.id, deps.protector, {
             partition: ctx.partition,
             offset: Number(m.offset),
             gate_ts: now,
           });
-          decisions.push({ key: record.trajectory?.trace_id ?? record.request_id, value: frame(deps.decisionType, record) });
+          out = { key: record.trajectory?.trace_id ?? record.request_id, value: frame(deps.decisionType, record) };
         }
         const minute = Math.floor(event.ts / 60_000) * 60_000;
         const decision = deps.protector.scrub(event.output.decision);
-        const key = `${minute}\u0000${event.model.name}\u0000${event.model.version}\u0000${event.endpoint}\u0000${event.decision_type}\u0000${cls.tier}\u0000${decision}`;
+        const key = joinKey([minute, event.model.name, event.model.version, event.endpoint, event.decision_type, cls.tier, decision], '\u0000');
+        if (out) decisions.push(out);
         let c = counts.get(key);
         if (!c) {
           c = {
@@ -194,10 +267,14 @@ export function processBatch(messages: KafkaMessage[], ctx: BatchContext, deps: 
           if (kept) stats.kept++;
           else stats.dropped++;
         }
-      } catch (err) {
-        if (!(err instanceof ForbiddenKeyError)) throw err;
-        failure = { reason: 'forbidden_key', message: err.message, step: 'protect' };
       }
+    } catch (err) {
+      // Input no step foresaw must not stop the gate: a batch that threw would be read again, and
+      // fail again, for ever. The event goes to the dead-letter topic with its bytes instead.
+      failure =
+        err instanceof ForbiddenKeyError
+          ? { reason: 'forbidden_key', message: err.message, step: 'protect' }
+          : { reason: 'unprocessable', message: `${(err as Error)?.name ?? 'Error'}: ${String((err as Error)?.message ?? err).slice(0, 300)}`, step: 'gate' };
     }
     if (failure) {
       dead.push(deadLetterMessage(m, ctx, failure, 'gate', now));

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { z } from 'zod';
+import { joinKey } from '@dlog/contracts';
 
 export type Tier = 'full' | 'standard' | 'minimal';
 export type FieldRule = 'hash' | 'redact' | 'drop' | 'keep';
@@ -117,7 +118,7 @@ export function parsePolicy(text: string, file = '<inline>'): Policy {
     doc,
     classify(e) {
       // Few distinct combinations exist in practice; caching keeps the regexes off the hot path.
-      const key = `${e.model}\u0000${e.endpoint}\u0000${e.decisionType}\u0000${e.tenant ?? ''}`;
+      const key = joinKey([e.model, e.endpoint, e.decisionType, e.tenant === null ? 0 : 1, e.tenant ?? ''], '\u0000');
       let hit = cache.get(key);
       if (!hit) {
         const rule = rules.find(

@@ -39,44 +39,68 @@ function matches(pattern: readonly Segment[], pi: number, path: readonly string[
   return (seg === '*' || seg === path[ki]) && matches(pattern, pi + 1, path, ki + 1);
 }
 
+/**
+ * Rules looked up along the path, one node per key: a node holds the rule for the path that leads
+ * to it and its children by key. Keys may contain dots or any other character, so paths are never
+ * joined into strings to look rules up (`{"a.name": 1}` and `{"a": {"name": 1}}` once shared a
+ * cache entry, and whichever came first decided for both).
+ */
+interface RuleNode {
+  rule: FieldRule | null;
+  children: Map<string, RuleNode> | undefined;
+}
+
+/** Most nodes kept per protector: beyond it, rules are matched without caching. */
+const maxRuleNodes = 50_000;
+
 export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Protector {
-  const rules = pii.fields.map((f) => ({ pattern: f.path.split('.'), rule: f.rule as FieldRule }));
+  // Keys match case-insensitively: `Name` and `EMAIL` are the same field to a person reading it.
+  const rules = pii.fields.map((f) => ({ pattern: f.path.toLowerCase().split('.'), rule: f.rule as FieldRule }));
   const enabled = new Set<DetectorName>(pii.detectors);
   const kid = keys.active.id;
-  const ruleCache = new Map<string, FieldRule | null>();
+  const root: RuleNode = { rule: null, children: undefined };
+  let nodes = 0;
 
   const tokenize: Tokenize = (type, value) => `[${type}:${keys.hmac(type, value).slice(0, 16)}]`;
   const scrub = (text: string) => scrubText(text, enabled, tokenize);
 
-  function ruleFor(path: string[], key: string): FieldRule | null {
-    let hit = ruleCache.get(key);
-    if (hit === undefined) {
-      hit = rules.find((r) => matches(r.pattern, 0, path, 0))?.rule ?? null;
-      if (ruleCache.size < 50_000) ruleCache.set(key, hit);
+  /** The node of `key` under `parent`, whose path (lower-cased) is `path`. */
+  function child(parent: RuleNode, path: string[], key: string): RuleNode {
+    let node = parent.children?.get(key);
+    if (node === undefined) {
+      node = { rule: rules.find((r) => matches(r.pattern, 0, path, 0))?.rule ?? null, children: undefined };
+      if (nodes < maxRuleNodes) {
+        nodes++;
+        (parent.children ??= new Map()).set(key, node);
+      }
     }
-    return hit;
+    return node;
   }
 
-  function hashToken(path: string[], value: unknown): string {
+  function hashToken(key: string, value: unknown): string {
     const text = typeof value === 'string' ? value.trim().toLowerCase() : JSON.stringify(value);
-    return `hmac:${kid}:${keys.hmac(`field:${path[path.length - 1] ?? ''}`, text).slice(0, 32)}`;
+    return `hmac:${kid}:${keys.hmac(`field:${key}`, text).slice(0, 32)}`;
   }
 
-  function walk(value: unknown, path: string[], pathKey: string, fields: Record<string, string>): unknown {
+  /**
+   * `path` holds the lower-cased keys leading here, for matching; `outPath` the keys as they are
+   * written out (scrubbed), naming hashed fields.
+   */
+  function walk(value: unknown, node: RuleNode, path: string[], outPath: string, fields: Record<string, string>): unknown {
     if (typeof value === 'string') return scrub(value);
     if (typeof value === 'number') return looksLikeCardNumber(value) && enabled.has('card') ? tokenize('card', String(value)) : value;
     if (value === null || typeof value !== 'object') return value;
-    if (Array.isArray(value)) return value.map((v) => walk(v, path, pathKey, fields));
+    if (Array.isArray(value)) return value.map((v) => walk(v, node, path, outPath, fields));
     const out: Record<string, unknown> = {};
     for (const key of Object.keys(value)) {
-      if (forbiddenKeys.has(key)) throw new ForbiddenKeyError(pathKey ? `${pathKey}.${key}` : key);
-      path.push(key);
-      const childKey = pathKey ? `${pathKey}.${key}` : key;
+      if (forbiddenKeys.has(key)) throw new ForbiddenKeyError(outPath ? `${outPath}.${scrub(key)}` : scrub(key));
+      path.push(key.toLowerCase());
       const v = (value as Record<string, unknown>)[key];
-      const rule = ruleFor(path, childKey);
-      // Keys are labels, but an email used as a key is still an email.
-      const outKey = key.includes('@') ? scrub(key) : key;
-      switch (rule) {
+      const next = child(node, path, key);
+      // Keys are labels, but an email or a phone number used as a key is still personal data.
+      const outKey = scrub(key);
+      const childPath = outPath ? `${outPath}.${outKey}` : outKey;
+      switch (next.rule) {
         case 'drop':
           break;
         case 'keep':
@@ -86,13 +110,13 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
           out[outKey] = '[redacted]';
           break;
         case 'hash': {
-          const token = hashToken(path, v);
-          fields[childKey] = token;
+          const token = hashToken(path[path.length - 1]!, v);
+          fields[childPath] = token;
           out[outKey] = token;
           break;
         }
         default:
-          out[outKey] = walk(v, path, childKey, fields);
+          out[outKey] = walk(v, next, path, childPath, fields);
       }
       path.pop();
     }
@@ -104,7 +128,7 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
     scrub,
     protectInput(input) {
       const fields: Record<string, string> = {};
-      return { value: walk(input, [], '', fields), fields };
+      return { value: walk(input, root, [], '', fields), fields };
     },
   };
 }

@@ -13,9 +13,11 @@ export type ReasonCode =
   | 'forbidden_key'
   | 'invalid_input'
   | 'input_hash_mismatch'
-  | 'timestamp_out_of_range';
+  | 'timestamp_out_of_range'
+  /** Anything the steps did not foresee (a bug, an input no check anticipated): never fatal. */
+  | 'unprocessable';
 
-export type Step = 'decode' | 'validate' | 'protect';
+export type Step = 'decode' | 'validate' | 'protect' | 'gate';
 
 export type Result<T> = { ok: true; value: T } | { ok: false; reason: ReasonCode; message: string; step: Step };
 

@@ -1,4 +1,4 @@
-import type { DecisionCountsRecord, RemediationEventRecord } from '@dlog/contracts';
+import { joinKey, type DecisionCountsRecord, type RemediationEventRecord } from '@dlog/contracts';
 import type { AlertRecord, ArtifactEventRecord, DeploymentEventRecord, EnrichedDecisionRecord } from './records.js';
 
 /**
@@ -71,7 +71,8 @@ export function toDecisionRow(r: EnrichedDecisionRecord): Row {
 
 /** The identity of one counts delta: its gate transaction plus the grouping it counts. */
 export function countsRowKey(r: DecisionCountsRecord): string {
-  return [r.batch_id, r.minute, r.model_name, r.model_version, r.endpoint, r.decision_type, r.tier, r.decision, r.policy_version].join('\u001f');
+  // joinKey: the plain \u001f join for every ordinary value, so keys already stored still match.
+  return joinKey([r.batch_id, r.minute, r.model_name, r.model_version, r.endpoint, r.decision_type, r.tier, r.decision, r.policy_version], '\u001f');
 }
 
 export function toCountsRow(r: DecisionCountsRecord): Row {
