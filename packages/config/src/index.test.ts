@@ -3,7 +3,13 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { ConfigError, describeConfig, knownEnvNames, loadConfig } from './index.js';
+import { type Config, ConfigError, describeConfig, fields, knownEnvNames, loadConfig, redactUrl } from './index.js';
+
+function keyOf(env: string): keyof Config {
+  const entry = Object.entries(fields).find(([, f]) => f.env === env);
+  assert.ok(entry, env);
+  return entry[0] as keyof Config;
+}
 
 function configError(env: NodeJS.ProcessEnv): ConfigError {
   try {
@@ -62,6 +68,48 @@ describe('loadConfig', () => {
   it('checks related fields together', () => {
     const err = configError({ DLOG_KAFKA_PORT: '9100', DLOG_KAFKA_CONTROLLER_PORT: '9100' });
     assert.equal(err.field, 'DLOG_KAFKA_CONTROLLER_PORT');
+    assert.match(err.message, /DLOG_KAFKA_PORT and DLOG_KAFKA_CONTROLLER_PORT are both 9100/, 'both set: both named');
+  });
+
+  it('blames the port the user set when it collides with a default', () => {
+    const client = configError({ DLOG_KAFKA_PORT: '9093' });
+    assert.equal(client.field, 'DLOG_KAFKA_PORT');
+    assert.match(client.message, /^DLOG_KAFKA_PORT=9093 .*DLOG_KAFKA_CONTROLLER_PORT.*change DLOG_KAFKA_PORT, for example DLOG_KAFKA_PORT=9094/);
+
+    const controller = configError({ DLOG_KAFKA_CONTROLLER_PORT: '9092' });
+    assert.equal(controller.field, 'DLOG_KAFKA_CONTROLLER_PORT');
+    assert.match(controller.message, /change DLOG_KAFKA_CONTROLLER_PORT, for example DLOG_KAFKA_CONTROLLER_PORT=9093/);
+
+    const registry = configError({ DLOG_REGISTRY_PORT: '9092' });
+    assert.equal(registry.field, 'DLOG_REGISTRY_PORT', 'the registry cannot share a port with Kafka either');
+
+    const top = configError({ DLOG_KAFKA_PORT: '65535', DLOG_KAFKA_CONTROLLER_PORT: '65535' });
+    assert.match(top.message, /for example DLOG_KAFKA_CONTROLLER_PORT=65534\./, 'never suggests a port above 65535');
+  });
+
+  it('takes integers as plain digits only, for every numeric setting', () => {
+    const numeric = Object.values(fields).filter((f) => /^\d+$/.test(f.example));
+    assert.ok(numeric.length >= 12, `found ${numeric.length} numeric settings`);
+    for (const f of numeric) {
+      for (const bad of ['0x10', '1e3', '12.0', '-5', '+7', '5 5']) {
+        const err = configError({ [f.env]: bad });
+        assert.equal(err.field, f.env, `${f.env}=${bad}`);
+        assert.match(err.message, /plain digits/, `${f.env}=${bad}`);
+      }
+      assert.equal(loadConfig({ [f.env]: f.example })[keyOf(f.env)], Number(f.example), `${f.env}=${f.example} is accepted`);
+    }
+    assert.equal(loadConfig({ DLOG_QUERY_PORT: ' 18124 ' }).queryPort, 18124, 'surrounding blanks are fine');
+  });
+
+  it('caps millisecond settings at the longest timer Node runs', () => {
+    for (const env of ['DLOG_SHUTDOWN_TIMEOUT_MS', 'DLOG_STACK_TIMEOUT_MS']) {
+      const err = configError({ [env]: '99999999999' });
+      assert.equal(err.field, env);
+      assert.match(err.message, /at most|to 2147483647/);
+      assert.equal(configError({ [env]: '2147483648' }).field, env);
+      assert.equal(loadConfig({ [env]: '2147483647' })[keyOf(env)], 2147483647);
+    }
+    assert.equal(configError({ DLOG_GATE_THREADS: '9'.repeat(400) }).field, 'DLOG_GATE_THREADS');
   });
 
   it('reads secrets from a file and never prints them', () => {
@@ -79,5 +127,104 @@ describe('loadConfig', () => {
     const missing = configError({ CLICKHOUSE_PASSWORD_FILE: path.join(dir, 'nope') });
     assert.equal(missing.field, 'CLICKHOUSE_PASSWORD_FILE');
     assert.ok(!missing.message.includes('s3cret'));
+  });
+});
+
+describe('PII keys', () => {
+  const secret = (fill: number, bytes = 32) => Buffer.alloc(bytes, fill).toString('base64');
+  const dir = mkdtempSync(path.join(tmpdir(), 'dlog-config-pii-'));
+  const file = (name: string, text: string) => {
+    const f = path.join(dir, name);
+    writeFileSync(f, text);
+    return f;
+  };
+
+  it('accepts the gate key-ring format and passes it on unchanged', () => {
+    const ring = `k2026a:${secret(1)}, k2025b:${secret(2, 48).replace(/\+/g, '-').replace(/\//g, '_')}`;
+    assert.equal(loadConfig({ DLOG_PII_KEYS: ring }).piiKeys, ring);
+    assert.equal(loadConfig({ DLOG_PII_KEYS_FILE: file('ok', `${ring}\n`) }).piiKeys, ring);
+    assert.equal(loadConfig({}).piiKeys, undefined, 'unset: the gate uses its local development key');
+    // `openssl rand -base64 64` wraps its output; the gate skips the line break.
+    const wrapped = `k1:${secret(9, 64).slice(0, 64)}\n${secret(9, 64).slice(64)},\nk2:${secret(8)}`;
+    assert.equal(loadConfig({ DLOG_PII_KEYS_FILE: file('wrapped', `${wrapped}\n`) }).piiKeys, wrapped);
+  });
+
+  it('refuses a value set but empty, rather than fall back to a local key', () => {
+    for (const blank of ['', '  ']) {
+      const err = configError({ DLOG_PII_KEYS: blank });
+      assert.equal(err.field, 'DLOG_PII_KEYS');
+      assert.match(err.message, /empty/);
+    }
+    for (const blank of ['', '\n', ' \n']) {
+      const err = configError({ DLOG_PII_KEYS_FILE: file('empty', blank) });
+      assert.equal(err.field, 'DLOG_PII_KEYS_FILE');
+      assert.match(err.message, /empty file/);
+    }
+    assert.equal(configError({ CLICKHOUSE_PASSWORD_FILE: file('empty-pw', '') }).field, 'CLICKHOUSE_PASSWORD_FILE');
+    assert.equal(loadConfig({ CLICKHOUSE_PASSWORD: '' }).clickhousePassword, '', 'an empty password given directly is the default');
+  });
+
+  it('refuses malformed rings naming the variable, never the key material', () => {
+    const good = `k1:${secret(7)}`;
+    const cases: [string, string, RegExp][] = [
+      ['short secret', 'k1:c2hvcnQ=', /key #1 \(k1\): the secret is 5 bytes, it must be at least 32/],
+      ['no key id', secret(3), /key #1 is not <key-id>:<base64 secret>/],
+      ['bad key id', `k 1:${secret(3)}`, /key #1: the key id/],
+      ['long key id', `${'k'.repeat(33)}:${secret(3)}`, /key #1: the key id/],
+      ['not base64', `k1:${secret(3).slice(0, 20)}!!${secret(3).slice(20)}`, /key #1 \(k1\): the secret is not base64/],
+      ['duplicate id', `${good},k2:${secret(4)},k1:${secret(5)}`, /key id k1 is used twice \(keys #1 and #3\)/],
+      ['stray comma', `${good},`, /key #2 is empty/],
+      ['empty middle', `${good},,k2:${secret(4)}`, /key #2 is empty/],
+      ['line breaks', `${good}\nk2:${secret(4)}`, /key #1 \(k1\): keys are separated by commas, not line breaks/],
+      ['one byte too short', `k1:${secret(3, 31)}`, /the secret is 31 bytes/],
+    ];
+    for (const [name, value, why] of cases) {
+      const err = configError({ DLOG_PII_KEYS: value });
+      assert.equal(err.field, 'DLOG_PII_KEYS', name);
+      assert.match(err.message, why, name);
+      for (const part of value.split(/[,:\s]/).filter((p) => p.length >= 8)) {
+        assert.ok(!err.message.includes(part), `${name}: message echoes key material`);
+      }
+      const fromFile = configError({ DLOG_PII_KEYS_FILE: file(`bad-${name.replace(/ /g, '-')}`, value) });
+      assert.equal(fromFile.field, 'DLOG_PII_KEYS_FILE', name);
+      assert.match(fromFile.message, why, name);
+      assert.match(fromFile.message, /read from DLOG_PII_KEYS_FILE=/, name);
+    }
+    assert.ok(!configError({ DLOG_PII_KEYS: 'k1:c2hvcnQ=' }).message.includes('c2hvcnQ'));
+  });
+});
+
+describe('URLs with credentials', () => {
+  it('masks the password of CLICKHOUSE_URL in errors and in describeConfig, not in the config', () => {
+    const err = configError({ CLICKHOUSE_URL: 'htp://dlog:S3cretPW@ch.internal:8123' });
+    assert.equal(err.field, 'CLICKHOUSE_URL');
+    assert.ok(!err.message.includes('S3cretPW'), err.message);
+    assert.match(err.message, /CLICKHOUSE_URL="htp:\/\/dlog:\*\*\*@ch\.internal:8123"/);
+
+    const url = 'https://dlog:S3cretPW@ch.internal:8443/?password=Other99&http_header_authorization=Basic%20Zm9v&compression_request=1';
+    const c = loadConfig({ CLICKHOUSE_URL: url });
+    assert.equal(c.clickhouseUrl, url, 'the client still gets the credentials');
+    const shown = JSON.stringify(describeConfig(c));
+    for (const s of ['S3cretPW', 'Other99', 'Zm9v']) assert.ok(!shown.includes(s), `describeConfig shows ${s}`);
+    assert.equal(
+      describeConfig(c).clickhouseUrl,
+      'https://dlog:***@ch.internal:8443/?password=***&http_header_authorization=***&compression_request=1',
+    );
+    assert.equal(describeConfig(loadConfig({})).schemaRegistryUrl, 'http://127.0.0.1:8081/apis/ccompat/v7', 'nothing to mask: unchanged');
+  });
+
+  it('refuses credentials in SCHEMA_REGISTRY_URL without echoing them', () => {
+    const err = configError({ SCHEMA_REGISTRY_URL: 'http://reg:S3cretPW@registry:8081/apis/ccompat/v7' });
+    assert.equal(err.field, 'SCHEMA_REGISTRY_URL');
+    assert.ok(!err.message.includes('S3cretPW'), err.message);
+    assert.match(err.message, /reg:\*\*\*@registry/);
+  });
+
+  it('masks passwords even in values that do not parse as URLs', () => {
+    assert.equal(redactUrl('http://u:pa/ss#w@host:1/x'), 'http://u:***@host:1/x');
+    assert.equal(redactUrl('http://u:a@b@host/db'), 'http://u:***@host/db');
+    assert.equal(redactUrl('http://host:8123/db?user=a@b'), 'http://host:8123/db?user=a@b', 'an @ in the query is not userinfo');
+    const err = configError({ CLICKHOUSE_URL: 'http://dlog:pa ss/wd@ch:8123' });
+    assert.ok(!err.message.includes('pa ss/wd'), err.message);
   });
 });

@@ -34,6 +34,8 @@ interface FieldSpec<T> {
   readonly doc: string;
   /** Secret values are never printed, and may be read from `<env>_FILE`. */
   readonly secret?: boolean;
+  /** How a value that may embed a secret (a URL's password) is shown in errors and logs. */
+  readonly redact?: (value: string) => string;
 }
 
 function field<T>(spec: FieldSpec<T>): FieldSpec<T> {
@@ -41,12 +43,79 @@ function field<T>(spec: FieldSpec<T>): FieldSpec<T> {
 }
 
 const hostPort = /^[A-Za-z0-9.\-_]+:\d{1,5}$/;
-const port = z.coerce.number().int().min(1).max(65535);
-const positiveInt = z.coerce.number().int().positive();
-const httpUrl = z
-  .string()
-  .url()
-  .refine((u) => /^https?:\/\//.test(u), 'must start with http:// or https://');
+
+/**
+ * A whole number written in plain digits. Number() would also take `0x2384`, `1e3` or `12.0`,
+ * which in an environment variable are typos, not intent.
+ */
+function integer(min: number, max: number, why?: string): z.ZodType<number> {
+  return z.string().transform((raw, ctx) => {
+    const s = raw.trim();
+    if (!/^\d+$/.test(s)) {
+      ctx.addIssue({ code: 'custom', message: 'write a whole number in plain digits (no sign, decimal point, exponent or 0x)' });
+      return z.NEVER;
+    }
+    const n = Number(s);
+    if (n < min || n > max) {
+      ctx.addIssue({ code: 'custom', message: `must be from ${min} to ${max}${why ? ` (${why})` : ''}` });
+      return z.NEVER;
+    }
+    return n;
+  });
+}
+
+const port = integer(1, 65535);
+/** Node runs a timer set longer than 2^31-1 ms after 1 ms, so a larger timeout would fire at once. */
+const maxTimerMs = 2_147_483_647;
+function millis(min: number, max = maxTimerMs): z.ZodType<number> {
+  return integer(min, max, max === maxTimerMs ? 'about 24.8 days, the longest timer Node can run' : undefined);
+}
+
+/** Query parameters that may carry credentials (ClickHouse takes `password=` and `http_header_authorization=`). */
+const secretParam = /pass|pwd|secret|token|key|auth|sig|credential/i;
+
+/**
+ * A URL as safe to show: the password in `user:password@` and credential-like query values become
+ * `***`. Works on the text rather than a parsed URL, so it also covers values that fail to parse
+ * (a password with an unescaped `/` or `#`) and shows the rest as the user wrote it.
+ */
+export function redactUrl(raw: string): string {
+  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.exec(raw)?.[0] ?? '';
+  let rest = raw.slice(scheme.length);
+  const authorityEnd = rest.search(/[/?#\\]/);
+  const authority = authorityEnd < 0 ? rest : rest.slice(0, authorityEnd);
+  // The last '@' of the authority ends the userinfo, as the URL parser reads it. A value that does
+  // not parse may hold a password with '/', '?' or '#' in it: mask up to its last '@' instead.
+  const parses = URL.canParse(raw);
+  const at = parses ? authority.lastIndexOf('@') : rest.lastIndexOf('@');
+  if (at >= 0) {
+    const userinfo = rest.slice(0, at);
+    const colon = userinfo.indexOf(':');
+    if (colon >= 0) rest = `${userinfo.slice(0, colon)}:***${rest.slice(at)}`;
+  }
+  rest = rest.replace(/([?&])([^=&#]*)=([^&#]*)/g, (all, lead: string, name: string) =>
+    secretParam.test(name) ? `${lead}${name}=***` : all,
+  );
+  return scheme + rest;
+}
+
+function httpUrl(opts: { credentials: boolean }): z.ZodType<string> {
+  return z.string().superRefine((u, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(u);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'not a URL' });
+      return;
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      ctx.addIssue({ code: 'custom', message: 'must start with http:// or https://' });
+    } else if (!opts.credentials && (url.username !== '' || url.password !== '')) {
+      // Node's fetch refuses such a URL, and its error quotes the URL, password and all.
+      ctx.addIssue({ code: 'custom', message: 'must not carry user:password@ (the registry client does not send them)' });
+    }
+  });
+}
 
 /** A port setting as given, when it looks like one; else the default (its own field reports it). */
 function localPort(raw: string | undefined, fallback: number): number {
@@ -58,6 +127,47 @@ const brokers = z
   .string()
   .transform((s) => s.split(',').map((b) => b.trim()).filter((b) => b.length > 0))
   .refine((list) => list.length > 0 && list.every((b) => hostPort.test(b)), 'must be host:port[,host:port...]');
+
+const keyId = /^[A-Za-z0-9._-]{1,32}$/;
+// Standard or URL-safe alphabet (Buffer decodes both), padding only at the end. Buffer.from skips
+// any other character silently, which would turn a mangled secret into a different key.
+const base64 = /^[A-Za-z0-9+/_-]+={0,2}$/;
+
+/**
+ * What is wrong with a DLOG_PII_KEYS value, in the format the gate's key ring reads:
+ * `kid:base64secret[,kid:base64secret...]`, ids unique, secrets at least 32 bytes. Names keys by
+ * position and (valid) id, never by their secret. Checked here so a bad or empty value stops every
+ * replica at start instead of one crashing later or, worse, falling back to a key of its own.
+ */
+function piiKeysProblem(spec: string): string | undefined {
+  if (spec.trim() === '') {
+    return 'it is empty; give at least one <key-id>:<base64 secret>, or unset it to use a local development key';
+  }
+  const seen = new Map<string, number>();
+  for (const [i, raw] of spec.split(',').entries()) {
+    const part = raw.trim();
+    const n = `key #${i + 1}`;
+    // A stray comma is often a key that expanded to nothing; dropping it would orphan its hashes.
+    if (part === '') return `${n} is empty (a stray comma, or a key that expanded to nothing?)`;
+    const sep = part.indexOf(':');
+    if (sep < 0) return `${n} is not <key-id>:<base64 secret>`;
+    const id = part.slice(0, sep);
+    if (!keyId.test(id)) return `${n}: the key id must be 1-32 letters, digits, . _ -`;
+    // Whitespace inside a secret is fine (openssl wraps base64 at 64 characters; the gate skips
+    // it), but a second `kid:` after it is a key per line, which the gate would read as one key.
+    if (part.includes(':', sep + 1)) return `${n} (${id}): keys are separated by commas, not line breaks or spaces`;
+    const secret = part.slice(sep + 1).replace(/\s+/g, '');
+    if (!base64.test(secret) || secret.replace(/=+$/, '').length % 4 === 1) {
+      return `${n} (${id}): the secret is not base64`;
+    }
+    const bytes = Buffer.from(secret, 'base64').length;
+    if (bytes < 32) return `${n} (${id}): the secret is ${bytes} bytes, it must be at least 32 (openssl rand -base64 32)`;
+    const first = seen.get(id);
+    if (first !== undefined) return `key id ${id} is used twice (keys #${first} and #${i + 1})`;
+    seen.set(id, i + 1);
+  }
+  return undefined;
+}
 
 /** Every setting the project knows. Services read the whole set; all have safe defaults. */
 export const fields = {
@@ -85,17 +195,19 @@ export const fields = {
   }),
   schemaRegistryUrl: field({
     env: 'SCHEMA_REGISTRY_URL',
-    schema: httpUrl,
+    schema: httpUrl({ credentials: false }),
     fallback: (env) => `http://127.0.0.1:${localPort(env.DLOG_REGISTRY_PORT, 8081)}/apis/ccompat/v7`,
     example: 'http://127.0.0.1:8081/apis/ccompat/v7',
     doc: 'Confluent-compatible schema registry base URL',
+    redact: redactUrl,
   }),
   clickhouseUrl: field({
     env: 'CLICKHOUSE_URL',
-    schema: httpUrl.optional(),
+    schema: httpUrl({ credentials: true }).optional(),
     fallback: undefined,
     example: 'http://127.0.0.1:8123',
     doc: 'ClickHouse server HTTP URL; unset: embedded chDB on CLICKHOUSE_DATA_DIR',
+    redact: redactUrl,
   }),
   clickhouseUser: field({
     env: 'CLICKHOUSE_USER',
@@ -163,7 +275,7 @@ export const fields = {
   }),
   stackStartTimeoutMs: field({
     env: 'DLOG_STACK_TIMEOUT_MS',
-    schema: positiveInt,
+    schema: millis(1),
     fallback: '120000',
     example: '180000',
     doc: 'How long `stack up` waits for each component to become ready',
@@ -191,7 +303,13 @@ export const fields = {
   }),
   piiKeys: field({
     env: 'DLOG_PII_KEYS',
-    schema: z.string().optional(),
+    schema: z
+      .string()
+      .superRefine((spec, ctx) => {
+        const problem = piiKeysProblem(spec);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      })
+      .optional(),
     fallback: undefined,
     example: 'k2026a:<base64 32-byte secret>,k2025b:<older secret>',
     doc: 'HMAC keys for personal data, active first; or DLOG_PII_KEYS_FILE. Unset: a local key in .data/pii-keys',
@@ -206,14 +324,14 @@ export const fields = {
   }),
   shutdownTimeoutMs: field({
     env: 'DLOG_SHUTDOWN_TIMEOUT_MS',
-    schema: positiveInt,
+    schema: millis(1),
     fallback: '15000',
     example: '30000',
     doc: 'Hard limit for a graceful shutdown',
   }),
   gateThreads: field({
     env: 'DLOG_GATE_THREADS',
-    schema: z.coerce.number().int().min(0).max(16),
+    schema: integer(0, 16),
     fallback: '2',
     example: '4',
     doc: 'Gate: worker threads that validate and protect events while the main thread moves Kafka data (0: all on the main thread)',
@@ -227,7 +345,7 @@ export const fields = {
   }),
   sinkBatchRows: field({
     env: 'DLOG_SINK_BATCH_ROWS',
-    schema: z.coerce.number().int().min(1).max(1_000_000),
+    schema: integer(1, 1_000_000),
     fallback: '50000',
     example: '20000',
     doc: 'Sink: rows per ClickHouse insert, at most (large inserts make few parts)',
@@ -236,7 +354,7 @@ export const fields = {
     env: 'DLOG_SINK_BATCH_BYTES',
     // At most 256 MiB: ClickHouse writes an insert up to min_insert_block_size_bytes (256 MiB) as
     // one part, so a batch lands whole or not at all, which retries and dead-lettering rely on.
-    schema: z.coerce.number().int().min(1024).max(256 * 1024 * 1024),
+    schema: integer(1024, 256 * 1024 * 1024),
     // 64 MiB (~50k decisions of 1.3 KB, so DLOG_SINK_BATCH_ROWS binds first): against 16 MiB,
     // bench:sink used 34 µs of CPU a row instead of 41-50, as fewer parts leave fewer merges.
     // Only a backlog fills a batch; at a steady rate DLOG_SINK_FLUSH_INTERVAL_MS seals it.
@@ -246,7 +364,7 @@ export const fields = {
   }),
   sinkFlushIntervalMs: field({
     env: 'DLOG_SINK_FLUSH_INTERVAL_MS',
-    schema: z.coerce.number().int().min(10).max(600_000),
+    schema: millis(10, 600_000),
     // 400 ms: at 5,000 decisions/s p99 produce-to-queryable went from 4.3 s (1,000 ms) to 2.6 s
     // (bench:pipeline, BENCH_RATE=5000); busy tables seal by rows and bytes long before this.
     fallback: '400',
@@ -255,7 +373,7 @@ export const fields = {
   }),
   sinkMaxBufferedBytes: field({
     env: 'DLOG_SINK_MAX_BUFFERED_BYTES',
-    schema: z.coerce.number().int().min(1024).max(8 * 1024 * 1024 * 1024),
+    schema: integer(1024, 8 * 1024 * 1024 * 1024),
     fallback: String(128 * 1024 * 1024),
     example: String(64 * 1024 * 1024),
     doc: 'Sink: row data held in memory per table (in flight + waiting) before fetching pauses; at least DLOG_SINK_BATCH_BYTES',
@@ -269,7 +387,7 @@ export const fields = {
   }),
   alerterReplayTimeoutMs: field({
     env: 'DLOG_ALERTER_REPLAY_TIMEOUT_MS',
-    schema: z.coerce.number().int().min(1000).max(3_600_000),
+    schema: millis(1000, 3_600_000),
     fallback: '120000',
     example: '300000',
     doc: 'Alerter: longest the start may spend rebuilding its windows from already-processed input',
@@ -317,23 +435,75 @@ export function closest(name: string, candidates: readonly string[]): string | u
   return bestDistance <= Math.max(2, Math.floor(name.length / 3)) ? best : undefined;
 }
 
-function rawValue(spec: FieldSpec<unknown>, env: NodeJS.ProcessEnv): string | undefined {
+/** A value the user set, and the variable it came from (`<env>_FILE` for a secret read from a file). */
+interface Given {
+  readonly value: string;
+  readonly from: string;
+}
+
+function rawValue(spec: FieldSpec<unknown>, env: NodeJS.ProcessEnv): Given | undefined {
   const direct = env[spec.env];
-  const file = spec.secret ? env[`${spec.env}_FILE`] : undefined;
+  const fileEnv = `${spec.env}_FILE`;
+  const file = spec.secret ? env[fileEnv] : undefined;
   if (direct !== undefined && file !== undefined) {
-    throw new ConfigError(spec.env, `Set either ${spec.env} or ${spec.env}_FILE, not both.`);
+    throw new ConfigError(spec.env, `Set either ${spec.env} or ${fileEnv}, not both.`);
   }
   if (file !== undefined) {
+    let value: string;
     try {
-      return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+      value = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
     } catch (err) {
       throw new ConfigError(
-        `${spec.env}_FILE`,
-        `${spec.env}_FILE=${JSON.stringify(file)} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}); point it at a readable file holding the secret.`,
+        fileEnv,
+        `${fileEnv}=${JSON.stringify(file)} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'}); point it at a readable file holding the secret.`,
+      );
+    }
+    // An empty file is a secret that was not mounted or not written, never an intended value.
+    if (value.trim() === '') {
+      throw new ConfigError(fileEnv, `${fileEnv}=${JSON.stringify(file)} names an empty file; put the secret in it, or unset ${fileEnv}.`);
+    }
+    return { value, from: fileEnv };
+  }
+  if (direct === undefined) return undefined;
+  // An empty non-secret means "the default" (`FOO=` in a compose file); an empty secret is checked
+  // by its schema, since for a key ring it would otherwise read as "not configured".
+  if (direct === '' && spec.fallback !== undefined && !spec.secret) return undefined;
+  return { value: direct, from: spec.env };
+}
+
+/** The local stack's listeners, which all bind 127.0.0.1 and so need different ports. */
+const stackPorts = ['kafkaPort', 'kafkaControllerPort', 'registryPort'] as const;
+
+/** A port near `taken[0]` that none of `taken` uses, to suggest. */
+function freePort(taken: readonly number[]): number {
+  for (let p = taken[0]! + 1; p <= 65535; p++) if (!taken.includes(p)) return p;
+  for (let p = taken[0]! - 1; p >= 1; p--) if (!taken.includes(p)) return p;
+  return 1;
+}
+
+function checkStackPorts(config: Config, given: ReadonlySet<string>): void {
+  const taken = stackPorts.map((k) => config[k]);
+  for (const [i, a] of stackPorts.entries()) {
+    for (const b of stackPorts.slice(i + 1)) {
+      if (config[a] !== config[b]) continue;
+      const p = config[a];
+      const envA = fields[a].env;
+      const envB = fields[b].env;
+      const suggestion = freePort([p, ...taken]);
+      // Blame the one the user set; when both (or neither) were set, name both.
+      if (given.has(envA) !== given.has(envB)) {
+        const [set, other] = given.has(envA) ? [envA, envB] : [envB, envA];
+        throw new ConfigError(
+          set,
+          `${set}=${p} is also the port of ${other} (its default); change ${set}, for example ${set}=${suggestion}, or set ${other} to another port.`,
+        );
+      }
+      throw new ConfigError(
+        envB,
+        `${envA} and ${envB} are both ${p}; the local stack needs a port for each: change one, for example ${envB}=${suggestion}.`,
       );
     }
   }
-  return direct === '' && spec.fallback !== undefined && !spec.secret ? undefined : direct;
 }
 
 /**
@@ -353,8 +523,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   }
   const out: Record<string, unknown> = {};
+  const given = new Set<string>();
   for (const [key, spec] of Object.entries(fields) as [string, FieldSpec<unknown>][]) {
-    const raw = rawValue(spec, env) ?? (typeof spec.fallback === 'function' ? spec.fallback(env) : spec.fallback);
+    const user = rawValue(spec, env);
+    if (user) given.add(spec.env);
+    const raw = user?.value ?? (typeof spec.fallback === 'function' ? spec.fallback(env) : spec.fallback);
     if (raw === undefined) {
       out[key] = undefined;
       continue;
@@ -362,30 +535,28 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const parsed = spec.schema.safeParse(raw);
     if (!parsed.success) {
       const reason = parsed.error.issues.map((i) => i.message).join('; ');
-      const shown = spec.secret ? '<secret>' : JSON.stringify(raw);
-      throw new ConfigError(
-        spec.env,
-        `Invalid ${spec.env}=${shown}: ${reason}. ${spec.doc}; for example ${spec.env}=${spec.example}.`,
-      );
+      const from = user?.from ?? spec.env;
+      const shown =
+        from !== spec.env
+          ? ` (read from ${from}=${JSON.stringify(env[from])})`
+          : `=${spec.secret && raw.trim() !== '' ? '<secret>' : JSON.stringify(spec.redact ? spec.redact(raw) : raw)}`;
+      throw new ConfigError(from, `Invalid ${spec.env}${shown}: ${reason}. ${spec.doc}; for example ${spec.env}=${spec.example}.`);
     }
     out[key] = parsed.data;
   }
   const config = out as Config;
-  if (config.kafkaPort === config.kafkaControllerPort) {
-    throw new ConfigError(
-      'DLOG_KAFKA_CONTROLLER_PORT',
-      `DLOG_KAFKA_CONTROLLER_PORT=${config.kafkaControllerPort} equals DLOG_KAFKA_PORT; give the controller its own port, for example ${config.kafkaPort + 1}.`,
-    );
-  }
+  checkStackPorts(config, given);
   return Object.freeze(config);
 }
 
-/** A copy safe to log: secrets masked. */
+/** A copy safe to log: secrets masked, and the passwords in URLs. */
 export function describeConfig(config: Config): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, spec] of Object.entries(fields) as [keyof Config, FieldSpec<unknown>][]) {
     const value = config[key];
-    out[key] = spec.secret && value ? '<secret>' : value;
+    if (spec.secret && value) out[key] = '<secret>';
+    else if (spec.redact && typeof value === 'string') out[key] = spec.redact(value);
+    else out[key] = value;
   }
   return out;
 }
