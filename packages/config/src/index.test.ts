@@ -213,11 +213,21 @@ describe('URLs with credentials', () => {
     assert.equal(describeConfig(loadConfig({})).schemaRegistryUrl, 'http://127.0.0.1:8081/apis/ccompat/v7', 'nothing to mask: unchanged');
   });
 
-  it('refuses credentials in SCHEMA_REGISTRY_URL without echoing them', () => {
-    const err = configError({ SCHEMA_REGISTRY_URL: 'http://reg:S3cretPW@registry:8081/apis/ccompat/v7' });
-    assert.equal(err.field, 'SCHEMA_REGISTRY_URL');
-    assert.ok(!err.message.includes('S3cretPW'), err.message);
-    assert.match(err.message, /reg:\*\*\*@registry/);
+  it('takes registry credentials in the URL or as SCHEMA_REGISTRY_USER/PASSWORD, and never shows the password', () => {
+    const inUrl = loadConfig({ SCHEMA_REGISTRY_URL: 'http://reg:S3cretPW@registry:8081/apis/ccompat/v7' });
+    assert.equal(inUrl.schemaRegistryUrl, 'http://reg:S3cretPW@registry:8081/apis/ccompat/v7');
+    assert.ok(!JSON.stringify(describeConfig(inUrl)).includes('S3cretPW'));
+    const separate = loadConfig({ SCHEMA_REGISTRY_URL: 'https://registry.example/apis/ccompat/v7', SCHEMA_REGISTRY_USER: 'api key', SCHEMA_REGISTRY_PASSWORD: 'p@ss:w/rd' });
+    const url = new URL(separate.schemaRegistryUrl);
+    assert.deepEqual([decodeURIComponent(url.username), decodeURIComponent(url.password), url.host, url.pathname], ['api key', 'p@ss:w/rd', 'registry.example', '/apis/ccompat/v7']);
+    assert.ok(!JSON.stringify(describeConfig(separate)).includes('p@ss'));
+    const both = configError({ SCHEMA_REGISTRY_URL: 'http://reg:S3cretPW@registry:8081/x', SCHEMA_REGISTRY_USER: 'u' });
+    assert.equal(both.field, 'SCHEMA_REGISTRY_USER');
+    assert.ok(!both.message.includes('S3cretPW'), both.message);
+    assert.equal(configError({ SCHEMA_REGISTRY_PASSWORD: 'x' }).field, 'SCHEMA_REGISTRY_USER');
+    const bad = configError({ SCHEMA_REGISTRY_URL: 'ftp://reg:S3cretPW@registry:8081/x' });
+    assert.equal(bad.field, 'SCHEMA_REGISTRY_URL');
+    assert.ok(!bad.message.includes('S3cretPW'), bad.message);
   });
 
   it('masks passwords even in values that do not parse as URLs', () => {

@@ -195,11 +195,26 @@ export const fields = {
   }),
   schemaRegistryUrl: field({
     env: 'SCHEMA_REGISTRY_URL',
-    schema: httpUrl({ credentials: false }),
+    schema: httpUrl({ credentials: true }),
     fallback: (env) => `http://127.0.0.1:${localPort(env.DLOG_REGISTRY_PORT, 8081)}/apis/ccompat/v7`,
     example: 'http://127.0.0.1:8081/apis/ccompat/v7',
-    doc: 'Confluent-compatible schema registry base URL',
+    doc: 'Confluent-compatible schema registry base URL (credentials: SCHEMA_REGISTRY_USER and SCHEMA_REGISTRY_PASSWORD)',
     redact: redactUrl,
+  }),
+  schemaRegistryUser: field({
+    env: 'SCHEMA_REGISTRY_USER',
+    schema: z.string().min(1, 'is empty; unset it for a registry without authentication').optional(),
+    fallback: undefined,
+    example: 'dlog-pipeline',
+    doc: 'Schema registry user (Basic authentication), with SCHEMA_REGISTRY_PASSWORD',
+  }),
+  schemaRegistryPassword: field({
+    env: 'SCHEMA_REGISTRY_PASSWORD',
+    schema: z.string().optional(),
+    fallback: undefined,
+    example: '<password or API secret>',
+    doc: 'Schema registry password (Basic authentication); or SCHEMA_REGISTRY_PASSWORD_FILE',
+    secret: true,
   }),
   clickhouseUrl: field({
     env: 'CLICKHOUSE_URL',
@@ -507,6 +522,28 @@ function checkStackPorts(config: Config, given: ReadonlySet<string>): void {
 }
 
 /**
+ * The registry URL carrying SCHEMA_REGISTRY_USER and SCHEMA_REGISTRY_PASSWORD as its userinfo:
+ * one value reaches every registry client, which takes them out again and sends them as a Basic
+ * authorization header (contracts' registryEndpoint). Logs show the URL with the password masked.
+ */
+function withRegistryCredentials(config: Config): string {
+  const url = config.schemaRegistryUrl;
+  const user = config.schemaRegistryUser;
+  const password = config.schemaRegistryPassword;
+  if (user === undefined) {
+    if (password !== undefined) throw new ConfigError('SCHEMA_REGISTRY_USER', 'SCHEMA_REGISTRY_PASSWORD is set without SCHEMA_REGISTRY_USER; set the user too, for example SCHEMA_REGISTRY_USER=dlog-pipeline.');
+    return url;
+  }
+  const parsed = new URL(url);
+  if (parsed.username !== '' || parsed.password !== '') {
+    throw new ConfigError('SCHEMA_REGISTRY_USER', `SCHEMA_REGISTRY_URL=${JSON.stringify(redactUrl(url))} already carries credentials; give them either in the URL or as SCHEMA_REGISTRY_USER/SCHEMA_REGISTRY_PASSWORD.`);
+  }
+  parsed.username = encodeURIComponent(user);
+  parsed.password = encodeURIComponent(password ?? '');
+  return parsed.toString();
+}
+
+/**
  * Reads and validates the configuration. Throws a ConfigError naming the first wrong field.
  * Unknown `DLOG_*` variables are refused, since a typo there would otherwise silently fall back
  * to a default.
@@ -544,6 +581,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
     out[key] = parsed.data;
   }
+  out.schemaRegistryUrl = withRegistryCredentials(out as Config);
   const config = out as Config;
   checkStackPorts(config, given);
   return Object.freeze(config);

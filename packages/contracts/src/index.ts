@@ -3,6 +3,8 @@ import './avro-limits.js';
 export { loadSchema, avroType, schemasDir, type SchemaName } from './schemas.js';
 export {
   createRegistry,
+  registryEndpoint,
+  type RegistryEndpoint,
   registerAvro,
   setCompatibility,
   valueSubject,

@@ -16,8 +16,42 @@ export class SchemaIncompatibleError extends Error {
   }
 }
 
+/** A registry URL without its `user:password@`, and the Basic authorization they stand for. */
+export interface RegistryEndpoint {
+  /** The URL to send requests to, without credentials or a trailing slash. */
+  base: string;
+  auth?: { username: string; password: string };
+  /** Headers every request carries: the authorization, when there are credentials. */
+  headers: Record<string, string>;
+}
+
+/**
+ * Credentials ride in the URL through config and the SDK options (one value to pass around), and
+ * are taken out here: Node's fetch refuses a URL holding them and would quote it, password and
+ * all, in the error. They go as a Basic authorization header instead.
+ */
+export function registryEndpoint(url: string): RegistryEndpoint {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { base: url.replace(/\/$/, ''), headers: {} };
+  }
+  if (parsed.username === '' && parsed.password === '') return { base: url.replace(/\/$/, ''), headers: {} };
+  const username = decodeURIComponent(parsed.username);
+  const password = decodeURIComponent(parsed.password);
+  parsed.username = '';
+  parsed.password = '';
+  return {
+    base: parsed.toString().replace(/\/$/, ''),
+    auth: { username, password },
+    headers: { authorization: `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}` },
+  };
+}
+
 export function createRegistry(url: string): SchemaRegistry {
-  return new SchemaRegistry({ host: url, clientId: 'decision-log' });
+  const { base, auth } = registryEndpoint(url);
+  return new SchemaRegistry({ host: base, clientId: 'decision-log', ...(auth ? { auth } : {}) });
 }
 
 /**
@@ -26,9 +60,10 @@ export function createRegistry(url: string): SchemaRegistry {
  * and the client refuses to register when the reported level differs from the one it expects.
  */
 export async function setCompatibility(url: string, subject: string, level: Compatibility): Promise<void> {
-  const res = await fetch(`${url.replace(/\/$/, '')}/config/${encodeURIComponent(subject)}`, {
+  const { base, headers } = registryEndpoint(url);
+  const res = await fetch(`${base}/config/${encodeURIComponent(subject)}`, {
     method: 'PUT',
-    headers: { 'content-type': 'application/vnd.schemaregistry.v1+json' },
+    headers: { ...headers, 'content-type': 'application/vnd.schemaregistry.v1+json' },
     body: JSON.stringify({ compatibility: level }),
     signal: AbortSignal.timeout(10_000),
   });

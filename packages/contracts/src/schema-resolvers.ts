@@ -1,5 +1,6 @@
 import avro, { type Type } from 'avsc';
 import './avro-limits.js';
+import { registryEndpoint } from './registry.js';
 
 /**
  * Confluent-framed Avro → record, in our reader schema. Writer schemas are fetched from the
@@ -116,8 +117,9 @@ export class AvroDecoder<T> implements SchemaResolvers {
 
 /** Fetches a schema's text by id from a Confluent-compatible registry; undefined on 404. */
 export function registryFetcher(baseUrl: string): SchemaFetcher {
+  const { base, headers } = registryEndpoint(baseUrl);
   return async (id) => {
-    const res = await fetch(`${baseUrl.replace(/\/$/, '')}/schemas/ids/${id}`, { signal: AbortSignal.timeout(10_000) });
+    const res = await fetch(`${base}/schemas/ids/${id}`, { headers, signal: AbortSignal.timeout(10_000) });
     if (res.status === 404) return undefined;
     if (!res.ok) throw new Error(`Schema registry answered HTTP ${res.status} for schema id ${id}`);
     return ((await res.json()) as { schema: string }).schema;
