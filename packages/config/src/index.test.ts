@@ -213,6 +213,15 @@ describe('URLs with credentials', () => {
     assert.equal(describeConfig(loadConfig({})).schemaRegistryUrl, 'http://127.0.0.1:8081/apis/ccompat/v7', 'nothing to mask: unchanged');
   });
 
+  it('refuses ClickHouse credentials given both in CLICKHOUSE_URL and as settings, without echoing them', () => {
+    const err = configError({ CLICKHOUSE_URL: 'http://dlog:S3cretPW@ch:8123', CLICKHOUSE_USER: 'analyst' });
+    assert.equal(err.field, 'CLICKHOUSE_USER');
+    assert.ok(!err.message.includes('S3cretPW'), err.message);
+    assert.equal(configError({ CLICKHOUSE_URL: 'http://dlog:pw@ch:8123', CLICKHOUSE_PASSWORD: 'x' }).field, 'CLICKHOUSE_PASSWORD');
+    assert.equal(loadConfig({ CLICKHOUSE_URL: 'http://dlog:pw@ch:8123' }).clickhouseUrl, 'http://dlog:pw@ch:8123');
+    assert.equal(loadConfig({ CLICKHOUSE_URL: 'http://ch:8123', CLICKHOUSE_USER: 'analyst' }).clickhouseUser, 'analyst');
+  });
+
   it('takes registry credentials in the URL or as SCHEMA_REGISTRY_USER/PASSWORD, and never shows the password', () => {
     const inUrl = loadConfig({ SCHEMA_REGISTRY_URL: 'http://reg:S3cretPW@registry:8081/apis/ccompat/v7' });
     assert.equal(inUrl.schemaRegistryUrl, 'http://reg:S3cretPW@registry:8081/apis/ccompat/v7');

@@ -544,6 +544,23 @@ function withRegistryCredentials(config: Config): string {
 }
 
 /**
+ * The ClickHouse client lets `user:password@` in CLICKHOUSE_URL override CLICKHOUSE_USER and
+ * CLICKHOUSE_PASSWORD with no more than a warning, so a deployment would run as a user other than
+ * the one its settings name. Both at once is refused.
+ */
+function checkClickhouseCredentials(config: Config, given: ReadonlySet<string>): void {
+  if (config.clickhouseUrl === undefined) return;
+  const url = new URL(config.clickhouseUrl);
+  if (url.username === '' && url.password === '') return;
+  const also = ['CLICKHOUSE_USER', 'CLICKHOUSE_PASSWORD'].filter((e) => given.has(e));
+  if (also.length === 0) return;
+  throw new ConfigError(
+    also[0]!,
+    `CLICKHOUSE_URL=${JSON.stringify(redactUrl(config.clickhouseUrl))} carries credentials and ${also.join(' and ')} ${also.length > 1 ? 'are' : 'is'} set too; give them in one place, for example drop user:password@ from the URL.`,
+  );
+}
+
+/**
  * Reads and validates the configuration. Throws a ConfigError naming the first wrong field.
  * Unknown `DLOG_*` variables are refused, since a typo there would otherwise silently fall back
  * to a default.
@@ -582,6 +599,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     out[key] = parsed.data;
   }
   out.schemaRegistryUrl = withRegistryCredentials(out as Config);
+  checkClickhouseCredentials(out as Config, given);
   const config = out as Config;
   checkStackPorts(config, given);
   return Object.freeze(config);
