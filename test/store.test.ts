@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createStore, type Store } from '@dlog/store';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { createStore, deniedFunctions, maxResultRows, readAppliedMigrations, ReadOnlySqlError, runReadOnlyQuery, type Store } from '@dlog/store';
 import { config, log, tempDir, unique } from './helpers.js';
 
 /**
@@ -71,6 +73,57 @@ for (const mode of modes) {
         assert.equal((err as { code?: string }).code, '60');
         return true;
       });
+    });
+
+    it('reads a store without the migrations table as not migrated, without creating it', async () => {
+      assert.deepEqual(await readAppliedMigrations(store), []);
+      const rs = await store.client.query({ query: "SELECT count() AS n FROM system.tables WHERE database = currentDatabase() AND name = 'schema_migrations'", format: 'JSONEachRow' });
+      assert.deepEqual(await rs.json(), [{ n: 0 }]);
+    });
+
+    it('runs analyst SQL under the engine read-only setting, for that query only', async () => {
+      const { rows } = await runReadOnlyQuery(store, { sql: "SELECT getSetting('readonly') AS r, {m:String} AS m", params: { m: 'loan-approver' } });
+      // 1 refuses table functions that reach outside; a server analyst profile allows only 2.
+      assert.deepEqual(rows, [{ r: mode.url ? 2 : 1, m: 'loan-approver' }]);
+      // The embedded engine shares one session with the sink: the setting must not outlive the query.
+      const table = unique('after_ro').replaceAll('-', '_');
+      await store.client.command({ query: `CREATE TABLE ${table} (a UInt8) ENGINE = Memory` });
+      await store.client.insert({ table, values: [{ a: 1 }], format: 'JSONEachRow' });
+    });
+
+    it('cuts a huge result in the engine, not after loading it', async () => {
+      // Reading past a few blocks beyond the limit would throw: the engine must stop at the limit.
+      const res = await runReadOnlyQuery(store, { sql: "SELECT number, throwIf(number >= 3000000, 'read past the limit') AS t FROM numbers(10000000)" });
+      assert.equal(res.rows.length, maxResultRows);
+      assert.equal(res.truncated, true);
+      assert.deepEqual(res.rows[0], { number: 0, t: 0 });
+      const union = await runReadOnlyQuery(store, { sql: 'SELECT number FROM numbers(60000) UNION ALL SELECT number FROM numbers(60000)' });
+      assert.equal(union.rows.length, maxResultRows);
+      assert.equal(union.truncated, true);
+      const small = await runReadOnlyQuery(store, { sql: 'SELECT number FROM numbers(3) ORDER BY number;' });
+      assert.deepEqual(small, { rows: [{ number: 0 }, { number: 1 }, { number: 2 }], truncated: false, elapsedMs: small.elapsedMs });
+    });
+
+    it('knows every table function of the engine as local or as reaching outside', async () => {
+      // Computed from data the query gives or tables of this server: the rest must be denied.
+      const local = new Set(['numbers', 'numbers_mt', 'zeros', 'zeros_mt', 'primes', 'generateRandom', 'generateSeries', 'generate_series', 'values', 'SQLStandardValues',
+        'view', 'viewIfPermitted', 'merge', 'null', 'format', 'loop', 'fuzzJSON', 'fuzzQuery',
+        'mergeTreeIndex', 'mergeTreeProjection', 'mergeTreeAnalyzeIndexes', 'mergeTreeAnalyzeIndexesUUID', 'mergeTreeTextIndex']);
+      const rs = await store.client.query({ query: 'SELECT name FROM system.table_functions', format: 'JSONEachRow' });
+      const unknown = (await rs.json<{ name: string }>()).map((r) => r.name).filter((f) => !local.has(f) && !deniedFunctions.has(f.toLowerCase()));
+      assert.deepEqual(unknown, [], 'new table functions: add each to deniedFunctions (read-only-sql.ts) unless it only computes locally');
+    });
+
+    it('refuses the quoting tricks that reached files and the network', async () => {
+      const out = path.join(dataDir, '..', `${unique('outfile')}.txt`);
+      for (const sql of [
+        "SELECT * FROM `file`('/etc/hostname', 'LineAsString')",
+        "SELECT * FROM `url`('http://127.0.0.1:1/x', 'LineAsString')",
+        `SELECT $$'$$ AS x INTO OUTFILE '${out}' --'`,
+      ]) {
+        await assert.rejects(runReadOnlyQuery(store, { sql }), ReadOnlySqlError, sql);
+      }
+      assert.equal(existsSync(out), false);
     });
   });
 }

@@ -1,5 +1,5 @@
 import { mkdirSync } from 'node:fs';
-import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import { ClickHouseLogLevel, createClient, type ClickHouseClient, type Logger as ClickHouseLogger } from '@clickhouse/client';
 import { createChdbConnection } from 'chdb/connection';
 import type { Logger } from 'pino';
 import type { Config } from '@dlog/config';
@@ -32,6 +32,44 @@ export interface Store {
 
 const identifier = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+/**
+ * The client's own log, routed into ours. Its request errors are the errors its calls reject
+ * with, which the caller reports with context; logged again at error level they printed a second
+ * message with a stack before the CLI's own line. So they go to debug; its warnings (settings it
+ * overrode) stay warnings. Without our logger the client says nothing.
+ */
+function clientLog(log: Logger | undefined): { LoggerClass: new () => ClickHouseLogger; level: ClickHouseLogLevel } {
+  if (!log) {
+    class Silent implements ClickHouseLogger {
+      trace(): void {}
+      debug(): void {}
+      info(): void {}
+      warn(): void {}
+      error(): void {}
+    }
+    return { LoggerClass: Silent, level: ClickHouseLogLevel.OFF };
+  }
+  const target = log.child({ lib: '@clickhouse/client' });
+  class Forward implements ClickHouseLogger {
+    trace(p: { module: string; message: string; args?: Record<string, unknown> }): void {
+      target.trace({ module: p.module, ...p.args }, p.message);
+    }
+    debug(p: { module: string; message: string; args?: Record<string, unknown> }): void {
+      target.debug({ module: p.module, ...p.args }, p.message);
+    }
+    info(p: { module: string; message: string; args?: Record<string, unknown> }): void {
+      target.debug({ module: p.module, ...p.args }, p.message);
+    }
+    warn(p: { module: string; message: string; args?: Record<string, unknown>; err?: Error }): void {
+      target.warn({ module: p.module, ...p.args, err: p.err }, p.message);
+    }
+    error(p: { module: string; message: string; args?: Record<string, unknown>; err: Error }): void {
+      target.debug({ module: p.module, ...p.args, err: p.err }, p.message);
+    }
+  }
+  return { LoggerClass: Forward, level: ClickHouseLogLevel.WARN };
+}
+
 type StoreConfig = Pick<Config, 'clickhouseUrl' | 'clickhouseUser' | 'clickhousePassword' | 'clickhouseDatabase' | 'clickhouseDataDir'>;
 
 /** The store the configuration names: a server when CLICKHOUSE_URL is set, else embedded. */
@@ -63,6 +101,7 @@ export async function createStore(opts: StoreOptions): Promise<Store> {
       request_timeout: opts.requestTimeoutMs ?? 30_000,
       application: 'decision-log',
       clickhouse_settings: { date_time_output_format: 'iso', output_format_json_quote_64bit_integers: 0 },
+      log: clientLog(opts.log),
     });
     if (opts.createDatabase) {
       await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${opts.database}` });
@@ -76,6 +115,7 @@ export async function createStore(opts: StoreOptions): Promise<Store> {
       request_timeout: opts.requestTimeoutMs ?? 30_000,
       application: 'decision-log',
       clickhouse_settings: { date_time_output_format: 'iso', output_format_json_quote_64bit_integers: 0 },
+      log: clientLog(opts.log),
     });
     opts.log?.debug({ url: redactUrl(opts.url), database: opts.database }, 'clickhouse server store');
     return {
@@ -93,6 +133,7 @@ export async function createStore(opts: StoreOptions): Promise<Store> {
     client = createClient({
       connection: createChdbConnection({ path: opts.dataDir }),
       clickhouse_settings: { date_time_output_format: 'iso', output_format_json_quote_64bit_integers: 0 },
+      log: clientLog(opts.log),
     } as Parameters<typeof createClient>[0]);
     // chDB ignores the client's `database` option, so select it on the session; `USE` persists
     // for the life of the embedded connection.

@@ -41,3 +41,56 @@ export function isRetriableClickHouseError(err: unknown): boolean {
   // The HTTP client reports its own timeouts without a code.
   return typeof message === 'string' && /^Timeout error\.?$/i.test(message);
 }
+
+/** The store cannot be used at all (unreachable, or the login refused): nothing about the query. */
+export class StoreUnavailableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreUnavailableError';
+  }
+}
+
+const loginCodes = new Set<number>([
+  192, // UNKNOWN_USER
+  193, // WRONG_PASSWORD
+  194, // REQUIRED_PASSWORD
+  516, // AUTHENTICATION_FAILED
+]);
+
+/** The system error code of a failed connection, looking into AggregateError and causes. */
+function networkCode(err: unknown, depth = 0): string | undefined {
+  if (typeof err !== 'object' || err === null || depth > 4) return undefined;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && retriableSystemCodes.has(code)) return code;
+  const message = (err as { message?: unknown }).message;
+  if (typeof message === 'string' && /^Timeout error\.?$/i.test(message)) return 'timeout';
+  for (const inner of [(err as { cause?: unknown }).cause, ...((err as { errors?: unknown }).errors instanceof Array ? (err as { errors: unknown[] }).errors : [])]) {
+    const found = networkCode(inner, depth + 1);
+    if (found) return found;
+  }
+  return undefined;
+}
+
+/**
+ * A StoreUnavailableError when `err` says the ClickHouse server cannot be reached or refused the
+ * login, naming the settings to check; otherwise undefined (the error is about the query).
+ * `location` must already be redacted (Store.location is).
+ */
+export function storeUnavailable(err: unknown, location: string, user = 'default'): StoreUnavailableError | undefined {
+  const code = clickHouseErrorCode(err);
+  const reason = err instanceof Error ? err.message.trim() : String(err);
+  if (code !== undefined && loginCodes.has(code)) {
+    return new StoreUnavailableError(
+      `The ClickHouse server at ${location} (CLICKHOUSE_URL) refused the login of user ${JSON.stringify(user)}: ${reason} Check CLICKHOUSE_USER and CLICKHOUSE_PASSWORD (or CLICKHOUSE_PASSWORD_FILE).`,
+      { cause: err },
+    );
+  }
+  if (code === undefined && networkCode(err) !== undefined) {
+    return new StoreUnavailableError(
+      `Cannot reach the ClickHouse server at ${location} (CLICKHOUSE_URL): ${reason || networkCode(err)}. ` +
+        'Check that the server is running and that CLICKHOUSE_URL points at its HTTP port (e.g. http://127.0.0.1:8123), or unset CLICKHOUSE_URL to use the embedded store.',
+      { cause: err },
+    );
+  }
+  return undefined;
+}

@@ -1,9 +1,10 @@
 export { createStore, storeFromConfig, type Store, type StoreMode, type StoreOptions } from './create-store.js';
-export { isRetriableClickHouseError, clickHouseErrorCode } from './errors.js';
+export { isRetriableClickHouseError, clickHouseErrorCode, storeUnavailable, StoreUnavailableError } from './errors.js';
 export {
   migrate,
   loadMigrations,
   appliedMigrations,
+  readAppliedMigrations,
   pendingMigrations,
   splitStatements,
   checksumOf,
@@ -14,7 +15,7 @@ export {
   type AppliedMigration,
   type MigrateResult,
 } from './migrate.js';
-export { assertReadOnlySql, ReadOnlySqlError } from './read-only-sql.js';
+export { assertReadOnlySql, checkReadOnlySql, readOnlyQueryText, deniedFunctions, ReadOnlySqlError, type CheckedSql } from './read-only-sql.js';
 export {
   startQueryServer,
   queryViaEndpoint,

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { Store } from './create-store.js';
+import { clickHouseErrorCode } from './errors.js';
 
 /**
  * Versioned ClickHouse migrations: numbered `.sql` files in `infra/clickhouse/migrations/`, applied
@@ -155,12 +156,31 @@ async function ensureMigrationsTable(store: Store): Promise<void> {
 /** What `schema_migrations` records (the first record of a version wins). */
 export async function appliedMigrations(store: Store): Promise<AppliedMigration[]> {
   await ensureMigrationsTable(store);
-  const rs = await store.client.query({
-    query: `SELECT version, file, checksum, toString(applied_at) AS applied_at
-            FROM ${migrationsTable} ORDER BY version, applied_at LIMIT 1 BY version`,
-    format: 'JSONEachRow',
-  });
-  const rows = await rs.json<{ version: number; file: string; checksum: string; applied_at: string }>();
+  return readAppliedMigrations(store);
+}
+
+const unknownTable = 60;
+const unknownDatabase = 81;
+
+/**
+ * The same, for readers that may not create tables (a read-only analyst): a store without the
+ * table, or without the database, has no migration applied. Any other failure (the server cannot
+ * be reached, the login is refused) is thrown, not taken for "not migrated".
+ */
+export async function readAppliedMigrations(store: Store): Promise<AppliedMigration[]> {
+  let rows: { version: number; file: string; checksum: string; applied_at: string }[];
+  try {
+    const rs = await store.client.query({
+      query: `SELECT version, file, checksum, toString(applied_at) AS applied_at
+              FROM ${migrationsTable} ORDER BY version, applied_at LIMIT 1 BY version`,
+      format: 'JSONEachRow',
+    });
+    rows = await rs.json<{ version: number; file: string; checksum: string; applied_at: string }>();
+  } catch (err) {
+    const code = clickHouseErrorCode(err);
+    if (code === unknownTable || code === unknownDatabase) return [];
+    throw err;
+  }
   return rows.map((r) => ({ version: Number(r.version), file: r.file, checksum: r.checksum, appliedAt: r.applied_at }));
 }
 

@@ -4,7 +4,7 @@ import http from 'node:http';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { clickHouseErrorCode } from './errors.js';
-import { assertReadOnlySql, ReadOnlySqlError } from './read-only-sql.js';
+import { readOnlyQueryText, ReadOnlySqlError } from './read-only-sql.js';
 import type { Store } from './create-store.js';
 
 export const maxResultRows = 100_000;
@@ -34,14 +34,32 @@ function ensureToken(file: string): string {
   return readFileSync(file, 'utf8').trim();
 }
 
-/** Runs one analyst query: read-only, parameters bound by ClickHouse, bounded result. */
+/**
+ * Runs one analyst query: read-only (checked here, and by the engine's `readonly` setting),
+ * parameters bound by ClickHouse, at most `maxResultRows` rows. The engine stops at one row past
+ * the limit (the extra row says the answer was cut), and rows are read as a stream, so neither a
+ * server's answer nor this process holds a huge result.
+ */
 export async function runReadOnlyQuery(store: Store, req: QueryRequest): Promise<QueryResponse> {
-  assertReadOnlySql(req.sql);
+  const query = readOnlyQueryText(req.sql, { readonly: store.mode === 'embedded' ? 1 : 2, limit: maxResultRows + 1 });
   const t0 = Date.now();
-  const rs = await store.client.query({ query: req.sql, query_params: req.params ?? {}, format: 'JSONEachRow' });
-  const rows = (await rs.json()) as Record<string, unknown>[];
-  const truncated = rows.length > maxResultRows;
-  return { rows: truncated ? rows.slice(0, maxResultRows) : rows, truncated, elapsedMs: Date.now() - t0 };
+  const rs = await store.client.query({ query, query_params: req.params ?? {}, format: 'JSONEachRow' });
+  const rows: Record<string, unknown>[] = [];
+  let truncated = false;
+  try {
+    read: for await (const batch of rs.stream<Record<string, unknown>>()) {
+      for (const row of batch) {
+        if (rows.length === maxResultRows) {
+          truncated = true;
+          break read;
+        }
+        rows.push(row.json());
+      }
+    }
+  } finally {
+    rs.close();
+  }
+  return { rows, truncated, elapsedMs: Date.now() - t0 };
 }
 
 /**
