@@ -12,7 +12,8 @@ import {
   type RemediationEventRecord,
   type SchemaName,
 } from '@dlog/contracts';
-import { chunkMessages, createKafka } from '@dlog/kafka';
+import { chunkMessages } from '@dlog/kafka';
+import { cliKafka, libraryLogOf } from './context.js';
 import { AuditInputError, assertKnownModel, modelLabel, modelRef, num, type AuditQuery, type ModelId } from './audit-query.js';
 import { computeScope, isEmptyScope, scopeDecisions, type ScopeOptions, type ScopeResult } from './scope.js';
 
@@ -31,7 +32,7 @@ export async function publishEvents(config: Config, log: Logger, topicName: stri
   const url = config.schemaRegistryUrl;
   const id = await registerAvro(createRegistry(url), url, valueSubject(topic), loadSchema(schema));
   const type = avroType(schema);
-  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-cli`, log });
+  const kafka = cliKafka({ config, libraryLog: libraryLogOf(log) });
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
   try {

@@ -51,17 +51,56 @@ export function parseModel(text: string, option = '--model'): ModelId {
   return { name, version };
 }
 
-/** ISO time, a date, epoch ms, or relative (`2h`, `30m`, `7d` ago). */
+const timeForms = 'ISO (2026-11-27T06:00:00Z), a date (2026-11-27), epoch ms (1795759200000), or an age (30m, 2h, 7d)';
+/** What ClickHouse's DateTime64 holds and our times can be: 1970 up to the end of 2299. */
+const earliest = 0;
+const latest = Date.UTC(2300, 0, 1) - 1;
+const isoTime = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/**
+ * The documented forms only: ISO time (UTC when no offset is given, as every time dlog prints),
+ * a date (its UTC midnight), epoch milliseconds (12 digits or more, so a number of seconds or a
+ * stray `0` is not read as 1970), or an age (`2h`, `30m`, `7d` ago). The date must exist
+ * (2026-02-30 is refused, not rolled to March) and lie between 1970 and 2299.
+ */
 export function parseTime(text: string, option: string, now = Date.now()): number {
-  const rel = /^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$/.exec(text.trim());
+  const s = text.trim();
+  const wrong = (why: string) => new AuditInputError(`${option} ${why}; got ${JSON.stringify(text)}. It takes a time: ${timeForms}, e.g. ${option} 2h.`);
+  let t: number;
+  const rel = /^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$/.exec(s);
+  const iso = isoTime.exec(s);
   if (rel) {
     const unit = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[rel[2] as 's' | 'm' | 'h' | 'd' | 'w'];
-    return now - Number(rel[1]) * unit;
+    t = now - Number(rel[1]) * unit;
+  } else if (/^\d{12,}$/.test(s)) {
+    t = Number(s);
+  } else if (iso) {
+    const [, y, mo, d, h = '0', mi = '0', sec = '0', frac = '', zone = 'Z'] = iso;
+    const [year, month, day, hour, minute, second] = [y, mo, d, h, mi, sec].map(Number) as [number, number, number, number, number, number];
+    const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+    if (month < 1 || month > 12) throw wrong(`has no month ${month}`);
+    if (day < 1 || day > daysInMonth) throw wrong(`names a day that does not exist (${y}-${mo} has ${daysInMonth} days)`);
+    if (hour > 23 || minute > 59 || second > 59) throw wrong('has a time of day that does not exist');
+    let offsetMin = 0;
+    if (zone.toUpperCase() !== 'Z') {
+      const z = /^([+-])(\d{2}):?(\d{2})$/.exec(zone)!;
+      if (Number(z[2]) > 14 || Number(z[3]) > 59) throw wrong('has an offset that does not exist');
+      offsetMin = (z[1] === '-' ? -1 : 1) * (Number(z[2]) * 60 + Number(z[3]));
+    }
+    const utc = new Date(0);
+    utc.setUTCFullYear(year, month - 1, day);
+    utc.setUTCHours(hour, minute, second, Math.floor(Number(`0${frac || '.0'}`) * 1000));
+    t = utc.getTime() - offsetMin * 60_000;
+  } else {
+    throw wrong('is not a time');
   }
-  if (/^\d{12,}$/.test(text.trim())) return Number(text);
-  const t = Date.parse(text);
-  if (Number.isNaN(t)) throw new AuditInputError(`${option} takes a time: ISO (2026-11-27T06:00:00Z), a date (2026-11-27), epoch ms, or an age (30m, 2h, 7d); got ${JSON.stringify(text)}.`);
+  if (!Number.isFinite(t) || t < earliest || t > latest) throw wrong('is outside the times dlog can query (1970-01-01 to 2299-12-31)');
   return t;
+}
+
+/** The message for a window that ends before it starts. */
+export function sinceAfterUntil(since: string, until: string): string {
+  return `--since (${since}) must be before --until (${until}); swap them, e.g. --since ${until} --until ${since}, or leave out --until to mean now.`;
 }
 
 export interface KnownVersion {

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { AuditInputError, configQuery, parseModel, parseTime } from './audit-query.js';
+import { AuditInputError, configQuery, parseModel, parseTime, sinceAfterUntil } from './audit-query.js';
 import { cliContext } from './context.js';
 import { computeDiff, formatDiff } from './diff.js';
 
@@ -18,14 +18,11 @@ export function registerDiffCommand(program: Command): void {
       const b = opts.vs.includes(':') ? parseModel(opts.vs, '--vs') : { name: a.name, version: opts.vs.trim() };
       if (a.name === b.name && a.version === b.version) throw new AuditInputError(`--model and --vs name the same version (${opts.vs}); compare two versions, e.g. --model ${a.name}:<old> --vs ${a.name}:<new>.`);
       const now = Date.now();
+      const since = opts.since !== undefined ? parseTime(opts.since, '--since', now) : undefined;
+      const until = opts.until !== undefined ? parseTime(opts.until, '--until', now) : undefined;
+      if (since !== undefined && until !== undefined && since >= until) throw new AuditInputError(sinceAfterUntil(opts.since!, opts.until!));
       const { config } = cliContext();
-      const d = await computeDiff(configQuery(config), {
-        a,
-        b,
-        endpoint: opts.endpoint,
-        since: opts.since !== undefined ? parseTime(opts.since, '--since', now) : undefined,
-        until: opts.until !== undefined ? parseTime(opts.until, '--until', now) : undefined,
-      });
+      const d = await computeDiff(configQuery(config), { a, b, endpoint: opts.endpoint, since, until });
       process.stdout.write(opts.json ? `${JSON.stringify(d, null, 2)}\n` : formatDiff(d));
     });
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
-import { ConfigError } from '@dlog/config';
+import { ConfigError, loadConfig } from '@dlog/config';
 import { StackError } from '@dlog/stack';
 import { ManifestError, RegistrationConflictError } from '@dlog/artifacts';
 import { QueryEndpointError, ReadOnlySqlError } from '@dlog/store';
@@ -15,6 +15,7 @@ import { registerDiffCommand } from './diff-command.js';
 import { registerLineageCommand } from './lineage-command.js';
 import { registerDeployCommands } from './deploy-commands.js';
 import { registerRemediateCommand } from './remediate-command.js';
+import { kafkaUnavailableMessage } from './context.js';
 
 const program = new Command()
   .name('dlog')
@@ -36,6 +37,17 @@ registerLineageCommand(program);
 registerDeployCommands(program);
 registerRemediateCommand(program);
 
+/** The "cannot reach Kafka" message, with the brokers the command used, or undefined. */
+function kafkaFailure(err: unknown): string | undefined {
+  let brokers: string[];
+  try {
+    brokers = loadConfig().kafkaBrokers;
+  } catch {
+    brokers = [process.env.KAFKA_BROKERS ?? '?'];
+  }
+  return kafkaUnavailableMessage(err, brokers);
+}
+
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
@@ -46,6 +58,9 @@ try {
     process.exitCode = 2;
   } else if (err instanceof StackError || err instanceof ManifestError || err instanceof RegistrationConflictError || err instanceof ReadOnlySqlError || err instanceof QueryEndpointError) {
     process.stderr.write(`dlog: ${err.message}\n`);
+    process.exitCode = 1;
+  } else if (kafkaFailure(err) !== undefined) {
+    process.stderr.write(`dlog: ${kafkaFailure(err)}\n`);
     process.exitCode = 1;
   } else {
     // Expected failures (ClickHouse errors, unreachable brokers) read best as one line; the stack

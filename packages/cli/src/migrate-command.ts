@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { createKafka, ensurePipelineTopics } from '@dlog/kafka';
+import { ensurePipelineTopics } from '@dlog/kafka';
 import { appliedMigrations, storeFromConfig, loadMigrations, migrate, MigrationError, pendingMigrations } from '@dlog/store';
-import { cliContext } from './context.js';
+import { cliContext, cliKafka } from './context.js';
 
 /**
  * `dlog migrate`: applies the ClickHouse migrations in infra/clickhouse/migrations (embedded or
@@ -16,9 +16,10 @@ export function registerMigrateCommand(program: Command): void {
     .option('--topics', 'also create the Kafka topics from infra/kafka/topics.yaml')
     .option('--dir <path>', 'migrations folder (default: infra/clickhouse/migrations)')
     .action(async (opts: { status?: boolean; topics?: boolean; dir?: string }) => {
-      const { config, log } = cliContext();
+      const ctx = cliContext();
+      const { config, log } = ctx;
       if (opts.topics) {
-        const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: config.kafkaClientId, log });
+        const kafka = cliKafka(ctx, '');
         const created = await ensurePipelineTopics(kafka, config.topicPrefix);
         process.stdout.write(created.length ? `created topics: ${created.join(', ')}\n` : 'topics: all present\n');
       }

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { appliedMigrations, loadMigrations, pendingMigrations, storeFromConfig, queryViaEndpoint, runReadOnlyQuery, type QueryResponse } from '@dlog/store';
+import { loadMigrations, pendingMigrations, queryViaEndpoint, readAppliedMigrations, runReadOnlyQuery, storeFromConfig, storeUnavailable, type QueryResponse } from '@dlog/store';
 import type { Config } from '@dlog/config';
 import { cliContext } from './context.js';
 
@@ -44,14 +44,17 @@ export async function readOnlyQuery(config: Config, sql: string, params: Record<
   }
   const store = await storeFromConfig(config);
   try {
-    // A store written by an older version lacks what newer queries read: say so plainly.
-    const pending = pendingMigrations(loadMigrations(), await appliedMigrations(store).catch(() => []));
+    // A store written by an older version lacks what newer queries read: say so plainly. Only a
+    // missing table means that; an unreachable server or a refused login is reported as such.
+    const pending = pendingMigrations(loadMigrations(), await readAppliedMigrations(store));
     if (pending.length > 0) {
       throw new Error(
         `The store at ${store.location} is missing ${pending.length} schema migration(s) (${pending.map((m) => m.file).join(', ')}). Run: npm run dlog -- migrate`,
       );
     }
     return await runReadOnlyQuery(store, { sql, params });
+  } catch (err) {
+    throw storeUnavailable(err, store.location, config.clickhouseUser) ?? err;
   } finally {
     await store.close();
   }

@@ -1,8 +1,8 @@
 import os from 'node:os';
 import type { Command } from 'commander';
 import { readManifest, registerArtifacts } from '@dlog/artifacts';
-import { createKafka, ensurePipelineTopics } from '@dlog/kafka';
-import { cliContext } from './context.js';
+import { ensurePipelineTopics } from '@dlog/kafka';
+import { cliContext, cliKafka } from './context.js';
 
 export function registerRegisterCommand(program: Command): void {
   program
@@ -11,9 +11,10 @@ export function registerRegisterCommand(program: Command): void {
     .argument('<manifest>', 'YAML or JSON file with an `artifacts:` list; see infra/examples/artifacts.yaml')
     .option('--by <who>', 'who registers (recorded on each artifact)', `${os.userInfo().username}@${os.hostname()}`)
     .action(async (manifest: string, opts: { by: string }) => {
-      const { config, log } = cliContext();
+      const ctx = cliContext();
+      const { config, log } = ctx;
       const events = readManifest(manifest, opts.by);
-      const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-cli`, log });
+      const kafka = cliKafka(ctx);
       await ensurePipelineTopics(kafka, config.topicPrefix, ['registry.artifacts']);
       const result = await registerArtifacts({
         kafka,

@@ -1,8 +1,8 @@
-import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
 import type { Command } from 'commander';
-import { AuditInputError, configQuery, knownVersions, parseModel, parseTime } from './audit-query.js';
+import { AuditInputError, configQuery, knownVersions, parseModel, parseTime, sinceAfterUntil } from './audit-query.js';
 import { cliContext } from './context.js';
+import { OutputFile } from './output-file.js';
 import { computeScope, csvLine, emptyScopeMessage, exportColumns, formatScope, isEmptyScope, scopeDecisions, type ScopeOptions } from './scope.js';
 import { compileWhere, filterGrammar } from './where-filter.js';
 
@@ -25,7 +25,7 @@ export function scopeOptionsFrom(opts: { model: string; endpoint?: string; since
     until: opts.until !== undefined ? parseTime(opts.until, '--until', now) : undefined,
     where: opts.where,
   };
-  if (o.since !== undefined && o.until !== undefined && o.since >= o.until) throw new AuditInputError('--since must be before --until.');
+  if (o.since !== undefined && o.until !== undefined && o.since >= o.until) throw new AuditInputError(sinceAfterUntil(opts.since!, opts.until!));
   compileWhere(o.where); // a bad filter is reported before anything is asked of the store
   return o;
 }
@@ -44,32 +44,40 @@ export function registerScopeCommand(program: Command): void {
       if (opts.export !== undefined && !['csv', 'ndjson'].includes(opts.export)) throw new AuditInputError(`--export is csv or ndjson (got ${JSON.stringify(opts.export)}), e.g. --export csv --out scope.csv`);
       if (opts.out !== undefined && opts.export === undefined) throw new AuditInputError('--out goes with --export csv|ndjson.');
       const o = scopeOptionsFrom(opts);
-      const { config } = cliContext();
-      const q = configQuery(config);
-      const scope = await computeScope(q, o);
-      if (isEmptyScope(scope)) {
-        const known = (await knownVersions(q, o.model.name)).find((v) => v.version === o.model.version);
-        process.stderr.write(`${emptyScopeMessage(scope, known)}\n`);
-        process.exitCode = 3;
-        return;
-      }
-      if (opts.export) {
-        const toStdout = opts.out === undefined;
-        process[toStdout ? 'stderr' : 'stdout'].write(opts.json ? '' : formatScope(scope));
-        const out = toStdout ? process.stdout : createWriteStream(opts.out!);
-        let n = 0;
-        const write = async (s: string) => {
-          if (!out.write(s)) await once(out, 'drain');
-        };
-        if (opts.export === 'csv') await write(`${exportColumns.join(',')}\n`);
-        for await (const page of scopeDecisions(q, o)) {
-          for (const r of page) await write(opts.export === 'csv' ? `${csvLine(exportColumns.map((c) => r[c]))}\n` : `${JSON.stringify(r)}\n`);
-          n += page.length;
+      // A path that cannot be written fails now, before the store is asked anything.
+      const file = opts.export && opts.out !== undefined ? await OutputFile.open(opts.out, '--out') : undefined;
+      try {
+        const { config } = cliContext();
+        const q = configQuery(config);
+        const scope = await computeScope(q, o);
+        if (isEmptyScope(scope)) {
+          const known = (await knownVersions(q, o.model.name)).find((v) => v.version === o.model.version);
+          process.stderr.write(`${emptyScopeMessage(scope, known)}\n`);
+          process.exitCode = 3;
+          await file?.discard();
+          return;
         }
-        if (!toStdout) await new Promise<void>((resolve, reject) => (out as ReturnType<typeof createWriteStream>).end((err?: Error | null) => (err ? reject(err) : resolve())));
-        process.stderr.write(`exported ${n} stored decisions${toStdout ? '' : ` to ${opts.out}`}${scope.exact !== null && scope.exact > n ? ` (${scope.exact - n} more were sampled out: counted, not stored)` : ''}\n`);
-        return;
+        if (opts.export) {
+          process[file ? 'stdout' : 'stderr'].write(opts.json ? '' : formatScope(scope));
+          const write = file
+            ? await file.writer()
+            : async (s: string) => {
+                if (!process.stdout.write(s)) await once(process.stdout, 'drain');
+              };
+          let n = 0;
+          if (opts.export === 'csv') await write(`${exportColumns.join(',')}\n`);
+          for await (const page of scopeDecisions(q, o)) {
+            for (const r of page) await write(opts.export === 'csv' ? `${csvLine(exportColumns.map((c) => r[c]))}\n` : `${JSON.stringify(r)}\n`);
+            n += page.length;
+          }
+          await file?.close();
+          process.stderr.write(`exported ${n} stored decisions${file ? ` to ${file.path}` : ''}${scope.exact !== null && scope.exact > n ? ` (${scope.exact - n} more were sampled out: counted, not stored)` : ''}\n`);
+          return;
+        }
+        process.stdout.write(opts.json ? `${JSON.stringify(scope, null, 2)}\n` : formatScope(scope));
+      } catch (err) {
+        await file?.discard();
+        throw err;
       }
-      process.stdout.write(opts.json ? `${JSON.stringify(scope, null, 2)}\n` : formatScope(scope));
     });
 }

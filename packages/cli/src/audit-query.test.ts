@@ -1,0 +1,38 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { AuditInputError, parseTime } from './audit-query.js';
+
+const now = Date.UTC(2026, 10, 27, 12, 0, 0);
+const refused = (text: string, why: RegExp) =>
+  assert.throws(
+    () => parseTime(text, '--since', now),
+    (err: unknown) => err instanceof AuditInputError && why.test(err.message) && /^--since /.test(err.message) && /e\.g\. --since 2h/.test(err.message),
+    text,
+  );
+
+describe('parseTime', () => {
+  it('reads the documented forms', () => {
+    assert.equal(parseTime('2026-11-27T06:00:00Z', '--since', now), Date.UTC(2026, 10, 27, 6));
+    assert.equal(parseTime('2026-11-27T06:00:00.250+02:00', '--since', now), Date.UTC(2026, 10, 27, 4, 0, 0, 250));
+    assert.equal(parseTime('2026-11-27 06:30', '--since', now), Date.UTC(2026, 10, 27, 6, 30), 'no offset: UTC, as dlog prints times');
+    assert.equal(parseTime('2026-11-27', '--since', now), Date.UTC(2026, 10, 27));
+    assert.equal(parseTime('2024-02-29', '--since', now), Date.UTC(2024, 1, 29), 'a leap day exists');
+    assert.equal(parseTime('1795759200000', '--since', now), 1_795_759_200_000);
+    assert.equal(parseTime('2h', '--since', now), now - 7_200_000);
+    assert.equal(parseTime(' 7d ', '--since', now), now - 7 * 86_400_000);
+  });
+
+  it('refuses numbers that are not epoch ms, dates that do not exist and times out of range, naming the option', () => {
+    refused('0', /is not a time; got "0"/);
+    refused('-5', /is not a time/);
+    refused('1700000000', /is not a time/); // epoch seconds
+    refused('2026-02-30', /day that does not exist \(2026-02 has 28 days\)/);
+    refused('2025-02-29', /2025-02 has 28 days/);
+    refused('2026-13-01', /no month 13/);
+    refused('2026-11-27T24:00:00Z', /time of day that does not exist/);
+    refused('99999999999999999', /outside the times dlog can query/);
+    refused('99999999w', /outside the times dlog can query/);
+    refused('yesterday', /is not a time/);
+    refused('Nov 27 2026', /is not a time/);
+  });
+});
