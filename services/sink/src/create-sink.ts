@@ -10,6 +10,7 @@ import { clickHouseErrorCode, isRetriableClickHouseError, type Store } from '@dl
 import type { Kafka, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import { avroInsertSql, avroReaders, ContainerBuilder, defaultAvroFileRows, splitForReaders, sqlString, type AvroMapping } from './avro-rows.js';
+import { deadLetterSender } from './dead-letter-sender.js';
 import { deadLetterTopic, sinkTables, type TableSpec } from './tables.js';
 import { kafkajsSource, nativeSource, type BatchHandler, type SinkSource } from './source.js';
 import { TableWriter, type RowPayload, type SourceMessage, type WriterIo, type WriterLimits, type WriterStats } from './table-writer.js';
@@ -236,6 +237,7 @@ export function createSink(opts: SinkOptions): Sink {
     avroTables.clear();
   }
 
+  const sendDeadLetters = deadLetterSender((topic, messages) => producer.send({ topic, acks: -1, messages }));
   const io: Omit<WriterIo, 'deadLetter'> = {
     insert: ch.insert,
     existing: ch.existing,
@@ -263,7 +265,7 @@ export function createSink(opts: SinkOptions): Sink {
         deadLetter: async (dlq, letters) => {
           // A whole refused batch can be dead-lettered at once: send it in broker-sized pieces.
           for (const part of chunkMessages(letters.map((d) => deadLetterMessage(d.message, { topic, partition: d.message.partition }, { reason: d.reason, message: d.message_, step: d.step }, 'sink')))) {
-            await producer.send({ topic: dlq, acks: -1, messages: part });
+            await sendDeadLetters(dlq, part);
           }
         },
       },
