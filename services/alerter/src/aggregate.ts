@@ -60,7 +60,8 @@ function bump(map: Map<string, number>, key: string, by: number, cap: number, ov
 export function addDecision(agg: VersionAgg, d: DecisionObservation): void {
   agg.n++;
   agg.weight += d.weight;
-  if (d.confidence !== null && Number.isFinite(d.confidence)) {
+  // A confidence is a probability: anything outside [0, 1] (a logit, 1e308) would swamp the mean.
+  if (d.confidence !== null && d.confidence >= 0 && d.confidence <= 1) {
     agg.confN++;
     agg.confWeight += d.weight;
     agg.confSum += d.weight * d.confidence;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import type { DecisionObservation } from './aggregate.js';
-import { compareVersions } from './aggregate.js';
+import { addDecision, compareVersions, emptyAgg, meanConfidence } from './aggregate.js';
 import { createEngine, type AlerterState, type Engine } from './engine.js';
 import type { AlertRecord } from '@dlog/contracts';
 import { psi } from './psi.js';
@@ -76,6 +76,17 @@ describe('windows and watermark', () => {
     parts.set('b', { newest: 900, seenAt: 700 }); // c has been quiet for 600 ms
     assert.equal(watermark(parts, 700, 10, 500), 890);
     assert.equal(watermark(parts, 5_000, 10, 500), 990); // all quiet: the newest counts
+  });
+});
+
+describe('aggregate', () => {
+  it('leaves confidences outside [0, 1] out of the mean: one 1e308 made the baseline Infinity', () => {
+    const agg = emptyAgg();
+    const d = (confidence: number | null): DecisionObservation => ({ ts: 0, endpoint: 'e', model: 'm', version: '1', decision: 'a', confidence, weight: 1, resolved: true, unresolvedRefs: [] });
+    for (const c of [0.9, 0.7, 1e308, -3, Number.NaN, null]) addDecision(agg, d(c));
+    assert.equal(agg.n, 6);
+    assert.equal(agg.confN, 2);
+    assert.ok(Math.abs(meanConfidence(agg)! - 0.8) < 1e-12);
   });
 });
 
@@ -172,8 +183,10 @@ function run(engine: Engine, events: Traffic[], batch: number, state: AlerterSta
   const sorted = [...events].sort((a, b) => a.d.ts - b.d.ts);
   const alerts: AlertRecord[] = [];
   for (let i = 0; i < sorted.length; i += batch) {
-    for (const e of sorted.slice(i, i + batch)) engine.observeDecision(state, e.partition, e.d, 0);
-    alerts.push(...engine.advance(state, 0));
+    // The wall clock runs with event time, as in a live run.
+    const slice = sorted.slice(i, i + batch);
+    for (const e of slice) engine.observeDecision(state, e.partition, e.d, e.d.ts);
+    alerts.push(...engine.advance(state, slice[slice.length - 1]!.d.ts));
   }
   return alerts;
 }
@@ -247,17 +260,17 @@ describe('engine', () => {
     const engine = createEngine(rules);
     const state = engine.newState();
     const decisions = healthy.filter((e) => e.d.ts < t0 + 10 * min); // 300 observed, weight 600
-    for (const e of decisions) engine.observeDecision(state, e.partition, e.d, 0);
-    for (let i = 0; i < 20; i++) engine.observeDeadLetter(state, { ts: t0 + i * 1000, reason: 'invalid_json' });
-    assert.deepEqual(engine.advance(state, 0), []); // nothing closed yet
+    for (const e of decisions) engine.observeDecision(state, e.partition, e.d, e.d.ts);
+    for (let i = 0; i < 20; i++) engine.observeDeadLetter(state, 'dlq:0', { ts: t0 + i * 1000, reason: 'invalid_json' }, t0 + i * 1000);
+    assert.deepEqual(engine.advance(state, t0 + 10 * min), []); // nothing closed yet
     // 20 / 620 ≈ 3.2 %: below 5 %; 40 more make 60 / 660 ≈ 9 %.
     const quiet = createEngine(rules);
     const s2 = structuredClone(state);
-    for (const e of healthy.filter((x) => x.d.ts >= t0 + 10 * min && x.d.ts < t0 + 11 * min)) quiet.observeDecision(s2, e.partition, e.d, 0);
-    assert.deepEqual(quiet.advance(s2, 0).filter((a) => a.rule === 'dlq'), []);
-    for (let i = 0; i < 40; i++) engine.observeDeadLetter(state, { ts: t0 + i * 1000, reason: 'missing_field' });
-    for (const e of healthy.filter((x) => x.d.ts >= t0 + 10 * min && x.d.ts < t0 + 11 * min)) engine.observeDecision(state, e.partition, e.d, 0);
-    const alerts = engine.advance(state, 0).filter((a) => a.rule === 'dlq');
+    for (const e of healthy.filter((x) => x.d.ts >= t0 + 10 * min && x.d.ts < t0 + 11 * min)) quiet.observeDecision(s2, e.partition, e.d, e.d.ts);
+    assert.deepEqual(quiet.advance(s2, t0 + 11 * min).filter((a) => a.rule === 'dlq'), []);
+    for (let i = 0; i < 40; i++) engine.observeDeadLetter(state, 'dlq:0', { ts: t0 + i * 1000, reason: 'missing_field' }, t0 + i * 1000);
+    for (const e of healthy.filter((x) => x.d.ts >= t0 + 10 * min && x.d.ts < t0 + 11 * min)) engine.observeDecision(state, e.partition, e.d, e.d.ts);
+    const alerts = engine.advance(state, t0 + 11 * min).filter((a) => a.rule === 'dlq');
     assert.equal(alerts.length, 1);
     assert.equal(alerts[0]!.evidence.dead_letters, '60');
     assert.equal(alerts[0]!.evidence['reason.missing_field'], '40');
@@ -269,7 +282,36 @@ describe('engine', () => {
     const engine = createEngine(rules);
     const state = engine.newState();
     run(engine, healthy, 100, state);
-    engine.observeDecision(state, 'p0', { ...healthy[0]!.d }, 0);
+    engine.observeDecision(state, 'p0', { ...healthy[0]!.d }, healthy[healthy.length - 1]!.d.ts);
     assert.equal(state.counters.late, 1);
+  });
+
+  it('closes windows on dead letters alone: when the gate refuses everything, the rule still fires', () => {
+    const engine = createEngine(rules);
+    const state = engine.newState();
+    let alerts: AlertRecord[] = [];
+    // One dead letter a second for 20 minutes, no decision at all.
+    for (let i = 0; i < 20 * 60; i++) {
+      const ts = t0 + i * 1000;
+      engine.observeDeadLetter(state, 'dlq:0', { ts, reason: 'invalid_json' }, ts);
+      if (i % 10 === 9) alerts = alerts.concat(engine.advance(state, ts));
+    }
+    assert.ok(alerts.some((a) => a.rule === 'dlq'), 'the dead-letter rule fired');
+    assert.ok(state.panes.size < 40, `closed panes are let go (${state.panes.size} held)`);
+  });
+
+  it('a producer clock an hour fast does not close windows still filling', () => {
+    const engine = createEngine(rules);
+    const state = engine.newState();
+    const sorted = [...healthy].sort((a, b) => a.d.ts - b.d.ts);
+    // A record stamped an hour ahead arrives first on every partition.
+    for (const partition of new Set(sorted.map((e) => e.partition))) {
+      engine.observeDecision(state, partition, { ...sorted[0]!.d, ts: sorted[0]!.d.ts + 60 * min }, sorted[0]!.d.ts);
+    }
+    for (const e of sorted) {
+      engine.observeDecision(state, e.partition, e.d, e.d.ts);
+      engine.advance(state, e.d.ts);
+    }
+    assert.equal(state.counters.late, 0);
   });
 });

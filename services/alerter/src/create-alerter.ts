@@ -84,7 +84,7 @@ export async function createAlerter(opts: {
   async function observe(state: AlerterState, topic: string, partition: number, messages: KafkaMessage[]): Promise<number> {
     const now = Date.now();
     if (topic === topics.deadLetters) {
-      for (const m of messages) engine.observeDeadLetter(state, toDeadLetterObservation(m));
+      for (const m of messages) engine.observeDeadLetter(state, `${topic}:${partition}`, toDeadLetterObservation(m), now);
       return 0;
     }
     await decoder.prepare(messages.map((m) => m.value));

@@ -20,6 +20,8 @@ export interface AlerterState {
   panes: Map<number, Pane>;
   /** input partition → newest decision event time read there, and when */
   newest: Map<string, PartitionProgress>;
+  /** dead-letter partition → newest refusal time read there, and when: moves windows on when no decision does */
+  deadLetterNewest: Map<string, PartitionProgress>;
   /** Windows ending at or before this were evaluated. */
   closedUpTo: number | undefined;
   /** suppression key → window end of the last alert that went out */
@@ -36,9 +38,22 @@ export interface Engine {
   newState(): AlerterState;
   /** `now`: wall clock, for telling quiet partitions from slow ones. */
   observeDecision(state: AlerterState, partition: string, d: DecisionObservation, now: number): void;
-  observeDeadLetter(state: AlerterState, d: DeadLetterObservation): void;
+  observeDeadLetter(state: AlerterState, partition: string, d: DeadLetterObservation, now: number): void;
   /** Moves the watermark, evaluates the windows it closes, returns the alerts that pass suppression. */
   advance(state: AlerterState, now: number): AlertRecord[];
+}
+
+/**
+ * How far past the wall clock an event time may move a partition's watermark. A producer with a
+ * clock an hour fast would otherwise close windows that are still filling, and every later record
+ * would count as late: the gate checks event times against the record timestamp, which the same
+ * producer sets. The event still counts, in the window of its own time.
+ */
+export const maxFutureMs = 5 * 60_000;
+
+function progress(map: Map<string, PartitionProgress>, partition: string, ts: number, now: number): void {
+  const t = Math.min(ts, now + maxFutureMs);
+  map.set(partition, { newest: Math.max(map.get(partition)?.newest ?? -Infinity, t), seenAt: now });
 }
 
 export function createEngine(doc: RulesDocument): Engine {
@@ -82,6 +97,7 @@ export function createEngine(doc: RulesDocument): Engine {
     newState: () => ({
       panes: new Map(),
       newest: new Map(),
+      deadLetterNewest: new Map(),
       closedUpTo: undefined,
       lastFired: new Map(),
       history: new Map(),
@@ -89,7 +105,7 @@ export function createEngine(doc: RulesDocument): Engine {
     }),
 
     observeDecision(state, partition, d, now) {
-      state.newest.set(partition, { newest: Math.max(state.newest.get(partition)?.newest ?? -Infinity, d.ts), seenAt: now });
+      progress(state.newest, partition, d.ts, now);
       const p = paneFor(state, d.ts);
       if (!p) {
         state.counters.late++;
@@ -102,8 +118,11 @@ export function createEngine(doc: RulesDocument): Engine {
       addDecision(agg, d);
     },
 
-    observeDeadLetter(state, d) {
-      // Dead letters do not move the watermark: their time is when the gate refused them.
+    observeDeadLetter(state, partition, d, now) {
+      // Their time is when the gate refused them, so they do not hold windows open for decisions;
+      // but when no decision partition is delivering (the gate refuses everything), they move the
+      // watermark on, or no window would close and the dead-letter rule would never fire.
+      progress(state.deadLetterNewest, partition, d.ts, now);
       const p = paneFor(state, d.ts);
       if (!p) {
         state.counters.late++;
@@ -115,7 +134,7 @@ export function createEngine(doc: RulesDocument): Engine {
     },
 
     advance(state, now) {
-      const wm = watermark(state.newest, now, lateness, idle);
+      const wm = watermark(state.newest, now, lateness, idle, state.deadLetterNewest);
       const from = state.closedUpTo ?? -Infinity;
       if (wm === undefined || wm <= from) return [];
       const tasks: { end: number; rule: number }[] = [];
