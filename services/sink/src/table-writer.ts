@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { backoffDelay } from '@dlog/runtime';
 
@@ -103,10 +104,17 @@ class Batch {
     return this.lines.length + this.deadLetters.length;
   }
 
-  /** Deterministic for the same offsets: a retried batch gets the same token. */
+  /**
+   * Deterministic for the same offsets and rows: a retried batch gets the same token. Offsets
+   * alone are not enough: a topic deleted and made again starts at offset 0, and ClickHouse,
+   * remembering the old token, would drop the new rows and report success. So the token also
+   * carries a fingerprint of the batch's first and last row keys and its row count.
+   */
   token(topic: string): string {
     const parts = [...this.first.keys()].sort((a, b) => a - b).map((p) => `${p}:${this.first.get(p)}-${this.last.get(p)}`);
-    return `${topic}/${parts.join(',')}`;
+    const n = this.keys.length;
+    const fingerprint = createHash('sha1').update(`${n}\u0000${this.keys[0] ?? ''}\u0000${this.keys[n - 1] ?? ''}`).digest('hex').slice(0, 8);
+    return `${topic}/${parts.join(',')}#${fingerprint}`;
   }
 }
 
@@ -127,8 +135,10 @@ export class TableWriter {
    * Partitions whose rows are known not to be in ClickHouse yet. After a start, a rebalance or
    * an insert of unknown outcome, rows already written but not committed form a prefix of each
    * partition's redelivered offsets, and that prefix can span several batches (the killed run's
-   * batch may have been larger than the new one). So rows are checked per partition until one
-   * is found missing: from there on the partition is past what was written.
+   * batch may have been larger than the new one). Not quite a prefix, though: a bad row isolated
+   * from its batch is missing among written rows, and JSON rows are written before the Avro rows
+   * of the same batch. So a partition is checked batch by batch until one in which none of its
+   * rows was found: from there on it is past what was written.
    */
   private readonly settled = new Set<number>();
   private failing = false;
@@ -362,18 +372,23 @@ export class TableWriter {
       if (t > hi) hi = t;
     }
     const found = await this.io.existing(this.table, this.spec.keyColumn, this.spec.timeColumn, rows.map((i) => batch.keys[i]!), lo, hi);
+    const checked = new Set<number>();
+    const foundIn = new Set<number>();
+    for (const i of rows) {
+      const p = batch.sources[i]!.partition;
+      checked.add(p);
+      if (found.has(batch.keys[i]!)) foundIn.add(p);
+    }
     // A key repeated inside the batch (an upstream replay) is written once.
     const seen = new Set<string>(found);
     const keep: number[] = [];
-    const missingIn = new Set<number>();
     for (const i of all) {
       const k = batch.keys[i]!;
       if (seen.has(k)) continue;
       seen.add(k);
       keep.push(i);
-      missingIn.add(batch.sources[i]!.partition);
     }
-    for (const p of missingIn) this.settled.add(p);
+    for (const p of checked) if (!foundIn.has(p)) this.settled.add(p);
     const skipped = all.length - keep.length;
     if (skipped > 0) {
       this.stats.rowsSkippedAsReplay += skipped;
