@@ -219,6 +219,26 @@ function runLeaks(events: (Record<string, unknown> | Buffer)[], d: GateDeps = de
   };
 }
 
+/** The schema-id-1 resolver and an Avro-framed event with the given output fields. */
+const avroSchemas = { get: (id: number) => (id === 1 ? { resolver: inputType.createResolver(inputType) } : undefined) } as unknown as GateDeps['schemas'];
+function framedEvent(output: Record<string, unknown>): Buffer {
+  const { input: _input, ...plain } = event();
+  return encodeFramed(inputType, 1, {
+    ...plain,
+    input_json: '{"amount":5000}',
+    input_hash: '',
+    tenant: null,
+    image: null,
+    config: null,
+    preprocessing: null,
+    environment_digest: null,
+    trajectory: null,
+    attributes: {},
+    output: { decision: 'approved', confidence: 0.9, scores: {}, token_logprobs: null, output_json: null, ...output },
+    producer: { service: 'p', sdk: 's', host: null },
+  });
+}
+
 const raw = ['Jane Doe', 'jane.doe@example.com', 'jane@example.com', '1 Main St', '+14155551234', '4111111111111111'];
 function assertNoRaw(record: unknown): void {
   const text = JSON.stringify(record);
@@ -298,16 +318,14 @@ describe('gate: input no step foresaw goes to the dead-letter topic, never stops
   });
 
   it('an Avro event whose array claims a billion items (the process once ran out of memory)', () => {
-    const { input: _input, ...plain } = event();
-    const good = encodeFramed(inputType, 1, { ...plain, input_json: '{"amount":5000}', input_hash: '', tenant: null, image: null, config: null, preprocessing: null, environment_digest: null, trajectory: null, attributes: {}, output: { decision: 'approved', confidence: 0.9, scores: {}, token_logprobs: [0.5], output_json: null }, producer: { service: 'p', sdk: 's', host: null } });
-    const schemas = { get: (id: number) => (id === 1 ? { resolver: inputType.createResolver(inputType) } : undefined) } as unknown as GateDeps['schemas'];
+    const good = framedEvent({ token_logprobs: [0.5] });
     // token_logprobs is the only array: find its count (1, zig-zag 2) followed by the double 0.5.
     const half = Buffer.alloc(8);
     half.writeDoubleLE(0.5);
     const at = good.indexOf(Buffer.concat([Buffer.from([2]), half]));
     assert.ok(at > 0);
     const bomb = Buffer.concat([good.subarray(0, at), Buffer.from([0x80, 0xa8, 0xd6, 0xb9, 0x07]), good.subarray(at + 1)]);
-    const { records, dead } = runLeaks([bomb, good], { ...deps, schemas });
+    const { records, dead } = runLeaks([bomb, good], { ...deps, schemas: avroSchemas });
     assert.equal(records.length, 1);
     assert.deepEqual(dead.map((d) => d.reason), ['truncated_avro']);
   });
@@ -318,6 +336,16 @@ describe('gate: input no step foresaw goes to the dead-letter topic, never stops
     assert.equal(records.length, 0);
     assert.deepEqual(dead.map((x) => `${x.reason}/${x.step}`), ['unprocessable/gate', 'unprocessable/gate']);
     assert.equal(counts.length, 0, 'a failed event is not counted as kept');
+  });
+
+  it('an Avro event with NaN or infinite numbers in its output is dead-lettered, a -Infinity log-probability is not', () => {
+    const framed = framedEvent;
+    const { records, dead } = runLeaks(
+      [framed({ confidence: Number.NaN }), framed({ scores: { a: Number.POSITIVE_INFINITY } }), framed({ token_logprobs: [-0.1, Number.NaN] }), framed({ token_logprobs: [-0.1, Number.NEGATIVE_INFINITY] })],
+      { ...deps, schemas: avroSchemas },
+    );
+    assert.deepEqual(dead.map((d) => d.reason), ['wrong_type', 'wrong_type', 'wrong_type']);
+    assert.equal(records.length, 1);
   });
 
   it('names holding the key separator count apart', () => {

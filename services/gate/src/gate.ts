@@ -176,6 +176,19 @@ interface Accepted {
   hash: string;
 }
 
+/**
+ * Avro doubles can carry NaN and infinities, which JSON producers cannot send and a ClickHouse
+ * server's JSON rows turn into NULL or 0, so the same event would land differently per mode. A
+ * log-probability may be -Infinity (probability 0); nothing else here may be other than finite.
+ */
+function outputNumberProblem(output: InferenceEventRecord['output']): string | undefined {
+  if (output.confidence !== null && !Number.isFinite(output.confidence)) return `output.confidence is ${output.confidence}, not a finite number`;
+  for (const k in output.scores) if (!Number.isFinite(output.scores[k])) return `output.scores has a value that is not a finite number (${output.scores[k]})`;
+  const lp = output.token_logprobs;
+  if (lp !== null) for (const x of lp) if (Number.isNaN(x) || x === Infinity) return `output.token_logprobs has ${x}`;
+  return undefined;
+}
+
 function validate(
   bytes: Buffer | null,
   messageTs: number,
@@ -189,6 +202,8 @@ function validate(
   if (event.ts < messageTs - limits.max_ts_skew_past_ms || event.ts > messageTs + limits.max_ts_skew_future_ms) {
     return deadLetter('validate', 'timestamp_out_of_range', `ts ${event.ts} is too far from the record's timestamp ${messageTs}`);
   }
+  const badNumber = outputNumberProblem(event.output);
+  if (badNumber) return deadLetter('validate', 'wrong_type', badNumber);
   let hash: string;
   try {
     // input_json is the text `input` was parsed from; from the SDK it is already canonical.
