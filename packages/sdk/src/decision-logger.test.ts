@@ -8,6 +8,7 @@ import { inputHash, loadSchema } from '@dlog/contracts';
 import { createLogger, waitFor } from '@dlog/runtime';
 import { createDecisionLogger, DecisionLoggerError, type DecisionLoggerOptions } from './decision-logger.js';
 import { SessionLostError } from './native-transport.js';
+import { SpillFile } from './spill-file.js';
 import type { OutMessage, Transport } from './transport.js';
 
 const eventType = avro.Type.forSchema(loadSchema('inference-event'));
@@ -295,5 +296,239 @@ describe('createDecisionLogger (no Kafka)', () => {
     assert.throws(() => createDecisionLogger({ service: 'x' }), /brokers/);
     assert.throws(() => createDecisionLogger({ ...base(fake.transport), bogus: 1 } as never), /bogus|Unrecognized/);
     assert.throws(() => createDecisionLogger(base(fake.transport, { kafkaClient: 'rdkafka' as never })), /kafkaClient/);
+  });
+});
+
+/** Scripted failures for the fake transport: one entry per send to inference.raw. */
+type Outcome = 'ok' | 'fail' | 'writeHalfThenLoseSession' | 'writeThenHang';
+
+function scriptedTransport(store: { key: string; value: Buffer }[] = []) {
+  const script: Outcome[] = [];
+  const sizes: number[] = [];
+  let written = 0;
+  const idOf = (v: Buffer) => String((eventType.fromBuffer(v.subarray(5)) as { event_id: string }).event_id);
+  const transport: Transport = {
+    async connect() {},
+    async register(subject) {
+      return subject.includes('artifact') ? 2 : 1;
+    },
+    async send(topic: string, messages: OutMessage[]) {
+      if (topic !== 'inference.raw') return;
+      sizes.push(messages.length);
+      const what = script.shift() ?? 'ok';
+      await new Promise((r) => setImmediate(r));
+      if (what === 'fail') throw Object.assign(new Error('Request timed out'), { retriable: true });
+      if (what === 'writeHalfThenLoseSession') {
+        for (const m of messages.slice(0, Math.ceil(messages.length / 2))) store.push({ key: m.key, value: Buffer.from(m.value) });
+        throw Object.assign(new Error('lost'), { type: 'UNKNOWN_PRODUCER_ID' });
+      }
+      for (const m of messages) store.push({ key: m.key, value: Buffer.from(m.value) });
+      if (what === 'writeThenHang') await new Promise(() => undefined); // the acknowledgement never comes
+    },
+    async written(_topic, _since, ids) {
+      written++;
+      return new Set(store.map((s) => idOf(s.value)).filter((id) => ids.has(id)));
+    },
+    async reset() {},
+    async disconnect() {},
+  };
+  const ids = () => store.map((s) => idOf(s.value));
+  return { transport, script, sizes, ids, writtenCalls: () => written };
+}
+
+const decision = (i: number) => ({ requestId: `r${i}`, input: { i }, output: { decision: 'ok' } });
+
+describe('createDecisionLogger: no duplicates, no lost events, never throwing', () => {
+  it('trace().record() never throws: a step that cannot be read is counted invalid and does not use up a step number', async () => {
+    const fake = fakeTransport();
+    const errors: DecisionLoggerError[] = [];
+    const logger = createDecisionLogger(base(fake.transport, { onError: (e) => void errors.push(e) }));
+    const trace = logger.trace();
+    const throwing = {
+      input: 1,
+      output: { decision: 'a' },
+      get toolArgs(): unknown {
+        throw new Error('host getter failed for alice@example.com');
+      },
+    };
+    for (const step of [null, undefined, throwing]) assert.doesNotThrow(() => trace.record(step as never));
+    trace.record({ input: { q: 1 }, output: { decision: 'answer' } });
+    const stats = await logger.close();
+    assert.equal(stats.invalid, 3);
+    assert.equal(stats.sent, 1);
+    assert.equal(fake.events()[0]!.event.trajectory.step, 1);
+    assert.equal(errors.filter((e) => e.kind === 'invalid').length, 3);
+    assert.ok(errors.every((e) => !e.message.includes('alice')));
+  });
+
+  it('reports why a decision was refused without the host keys or text (e-mail keys, a toJSON message, values)', async () => {
+    const fake = fakeTransport();
+    const errors: string[] = [];
+    const logger = createDecisionLogger(base(fake.transport, { onError: (e) => void errors.push(e.message) }));
+    logger.record({ input: { contacts: { 'alice.smith@example.com': Number.NaN } }, output: { decision: 'a' } });
+    logger.record({ input: { toJSON() { throw new Error('SSN 123-45-6789 invalid'); } }, output: { decision: 'a' } });
+    logger.record({ input: 1, output: { decision: 'a', detail: { 'bob@example.com': 1n } } });
+    logger.record({ input: 1, output: { decision: 'a', scores: [0.25, 0.75] as never } });
+    logger.trace().record({ input: 1, output: { decision: 'a' }, toolArgs: { 'carol@example.com': Infinity } });
+    const stats = await logger.close();
+    assert.equal(stats.invalid, 5);
+    const text = errors.join('\n');
+    for (const secret of ['alice', '123-45', 'bob@', '0.25', 'carol']) assert.ok(!text.includes(secret), `no ${secret} in: ${text}`);
+    assert.match(text, /NaN is not representable in JSON \(at depth 2\)/);
+    assert.match(text, /Error thrown while converting it/);
+    assert.match(text, /output\.detail is not serialisable: BigInt/);
+    assert.match(text, /trajectory\.toolArgs is not serialisable: Infinity is not representable in JSON \(at depth 1\)/);
+  });
+
+  it('close() keeps events of unknown outcome flagged; the next process reads the topic back before sending them, all within the close bound', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
+    const store: { key: string; value: Buffer }[] = [];
+    const a = scriptedTransport(store);
+    a.script.push('writeThenHang');
+    const first = createDecisionLogger(base(a.transport, { buffer: { policy: 'spill', spillDir: dir } }));
+    for (let i = 0; i < 5; i++) first.record(decision(i));
+    await waitFor(() => store.length === 5, { timeoutMs: 5_000, what: 'the batch written' });
+    const t0 = Date.now();
+    const s1 = await first.close(200);
+    // Generous: the bound is 200 ms, and the old close waited 5 s more for a hung send.
+    assert.ok(Date.now() - t0 < 3_000, `close(200) took ${Date.now() - t0} ms`);
+    assert.deepEqual([s1.sent, s1.spilled], [0, 5]);
+
+    const b = scriptedTransport(store);
+    const second = createDecisionLogger(base(b.transport, { buffer: { policy: 'spill', spillDir: dir } }));
+    assert.deepEqual(await second.flush(5_000), { ok: true, unsent: 0 });
+    await second.close();
+    assert.equal(b.writtenCalls(), 1);
+    assert.equal(b.ids().length, 5, 'each event once');
+    assert.equal(new Set(b.ids()).size, 5);
+  });
+
+  it('keeps checking before resending until a send succeeds: a failed send of the checked rest does not lead to a resend of the whole batch', async () => {
+    const fake = scriptedTransport();
+    fake.script.push('writeHalfThenLoseSession', 'fail');
+    const logger = createDecisionLogger(base(fake.transport));
+    for (let i = 0; i < 10; i++) logger.record(decision(i));
+    assert.deepEqual(await logger.flush(10_000), { ok: true, unsent: 0 });
+    const stats = await logger.close();
+    assert.equal(stats.sent, 10);
+    assert.equal(fake.ids().length, 10, 'each event once');
+    assert.equal(new Set(fake.ids()).size, 10);
+    assert.deepEqual(fake.sizes, [10, 5, 5]);
+  });
+
+  it('a retry resends the same batch: events recorded during the backoff wait for the next one', async () => {
+    const fake = scriptedTransport();
+    fake.script.push('fail');
+    let n = 0;
+    let logger: ReturnType<typeof createDecisionLogger> | undefined;
+    const onError = (e: DecisionLoggerError) => {
+      // Called as the backoff starts: these arrive while the failed batch waits to be retried.
+      if (e.kind === 'send') for (let i = 0; i < 30; i++) logger!.record(decision(n++));
+    };
+    logger = createDecisionLogger(base(fake.transport, { onError }));
+    await waitFor(() => logger.stats().ready.contract, { timeoutMs: 5_000, what: 'the contract' });
+    for (let i = 0; i < 10; i++) logger.record(decision(n++));
+    assert.deepEqual(await logger.flush(10_000), { ok: true, unsent: 0 });
+    await logger.close();
+    assert.deepEqual(fake.sizes, [10, 10, 30]);
+    assert.equal(new Set(fake.ids()).size, 40);
+  });
+
+  it('a failed read of the spill file is reported and retried: the sending goes on', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
+    const fake = fakeTransport();
+    fake.state.down = true;
+    const errors: DecisionLoggerError[] = [];
+    const logger = createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill', spillDir: dir, maxEvents: 5 }, onError: (e) => void errors.push(e) }));
+    const readNext = SpillFile.prototype.readNext;
+    let failures = 1;
+    SpillFile.prototype.readNext = function (this: SpillFile, ...args: Parameters<SpillFile['readNext']>) {
+      if (failures-- > 0) throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+      return readNext.apply(this, args);
+    };
+    try {
+      for (let i = 0; i < 20; i++) {
+        logger.record(decision(i));
+        await new Promise((r) => setImmediate(r));
+      }
+      await waitFor(() => logger.stats().spilled > 0, { timeoutMs: 5_000, what: 'spilling' });
+      fake.state.down = false;
+      assert.deepEqual(await logger.flush(20_000), { ok: true, unsent: 0 });
+    } finally {
+      SpillFile.prototype.readNext = readNext;
+    }
+    const stats = await logger.close();
+    assert.equal(stats.sent, 20);
+    assert.equal(failures, -1, 'the read failed once');
+    assert.ok(errors.some((e) => e.kind === 'spill' && /Reading the spill file back failed/.test(e.message)));
+    assert.deepEqual(fake.events().map((e) => JSON.parse(e.event.input_json).i), Array.from({ length: 20 }, (_, i) => i));
+  });
+
+  it('flush(Infinity) waits without a bound (it used to give up after 1 ms)', async () => {
+    const fake = fakeTransport();
+    fake.state.down = true;
+    const logger = createDecisionLogger(base(fake.transport));
+    logger.record(decision(1));
+    let settled = false;
+    const flushed = logger.flush(Infinity).finally(() => (settled = true));
+    await waitFor(() => logger.stats().sendErrors >= 2, { timeoutMs: 10_000, what: 'failed sends' });
+    assert.equal(settled, false);
+    fake.state.down = false;
+    assert.deepEqual(await flushed, { ok: true, unsent: 0 });
+    assert.equal((await logger.close(Infinity)).sent, 1);
+  });
+
+  it('refuses, at creation, defaults that would refuse every event, naming the option', () => {
+    const fake = fakeTransport();
+    const make = (extra: Partial<DecisionLoggerOptions>) => () => createDecisionLogger(base(fake.transport, extra));
+    assert.throws(make({ model: 'loan-approver:2.4.1' }), /option model: .*registry:\/\/models/);
+    assert.throws(make({ config: { ref: 'configs/prod/x:v1', params: { temperature: 'hot' as never } } }), /option config\.params\.temperature/);
+    assert.throws(make({ config: { ref: 'configs/prod/x:v1', params: { thresholds: { approve: 'high' as never } } } }), /option config\.params\.thresholds/);
+    assert.throws(make({ requestTimeoutMs: 3_000_000_000 }), /option requestTimeoutMs/);
+    assert.throws(make({ buffer: { policy: 'drop', spillDir: '/tmp/x' } }), /option buffer\.spillDir/);
+    assert.doesNotThrow(() => make({ model: 'registry://models/loan-approver:2.4.1' })().close());
+  });
+
+  it('spill policy past its bound: one record() encodes a small slice of what waits, not all of it', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
+    const fake = fakeTransport();
+    fake.state.down = true;
+    const logger = createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill', spillDir: dir, maxEvents: 1_000 } }));
+    await waitFor(() => logger.stats().ready.contract, { timeoutMs: 5_000, what: 'the contract' });
+    for (let i = 0; i < 1_000; i++) logger.record(decision(i)); // no await: nothing encoded yet
+    assert.equal(logger.stats().buffered.pending, 1_000);
+    logger.record(decision(1_000));
+    const pending = logger.stats().buffered.pending;
+    assert.ok(pending > 1_000 - 300 && pending <= 1_000, `${pending} still waiting`);
+    await logger.close(100);
+  });
+
+  it('spill policy with the registry down names the cause of its drops', async () => {
+    const fake = fakeTransport();
+    fake.transport.register = async () => {
+      throw new Error('ECONNREFUSED');
+    };
+    const errors: DecisionLoggerError[] = [];
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
+    const logger = createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill', spillDir: dir, maxEvents: 10 }, onError: (e) => void errors.push(e) }));
+    for (let i = 0; i < 15; i++) logger.record(decision(i));
+    await waitFor(() => errors.some((e) => e.kind === 'dropped'), { timeoutMs: 5_000, what: 'the drop report' });
+    const drop = errors.find((e) => e.kind === 'dropped')!;
+    assert.equal(drop.count, 5);
+    assert.match(drop.message, /schema registry unreachable/);
+    assert.doesNotMatch(drop.message, /policy drop/);
+    await logger.close(100);
+  });
+
+  it('refuses a second logger on a spill directory this process already uses, naming it', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
+    const fake = fakeTransport();
+    const first = createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill', spillDir: dir } }));
+    assert.throws(
+      () => createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill', spillDir: dir } })),
+      (err: Error) => err.message.includes(dir) && /another decision logger in this process/.test(err.message),
+    );
+    await first.close();
+    await createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill', spillDir: dir } })).close();
   });
 });

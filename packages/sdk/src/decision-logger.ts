@@ -21,7 +21,7 @@ import { kafkaTransport, leadingString } from './kafka-transport.js';
 import { nativeTransport } from './native-transport.js';
 import { SpillFile, type Encoded } from './spill-file.js';
 import type { OutMessage, Transport } from './transport.js';
-import { uuidv7 } from './uuid-v7.js';
+import { uuidv7, uuidv7Time } from './uuid-v7.js';
 
 export const sdkName = '@dlog/sdk@0.1.0';
 
@@ -55,7 +55,7 @@ export interface DecisionLoggerOptions {
     maxBytes?: number;
     /** drop: newest events are dropped and counted; spill: written to spillDir and replayed in order. */
     policy?: BufferPolicy;
-    /** Required for spill; one directory per process (it is locked). */
+    /** Required for spill (and only used with it); one directory per logger (it is locked). */
     spillDir?: string;
   };
   batch?: {
@@ -72,7 +72,7 @@ export interface DecisionLoggerOptions {
    * `native` insists on librdkafka.
    */
   kafkaClient?: KafkaClientKind;
-  /** How long one send may take before the logger counts it as failed and retries. */
+  /** How long one send may take before the logger counts it as failed and retries; at most 300000. */
   requestTimeoutMs?: number;
   /** Called for every refused decision, every batch of drops and every failed send; never throws back. */
   onError?: (err: DecisionLoggerError) => void;
@@ -82,6 +82,23 @@ export interface DecisionLoggerOptions {
 }
 
 const refSchema = z.object({ ref: z.string().min(1), digest: z.string().nullable().optional() }).strict();
+// The same rules decision.ts applies to every event: a logger-wide default that breaks them would
+// otherwise be accepted here and then refuse every event in the background.
+const modelUriPattern = /^registry:\/\/models\/([^:\s]+):(\S+)$/;
+const optionalNumber = z.number().nullable().optional();
+const paramsSchema = z
+  .object({
+    temperature: optionalNumber,
+    topP: optionalNumber,
+    maxTokens: z.number().int().nullable().optional(),
+    thresholds: z.record(z.string(), z.number()).optional(),
+    extra: z.record(z.string(), z.string()).optional(),
+  })
+  .strict();
+/** Bounded so one hung send cannot hold a batch (and close()) for longer; also setTimeout's limit. */
+const maxRequestTimeoutMs = 300_000;
+/** setTimeout fires at once for anything longer (it overflows to 1 ms). */
+const maxTimerMs = 2 ** 31 - 1;
 const optionsSchema = z
   .object({
     service: z.string().min(1),
@@ -92,9 +109,9 @@ const optionsSchema = z
     endpoint: z.string().min(1).optional(),
     decisionType: z.string().min(1).optional(),
     tenant: z.string().nullable().optional(),
-    model: z.union([z.string(), z.object({ name: z.string().min(1), version: z.string().min(1), digest: z.string().nullable().optional() }).strict()]).optional(),
+    model: z.union([z.string().regex(modelUriPattern, 'a string model is registry://models/<name>:<version>; or pass { name, version }'), z.object({ name: z.string().min(1), version: z.string().min(1), digest: z.string().nullable().optional() }).strict()]).optional(),
     image: refSchema.nullable().optional(),
-    config: z.object({ ref: z.string().min(1), params: z.record(z.string(), z.unknown()).optional() }).strict().nullable().optional(),
+    config: z.object({ ref: z.string().min(1), params: paramsSchema.optional() }).strict().nullable().optional(),
     preprocessing: refSchema.nullable().optional(),
     attributes: z.record(z.string(), z.string()).optional(),
     environment: z
@@ -110,12 +127,13 @@ const optionsSchema = z
       })
       .strict()
       .refine((b) => b.policy !== 'spill' || b.spillDir !== undefined, { message: 'policy spill needs buffer.spillDir (a directory of its own for this process)', path: ['spillDir'] })
+      .refine((b) => b.spillDir === undefined || b.policy === 'spill', { message: "is only used with policy 'spill': set buffer.policy to 'spill', or remove spillDir", path: ['spillDir'] })
       .optional(),
     batch: z.object({ maxEvents: z.number().int().positive().optional(), maxBytes: z.number().int().min(1024).optional() }).strict().optional(),
     maxEventBytes: z.number().int().min(1024).optional(),
     compression: z.enum(['none', 'gzip']).optional(),
     kafkaClient: z.enum(['auto', 'native', 'kafkajs']).optional(),
-    requestTimeoutMs: z.number().int().positive().optional(),
+    requestTimeoutMs: z.number().int().positive().max(maxRequestTimeoutMs).optional(),
     onError: z.custom<(err: DecisionLoggerError) => void>((v) => typeof v === 'function', 'must be a function').optional(),
     log: z.unknown().optional(),
     transport: z.unknown().optional(),
@@ -190,9 +208,13 @@ export interface DecisionLogger {
   record(decision: Decision): string;
   /** A trajectory: each record() is the next step, its parent the previous step. */
   trace(opts?: { traceId?: string }): DecisionTrace;
-  /** Waits until everything recorded so far is acknowledged, at most timeoutMs. Never rejects. */
+  /** Waits until everything recorded so far is acknowledged, at most timeoutMs (Infinity: no bound). Never rejects. */
   flush(timeoutMs?: number): Promise<FlushResult>;
-  /** Stops accepting, drains within timeoutMs, spills what is left (spill policy), disconnects. */
+  /**
+   * Stops accepting, drains, spills what is left (spill policy), disconnects: all within timeoutMs
+   * (Infinity: no bound). A batch whose send had not been answered is spilled flagged, and the next
+   * process reads the topic back before sending it again.
+   */
   close(timeoutMs?: number): Promise<DecisionLoggerStats>;
   stats(): DecisionLoggerStats;
   readonly environment: Environment;
@@ -221,6 +243,8 @@ interface Pending {
 
 const slabBytes = 1 << 20;
 const pumpSlice = 2_000;
+/** Encoded on the caller's path per record() past the spill policy's bound (~25 µs each). */
+const inlineSlice = 256;
 const latencyRing = 1_024;
 
 const producerStateErrors = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH', 'INVALID_PRODUCER_ID_MAPPING']);
@@ -292,6 +316,10 @@ class DecisionLoggerImpl implements DecisionLogger {
   private readonly senderDone: Promise<void>;
   private flushWaiters: { target: number; resolve: () => void }[] = [];
   private closed: Promise<DecisionLoggerStats> | undefined;
+  /** close() has taken the queue over: a send that settles later must not touch it. */
+  private detached = false;
+  /** The batch last handed to transport.send() and not yet acknowledged: its outcome is unknown. */
+  private offered: readonly Encoded[] = [];
 
   constructor(opts: DecisionLoggerOptions) {
     const parsed = optionsSchema.safeParse(opts);
@@ -342,7 +370,7 @@ class DecisionLoggerImpl implements DecisionLogger {
       this.transport = native ? nativeTransport({ ...common, native }) : kafkaTransport(common);
     }
     if (this.policy === 'spill') {
-      this.spill = new SpillFile(opts.buffer!.spillDir!);
+      this.spill = new SpillFile(opts.buffer!.spillDir!, this.log);
       // Events left by an earlier process go first.
       if (this.spill.pendingBytes > 0) this.spilling = true;
     }
@@ -365,14 +393,16 @@ class DecisionLoggerImpl implements DecisionLogger {
     return {
       traceId,
       record: (s: TraceStep): string => {
+        let traj: TrajectoryContext;
+        try {
+          traj = { traceId, step: step + 1, parentEventId: s.parentEventId === undefined ? last : s.parentEventId, toolName: s.toolName ?? null, toolArgs: s.toolArgs };
+        } catch {
+          // Not an object, or a getter that throws: refused like any invalid decision, and the
+          // step number is not used up.
+          return this.refuseNow('trace step is not an object, or reading one of its fields threw');
+        }
         step++;
-        const id = this.accept(s, {
-          traceId,
-          step,
-          parentEventId: s.parentEventId === undefined ? last : s.parentEventId,
-          toolName: s.toolName ?? null,
-          toolArgs: s.toolArgs,
-        });
+        const id = this.accept(s, traj);
         last = id;
         return id;
       },
@@ -392,19 +422,19 @@ class DecisionLoggerImpl implements DecisionLogger {
       if (this.policy === 'drop') {
         if (waiting + this.mem.length - this.memHead >= this.maxEvents) {
           this.counters.dropped++;
-          this.reportDrop(id);
+          this.reportDrop(id, 'buffer full (policy drop)');
           return id;
         }
       } else if (waiting >= this.maxEvents) {
         // Spill loses nothing, so a caller that records faster than the background can encode
-        // pays for the encoding here, once per maxEvents calls, rather than growing memory.
+        // pays for the encoding here rather than growing memory: a small slice per call past the
+        // bound, so that no single call takes long (all of 100k pending took ~0.9 s).
         if (this.schemaId !== undefined) {
-          while (this.pendingHead < this.pending.length) this.pump();
-          waiting = 0;
+          this.encodePending(inlineSlice);
         } else {
           // Nothing can be encoded before the contract is registered: the bound holds anyway.
           this.counters.dropped++;
-          this.reportDrop(id);
+          this.reportDrop(id, 'the contract is not registered yet (schema registry unreachable), so nothing can be encoded or spilled');
           return id;
         }
       }
@@ -422,15 +452,26 @@ class DecisionLoggerImpl implements DecisionLogger {
     return id;
   }
 
+  /** A call refused before it could be queued; never throws. */
+  private refuseNow(reason: string): string {
+    const id = uuidv7();
+    try {
+      this.invalid(id, reason);
+    } catch (err) {
+      this.log.error({ err }, 'record() failed internally');
+    }
+    return id;
+  }
+
   private dropReportPending = 0;
-  private reportDrop(id: string): void {
+  private reportDrop(id: string, why: string): void {
     // One report per burst of drops, not one per event: a full buffer is exactly when the host
     // can least afford a callback per record().
     if (this.dropReportPending++ === 0) {
       setImmediate(() => {
         const n = this.dropReportPending;
         this.dropReportPending = 0;
-        this.report(new DecisionLoggerError('dropped', `${n} decision(s) dropped: buffer full (policy drop)`, n, id));
+        this.report(new DecisionLoggerError('dropped', `${n} decision(s) dropped: ${why}`, n, id));
       });
     }
   }
@@ -448,8 +489,12 @@ class DecisionLoggerImpl implements DecisionLogger {
 
   private readonly pump = (): void => {
     this.pumpScheduled = false;
+    this.encodePending(pumpSlice);
+  };
+
+  private encodePending(slice: number): void {
     if (this.schemaId === undefined) return; // run() pumps once the contract is registered
-    const end = Math.min(this.pending.length, this.pendingHead + pumpSlice);
+    const end = Math.min(this.pending.length, this.pendingHead + slice);
     const toSpill: Encoded[] = [];
     let dropped = 0;
     for (let i = this.pendingHead; i < end; i++) {
@@ -486,7 +531,7 @@ class DecisionLoggerImpl implements DecisionLogger {
     if (toSpill.length > 0) this.writeSpill(toSpill);
     this.wakeSender?.();
     this.checkFlushed();
-  };
+  }
 
   private writeSpill(events: Encoded[]): void {
     try {
@@ -534,7 +579,8 @@ class DecisionLoggerImpl implements DecisionLogger {
       this.slabPos = end;
       return { seq: p.seq, key, value: this.slab.subarray(start, end) };
     } catch (err) {
-      this.invalid(p.id, `cannot be encoded: ${(err as Error).message}`);
+      // avsc's message quotes the offending value: the host's data stays out of the report.
+      this.invalid(p.id, `cannot be encoded: a field does not match the inference-event contract (${(err as Error).name})`);
       return undefined;
     }
   }
@@ -561,28 +607,50 @@ class DecisionLoggerImpl implements DecisionLogger {
     this.envDone = this.publishEnvironmentUntilDone();
     attempt = 0;
     // After a new producer session, the batch in hand may already be (partly) in the topic from
-    // the old one, and the broker cannot tell: check before resending (see `withoutWritten`).
+    // the old one, and the broker cannot tell: check before resending (see `withoutWritten`). The
+    // flag stays until a send succeeds: a failed send of the checked rest may have landed too.
     let firstTryAt = 0;
     let checkBeforeResend = false;
     let checkFailures = 0;
+    let readFailures = 0;
+    // Fixed until acknowledged: a retry must resend the same messages (the transports rely on
+    // it), not take in what arrived during the backoff.
+    let batch: Encoded[] = [];
     while (!this.stopping) {
-      const batch = this.nextBatch();
       if (batch.length === 0) {
-        if (this.closing) break;
-        await new Promise<void>((resolve) => (this.wakeSender = resolve));
-        this.wakeSender = undefined;
-        continue;
+        try {
+          batch = this.nextBatch();
+          readFailures = 0;
+        } catch (err) {
+          // What was read of the spill file is forgotten and read again after the backoff.
+          this.spill?.rewind();
+          await this.failedAttempt('spill', 'Reading the spill file back failed; retrying', err, readFailures++);
+          continue;
+        }
+        if (batch.length === 0) {
+          if (this.closing) break;
+          await new Promise<void>((resolve) => (this.wakeSender = resolve));
+          this.wakeSender = undefined;
+          continue;
+        }
+        attempt = 0;
+        firstTryAt = Date.now();
+        const since = this.unknownSince(batch);
+        if (since !== undefined) {
+          // Handed to a producer by an earlier process that never heard back.
+          checkBeforeResend = true;
+          checkFailures = 0;
+          firstTryAt = Math.min(firstTryAt, since);
+        }
       }
       const t0 = performance.now();
-      if (attempt === 0) firstTryAt = Date.now();
       try {
         let toSend = batch;
-        if (checkBeforeResend) {
-          toSend = await this.withoutWritten(batch, firstTryAt, checkFailures);
-          checkBeforeResend = false;
-        }
+        if (checkBeforeResend) toSend = await this.withoutWritten(batch, firstTryAt, checkFailures);
+        this.offered = batch;
         if (toSend.length > 0) await this.transport.send(this.topic, toSend);
       } catch (err) {
+        if (this.detached) return;
         this.counters.sendErrors++;
         if (err instanceof WrittenCheckError) checkFailures++;
         await this.failedAttempt('send', `Sending ${batch.length} event(s) failed; the same batch is retried`, err, attempt++);
@@ -597,12 +665,29 @@ class DecisionLoggerImpl implements DecisionLogger {
         }
         continue;
       }
+      if (this.detached) return;
+      checkBeforeResend = false;
       checkFailures = 0;
       if (attempt > 0) this.log.info({ attempts: attempt }, 'sending recovered');
       attempt = 0;
       this.latencies[this.latencyCount++ % latencyRing] = performance.now() - t0;
+      this.offered = [];
       this.acknowledge(batch);
+      batch = [];
     }
+  }
+
+  /** When the oldest event of unknown outcome in `batch` was made (it was sent after that), if any. */
+  private unknownSince(batch: readonly Encoded[]): number | undefined {
+    let since: number | undefined;
+    for (const e of batch) {
+      if (!e.unknown) continue;
+      const id = leadingString(e.value);
+      const t = id === undefined ? Number.NaN : uuidv7Time(id);
+      // An id that is not a UUIDv7 gives no bound: read back from the beginning of the topic.
+      since = Math.min(since ?? Infinity, Number.isFinite(t) ? t : 0);
+    }
+    return since;
   }
 
   private async failedAttempt(kind: DecisionLoggerErrorKind, what: string, err: unknown, attempt: number): Promise<void> {
@@ -777,14 +862,16 @@ class DecisionLoggerImpl implements DecisionLogger {
   async flush(timeoutMs = 10_000): Promise<FlushResult> {
     const target = this.seq;
     if (this.oldestUnsettled() > target) return { ok: true, unsent: 0 };
+    const bound = boundMs(timeoutMs);
     let timer: NodeJS.Timeout | undefined;
     const ok = await new Promise<boolean>((resolve) => {
       const waiter = { target, resolve: () => resolve(true) };
       this.flushWaiters.push(waiter);
+      if (bound === Infinity) return;
       timer = setTimeout(() => {
         this.flushWaiters = this.flushWaiters.filter((w) => w !== waiter);
         resolve(false);
-      }, timeoutMs);
+      }, bound);
     });
     clearTimeout(timer);
     return { ok, unsent: ok ? 0 : this.unsent() + (this.spill?.pendingBytes ? 1 : 0) };
@@ -800,22 +887,28 @@ class DecisionLoggerImpl implements DecisionLogger {
 
   /** In order: stop accepting, drain within the bound, stop sending, keep or count what is left, disconnect. */
   private async shutdown(timeoutMs: number): Promise<DecisionLoggerStats> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = Date.now() + boundMs(timeoutMs);
+    const left = (): number => Math.max(0, deadline - Date.now());
     this.closing = true;
     // Encode everything accepted, so it is either sent or spilled below.
     while (this.schemaId !== undefined && this.pendingHead < this.pending.length) this.pump();
     this.wakeSender?.();
-    await this.flush(Math.max(0, deadline - Date.now()));
+    await this.flush(left());
 
     this.stopping = true;
     this.wakeSender?.();
     this.wakeEnv?.();
     // A send still in flight settles within the request timeout; disconnecting makes it fail
-    // sooner. Either way the loop must have stopped before the queue is read below.
-    const grace = new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, deadline - Date.now())).unref());
-    await Promise.race([this.senderDone, grace]);
-    await this.transport.disconnect().catch((err: unknown) => this.log.warn({ err }, 'disconnect failed'));
-    await Promise.race([Promise.all([this.senderDone, this.envDone]), new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
+    // sooner. All of it within the caller's bound: past it, the queue is taken over below and a
+    // send that settles later is ignored by the loop (`detached`), its batch kept as of unknown
+    // outcome.
+    await within(this.senderDone, left());
+    await within(
+      this.transport.disconnect().catch((err: unknown) => this.log.warn({ err }, 'disconnect failed')),
+      left(),
+    );
+    await within(this.senderDone, left());
+    this.detached = true;
 
     // Landed after all, though their send had given up (see Transport.delivered): a leading run
     // is acknowledged in order (spill progress included), later ones only kept from being
@@ -826,16 +919,29 @@ class DecisionLoggerImpl implements DecisionLogger {
       while (k < this.mem.length && delivered(this.mem[k]!.value)) k++;
       if (k > this.memHead) this.acknowledge(this.mem.slice(this.memHead, k));
     }
-    let inMemory = this.mem.slice(this.memHead).filter((e) => e.spillBytes === undefined);
+    // What was handed to the producer and not acknowledged may still land: the next process
+    // checks the topic for it before sending it again.
+    const offered = new Set(this.offered);
+    let inMemory = this.mem
+      .slice(this.memHead)
+      .filter((e) => e.spillBytes === undefined)
+      .map((e) => (offered.has(e) ? { ...e, unknown: true } : e));
     if (delivered) {
       const notLanded = inMemory.filter((e) => !delivered(e.value));
       this.counters.sent += inMemory.length - notLanded.length;
       inMemory = notLanded;
     }
+    let offeredSpillBytes = 0;
+    for (let k = this.memHead; k < this.mem.length && offered.has(this.mem[k]!); k++) offeredSpillBytes += this.mem[k]!.spillBytes ?? 0;
     const notEncoded = this.pending.length - this.pendingHead;
     if (this.spill) {
       // Events read back from the spill file are still in it; what only memory holds is older than
       // anything spilled, so it goes in front.
+      try {
+        if (offeredSpillBytes > 0) this.spill.markUnknown(offeredSpillBytes);
+      } catch (err) {
+        this.log.error({ err }, 'flagging spilled events of unknown outcome failed; the next process may send some twice');
+      }
       try {
         this.spill.prepend(inMemory);
         this.counters.spilled += inMemory.length;
@@ -876,6 +982,23 @@ class DecisionLoggerImpl implements DecisionLogger {
       environmentDigest: this.environment.digest,
       ready: { contract: this.schemaId !== undefined, environment: this.envPublished },
     };
+  }
+}
+
+/** A timeout as setTimeout can take it: Infinity stays unbounded, the rest is clamped. */
+function boundMs(ms: number): number {
+  if (ms === Infinity) return Infinity;
+  return Number.isFinite(ms) ? Math.min(Math.max(0, ms), maxTimerMs) : 0;
+}
+
+/** Waits for `p`, at most `ms` (Infinity: no bound). Never rejects. */
+async function within(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = ms === Infinity ? [] : [new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.min(ms, maxTimerMs))))];
+  try {
+    await Promise.race([p.catch(() => undefined), ...bound]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -1,4 +1,4 @@
-import { canonicalJson, sha256Tagged } from '@dlog/contracts';
+import { CanonicalJsonError, canonicalJson, sha256Tagged } from '@dlog/contracts';
 
 /** What the host passes to record(): one decision, in the host's terms. */
 export interface Decision {
@@ -114,20 +114,36 @@ function modelRef(m: ModelRef | string | undefined): ModelRef | string {
   return m;
 }
 
+/**
+ * Why a value could not be serialised, without any of its content: the errors name the path
+ * (the host's keys: e-mail addresses, names) or carry the host's own message (a toJSON that
+ * throws), and these reasons go to onError, which hosts log.
+ */
+function whyNotSerialisable(err: unknown): string {
+  if (err instanceof CanonicalJsonError) {
+    const depth = err.path === '' ? 0 : err.path.split('/').length - 1;
+    return `${err.reason} (at depth ${depth})`;
+  }
+  const message = err instanceof Error ? err.message : '';
+  if (/circular/i.test(message)) return 'Cyclic structure';
+  if (/BigInt/.test(message)) return 'BigInt is not representable in JSON (send it as a string)';
+  return `${err instanceof Error ? err.name : typeof err} thrown while converting it (a toJSON method or getter)`;
+}
+
 const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 const optNum = (v: unknown): boolean => v === undefined || v === null || isNum(v);
 const optStr = (v: unknown): boolean => v === undefined || v === null || typeof v === 'string';
 
 function numMap(m: unknown): boolean {
   if (m === undefined) return true;
-  if (typeof m !== 'object' || m === null) return false;
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) return false;
   for (const k in m) if (!isNum((m as Record<string, unknown>)[k])) return false;
   return true;
 }
 
 function strMap(m: unknown): boolean {
   if (m === undefined) return true;
-  if (typeof m !== 'object' || m === null) return false;
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) return false;
   for (const k in m) if (typeof (m as Record<string, unknown>)[k] !== 'string') return false;
   return true;
 }
@@ -160,20 +176,21 @@ export function toInferenceEvent(eventId: string, ts: number, d: Decision, defau
     if (!optStr(d.requestId) || !optStr(d.tenant) || !optStr(d.endpoint) || !optStr(d.decisionType)) {
       throw new Error('requestId, tenant, endpoint and decisionType must be strings');
     }
+    if (d.ts !== undefined && !Number.isSafeInteger(d.ts)) throw new Error('ts must be an integer, ms since the epoch');
     if (d.input === undefined) throw new Error('input is missing');
 
     let inputJson: string;
     try {
       inputJson = canonicalJson(d.input);
     } catch (err) {
-      throw new Error(`input is not serialisable: ${(err as Error).message}`);
+      throw new Error(`input is not serialisable: ${whyNotSerialisable(err)}`);
     }
     let outputJson: string | null = null;
     if (out.detail !== undefined) {
       try {
         outputJson = JSON.stringify(out.detail) ?? null;
       } catch (err) {
-        throw new Error(`output.detail is not serialisable: ${(err as Error).message}`);
+        throw new Error(`output.detail is not serialisable: ${whyNotSerialisable(err)}`);
       }
     }
 
@@ -209,7 +226,7 @@ export function toInferenceEvent(eventId: string, ts: number, d: Decision, defau
         try {
           toolArgsHash = sha256Tagged(canonicalJson(t.toolArgs));
         } catch (err) {
-          throw new Error(`trajectory.toolArgs is not serialisable: ${(err as Error).message}`);
+          throw new Error(`trajectory.toolArgs is not serialisable: ${whyNotSerialisable(err)}`);
         }
       }
       trajectory = {

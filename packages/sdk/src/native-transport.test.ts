@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { describe, it } from 'node:test';
 import type { NativeKafka } from '@dlog/kafka';
-import { createLogger } from '@dlog/runtime';
+import { createLogger, waitFor } from '@dlog/runtime';
 import { nativeTransport, SessionLostError } from './native-transport.js';
 
 /**
@@ -16,12 +16,23 @@ class FakeProducer extends EventEmitter {
   produced: { topic: string; value: Buffer; key: string; opaque: unknown }[] = [];
   throwOnProduce: unknown;
   disconnected = false;
+  connected = false;
   constructor() {
     super();
     FakeProducer.made.push(this);
   }
   connect(_opts: unknown, cb: (err: Error | null) => void): void {
-    setTimeout(() => cb(null), FakeProducer.connectDelayMs);
+    const done = () => {
+      this.connected = true;
+      cb(null);
+    };
+    // Negative: the connect hangs until the test calls completeConnect().
+    if (FakeProducer.connectDelayMs < 0) this.completeConnect = done;
+    else setTimeout(done, FakeProducer.connectDelayMs);
+  }
+  completeConnect: (() => void) | undefined;
+  isConnected(): boolean {
+    return this.connected;
   }
   setPollInterval(): void {}
   produce(topic: string, _partition: null, value: Buffer, key: string, _ts: number, opaque: unknown): void {
@@ -33,6 +44,8 @@ class FakeProducer extends EventEmitter {
     this.emit('delivery-report', err, { topic: m.topic, partition: 0, offset: i, opaque: m.opaque });
   }
   disconnect(_timeout: number, cb: (err: Error | null) => void): void {
+    // node-rdkafka's flush() throws on a producer that is not connected.
+    if (!this.connected) throw new Error('Producer not connected');
     this.disconnected = true;
     setImmediate(() => cb(null));
   }
@@ -128,15 +141,20 @@ describe('native transport', () => {
     });
   }
 
-  it('disconnect() during a connect: the producer is closed and nothing is produced', async () => {
+  it('disconnect() during a connect: stops waiting at once, closes the producer once its connect ends, produces nothing', async () => {
     const t = fresh();
-    FakeProducer.connectDelayMs = 20;
+    // Hangs (an unreachable broker): disconnect() must not wait for it.
+    FakeProducer.connectDelayMs = -1;
     const sending = t.send('raw', [msg(1)]);
+    await waitFor(() => FakeProducer.made.length === 1, { timeoutMs: 5_000, what: 'the producer' });
+    const connecting = FakeProducer.made[0]!;
     await t.disconnect();
-    await assert.rejects(sending, /reset while connecting/);
-    assert.equal(FakeProducer.made.length, 1);
-    assert.equal(FakeProducer.made[0]!.produced.length, 0);
-    assert.equal(FakeProducer.made[0]!.disconnected, true);
+    await assert.rejects(sending, /abandoned/);
+    assert.equal(connecting.produced.length, 0);
+    assert.equal(connecting.disconnected, false, 'not connected: nothing to disconnect yet');
+    // The connect completes after all: that producer must not be left connected.
+    connecting.completeConnect!();
+    await waitFor(() => connecting.disconnected, { timeoutMs: 5_000, what: 'the late producer closed' });
     await assert.rejects(t.send('raw', [msg(2)]), /closed/);
     assert.equal(FakeProducer.made.length, 1, 'no producer after disconnect');
   });

@@ -62,6 +62,8 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
    */
   const flights = new WeakMap<Buffer, Flight>();
   let readBackKafka: Kafka | undefined;
+  /** Ends the connect under way (its waiting and its timer), so that close() does not wait for it. */
+  let abortConnect: ((err: Error) => void) | undefined;
 
   const finish = (w: Wait): void => {
     if (w.done) return;
@@ -87,8 +89,10 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
 
   // Without waiting for what is still queued: messages delivered while flushing would count as
   // unsent to the logger, which spills them (and a later process would send them again).
+  // A producer whose connect failed is not connected: its disconnect() throws, and nativeCall's
+  // timer would then hold the process for 10 s.
   const close = (s: Session): Promise<void> =>
-    nativeCall((cb) => s.p.disconnect(0, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer disconnect', 10_000)
+    (s.p.isConnected() ? nativeCall((cb) => s.p.disconnect(0, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer disconnect', 10_000) : Promise.resolve())
       .catch(() => undefined)
       .then(() => s.detach());
 
@@ -131,7 +135,12 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
       p.on('event.error', onError);
       p.on('delivery-report', onReport);
       try {
-        await nativeCall((cb) => p.connect({ timeout: opts.requestTimeoutMs }, (err) => cb(err as RdKafka.LibrdKafkaError | null)), 'producer connect', opts.requestTimeoutMs + 5_000);
+        // librdkafka's metadata request of the connect cannot be cancelled, and keeps the process
+        // alive after close() until it times out: kept short, the logger retries a failed connect.
+        await connectProducer(p, Math.min(opts.requestTimeoutMs, connectMetadataMs), (abort) => (abortConnect = abort), () => {
+          // Abandoned, then connected after all: close it, or it would keep the process alive.
+          void close(s);
+        });
       } catch (err) {
         if (gen === generation) opening = undefined;
         await close(s);
@@ -152,6 +161,8 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
   /** Ends the current session (and any connect under way); its producer is gone when this resolves. */
   const endSession = async (): Promise<void> => {
     generation++;
+    abortConnect?.(new Error('producer connect abandoned: the transport was reset or closed'));
+    abortConnect = undefined;
     const s = session;
     session = undefined;
     opening = undefined;
@@ -218,6 +229,33 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
       await endSession();
     },
   };
+}
+
+const connectMetadataMs = 2_000;
+
+/**
+ * p.connect() with a deadline, like nativeCall, and a way to stop waiting: disconnect() during a
+ * connect to an unreachable broker must not leave a timer (and the process) running for
+ * requestTimeoutMs more.
+ */
+function connectProducer(p: RdKafka.Producer, timeoutMs: number, onAbort: (abort: (err: Error) => void) => void, connectedLate: () => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let done = false;
+    const finish = (err?: Error): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (err) reject(err);
+      else resolve();
+    };
+    const timer = setTimeout(() => finish(new Error(`producer connect: no answer from librdkafka within ${timeoutMs + 5_000} ms`)), timeoutMs + 5_000);
+    onAbort(finish);
+    p.connect({ timeout: timeoutMs }, (err) => {
+      const e = err as RdKafka.LibrdKafkaError | null | undefined;
+      if (done && !e) connectedLate();
+      finish(e ? Object.assign(new Error(`producer connect: ${e.message}`, { cause: e }), { code: e.code, isFatal: e.isFatal }) : undefined);
+    });
+  });
 }
 
 /** One producer and what is known about it. */

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { SpillFile, type Encoded } from './spill-file.js';
+import { SpillFile, type Encoded, type SpillLog } from './spill-file.js';
 
 const ev = (seq: number, size = 10): Encoded => ({ seq, key: `trace-${seq % 3}`, value: Buffer.alloc(size, seq % 256) });
 
@@ -63,5 +63,166 @@ describe('SpillFile', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
     writeFileSync(path.join(dir, 'spill.lock'), String(process.ppid));
     assert.throws(() => new SpillFile(dir), /in use by process/);
+  });
+});
+
+/** Collects what the spill file logs, to check that a cut or a move is never silent. */
+function recordingLog() {
+  const lines: { level: 'warn' | 'error'; obj: Record<string, unknown>; msg: string }[] = [];
+  const log = {
+    warn: (obj: Record<string, unknown>, msg: string) => void lines.push({ level: 'warn', obj, msg }),
+    error: (obj: Record<string, unknown>, msg: string) => void lines.push({ level: 'error', obj, msg }),
+  } as unknown as SpillLog;
+  return { log, lines };
+}
+
+const bytesOf = (events: Encoded[]) => events.reduce((n, e) => n + (e.spillBytes ?? 0), 0);
+
+describe('SpillFile after a crash or damage', () => {
+  it('a position that points into the middle of a frame (crash around a prepend) replays the whole file instead of cutting it', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const a = new SpillFile(dir);
+    a.append([1, 2, 3, 4, 5].map((n) => ev(n, 100)));
+    a.ack(bytesOf(a.readNext(2, 1 << 20)));
+    const stalePosition = readFileSync(a.posPath, 'utf8');
+    a.prepend([ev(10, 90), ev(11, 90), ev(12, 90)]); // other sizes: the old position falls inside a frame
+    a.close();
+    const size = statSync(a.logPath).size;
+    // What a crash between the rename and the position write used to leave: the old position.
+    writeFileSync(a.posPath, stalePosition);
+
+    const { log, lines } = recordingLog();
+    const b = new SpillFile(dir, log);
+    assert.deepEqual(b.readNext(100, 1 << 20).map((e) => e.value[0]), [10, 11, 12, 3, 4, 5]);
+    assert.equal(statSync(b.logPath).size, size, 'nothing cut');
+    assert.equal(lines.length, 1);
+    assert.match(lines[0]!.msg, /replaying the spill file from its start/);
+    b.close();
+  });
+
+  it('moves damaged bytes aside (logging the byte counts) and keeps the intact frames before them', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const a = new SpillFile(dir);
+    a.append([ev(1, 50), ev(2, 50), ev(3, 50)]);
+    a.close();
+    const bytes = readFileSync(a.logPath);
+    const frame = bytes.length / 3;
+    bytes[frame + frame - 10] = bytes[frame + frame - 10]! ^ 0xff; // inside the second frame's value
+    writeFileSync(a.logPath, bytes);
+
+    const { log, lines } = recordingLog();
+    const b = new SpillFile(dir, log);
+    assert.deepEqual(b.readNext(10, 1 << 20).map((e) => e.value[0]), [1]);
+    assert.equal(lines.length, 1);
+    assert.equal(lines[0]!.level, 'error');
+    assert.equal(lines[0]!.obj.offset, frame);
+    assert.equal(lines[0]!.obj.movedBytes, 2 * frame);
+    const aside = readdirSync(dir).filter((f) => f.startsWith('spill.log.damaged-'));
+    assert.equal(aside.length, 1);
+    assert.deepEqual(readFileSync(path.join(dir, aside[0]!)), bytes.subarray(frame), 'the damaged bytes are kept');
+    b.close();
+  });
+
+  it('cuts a torn last frame with a log line that gives the byte counts', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const a = new SpillFile(dir);
+    a.append([ev(1), ev(2)]);
+    a.close();
+    const whole = readFileSync(a.logPath);
+    const frame = whole.length / 2;
+    writeFileSync(a.logPath, whole.subarray(0, whole.length - 3)); // the second frame half written
+    const { log, lines } = recordingLog();
+    const b = new SpillFile(dir, log);
+    assert.deepEqual(b.readNext(10, 1 << 20).map((e) => e.value[0]), [1]);
+    assert.equal(statSync(b.logPath).size, frame);
+    assert.equal(lines.length, 1);
+    assert.deepEqual([lines[0]!.level, lines[0]!.obj.droppedBytes], ['warn', frame - 3]);
+    b.close();
+  });
+
+  it('keeps the unknown-outcome flag of a frame, set at append or afterwards, across a restart', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const a = new SpillFile(dir);
+    a.append([{ ...ev(1), unknown: true }, ev(2), ev(3), ev(4)]);
+    a.ack(bytesOf(a.readNext(1, 1 << 20)));
+    const offered = a.readNext(2, 1 << 20);
+    assert.deepEqual(offered.map((e) => e.unknown ?? false), [false, false]);
+    a.markUnknown(bytesOf(offered));
+    a.close();
+    const b = new SpillFile(dir);
+    assert.deepEqual(b.readNext(10, 1 << 20).map((e) => [e.value[0], e.unknown ?? false]), [[2, true], [3, true], [4, false]]);
+    b.close();
+  });
+});
+
+describe('SpillFile lock', () => {
+  it('refuses a second SpillFile on the same directory in this process, naming it, until the first is closed', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const a = new SpillFile(dir);
+    assert.throws(() => new SpillFile(path.join(dir, '.', '')), (err: Error) => err.message.includes(dir) && /already used by another decision logger in this process/.test(err.message));
+    a.close();
+    const b = new SpillFile(dir);
+    b.close();
+  });
+
+  it('takes over a lock left by a process that is gone, or by an earlier process with this pid', () => {
+    for (const owner of [deadPid(), process.pid]) {
+      const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+      const lockFile = path.join(dir, 'spill.lock');
+      writeFileSync(lockFile, `${owner} left-behind`);
+      const s = new SpillFile(dir);
+      assert.match(readFileSync(lockFile, 'utf8'), new RegExp(`^${process.pid} [0-9a-f]{16}$`));
+      assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('spill.lock')), ['spill.lock'], 'no temporary lock files left');
+      s.close();
+      assert.equal(existsSync(lockFile), false);
+    }
+  });
+
+  it('close() leaves alone a lock that is no longer its own', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const s = new SpillFile(dir);
+    const lockFile = path.join(dir, 'spill.lock');
+    writeFileSync(lockFile, `${process.ppid} someone-else`);
+    s.close();
+    assert.equal(readFileSync(lockFile, 'utf8'), `${process.ppid} someone-else`);
+  });
+});
+
+/** A pid no process has (pids stay below 2^22 on Linux). */
+function deadPid(): number {
+  for (let pid = 4_000_000; ; pid++) {
+    try {
+      process.kill(pid, 0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') return pid;
+    }
+  }
+}
+
+describe('SpillFile upgrade', () => {
+  it('rewrites a file of the earlier frame format (no magic, no CRC), keeping its position and order', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    // The earlier format: u32 key length, u32 value length, f64 seq, key, value.
+    const legacy = (seq: number) => {
+      const key = Buffer.from(`trace-${seq}`);
+      const value = Buffer.alloc(30, seq);
+      const h = Buffer.alloc(16);
+      h.writeUInt32LE(key.length, 0);
+      h.writeUInt32LE(value.length, 4);
+      h.writeDoubleLE(seq, 8);
+      return Buffer.concat([h, key, value]);
+    };
+    const frames = [1, 2, 3].map(legacy);
+    writeFileSync(path.join(dir, 'spill.log'), Buffer.concat([...frames, Buffer.from([7, 0])])); // and a torn tail
+    writeFileSync(path.join(dir, 'spill.pos'), String(frames[0]!.length)); // the first was acknowledged
+    const { log, lines } = recordingLog();
+    const s = new SpillFile(dir, log);
+    assert.deepEqual(s.readNext(10, 1 << 20).map((e) => [e.key, e.value[0], e.seq]), [['trace-2', 2, -1], ['trace-3', 3, -1]]);
+    assert.equal(lines.length, 1);
+    assert.deepEqual([lines[0]!.obj.frames, lines[0]!.obj.tornBytes], [2, 2]);
+    s.close();
+    const again = new SpillFile(dir);
+    assert.equal(again.readNext(10, 1 << 20).length, 2, 'now in the current format: read as it is');
+    again.close();
   });
 });
