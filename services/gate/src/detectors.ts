@@ -59,6 +59,9 @@ function digitCount(s: string): number {
  * checked once, as before, not at every length.
  */
 function cardIn(m: string, tokenize: Tokenize): string {
+  // One dot is a decimal number (0.30000000000000004), not a card written with dots.
+  const dot = m.indexOf('.');
+  if (dot >= 0 && m.indexOf('.', dot + 1) < 0) return m;
   const at: number[] = [];
   for (let i = 0; i < m.length; i++) {
     const c = m.charCodeAt(i);

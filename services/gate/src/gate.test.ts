@@ -284,6 +284,20 @@ describe('gate: personal data outside the obvious places', () => {
     assert.match(r.request_id, /^\[email:[0-9a-f]{16}\]$/);
   });
 
+  it('hash tokens stay what they were for keys written with capitals (stored pseudonyms keep joining)', () => {
+    // The domain is `field:<key as written>`, as before keys matched rules case-insensitively.
+    const ring = parseKeyRing(`k1:${Buffer.alloc(32, 9).toString('base64')}`);
+    const p = createProtector({ fields: [{ path: 'applicant.fullName', rule: 'hash' }], detectors: [] }, ring);
+    const expected = `hmac:k1:${ring.hmac('field:fullName', 'jane doe').slice(0, 32)}`;
+    assert.equal((p.protectInput({ applicant: { fullName: 'Jane Doe' } }).value as { applicant: { fullName: string } }).applicant.fullName, expected);
+  });
+
+  it('full-tier output_json with nothing to protect keeps the producer\'s own text', () => {
+    const outputJson = '{"id": 12345678901234567890, "score": 1.0, "p": 0.30000000000000004}';
+    const { records } = runLeaks([event({ output: { decision: 'approved', confidence: 0.9, output_json: outputJson } })]);
+    assert.equal(records[0]!.output.output_json, outputJson);
+  });
+
   it('full-tier output_json that is JSON gets the field rules, escapes included', () => {
     const outputJson = JSON.stringify({ name: 'Jane Doe', address: '1 Main St' }).replace('}', ',"email":"jane\\u0040example.com"}');
     const { records } = runLeaks([event({ output: { decision: 'approved', confidence: 0.9, output_json: outputJson } })]);

@@ -89,12 +89,17 @@ const scrubIdOrNull = (id: string | null, protector: Protector) => (id === null 
  */
 function protectOutputJson(text: string, protector: Protector): string {
   let parsed: unknown;
+  let protectedText: string;
   try {
     parsed = JSON.parse(text);
+    protectedText = JSON.stringify(protector.protectInput(parsed).value);
   } catch {
+    // Not JSON, or JSON the field rules cannot walk (a `constructor` key): free text, as before.
     return protector.scrub(text);
   }
-  return JSON.stringify(protector.protectInput(parsed).value);
+  // Nothing for the rules to change: the producer's own text stays (re-serialising would turn
+  // 12345678901234567890 into ...7000 and 1.0 into 1), scrubbed as text as it always was.
+  return protectedText === JSON.stringify(parsed) ? protector.scrub(text) : protectedText;
 }
 
 /** The record an analyst may see: what each tier keeps, after every personal-data rule. */
@@ -145,7 +150,8 @@ export function toDecisionRecord(
         : {
             trace_id: scrubId(trajectory.trace_id, protector),
             step: trajectory.step,
-            parent_event_id: scrubIdOrNull(trajectory.parent_event_id, protector),
+            // An event id, like event_id itself (not scrubbed): a changed copy would break the link.
+            parent_event_id: trajectory.parent_event_id,
             tool_name: scrubIdOrNull(trajectory.tool_name, protector),
             tool_args_hash: trajectory.tool_args_hash,
           },

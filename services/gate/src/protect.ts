@@ -110,7 +110,8 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
           out[outKey] = '[redacted]';
           break;
         case 'hash': {
-          const token = hashToken(path[path.length - 1]!, v);
+          // The key as written, not lower-cased: tokens already stored were made that way.
+          const token = hashToken(key, v);
           fields[childPath] = token;
           out[outKey] = token;
           break;
