@@ -225,4 +225,19 @@ describe('SpillFile upgrade', () => {
     assert.equal(again.readNext(10, 1 << 20).length, 2, 'now in the current format: read as it is');
     again.close();
   });
+
+  it('upgrades an earlier file whose first key is 476 bytes long (its first bytes read as the magic)', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const key = Buffer.from('k'.repeat(476));
+    const h = Buffer.alloc(16);
+    h.writeUInt32LE(key.length, 0);
+    h.writeUInt32LE(3, 4);
+    h.writeDoubleLE(1, 8);
+    writeFileSync(path.join(dir, 'spill.log'), Buffer.concat([h, key, Buffer.from([1, 2, 3])]));
+    writeFileSync(path.join(dir, 'spill.pos'), '0');
+    const s = new SpillFile(dir);
+    assert.deepEqual(s.readNext(10, 1 << 20).map((e) => [e.key.length, [...e.value]]), [[476, [1, 2, 3]]]);
+    s.close();
+    assert.deepEqual(readdirSync(dir).filter((f) => f.includes('damaged')), [], 'nothing set aside');
+  });
 });

@@ -190,13 +190,17 @@ export class SpillFile {
     if (this.size === 0) return false;
     const h = Buffer.alloc(legacyHeaderBytes);
     readSync(this.fd, h, 0, Math.min(4, this.size), 0);
-    if (h[0] === magic && h[1] === version && h[3] === 0) return false;
+    // An earlier file can start with the same four bytes (a first key of 476 bytes reads as magic,
+    // version, flags): it is the current format only if its first frame checks out.
+    if (h[0] === magic && h[1] === version && h[3] === 0 && typeof this.check(0) === 'number') return false;
     const starts: number[] = [];
     let end = 0;
     while (end + legacyHeaderBytes <= this.size) {
       readSync(this.fd, h, 0, legacyHeaderBytes, end);
       const frame = legacyHeaderBytes + h.readUInt32LE(0) + h.readUInt32LE(4);
-      if (end + frame > this.size) break;
+      // Sequence numbers were counts: anything else is not a frame of that format.
+      const seq = h.readDoubleLE(8);
+      if (end + frame > this.size || !Number.isSafeInteger(seq) || seq < 0) break;
       starts.push(end);
       end += frame;
     }
