@@ -43,7 +43,16 @@ function ensureToken(file: string): string {
 export async function runReadOnlyQuery(store: Store, req: QueryRequest): Promise<QueryResponse> {
   const query = readOnlyQueryText(req.sql, { readonly: store.mode === 'embedded' ? 1 : 2, limit: maxResultRows + 1 });
   const t0 = Date.now();
-  const rs = await store.client.query({ query, query_params: req.params ?? {}, format: 'JSONEachRow' });
+  const run = (text: string) => store.client.query({ query: text, query_params: req.params ?? {}, format: 'JSONEachRow' });
+  let rs: Awaited<ReturnType<typeof run>>;
+  try {
+    rs = await run(query);
+  } catch (err) {
+    // A server user with readonly = 1 may not set even `limit` (code 164, READONLY): it is
+    // read-only already, so the statement runs without settings and the stream below cuts it.
+    if (store.mode !== 'server' || clickHouseErrorCode(err) !== 164) throw err;
+    rs = await run(readOnlyQueryText(req.sql, 'no settings'));
+  }
   const rows: Record<string, unknown>[] = [];
   let truncated = false;
   try {

@@ -94,5 +94,10 @@ describe('readOnlyQueryText', () => {
 
   it('checks before it builds', () => {
     assert.throws(() => readOnlyQueryText("SELECT * FROM `file`('/etc/passwd')", { readonly: 1, limit: 1 }), ReadOnlySqlError);
+    assert.throws(() => readOnlyQueryText("SELECT * FROM `file`('/etc/passwd')", 'no settings'), ReadOnlySqlError);
+  });
+
+  it('without settings, for a server user who may change none: the checked statement alone', () => {
+    assert.equal(readOnlyQueryText('SELECT 1 AS x UNION ALL SELECT 2;', 'no settings'), 'SELECT 1 AS x UNION ALL SELECT 2');
   });
 });

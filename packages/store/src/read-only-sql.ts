@@ -218,8 +218,11 @@ export function assertReadOnlySql(sql: string): void {
  * functions that reach outside the database); a server's analyst profile has `readonly = 2`,
  * which refuses any other value, so a server query asks for 2.
  */
-export function readOnlyQueryText(sql: string, opts: { readonly: 1 | 2; limit: number }): string {
+export function readOnlyQueryText(sql: string, opts: { readonly: 1 | 2; limit: number } | 'no settings'): string {
   const checked = checkReadOnlySql(sql);
+  // A server user whose profile says readonly = 1 may change no setting at all: the statement goes
+  // as it is, and the caller's streaming read enforces the row limit.
+  if (opts === 'no settings') return checked.statement;
   if (!Number.isSafeInteger(opts.limit) || opts.limit <= 0) throw new Error(`limit must be a positive integer (got ${opts.limit})`);
   // `limit` caps each branch of a UNION separately; wrapping caps the whole result.
   const body = checked.setOperation ? `SELECT * FROM (\n${checked.statement}\n)` : checked.statement;
