@@ -10,7 +10,7 @@ export function registerDiffCommand(program: Command): void {
     .requiredOption('--model <name:version>', 'the baseline version, e.g. loan-approver:2.4.1')
     .requiredOption('--vs <name:version>', 'the version to compare, e.g. loan-approver:2.5.0 (or just 2.5.0 for the same model)')
     .option('--endpoint <endpoint>', 'only this serving endpoint')
-    .option('--since <time>', 'from this time (ISO, date, epoch ms, or an age: 30m, 2h, 7d)')
+    .option('--since <time>', 'from this time (ISO, UTC unless it has an offset; date; epoch ms; or an age: 30m, 2h, 7d)')
     .option('--until <time>', 'before this time')
     .option('--json', 'print the comparison as JSON')
     .action(async (opts: { model: string; vs: string; endpoint?: string; since?: string; until?: string; json?: boolean }) => {

@@ -11,7 +11,7 @@ export function addScopeOptions(cmd: Command): Command {
   return cmd
     .requiredOption('--model <name:version>', 'the model version, e.g. loan-approver:2.5.0')
     .option('--endpoint <endpoint>', 'only this serving endpoint')
-    .option('--since <time>', 'from this time (ISO, date, epoch ms, or an age: 30m, 2h, 7d)')
+    .option('--since <time>', 'from this time (ISO, UTC unless it has an offset; date; epoch ms; or an age: 30m, 2h, 7d)')
     .option('--until <time>', 'before this time')
     .option('--where <filter>', `filter, e.g. "decision=declined and confidence<0.7" (the grammar is at the end of --help)`);
 }
