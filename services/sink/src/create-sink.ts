@@ -250,6 +250,7 @@ export function createSink(opts: SinkOptions): Sink {
       const code = clickHouseErrorCode(err);
       return code !== undefined && fatalCodes.has(code);
     },
+    isTooLarge: (err) => clickHouseErrorCode(err) === 241, // MEMORY_LIMIT_EXCEEDED
   };
 
   const byTopic = new Map<string, { topic: string; spec: TableSpec; writer: TableWriter; decoder: AvroDecoder<unknown> }>();

@@ -59,6 +59,29 @@ describe('TableWriter', () => {
     assert.equal(tokens[0], tokens[2], 'same offsets and rows: a retry, deduplicated by ClickHouse');
   });
 
+  it('splits a statement the server keeps refusing for its size, and loses nothing', async () => {
+    const { io, events, stored } = fakeIo();
+    let refused = 0;
+    const sized: WriterIo = {
+      ...io,
+      insert: async (t, token, body) => {
+        if (body.length > 2) {
+          refused++;
+          throw Object.assign(new Error('Memory limit exceeded'), { code: '241' });
+        }
+        return io.insert(t, token, body);
+      },
+      isRetriable: (err) => ['241', '252'].includes((err as { code?: string }).code ?? ''),
+      isTooLarge: (err) => (err as { code?: string }).code === '241',
+    };
+    const w = new TableWriter('t', 'topic', { keyColumn: 'k', timeColumn: 'ts' }, limits, sized, log, 'dlq');
+    ['a', 'b', 'c', 'd'].forEach((k, i) => add(w, 0, i, k));
+    await w.drain();
+    assert.equal(refused, 3, 'three attempts at the whole, then halves');
+    assert.deepEqual([...stored].sort(), ['a', 'b', 'c', 'd']);
+    assert.deepEqual(events.filter((e) => !e.startsWith('pause') && !e.startsWith('resume')), ['insert a,b topic/0:0-3/a', 'insert c,d topic/0:0-3/b', 'commit 0@4']);
+  });
+
   it('after a crash, rows written past an isolated bad row are not written again', async () => {
     // The killed run wrote a, b, d, e, f (c was refused and isolated) and died before its dead
     // letter and commit. The new run reads the partition again in smaller batches.

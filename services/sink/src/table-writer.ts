@@ -63,7 +63,15 @@ export interface WriterIo {
   resume(topic: string): void;
   isRetriable(err: unknown): boolean;
   isFatal(err: unknown): boolean;
+  /**
+   * Refused for its size (ClickHouse's memory limit): retried like any overload, but after a few
+   * attempts the rows are split, since the same statement may never fit. Optional.
+   */
+  isTooLarge?(err: unknown): boolean;
 }
+
+/** Attempts at a statement refused for its size before its rows are split in two. */
+const tooLargeAttempts = 3;
 
 export interface WriterStats {
   table: string;
@@ -115,6 +123,14 @@ class Batch {
     const n = this.keys.length;
     const fingerprint = createHash('sha1').update(`${n}\u0000${this.keys[0] ?? ''}\u0000${this.keys[n - 1] ?? ''}`).digest('hex').slice(0, 8);
     return `${topic}/${parts.join(',')}#${fingerprint}`;
+  }
+}
+
+/** A statement that kept failing for its size: its rows are split and inserted in two. */
+class TooLargeError extends Error {
+  constructor(cause: unknown) {
+    super('insert refused for its size; splitting it', { cause });
+    this.name = 'TooLargeError';
   }
 }
 
@@ -410,8 +426,15 @@ export class TableWriter {
       return;
     }
     try {
-      await this.withRetry('insert', () => this.io.insert(this.table, token, rows.map((i) => batch.lines[i]!)));
+      await this.withRetry('insert', () => this.io.insert(this.table, token, rows.map((i) => batch.lines[i]!)), rows.length > 1);
     } catch (err) {
+      if (err instanceof TooLargeError) {
+        this.log.warn({ table: this.table, rows: rows.length, err: (err.cause as Error)?.message }, 'insert too large for the server memory: splitting it');
+        const mid = rows.length >>> 1;
+        await this.insertRows(batch, rows.slice(0, mid), `${token}/a`, rejected);
+        await this.insertRows(batch, rows.slice(mid), `${token}/b`, rejected);
+        return;
+      }
       if (err instanceof StoppedError || this.io.isRetriable(err) || this.io.isFatal(err)) throw err;
       if (rows.length === 1) {
         const i = rows[0]!;
@@ -426,7 +449,8 @@ export class TableWriter {
     }
   }
 
-  private async withRetry<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  private async withRetry<T>(what: string, fn: () => Promise<T>, splittable = false): Promise<T> {
+    let tooLarge = 0;
     for (let attempt = 0; ; attempt++) {
       if (this.stopping && attempt > 0) throw new StoppedError();
       try {
@@ -439,6 +463,7 @@ export class TableWriter {
         return result;
       } catch (err) {
         if (this.io.isFatal(err) || !this.io.isRetriable(err)) throw err;
+        if (splittable && this.io.isTooLarge?.(err) && ++tooLarge >= tooLargeAttempts) throw new TooLargeError(err);
         this.stats.insertFailures++;
         // The failed attempt may have landed; check again before writing.
         this.settled.clear();
