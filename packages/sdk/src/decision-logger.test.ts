@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import avro from 'avsc';
 import { inputHash, loadSchema } from '@dlog/contracts';
 import { createLogger, waitFor } from '@dlog/runtime';
-import { createDecisionLogger, DecisionLoggerError, type DecisionLoggerOptions } from './decision-logger.js';
+import { createDecisionLogger, DecisionLoggerError, placeholderSchemaId, type DecisionLoggerOptions } from './decision-logger.js';
 import { SessionLostError } from './native-transport.js';
 import { SpillFile } from './spill-file.js';
 import type { OutMessage, Transport } from './transport.js';
@@ -503,21 +503,38 @@ describe('createDecisionLogger: no duplicates, no lost events, never throwing', 
     await logger.close(100);
   });
 
-  it('spill policy with the registry down names the cause of its drops', async () => {
+  it('spill policy with the registry down at start loses nothing: events wait with a placeholder id', async () => {
+    // Before, nothing could be encoded until the contract was registered, and events past the
+    // bound were dropped: an outage at start lost them under the one policy that promises not to.
     const fake = fakeTransport();
-    fake.transport.register = async () => {
-      throw new Error('ECONNREFUSED');
+    let registryUp = false;
+    const register = fake.transport.register.bind(fake.transport);
+    fake.transport.register = async (subject, schema) => {
+      if (!registryUp) throw new Error('ECONNREFUSED');
+      return register(subject, schema);
     };
     const errors: DecisionLoggerError[] = [];
     const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
     const logger = createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill', spillDir: dir, maxEvents: 10 }, onError: (e) => void errors.push(e) }));
-    for (let i = 0; i < 15; i++) logger.record(decision(i));
-    await waitFor(() => errors.some((e) => e.kind === 'dropped'), { timeoutMs: 5_000, what: 'the drop report' });
-    const drop = errors.find((e) => e.kind === 'dropped')!;
-    assert.equal(drop.count, 5);
-    assert.match(drop.message, /schema registry unreachable/);
-    assert.doesNotMatch(drop.message, /policy drop/);
-    await logger.close(100);
+    const ids = Array.from({ length: 25 }, (_, i) => logger.record(decision(i)));
+    await waitFor(() => logger.stats().spilled > 0, { timeoutMs: 5_000, what: 'events spilled while the registry is down' });
+    assert.equal(errors.filter((e) => e.kind === 'dropped').length, 0);
+    // Closed before the registry came back: what is left waits in the spill file.
+    await logger.close(200);
+    registryUp = true;
+    const again = createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill', spillDir: dir, maxEvents: 10 } }));
+    await again.flush(10_000);
+    await again.close(1_000);
+    const got = fake.events();
+    assert.deepEqual(got.map((e) => e.event.event_id).sort(), [...ids].sort(), 'every event, once');
+    assert.deepEqual([...new Set(got.map((e) => e.schemaId))], [1], 'each stamped with the registered id before it was sent');
+  });
+
+  it('the placeholder id is negative and depends on the contract, so another contract is never stamped', () => {
+    const a = placeholderSchemaId('{"type":"record","name":"A"}');
+    const b = placeholderSchemaId('{"type":"record","name":"B"}');
+    assert.ok(a < 0 && b < 0 && a !== b);
+    assert.equal(a, placeholderSchemaId('{"type":"record","name":"A"}'));
   });
 
   it('refuses a second logger on a spill directory this process already uses, naming it', async () => {

@@ -268,6 +268,18 @@ function lostProducerState(err: unknown): boolean {
   return false;
 }
 
+/**
+ * The schema id written into events encoded before the contract is registered (the registry
+ * unreachable at start): negative, which no registry issues, and derived from the contract's text,
+ * so a spill file left by an SDK with another contract is never stamped with this one's id. The
+ * real id replaces it when the event is sent (see nextBatch).
+ */
+export function placeholderSchemaId(schemaText: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < schemaText.length; i++) h = Math.imul(h ^ schemaText.charCodeAt(i), 0x01000193);
+  return -1 - ((h >>> 0) & 0x3fffffff);
+}
+
 /** Confluent wire format: magic byte 0, then the schema id as a big-endian int32. */
 function frameHeader(buf: Buffer, pos: number, schemaId: number): void {
   buf[pos] = 0;
@@ -289,6 +301,7 @@ class DecisionLoggerImpl implements DecisionLogger {
   private readonly log: Logger;
   private readonly onError: ((err: DecisionLoggerError) => void) | undefined;
   private readonly type = avro.Type.forSchema(loadSchema('inference-event'));
+  private readonly placeholderId = placeholderSchemaId(JSON.stringify(loadSchema('inference-event')));
   private readonly spill: SpillFile | undefined;
 
   private readonly counters = { queued: 0, sent: 0, dropped: 0, spilled: 0, failed: 0, invalid: 0, sendErrors: 0 };
@@ -428,15 +441,9 @@ class DecisionLoggerImpl implements DecisionLogger {
       } else if (waiting >= this.maxEvents) {
         // Spill loses nothing, so a caller that records faster than the background can encode
         // pays for the encoding here rather than growing memory: a small slice per call past the
-        // bound, so that no single call takes long (all of 100k pending took ~0.9 s).
-        if (this.schemaId !== undefined) {
-          this.encodePending(inlineSlice);
-        } else {
-          // Nothing can be encoded before the contract is registered: the bound holds anyway.
-          this.counters.dropped++;
-          this.reportDrop(id, 'the contract is not registered yet (schema registry unreachable), so nothing can be encoded or spilled');
-          return id;
-        }
+        // bound, so that no single call takes long (all of 100k pending took ~0.9 s). Before the
+        // contract is registered too: events then carry a placeholder id until they are sent.
+        this.encodePending(inlineSlice);
       }
       this.pending.push({ seq: ++this.seq, id, ts, d, traj });
       this.counters.queued++;
@@ -493,7 +500,6 @@ class DecisionLoggerImpl implements DecisionLogger {
   };
 
   private encodePending(slice: number): void {
-    if (this.schemaId === undefined) return; // run() pumps once the contract is registered
     const end = Math.min(this.pending.length, this.pendingHead + slice);
     const toSpill: Encoded[] = [];
     let dropped = 0;
@@ -575,7 +581,7 @@ class DecisionLoggerImpl implements DecisionLogger {
         this.invalid(p.id, `oversized: ${end - start} bytes encoded, limit ${this.maxEventBytes}`);
         return undefined;
       }
-      frameHeader(this.slab, start, this.schemaId!);
+      frameHeader(this.slab, start, this.schemaId ?? this.placeholderId);
       this.slabPos = end;
       return { seq: p.seq, key, value: this.slab.subarray(start, end) };
     } catch (err) {
@@ -802,6 +808,9 @@ class DecisionLoggerImpl implements DecisionLogger {
       const e = this.mem[i]!;
       const size = e.value.length + e.key.length + 32;
       if (batch.length > 0 && bytes + size > this.batchBytes) break;
+      // Encoded before the contract was registered: stamped now (the sender runs only after).
+      // Another contract's placeholder is left as it is: the gate dead-letters it, bytes kept.
+      if (this.schemaId !== undefined && e.value.readInt32BE(1) === this.placeholderId) e.value.writeInt32BE(this.schemaId, 1);
       batch.push(e);
       bytes += size;
     }
@@ -891,7 +900,7 @@ class DecisionLoggerImpl implements DecisionLogger {
     const left = (): number => Math.max(0, deadline - Date.now());
     this.closing = true;
     // Encode everything accepted, so it is either sent or spilled below.
-    while (this.schemaId !== undefined && this.pendingHead < this.pending.length) this.pump();
+    while (this.pendingHead < this.pending.length) this.pump();
     this.wakeSender?.();
     await this.flush(left());
 
