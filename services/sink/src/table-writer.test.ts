@@ -82,19 +82,6 @@ describe('TableWriter', () => {
     assert.deepEqual(events.filter((e) => !e.startsWith('pause') && !e.startsWith('resume')), ['insert a,b topic/0:0-3/a', 'insert c,d topic/0:0-3/b', 'commit 0@4']);
   });
 
-  it('after a crash, JSON rows the killed run wrote after Avro rows it did not are not written again', async () => {
-    // The killed run's batch of 4 (limit 4): its JSON statement (b, d) landed, its Avro statement
-    // (a, c) did not. The new run happens to read the partition in batches of 1 at first.
-    const { io, events, stored } = fakeIo();
-    for (const k of ['b', 'd']) stored.add(k);
-    const w = new TableWriter('t', 'topic', { keyColumn: 'k', timeColumn: 'ts' }, { ...limits, batchRows: 4 }, io, log, 'dlq');
-    add(w, 0, 0, 'a');
-    await w.drain();
-    ['b', 'c', 'd', 'e'].forEach((k, i) => add(w, 0, i + 1, k));
-    await w.drain();
-    assert.deepEqual(events.filter((e) => e.startsWith('insert')).map((e) => e.split(' ')[1]), ['a', 'c,e']);
-  });
-
   it('after a crash, rows written past an isolated bad row are not written again', async () => {
     // The killed run wrote a, b, d, e, f (c was refused and isolated) and died before its dead
     // letter and commit. The new run reads the partition again in smaller batches.

@@ -154,17 +154,9 @@ export class TableWriter {
    * batch may have been larger than the new one). Not quite a prefix, though: a bad row isolated
    * from its batch is missing among written rows, and JSON rows are written before the Avro rows
    * of the same batch. So a partition is checked batch by batch until one in which none of its
-   * rows was found, and at least a batch's worth of its offsets (DLOG_SINK_BATCH_ROWS) has been
-   * checked: from there on it is past what was written.
+   * rows was found: from there on it is past what was written.
    */
   private readonly settled = new Set<number>();
-  /** Per partition not yet settled: the first offset checked since it was last unsettled. */
-  private readonly checkedFrom = new Map<number, bigint>();
-
-  private unsettle(): void {
-    this.settled.clear();
-    this.checkedFrom.clear();
-  }
   private failing = false;
   private paused = false;
   private stopping = false;
@@ -297,7 +289,7 @@ export class TableWriter {
     this.open = new Batch();
     if (this.flushing) this.sealed.splice(1);
     else this.sealed.length = 0;
-    this.unsettle();
+    this.settled.clear();
     this.committed.clear();
     if (dropped > 0) this.log.info({ table: this.table, dropped }, 'assignment changed: buffered rows dropped, Kafka delivers them again');
     this.updateFlow();
@@ -412,18 +404,7 @@ export class TableWriter {
       seen.add(k);
       keep.push(i);
     }
-    for (const p of checked) {
-      const first = BigInt(batch.first.get(p)!);
-      const from = this.checkedFrom.get(p) ?? first;
-      this.checkedFrom.set(p, from);
-      // What an earlier run wrote without committing is at most one of its batches (it commits
-      // after each): once a whole batch's worth of offsets past the first one checked has passed,
-      // with nothing found in this batch, the partition is past it.
-      if (!foundIn.has(p) && BigInt(batch.last.get(p)!) >= from + BigInt(this.limits.batchRows) - 1n) {
-        this.settled.add(p);
-        this.checkedFrom.delete(p);
-      }
-    }
+    for (const p of checked) if (!foundIn.has(p)) this.settled.add(p);
     const skipped = all.length - keep.length;
     if (skipped > 0) {
       this.stats.rowsSkippedAsReplay += skipped;
@@ -485,7 +466,7 @@ export class TableWriter {
         if (splittable && this.io.isTooLarge?.(err) && ++tooLarge >= tooLargeAttempts) throw new TooLargeError(err);
         this.stats.insertFailures++;
         // The failed attempt may have landed; check again before writing.
-        this.unsettle();
+        this.settled.clear();
         if (!this.failing) {
           this.failing = true;
           this.updateFlow();
@@ -521,7 +502,7 @@ export class TableWriter {
       for (const o of offsets) this.committed.set(o.partition, BigInt(o.offset));
     } catch (err) {
       // The rows are written; a lost commit only means a redelivery, which the replay check drops.
-      this.unsettle();
+      this.settled.clear();
       this.log.warn({ table: this.table, err: (err as Error).message }, 'offset commit failed; the rows are written and a redelivery will be skipped');
     }
   }
