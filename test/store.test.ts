@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { createStore, deniedFunctions, maxResultRows, readAppliedMigrations, ReadOnlySqlError, runReadOnlyQuery, type Store } from '@dlog/store';
+import { redactUrl } from '@dlog/config';
 import { config, log, tempDir, unique } from './helpers.js';
 
 /**
@@ -34,7 +35,7 @@ for (const mode of modes) {
 
     it('reports its mode and location', () => {
       assert.equal(store.mode, mode.url ? 'server' : 'embedded');
-      assert.equal(store.location, mode.url ? new URL(mode.url).toString() : dataDir);
+      assert.equal(store.location, mode.url ? redactUrl(mode.url) : dataDir);
     });
 
     it('creates a table, inserts rows and reads them back with bound parameters', async () => {

@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { ClickHouseLogLevel, createClient, type ClickHouseClient, type Logger as ClickHouseLogger } from '@clickhouse/client';
 import { createChdbConnection } from 'chdb/connection';
 import type { Logger } from 'pino';
-import type { Config } from '@dlog/config';
+import { redactUrl, type Config } from '@dlog/config';
 
 export type StoreMode = 'server' | 'embedded';
 
@@ -154,14 +154,4 @@ export async function createStore(opts: StoreOptions): Promise<Store> {
     location: opts.dataDir,
     close: () => client.close(),
   };
-}
-
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '<invalid url>';
-  }
 }
