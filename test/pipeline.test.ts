@@ -10,6 +10,12 @@ async function rows<T>(p: Pipeline, sql: string, params: Record<string, unknown>
   return (await rs.json()) as T[];
 }
 
+function progress(p: Pipeline): string {
+  const gate = p.gate ? { ...p.gate.stats, committed: p.gate.committed } : undefined;
+  const sink = p.sink.stats().map((w) => ({ table: w.table, rows: w.rowsWritten, buffered: w.bufferedRows, insertFailures: w.insertFailures, paused: w.paused, failing: w.failing }));
+  return `gate ${JSON.stringify(gate)}; enricher ${JSON.stringify(p.enricher?.stats)}; sink ${JSON.stringify(sink)}`;
+}
+
 describe('pipeline end to end: simulated traffic through gate, enricher and sink into embedded ClickHouse', () => {
   const prefix = `${unique('pipe')}.`;
   const config = loadConfig({ ...process.env, DLOG_TOPIC_PREFIX: prefix, CLICKHOUSE_DATA_DIR: `${tempDir('pipe')}/clickhouse`, LOG_LEVEL: 'warn' });
@@ -29,7 +35,10 @@ describe('pipeline end to end: simulated traffic through gate, enricher and sink
         return t && d && t.kept + t.dropped >= good && d.n >= t.kept ? true : undefined;
       },
       { timeoutMs: 120_000, intervalMs: 500, what: 'all simulated decisions to be queryable' },
-    );
+    ).catch((err: Error) => {
+      // Which stage stopped: the workers' own counters, read without the store.
+      throw new Error(`${err.message}\nproduced ${good} decisions and ${summary.bad} bad events; ${progress(pipeline)}`, { cause: err });
+    });
   });
   after(async () => {
     await pipeline?.stop();

@@ -102,4 +102,22 @@ describe('waitFor', () => {
     assert.equal(await waitFor(() => (++n >= 3 ? n : undefined), { timeoutMs: 1_000, intervalMs: 1, what: 'n' }), 3);
     await assert.rejects(waitFor(() => false, { timeoutMs: 20, intervalMs: 5, what: 'the moon' }), /waiting for the moon/);
   });
+
+  it('gives up on a check that never answers, at the deadline, saying so', async () => {
+    // On the old code this never settled.
+    await assert.rejects(
+      waitFor(() => new Promise<number>(() => undefined), { timeoutMs: 50, intervalMs: 5, what: 'a stuck query' }),
+      /waiting for a stuck query: the check itself did not answer/,
+    );
+  });
+
+  it('keeps the last error of a check that failed before one hung', async () => {
+    let n = 0;
+    const err = await waitFor(
+      () => (++n === 1 ? Promise.reject(new Error('connection refused')) : new Promise<number>(() => undefined)),
+      { timeoutMs: 50, intervalMs: 1, what: 'the store' },
+    ).catch((e: Error) => e);
+    assert.match((err as Error).message, /did not answer/);
+    assert.match(((err as Error).cause as Error).message, /connection refused/);
+  });
 });

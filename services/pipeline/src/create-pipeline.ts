@@ -131,12 +131,24 @@ export async function createPipeline(opts: {
           if (code !== 0) log.warn({ worker: name, code }, 'worker exited non-zero on stop');
         }
       }
-      await gate?.stop();
-      await enricher?.stop();
-      await alerter?.stop();
-      await sink.stop();
-      await query?.close();
-      await store.close();
+      // Each step is timed: a stop that drags (or hangs) names the step in the log.
+      const step = async (name: string, fn: (() => Promise<void>) | undefined) => {
+        if (!fn) return;
+        const t0 = Date.now();
+        const slow = setInterval(() => log.warn({ step: name, waitedMs: Date.now() - t0 }, 'pipeline stop: still waiting for this step'), 5_000);
+        try {
+          await fn();
+        } finally {
+          clearInterval(slow);
+          log.debug({ step: name, ms: Date.now() - t0 }, 'pipeline stop: step done');
+        }
+      };
+      await step('gate', gate && (() => gate!.stop()));
+      await step('enricher', enricher && (() => enricher!.stop()));
+      await step('alerter', alerter && (() => alerter!.stop()));
+      await step('sink', () => sink.stop());
+      await step('query server', query && (() => query.close()));
+      await step('store', () => store.close());
     },
   };
 }
