@@ -316,6 +316,13 @@ describe('gate: personal data outside the obvious places', () => {
     assert.equal(scrubText('card 4111\u00a01111\u00a01111\u00a01111', all, tok), 'card <card>');
     assert.equal(scrubText('IBAN GB82WEST12345698765432 EUR', all, tok), 'IBAN <iban> EUR');
     assert.equal(scrubText('mail jané.doe@exämple.com', all, tok), 'mail <email>');
+    // A local part past the pattern's 64 characters is replaced whole, not cut at 64.
+    const long = `${'x'.repeat(70)}.${'y'.repeat(30)}`;
+    assert.equal(scrubText(`to ${long}@example.com now`, all, tok), 'to <email> now');
+    const seen: string[] = [];
+    scrubText(`${long}@example.com, b@example.org`, all, (type, value) => (seen.push(value), `<${type}>`));
+    assert.deepEqual(seen, [`${long}@example.com`, 'b@example.org']);
+    assert.equal(scrubText(`𝒳${'a'.repeat(64)}@example.com`, all, tok), '<email>');
     // Still not a card: Luhn fails for the run and for every window at a separator.
     assert.equal(scrubText('ref 1234 5678 9012 3456 78', all, tok).includes('<card>'), false);
   });
