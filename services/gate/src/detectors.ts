@@ -145,14 +145,56 @@ function emailsIn(text: string, tokenize: Tokenize): string {
   return joined + out.slice(at);
 }
 
+/** Full-width forms (ＡＢ１２, ＋, ＠, ideographic space) and decimal digits of other scripts. */
+const foreignForms = /[\u3000\uff01-\uff5e]|(?![0-9])\p{Nd}/u;
+const bmpDigit = /^\p{Nd}$/u;
+
 /**
- * Finds personal data in free text and replaces each match with a typed token. Order matters:
- * card numbers and IBANs before phones, so a long digit run is named for what it is.
+ * The text as the detectors read it: full-width ASCII forms as ASCII and BMP decimal digits of any
+ * script as 0-9, one UTF-16 unit for one, so `０９０－１２３４－５６７８` is a phone number too.
+ * A digit's value is its place in its script's run of ten (every such run starts after a non-digit).
+ */
+function foldForDetection(text: string): string {
+  let out = '';
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) out += text[i];
+    else if (c >= 0xff01 && c <= 0xff5e) out += String.fromCharCode(c - 0xfee0);
+    else if (c === 0x3000) out += ' ';
+    else if (c < 0xd800 || c > 0xdfff ? bmpDigit.test(text[i]!) : false) {
+      let k = 0;
+      while (k < 9 && bmpDigit.test(String.fromCharCode(c - k - 1))) k++;
+      out += String.fromCharCode(48 + k);
+    } else out += text[i];
+  }
+  return out;
+}
+
+/**
+ * Finds personal data in free text and replaces each match with a typed token. Text written with
+ * full-width forms or another script's digits is read folded to ASCII; when something is found
+ * there, the folded text (with its tokens) is what is kept, otherwise the text as written.
  */
 export function scrubText(text: string, enabled: ReadonlySet<DetectorName>, tokenize: Tokenize): string {
+  // One pass for both: ASCII digits (an upper bound on those left once emails are tokens) and
+  // whether anything outside ASCII is there at all.
+  let digits = 0;
+  let wide = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 48 && c <= 57) digits++;
+    else if (c >= 0x80) wide = true;
+  }
+  if (!wide || !foreignForms.test(text)) return scrubAscii(text, digits, enabled, tokenize);
+  const folded = foldForDetection(text);
+  const out = scrubAscii(folded, digitCount(folded), enabled, tokenize);
+  return out === folded ? text : out;
+}
+
+/** The detectors over ASCII forms. Order matters: card numbers and IBANs before phones, so a long digit run is named for what it is. */
+function scrubAscii(text: string, digits: number, enabled: ReadonlySet<DetectorName>, tokenize: Tokenize): string {
   let out = text;
   if (enabled.has('email') && out.includes('@')) out = emailsIn(out, tokenize);
-  const digits = digitCount(out);
   if (digits < 6) return out;
   // UK National Insurance numbers carry only six digits.
   if (enabled.has('national_id')) out = out.replace(ninoRe, (m) => tokenize('national_id', m.replace(/ /g, '')));

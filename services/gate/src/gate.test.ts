@@ -326,6 +326,22 @@ describe('gate: personal data outside the obvious places', () => {
     // Still not a card: Luhn fails for the run and for every window at a separator.
     assert.equal(scrubText('ref 1234 5678 9012 3456 78', all, tok).includes('<card>'), false);
   });
+
+  it('reads full-width forms and other scripts\' digits as the ASCII they stand for', () => {
+    const all = new Set(detectorNames);
+    const tok = (type: string) => `<${type}>`;
+    assert.equal(scrubText('電話 ０９０－１２３４－５６７８ まで', all, tok), '電話 <phone> まで');
+    assert.equal(scrubText('メール ｊａｎｅ＠ｅｘａｍｐｌｅ．ｃｏｍ', all, tok), 'メール <email>');
+    assert.equal(scrubText('ＩＢＡＮ ＧＢ８２ ＷＥＳＴ １２３４ ５６９８ ７６５４ ３２', all, tok), 'IBAN <iban>');
+    assert.equal(scrubText('رقم ٤١١١١١١١١١١١١١١١', all, tok), 'رقم <card>');
+    assert.equal(scrubText('कार्ड ४१११ ११११ ११११ ११११', all, tok), 'कार्ड <card>');
+    // The value tokenized is the ASCII one, so the pseudonym joins with the same number written plainly.
+    const seen: string[] = [];
+    scrubText('ｓｓｎ ０７８－０５－１１２０', all, (type, value) => (seen.push(`${type} ${value}`), `<${type}>`));
+    assert.deepEqual(seen, ['national_id 078-05-1120']);
+    // Nothing found: the text stays as written, full-width digits and all.
+    assert.equal(scrubText('注文番号１２３ 普通', all, tok), '注文番号１２３ 普通');
+  });
 });
 
 describe('gate: input no step foresaw goes to the dead-letter topic, never stops the batch', () => {
