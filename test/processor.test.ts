@@ -127,6 +127,61 @@ describe('transactional processor on the real broker', () => {
     });
   }
 
+  for (const kind of kinds) {
+    it(`${kind}: reads partitions added to its input while it runs, within seconds, not the clients' 5 minutes`, async () => {
+      const input = unique(`proc-grow-in-${kind}`);
+      const output = unique(`proc-grow-out-${kind}`);
+      await ensureTopicsSoon(kafka, [
+        { name: input, partitions: 1, doc: 'test', config: {} },
+        { name: output, partitions: 1, doc: 'test', config: {} },
+      ]);
+      const got: number[] = [];
+      const processor = createTransactionalProcessor({
+        kafka,
+        log,
+        groupId: unique(`proc-grow-g-${kind}`),
+        topics: [input],
+        transactionalId: unique(`proc-grow-tx-${kind}`),
+        native: kind === 'native' ? { kafka: loadNativeKafka()!, brokers: config.kafkaBrokers, clientId: 'test-processor' } : undefined,
+        process: async (batch, ctx) => {
+          got.push(...batch.map(() => ctx.partition));
+          return [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }];
+        },
+      });
+      await processor.start();
+      const send = async (partition: number) => {
+        // A fresh producer: kafkajs drops (without an error) a message for a partition its
+        // metadata does not know yet.
+        const producer = kafka.producer();
+        await producer.connect();
+        try {
+          const [r] = await producer.send({ topic: input, messages: [{ value: `on ${partition}`, partition }] });
+          assert.equal(r?.partition, partition, 'the broker took the message');
+        } finally {
+          await producer.disconnect();
+        }
+      };
+      try {
+        await send(0);
+        await waitFor(() => got.includes(0), { timeoutMs: 60_000, what: 'the message on the first partition' });
+        await admin.createPartitions({ topicPartitions: [{ topic: input, count: 3 }] });
+        await waitFor(
+          async () => {
+            const [t] = (await admin.fetchTopicMetadata({ topics: [input] })).topics;
+            return t?.partitions.length === 3 && t.partitions.every((p) => p.leader >= 0);
+          },
+          { timeoutMs: 30_000, what: 'the added partitions to have leaders' },
+        );
+        await send(2);
+        // With either client's default metadata age this took 5 minutes; the refresh is now 10 s.
+        await waitFor(() => got.includes(2), { timeoutMs: 60_000, what: 'the message on an added partition' });
+      } finally {
+        await processor.stop();
+      }
+      assert.deepEqual(got, [0, 2]);
+    });
+  }
+
   it('native: the broker stopped mid-stream and started again: every input exactly once', { timeout: 240_000 }, async () => {
     let pk: PrivateKafka | undefined;
     let processor: ReturnType<typeof createTransactionalProcessor> | undefined;

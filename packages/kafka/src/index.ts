@@ -11,4 +11,4 @@ export {
 export { deadLetterMessage, prefixedTopics, type DeadLetterFailure } from './dead-letter.js';
 export { packMessages, unpackMessages, transferables, type PackedMessages } from './thread-wire.js';
 export { loadNativeKafka, pickNativeKafka, nativeClientFor, nativeKafkaLoadError, type NativeKafka, type KafkaClientKind } from './native.js';
-export { byPartition, clientErrorLog, createNativeProcessor, RebalanceBarrier, fromNative, nativeCall, nativeFetchSettings, pollMessages, workUnits } from './native-processor.js';
+export { byPartition, clientErrorLog, createNativeProcessor, RebalanceBarrier, fromNative, nativeCall, nativeConsumerSettings, metadataRefreshMs, pollMessages, workUnits } from './native-processor.js';

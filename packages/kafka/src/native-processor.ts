@@ -95,6 +95,19 @@ export async function pollMessages(c: RdKafka.KafkaConsumer, max: number, maxMs 
  */
 export const nativeFetchSettings = { 'fetch.queue.backoff.ms': 10 } as const;
 
+/**
+ * How often a group consumer asks for its topics' metadata, in ms. Both clients default to 5
+ * minutes, and only on such a refresh does a consumer see partitions added to a topic it reads
+ * (or a topic it subscribed to before it existed): after `inference.raw` was given more
+ * partitions, producers wrote to them at once and the gate read nothing from them for up to 5
+ * minutes (scratch/add-parts*.ts: 10.1-11.4 s with this, nothing in 90 s without, on librdkafka
+ * and kafkajs alike). A metadata request for a few topics every 10 s costs the broker nothing.
+ */
+export const metadataRefreshMs = 10_000;
+
+/** The librdkafka settings every long-lived group consumer here shares. */
+export const nativeConsumerSettings = { ...nativeFetchSettings, 'topic.metadata.refresh.interval.ms': metadataRefreshMs } as const;
+
 const ASSIGN = -175; // librdkafka ERR__ASSIGN_PARTITIONS
 
 /**
@@ -290,7 +303,7 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
         'max.partition.fetch.bytes': opts.maxBytesPerPartition ?? 8 * 1024 * 1024,
         'fetch.max.bytes': 32 * 1024 * 1024,
         'fetch.wait.max.ms': 100,
-        ...nativeFetchSettings,
+        ...nativeConsumerSettings,
         'session.timeout.ms': 30_000,
         'heartbeat.interval.ms': 3_000,
       },

@@ -1,7 +1,7 @@
 import type { Consumer, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { NativeKafka } from './native.js';
-import { createNativeProcessor } from './native-processor.js';
+import { createNativeProcessor, metadataRefreshMs } from './native-processor.js';
 
 export interface OutputRecord {
   topic: string;
@@ -114,6 +114,7 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
         maxWaitTimeInMs: 200,
         sessionTimeout: 30_000,
         heartbeatInterval: 3_000,
+        metadataMaxAge: metadataRefreshMs,
       });
       await consumer.connect();
       for (const topic of opts.topics) await consumer.subscribe({ topic, fromBeginning: opts.fromBeginning ?? true });

@@ -1,7 +1,7 @@
 import type { Consumer, Kafka, KafkaMessage } from 'kafkajs';
 import type * as RdKafka from 'node-rdkafka';
 import type { Logger } from 'pino';
-import { byPartition, clientErrorLog, nativeCall, nativeClientFor, nativeFetchSettings, pollMessages, RebalanceBarrier, type KafkaClientKind, type NativeKafka } from '@dlog/kafka';
+import { byPartition, clientErrorLog, metadataRefreshMs, nativeCall, nativeClientFor, nativeConsumerSettings, pollMessages, RebalanceBarrier, type KafkaClientKind, type NativeKafka } from '@dlog/kafka';
 
 /** What the sink does with one partition's messages; it resolves each message it takes. */
 export interface BatchHandler {
@@ -73,6 +73,7 @@ export function kafkajsSource(kafka: Kafka, s: SourceSettings, events: SourceEve
     maxWaitTimeInMs: 250,
     sessionTimeout: 30_000,
     heartbeatInterval: 3_000,
+    metadataMaxAge: metadataRefreshMs,
   });
   /** pause/resume, unless kafkajs is between groups: the next join applies `paused` then. */
   const apply = (fn: (tps: { topic: string }[]) => void, ts: Iterable<string>) => {
@@ -241,7 +242,7 @@ export function nativeSource(
           // librdkafka prefetches up to queued.max.messages.kbytes (64 MiB by default) on top of
           // what the tables hold; past that it waits fetch.queue.backoff.ms (see nativeFetchSettings).
           'fetch.wait.max.ms': 100,
-          ...nativeFetchSettings,
+          ...nativeConsumerSettings,
           'session.timeout.ms': 30_000,
           'heartbeat.interval.ms': 3_000,
           rebalance_cb: barrier.callback,
