@@ -27,6 +27,25 @@ export function tempDir(prefix: string): string {
   return mkdtempSync(path.join(tmpdir(), `dlog-${prefix}-`));
 }
 
+/**
+ * A step with a deadline, failing with its name when it does not settle. For teardown: a stop
+ * that hangs would otherwise hold the file until the runner's timeout, and a timed-out file
+ * reports nothing of what failed before it, not even the error of its own setup.
+ */
+export async function finishes<T>(what: string, ms: number, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A free TCP port on loopback (the OS picks it; it is released before use). */
 export async function freePort(): Promise<number> {
   const net = await import('node:net');

@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '@dlog/config';
 import { createPipeline, type Pipeline } from '@dlog/pipeline';
 import { simulate, simulatedModels, type SimulateSummary } from '../packages/cli/src/simulate.js';
-import { log, tempDir, unique, waitFor } from './helpers.js';
+import { finishes, log, tempDir, unique, waitFor } from './helpers.js';
 
 async function rows<T>(p: Pipeline, sql: string, params: Record<string, unknown> = {}): Promise<T[]> {
   const rs = await p.store.client.query({ query: sql, query_params: params, format: 'JSONEachRow' });
@@ -41,7 +41,8 @@ describe('pipeline end to end: simulated traffic through gate, enricher and sink
     });
   });
   after(async () => {
-    await pipeline?.stop();
+    // Well past a healthy stop (about a second); the shutdown limit alone is 15 s.
+    if (pipeline) await finishes('pipeline.stop()', 90_000, pipeline.stop());
   });
 
   it('counts every produced decision exactly, and stores each kept one once', async () => {
