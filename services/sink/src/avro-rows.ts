@@ -10,8 +10,9 @@ import { usableCores } from '@dlog/runtime';
  * and ClickHouse then parsed 2.4 KB of JSON per row at ~30k rows/s. Instead the sink strips the
  * 5-byte registry frame, lays the datums into an Avro object container file, and has ClickHouse
  * `INSERT … SELECT` from it: ~1 µs a row in JS, and ClickHouse parses the 1.3 KB binary rows 3-4x
- * faster. Only records written with exactly the contract's schema take this path (the file
- * carries one schema and the mapping below names its fields); anything else takes the JS path.
+ * faster. The file carries one schema (the contract; the mapping below names its fields): a
+ * record written with another schema is decoded in JS and written again in the contract's, so a
+ * batch stays one statement (see create-sink).
  */
 
 /** Table column ← expression over the contract's fields, as ClickHouse reads them from Avro. */
