@@ -37,7 +37,24 @@ function ibanValid(iban: string): boolean {
 const emailRe = /[\p{L}\p{N}._%+-]{1,64}@[\p{L}\p{N}-]{1,63}(?:\.[\p{L}\p{N}-]{1,63}){0,8}\.\p{L}{2,24}/gu;
 // Separators: space, no-break space, dot, dash.
 const cardRe = /(?<![\d-])(?:\d[ \u00a0.-]?){12,22}\d(?![\d-])/g;
-const ibanRe = /\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b/g;
+// Either case: `de89 3704 0044 0532 0130 00` typed in a chat is an IBAN too (see ibanIn).
+const ibanRe = /\b[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}\b/g;
+
+/**
+ * IBAN lengths by country (the SWIFT IBAN registry). Used only for IBANs not written in capitals:
+ * in lower case the IBAN shape takes in far more ordinary text, so such a candidate must also have
+ * its country's exact length; one in capitals needs only the checksum, as before.
+ */
+const ibanLengths: Readonly<Record<string, number>> = {
+  AD: 24, AE: 23, AL: 28, AT: 20, AZ: 28, BA: 20, BE: 16, BG: 22, BH: 22, BI: 27, BR: 29, BY: 28,
+  CH: 21, CR: 22, CY: 28, CZ: 24, DE: 22, DJ: 27, DK: 18, DO: 28, EE: 20, EG: 29, ES: 24, FI: 18,
+  FK: 18, FO: 18, FR: 27, GB: 22, GE: 22, GI: 23, GL: 18, GR: 27, GT: 28, HR: 21, HU: 28, IE: 22,
+  IL: 23, IQ: 23, IS: 26, IT: 27, JO: 30, KW: 30, KZ: 20, LB: 28, LC: 32, LI: 21, LT: 20, LU: 20,
+  LV: 21, LY: 25, MC: 27, MD: 24, ME: 22, MK: 19, MN: 20, MR: 27, MT: 31, MU: 30, NI: 28, NL: 18,
+  NO: 15, OM: 23, PK: 24, PL: 28, PS: 29, PT: 25, QA: 29, RO: 24, RS: 22, RU: 33, SA: 24, SC: 31,
+  SD: 18, SE: 24, SI: 19, SK: 24, SM: 27, SO: 23, ST: 25, SV: 28, TL: 23, TN: 24, TR: 26, UA: 29,
+  VA: 22, VG: 24, XK: 20, YE: 30,
+};
 const ssnRe = /(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)/g;
 const ninoRe = /\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b/g;
 const phoneRe = /(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){2,4}(?!\w)/g;
@@ -82,13 +99,16 @@ function cardIn(m: string, tokenize: Tokenize): string {
 }
 
 /**
- * The IBAN pattern also takes capitalised words after the number (`GB82WEST12345698765432 EUR`):
- * the whole match is tried first, then the match cut at each space from the end.
+ * The IBAN pattern also takes words after the number (`GB82WEST12345698765432 EUR`): the whole
+ * match is tried first, then the match cut at each space from the end. A candidate with a lower
+ * case letter is read in capitals and must also have its country's length (see ibanLengths).
  */
 function ibanIn(m: string, tokenize: Tokenize): string {
   for (let end = m.length; end >= 15; end = m.lastIndexOf(' ', end - 1)) {
     const candidate = m.slice(0, end);
-    if (ibanValid(candidate)) return tokenize('iban', candidate.replace(/ /g, '')) + m.slice(end);
+    const iban = candidate.replace(/ /g, '').toUpperCase();
+    const capitals = candidate === candidate.toUpperCase();
+    if ((capitals || ibanLengths[iban.slice(0, 2)] === iban.length) && ibanValid(iban)) return tokenize('iban', iban) + m.slice(end);
     if (end === 0) break;
   }
   return m;

@@ -327,6 +327,33 @@ describe('gate: personal data outside the obvious places', () => {
     assert.equal(scrubText('ref 1234 5678 9012 3456 78', all, tok).includes('<card>'), false);
   });
 
+  it('finds IBANs written in lower case, held to their country\'s length', () => {
+    const all = new Set(detectorNames);
+    const tok = (type: string) => `<${type}>`;
+    // Check digits for any country code and BBAN, so the checksum is right in every case below.
+    const iban = (country: string, bban: string) => {
+      let rem = 0;
+      for (const ch of `${bban}${country}00`.toUpperCase()) {
+        const v = ch >= 'A' ? String(ch.charCodeAt(0) - 55) : ch;
+        for (const c of v) rem = (rem * 10 + Number(c)) % 97;
+      }
+      return `${country}${String(98 - rem).padStart(2, '0')}${bban}`;
+    };
+    assert.equal(scrubText('my iban is de89 3704 0044 0532 0130 00 thanks', all, tok), 'my iban is <iban> thanks');
+    assert.equal(scrubText('gb82west12345698765432', all, tok), '<iban>');
+    const seen: string[] = [];
+    scrubText('pay gb82 west 1234 5698 7654 32', all, (type, value) => (seen.push(`${type} ${value}`), `<${type}>`));
+    assert.deepEqual(seen, ['iban GB82WEST12345698765432'], 'the token is of the IBAN in capitals, as written in capitals');
+    // A right checksum alone is not enough in lower case: the country and its length must fit.
+    const unknownCountry = iban('zz', '12345678901234567');
+    const tooLongForGb = iban('gb', 'west123456987654321');
+    for (const text of [unknownCountry, tooLongForGb]) {
+      assert.equal(scrubText(`ref ${text}`, all, tok), `ref ${text}`, text);
+      // In capitals the checksum still suffices, as before.
+      assert.equal(scrubText(`ref ${text.toUpperCase()}`, all, tok), 'ref <iban>', text);
+    }
+  });
+
   it('reads full-width forms and other scripts\' digits as the ASCII they stand for', () => {
     const all = new Set(detectorNames);
     const tok = (type: string) => `<${type}>`;
