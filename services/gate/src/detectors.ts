@@ -111,7 +111,12 @@ function ibanIn(m: string, tokenize: Tokenize): string {
     if ((capitals || ibanLengths[iban.slice(0, 2)] === iban.length) && ibanValid(iban)) return tokenize('iban', iban) + m.slice(end);
     if (end === 0) break;
   }
-  return m;
+  // None from its first word: the match may have begun with a word before the IBAN (`ref ab12
+  // GB82 WEST …`), which the pattern took in; try again from the next word of that shape.
+  const next = m.slice(1).search(/ [A-Za-z]{2}\d{2}/);
+  if (next < 0) return m;
+  const at = next + 2;
+  return m.slice(0, at) + ibanIn(m.slice(at), tokenize);
 }
 
 const localChar = /^[\p{L}\p{N}._%+-]$/u;

@@ -341,6 +341,10 @@ describe('gate: personal data outside the obvious places', () => {
     };
     assert.equal(scrubText('my iban is de89 3704 0044 0532 0130 00 thanks', all, tok), 'my iban is <iban> thanks');
     assert.equal(scrubText('gb82west12345698765432', all, tok), '<iban>');
+    // A word of the same shape just before it is not taken for its start.
+    assert.equal(scrubText('ref ab12 GB82WEST12345698765432', all, tok), 'ref ab12 <iban>');
+    assert.equal(scrubText('order xy99 de89 3704 0044 0532 0130 00', all, tok), 'order xy99 <iban>');
+    assert.equal(scrubText('ID AB12 GB82 WEST 1234 5698 7654 32', all, tok), 'ID AB12 <iban>');
     const seen: string[] = [];
     scrubText('pay gb82 west 1234 5698 7654 32', all, (type, value) => (seen.push(`${type} ${value}`), `<${type}>`));
     assert.deepEqual(seen, ['iban GB82WEST12345698765432'], 'the token is of the IBAN in capitals, as written in capitals');
