@@ -100,8 +100,9 @@ export const nativeFetchSettings = { 'fetch.queue.backoff.ms': 10 } as const;
  * minutes, and only on such a refresh does a consumer see partitions added to a topic it reads
  * (or a topic it subscribed to before it existed): after `inference.raw` was given more
  * partitions, producers wrote to them at once and the gate read nothing from them for up to 5
- * minutes (scratch/add-parts*.ts: 10.1-11.4 s with this, nothing in 90 s without, on librdkafka
- * and kafkajs alike). A metadata request for a few topics every 10 s costs the broker nothing.
+ * minutes (test/processor.test.ts, on librdkafka and kafkajs alike: read in about 10.5 s with
+ * this, not within 60 s without). A metadata request for a few topics every 10 s costs the broker
+ * nothing.
  */
 export const metadataRefreshMs = 10_000;
 
