@@ -18,8 +18,8 @@ function luhn(digits: string): boolean {
   return sum % 10 === 0;
 }
 
-function ibanValid(iban: string): boolean {
-  const s = iban.replace(/ /g, '');
+/** The mod-97 check of an IBAN given without spaces, in capitals. */
+function ibanValid(s: string): boolean {
   if (s.length < 15 || s.length > 34) return false;
   const rearranged = s.slice(4) + s.slice(0, 4);
   let rem = 0;
@@ -186,7 +186,7 @@ function foldForDetection(text: string): string {
     if (c < 0x80) out += text[i];
     else if (c >= 0xff01 && c <= 0xff5e) out += String.fromCharCode(c - 0xfee0);
     else if (c === 0x3000) out += ' ';
-    else if (c < 0xd800 || c > 0xdfff ? bmpDigit.test(text[i]!) : false) {
+    else if ((c < 0xd800 || c > 0xdfff) && bmpDigit.test(text[i]!)) {
       let k = 0;
       while (k < 9 && bmpDigit.test(String.fromCharCode(c - k - 1))) k++;
       out += String.fromCharCode(48 + k);
