@@ -177,3 +177,80 @@ describe('alerter on the real stack', () => {
     assert.equal(out.messages.length, raised.length);
   });
 });
+
+describe('alerter baselines on the real stack', () => {
+  const prefix = `${unique('alertbase')}.`;
+  const config = loadConfig({ ...process.env, DLOG_TOPIC_PREFIX: prefix, LOG_LEVEL: 'warn' });
+  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'test-alerter-baselines', log });
+  const input = `${prefix}decisions.enriched.v1`;
+  // Three hours ago: older than anything the restart's input replay reaches back to (the longest
+  // window, lateness and suppression: about an hour here), as when a predecessor retired long ago.
+  const base = Math.floor((Date.now() - 180 * min) / min) * min;
+  const type = avroType('enriched-decision');
+  const alertType = avroType('alert');
+  let producer: Producer;
+  let schemaId: number;
+  let alerter: Alerter | undefined;
+  let out: Collected;
+  let stored: Collected;
+
+  /** One version alone on the endpoint, minutes [from, to) of event time from `base`. */
+  function only(version: string, from: number, to: number, meanConf: number, approve: number): EnrichedDecisionRecord[] {
+    const r = rng(from * 7 + 3);
+    const list: EnrichedDecisionRecord[] = [];
+    for (let m = from; m < to; m++) {
+      for (let i = 0; i < 50; i++) list.push(decision(m * 100 + i, base + m * min + Math.floor((i / 50) * min), version, meanConf + r() * 0.1, r() < approve ? 'approved' : 'declined', 1));
+    }
+    return list;
+  }
+  const send = (records: EnrichedDecisionRecord[]) =>
+    producer.send({ topic: input, messages: records.map((d) => ({ key: d.event_id, value: encodeFramed(type, schemaId, d), timestamp: String(d.ts) })) });
+
+  before(async () => {
+    alerter = await createAlerter({ kafka, config, log, rules });
+    const url = config.schemaRegistryUrl;
+    schemaId = await registerAvro(createRegistry(url), url, valueSubject(input), loadSchema('enriched-decision'));
+    producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    out = await collect(`${prefix}alerts.v1`);
+    stored = await collect(`${prefix}alerter.baselines`);
+  });
+  after(async () => {
+    await alerter?.stop();
+    await producer?.disconnect();
+    await out?.stop();
+    await stored?.stop();
+  });
+
+  it('judges a rollout against a predecessor retired long before a restart: the baselines come back from their topic, not the replay', async () => {
+    // Input waits before each start, so the startup wait holds windows until every partition has
+    // delivered (sent after a start, one partition's first batch could close windows early).
+    const incumbent = only('2.4.1', 0, 5, 0.85, 0.7);
+    await send(incumbent);
+    await alerter!.start();
+    await waitFor(() => alerter!.stats.decisions === incumbent.length, { timeoutMs: 30_000, what: 'the incumbent processed' });
+    // Both comparison rules wrote 2.4.1's last full window, in the transaction of its batch.
+    await waitFor(() => new Set(stored.messages.map((m) => JSON.parse(String(m.key))[0])).size === 2, { timeoutMs: 30_000, what: 'baselines on the topic' });
+    assert.ok(stored.messages.every((m) => JSON.parse(String(m.key)).slice(1).join(':') === 'loan-api:loan-approver:2.4.1'));
+    assert.equal(alerter!.stats.alerts, 0);
+    await alerter!.stop();
+
+    // 2.5.0 replaces it entirely, with lower confidence and a different mix.
+    const rollout = only('2.5.0', 20, 25, 0.65, 0.3);
+    await send(rollout);
+    alerter = await createAlerter({ kafka, config, log, rules });
+    await alerter.start();
+    assert.equal(alerter.stats.replayed, 0, 'the input is older than the replay reaches');
+    assert.equal(alerter.stats.baselinesRestored, 2);
+    assert.equal(alerter.stats.baselinesUnreadable, 0);
+    const conf = await waitFor(() => out.messages.map((m) => alertType.fromBuffer(m.value!.subarray(5)) as AlertRecord).find((a) => a.rule === 'confidence-drop'), {
+      timeoutMs: 30_000,
+      what: 'a confidence alert for the rollout against its predecessor',
+    });
+    assert.equal(conf.model_version, '2.5.0');
+    assert.equal(conf.evidence.baseline_source, 'predecessor');
+    assert.equal(conf.evidence.baseline_version, '2.4.1');
+    assert.equal(conf.evidence.baseline_window_end, new Date(base + 4 * min).toISOString());
+    await waitFor(() => alerter!.stats.decisions === rollout.length, { timeoutMs: 30_000, what: 'the rollout processed' });
+  });
+});

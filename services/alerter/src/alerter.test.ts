@@ -3,7 +3,9 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import type { DecisionObservation } from './aggregate.js';
 import { addDecision, compareVersions, emptyAgg, meanConfidence } from './aggregate.js';
-import { createEngine, type AlerterState, type Engine } from './engine.js';
+import { applyBaseline, decodeBaseline, encodeBaseline } from './baselines.js';
+import { baselineKey, createEngine, pruneBaselines, type AlerterState, type Engine } from './engine.js';
+import { subjectKey } from './evaluate.js';
 import type { AlertRecord } from '@dlog/contracts';
 import { psi } from './psi.js';
 import { parseDuration, parseRules, RulesError, type RulesDocument } from './rules.js';
@@ -245,6 +247,87 @@ describe('engine', () => {
     assert.equal(conf.model_version, '2.5.0');
     assert.equal(conf.evidence.baseline_source, 'predecessor');
     assert.equal(alerts.filter((a) => a.rule === 'mix').length, 0);
+  });
+
+  it('still judges a full rollout against its predecessor after a restart, from the baselines it wrote', () => {
+    const before = healthy.filter((e) => e.d.ts < t0 + 15 * min);
+    const after = traffic({ minutes: 31, perMinute: 30, version: '2.5.0', meanConf: 0.7, approve: 0.7, seed: 5 }).filter((e) => e.d.ts >= t0 + 25 * min);
+    const first = createEngine(rules).newState();
+    run(createEngine(rules), before, 100, first);
+    // What the alerter wrote to the topic, through the same encoding, applied to a new state.
+    const records = [...first.baselineChanges].map(([k, entry]) => encodeBaseline(k, entry));
+    assert.deepEqual(new Set(records.map((r) => JSON.parse(r.key)[0])), new Set(['conf', 'mix']));
+    const restarted = createEngine(rules).newState();
+    for (const r of records) {
+      const b = decodeBaseline(Buffer.from(r.key), r.value === null ? null : Buffer.from(r.value));
+      assert.ok(b.ok, JSON.stringify(b));
+      applyBaseline(restarted, new Set(['conf', 'mix']), b);
+    }
+    assert.deepEqual(restarted.history, first.history);
+    const conf = run(createEngine(rules), after, 100, restarted).find((a) => a.rule === 'conf');
+    assert.ok(conf, 'confidence alert after the restart');
+    assert.equal(conf.evidence.baseline_source, 'predecessor');
+    assert.equal(conf.evidence.baseline_version, '2.4.1');
+    // Without them (what the input replay alone rebuilds when the predecessor retired long ago): silence.
+    assert.deepEqual(run(createEngine(rules), after, 100).filter((a) => a.rule === 'conf'), []);
+  });
+
+  it('lets old versions\' baselines go after baseline_retention, but never a model\'s newest', () => {
+    const engine = createEngine(parseRules(`${rulesYaml}\nbaseline_retention: 1h\n`));
+    const state = engine.newState();
+    const entry = (model: string, version: string, windowEnd: number) => ({ windowEnd, subject: { endpoint: 'loan-api', model, version, agg: emptyAgg() } });
+    const history = new Map([
+      [subjectKey('loan-api', 'm', '1.9.0'), entry('m', '1.9.0', t0)],
+      [subjectKey('loan-api', 'm', '1.10.0'), entry('m', '1.10.0', t0)],
+      [subjectKey('loan-api', 'm', '1.8.0'), entry('m', '1.8.0', t0 + 2 * 60 * min)],
+      [subjectKey('loan-api', 'other', '0.1'), entry('other', '0.1', t0)],
+    ]);
+    state.history.set('conf', history);
+    pruneBaselines(state, t0 + 60 * min);
+    // 1.9.0 is old and not m's newest; 1.10.0 (newest, numerically) and the only version of `other` stay.
+    assert.deepEqual([...history.keys()].map((k) => k.split('\u0000').slice(1).join(':')).sort(), ['m:1.10.0', 'm:1.8.0', 'other:0.1']);
+    assert.deepEqual([...state.baselineChanges], [[baselineKey('conf', subjectKey('loan-api', 'm', '1.9.0')), null]]);
+    assert.equal(parseRules(rulesYaml).baseline_retention, 30 * 24 * 60 * min);
+
+    // Through the engine: 2.4.1 retired, 2.5.0 two hours later; once 2.5.0's windows close, the
+    // retention of an hour lets 2.4.1 go, with a tombstone for the topic.
+    const live = engine.newState();
+    const later = traffic({ minutes: 11, perMinute: 30, version: '2.5.0', meanConf: 0.9, approve: 0.7, seed: 7 }).map((e) => ({ ...e, d: { ...e.d, ts: e.d.ts + 120 * min } }));
+    run(engine, [...healthy.filter((e) => e.d.ts < t0 + 11 * min), ...later], 100, live);
+    assert.deepEqual([...(live.history.get('conf')?.values() ?? [])].map((h) => h.subject.version), ['2.5.0']);
+    assert.equal(live.baselineChanges.get(baselineKey('conf', subjectKey('loan-api', 'loan-approver', '2.4.1'))), null);
+  });
+
+  it('reads back what it wrote, refuses what it cannot read, and drops baselines of rules no longer configured', () => {
+    const agg = emptyAgg();
+    agg.n = 3;
+    agg.decisions.set('__proto__', 2).set('approved', 1);
+    agg.unresolvedRefs.set('registry://models/x:1', 1);
+    const k = baselineKey('conf', subjectKey('api', 'm', '1.0'));
+    const rec = encodeBaseline(k, { windowEnd: t0, subject: { endpoint: 'api', model: 'm', version: '1.0', agg } });
+    const back = decodeBaseline(rec.key, rec.value);
+    assert.ok(back.ok && back.entry);
+    assert.deepEqual(back.entry.subject.agg, agg);
+    assert.deepEqual(decodeBaseline(rec.key, null), { ok: true, rule: 'conf', subject: subjectKey('api', 'm', '1.0'), entry: null });
+    const bad = (key: string | null, value: string | null, reason: RegExp) => {
+      const r = decodeBaseline(key === null ? null : Buffer.from(key), value === null ? null : Buffer.from(value));
+      assert.ok(!r.ok && reason.test(r.reason), JSON.stringify(r));
+    };
+    bad('not json', rec.value, /not JSON/);
+    bad(null, rec.value, /key/);
+    bad(JSON.stringify(['conf', 'api', 'm']), rec.value, /key/);
+    bad(rec.key, rec.value!.replace('"format":1', '"format":2'), /format/);
+    bad(rec.key, rec.value!.replace('"n":3', '"n":-1'), /agg\.n/);
+    bad(JSON.stringify(['conf', 'api', 'm', '2.0']), rec.value, /another rule or subject/);
+
+    const state = createEngine(rules).newState();
+    applyBaseline(state, new Set(['mix']), back);
+    assert.equal(state.history.size, 0);
+    assert.deepEqual([...state.baselineChanges], [[k, null]]);
+    applyBaseline(state, new Set(['conf']), back);
+    assert.equal(state.history.get('conf')?.size, 1);
+    applyBaseline(state, new Set(['conf']), { ok: true, rule: 'conf', subject: subjectKey('api', 'm', '1.0'), entry: null });
+    assert.equal(state.history.get('conf')?.size, 0);
   });
 
   it('alerts on unresolved artifacts per version', () => {

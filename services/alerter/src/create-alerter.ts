@@ -13,6 +13,7 @@ import {
   type AlertRecord,
 } from '@dlog/contracts';
 import { createTransactionalProcessor, nativeClientFor, ensurePipelineTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
+import { applyBaseline, decodeBaseline, encodeBaseline } from './baselines.js';
 import { observationReaderType, toDeadLetterObservation, toDecisionObservation, type ObservedDecision } from './decode.js';
 import { createEngine, type AlerterState } from './engine.js';
 import { replay, replayRanges, unreadPartitions } from './replay.js';
@@ -22,6 +23,7 @@ export const defaultAlerterTopics = {
   decisions: 'decisions.enriched.v1',
   deadLetters: 'inference.dlq',
   output: 'alerts.v1',
+  baselines: 'alerter.baselines',
 };
 
 /** Counts over the state in hand: input replayed at start included, alerts and suppressions since start. */
@@ -36,6 +38,10 @@ export interface AlerterStats {
   suppressed: number;
   /** Records read again at start to rebuild windows and suppression. */
   replayed: number;
+  /** Predecessor baselines read back from the baselines topic at start. */
+  baselinesRestored: number;
+  /** Records of the baselines topic that could not be read at start (skipped). */
+  baselinesUnreadable: number;
 }
 
 export interface Alerter {
@@ -78,6 +84,8 @@ export async function createAlerter(opts: {
   let pending: AlerterState | undefined;
   let undecodable = 0;
   let replayed = 0;
+  let baselinesRestored = 0;
+  let baselinesUnreadable = 0;
   let processor: TransactionalProcessor | undefined;
 
   /** Feeds a batch into the state; returns how many records could not be read. */
@@ -131,7 +139,46 @@ export async function createAlerter(opts: {
     get replayed() {
       return replayed;
     },
+    get baselinesRestored() {
+      return baselinesRestored;
+    },
+    get baselinesUnreadable() {
+      return baselinesUnreadable;
+    },
   };
+
+  /**
+   * Reads the baselines topic from its start to its last committed record into the state. The
+   * end offsets are read_committed (kafkajs lists offsets so), so a transaction a crashed
+   * instance left open is not waited for: its input is processed again anyway.
+   */
+  async function restoreBaselines(state: AlerterState): Promise<void> {
+    const admin = kafka.admin();
+    await admin.connect();
+    const ends = await admin.fetchTopicOffsets(topics.baselines).finally(() => admin.disconnect());
+    const ranges = ends.filter((e) => Number(e.high) > Number(e.low)).map((e) => ({ topic: topics.baselines, partition: e.partition, start: Number(e.low), end: Number(e.high) }));
+    const names = new Set(rules.rules.map((r) => r.name));
+    const result = await replay({
+      kafka,
+      log,
+      groupId,
+      ranges,
+      timeoutMs: config.alerterReplayTimeoutMs,
+      onBatch: async (_topic, partition, messages) => {
+        for (const m of messages) {
+          const b = decodeBaseline(m.key, m.value);
+          if (!b.ok) {
+            if (baselinesUnreadable++ === 0) log.warn({ topic: topics.baselines, partition, offset: m.offset, reason: b.reason }, 'unreadable baseline skipped');
+            continue;
+          }
+          applyBaseline(state, names, b);
+        }
+      },
+    });
+    for (const h of state.history.values()) baselinesRestored += h.size;
+    if (!result.complete) log.warn({ restored: baselinesRestored, timeoutMs: config.alerterReplayTimeoutMs }, 'baselines incomplete: some versions may have no predecessor to be judged against');
+    else if (ranges.length > 0) log.info({ restored: baselinesRestored, unreadable: baselinesUnreadable }, 'predecessor baselines restored');
+  }
 
   return {
     stats,
@@ -139,8 +186,11 @@ export async function createAlerter(opts: {
       // Rebuild windows and suppression from input already processed before a restart. Alerts
       // those windows raise went out then; here they only re-arm suppression.
       const inputs = [topics.decisions, topics.deadLetters];
-      const ranges = await replayRanges(kafka, groupId, inputs, engine.lookbackMs);
       const state = engine.newState();
+      // Baselines first: the input replay below only reaches back the longest window and
+      // suppression, and its windows then update the baselines as they did before the restart.
+      await restoreBaselines(state);
+      const ranges = await replayRanges(kafka, groupId, inputs, engine.lookbackMs);
       const result = await replay({
         kafka,
         log,
@@ -192,9 +242,16 @@ export async function createAlerter(opts: {
           }
           const waiting = [...waitingFor].some((k) => k !== `${ctx.topic}:${ctx.partition}`);
           const alerts = waiting ? [] : engine.advance(next, Date.now());
+          // Baselines this batch changed (and any a restart left unwritten) go in its transaction.
+          const baselines: Message[] = [];
+          for (const [k, entry] of next.baselineChanges) baselines.push(encodeBaseline(k, entry));
+          next.baselineChanges.clear();
           pending = next;
           for (const a of alerts) log.info({ rule: a.rule, model: a.model_name, version: a.model_version, alertId: a.alert_id }, a.summary);
-          return [{ topic: topics.output, messages: alerts.map(toMessage) }];
+          return [
+            { topic: topics.output, messages: alerts.map(toMessage) },
+            { topic: topics.baselines, messages: baselines },
+          ];
         },
         onCommitted: (info) => {
           if (pending) committed = pending;

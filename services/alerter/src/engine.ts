@@ -1,6 +1,7 @@
 import { addDecision, emptyAgg, mergeAgg, type DeadLetterObservation, type DecisionObservation, type DeadLetterAgg, type VersionAgg } from './aggregate.js';
 import type { AlertRecord } from '@dlog/contracts';
-import { eligible, evaluateRule, parseSubjectKey, subjectKey, type History, type Subject } from './evaluate.js';
+import { compareVersions } from './aggregate.js';
+import { eligible, evaluateRule, parseSubjectKey, subjectKey, type History, type HistoryEntry, type Subject } from './evaluate.js';
 import type { RulesDocument } from './rules.js';
 import { admit, expire } from './suppression.js';
 import { watermark, type PartitionProgress } from './watermark.js';
@@ -28,8 +29,17 @@ export interface AlerterState {
   lastFired: Map<string, number>;
   /** rule → subject → its last window with enough samples (predecessor baselines) */
   history: Map<string, History>;
+  /**
+   * Baselines changed since they were last written to the baselines topic: `baselineKey` → the
+   * entry, or null once dropped. Part of the state so that a batch whose transaction aborts
+   * leaves them to the next one.
+   */
+  baselineChanges: Map<string, HistoryEntry | null>;
   counters: { decisions: number; deadLetters: number; late: number; windows: number; fired: number; suppressed: number };
 }
+
+/** Where a baseline lives in the state and on the baselines topic: rule and subject. */
+export const baselineKey = (rule: string, subject: string): string => `${rule}\u0000${subject}`;
 
 export interface Engine {
   readonly pane: number;
@@ -54,6 +64,28 @@ export const maxFutureMs = 5 * 60_000;
 function progress(map: Map<string, PartitionProgress>, partition: string, ts: number, now: number): void {
   const t = Math.min(ts, now + maxFutureMs);
   map.set(partition, { newest: Math.max(map.get(partition)?.newest ?? -Infinity, t), seenAt: now });
+}
+
+/**
+ * Drops baselines last seen before `before`, except each model's highest version on each
+ * endpoint: that one stays the predecessor of whatever comes next, however long it served
+ * unchanged or how long ago it was retired. So history grows with the versions of the
+ * retention period, not with every version ever seen.
+ */
+export function pruneBaselines(state: AlerterState, before: number): void {
+  for (const [rule, history] of state.history) {
+    const newest = new Map<string, string>();
+    for (const { subject: s } of history.values()) {
+      const m = `${s.endpoint}\u0000${s.model}`;
+      const v = newest.get(m);
+      if (v === undefined || compareVersions(s.version, v) > 0) newest.set(m, s.version);
+    }
+    for (const [k, { windowEnd, subject: s }] of history) {
+      if (windowEnd >= before || newest.get(`${s.endpoint}\u0000${s.model}`) === s.version) continue;
+      history.delete(k);
+      state.baselineChanges.set(baselineKey(rule, k), null);
+    }
+  }
 }
 
 export function createEngine(doc: RulesDocument): Engine {
@@ -101,6 +133,7 @@ export function createEngine(doc: RulesDocument): Engine {
       closedUpTo: undefined,
       lastFired: new Map(),
       history: new Map(),
+      baselineChanges: new Map(),
       counters: { decisions: 0, deadLetters: 0, late: 0, windows: 0, fired: 0, suppressed: 0 },
     }),
 
@@ -161,9 +194,16 @@ export function createEngine(doc: RulesDocument): Engine {
         }
         if (rule.kind === 'confidence_drop' || rule.kind === 'decision_mix_shift') {
           if (!history) state.history.set(rule.name, (history = new Map()));
-          for (const s of w.subjects) if (eligible(rule, s.agg)) history.set(subjectKey(s.endpoint, s.model, s.version), { windowEnd: w.end, subject: s });
+          for (const s of w.subjects) {
+            if (!eligible(rule, s.agg)) continue;
+            const k = subjectKey(s.endpoint, s.model, s.version);
+            const entry = { windowEnd: w.end, subject: s };
+            history.set(k, entry);
+            state.baselineChanges.set(baselineKey(rule.name, k), entry);
+          }
         }
       }
+      if (tasks.length > 0) pruneBaselines(state, wm - doc.baseline_retention);
       state.closedUpTo = wm;
       for (const s of state.panes.keys()) if (s + maxSize <= wm) state.panes.delete(s);
       expire(state.lastFired, wm, longestSuppression);

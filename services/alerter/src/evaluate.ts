@@ -13,8 +13,14 @@ export interface Subject {
   agg: VersionAgg;
 }
 
-/** Last window a version was seen with enough samples, per rule: the predecessor baseline. */
-export type History = Map<string, { windowEnd: number; subject: Subject }>;
+/** A version's last window with enough samples for a rule. */
+export interface HistoryEntry {
+  windowEnd: number;
+  subject: Subject;
+}
+
+/** subject key → its last window with enough samples, per rule: the predecessor baselines. */
+export type History = Map<string, HistoryEntry>;
 
 const sep = '\u0000';
 export const subjectKey = (endpoint: string, model: string, version: string): string => `${endpoint}${sep}${model}${sep}${version}`;

@@ -103,6 +103,11 @@ const rulesSchema = z
       })
       .strict(),
     rules: z.array(ruleSchema).min(1, 'at least one rule'),
+    /**
+     * How long (event time) a version's last window is kept as a possible predecessor baseline
+     * after it was last seen. Each model's highest version on each endpoint is kept regardless.
+     */
+    baseline_retention: positiveDuration.default(30 * 86_400_000),
   })
   .strict()
   .superRefine((doc, ctx) => {

@@ -1,0 +1,109 @@
+import { z } from 'zod';
+import type { VersionAgg } from './aggregate.js';
+import { baselineKey, type AlerterState } from './engine.js';
+import { subjectKey, type HistoryEntry } from './evaluate.js';
+
+/**
+ * The alerter's predecessor baselines on the compacted topic `alerter.baselines`: one record per
+ * rule and model version, keyed by both, holding the version's last window with enough samples;
+ * a tombstone once it is dropped. Written in the same transaction as the alerts and input offsets
+ * of the batch that changed them, and read back at start, so a restart keeps every baseline, not
+ * only those the input replay (the lookback of the longest window and suppression) happens to
+ * rebuild. Internal to the alerter: JSON, with a format version.
+ */
+
+const format = 1;
+
+const count = z.number().finite().min(0);
+const pairs = z.array(z.tuple([z.string(), z.number().finite()])).max(10_000);
+const valueSchema = z
+  .object({
+    format: z.literal(format),
+    rule: z.string(),
+    endpoint: z.string(),
+    model: z.string(),
+    version: z.string(),
+    window_end: z.number().int(),
+    agg: z.object({
+      n: count,
+      weight: count,
+      confN: count,
+      confWeight: count,
+      confSum: z.number().finite(),
+      unresolvedN: count,
+      unresolvedWeight: count,
+      decisions: pairs,
+      unresolvedRefs: pairs,
+    }),
+  })
+  .strip();
+const keySchema = z.tuple([z.string(), z.string(), z.string(), z.string()]);
+
+export interface BaselineRecord {
+  key: string;
+  value: string | null;
+}
+
+/** State key (`baselineKey`) → the topic record: a JSON key naming rule and subject, and the entry or a tombstone. */
+export function encodeBaseline(stateKey: string, entry: HistoryEntry | null): BaselineRecord {
+  const [rule = '', endpoint = '', model = '', version = ''] = stateKey.split('\u0000');
+  const key = JSON.stringify([rule, endpoint, model, version]);
+  if (entry === null) return { key, value: null };
+  const a: VersionAgg = entry.subject.agg;
+  return {
+    key,
+    value: JSON.stringify({
+      format,
+      rule,
+      endpoint,
+      model,
+      version,
+      window_end: entry.windowEnd,
+      agg: { ...a, decisions: [...a.decisions], unresolvedRefs: [...a.unresolvedRefs] },
+    }),
+  };
+}
+
+export type DecodedBaseline =
+  | { ok: true; rule: string; subject: string; entry: HistoryEntry | null }
+  | { ok: false; reason: string };
+
+/** A record of the topic → what to do with the state; never throws. */
+export function decodeBaseline(key: Buffer | string | null, value: Buffer | string | null): DecodedBaseline {
+  try {
+    const k = keySchema.safeParse(JSON.parse(String(key)));
+    if (!k.success) return { ok: false, reason: 'key is not [rule, endpoint, model, version]' };
+    const [rule, endpoint, model, version] = k.data;
+    const subject = subjectKey(endpoint, model, version);
+    if (value === null) return { ok: true, rule, subject, entry: null };
+    const v = valueSchema.safeParse(JSON.parse(String(value)));
+    if (!v.success) return { ok: false, reason: `value: ${v.error.issues[0]?.path.join('.') ?? ''} ${v.error.issues[0]?.message ?? 'invalid'}` };
+    const d = v.data;
+    if (d.rule !== rule || d.endpoint !== endpoint || d.model !== model || d.version !== version) return { ok: false, reason: 'value names another rule or subject than its key' };
+    const agg: VersionAgg = { ...d.agg, decisions: new Map(d.agg.decisions), unresolvedRefs: new Map(d.agg.unresolvedRefs) };
+    return { ok: true, rule, subject, entry: { windowEnd: d.window_end, subject: { endpoint, model, version, agg } } };
+  } catch (err) {
+    return { ok: false, reason: `not JSON: ${(err as Error).message}` };
+  }
+}
+
+/**
+ * Applies a restored baseline to the state. Later records of a key replace earlier ones; a
+ * tombstone removes it. Rules no longer in the rules file are left out (and their records
+ * deleted on the next write), so renaming a rule starts it without history.
+ */
+export function applyBaseline(state: AlerterState, rules: ReadonlySet<string>, b: Extract<DecodedBaseline, { ok: true }>): void {
+  const k = baselineKey(b.rule, b.subject);
+  if (!rules.has(b.rule)) {
+    if (b.entry !== null) state.baselineChanges.set(k, null);
+    else state.baselineChanges.delete(k);
+    return;
+  }
+  let history = state.history.get(b.rule);
+  if (b.entry === null) {
+    history?.delete(b.subject);
+    return;
+  }
+  if (!history) state.history.set(b.rule, (history = new Map()));
+  history.set(b.subject, b.entry);
+}
