@@ -5,7 +5,7 @@ import type { DecisionObservation } from './aggregate.js';
 import { addDecision, compareVersions, emptyAgg, meanConfidence } from './aggregate.js';
 import { applyBaseline, decodeBaseline, encodeBaseline } from './baselines.js';
 import { baselineKey, createEngine, pruneBaselines, type AlerterState, type Engine } from './engine.js';
-import { subjectKey } from './evaluate.js';
+import { pickBaseline, subjectKey } from './evaluate.js';
 import type { AlertRecord } from '@dlog/contracts';
 import { psi } from './psi.js';
 import { parseDuration, parseRules, RulesError, type RulesDocument } from './rules.js';
@@ -296,6 +296,18 @@ describe('engine', () => {
     run(engine, [...healthy.filter((e) => e.d.ts < t0 + 11 * min), ...later], 100, live);
     assert.deepEqual([...(live.history.get('conf')?.values() ?? [])].map((h) => h.subject.version), ['2.5.0']);
     assert.equal(live.baselineChanges.get(baselineKey('conf', subjectKey('loan-api', 'loan-approver', '2.4.1'))), null);
+  });
+
+  it('takes a predecessor only from a window that ended before the one judged (a replay after a restore sees what the first run saw)', () => {
+    const subject = (version: string) => ({ endpoint: 'loan-api', model: 'loan-approver', version, agg: emptyAgg() });
+    const history = new Map([
+      [subjectKey('loan-api', 'loan-approver', '2.3.0'), { windowEnd: t0, subject: subject('2.3.0') }],
+      [subjectKey('loan-api', 'loan-approver', '2.4.1'), { windowEnd: t0 + 30 * min, subject: subject('2.4.1') }],
+    ]);
+    assert.equal(pickBaseline(subject('2.5.0'), [], history)?.baseline.version, '2.4.1');
+    assert.equal(pickBaseline(subject('2.5.0'), [], history, t0 + 40 * min)?.baseline.version, '2.4.1');
+    assert.equal(pickBaseline(subject('2.5.0'), [], history, t0 + 30 * min)?.baseline.version, '2.3.0');
+    assert.equal(pickBaseline(subject('2.5.0'), [], history, t0), undefined);
   });
 
   it('reads back what it wrote, refuses what it cannot read, and drops baselines of rules no longer configured', () => {

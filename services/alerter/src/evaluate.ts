@@ -58,12 +58,16 @@ export function alertId(rule: string, endpoint: string | null, model: string | n
  * same endpoint in the same window (a canary against its incumbent); failing that, the last
  * window seen of its predecessor (the highest older version) on that endpoint. Only older
  * versions are baselines: the incumbent is never judged against its canary, and a rollback to
- * an older version does not alert against the version it replaced.
+ * an older version does not alert against the version it replaced. A predecessor's window must
+ * have ended before `windowEnd`, the end of the window being judged: live, every one has; when a
+ * restart replays windows after restoring the baselines written later, this leaves the later
+ * ones out, as they were when those windows first closed.
  */
 export function pickBaseline(
   subject: Subject,
   peers: readonly Subject[],
   history: History | undefined,
+  windowEnd = Infinity,
 ): { source: 'concurrent' | 'predecessor'; baseline: Subject; windowEnd?: number } | undefined {
   let best: Subject | undefined;
   for (const p of peers) {
@@ -74,7 +78,7 @@ export function pickBaseline(
   let pred: { windowEnd: number; subject: Subject } | undefined;
   for (const h of history?.values() ?? []) {
     const s = h.subject;
-    if (s.endpoint !== subject.endpoint || s.model !== subject.model || compareVersions(s.version, subject.version) >= 0) continue;
+    if (h.windowEnd >= windowEnd || s.endpoint !== subject.endpoint || s.model !== subject.model || compareVersions(s.version, subject.version) >= 0) continue;
     if (!pred || compareVersions(s.version, pred.subject.version) > 0) pred = h;
   }
   return pred ? { source: 'predecessor', baseline: pred.subject, windowEnd: pred.windowEnd } : undefined;
@@ -112,7 +116,7 @@ export function evaluateRule(rule: Rule, w: WindowInput, history: History | unde
     case 'decision_mix_shift': {
       const ready = w.subjects.filter((s) => eligible(rule, s.agg));
       for (const s of ready) {
-        const pick = pickBaseline(s, ready, history);
+        const pick = pickBaseline(s, ready, history, w.end);
         if (!pick) continue;
         const b = pick.baseline;
         const evidence: Record<string, string> = {
