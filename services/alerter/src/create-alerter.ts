@@ -14,6 +14,7 @@ import {
 } from '@dlog/contracts';
 import { createTransactionalProcessor, nativeClientFor, ensurePipelineTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
 import { applyBaseline, decodeBaseline, encodeBaseline } from './baselines.js';
+import { CommittedState } from './committed-state.js';
 import { observationReaderType, toDeadLetterObservation, toDecisionObservation, type ObservedDecision } from './decode.js';
 import { createEngine, type AlerterState } from './engine.js';
 import { replay, replayRanges, unreadPartitions } from './replay.js';
@@ -77,11 +78,11 @@ export async function createAlerter(opts: {
   const outputType = avroType('alert');
   const decoder = new AvroDecoder<ObservedDecision>(observationReaderType(), registryFetcher(url));
 
-  // `committed` is the state covering exactly the input whose offsets are committed. A batch
-  // works on a copy; the copy replaces it only once the batch's transaction has committed, so
-  // an aborted transaction (the batch is fetched again) counts nothing twice.
-  let committed: AlerterState = engine.newState();
-  let pending: AlerterState | undefined;
+  // The state covering exactly the input whose offsets are committed. A batch works on a copy;
+  // the copy replaces it only once the batch's transaction has committed, so an aborted
+  // transaction (the batch is fetched again) counts nothing twice, and one whose outcome was
+  // never learned is settled from the group's offsets.
+  const tracked = new CommittedState<AlerterState>(engine.newState(), committedOffset, log);
   let undecodable = 0;
   let replayed = 0;
   let baselinesRestored = 0;
@@ -116,25 +117,25 @@ export async function createAlerter(opts: {
 
   const stats: AlerterStats = {
     get decisions() {
-      return committed.counters.decisions;
+      return tracked.committed.counters.decisions;
     },
     get deadLetters() {
-      return committed.counters.deadLetters;
+      return tracked.committed.counters.deadLetters;
     },
     get late() {
-      return committed.counters.late;
+      return tracked.committed.counters.late;
     },
     get undecodable() {
       return undecodable;
     },
     get windows() {
-      return committed.counters.windows;
+      return tracked.committed.counters.windows;
     },
     get alerts() {
-      return committed.counters.fired;
+      return tracked.committed.counters.fired;
     },
     get suppressed() {
-      return committed.counters.suppressed;
+      return tracked.committed.counters.suppressed;
     },
     get replayed() {
       return replayed;
@@ -146,6 +147,18 @@ export async function createAlerter(opts: {
       return baselinesUnreadable;
     },
   };
+
+  async function committedOffset(topic: string, partition: number): Promise<bigint | undefined> {
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const [t] = await admin.fetchOffsets({ groupId, topics: [topic] });
+      const o = t?.partitions.find((x) => x.partition === partition)?.offset;
+      return o === undefined || Number(o) < 0 ? undefined : BigInt(o);
+    } finally {
+      await admin.disconnect();
+    }
+  }
 
   /**
    * Reads the baselines topic from its start to its last committed record into the state. The
@@ -186,10 +199,10 @@ export async function createAlerter(opts: {
       // Rebuild windows and suppression from input already processed before a restart. Alerts
       // those windows raise went out then; here they only re-arm suppression.
       const inputs = [topics.decisions, topics.deadLetters];
-      const state = engine.newState();
+      const rebuilt = engine.newState();
       // Baselines first: the input replay below only reaches back the longest window and
       // suppression, and its windows then update the baselines as they did before the restart.
-      await restoreBaselines(state);
+      await restoreBaselines(rebuilt);
       const ranges = await replayRanges(kafka, groupId, inputs, engine.lookbackMs);
       const result = await replay({
         kafka,
@@ -200,16 +213,16 @@ export async function createAlerter(opts: {
         // Sums do not depend on the order partitions are read in; closing windows does. So the
         // whole range is read first and its windows closed once, in event-time order.
         onBatch: async (topic, partition, messages) => {
-          await observe(state, topic, partition, messages);
+          await observe(rebuilt, topic, partition, messages);
         },
       });
-      engine.advance(state, Date.now());
+      engine.advance(rebuilt, Date.now());
       replayed = result.messages;
       if (!result.complete) log.warn({ replayed, timeoutMs: config.alerterReplayTimeoutMs }, 'replay incomplete: windows open before the restart start partly empty');
       else if (ranges.length > 0) log.info({ replayed, ranges: ranges.length }, 'windows rebuilt from input');
-      committed = state;
-      state.counters.fired = 0;
-      state.counters.suppressed = 0;
+      rebuilt.counters.fired = 0;
+      rebuilt.counters.suppressed = 0;
+      tracked.committed = rebuilt;
 
       // Input partitions holding unread records: no window closes before each has delivered a
       // batch (or startup_wait has passed), else the first partition read would close windows
@@ -220,7 +233,7 @@ export async function createAlerter(opts: {
       for (const topic of inputs) {
         for (const partition of await unreadPartitions(kafka, groupId, topic)) {
           const k = `${topic}:${partition}`;
-          if (!state.newest.has(k)) waitingFor.add(k);
+          if (!rebuilt.newest.has(k)) waitingFor.add(k);
         }
       }
       const waitUntil = Date.now() + rules.watermark.startup_wait;
@@ -233,7 +246,7 @@ export async function createAlerter(opts: {
         transactionalId: `${p}dlog-alerter-${config.instanceId}`,
         native: nativeClientFor(config.kafkaClient, config.kafkaBrokers, `${config.kafkaClientId}-alerter`, log),
         process: async (messages, ctx) => {
-          const next = structuredClone(committed);
+          const next = structuredClone(await tracked.current((topic, partition) => waitingFor.delete(`${topic}:${partition}`)));
           undecodable += await observe(next, ctx.topic, ctx.partition, messages);
           if (waitingFor.size > 0 && Date.now() >= waitUntil) {
             // Routine when the only unread record of a partition was a transaction marker.
@@ -246,7 +259,7 @@ export async function createAlerter(opts: {
           const baselines: Message[] = [];
           for (const [k, entry] of next.baselineChanges) baselines.push(encodeBaseline(k, entry));
           next.baselineChanges.clear();
-          pending = next;
+          tracked.stage(next, ctx.topic, ctx.partition, messages[messages.length - 1]!.offset);
           for (const a of alerts) log.info({ rule: a.rule, model: a.model_name, version: a.model_version, alertId: a.alert_id }, a.summary);
           return [
             { topic: topics.output, messages: alerts.map(toMessage) },
@@ -254,10 +267,9 @@ export async function createAlerter(opts: {
           ];
         },
         onCommitted: (info) => {
-          if (pending) committed = pending;
+          tracked.commit();
           // Only committed reads count: a partition whose batch was aborted is still awaited.
           waitingFor.delete(`${info.topic}:${info.partition}`);
-          pending = undefined;
         },
       });
       await processor.start();
