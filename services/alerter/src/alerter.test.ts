@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import type { DecisionObservation } from './aggregate.js';
 import { addDecision, compareVersions, emptyAgg, meanConfidence } from './aggregate.js';
-import { applyBaseline, decodeBaseline, encodeBaseline } from './baselines.js';
+import { applyBaseline, decodeBaseline, encodeBaseline, maxDecisionBytes, maxRecordBytes } from './baselines.js';
 import { baselineKey, createEngine, pruneBaselines, type AlerterState, type Engine } from './engine.js';
 import { pickBaseline, subjectKey } from './evaluate.js';
 import type { AlertRecord } from '@dlog/contracts';
@@ -255,7 +255,7 @@ describe('engine', () => {
     const first = createEngine(rules).newState();
     run(createEngine(rules), before, 100, first);
     // What the alerter wrote to the topic, through the same encoding, applied to a new state.
-    const records = [...first.baselineChanges].map(([k, entry]) => encodeBaseline(k, entry));
+    const records = [...first.baselineChanges].map(([k, entry]) => encodeBaseline(k, entry)!);
     assert.deepEqual(new Set(records.map((r) => JSON.parse(r.key)[0])), new Set(['conf', 'mix']));
     const restarted = createEngine(rules).newState();
     for (const r of records) {
@@ -272,30 +272,61 @@ describe('engine', () => {
     assert.deepEqual(run(createEngine(rules), after, 100).filter((a) => a.rule === 'conf'), []);
   });
 
-  it('lets old versions\' baselines go after baseline_retention, but never a model\'s newest', () => {
+  it('lets old versions\' baselines go after baseline_retention, but never a model\'s two newest', () => {
     const engine = createEngine(parseRules(`${rulesYaml}\nbaseline_retention: 1h\n`));
     const state = engine.newState();
     const entry = (model: string, version: string, windowEnd: number) => ({ windowEnd, subject: { endpoint: 'loan-api', model, version, agg: emptyAgg() } });
     const history = new Map([
+      [subjectKey('loan-api', 'm', '1.7.0'), entry('m', '1.7.0', t0)],
       [subjectKey('loan-api', 'm', '1.9.0'), entry('m', '1.9.0', t0)],
       [subjectKey('loan-api', 'm', '1.10.0'), entry('m', '1.10.0', t0)],
       [subjectKey('loan-api', 'm', '1.8.0'), entry('m', '1.8.0', t0 + 2 * 60 * min)],
       [subjectKey('loan-api', 'other', '0.1'), entry('other', '0.1', t0)],
     ]);
     state.history.set('conf', history);
+    const names = () => [...history.keys()].map((k) => k.split('\u0000').slice(1).join(':')).sort();
+    // A restore that ran out of time: nothing goes.
+    state.baselinesComplete = false;
     pruneBaselines(state, t0 + 60 * min);
-    // 1.9.0 is old and not m's newest; 1.10.0 (newest, numerically) and the only version of `other` stay.
-    assert.deepEqual([...history.keys()].map((k) => k.split('\u0000').slice(1).join(':')).sort(), ['m:1.10.0', 'm:1.8.0', 'other:0.1']);
-    assert.deepEqual([...state.baselineChanges], [[baselineKey('conf', subjectKey('loan-api', 'm', '1.9.0')), null]]);
+    assert.equal(history.size, 5);
+    state.baselinesComplete = true;
+    pruneBaselines(state, t0 + 60 * min);
+    // 1.7.0 is old and below m's two newest (1.10.0 and 1.9.0, numerically); 1.8.0 is recent; `other` has one version.
+    assert.deepEqual(names(), ['m:1.10.0', 'm:1.8.0', 'm:1.9.0', 'other:0.1']);
+    assert.deepEqual([...state.baselineChanges], [[baselineKey('conf', subjectKey('loan-api', 'm', '1.7.0')), null]]);
     assert.equal(parseRules(rulesYaml).baseline_retention, 30 * 24 * 60 * min);
 
-    // Through the engine: 2.4.1 retired, 2.5.0 two hours later; once 2.5.0's windows close, the
-    // retention of an hour lets 2.4.1 go, with a tombstone for the topic.
+    // Through the engine: 2.3.0 and 2.4.1, then two hours of nothing, then 2.5.0, healthy for a
+    // while and then worse. 2.4.1 stays the predecessor however long 2.5.0 runs; 2.3.0 goes.
     const live = engine.newState();
-    const later = traffic({ minutes: 11, perMinute: 30, version: '2.5.0', meanConf: 0.9, approve: 0.7, seed: 7 }).map((e) => ({ ...e, d: { ...e.d, ts: e.d.ts + 120 * min } }));
-    run(engine, [...healthy.filter((e) => e.d.ts < t0 + 11 * min), ...later], 100, live);
-    assert.deepEqual([...(live.history.get('conf')?.values() ?? [])].map((h) => h.subject.version), ['2.5.0']);
-    assert.equal(live.baselineChanges.get(baselineKey('conf', subjectKey('loan-api', 'loan-approver', '2.4.1'))), null);
+    const older = traffic({ minutes: 11, perMinute: 30, version: '2.3.0', meanConf: 0.9, approve: 0.7, seed: 8 });
+    const later = (from: number, to: number, meanConf: number, seed: number) =>
+      traffic({ minutes: to, perMinute: 30, version: '2.5.0', meanConf, approve: 0.7, seed })
+        .filter((e) => e.d.ts >= t0 + from * min)
+        .map((e) => ({ ...e, d: { ...e.d, ts: e.d.ts + 120 * min } }));
+    const alerts = run(engine, [...older, ...healthy.filter((e) => e.d.ts < t0 + 11 * min), ...later(0, 15, 0.9, 7), ...later(15, 40, 0.7, 9)], 100, live);
+    assert.deepEqual([...(live.history.get('conf')?.values() ?? [])].map((h) => h.subject.version).sort(), ['2.4.1', '2.5.0']);
+    assert.equal(live.baselineChanges.get(baselineKey('conf', subjectKey('loan-api', 'loan-approver', '2.3.0'))), null);
+    const conf = alerts.find((a) => a.rule === 'conf');
+    assert.ok(conf, 'the worse 2.5.0 is judged against 2.4.1, retired two hours before');
+    assert.equal(conf.evidence.baseline_version, '2.4.1');
+    assert.equal(conf.evidence.baseline_source, 'predecessor');
+  });
+
+  it('does not let the replay after a restart replace a restored baseline with an earlier window', () => {
+    const engine = createEngine(rules);
+    const state = engine.newState();
+    const k = subjectKey('loan-api', 'loan-approver', '2.4.1');
+    const restored = { windowEnd: t0 + 15 * min, subject: { endpoint: 'loan-api', model: 'loan-approver', version: '2.4.1', agg: emptyAgg() } };
+    state.history.set('conf', new Map([[k, restored]]));
+    run(engine, healthy.filter((e) => e.d.ts < t0 + 12 * min), 100, state);
+    assert.ok(state.counters.windows > 0);
+    assert.equal(state.history.get('conf')?.get(k), restored);
+    assert.equal(state.baselineChanges.has(baselineKey('conf', k)), false);
+    // A later window does replace it.
+    run(engine, healthy.filter((e) => e.d.ts >= t0 + 12 * min), 100, state);
+    assert.ok(state.history.get('conf')!.get(k)!.windowEnd > restored.windowEnd);
+    assert.equal(state.baselineChanges.get(baselineKey('conf', k)), state.history.get('conf')!.get(k));
   });
 
   it('takes a predecessor only from a window that ended before the one judged (a replay after a restore sees what the first run saw)', () => {
@@ -310,16 +341,17 @@ describe('engine', () => {
     assert.equal(pickBaseline(subject('2.5.0'), [], history, t0), undefined);
   });
 
-  it('reads back what it wrote, refuses what it cannot read, and drops baselines of rules no longer configured', () => {
+  it('reads back what it wrote, refuses what it cannot read, and leaves out rules no longer configured', () => {
     const agg = emptyAgg();
     agg.n = 3;
     agg.decisions.set('__proto__', 2).set('approved', 1);
     agg.unresolvedRefs.set('registry://models/x:1', 1);
     const k = baselineKey('conf', subjectKey('api', 'm', '1.0'));
-    const rec = encodeBaseline(k, { windowEnd: t0, subject: { endpoint: 'api', model: 'm', version: '1.0', agg } });
+    const rec = encodeBaseline(k, { windowEnd: t0, subject: { endpoint: 'api', model: 'm', version: '1.0', agg } })!;
     const back = decodeBaseline(rec.key, rec.value);
     assert.ok(back.ok && back.entry);
-    assert.deepEqual(back.entry.subject.agg, agg);
+    // A comparison does not read the unresolved refs: they are not kept.
+    assert.deepEqual(back.entry.subject.agg, { ...agg, unresolvedRefs: new Map() });
     assert.deepEqual(decodeBaseline(rec.key, null), { ok: true, rule: 'conf', subject: subjectKey('api', 'm', '1.0'), entry: null });
     const bad = (key: string | null, value: string | null, reason: RegExp) => {
       const r = decodeBaseline(key === null ? null : Buffer.from(key), value === null ? null : Buffer.from(value));
@@ -332,14 +364,37 @@ describe('engine', () => {
     bad(rec.key, rec.value!.replace('"n":3', '"n":-1'), /agg\.n/);
     bad(JSON.stringify(['conf', 'api', 'm', '2.0']), rec.value, /another rule or subject/);
 
+    // A rule taken out of the rules file: its baselines are not restored, and not deleted either.
     const state = createEngine(rules).newState();
     applyBaseline(state, new Set(['mix']), back);
     assert.equal(state.history.size, 0);
-    assert.deepEqual([...state.baselineChanges], [[k, null]]);
+    assert.equal(state.baselineChanges.size, 0);
     applyBaseline(state, new Set(['conf']), back);
     assert.equal(state.history.get('conf')?.size, 1);
     applyBaseline(state, new Set(['conf']), { ok: true, rule: 'conf', subject: subjectKey('api', 'm', '1.0'), entry: null });
     assert.equal(state.history.get('conf')?.size, 0);
+  });
+
+  it('keeps a record within the broker\'s limits: free-text decisions beyond 64 KiB are pooled, absurd identifiers not written', () => {
+    const agg = emptyAgg();
+    let total = 0;
+    for (let i = 0; i < 200; i++) {
+      agg.decisions.set(`step ${String(i).padStart(3, '0')} ${'x'.repeat(2_000)}`, 200 - i);
+      total += 200 - i;
+    }
+    const rec = encodeBaseline(baselineKey('mix', subjectKey('agent', 'planner', '1')), { windowEnd: t0, subject: { endpoint: 'agent', model: 'planner', version: '1', agg } })!;
+    assert.ok(Buffer.byteLength(rec.value!) <= maxDecisionBytes + 4_096, String(Buffer.byteLength(rec.value!)));
+    const back = decodeBaseline(rec.key, rec.value);
+    assert.ok(back.ok && back.entry);
+    const d = back.entry.subject.agg.decisions;
+    assert.ok(d.size > 20 && d.size < 40, String(d.size));
+    // The most frequent are kept as they were; the rest is pooled, and nothing is lost from the total.
+    assert.equal(d.get(`step 000 ${'x'.repeat(2_000)}`), 200);
+    assert.ok(!d.has(`step 199 ${'x'.repeat(2_000)}`));
+    assert.equal([...d.values()].reduce((a, b) => a + b, 0), total);
+    assert.ok(d.get('(other)')! > 0);
+    const huge = 'e'.repeat(maxRecordBytes);
+    assert.equal(encodeBaseline(baselineKey('mix', subjectKey(huge, 'planner', '1')), { windowEnd: t0, subject: { endpoint: huge, model: 'planner', version: '1', agg: emptyAgg() } }), undefined);
   });
 
   it('alerts on unresolved artifacts per version', () => {

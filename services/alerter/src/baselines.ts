@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { VersionAgg } from './aggregate.js';
-import { baselineKey, type AlerterState } from './engine.js';
+import { otherCategory } from './psi.js';
+import type { AlerterState } from './engine.js';
 import { subjectKey, type HistoryEntry } from './evaluate.js';
 
 /**
@@ -39,29 +40,62 @@ const valueSchema = z
   .strip();
 const keySchema = z.tuple([z.string(), z.string(), z.string(), z.string()]);
 
+/**
+ * Bounds on a record. Decisions can be free text (agent steps, up to 200 distinct values of up
+ * to the event size each), and one record over the broker's message.max.bytes (1 MiB by default)
+ * would fail its batch's transaction every time it is tried again. Beyond `maxDecisionBytes` the
+ * least frequent decisions are pooled as "(other)", as PSI pools its tail anyway; a record still
+ * over `maxRecordBytes` (identifiers of absurd length) is not written.
+ */
+export const maxDecisionBytes = 64 * 1024;
+export const maxRecordBytes = 256 * 1024;
+
+function boundedDecisions(decisions: ReadonlyMap<string, number>): [string, number][] {
+  const all = [...decisions];
+  let bytes = 0;
+  for (const [k] of all) bytes += Buffer.byteLength(k) + 24;
+  if (bytes <= maxDecisionBytes) return all;
+  all.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const kept: [string, number][] = [];
+  let other = 0;
+  bytes = Buffer.byteLength(otherCategory) + 24;
+  for (const [k, v] of all) {
+    const cost = Buffer.byteLength(k) + 24;
+    if (k === otherCategory || bytes + cost > maxDecisionBytes) other += v;
+    else {
+      kept.push([k, v]);
+      bytes += cost;
+    }
+  }
+  kept.push([otherCategory, other]);
+  return kept;
+}
+
 export interface BaselineRecord {
   key: string;
   value: string | null;
 }
 
-/** State key (`baselineKey`) → the topic record: a JSON key naming rule and subject, and the entry or a tombstone. */
-export function encodeBaseline(stateKey: string, entry: HistoryEntry | null): BaselineRecord {
+/**
+ * State key (`baselineKey`) → the topic record: a JSON key naming rule and subject, and the entry
+ * or a tombstone; undefined when it would be over `maxRecordBytes`. Only what a comparison reads
+ * of the window is kept: not the refs left unresolved.
+ */
+export function encodeBaseline(stateKey: string, entry: HistoryEntry | null): BaselineRecord | undefined {
   const [rule = '', endpoint = '', model = '', version = ''] = stateKey.split('\u0000');
   const key = JSON.stringify([rule, endpoint, model, version]);
   if (entry === null) return { key, value: null };
   const a: VersionAgg = entry.subject.agg;
-  return {
-    key,
-    value: JSON.stringify({
-      format,
-      rule,
-      endpoint,
-      model,
-      version,
-      window_end: entry.windowEnd,
-      agg: { ...a, decisions: [...a.decisions], unresolvedRefs: [...a.unresolvedRefs] },
-    }),
-  };
+  const value = JSON.stringify({
+    format,
+    rule,
+    endpoint,
+    model,
+    version,
+    window_end: entry.windowEnd,
+    agg: { ...a, decisions: boundedDecisions(a.decisions), unresolvedRefs: [] },
+  });
+  return Buffer.byteLength(key) + Buffer.byteLength(value) > maxRecordBytes ? undefined : { key, value };
 }
 
 export type DecodedBaseline =
@@ -89,16 +123,11 @@ export function decodeBaseline(key: Buffer | string | null, value: Buffer | stri
 
 /**
  * Applies a restored baseline to the state. Later records of a key replace earlier ones; a
- * tombstone removes it. Rules no longer in the rules file are left out (and their records
- * deleted on the next write), so renaming a rule starts it without history.
+ * tombstone removes it. Rules not in the rules file are left out but not deleted: a rule taken
+ * out and put back finds its baselines again.
  */
 export function applyBaseline(state: AlerterState, rules: ReadonlySet<string>, b: Extract<DecodedBaseline, { ok: true }>): void {
-  const k = baselineKey(b.rule, b.subject);
-  if (!rules.has(b.rule)) {
-    if (b.entry !== null) state.baselineChanges.set(k, null);
-    else state.baselineChanges.delete(k);
-    return;
-  }
+  if (!rules.has(b.rule)) return;
   let history = state.history.get(b.rule);
   if (b.entry === null) {
     history?.delete(b.subject);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pino from 'pino';
-import { CommittedState } from './committed-state.js';
+import { CommittedState, uncounted } from './committed-state.js';
 
 const log = pino({ level: 'silent' });
 
@@ -68,5 +68,18 @@ describe('CommittedState', () => {
     await assert.rejects(s.current(), /broker unreachable/);
     g.down = false;
     assert.deepEqual(await s.current(), { n: 1 });
+  });
+});
+
+describe('uncounted', () => {
+  it('passes a batch on once: fetched again after its commit went through unconfirmed, nothing of it counts twice', () => {
+    const counted = new Map<string, bigint>();
+    const batch = [{ offset: '7' }, { offset: '9' }, { offset: '10' }];
+    assert.deepEqual(uncounted(counted, 'in:0', batch), batch);
+    assert.equal(counted.get('in:0'), 10n);
+    assert.deepEqual(uncounted(counted, 'in:0', batch), []);
+    assert.deepEqual(uncounted(counted, 'in:0', [...batch, { offset: '12' }]), [{ offset: '12' }]);
+    assert.deepEqual(uncounted(counted, 'in:1', [{ offset: '3' }]), [{ offset: '3' }]);
+    assert.equal(counted.get('in:0'), 12n);
   });
 });

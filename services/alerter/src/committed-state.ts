@@ -56,3 +56,15 @@ export class CommittedState<S> {
     this.unconfirmed = undefined;
   }
 }
+
+/**
+ * The messages of a batch past what the state has counted from its partition (`at`), noting the
+ * last of them as counted. A batch whose commit went through unconfirmed can be fetched again
+ * (kafkajs fetches it again after the failure, and `current` has already kept its state).
+ */
+export function uncounted<M extends { offset: string }>(counted: Map<string, bigint>, at: string, messages: M[]): M[] {
+  const upTo = counted.get(at);
+  const fresh = upTo === undefined ? messages : messages.filter((m) => BigInt(m.offset) > upTo);
+  if (fresh.length > 0) counted.set(at, BigInt(fresh[fresh.length - 1]!.offset));
+  return fresh;
+}

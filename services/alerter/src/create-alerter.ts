@@ -12,9 +12,9 @@ import {
   valueSubject,
   type AlertRecord,
 } from '@dlog/contracts';
-import { createTransactionalProcessor, nativeClientFor, ensurePipelineTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
-import { applyBaseline, decodeBaseline, encodeBaseline } from './baselines.js';
-import { CommittedState } from './committed-state.js';
+import { createTransactionalProcessor, nativeClientFor, ensureWorkerTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
+import { applyBaseline, decodeBaseline, encodeBaseline, maxRecordBytes } from './baselines.js';
+import { CommittedState, uncounted } from './committed-state.js';
 import { observationReaderType, toDeadLetterObservation, toDecisionObservation, type ObservedDecision } from './decode.js';
 import { createEngine, type AlerterState } from './engine.js';
 import { replay, replayRanges, unreadPartitions } from './replay.js';
@@ -72,7 +72,7 @@ export async function createAlerter(opts: {
   const rules = opts.rules ?? loadRules(config.alerterRulesFile);
   const engine = createEngine(rules);
 
-  await ensurePipelineTopics(kafka, p, Object.values(defaultAlerterTopics));
+  await ensureWorkerTopics(kafka, defaultAlerterTopics, topics);
   const url = config.schemaRegistryUrl;
   const outputId = await registerAvro(createRegistry(url), url, valueSubject(topics.output), loadSchema('alert'));
   const outputType = avroType('alert');
@@ -87,6 +87,7 @@ export async function createAlerter(opts: {
   let replayed = 0;
   let baselinesRestored = 0;
   let baselinesUnreadable = 0;
+  let oversizeBaselines = 0;
   let processor: TransactionalProcessor | undefined;
 
   /** Feeds a batch into the state; returns how many records could not be read. */
@@ -189,7 +190,8 @@ export async function createAlerter(opts: {
       },
     });
     for (const h of state.history.values()) baselinesRestored += h.size;
-    if (!result.complete) log.warn({ restored: baselinesRestored, timeoutMs: config.alerterReplayTimeoutMs }, 'baselines incomplete: some versions may have no predecessor to be judged against');
+    state.baselinesComplete = result.complete;
+    if (!result.complete) log.warn({ restored: baselinesRestored, timeoutMs: config.alerterReplayTimeoutMs }, 'baselines incomplete: some versions may have no predecessor or an older one, and none are let go until a restart reads them all');
     else if (ranges.length > 0) log.info({ restored: baselinesRestored, unreadable: baselinesUnreadable }, 'predecessor baselines restored');
   }
 
@@ -247,7 +249,8 @@ export async function createAlerter(opts: {
         native: nativeClientFor(config.kafkaClient, config.kafkaBrokers, `${config.kafkaClientId}-alerter`, log),
         process: async (messages, ctx) => {
           const next = structuredClone(await tracked.current((topic, partition) => waitingFor.delete(`${topic}:${partition}`)));
-          undecodable += await observe(next, ctx.topic, ctx.partition, messages);
+          const fresh = uncounted(next.counted, `${ctx.topic}:${ctx.partition}`, messages);
+          undecodable += await observe(next, ctx.topic, ctx.partition, fresh);
           if (waitingFor.size > 0 && Date.now() >= waitUntil) {
             // Routine when the only unread record of a partition was a transaction marker.
             log.info({ partitions: [...waitingFor] }, 'startup wait over: closing windows without partitions that delivered nothing');
@@ -257,7 +260,11 @@ export async function createAlerter(opts: {
           const alerts = waiting ? [] : engine.advance(next, Date.now());
           // Baselines this batch changed (and any a restart left unwritten) go in its transaction.
           const baselines: Message[] = [];
-          for (const [k, entry] of next.baselineChanges) baselines.push(encodeBaseline(k, entry));
+          for (const [k, entry] of next.baselineChanges) {
+            const record = encodeBaseline(k, entry);
+            if (record) baselines.push(record);
+            else if (oversizeBaselines++ === 0) log.warn({ key: k.replaceAll('\u0000', ' '), maxBytes: maxRecordBytes }, 'baseline too large to keep on the topic; it is lost at the next restart');
+          }
           next.baselineChanges.clear();
           tracked.stage(next, ctx.topic, ctx.partition, messages[messages.length - 1]!.offset);
           for (const a of alerts) log.info({ rule: a.rule, model: a.model_name, version: a.model_version, alertId: a.alert_id }, a.summary);

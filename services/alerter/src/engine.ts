@@ -35,6 +35,10 @@ export interface AlerterState {
    * leaves them to the next one.
    */
   baselineChanges: Map<string, HistoryEntry | null>;
+  /** False after a restore of the baselines that ran out of time: nothing is pruned then. */
+  baselinesComplete: boolean;
+  /** input partition → offset of the last record counted, so a batch fetched again after its commit went through is not counted twice */
+  counted: Map<string, bigint>;
   counters: { decisions: number; deadLetters: number; late: number; windows: number; fired: number; suppressed: number };
 }
 
@@ -67,21 +71,27 @@ function progress(map: Map<string, PartitionProgress>, partition: string, ts: nu
 }
 
 /**
- * Drops baselines last seen before `before`, except each model's highest version on each
- * endpoint: that one stays the predecessor of whatever comes next, however long it served
- * unchanged or how long ago it was retired. So history grows with the versions of the
- * retention period, not with every version ever seen.
+ * Drops baselines last seen before `before`, except each model's two highest versions on each
+ * endpoint: the newest stays the predecessor of whatever comes next, and the one before it the
+ * predecessor of the newest, however long either served unchanged or how long ago it was
+ * retired. So history grows with the versions of the retention period, not with every version
+ * ever seen. Does nothing while `state.baselinesComplete` is false: a restore that ran out of
+ * time may hold an old entry whose newer record it never read, and a tombstone would delete that.
  */
 export function pruneBaselines(state: AlerterState, before: number): void {
+  if (!state.baselinesComplete) return;
   for (const [rule, history] of state.history) {
-    const newest = new Map<string, string>();
+    // endpoint and model → its highest version and the one below it
+    const top = new Map<string, [string, string | undefined]>();
     for (const { subject: s } of history.values()) {
       const m = `${s.endpoint}\u0000${s.model}`;
-      const v = newest.get(m);
-      if (v === undefined || compareVersions(s.version, v) > 0) newest.set(m, s.version);
+      const t = top.get(m);
+      if (!t || compareVersions(s.version, t[0]) > 0) top.set(m, [s.version, t?.[0]]);
+      else if (t[1] === undefined || compareVersions(s.version, t[1]) > 0) t[1] = s.version;
     }
     for (const [k, { windowEnd, subject: s }] of history) {
-      if (windowEnd >= before || newest.get(`${s.endpoint}\u0000${s.model}`) === s.version) continue;
+      const t = top.get(`${s.endpoint}\u0000${s.model}`);
+      if (windowEnd >= before || t?.[0] === s.version || t?.[1] === s.version) continue;
       history.delete(k);
       state.baselineChanges.set(baselineKey(rule, k), null);
     }
@@ -134,6 +144,8 @@ export function createEngine(doc: RulesDocument): Engine {
       lastFired: new Map(),
       history: new Map(),
       baselineChanges: new Map(),
+      baselinesComplete: true,
+      counted: new Map(),
       counters: { decisions: 0, deadLetters: 0, late: 0, windows: 0, fired: 0, suppressed: 0 },
     }),
 
@@ -197,6 +209,10 @@ export function createEngine(doc: RulesDocument): Engine {
           for (const s of w.subjects) {
             if (!eligible(rule, s.agg)) continue;
             const k = subjectKey(s.endpoint, s.model, s.version);
+            // Live, what is there is from an earlier window. After a restart it can be a restored
+            // baseline from a later one, which the input replay must not replace with an older
+            // (and, at the replay's start, partly filled) window.
+            if ((history.get(k)?.windowEnd ?? -Infinity) >= w.end) continue;
             const entry = { windowEnd: w.end, subject: s };
             history.set(k, entry);
             state.baselineChanges.set(baselineKey(rule.name, k), entry);

@@ -105,7 +105,7 @@ const rulesSchema = z
     rules: z.array(ruleSchema).min(1, 'at least one rule'),
     /**
      * How long (event time) a version's last window is kept as a possible predecessor baseline
-     * after it was last seen. Each model's highest version on each endpoint is kept regardless.
+     * after it was last seen. Each model's two highest versions on each endpoint are kept regardless.
      */
     baseline_retention: positiveDuration.default(30 * 86_400_000),
   })
