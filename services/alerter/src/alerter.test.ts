@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import type { DecisionObservation } from './aggregate.js';
 import { addDecision, compareVersions, emptyAgg, meanConfidence } from './aggregate.js';
 import { applyBaseline, decodeBaseline, encodeBaseline, maxDecisionBytes, maxRecordBytes } from './baselines.js';
-import { baselineKey, createEngine, pruneBaselines, type AlerterState, type Engine } from './engine.js';
+import { baselineKey, cloneState, createEngine, pruneBaselines, type AlerterState, type Engine } from './engine.js';
 import { pickBaseline, subjectKey } from './evaluate.js';
 import type { AlertRecord } from '@dlog/contracts';
 import { psi } from './psi.js';
@@ -327,6 +327,36 @@ describe('engine', () => {
     run(engine, healthy.filter((e) => e.d.ts >= t0 + 12 * min), 100, state);
     assert.ok(state.history.get('conf')!.get(k)!.windowEnd > restored.windowEnd);
     assert.equal(state.baselineChanges.get(baselineKey('conf', k)), state.history.get('conf')!.get(k));
+  });
+
+  it('works a batch on a copy: whatever the batch does, the state it was copied from stays as it was (an aborted batch)', () => {
+    const engine = createEngine(parseRules(`${rulesYaml}\nbaseline_retention: 1m\n`));
+    const committed = engine.newState();
+    run(engine, healthy.filter((e) => e.d.ts < t0 + 12 * min), 100, committed);
+    const versions = (s: AlerterState) => [...s.history.entries()].map(([r, h]) => [r, [...h.values()].map((e) => `${e.subject.version}@${e.windowEnd}`)]);
+    const before = { history: versions(committed), panes: structuredClone(committed.panes), counters: { ...committed.counters } };
+    const entry = committed.history.get('conf')!.get(subjectKey('loan-api', 'loan-approver', '2.4.1'))!;
+    const batch = cloneState(committed);
+    assert.notEqual(batch.history, committed.history);
+    // The batch closes more windows (replacing 2.4.1's entry), adds 2.3.0 and 2.2.0, prunes 2.2.0.
+    // It also adds to a pane the state already had (5-minute panes: the one from minute 10).
+    const more = traffic({ minutes: 31, perMinute: 30, version: '2.3.0', meanConf: 0.9, approve: 0.7, seed: 11 });
+    const older = traffic({ minutes: 13, perMinute: 30, version: '2.2.0', meanConf: 0.9, approve: 0.7, seed: 12 });
+    run(engine, [...healthy.filter((e) => e.d.ts >= t0 + 12 * min), ...more, ...older].filter((e) => e.d.ts >= t0 + 11 * min), 100, batch);
+    assert.equal(batch.counters.late, 0);
+    assert.notDeepEqual(versions(batch), before.history);
+    assert.deepEqual(versions(committed), before.history);
+    assert.equal(committed.history.get('conf')!.get(subjectKey('loan-api', 'loan-approver', '2.4.1')), entry);
+    assert.deepEqual(committed.panes, before.panes);
+    // A pane a batch adds to is copied for it; the others are shared, not copied.
+    const probe = cloneState(committed);
+    engine.observeDecision(probe, 'p0', { ...healthy[0]!.d, ts: t0 + 11 * min }, t0 + 11 * min);
+    assert.ok(committed.panes.has(t0 + 5 * min) && committed.panes.has(t0 + 10 * min));
+    assert.equal(probe.panes.get(t0 + 5 * min), committed.panes.get(t0 + 5 * min));
+    assert.notEqual(probe.panes.get(t0 + 10 * min), committed.panes.get(t0 + 10 * min));
+    assert.deepEqual(committed.panes, before.panes);
+    assert.deepEqual(committed.counters, before.counters);
+    assert.equal(committed.baselineChanges.size > 0, true);
   });
 
   it('takes a predecessor only from a window that ended before the one judged (a replay after a restore sees what the first run saw)', () => {

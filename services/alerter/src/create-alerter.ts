@@ -16,7 +16,7 @@ import { createTransactionalProcessor, nativeClientFor, ensureWorkerTopics, pref
 import { applyBaseline, decodeBaseline, encodeBaseline, maxRecordBytes } from './baselines.js';
 import { CommittedState, uncounted } from './committed-state.js';
 import { observationReaderType, toDeadLetterObservation, toDecisionObservation, type ObservedDecision } from './decode.js';
-import { createEngine, type AlerterState } from './engine.js';
+import { cloneState, createEngine, type AlerterState } from './engine.js';
 import { replay, replayRanges, unreadPartitions } from './replay.js';
 import { loadRules, type RulesDocument } from './rules.js';
 
@@ -248,7 +248,7 @@ export async function createAlerter(opts: {
         transactionalId: `${p}dlog-alerter-${config.instanceId}`,
         native: nativeClientFor(config.kafkaClient, config.kafkaBrokers, `${config.kafkaClientId}-alerter`, log),
         process: async (messages, ctx) => {
-          const next = structuredClone(await tracked.current((topic, partition) => waitingFor.delete(`${topic}:${partition}`)));
+          const next = cloneState(await tracked.current((topic, partition) => waitingFor.delete(`${topic}:${partition}`)));
           const fresh = uncounted(next.counted, `${ctx.topic}:${ctx.partition}`, messages);
           undecodable += await observe(next, ctx.topic, ctx.partition, fresh);
           if (waitingFor.size > 0 && Date.now() >= waitUntil) {

@@ -13,12 +13,14 @@ interface Pane {
 }
 
 /**
- * Everything the alerter remembers. Plain maps and numbers, so `structuredClone` copies it: a
- * batch works on a copy that replaces the original only once its transaction has committed.
+ * Everything the alerter remembers. Plain maps and numbers: a batch works on a copy
+ * (`cloneState`) that replaces the original only once its transaction has committed.
  */
 export interface AlerterState {
   /** pane start → sums */
   panes: Map<number, Pane>;
+  /** The panes this copy made or copied itself: only these are changed in place (see `cloneState`). */
+  ownPanes: Set<Pane>;
   /** input partition → newest decision event time read there, and when */
   newest: Map<string, PartitionProgress>;
   /** dead-letter partition → newest refusal time read there, and when: moves windows on when no decision does */
@@ -40,6 +42,23 @@ export interface AlerterState {
   /** input partition → offset of the last record counted, so a batch fetched again after its commit went through is not counted twice */
   counted: Map<string, bigint>;
   counters: { decisions: number; deadLetters: number; late: number; windows: number; fired: number; suppressed: number };
+}
+
+/**
+ * The copy a batch works on, made for every batch, so it copies only what a batch may change:
+ * - history entries are never changed in place, only replaced or removed: its two levels of
+ *   maps are copied and the entries shared;
+ * - panes are shared until the batch adds to one, which is then copied (`paneFor`): a batch adds
+ *   to the newest one or two of the ten or so a window holds;
+ * - everything else (progress, suppression, counters) is small and copied deeply.
+ * Deep copies of all of it took 2.2 ms per batch for 50 model versions with 20 distinct
+ * decisions each, 64 ms for 100 versions of free-text decisions, and 4.5 ms for a thousand
+ * baselines, on this machine: more than the batch's own work.
+ */
+export function cloneState(state: AlerterState): AlerterState {
+  const { history, panes, ownPanes: _, ...rest } = state;
+  const copy: Omit<AlerterState, 'history' | 'panes' | 'ownPanes'> = structuredClone(rest);
+  return { ...copy, panes: new Map(panes), ownPanes: new Set(), history: new Map([...history].map(([rule, h]) => [rule, new Map(h)])) };
 }
 
 /** Where a baseline lives in the state and on the baselines topic: rule and subject. */
@@ -110,7 +129,11 @@ export function createEngine(doc: RulesDocument): Engine {
     // Every window holding this pane has been evaluated and the pane let go: too late to count.
     if (state.closedUpTo !== undefined && start + maxSize <= state.closedUpTo) return undefined;
     let p = state.panes.get(start);
-    if (!p) state.panes.set(start, (p = { subjects: new Map(), deadLetters: { n: 0, byReason: new Map() } }));
+    if (p && state.ownPanes.has(p)) return p;
+    // New, or shared with the state this one was copied from: made or copied for this one.
+    p = p ? structuredClone(p) : { subjects: new Map(), deadLetters: { n: 0, byReason: new Map() } };
+    state.panes.set(start, p);
+    state.ownPanes.add(p);
     return p;
   }
 
@@ -138,6 +161,7 @@ export function createEngine(doc: RulesDocument): Engine {
     lookbackMs: maxSize + lateness + longestSuppression,
     newState: () => ({
       panes: new Map(),
+      ownPanes: new Set(),
       newest: new Map(),
       deadLetterNewest: new Map(),
       closedUpTo: undefined,
@@ -221,7 +245,11 @@ export function createEngine(doc: RulesDocument): Engine {
       }
       if (tasks.length > 0) pruneBaselines(state, wm - doc.baseline_retention);
       state.closedUpTo = wm;
-      for (const s of state.panes.keys()) if (s + maxSize <= wm) state.panes.delete(s);
+      for (const [s, p] of state.panes) {
+        if (s + maxSize > wm) continue;
+        state.panes.delete(s);
+        state.ownPanes.delete(p);
+      }
       expire(state.lastFired, wm, longestSuppression);
       return alerts;
     },
