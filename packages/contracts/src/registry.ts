@@ -61,14 +61,23 @@ export function createRegistry(url: string): SchemaRegistry {
  */
 export async function setCompatibility(url: string, subject: string, level: Compatibility): Promise<void> {
   const { base, headers } = registryEndpoint(url);
-  const res = await fetch(`${base}/config/${encodeURIComponent(subject)}`, {
-    method: 'PUT',
-    headers: { ...headers, 'content-type': 'application/vnd.schemaregistry.v1+json' },
-    body: JSON.stringify({ compatibility: level }),
-    signal: AbortSignal.timeout(10_000),
-  });
-  if (!res.ok) {
-    throw new Error(`Setting compatibility ${level} on ${subject} failed: HTTP ${res.status} ${await res.text()}`);
+  for (let attempt = 1; ; attempt++) {
+    const res = await fetch(`${base}/config/${encodeURIComponent(subject)}`, {
+      method: 'PUT',
+      headers: { ...headers, 'content-type': 'application/vnd.schemaregistry.v1+json' },
+      body: JSON.stringify({ compatibility: level }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    if (res.ok) return;
+    const body = await res.text();
+    // Two processes setting a new subject's rule at once (two replicas starting on a fresh
+    // cluster): Apicurio creates the rule for one and answers the other 409 "already exists".
+    // Setting it again updates the rule that now exists.
+    if (res.status === 409 && attempt < 5) {
+      await new Promise((r) => setTimeout(r, 20 * attempt));
+      continue;
+    }
+    throw new Error(`Setting compatibility ${level} on ${subject} failed: HTTP ${res.status} ${body}`);
   }
 }
 
