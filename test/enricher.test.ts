@@ -45,6 +45,21 @@ describe('artifact registry and enricher on the real stack', () => {
       (err: unknown) => err instanceof RegistrationConflictError && /registry:\/\/models\/loan-approver:2\.4\.1 is already registered/.test(err.message),
     );
 
+    // Two registrations of a new version with different digests at the same moment: both pass
+    // the check before either is written; one is kept, the other refused after writing.
+    for (let round = 0; round < 3; round++) {
+      const racing = (digit: string) => readManifest(manifest, 'test').filter((e) => e.kind === 'model').slice(0, 1).map((e) => ({ ...e, version: `race-${round}`, ref: `registry://models/${e.name}:race-${round}`, digest: `sha256:${digit.repeat(64)}` }));
+      const [a, b] = await Promise.allSettled([
+        registerArtifacts({ kafka, topic: registryTopic, schemaRegistryUrl: config.schemaRegistryUrl, log, events: racing('a') }),
+        registerArtifacts({ kafka, topic: registryTopic, schemaRegistryUrl: config.schemaRegistryUrl, log, events: racing('b') }),
+      ]);
+      assert.equal([a, b].filter((x) => x.status === 'fulfilled').length, 1, `round ${round}: exactly one wins (${a.status}, ${b.status})`);
+      const loser = [a, b].find((x) => x.status === 'rejected') as PromiseRejectedResult;
+      // Refused after writing (the race) or, when one happened to finish first, before.
+      assert.ok(loser.reason instanceof RegistrationConflictError, String(loser.reason));
+      assert.match(loser.reason.message, /at the same moment|is already registered/);
+    }
+
     // The same through the CLI: a clear message and a non-zero exit.
     const file = path.join(tempDir('manifest'), 'changed.yaml');
     writeFileSync(file, `artifacts:\n  - {kind: model, name: loan-approver, version: 2.4.1, digest: "sha256:${'8'.repeat(64)}"}\n`);

@@ -51,6 +51,17 @@ describe('manifest', () => {
     assert.throws(() => parseManifest('artifacts:\n  - {kind: model, name: m, version: "1", digest: sha256:zz}\n', 'm.yaml', 'me'), (e: unknown) => e instanceof ManifestError && e.path === 'artifacts.0.digest');
     assert.throws(() => parseManifest(`artifacts:\n  - {kind: model, name: m, version: "1", ref: registry://models/x:2, digest: "${d('c')}"}\n`, 'm.yaml', 'me'), /a model's ref is registry:\/\/models\/m:1/);
     assert.throws(() => parseManifest('artifacts: []\n', 'm.yaml', 'me'), ManifestError);
+    assert.throws(
+      () => parseManifest(`artifacts:\n  - {kind: model, name: "fraud:eu", version: "3", digest: "${d('c')}"}\n`, 'm.yaml', 'me'),
+      (e: unknown) => e instanceof ManifestError && e.path === 'artifacts.0.name' && /fraud-eu/.test(e.message),
+    );
+    // An environment is named by its digest, the only thing a decision carries of it.
+    const env = parseManifest(`artifacts:\n  - {kind: environment, name: py311-cuda12, version: "2026.11", digest: "${d('e')}"}\n`, 'm.yaml', 'me');
+    assert.equal(env[0]!.ref, `registry://environments/${d('e')}`);
+    assert.throws(
+      () => parseManifest(`artifacts:\n  - {kind: environment, name: py, version: "1", ref: registry://environments/py:1, digest: "${d('e')}"}\n`, 'm.yaml', 'me'),
+      (e: unknown) => e instanceof ManifestError && e.path === 'artifacts.0.ref' && /environment_digest/.test(e.message),
+    );
     assert.throws(() => parseManifest(`artifacts:\n  - {kind: model, name: m, version: "1", digest: "${d('c')}", colour: red}\n`, 'm.yaml', 'me'), /colour/);
   });
 });

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { z } from 'zod';
-import { modelRef, type ArtifactEventRecord } from './artifact-state.js';
+import { environmentRef, modelRef, type ArtifactEventRecord } from './artifact-state.js';
 
 const kinds = ['model', 'dataset', 'image', 'config', 'code', 'environment', 'policy', 'preprocessing'] as const;
 
@@ -32,9 +32,14 @@ export class ManifestError extends Error {
   }
 }
 
-/** Default refs by kind, so a manifest may omit them: models must use the model form. */
+/**
+ * Default refs by kind, so a manifest may omit them. Models and environments must use the form a
+ * decision names them by: a model by name and version, an environment by its digest alone (a
+ * decision carries only `environment_digest`), so any other ref could never resolve.
+ */
 function refFor(a: z.infer<typeof artifactSchema>): string {
   if (a.kind === 'model') return modelRef(a.name, a.version);
+  if (a.kind === 'environment') return environmentRef(a.digest);
   if (a.ref) return a.ref;
   const plural: Record<string, string> = { dataset: 'datasets', image: 'images', config: 'configs', code: 'code', environment: 'environments', policy: 'policies', preprocessing: 'preprocessing' };
   return `registry://${plural[a.kind]}/${a.name}:${a.version}`;
@@ -57,6 +62,14 @@ export function parseManifest(text: string, file: string, registeredBy: string, 
     const ref = refFor(a);
     if (a.kind === 'model' && a.ref && a.ref !== ref) {
       throw new ManifestError(file, `artifacts.${i}.ref`, `a model's ref is ${ref} (from its name and version); remove ref or make it match`);
+    }
+    if (a.kind === 'model' && a.name.includes(':')) {
+      // registry://models/<name>:<version>: a colon in the name would let model `fraud:eu`
+      // version 3 and model `fraud` version `eu:3` be one ref.
+      throw new ManifestError(file, `artifacts.${i}.name`, `a model's name cannot contain ':' (its ref is registry://models/<name>:<version>); use another separator, e.g. ${a.name.replaceAll(':', '-')}`);
+    }
+    if (a.kind === 'environment' && a.ref && a.ref !== ref) {
+      throw new ManifestError(file, `artifacts.${i}.ref`, `an environment's ref is ${ref} (from its digest: decisions name it by environment_digest alone); remove ref or make it match`);
     }
     return {
       event_id: randomUUID(),

@@ -95,10 +95,18 @@ export async function loadArtifactState(opts: {
 }
 
 export class RegistrationConflictError extends Error {
-  constructor(readonly conflicts: { ref: string; registered: string; given: string }[]) {
+  constructor(
+    readonly conflicts: { ref: string; registered: string; given: string }[],
+    /** Refused after it was written: another registration of the version came first in the log. */
+    readonly lostRace = false,
+  ) {
     super(
       conflicts
-        .map((c) => `${c.ref} is already registered with digest ${c.registered}; versions are immutable, so ${c.given} is refused. Register it as a new version instead.`)
+        .map((c) =>
+          lostRace
+            ? `${c.ref} was registered with digest ${c.registered} by someone else at the same moment; it came first, so ${c.given} is refused (every reader ignores it). Register it as a new version instead.`
+            : `${c.ref} is already registered with digest ${c.registered}; versions are immutable, so ${c.given} is refused. Register it as a new version instead.`,
+        )
         .join('\n'),
     );
     this.name = 'RegistrationConflictError';
@@ -112,7 +120,9 @@ export interface RegisterResult {
 
 /**
  * Registers artifacts: the same version with the same digest again is a no-op; with another
- * digest it is refused and nothing of the manifest is written.
+ * digest it is refused and nothing of the manifest is written. Two registrations of one version
+ * at the same moment both pass the check; the first in the log is the registration every reader
+ * keeps, so the registry is read again after writing, and the other is refused then.
  */
 export async function registerArtifacts(opts: {
   kafka: Kafka;
@@ -142,5 +152,8 @@ export async function registerArtifacts(opts: {
   } finally {
     await producer.disconnect();
   }
+  const { state: after } = await loadArtifactState({ kafka: opts.kafka, topic: opts.topic, schemaRegistryUrl: opts.schemaRegistryUrl, log: opts.log });
+  const lost = fresh.filter((e) => after.get(e.ref)?.digest !== e.digest).map((e) => ({ ref: e.ref, registered: after.get(e.ref)?.digest ?? '(none)', given: e.digest }));
+  if (lost.length > 0) throw new RegistrationConflictError(lost, true);
   return result;
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ArtifactState, type ArtifactEventRecord } from '@dlog/artifacts';
+import { ArtifactState, parseManifest, type ArtifactEventRecord } from '@dlog/artifacts';
 import type { DecisionRecordRecord } from '@dlog/contracts';
 import { enrich } from './enrich.js';
 
@@ -36,6 +36,31 @@ describe('enrich', () => {
     assert.equal(lineage['git://loan@abc'], 1);
     assert.equal(lineage['registry://models/loan:2'], undefined, 'the decision\'s own model is an artifact, not lineage');
     assert.equal(e.enriched_at, 99);
+  });
+
+  it('resolves an environment registered from a manifest, and reads declared digests as the registry writes them', () => {
+    const s = new ArtifactState();
+    for (const e of parseManifest(
+      [
+        'artifacts:',
+        `  - {kind: environment, name: py311, version: "1", digest: "${d('e')}"}`,
+        `  - {kind: model, name: loan, version: "2", digest: "${d('a')}"}`,
+        `  - {kind: image, ref: "img:2", name: img, version: "2", digest: "${d('b')}"}`,
+        `  - {kind: config, ref: "configs/prod/p:v3", name: p, version: v3, digest: "${d('c')}"}`,
+      ].join('\n'),
+      'm.yaml',
+      't',
+    )) {
+      s.apply(e);
+    }
+    const upper = { ...record, model: { name: 'loan', version: '2', digest: d('A') }, image: { ref: 'img:2', digest: '' }, environment_digest: d('E') } as DecisionRecordRecord;
+    const e = enrich(upper, s, 1);
+    assert.deepEqual(e.unresolved_refs, []);
+    assert.deepEqual(e.digest_mismatches, []);
+    assert.equal(e.resolved, true);
+    assert.deepEqual(e.artifacts.map((a) => a.role), ['model', 'image', 'config', 'environment']);
+    // A digest that really differs is still a mismatch.
+    assert.deepEqual(enrich({ ...upper, model: { name: 'loan', version: '2', digest: d('F') } } as DecisionRecordRecord, s, 1).digest_mismatches, ['registry://models/loan:2']);
   });
 
   it('passes a decision with nothing registered, flagged, not dropped', () => {
