@@ -11,6 +11,9 @@ import { computeDiff, formatDiff } from '../packages/cli/src/diff.js';
 import { formatTrace, traceDecision, type TraceStep } from '../packages/cli/src/trace.js';
 import { formatDot, formatLineageTree, formatMermaid, lineageGraph } from '../packages/cli/src/lineage.js';
 import { planDeploy, planRemediation, planRollback, publishDeployment, publishRemediation } from '../packages/cli/src/audit-events.js';
+import { parseManifest, registerArtifacts } from '@dlog/artifacts';
+import { createKafka } from '@dlog/kafka';
+import { createDecisionLogger } from '@dlog/sdk';
 import { freePort, log, tempDir, unique, waitFor } from './helpers.js';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -143,6 +146,51 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
     }
     assert.equal(lt.packages[0]!.trajectory, null);
     await assert.rejects(traceDecision(q, 'no-such-id'), /No decision has event_id or request_id "no-such-id"/);
+  });
+
+  it('trace names what was registered after a decision that named it unknown, without changing the decision', async () => {
+    // The image of a release candidate, logged before anyone registered it.
+    const image = 'registry.example/inference-loan:2.6.0-rc1';
+    const logger = createDecisionLogger({
+      service: 'audit-test',
+      brokers: config.kafkaBrokers,
+      registryUrl: config.schemaRegistryUrl,
+      topic: `${prefix}inference.raw`,
+      artifactTopic: `${prefix}registry.artifacts`,
+    });
+    logger.record({
+      requestId: 'late-registration-1',
+      model: simulatedModels.stable,
+      endpoint: 'loan-api',
+      decisionType: 'loan_approval',
+      image: { ref: image, digest: `sha256:${'6'.repeat(64)}` },
+      input: { application: { amount: 1000 } },
+      output: { decision: 'approved', confidence: 0.9 },
+    });
+    await logger.close(30_000);
+    const [stored] = await waitFor(async () => {
+      const r = await q("SELECT resolved, unresolved_refs FROM decisions WHERE request_id = 'late-registration-1'");
+      return r.length ? r : undefined;
+    }, { timeoutMs: 60_000, what: 'the decision naming an unregistered image' });
+    assert.equal(stored!.resolved, false);
+    assert.deepEqual(stored!.unresolved_refs, [image]);
+    const before = await traceDecision(q, 'late-registration-1');
+    assert.deepEqual(before.packages[0]!.registeredSince, []);
+
+    const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'audit-test', log });
+    await registerArtifacts({
+      kafka,
+      topic: `${prefix}registry.artifacts`,
+      schemaRegistryUrl: config.schemaRegistryUrl,
+      log,
+      events: parseManifest(`artifacts:\n  - {kind: image, ref: "${image}", name: inference-loan, version: 2.6.0-rc1, digest: "sha256:${'6'.repeat(64)}", parents: [registry://models/loan-approver:2.4.1]}\n`, 'late.yaml', 'test'),
+    });
+    await waitFor(async () => ((await q('SELECT 1 FROM v_artifacts WHERE ref = {r:String}', { r: image })).length ? true : undefined), { timeoutMs: 60_000, what: 'the late registration in the store' });
+    const t = await traceDecision(q, 'late-registration-1');
+    const pkg = t.packages[0]!;
+    assert.deepEqual(pkg.registeredSince.map((a) => [a.kind, a.ref, a.version]), [['image', image, '2.6.0-rc1']]);
+    assert.equal(pkg.decision.resolved, false, 'the stored decision is as it was');
+    assert.match(formatTrace(t), /Registered since the decision[^\n]*\n\s+image\s+registry\.example\/inference-loan:2\.6\.0-rc1/);
   });
 
   it('lineage: upstream and downstream of a model, as a tree, Mermaid and DOT', async () => {

@@ -48,6 +48,11 @@ export interface TracePackage {
   /** Ancestors of the decision's artifacts: training datasets, code commits, base models. */
   lineage: { ref: string; kind: string; via: string; depth: number }[];
   remediations: { remediation_id: string; action: string; reason: string; actor: string; ts: string }[];
+  /**
+   * Refs the decision names that were unknown when it was enriched and are registered now. The
+   * decision's record never changes; this is what the registry says of them today.
+   */
+  registeredSince: { ref: string; kind: string; version: string; digest: string; registered_at: string }[];
   /** Root steps of the trajectory (agents only); the traced step is marked in `focus`. */
   trajectory: TraceStep[] | null;
   focus: string;
@@ -89,7 +94,8 @@ async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
   const lineage = ((d.lineage as Row[] | undefined) ?? []).map((l) => ({ ref: String(l.ref), kind: String(l.kind), via: String(l.via), depth: num(l.depth) }));
   const refs = [...new Set([...arts.map((a) => String(a.ref)), ...lineage.map((l) => l.ref)])];
   const traceId = String(d.trace_id ?? '');
-  const [meta, steps, remediations] = await Promise.all([
+  const unresolved = (d.unresolved_refs as string[] | undefined) ?? [];
+  const [meta, steps, remediations, since] = await Promise.all([
     refs.length ? q('SELECT ref, metadata FROM v_artifacts WHERE ref IN {refs:Array(String)} LIMIT 1 BY ref', { refs }) : Promise.resolve([]),
     traceId
       ? q(
@@ -103,6 +109,10 @@ async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
        WHERE event_id = {id:String} ORDER BY ts`,
       { id: String(d.event_id) },
     ).catch(() => [] as Row[]), // a store migrated before 007 has no remediations yet
+    // The first registration of a ref is the one every reader keeps.
+    unresolved.length
+      ? q('SELECT ref, kind, version, digest, toString(registered_at) AS registered_at FROM v_artifacts WHERE ref IN {refs:Array(String)} ORDER BY registered_at LIMIT 1 BY ref', { refs: unresolved })
+      : Promise.resolve([] as Row[]),
   ]);
   const metaBy = new Map(meta.map((m) => [String(m.ref), (m.metadata as Record<string, string>) ?? {}]));
   return {
@@ -117,6 +127,7 @@ async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
     })),
     lineage,
     remediations: remediations.map((r) => ({ remediation_id: String(r.remediation_id), action: String(r.action), reason: String(r.reason), actor: String(r.actor), ts: String(r.ts) })),
+    registeredSince: since.map((r) => ({ ref: String(r.ref), kind: String(r.kind), version: String(r.version), digest: String(r.digest), registered_at: String(r.registered_at) })),
     trajectory: steps ? trajectoryTree(steps) : null,
     focus: String(d.event_id),
   };
@@ -205,6 +216,11 @@ export function formatTrace(t: TraceResult): string {
     out.push(kv('producer', `${String(d.producer_service)}  ${String(d.producer_sdk)}  ${String(d.producer_host ?? '')}`.trim()));
     if (!d.resolved || (d.unresolved_refs as string[]).length || (d.digest_mismatches as string[]).length) {
       out.push(kv('⚠ unresolved', [...(d.unresolved_refs as string[]), ...(d.digest_mismatches as string[]).map((m) => `digest mismatch ${m}`)].join(', ') || 'yes'));
+    }
+    if (p.registeredSince.length) {
+      out.push('');
+      out.push('Registered since the decision (not in its record, which never changes; see dlog lineage <ref>):');
+      for (const a of p.registeredSince) out.push(`  ${a.kind.padEnd(14)} ${a.ref}  ${short(a.digest)}  registered ${a.registered_at}`);
     }
     if (p.artifacts.length) {
       out.push('');
