@@ -51,7 +51,9 @@ export class OutputFile {
   /** Empties the file and returns a writer that waits for the disk (backpressure). */
   async writer(): Promise<(text: string) => Promise<void>> {
     await this.handle.truncate(0);
-    const out = this.handle.createWriteStream({ autoClose: false, start: 0 });
+    // The stream closes the handle when it ends: with autoClose false, the handle's own close()
+    // never settled while a stream made from it was open (Node 20), and the command hung there.
+    const out = this.handle.createWriteStream({ autoClose: true, start: 0 });
     out.on('error', (err) => (this.failed ??= err));
     this.out = out;
     return async (text: string) => {
@@ -64,19 +66,28 @@ export class OutputFile {
   async close(): Promise<void> {
     if (this.out) {
       const out = this.out;
-      await new Promise<void>((resolve) => out.end(() => resolve()));
-    }
-    try {
-      await this.handle.close();
-    } catch (err) {
-      this.failed ??= err as Error;
+      const closed = once(out, 'close').catch(() => undefined);
+      out.end();
+      await closed;
+    } else {
+      try {
+        await this.handle.close();
+      } catch (err) {
+        this.failed ??= err as Error;
+      }
     }
     if (this.failed) throw cannotWrite(this.option, this.path, this.failed);
   }
 
   /** Closes without writing; removes the file when this command created it. */
   async discard(): Promise<void> {
-    await this.handle.close().catch(() => undefined);
+    if (this.out) {
+      const closed = once(this.out, 'close').catch(() => undefined);
+      this.out.destroy();
+      await closed;
+    } else {
+      await this.handle.close().catch(() => undefined);
+    }
     if (this.created) await rm(this.path, { force: true });
   }
 }
