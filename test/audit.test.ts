@@ -12,6 +12,7 @@ import { formatTrace, traceDecision, type TraceStep } from '../packages/cli/src/
 import { formatDot, formatLineageTree, formatMermaid, lineageGraph } from '../packages/cli/src/lineage.js';
 import { planDeploy, planRemediation, planRollback, publishDeployment, publishRemediation } from '../packages/cli/src/audit-events.js';
 import { parseManifest, registerArtifacts } from '@dlog/artifacts';
+import { deadLetterCommand } from '../services/alerter/src/evaluate.js';
 import { createKafka } from '@dlog/kafka';
 import { createDecisionLogger } from '@dlog/sdk';
 import { freePort, log, tempDir, unique, waitFor } from './helpers.js';
@@ -191,6 +192,16 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
     assert.deepEqual(pkg.registeredSince.map((a) => [a.kind, a.ref, a.version]), [['image', image, '2.6.0-rc1']]);
     assert.equal(pkg.decision.resolved, false, 'the stored decision is as it was');
     assert.match(formatTrace(t), /Registered since the decision[^\n]*\n\s+image\s+registry\.example\/inference-loan:2\.6\.0-rc1/);
+  });
+
+  it("a dead-letter alert's command runs as it is and sums the window's exact traffic", async () => {
+    const cmd = deadLetterCommand(Date.now() - 6 * 3_600_000, Date.now() + 60_000);
+    const sql = /^dlog query "([^"]+)"$/.exec(cmd)?.[1];
+    assert.ok(sql, cmd);
+    const rows = await q(sql);
+    const [all] = await q('SELECT sum(total) AS n FROM v_decision_totals');
+    assert.equal(rows.reduce((n, r) => n + Number(r.decisions), 0), Number(all!.n));
+    assert.ok(rows.some((r) => r.endpoint === 'loan-api' && r.model_version === simulatedModels.canary.version));
   });
 
   it('lineage: upstream and downstream of a model, as a tree, Mermaid and DOT', async () => {

@@ -455,7 +455,14 @@ describe('engine', () => {
     assert.equal(alerts[0]!.evidence.dead_letters, '60');
     assert.equal(alerts[0]!.evidence['reason.missing_field'], '40');
     assert.equal(alerts[0]!.model_name, null);
-    assert.match(alerts[0]!.scope_command, /^dlog scope --since \S+ --until \S+$/);
+    // Something an on-call engineer can run as it is (dlog scope needs a model version; dead
+    // letters name none): the window's accepted traffic by endpoint and version.
+    const w = alerts[0]!;
+    const at = (ms: number) => new Date(ms).toISOString().slice(0, 19).replace('T', ' ');
+    assert.equal(
+      w.scope_command,
+      `dlog query "SELECT endpoint, model_name, model_version, sum(total) AS decisions FROM v_decision_totals WHERE minute >= toDateTime('${at(w.window_start)}', 'UTC') AND minute < toDateTime('${at(w.window_end)}', 'UTC') GROUP BY endpoint, model_name, model_version ORDER BY decisions DESC"`,
+    );
   });
 
   it('drops input that arrives after its windows closed, and counts it', () => {

@@ -37,12 +37,27 @@ function shellWord(s: string): string {
 }
 
 /** The `dlog scope` command that lists the decisions an alert is about. */
-export function scopeCommand(opts: { model?: string; version?: string; endpoint?: string | null; since: number; until: number }): string {
-  const parts = ['dlog', 'scope'];
-  if (opts.model !== undefined && opts.version !== undefined) parts.push('--model', shellWord(`${opts.model}:${opts.version}`));
+export function scopeCommand(opts: { model: string; version: string; endpoint?: string | null; since: number; until: number }): string {
+  const parts = ['dlog', 'scope', '--model', shellWord(`${opts.model}:${opts.version}`)];
   if (opts.endpoint) parts.push('--endpoint', shellWord(opts.endpoint));
   parts.push('--since', iso(opts.since), '--until', iso(opts.until));
   return parts.join(' ');
+}
+
+const sqlTime = (ms: number) => new Date(ms).toISOString().slice(0, 19).replace('T', ' ');
+
+/**
+ * What to run for a dead-letter alert. Dead letters name no model version a scope could be
+ * pinned on (and their bytes, raw personal data, never leave the dead-letter topic), so this is
+ * the window's accepted traffic, exact, by endpoint and model version: whose traffic the refused
+ * events are a share of. Only times the alerter formats go into the SQL.
+ */
+export function deadLetterCommand(since: number, until: number): string {
+  return (
+    'dlog query "SELECT endpoint, model_name, model_version, sum(total) AS decisions FROM v_decision_totals' +
+    ` WHERE minute >= toDateTime('${sqlTime(since)}', 'UTC') AND minute < toDateTime('${sqlTime(until)}', 'UTC')` +
+    ' GROUP BY endpoint, model_name, model_version ORDER BY decisions DESC"'
+  );
 }
 
 /** Same rule, subject and window → same id, so consumers can dedupe a replay. */
@@ -230,8 +245,8 @@ export function evaluateRule(rule: Rule, w: WindowInput, history: History | unde
           ...Object.fromEntries(reasons.map(([r, c]) => [`reason.${r}`, String(c)])),
         },
         evidence_json: JSON.stringify({ by_reason: Object.fromEntries(reasons) }),
-        // Dead letters name no model version they could be pinned on: the accepted traffic of the window.
-        scope_command: scopeCommand({ since: w.start, until: w.end }),
+        // `dlog scope` needs a model version; dead letters name none (see deadLetterCommand).
+        scope_command: deadLetterCommand(w.start, w.end),
         suppressionKey: rule.name,
       });
       break;
