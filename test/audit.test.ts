@@ -101,6 +101,17 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
     assert.match(emptyScopeMessage(empty, { first: '2026-01-01 00:00:00', last: '2026-01-01 01:00:00' }), /Widen the window/);
   });
 
+  it('scopes one customer by the token of a hashed nested input field', async () => {
+    const [row] = await q("SELECT input_fields['applicant.customer_id'] AS token FROM v_decisions WHERE mapContains(input_fields, 'applicant.customer_id') AND model_version = {v:String} LIMIT 1", { v: simulatedModels.stable.version });
+    assert.ok(row && String(row.token).length > 0, 'the gate hashed applicant.customer_id');
+    const token = String(row.token);
+    const where = `input_fields.applicant.customer_id=${token}`;
+    const s = await computeScope(q, { model: simulatedModels.stable, where });
+    const [n] = await q("SELECT count() AS n FROM v_decisions WHERE input_fields['applicant.customer_id'] = {t:String} AND model_version = {v:String}", { t: token, v: simulatedModels.stable.version });
+    assert.ok(s.sampled >= 1);
+    assert.equal(s.sampled, Number(n!.n));
+  });
+
   it('exports the stored decisions of a scope page by page, each once', async () => {
     const s = await computeScope(q, { model: simulatedModels.stable, where: 'decision=approved' });
     const ids: string[] = [];

@@ -24,6 +24,13 @@ describe('--where filter language', () => {
     assert.deepEqual(Object.values(f.params), ["x' OR 1=1 --", 'note', "it's"]);
   });
 
+  it('takes a nested input field by the dotted path the gate names it by', () => {
+    const f = compileWhere('input_fields.applicant.customer_id=hmac-k1-abc and attributes.items[0].sku=X-1');
+    assert.equal(f.sql, '(input_fields[{w0:String}] = {w1:String}) AND (attributes[{w2:String}] = {w3:String})');
+    assert.deepEqual(f.params, { w0: 'applicant.customer_id', w1: 'hmac-k1-abc', w2: 'items[0].sku', w3: 'X-1' });
+    assert.throws(() => compileWhere('confidence.x.y=1'), /Unknown field "confidence\.x\.y"/);
+  });
+
   it('empty filter is true', () => {
     assert.equal(compileWhere(undefined).sql, '1');
     assert.equal(compileWhere('  ').sql, '1');

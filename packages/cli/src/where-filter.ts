@@ -121,7 +121,9 @@ export function compileWhere(text: string | undefined, p = 'w'): CompiledFilter 
   for (const part of splitConditions(text)) {
     if (part === '') fail(`Empty condition in ${JSON.stringify(text)}: \`and\` needs a condition on each side.`);
     if (/\s+or\s+/i.test(part.replace(/'[^']*'|"[^"]*"/g, ''))) fail(`\`or\` is not supported (in ${JSON.stringify(part)}): run the scope once per alternative.`);
-    const m = /^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_:-]+)?)\s*(<=|>=|!=|=|<|>|~)\s*(.*)$/.exec(part);
+    // A map key may itself be a dotted path (the gate names nested input fields so, e.g.
+    // input_fields.applicant.customer_id) or hold an array index: everything after the first dot.
+    const m = /^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_:.\-[\]@]+)?)\s*(<=|>=|!=|=|<|>|~)\s*(.*)$/.exec(part);
     if (!m) {
       const opLike = /[<>=!~]+/.exec(part);
       if (opLike && !(ops as readonly string[]).includes(opLike[0])) fail(`Unknown operator ${JSON.stringify(opLike[0])} in ${JSON.stringify(part)}.`);
