@@ -105,6 +105,14 @@ for (const mode of modes) {
       assert.deepEqual(small, { rows: [{ number: 0 }, { number: 1 }, { number: 2 }], truncated: false, elapsedMs: small.elapsedMs });
     });
 
+    it('stops a runaway query in the engine after the time limit', async () => {
+      // Without the limit this never ends (the engine counts an endless table).
+      await assert.rejects(runReadOnlyQuery(store, { sql: 'SELECT count() FROM system.numbers_mt' }, 1_500), (err: unknown) => {
+        assert.match(String((err as Error).message), /TIMEOUT_EXCEEDED|Timeout exceeded|time limit/i);
+        return true;
+      });
+    });
+
     it('knows every table function of the engine as local or as reaching outside', async () => {
       // Computed from data the query gives or tables of this server: the rest must be denied.
       const local = new Set(['numbers', 'numbers_mt', 'zeros', 'zeros_mt', 'primes', 'generateRandom', 'generateSeries', 'generate_series', 'values', 'SQLStandardValues',

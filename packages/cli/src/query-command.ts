@@ -39,7 +39,7 @@ export function parseParams(pairs: string[]): Record<string, string> {
  */
 export async function readOnlyQuery(config: Config, sql: string, params: Record<string, unknown>): Promise<QueryResponse> {
   if (!config.clickhouseUrl) {
-    const viaPipeline = await queryViaEndpoint({ port: config.queryPort, dataDir: config.clickhouseDataDir, sql, params });
+    const viaPipeline = await queryViaEndpoint({ port: config.queryPort, dataDir: config.clickhouseDataDir, sql, params, timeoutMs: config.queryTimeoutMs });
     if (viaPipeline) return viaPipeline;
   }
   const store = await storeFromConfig(config);
@@ -52,7 +52,7 @@ export async function readOnlyQuery(config: Config, sql: string, params: Record<
         `The store at ${store.location} is missing ${pending.length} schema migration(s) (${pending.map((m) => m.file).join(', ')}). Run: npm run dlog -- migrate`,
       );
     }
-    return await runReadOnlyQuery(store, { sql, params });
+    return await runReadOnlyQuery(store, { sql, params }, config.queryTimeoutMs);
   } catch (err) {
     throw storeUnavailable(err, store.location, config.clickhouseUser) ?? err;
   } finally {

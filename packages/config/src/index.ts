@@ -302,6 +302,13 @@ export const fields = {
     example: '18124',
     doc: 'Embedded mode: loopback port where the running pipeline answers `dlog query`',
   }),
+  queryTimeoutMs: field({
+    env: 'DLOG_QUERY_TIMEOUT_MS',
+    schema: millis(1_000, 3_600_000),
+    fallback: '110000',
+    example: '300000',
+    doc: 'Longest an analyst query (dlog query and the audit commands) runs in the engine before it is stopped; in embedded mode it shares the engine with the sink',
+  }),
   topicPrefix: field({
     env: 'DLOG_TOPIC_PREFIX',
     schema: z.string().regex(/^[A-Za-z0-9._-]{0,100}$/, 'letters, digits, . _ - only'),

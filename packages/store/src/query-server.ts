@@ -8,6 +8,8 @@ import { readOnlyQueryText, ReadOnlySqlError } from './read-only-sql.js';
 import type { Store } from './create-store.js';
 
 export const maxResultRows = 100_000;
+/** DLOG_QUERY_TIMEOUT_MS's default: a query runs at most this long in the engine. */
+export const defaultQueryTimeoutMs = 110_000;
 
 export interface QueryRequest {
   sql: string;
@@ -38,10 +40,12 @@ function ensureToken(file: string): string {
  * Runs one analyst query: read-only (checked here, and by the engine's `readonly` setting),
  * parameters bound by ClickHouse, at most `maxResultRows` rows. The engine stops at one row past
  * the limit (the extra row says the answer was cut), and rows are read as a stream, so neither a
- * server's answer nor this process holds a huge result.
+ * server's answer nor this process holds a huge result. The engine stops it after `timeoutMs`
+ * (whole seconds, rounded up): a runaway query would otherwise run on after its caller gave up,
+ * in embedded mode on the engine the sink writes with.
  */
-export async function runReadOnlyQuery(store: Store, req: QueryRequest): Promise<QueryResponse> {
-  const query = readOnlyQueryText(req.sql, { readonly: store.mode === 'embedded' ? 1 : 2, limit: maxResultRows + 1 });
+export async function runReadOnlyQuery(store: Store, req: QueryRequest, timeoutMs = defaultQueryTimeoutMs): Promise<QueryResponse> {
+  const query = readOnlyQueryText(req.sql, { readonly: store.mode === 'embedded' ? 1 : 2, limit: maxResultRows + 1, maxSeconds: timeoutMs / 1000 });
   const t0 = Date.now();
   const run = (text: string) => store.client.query({ query: text, query_params: req.params ?? {}, format: 'JSONEachRow' });
   let rs: Awaited<ReturnType<typeof run>>;
@@ -75,7 +79,7 @@ export async function runReadOnlyQuery(store: Store, req: QueryRequest): Promise
  * In embedded mode only the pipeline's process may open the store, so it answers queries for
  * `dlog query` on loopback, behind a bearer token from a 0600 file.
  */
-export async function startQueryServer(opts: { store: Store; port: number; dataDir: string; log: Logger; host?: string }): Promise<{ close(): Promise<void>; port: number }> {
+export async function startQueryServer(opts: { store: Store; port: number; dataDir: string; log: Logger; host?: string; queryTimeoutMs?: number }): Promise<{ close(): Promise<void>; port: number }> {
   const token = Buffer.from(ensureToken(queryTokenFile(opts.dataDir)));
   const server = http.createServer((req, res) => {
     const send = (status: number, body: unknown) => {
@@ -103,7 +107,7 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
           return send(400, { error: `bad request: ${(err as Error).message}` });
         }
         try {
-          send(200, await runReadOnlyQuery(opts.store, body));
+          send(200, await runReadOnlyQuery(opts.store, body, opts.queryTimeoutMs));
         } catch (err) {
           if (err instanceof ReadOnlySqlError) return send(400, { error: err.message });
           const code = clickHouseErrorCode(err);
@@ -138,7 +142,7 @@ export class QueryEndpointError extends Error {
 }
 
 /** Asks a running pipeline; undefined when nothing listens (the caller may open the store itself). */
-export async function queryViaEndpoint(opts: { port: number; dataDir: string; sql: string; params?: Record<string, unknown> }): Promise<QueryResponse | undefined> {
+export async function queryViaEndpoint(opts: { port: number; dataDir: string; sql: string; params?: Record<string, unknown>; timeoutMs?: number }): Promise<QueryResponse | undefined> {
   const file = queryTokenFile(opts.dataDir);
   let res: Response;
   try {
@@ -146,7 +150,8 @@ export async function queryViaEndpoint(opts: { port: number; dataDir: string; sq
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${existsSync(file) ? readFileSync(file, 'utf8').trim() : ''}` },
       body: JSON.stringify({ sql: opts.sql, params: opts.params ?? {} }),
-      signal: AbortSignal.timeout(120_000),
+      // Longer than the engine's own limit, so its error (which names it) comes back first.
+      signal: AbortSignal.timeout((opts.timeoutMs ?? defaultQueryTimeoutMs) + 10_000),
     });
   } catch (err) {
     const code = (err as { cause?: { code?: string } }).cause?.code;

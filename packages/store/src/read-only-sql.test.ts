@@ -82,6 +82,7 @@ describe('readOnlyQueryText', () => {
   it('runs the statement under readonly and a row limit, in its own SETTINGS clause', () => {
     assert.equal(readOnlyQueryText('SELECT 1 AS x -- note', { readonly: 1, limit: 101 }), 'SELECT 1 AS x -- note\nSETTINGS readonly = 1, limit = 101');
     assert.equal(readOnlyQueryText('WITH a AS (SELECT 1) SELECT * FROM a;  ', { readonly: 2, limit: 5 }), 'WITH a AS (SELECT 1) SELECT * FROM a\nSETTINGS readonly = 2, limit = 5');
+    assert.equal(readOnlyQueryText('SELECT 1', { readonly: 1, limit: 5, maxSeconds: 1.5 }), 'SELECT 1\nSETTINGS readonly = 1, limit = 5, max_execution_time = 2');
   });
 
   it('wraps a top-level UNION, whose branches a setting would limit one by one', () => {

@@ -218,7 +218,7 @@ export function assertReadOnlySql(sql: string): void {
  * functions that reach outside the database); a server's analyst profile has `readonly = 2`,
  * which refuses any other value, so a server query asks for 2.
  */
-export function readOnlyQueryText(sql: string, opts: { readonly: 1 | 2; limit: number } | 'no settings'): string {
+export function readOnlyQueryText(sql: string, opts: { readonly: 1 | 2; limit: number; maxSeconds?: number } | 'no settings'): string {
   const checked = checkReadOnlySql(sql);
   // A server user whose profile says readonly = 1 may change no setting at all: the statement goes
   // as it is, and the caller's streaming read enforces the row limit.
@@ -227,5 +227,6 @@ export function readOnlyQueryText(sql: string, opts: { readonly: 1 | 2; limit: n
   // `limit` caps each branch of a UNION separately; wrapping caps the whole result.
   const body = checked.setOperation ? `SELECT * FROM (\n${checked.statement}\n)` : checked.statement;
   // The newline ends a trailing `--` comment before the clause.
-  return `${body}\nSETTINGS readonly = ${opts.readonly}, limit = ${opts.limit}`;
+  const time = opts.maxSeconds === undefined ? '' : `, max_execution_time = ${Math.max(1, Math.ceil(opts.maxSeconds))}`;
+  return `${body}\nSETTINGS readonly = ${opts.readonly}, limit = ${opts.limit}${time}`;
 }

@@ -107,7 +107,7 @@ export async function createPipeline(opts: {
     await gate.start();
   }
   const query = opts.queryServer !== false && store.mode === 'embedded'
-    ? await startQueryServer({ store, port: config.queryPort, dataDir: config.clickhouseDataDir, log })
+    ? await startQueryServer({ store, port: config.queryPort, dataDir: config.clickhouseDataDir, log, queryTimeoutMs: config.queryTimeoutMs })
     : undefined;
   return {
     store,
