@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { AuditInputError, parseTime } from './audit-query.js';
+import { AuditInputError, assertKnownModel, knownVersions, parseTime } from './audit-query.js';
 
 const now = Date.UTC(2026, 10, 27, 12, 0, 0);
 const refused = (text: string, why: RegExp) =>
@@ -34,5 +34,24 @@ describe('parseTime', () => {
     refused('99999999w', /outside the times dlog can query/);
     refused('yesterday', /is not a time/);
     refused('Nov 27 2026', /is not a time/);
+  });
+});
+
+describe('unknown model versions', () => {
+  // The engine orders versions as text, so 1.10.0 comes before 1.9.0.
+  const q = async (sql: string) =>
+    sql.includes('decision_counts')
+      ? []
+      : [
+          { model: 'loan', version: '1.10.0', decisions: 5, first: 'a', last: 'b' },
+          { model: 'loan', version: '1.9.0', decisions: 7, first: 'a', last: 'b' },
+          { model: 'rec', version: '10', decisions: 1, first: 'a', last: 'b' },
+          { model: 'rec', version: '9', decisions: 1, first: 'a', last: 'b' },
+        ];
+
+  it('lists versions as people read them and suggests the newest', async () => {
+    assert.deepEqual((await knownVersions(q)).map((v) => `${v.model}:${v.version}`), ['loan:1.9.0', 'loan:1.10.0', 'rec:9', 'rec:10']);
+    await assert.rejects(assertKnownModel(q, { name: 'loan', version: 'nope' }, 'scope'), (err: unknown) => err instanceof AuditInputError && /--model loan:1\.10\.0$/.test(err.message));
+    await assert.rejects(assertKnownModel(q, { name: 'other', version: '1' }, 'scope'), (err: unknown) => err instanceof AuditInputError && /--model loan:1\.10\.0$/.test(err.message));
   });
 });

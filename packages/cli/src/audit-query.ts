@@ -1,6 +1,7 @@
 import type { Config } from '@dlog/config';
 import type { Store } from '@dlog/store';
 import { readOnlyQuery } from './query-command.js';
+import { compareVersions } from '@dlog/contracts';
 
 /**
  * What the audit commands (trace, scope, diff, lineage, deploy, remediate) share: one way to run
@@ -119,7 +120,10 @@ export async function knownVersions(q: AuditQuery, name?: string): Promise<Known
      GROUP BY model_name, model_version ORDER BY model_name, model_version`,
     name ? { name } : {},
   );
-  return rows.map((r) => ({ model: String(r.model), version: String(r.version), decisions: Number(r.decisions), first: String(r.first), last: String(r.last) }));
+  return rows
+    .map((r) => ({ model: String(r.model), version: String(r.version), decisions: Number(r.decisions), first: String(r.first), last: String(r.last) }))
+    // As people read versions (2.10.0 after 2.9.1): the last listed is the newest, the one suggested.
+    .sort((a, b) => (a.model < b.model ? -1 : a.model > b.model ? 1 : compareVersions(a.version, b.version)));
 }
 
 /** Throws the "unknown version" message unless the version made decisions (or, with `registered`, is in the registry). */
@@ -143,7 +147,8 @@ export async function assertKnownModel(q: AuditQuery, m: ModelId, command: strin
   } else if (all.length > 0) {
     lines.push(`No model named ${JSON.stringify(m.name)} made decisions. Models and versions that exist:`);
     for (const v of all) lines.push(`  ${v.model}:${v.version}  ${v.decisions} decisions`);
-    lines.push(`Type e.g. dlog ${command} --model ${all[0]!.model}:${all[0]!.version}`);
+    const first = all.filter((v) => v.model === all[0]!.model).at(-1)!;
+    lines.push(`Type e.g. dlog ${command} --model ${first.model}:${first.version}`);
   } else {
     lines.push('The store holds no decisions yet: start the pipeline (dlog up) and send some (dlog simulate).');
   }

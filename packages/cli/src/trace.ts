@@ -108,7 +108,7 @@ async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
       `SELECT remediation_id, action, reason, actor, toString(ts) AS ts FROM v_remediated_decisions
        WHERE event_id = {id:String} ORDER BY ts`,
       { id: String(d.event_id) },
-    ).catch(() => [] as Row[]), // a store migrated before 007 has no remediations yet
+    ),
     // The first registration of a ref is the one every reader keeps.
     unresolved.length
       ? q('SELECT ref, kind, version, digest, toString(registered_at) AS registered_at FROM v_artifacts WHERE ref IN {refs:Array(String)} ORDER BY registered_at LIMIT 1 BY ref', { refs: unresolved })

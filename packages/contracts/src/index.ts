@@ -25,3 +25,4 @@ export {
 } from './schema-resolvers.js';
 export { joinKey } from './join-key.js';
 export { readAvroLong, readAvroString, writeAvroLong } from './avro-peek.js';
+export { compareVersions } from './versions.js';

@@ -1,5 +1,8 @@
 import { otherCategory } from './psi.js';
 
+/** Orders versions like people read them (2.10.0 after 2.9.1); shared with the CLI. */
+export { compareVersions } from '@dlog/contracts';
+
 /** What the alerter needs from one enriched decision. */
 export interface DecisionObservation {
   ts: number;
@@ -90,25 +93,3 @@ export function meanConfidence(agg: VersionAgg): number | undefined {
   return agg.confWeight > 0 ? agg.confSum / agg.confWeight : undefined;
 }
 
-/**
- * Orders versions like people read them: numeric runs compare as numbers (2.10.0 after 2.9.1),
- * the rest as text. Written out rather than Intl.Collator so every process orders the same way.
- */
-export function compareVersions(a: string, b: string): number {
-  const ta = a.split(/(\d+)/);
-  const tb = b.split(/(\d+)/);
-  for (let i = 0; i < Math.min(ta.length, tb.length); i++) {
-    const x = ta[i]!;
-    const y = tb[i]!;
-    if (x === y) continue;
-    const nx = /^\d+$/.test(x);
-    const ny = /^\d+$/.test(y);
-    if (nx && ny) {
-      const diff = Number(x) - Number(y);
-      if (diff !== 0) return diff < 0 ? -1 : 1;
-      continue;
-    }
-    return x < y ? -1 : 1;
-  }
-  return ta.length === tb.length ? 0 : ta.length < tb.length ? -1 : 1;
-}
