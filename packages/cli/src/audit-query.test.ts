@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AuditInputError, assertKnownModel, knownVersions, parseTime } from './audit-query.js';
+import { shortfallNote } from './scope.js';
 
 const now = Date.UTC(2026, 10, 27, 12, 0, 0);
 const refused = (text: string, why: RegExp) =>
@@ -53,5 +54,14 @@ describe('unknown model versions', () => {
     assert.deepEqual((await knownVersions(q)).map((v) => `${v.model}:${v.version}`), ['loan:1.9.0', 'loan:1.10.0', 'rec:9', 'rec:10']);
     await assert.rejects(assertKnownModel(q, { name: 'loan', version: 'nope' }, 'scope'), (err: unknown) => err instanceof AuditInputError && /--model loan:1\.10\.0$/.test(err.message));
     await assert.rejects(assertKnownModel(q, { name: 'other', version: '1' }, 'scope'), (err: unknown) => err instanceof AuditInputError && /--model loan:1\.10\.0$/.test(err.message));
+  });
+});
+
+describe('export and remediation shortfall', () => {
+  it('blames sampling only when the counts cover the window itself', () => {
+    assert.equal(shortfallNote({ exact: 10, exactNote: null }, 10), '');
+    assert.equal(shortfallNote({ exact: null, exactNote: 'confidence is not counted' }, 3), '');
+    assert.equal(shortfallNote({ exact: 10, exactNote: null }, 4), '6 more were sampled out: counted, not stored');
+    assert.match(shortfallNote({ exact: 6, exactNote: 'exact counts are per minute: the window is widened to whole minutes' }, 4), /^2 more are counted for the whole minutes around the window: sampled out .*, or outside --since\/--until$/);
   });
 });

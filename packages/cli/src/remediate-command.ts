@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { configQuery } from './audit-query.js';
 import { planRemediation, publishRemediation } from './audit-events.js';
 import { cliContext } from './context.js';
-import { formatScope } from './scope.js';
+import { formatScope, shortfallNote } from './scope.js';
 import { addScopeOptions, scopeOptionsFrom } from './scope-command.js';
 import { filterGrammar } from './where-filter.js';
 
@@ -31,7 +31,7 @@ export function registerRemediateCommand(program: Command): void {
       await publishRemediation(config, log, plan);
       process.stdout.write(
         `\nremediation ${plan.remediation_id} (${opts.action}) references ${ids} stored decisions in ${plan.events.length} part(s)` +
-          `${plan.scope.exact !== null && plan.scope.exact > ids ? `; ${plan.scope.exact - ids} more were sampled out (counted in the scope, no record to reference)` : ''}.\n` +
+          `${shortfallNote(plan.scope, ids) ? `; ${shortfallNote(plan.scope, ids)} (no record to reference)` : ''}.\n` +
           `Follow it with: dlog query "SELECT * FROM v_remediations WHERE remediation_id = {id:String}" -p id=${plan.remediation_id}\n`,
       );
     });

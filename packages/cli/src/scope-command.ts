@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { AuditInputError, configQuery, knownVersions, parseModel, parseTime, sinceAfterUntil } from './audit-query.js';
 import { cliContext } from './context.js';
 import { OutputFile } from './output-file.js';
-import { computeScope, csvLine, emptyScopeMessage, exportColumns, formatScope, isEmptyScope, scopeDecisions, type ScopeOptions } from './scope.js';
+import { computeScope, csvLine, emptyScopeMessage, exportColumns, formatScope, isEmptyScope, scopeDecisions, shortfallNote, type ScopeOptions } from './scope.js';
 import { compileWhere, filterGrammar } from './where-filter.js';
 
 /** The scope options, shared by `dlog scope` and `dlog remediate`. */
@@ -71,7 +71,8 @@ export function registerScopeCommand(program: Command): void {
             n += page.length;
           }
           await file?.close();
-          process.stderr.write(`exported ${n} stored decisions${file ? ` to ${file.path}` : ''}${scope.exact !== null && scope.exact > n ? ` (${scope.exact - n} more were sampled out: counted, not stored)` : ''}\n`);
+          const note = shortfallNote(scope, n);
+          process.stderr.write(`exported ${n} stored decisions${file ? ` to ${file.path}` : ''}${note ? ` (${note})` : ''}\n`);
           return;
         }
         process.stdout.write(opts.json ? `${JSON.stringify(scope, null, 2)}\n` : formatScope(scope));

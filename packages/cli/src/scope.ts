@@ -198,6 +198,20 @@ export function isEmptyScope(s: ScopeResult): boolean {
   return (s.exact ?? 0) === 0 && s.sampled === 0;
 }
 
+/**
+ * Why `written` stored decisions fall short of the exact count, for the line after an export or
+ * a remediation. Only sampling explains it when the counts cover the window itself; with
+ * --since/--until between minutes, the counts cover whole minutes around it, so part of the
+ * difference is decisions outside the window.
+ */
+export function shortfallNote(s: Pick<ScopeResult, 'exact' | 'exactNote'>, written: number): string {
+  if (s.exact === null || s.exact <= written) return '';
+  const more = s.exact - written;
+  return s.exactNote
+    ? `${more} more are counted for the whole minutes around the window: sampled out (counted, not stored), or outside --since/--until`
+    : `${more} more were sampled out: counted, not stored`;
+}
+
 /** What to say when nothing matched: the filters, and how to widen them. */
 export function emptyScopeMessage(s: ScopeResult, known: { first: string; last: string } | undefined): string {
   const f = s.filters;
