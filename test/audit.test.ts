@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '@dlog/config';
 import { createPipeline, type Pipeline } from '@dlog/pipeline';
 import { simulate, simulatedModels, type SimulateSummary } from '../packages/cli/src/simulate.js';
-import { AuditInputError, storeQuery, type AuditQuery } from '../packages/cli/src/audit-query.js';
+import { AuditInputError, fmt, storeQuery, type AuditQuery } from '../packages/cli/src/audit-query.js';
 import { computeScope, deploymentWindows, emptyScopeMessage, formatScope, isEmptyScope, scopeDecisions } from '../packages/cli/src/scope.js';
 import { computeDiff, formatDiff } from '../packages/cli/src/diff.js';
 import { formatTrace, traceDecision, type TraceStep } from '../packages/cli/src/trace.js';
@@ -85,6 +85,12 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
     assert.equal(s.exact, summary.recorded[label(simulatedModels.recommender)]);
     assert.ok(s.sampled < s.exact!, 'most recommendations were sampled out');
     assert.ok(Math.abs(s.weighted - s.sampled * 10) < 1e-6, 'each kept one stands for 10');
+    // A filter the counts cannot answer: per endpoint too, the estimate is weighted, not the stored count.
+    const unsure = await computeScope(q, { model: simulatedModels.recommender, where: 'confidence<0.7' });
+    assert.equal(unsure.exact, null);
+    const ep = unsure.endpoints.find((e) => e.endpoint === 'recommendations')!;
+    assert.ok(ep.sampled > 0 && Math.abs(ep.weighted - ep.sampled * 10) < 1e-6, JSON.stringify(ep));
+    assert.ok(formatScope(unsure).includes(`recommendations (~${fmt(ep.weighted, 1)})`), formatScope(unsure));
   });
 
   it('unknown version and empty scope say what exists and what to type', async () => {

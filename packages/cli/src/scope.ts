@@ -41,7 +41,8 @@ export interface ScopeResult {
   weighted: number;
   first: string | null;
   last: string | null;
-  endpoints: { endpoint: string; exact: number | null; sampled: number }[];
+  /** Per endpoint: exact when the counts can answer the filter, else stored and their weighted estimate. */
+  endpoints: { endpoint: string; exact: number | null; sampled: number; weighted: number }[];
   windows: DeploymentWindow[];
   byDecision: ScopeBreakdown[];
 }
@@ -153,7 +154,7 @@ export async function computeScope(q: AuditQuery, o: ScopeOptions): Promise<Scop
     return [...m.values()];
   };
   const sampledRows = sumBy(sampledByDE, 'decision', ['sampled', 'weighted']);
-  const endpointRows = sumBy(sampledByDE, 'endpoint', ['sampled']);
+  const endpointRows = sumBy(sampledByDE, 'endpoint', ['sampled', 'weighted']);
   const countRows = countsByDE ? sumBy(countsByDE, 'decision', ['exact']) : undefined;
   const countEndpointRows = countsByDE ? sumBy(countsByDE, 'endpoint', ['exact']) : undefined;
   const exactBy = new Map((countRows ?? []).map((r) => [String(r.decision), num(r.exact)]));
@@ -188,6 +189,7 @@ export async function computeScope(q: AuditQuery, o: ScopeOptions): Promise<Scop
       endpoint: e,
       exact: countEndpointRows ? (exactByEndpoint.get(e) ?? 0) : null,
       sampled: num(endpointRows.find((r) => String(r.endpoint) === e)?.sampled ?? 0),
+      weighted: num(endpointRows.find((r) => String(r.endpoint) === e)?.weighted ?? 0),
     })),
     windows,
     byDecision,
@@ -233,7 +235,8 @@ export function formatScope(s: ScopeResult): string {
   out.push(`  stored (sampled)      ${s.sampled}`);
   out.push(`  weighted estimate     ${fmt(s.weighted, 1)}`);
   out.push(`  first .. last         ${s.first ?? '-'} .. ${s.last ?? '-'}`);
-  out.push(`  endpoints             ${s.endpoints.map((e) => `${e.endpoint} (${e.exact ?? e.sampled})`).join(', ') || '-'}`);
+  // Without exact counts, an endpoint's figure is the weighted estimate, like the total above.
+  out.push(`  endpoints             ${s.endpoints.map((e) => `${e.endpoint} (${e.exact ?? `~${fmt(e.weighted, 1)}`})`).join(', ') || '-'}`);
   out.push('');
   out.push('Deployment windows:');
   if (s.windows.length === 0) out.push('  none recorded (record them with dlog deploy)');
