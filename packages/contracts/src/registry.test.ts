@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
+import { createServer, type AddressInfo } from 'node:net';
 import { test } from 'node:test';
-import { registryEndpoint } from './registry.js';
+import { registryEndpoint, setCompatibility } from './registry.js';
 
 test('registry credentials leave the URL and become a Basic authorization', () => {
   const e = registryEndpoint('https://api%20key:p%40ss%3Aw%2Frd@registry.example/apis/ccompat/v7/');
@@ -11,4 +12,18 @@ test('registry credentials leave the URL and become a Basic authorization', () =
 
 test('a URL without credentials is used as it is, without a trailing slash', () => {
   assert.deepEqual(registryEndpoint('http://127.0.0.1:8081/apis/ccompat/v7/'), { base: 'http://127.0.0.1:8081/apis/ccompat/v7', headers: {} });
+});
+
+test('an unreachable registry is named, without its credentials, with what to do', async () => {
+  // A port nothing listens on: bound, noted, closed again.
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  await assert.rejects(setCompatibility(`http://user:s3cret-pw@127.0.0.1:${port}/apis/ccompat/v7`, 'x-value', 'BACKWARD'), (err: unknown) => {
+    const m = (err as Error).message;
+    assert.ok(m.startsWith(`The schema registry at http://127.0.0.1:${port}/apis/ccompat/v7 did not answer (ECONNREFUSED). Start the local stack (npm run dlog -- stack up), or set SCHEMA_REGISTRY_URL`), m);
+    assert.ok(!m.includes('s3cret'), m);
+    return true;
+  });
 });

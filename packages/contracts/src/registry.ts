@@ -67,6 +67,11 @@ export async function setCompatibility(url: string, subject: string, level: Comp
       headers: { ...headers, 'content-type': 'application/vnd.schemaregistry.v1+json' },
       body: JSON.stringify({ compatibility: level }),
       signal: AbortSignal.timeout(10_000),
+    }).catch((err: unknown) => {
+      // fetch says only "fetch failed": name the registry (without credentials) and what to do.
+      const c = (err as { cause?: { code?: string; message?: string } }).cause;
+      const cause = c?.code ?? c?.message ?? (err as Error).message;
+      throw new Error(`The schema registry at ${base} did not answer (${cause}). Start the local stack (npm run dlog -- stack up), or set SCHEMA_REGISTRY_URL to yours.`, { cause: err });
     });
     if (res.ok) return;
     const body = await res.text();
