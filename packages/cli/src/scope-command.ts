@@ -58,7 +58,8 @@ export function registerScopeCommand(program: Command): void {
           return;
         }
         if (opts.export) {
-          process[file ? 'stdout' : 'stderr'].write(opts.json ? '' : formatScope(scope));
+          // The scope goes beside the export: on stdout when the export goes to a file, else on stderr.
+          process[file ? 'stdout' : 'stderr'].write(opts.json ? `${JSON.stringify(scope, null, 2)}\n` : formatScope(scope));
           const write = file
             ? await file.writer()
             : async (s: string) => {
