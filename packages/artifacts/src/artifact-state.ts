@@ -53,7 +53,12 @@ export class ArtifactState {
     return outcome;
   }
 
-  /** Every ancestor of a ref (parents, their parents ...), nearest first, each once. */
+  /**
+   * The ancestors of a ref (parents, their parents ...), nearest first, each once, up to 32
+   * generations: every lineage registered in practice (a fine-tune of a fine-tune of a base
+   * model is a handful), and a bound on what one decision record carries. Deeper ones are cut
+   * here; `dlog lineage` walks the stored graph and says where it stops.
+   */
   ancestors(ref: string): Ancestor[] {
     const cached = this.ancestorCache.get(ref);
     if (cached) return cached;

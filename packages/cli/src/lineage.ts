@@ -18,10 +18,12 @@ export interface LineageGraph {
   nodes: Map<string, LineageNode>;
   /** child → parent edges ("child was built from parent"). */
   edges: { child: string; parent: string }[];
+  /** Directions in which the walk stopped at `maxDepth` levels with more left to read. */
+  cutAt: ('up' | 'down')[];
 }
 
-/** Levels walked each way; lineage in practice is a few levels deep, this only stops a bad cycle. */
-const maxDepth = 12;
+/** Levels walked each way: lineage in practice is a few levels deep; a deeper one is cut, and says so. */
+export const maxDepth = 12;
 
 export async function lineageGraph(q: AuditQuery, ref: string): Promise<LineageGraph> {
   const root = ref.trim();
@@ -51,6 +53,7 @@ export async function lineageGraph(q: AuditQuery, ref: string): Promise<LineageG
     const k = `${child}\u0000${parent}`;
     if (!seenEdge.has(k)) (seenEdge.add(k), edges.push({ child, parent }));
   };
+  const cutAt: ('up' | 'down')[] = [];
   for (const dir of ['up', 'down'] as const) {
     let frontier = [root];
     const visited = new Set(frontier);
@@ -69,6 +72,10 @@ export async function lineageGraph(q: AuditQuery, ref: string): Promise<LineageG
       }
       frontier = next;
     }
+    if (frontier.length > 0) {
+      const more = await q(`SELECT child_ref, parent_ref FROM v_lineage WHERE ${dir === 'up' ? 'child_ref' : 'parent_ref'} IN {refs:Array(String)} LIMIT 1`, { refs: frontier });
+      if (more.length > 0) cutAt.push(dir);
+    }
   }
   const refs = [...new Set([root, ...edges.flatMap((e) => [e.child, e.parent])])];
   const [meta, counts] = await Promise.all([
@@ -84,7 +91,7 @@ export async function lineageGraph(q: AuditQuery, ref: string): Promise<LineageG
     const c = counts.find((r) => String(r.ref) === ref);
     nodes.set(ref, { ref, kind: m ? String(m.kind) : 'unregistered', digest: m ? String(m.digest) : '', ...(c ? { decisions: num(c.n) } : {}) });
   }
-  return { root, nodes, edges };
+  return { root, nodes, edges, cutAt };
 }
 
 function label(n: LineageNode | undefined, ref: string): string {
@@ -108,12 +115,17 @@ export function formatLineageTree(g: LineageGraph): string {
   const downs = g.edges.some((e) => e.parent === g.root);
   out.push('');
   out.push('upstream (built from):');
+  const cut = (dir: 'up' | 'down') => {
+    if (g.cutAt.includes(dir)) out.push(`  … cut at ${maxDepth} levels: there is more; run dlog lineage on the deepest ref shown`);
+  };
   if (ups) walk(g.root, 'up', '  ', new Set([g.root]));
   else out.push('  nothing registered');
+  cut('up');
   out.push('');
   out.push('downstream (built from it):');
   if (downs) walk(g.root, 'down', '  ', new Set([g.root]));
   else out.push('  nothing registered');
+  cut('down');
   return out.join('\n') + '\n';
 }
 

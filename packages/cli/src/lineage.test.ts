@@ -1,0 +1,31 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Row } from './audit-query.js';
+import { formatLineageTree, lineageGraph, maxDepth } from './lineage.js';
+
+describe('dlog lineage', () => {
+  /** The store's answers for a chain: m0 built from m1, built from m2 ... up to m{length}. */
+  function chain(length: number) {
+    return async (sql: string, params: Record<string, unknown> = {}): Promise<Row[]> => {
+      const refs = (params.refs as string[] | undefined) ?? [];
+      if (sql.includes('FROM v_lineage WHERE child_ref IN')) return refs.map((r) => Number(r.slice(1))).filter((i) => i < length).map((i) => ({ child_ref: `m${i}`, parent_ref: `m${i + 1}` }));
+      if (sql.includes('FROM v_lineage WHERE parent_ref IN')) return [];
+      if (sql.includes('WHERE ref = {ref:String}')) return [{ ref: 'm0', kind: 'model', digest: 'sha256:x' }];
+      if (sql.includes('FROM v_artifacts WHERE ref IN')) return refs.map((ref) => ({ ref, kind: 'model', digest: 'sha256:x' }));
+      return [];
+    };
+  }
+
+  it('says where a lineage deeper than it walks was cut, and not otherwise', async () => {
+    const deep = await lineageGraph(chain(maxDepth + 3), 'm0');
+    assert.deepEqual(deep.cutAt, ['up']);
+    assert.equal(deep.edges.length, maxDepth);
+    assert.match(formatLineageTree(deep), new RegExp(`upstream[^]*cut at ${maxDepth} levels[^]*downstream`));
+    // Exactly as deep as it walks: nothing was cut.
+    assert.deepEqual((await lineageGraph(chain(maxDepth), 'm0')).cutAt, []);
+    const shallow = await lineageGraph(chain(3), 'm0');
+    assert.deepEqual(shallow.cutAt, []);
+    assert.equal(shallow.edges.length, 3);
+    assert.doesNotMatch(formatLineageTree(shallow), /cut at/);
+  });
+});
