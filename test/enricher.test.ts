@@ -27,6 +27,7 @@ describe('artifact registry and enricher on the real stack', () => {
     enricher = await createEnricher({ kafka, config, log });
     const first = await registerArtifacts({ kafka, topic: registryTopic, schemaRegistryUrl: config.schemaRegistryUrl, log, events: readManifest(manifest, 'test') });
     assert.equal(first.added.length, 5);
+    assert.deepEqual(first.unknownParents, []);
     await Promise.all([gate.start(), enricher.start()]);
   });
   after(async () => {
@@ -44,6 +45,15 @@ describe('artifact registry and enricher on the real stack', () => {
       registerArtifacts({ kafka, topic: registryTopic, schemaRegistryUrl: config.schemaRegistryUrl, log, events: changed }),
       (err: unknown) => err instanceof RegistrationConflictError && /registry:\/\/models\/loan-approver:2\.4\.1 is already registered/.test(err.message),
     );
+
+    // A parent that nothing registered (a typo, or registered later) is named, not refused.
+    const typo = readManifest(manifest, 'test')
+      .filter((e) => e.kind === 'model')
+      .slice(0, 1)
+      .map((e) => ({ ...e, version: 'typo-1', ref: `registry://models/${e.name}:typo-1`, parents: [...e.parents, 'registry://datasets/loan-aplications:v5'] }));
+    const withTypo = await registerArtifacts({ kafka, topic: registryTopic, schemaRegistryUrl: config.schemaRegistryUrl, log, events: typo });
+    assert.deepEqual(withTypo.added, [typo[0]!.ref]);
+    assert.deepEqual(withTypo.unknownParents, [{ ref: typo[0]!.ref, parent: 'registry://datasets/loan-aplications:v5' }]);
 
     // Two registrations of a new version with different digests at the same moment: both pass
     // the check before either is written; one is kept, the other refused after writing.

@@ -116,6 +116,12 @@ export class RegistrationConflictError extends Error {
 export interface RegisterResult {
   added: string[];
   unchanged: string[];
+  /**
+   * Parents named by the manifest that neither it nor the registry holds: lineage shows them as
+   * `unknown` until they are registered (a typo never resolves). Not refused, as a parent may be
+   * registered after its children.
+   */
+  unknownParents: { ref: string; parent: string }[];
 }
 
 /**
@@ -137,7 +143,9 @@ export async function registerArtifacts(opts: {
     .map((e) => ({ ref: e.ref, registered: state.get(e.ref)!.digest, given: e.digest }));
   if (conflicts.length > 0) throw new RegistrationConflictError(conflicts);
   const fresh = opts.events.filter((e) => state.check(e) === 'added');
-  const result = { added: fresh.map((e) => e.ref), unchanged: opts.events.filter((e) => state.check(e) === 'unchanged').map((e) => e.ref) };
+  const inManifest = new Set(opts.events.map((e) => e.ref));
+  const unknownParents = opts.events.flatMap((e) => e.parents.filter((p) => !inManifest.has(p) && !state.get(p)).map((parent) => ({ ref: e.ref, parent })));
+  const result = { added: fresh.map((e) => e.ref), unchanged: opts.events.filter((e) => state.check(e) === 'unchanged').map((e) => e.ref), unknownParents };
   if (fresh.length === 0) return result;
   const registry = createRegistry(opts.schemaRegistryUrl);
   const id = await registerAvro(registry, opts.schemaRegistryUrl, valueSubject(opts.topic), loadSchema('artifact-event'));

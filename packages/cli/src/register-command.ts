@@ -25,5 +25,8 @@ export function registerRegisterCommand(program: Command): void {
       });
       for (const ref of result.added) process.stdout.write(`registered  ${ref}\n`);
       for (const ref of result.unchanged) process.stdout.write(`unchanged   ${ref} (already registered with this digest)\n`);
+      for (const u of result.unknownParents) {
+        process.stderr.write(`warning     ${u.ref} names parent ${u.parent}, which is not registered: its lineage shows it as unknown until it is (check the spelling)\n`);
+      }
     });
 }
