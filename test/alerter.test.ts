@@ -78,14 +78,17 @@ function traffic(base: number, from: number, to: number): EnrichedDecisionRecord
   return out;
 }
 
-describe('alerter on the real stack', () => {
-  const prefix = `${unique('alert')}.`;
+/** A pipeline prefix of its own, with the clients and contract types an alerter test uses. */
+function stack(name: string) {
+  const prefix = `${unique(name)}.`;
   const config = loadConfig({ ...process.env, DLOG_TOPIC_PREFIX: prefix, LOG_LEVEL: 'warn' });
-  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'test-alerter', log });
-  const input = `${prefix}decisions.enriched.v1`;
+  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `test-${name}`, log });
+  return { prefix, config, kafka, input: `${prefix}decisions.enriched.v1`, type: avroType('enriched-decision'), alertType: avroType('alert') };
+}
+
+describe('alerter on the real stack', () => {
+  const { prefix, config, kafka, input, type, alertType } = stack('alert');
   const base = Math.floor((Date.now() - 30 * min) / min) * min;
-  const type = avroType('enriched-decision');
-  const alertType = avroType('alert');
   let schemaId: number;
   let producer: Producer;
   let alerter: Alerter | undefined;
@@ -179,15 +182,10 @@ describe('alerter on the real stack', () => {
 });
 
 describe('alerter baselines on the real stack', () => {
-  const prefix = `${unique('alertbase')}.`;
-  const config = loadConfig({ ...process.env, DLOG_TOPIC_PREFIX: prefix, LOG_LEVEL: 'warn' });
-  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'test-alerter-baselines', log });
-  const input = `${prefix}decisions.enriched.v1`;
+  const { prefix, config, kafka, input, type, alertType } = stack('alertbase');
   // Three hours ago: older than anything the restart's input replay reaches back to (the longest
   // window, lateness and suppression: about an hour here), as when a predecessor retired long ago.
   const base = Math.floor((Date.now() - 180 * min) / min) * min;
-  const type = avroType('enriched-decision');
-  const alertType = avroType('alert');
   let producer: Producer;
   let schemaId: number;
   let alerter: Alerter | undefined;
