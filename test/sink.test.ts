@@ -101,10 +101,17 @@ describe('sink: enriched decisions, counts, artifacts, deployments, alerts into 
     await produceSamples(kafka, url, `${prefix}registry.artifacts`, 'artifact-event', artifacts, (r) => r.ref);
     await produceSamples(kafka, url, `${prefix}deployments.v1`, 'deployment-event', deployments, (r) => r.endpoint);
     await produceSamples(kafka, url, `${prefix}alerts.v1`, 'alert', alerts, (r) => r.alert_id);
-    // A record that is not Avro: dead-lettered, never blocking the partition.
+    // A record that is not Avro, and one in the contract's framing that ClickHouse refuses (an
+    // enum index past the contract's symbols, code 117, which stopped the embedded sink for
+    // good): dead-lettered, never blocking the partition.
+    const contract = loadSchema('enriched-decision') as unknown as { fields: { name: string; type: { symbols?: string[] } }[] };
+    const wider = { ...contract, fields: contract.fields.map((f) => (f.name === 'tier' ? { ...f, type: { ...f.type, symbols: [...f.type.symbols!, 'bogus'] } } : f)) };
+    const id = await registerAvro(createRegistry(config.schemaRegistryUrl), config.schemaRegistryUrl, valueSubject(`${prefix}decisions.enriched.v1`), loadSchema('enriched-decision'));
+    const badTier = avro.Type.forSchema(wider as unknown as avro.Schema).toBuffer({ ...sampleEnrichedDecision(90_000, { runId }), tier: 'bogus' });
+    const framed = Buffer.concat([Buffer.from([0, (id >>> 24) & 255, (id >>> 16) & 255, (id >>> 8) & 255, id & 255]), badTier]);
     const p = kafka.producer();
     await p.connect();
-    await p.send({ topic: `${prefix}decisions.enriched.v1`, messages: [{ key: 'bad', value: Buffer.from('{"not":"avro"}') }] });
+    await p.send({ topic: `${prefix}decisions.enriched.v1`, messages: [{ key: 'bad', value: Buffer.from('{"not":"avro"}') }, { key: 'bad-tier', value: framed }] });
     await p.disconnect();
 
     sink = createSink({
@@ -125,9 +132,9 @@ describe('sink: enriched decisions, counts, artifacts, deployments, alerts into 
       what: 'exact totals from counts',
     });
     await waitFor(async () => (await scalar(store, 'SELECT count() AS n FROM v_alerts')) === 3 || undefined, { timeoutMs: 30_000, what: 'alerts' });
-    await waitFor(async () => (await committed(admin, `${prefix}${groupId}`, `${prefix}decisions.enriched.v1`)) === 5051 || undefined, {
+    await waitFor(async () => (await committed(admin, `${prefix}${groupId}`, `${prefix}decisions.enriched.v1`)) === 5052 || undefined, {
       timeoutMs: 30_000,
-      what: 'offsets committed past every decision and the bad record',
+      what: 'offsets committed past every decision and the bad records',
     });
 
     // The sink itself writes each Kafka record once; an upstream replay (a new record with an old
@@ -172,7 +179,7 @@ describe('sink: enriched decisions, counts, artifacts, deployments, alerts into 
     assert.deepEqual(await lineage.json(), [{ ancestor_kind: 'code' }, { ancestor_kind: 'dataset' }]);
 
     const stats = sink.stats().find((s) => s.table === 'decisions')!;
-    assert.equal(stats.deadLettered, 1);
+    assert.equal(stats.deadLettered, 2);
     assert.equal(stats.rowsSkippedAsReplay + rows - 5000, 50);
     await sink.stop();
     sink = undefined;
@@ -184,12 +191,18 @@ describe('sink: enriched decisions, counts, artifacts, deployments, alerts into 
     const letters: { value: string; reason: string }[] = [];
     await consumer.run({
       eachMessage: async ({ message }) => {
-        letters.push({ value: message.value?.toString() ?? '', reason: message.headers?.['dlog.reason']?.toString() ?? '' });
+        letters.push({ value: message.value?.toString('base64') ?? '', reason: message.headers?.['dlog.reason']?.toString() ?? '' });
       },
     });
-    await waitFor(() => letters.length >= 1 || undefined, { timeoutMs: 30_000, what: 'the dead letter' });
+    await waitFor(() => letters.length >= 2 || undefined, { timeoutMs: 30_000, what: 'the dead letters' });
     await consumer.disconnect();
-    assert.deepEqual(letters, [{ value: '{"not":"avro"}', reason: 'wrong_magic_byte' }]);
+    assert.deepEqual(
+      letters.sort((a, b) => a.reason.localeCompare(b.reason)),
+      [
+        { value: framed.toString('base64'), reason: 'clickhouse_rejected' },
+        { value: Buffer.from('{"not":"avro"}').toString('base64'), reason: 'wrong_magic_byte' },
+      ],
+    );
   });
 });
 

@@ -9,8 +9,17 @@ describe('isRetriableClickHouseError', () => {
     assert.equal(isRetriableClickHouseError({ code: 'ECONNREFUSED' }), true);
     assert.equal(isRetriableClickHouseError({ code: '27', message: 'Cannot parse input' }), false);
     assert.equal(isRetriableClickHouseError({ code: '60', message: 'Unknown table' }), false);
-    assert.equal(isRetriableClickHouseError(new Error('network error but no code')), false);
     assert.equal(isRetriableClickHouseError(null), false);
+    // chDB: the code only in ClickHouse's text.
+    assert.equal(isRetriableClickHouseError(new Error('Code: 117. DB::Exception: Unknown enum value. (INCORRECT_DATA)')), false);
+    assert.equal(isRetriableClickHouseError(new Error('Code: 252. DB::Exception: Too many parts. (TOO_MANY_PARTS)')), true);
+  });
+
+  it('retries what did not come from ClickHouse: every ClickHouse error has a code', () => {
+    // A load balancer answering for a server that is down: the client raises its page, no code.
+    assert.equal(isRetriableClickHouseError(new Error('<html><body><h1>503 Service Unavailable</h1></body></html>')), true);
+    assert.equal(isRetriableClickHouseError(new Error('502 Bad Gateway: Error Code: 502')), true);
+    assert.equal(isRetriableClickHouseError(new Error('Timeout error.')), true);
   });
 });
 

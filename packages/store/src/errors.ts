@@ -28,18 +28,24 @@ export function clickHouseErrorCode(err: unknown): number | undefined {
   const code = (err as { code?: unknown }).code;
   if (typeof code === 'string' && /^\d+$/.test(code)) return Number(code);
   if (typeof code === 'number') return code;
-  return undefined;
+  // chDB's native errors carry the code only in ClickHouse's own text: "Code: 252. DB::Exception: …".
+  const message = (err as { message?: unknown }).message;
+  const inText = typeof message === 'string' ? /\bCode: (\d+)\. DB::Exception\b/.exec(message)?.[1] : undefined;
+  return inText === undefined ? undefined : Number(inText);
 }
 
+/**
+ * Whether trying the same statement again later can succeed. ClickHouse gives every error it
+ * raises a code, data errors included; an error without one did not come from ClickHouse: a
+ * connection that failed, the client's own timeout, or something in between answering in its
+ * place (a load balancer's 502/503 page). Those are retried: taken for a refusal of the data,
+ * an outage seen through a proxy sent every row of the batch to the dead-letter topic.
+ */
 export function isRetriableClickHouseError(err: unknown): boolean {
   if (typeof err !== 'object' || err === null) return false;
   const chCode = clickHouseErrorCode(err);
   if (chCode !== undefined) return retriableCodes.has(chCode);
-  const sys = (err as { code?: unknown }).code;
-  if (typeof sys === 'string' && retriableSystemCodes.has(sys)) return true;
-  const message = (err as { message?: unknown }).message;
-  // The HTTP client reports its own timeouts without a code.
-  return typeof message === 'string' && /^Timeout error\.?$/i.test(message);
+  return true;
 }
 
 /** The store cannot be used at all (unreachable, or the login refused): nothing about the query. */

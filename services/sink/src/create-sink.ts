@@ -67,7 +67,13 @@ export function validateSinkConfig(config: SinkOptions['config']): void {
 const separator = '\u001e';
 
 /** AVRO_EXCEPTION: ClickHouse could not read a record of the file. */
-const avroRecordError = 748;
+/**
+ * Codes of a record ClickHouse cannot take, whatever the rest of the batch: the writer splits
+ * the batch to find it and dead-letters it. 748 AVRO_EXCEPTION (unreadable bytes), 117
+ * INCORRECT_DATA (an enum index out of range), and the parse and conversion errors of a value
+ * (6, 27, 41, 69, 70, 72). Any other refusal of an Avro insert is about the statement.
+ */
+const avroRecordErrors = new Set([748, 117, 6, 27, 41, 69, 70, 72]);
 
 /** ClickHouse I/O shared by all tables. In embedded mode chDB runs one statement at a time. */
 function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>, avroFileRows: number) {
@@ -124,10 +130,10 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
     } catch (raw) {
       const err = withCode(raw);
       const code = clickHouseErrorCode(err);
-      // 748 AVRO_EXCEPTION is a record ClickHouse cannot read: the writer splits the batch to
-      // find it. Anything else that is not retriable is about the statement (the file, the
-      // mapping, the table) and would fail for every row: stop, commit nothing.
-      if (code !== avroRecordError && !isRetriableClickHouseError(err)) {
+      // A record ClickHouse cannot take: the writer splits the batch to find it. Anything else
+      // that is not retriable is about the statement (the file, the mapping, the table) and
+      // would fail for every row: stop, commit nothing.
+      if ((code === undefined || !avroRecordErrors.has(code)) && !isRetriableClickHouseError(err)) {
         throw Object.assign(new Error(`ClickHouse refused the Avro insert into ${table} (code ${code ?? '?'}): ${(err as Error).message}`, { cause: err }), { fatal: true });
       }
       throw err;
