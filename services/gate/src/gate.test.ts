@@ -307,6 +307,27 @@ describe('gate: personal data outside the obvious places', () => {
     assertNoRaw(records[0]);
   });
 
+  it('full-tier output_json the field rules cannot walk is withheld, not passed with its named fields as they are', () => {
+    const outputJson = '{"constructor":"Ferrari","customer":{"name":"Jane Doe","address":"1 Main St","phone":"+14155551234"}}';
+    const { records } = runLeaks([event({ output: { decision: 'approved', confidence: 0.9, output_json: outputJson } })]);
+    assert.equal(records[0]!.output.output_json, null);
+    assert.equal(records[0]!.output.decision, 'approved');
+    assertNoRaw(records[0]);
+  });
+
+  it('full-tier output_json with escapes is written out again, so a duplicate key cannot keep an escaped address', () => {
+    const outputJson = '{"note":"jane\\u0040example.com","note":"x"}';
+    const { records } = runLeaks([event({ output: { decision: 'approved', confidence: 0.9, output_json: outputJson } })]);
+    assert.equal(records[0]!.output.output_json, '{"note":"x"}');
+    assert.ok(!JSON.stringify(records[0]).includes('u0040example'), JSON.stringify(records[0]));
+  });
+
+  it('an id with a full-width at is scrubbed like one with @', () => {
+    const { records } = runLeaks([event({ request_id: 'jane\uFF20example.com', tenant: 'ｊａｎｅ＠ｅｘａｍｐｌｅ．ｃｏｍ' })]);
+    assert.match(records[0]!.request_id, /^\[email:[0-9a-f]{16}\]$/);
+    assert.match(String(records[0]!.tenant), /^\[email:[0-9a-f]{16}\]$/);
+  });
+
   it('card numbers next to other digits, with other separators, and IBANs before a word are found', () => {
     const all = new Set(detectorNames);
     const tok = (type: string) => `<${type}>`;

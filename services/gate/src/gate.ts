@@ -77,7 +77,8 @@ function scrubKeys(map: Record<string, number>, protector: Protector): Record<st
 
 /** An id or a name a producer chose (request id, tenant, tool, host): emails in it are replaced. */
 function scrubId(id: string, protector: Protector): string {
-  return id.includes('@') ? protector.scrub(id) : id;
+  // A full-width at is an address to the detectors too (they fold full-width forms).
+  return id.includes('@') || id.includes('\uFF20') ? protector.scrub(id) : id;
 }
 
 const scrubIdOrNull = (id: string | null, protector: Protector) => (id === null ? null : scrubId(id, protector));
@@ -85,21 +86,28 @@ const scrubIdOrNull = (id: string | null, protector: Protector) => (id === null 
 /**
  * output_json as the full tier keeps it: JSON goes through the same field rules and detectors as
  * the input (so `{"name": ...}` is redacted, and an escaped `\u0040` cannot hide an address from
- * the detectors); anything else is free text.
+ * the detectors); anything else is free text. JSON the field rules cannot walk (a `constructor`
+ * key, nesting past the limit) is withheld (null): scanned as text only, its named fields would
+ * pass as they are, where the same input is refused.
  */
-function protectOutputJson(text: string, protector: Protector): string {
+function protectOutputJson(text: string, protector: Protector): string | null {
   let parsed: unknown;
-  let protectedText: string;
   try {
     parsed = JSON.parse(text);
-    protectedText = JSON.stringify(protector.protectInput(parsed).value);
   } catch {
-    // Not JSON, or JSON the field rules cannot walk (a `constructor` key): free text, as before.
     return protector.scrub(text);
   }
+  let protectedText: string;
+  try {
+    protectedText = JSON.stringify(protector.protectInput(parsed).value);
+  } catch {
+    return null;
+  }
   // Nothing for the rules to change: the producer's own text stays (re-serialising would turn
-  // 12345678901234567890 into ...7000 and 1.0 into 1), scrubbed as text as it always was.
-  return protectedText === JSON.stringify(parsed) ? protector.scrub(text) : protectedText;
+  // 12345678901234567890 into ...7000 and 1.0 into 1), scrubbed as text as it always was. Not
+  // when it has escapes: the text detectors do not read them, and a duplicate key can keep an
+  // escaped address in the text that the parsed value no longer holds.
+  return protectedText === JSON.stringify(parsed) && !text.includes('\\') ? protector.scrub(text) : protectedText;
 }
 
 /** The record an analyst may see: what each tier keeps, after every personal-data rule. */
