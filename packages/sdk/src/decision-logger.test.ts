@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -401,6 +401,26 @@ describe('createDecisionLogger: no duplicates, no lost events, never throwing', 
     assert.equal(b.writtenCalls(), 1);
     assert.equal(b.ids().length, 5, 'each event once');
     assert.equal(new Set(b.ids()).size, 5);
+  });
+
+  it('flags spilled events in the file before sending them, so a process killed meanwhile leaves them to be checked, not resent blind', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
+    const store: { key: string; value: Buffer }[] = [];
+    const a = scriptedTransport(store);
+    // The events in memory go first and are acknowledged; those read back from the file hang.
+    a.script.push('ok', 'writeThenHang');
+    const logger = createDecisionLogger(base(a.transport, { buffer: { maxEvents: 5, policy: 'spill', spillDir: dir } }));
+    for (let i = 0; i < 20; i++) logger.record(decision(i));
+    await waitFor(() => store.length === 20, { timeoutMs: 5_000, what: 'every event handed to the broker' });
+    assert.ok(logger.stats().spilled > 0);
+    // As a process killed now would leave the file: every unacknowledged frame flagged.
+    const file = readFileSync(path.join(dir, 'spill.log'));
+    const pos = path.join(dir, 'spill.pos');
+    const acked = existsSync(pos) ? Number(readFileSync(pos, 'utf8')) : 0;
+    const flags: number[] = [];
+    for (let off = acked; off + 24 <= file.length; off += 24 + file.readUInt32LE(off + 4) + file.readUInt32LE(off + 8)) flags.push(file[off + 2]! & 1);
+    assert.ok(flags.length > 0 && flags.every((f) => f === 1), `unknown-outcome flags of the frames in flight: ${flags.join('')}`);
+    await logger.close(200);
   });
 
   it('keeps checking before resending until a send succeeds: a failed send of the checked rest does not lead to a resend of the whole batch', async () => {

@@ -653,6 +653,7 @@ class DecisionLoggerImpl implements DecisionLogger {
       try {
         let toSend = batch;
         if (checkBeforeResend) toSend = await this.withoutWritten(batch, firstTryAt, checkFailures);
+        if (attempt === 0) this.flagSpilledBeforeSending(batch);
         this.offered = batch;
         if (toSend.length > 0) await this.transport.send(this.topic, toSend);
       } catch (err) {
@@ -680,6 +681,31 @@ class DecisionLoggerImpl implements DecisionLogger {
       this.offered = [];
       this.acknowledge(batch);
       batch = [];
+    }
+  }
+
+  /**
+   * Events read back from the spill file stay in it until acknowledged, so a process killed while
+   * sending them (SIGKILL, a crash, a host going down) leaves them behind, possibly already in the
+   * topic. They are flagged of unknown outcome in the file before their first send (one byte a
+   * frame), so the next process reads the topic back before sending them again; close() flags
+   * them too, but a killed process never gets there. Flagging costs disk writes only on the spill
+   * path, when the broker has been out of reach. A failure to flag is logged, and the send goes
+   * on (at worst, as before, those events may arrive twice).
+   */
+  private flagSpilledBeforeSending(batch: readonly Encoded[]): void {
+    if (!this.spill) return;
+    let bytes = 0;
+    for (const e of batch) {
+      if (e.spillBytes === undefined) break;
+      if (!e.unknown) bytes += e.spillBytes;
+    }
+    if (bytes === 0) return;
+    try {
+      // The batch is the oldest unacknowledged frames of the file, so its bytes start there.
+      this.spill.markUnknown(batch.reduce((n, e) => n + (e.spillBytes ?? 0), 0));
+    } catch (err) {
+      this.log.warn({ err }, 'flagging spilled events before sending them failed; if this process is killed meanwhile, the next may send some twice');
     }
   }
 

@@ -228,7 +228,7 @@ export class SpillFile {
     }
     this.append(batch);
     closeSync(old);
-    writeFileSync(this.posPath, '0');
+    this.savePosition(0);
     renameSync(tmp, this.logPath);
     this.inheritedEnd = this.size;
     this.log.warn({ frames, acknowledgedBytes: from, legacyBytes: legacySize, tornBytes: legacySize - end }, 'spill file was in the earlier frame format; rewrote its unacknowledged frames');
@@ -362,6 +362,17 @@ export class SpillFile {
     return out;
   }
 
+  /**
+   * Writes the acknowledged position through a rename, so a process killed meanwhile leaves the
+   * old position or the new one: a position file rewritten in place could be left empty (read as
+   * 0, which replayed everything without a word) or cut to another number.
+   */
+  private savePosition(pos: number): void {
+    const tmp = `${this.posPath}.tmp`;
+    writeFileSync(tmp, String(pos));
+    renameSync(tmp, this.posPath);
+  }
+
   /** Marks the oldest `bytes` as delivered; truncates the file once all of it is. */
   ack(bytes: number): void {
     this.acked += bytes;
@@ -369,7 +380,7 @@ export class SpillFile {
       ftruncateSync(this.fd, 0);
       this.size = this.acked = this.read = this.inheritedEnd = 0;
     }
-    writeFileSync(this.posPath, String(this.acked));
+    this.savePosition(this.acked);
   }
 
   /**
@@ -425,7 +436,7 @@ export class SpillFile {
       off += n;
     }
     closeSync(old.fd);
-    writeFileSync(this.posPath, '0');
+    this.savePosition(0);
     renameSync(tmp, this.logPath);
   }
 
