@@ -98,8 +98,15 @@ export async function computeDiff(q: AuditQuery, o: DiffOptions): Promise<DiffRe
       `SELECT least(9, toUInt8(floor(assumeNotNull(confidence) * 10))) AS bin,
               sumIf(1 / sample_rate, ${isA}) AS a, sumIf(1 / sample_rate, ${isB}) AS b,
               sumIf(assumeNotNull(confidence) / sample_rate, ${isA}) AS wa, sumIf(assumeNotNull(confidence) / sample_rate, ${isB}) AS wb
-       FROM decisions
-       WHERE ((${isA}) OR (${isB})) AND confidence IS NOT NULL ${f.sql}
+       FROM
+       (
+         -- Weighted sums: a row the sink wrote twice (a crash between its check and its commit)
+         -- would count twice, so each decision once, as v_decisions keeps it.
+         SELECT confidence, sample_rate, model_name, model_version
+         FROM decisions
+         WHERE ((${isA}) OR (${isB})) AND confidence IS NOT NULL ${f.sql}
+         LIMIT 1 BY model_name, model_version, ts, event_id
+       )
        GROUP BY bin ORDER BY bin`,
       f.params,
     ),
