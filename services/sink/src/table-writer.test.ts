@@ -155,6 +155,51 @@ describe('TableWriter', () => {
     assert.deepEqual(events, ['insert a topic/0:0-0', 'commit 0@1']);
   });
 
+  it('a rebalance during a replay check leaves the partition to be checked again: redelivered rows are not written twice', async () => {
+    const stored: string[] = [];
+    const tokens = new Set<string>();
+    let release: (() => void) | undefined;
+    let first = true;
+    const { io } = fakeIo();
+    const w = new TableWriter(
+      't',
+      'topic',
+      { keyColumn: 'k', timeColumn: 'ts' },
+      { ...limits, batchRows: 4 },
+      {
+        ...io,
+        // ClickHouse drops a repeated insert token, as insert_deduplication_token does.
+        insert: async (_t, token, rows) => {
+          if (tokens.has(token)) return;
+          tokens.add(token);
+          stored.push(...rows.map(String));
+        },
+        // The first check waits (ClickHouse out of reach) while the group rebalances.
+        existing: async (_t, _k, _tc, keys) => {
+          if (first) {
+            first = false;
+            await new Promise<void>((r) => (release = r));
+          }
+          return new Set(keys.filter((k) => stored.includes(k)));
+        },
+      },
+      log,
+      'dlq',
+    );
+    for (let o = 0; o < 3; o++) add(w, 0, o, `e${o}`);
+    await new Promise((r) => setTimeout(r, 20));
+    w.tick(); // sealed by age: its replay check hangs
+    await new Promise((r) => setTimeout(r, 20));
+    w.reassigned();
+    // Kafka delivers again from the committed offset (0), with newer messages: other batch bounds.
+    for (let o = 0; o < 6; o++) add(w, 0, o, `e${o}`);
+    release!();
+    await new Promise((r) => setTimeout(r, 50));
+    w.tick();
+    await w.drain();
+    assert.deepEqual([...stored].sort(), ['e0', 'e1', 'e2', 'e3', 'e4', 'e5']);
+  });
+
   it('while a batch is being written, lets the next one grow and writes it as one insert when free', async () => {
     const { io, events } = fakeIo();
     let release!: () => void;

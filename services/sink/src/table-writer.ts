@@ -163,6 +163,8 @@ export class TableWriter {
   private readonly stopped = new AbortController();
   private fatal: unknown;
   private committed = new Map<number, bigint>();
+  /** Counts assignment changes: a replay check that began under an earlier one settles nothing. */
+  private assignment = 0;
   private readonly stats: WriterStats;
 
   constructor(
@@ -291,6 +293,7 @@ export class TableWriter {
     else this.sealed.length = 0;
     this.settled.clear();
     this.committed.clear();
+    this.assignment++;
     if (dropped > 0) this.log.info({ table: this.table, dropped }, 'assignment changed: buffered rows dropped, Kafka delivers them again');
     this.updateFlow();
   }
@@ -387,6 +390,7 @@ export class TableWriter {
       if (t < lo) lo = t;
       if (t > hi) hi = t;
     }
+    const assignment = this.assignment;
     const found = await this.io.existing(this.table, this.spec.keyColumn, this.spec.timeColumn, rows.map((i) => batch.keys[i]!), lo, hi);
     const checked = new Set<number>();
     const foundIn = new Set<number>();
@@ -404,7 +408,10 @@ export class TableWriter {
       seen.add(k);
       keep.push(i);
     }
-    for (const p of checked) if (!foundIn.has(p)) this.settled.add(p);
+    // Settled only under the assignment the check began in: after a rebalance meanwhile (the
+    // check waits out a ClickHouse outage), Kafka delivers from the committed offset again, in
+    // batches of other bounds, and the next of them must be checked.
+    if (assignment === this.assignment) for (const p of checked) if (!foundIn.has(p)) this.settled.add(p);
     const skipped = all.length - keep.length;
     if (skipped > 0) {
       this.stats.rowsSkippedAsReplay += skipped;
