@@ -5,8 +5,9 @@ import { canonicalJson } from '@dlog/contracts';
 
 /**
  * What a decision ran on, captured once per process. Only what changes the computation goes in
- * (hardware, OS, runtime, library versions): no host name, pid or start time, so every replica
- * of the same build shares one digest and the artifact registry holds one entry for them.
+ * (hardware, OS, runtime, library versions): no host name, pid or start time, so replicas of the
+ * same build on the same kind of node share one digest and the artifact registry holds one
+ * entry for them. Nodes of another type (CPU model, memory, kernel) get their own.
  */
 export interface EnvironmentSnapshot {
   hardware: Record<string, string>;

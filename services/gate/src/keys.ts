@@ -35,8 +35,11 @@ function pads(secret: Buffer): { ipad: Buffer; opad: Buffer } {
 }
 
 /**
- * Parses `kid:base64secret[,kid:base64secret...]`; the first is active, the rest stay known for
- * rotation. Error messages name key ids, never key material.
+ * Parses `kid:base64secret[,kid:base64secret...]`; the first is active and makes every token.
+ * The others are only parsed and checked (so a rotation can list the old key next to the new
+ * one without a restart failing); tokens carry their key id (`hmac:<kid>:…`), and a rotation
+ * starts new tokens: a value hashed before it does not match its new token. Error messages
+ * name key ids, never key material.
  */
 export function parseKeyRing(spec: string): KeyRing {
   const keys: HmacKey[] = [];
