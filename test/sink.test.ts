@@ -4,7 +4,7 @@ import { createKafka, loadNativeKafka } from '@dlog/kafka';
 import { createStore, migrate, type Store } from '@dlog/store';
 import type { Admin, Kafka } from 'kafkajs';
 import avro from 'avsc';
-import { avroType, createRegistry, loadSchema, registerAvro, valueSubject } from '@dlog/contracts';
+import { avroType, createRegistry, loadSchema, registerAvro, registryFetcher, valueSubject, type SchemaFetcher } from '@dlog/contracts';
 import {
   createSink,
   produceSamples,
@@ -395,5 +395,45 @@ describe('sink: ClickHouse reading the Avro records itself (embedded) lands exac
     assert.equal(await scalar(store, `SELECT count() AS n FROM (SELECT * EXCEPT (ingested_at) REPLACE (step + 1 AS step) FROM decisions EXCEPT ALL SELECT * EXCEPT (ingested_at) FROM decisions_json)`) > 0, true);
     assert.equal(await scalar(store, `SELECT countIf(step IS NULL) AS n FROM decisions`), await scalar(store, `SELECT countIf(step IS NULL) AS n FROM decisions_json`));
     assert.equal(await scalar(store, `SELECT count() AS n FROM decisions WHERE step = 0`) > 0, true);
+  });
+});
+
+describe('sink on librdkafka: the schema registry out of reach for a while', () => {
+  it('reads the batch again until the registry answers, instead of stopping', async () => {
+    const { kafka, admin, store, prefix } = await testBed('sink-registry');
+    const runId = unique('run');
+    const decisions = Array.from({ length: 200 }, (_, i) => sampleEnrichedDecision(i, { runId }));
+    await produceSamples(kafka, config.schemaRegistryUrl, `${prefix}decisions.enriched.v1`, 'enriched-decision', decisions, (r) => r.event_id);
+    // The real registry behind a connection that fails the first lookups, as in a network blip.
+    const real = registryFetcher(config.schemaRegistryUrl);
+    let calls = 0;
+    const fetchSchema: SchemaFetcher = async (id) => {
+      if (++calls <= 3) throw Object.assign(new TypeError('fetch failed'), { cause: { code: 'ECONNREFUSED' } });
+      return real(id);
+    };
+    const sink = createSink({
+      kafka,
+      store,
+      log,
+      native: native(),
+      fetchSchema,
+      tables: sinkTables.filter((t) => t.table === 'decisions'),
+      config: { ...config, sinkGroupId: unique('sink-group'), topicPrefix: prefix, sinkBatchRows: 100, sinkFlushIntervalMs: 200 },
+    });
+    let failure: Error | undefined;
+    void sink.failed.then((err) => (failure = err));
+    try {
+      await sink.start();
+      await waitFor(async () => failure ?? ((await scalar(store, 'SELECT count() AS n FROM v_decisions')) === 200 || undefined), {
+        timeoutMs: 60_000,
+        what: 'every decision written once the registry answers',
+      });
+      assert.equal(failure, undefined, `the sink stopped: ${failure?.message}`);
+      assert.ok(calls > 3);
+    } finally {
+      await sink.stop();
+      await admin.disconnect();
+      await store.close();
+    }
   });
 });

@@ -283,6 +283,7 @@ export function createSink(opts: SinkOptions): Sink {
     byTopic.set(topic, { topic, spec, writer, reader, decoder: new AvroDecoder(reader, fetchSchema) });
   }
 
+  let registryRetries = 0;
   let failWith: (err: Error) => void = () => undefined;
   const failed = new Promise<Error>((resolve) => {
     failWith = resolve;
@@ -295,7 +296,17 @@ export function createSink(opts: SinkOptions): Sink {
     if (!target) return;
     const { spec, writer, reader, decoder } = target;
     const fast = avroTables.has(spec.table) ? spec.avro : undefined;
-    await decoder.prepare(batch.messages.map((m) => m.value));
+    try {
+      await decoder.prepare(batch.messages.map((m) => m.value));
+    } catch (err) {
+      // The registry did not answer for a writer schema not seen yet (an unknown id is answered,
+      // and dead-lettered per record): nothing taken, the batch is read again after a pause. On
+      // librdkafka a throw here stopped the sink; kafkajs restarted its consumer.
+      if (registryRetries++ % 30 === 0) log.warn({ err, topic: batch.topic, partition: batch.partition }, 'schema registry unreachable: the batch is read again');
+      await new Promise((r) => setTimeout(r, 1_000));
+      return;
+    }
+    registryRetries = 0;
     // Only what was taken is resolved (not the whole batch): a message not taken because the
     // table holds its memory limit is fetched again once fetching resumes. Resolving once, for
     // the last one taken, is the same to both consumers and spares kafkajs an offset parse per
