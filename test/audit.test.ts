@@ -116,6 +116,9 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
     const [n] = await q("SELECT count() AS n FROM v_decisions WHERE input_fields['applicant.customer_id'] = {t:String} AND model_version = {v:String}", { t: token, v: simulatedModels.stable.version });
     assert.ok(s.sampled >= 1);
     assert.equal(s.sampled, Number(n!.n));
+    // The same customer under any key of the input.
+    const anyKey = await computeScope(q, { model: simulatedModels.stable, where: `input_fields.*=${token}` });
+    assert.equal(anyKey.sampled, s.sampled);
   });
 
   it('exports the stored decisions of a scope page by page, each once', async () => {

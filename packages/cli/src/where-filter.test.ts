@@ -31,6 +31,16 @@ describe('--where filter language', () => {
     assert.throws(() => compileWhere('confidence.x.y=1'), /Unknown field "confidence\.x\.y"/);
   });
 
+  it('takes any key of a map with .*: a customer\'s token wherever the input named them', () => {
+    const f = compileWhere("input_fields.*=hmac:k1:abc and attributes.*!=x and input_fields.*~'k1:' and scores.*>=0.9");
+    assert.equal(
+      f.sql,
+      '(arrayExists(x -> x = {w0:String}, mapValues(input_fields))) AND (NOT arrayExists(x -> x = {w1:String}, mapValues(attributes))) AND (arrayExists(x -> position(x, {w2:String}) > 0, mapValues(input_fields))) AND (arrayExists(x -> x >= {w3:Float64}, mapValues(scores)))',
+    );
+    assert.deepEqual(f.params, { w0: 'hmac:k1:abc', w1: 'x', w2: 'k1:', w3: 0.9 });
+    assert.throws(() => compileWhere('decision.*=x'), /Unknown field "decision\.\*"/);
+  });
+
   it('empty filter is true', () => {
     assert.equal(compileWhere(undefined).sql, '1');
     assert.equal(compileWhere('  ').sql, '1');

@@ -57,7 +57,7 @@ export const filterGrammar = [
   'op         := =  !=  <  <=  >  >=  ~ (contains, text fields)',
   "value      := number | word | 'quoted text' | \"quoted text\"",
   `field      := ${Object.keys(fields).join(' | ')}`,
-  `              | ${Object.keys(maps).map((m) => `${m}.<key>`).join(' | ')}`,
+  `              | ${Object.keys(maps).map((m) => `${m}.<key>`).join(' | ')}   (.* : any key)`,
   'examples   : decision=declined and confidence<0.7',
   "             endpoint=loan-api and scores.approved>=0.5 and tier!=minimal",
 ].join('\n');
@@ -123,7 +123,9 @@ export function compileWhere(text: string | undefined, p = 'w'): CompiledFilter 
     if (/\s+or\s+/i.test(part.replace(/'[^']*'|"[^"]*"/g, ''))) fail(`\`or\` is not supported (in ${JSON.stringify(part)}): run the scope once per alternative.`);
     // A map key may itself be a dotted path (the gate names nested input fields so, e.g.
     // input_fields.applicant.customer_id) or hold an array index: everything after the first dot.
-    const m = /^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_:.\-[\]@]+)?)\s*(<=|>=|!=|=|<|>|~)\s*(.*)$/.exec(part);
+    // `map.*` is any key of the map: input_fields.*=<token> finds a customer wherever the
+    // input named them (applicant.email, applicants[3].email ...).
+    const m = /^([A-Za-z_][A-Za-z0-9_]*(?:\.(?:\*|[A-Za-z0-9_:.\-[\]@]+))?)\s*(<=|>=|!=|=|<|>|~)\s*(.*)$/.exec(part);
     if (!m) {
       const opLike = /[<>=!~]+/.exec(part);
       if (opLike && !(ops as readonly string[]).includes(opLike[0])) fail(`Unknown operator ${JSON.stringify(opLike[0])} in ${JSON.stringify(part)}.`);
@@ -139,16 +141,22 @@ export function compileWhere(text: string | undefined, p = 'w'): CompiledFilter 
 
     let type: FieldType;
     let expr: string;
+    let anyKeyOf: string | undefined;
     const dot = name.indexOf('.');
     if (dot > 0) {
       const map = name.slice(0, dot);
       const key = name.slice(dot + 1);
       const mt = maps[map];
       if (!mt) fail(`Unknown field ${JSON.stringify(name)}: only ${Object.keys(maps).join(', ')} take a .key.`);
-      const kp = `${p}${n++}`;
-      params[kp] = key;
       type = mt;
-      expr = `${map}[{${kp}:String}]`;
+      if (key === '*') {
+        anyKeyOf = map;
+        expr = 'x';
+      } else {
+        const kp = `${p}${n++}`;
+        params[kp] = key;
+        expr = `${map}[{${kp}:String}]`;
+      }
     } else {
       const f = fields[name];
       if (!f) {
@@ -173,7 +181,10 @@ export function compileWhere(text: string | undefined, p = 'w'): CompiledFilter 
       params[vp] = value;
     }
     const bound = `{${vp}:${type}}`;
-    sql.push(op === '~' ? `position(${expr}, ${bound}) > 0` : `${expr} ${op} ${bound}`);
+    const test = op === '~' ? `position(${expr}, ${bound}) > 0` : `${expr} ${op === '!=' && anyKeyOf ? '=' : op} ${bound}`;
+    // Any key: some value passes; for != no value is equal.
+    if (anyKeyOf) sql.push(`${op === '!=' ? 'NOT ' : ''}arrayExists(x -> ${test}, mapValues(${anyKeyOf}))`);
+    else sql.push(test);
     columns.push(name);
     conditions.push({ field: name, op, value });
   }

@@ -322,6 +322,14 @@ describe('gate: personal data outside the obvious places', () => {
     assert.ok(!JSON.stringify(records[0]).includes('u0040example'), JSON.stringify(records[0]));
   });
 
+  it('hashed fields inside arrays keep a token per element, named by index', () => {
+    const p = createProtector({ fields: [{ path: 'applicants.email', rule: 'hash' }], detectors: [] }, keys);
+    const { fields } = p.protectInput({ applicants: [{ email: 'a@example.com' }, { email: 'b@example.com' }] });
+    assert.deepEqual(Object.keys(fields).sort(), ['applicants[0].email', 'applicants[1].email']);
+    assert.equal(fields['applicants[1].email'], p.protectInput({ applicants: { email: 'b@example.com' } }).fields['applicants.email'], 'the same join token as outside an array');
+    assert.notEqual(fields['applicants[0].email'], fields['applicants[1].email']);
+  });
+
   it('an id with a full-width at is scrubbed like one with @', () => {
     const { records } = runLeaks([event({ request_id: 'jane\uFF20example.com', tenant: 'ｊａｎｅ＠ｅｘａｍｐｌｅ．ｃｏｍ' })]);
     assert.match(records[0]!.request_id, /^\[email:[0-9a-f]{16}\]$/);

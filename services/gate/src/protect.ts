@@ -90,7 +90,9 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
     if (typeof value === 'string') return scrub(value);
     if (typeof value === 'number') return looksLikeCardNumber(value) && enabled.has('card') ? tokenize('card', String(value)) : value;
     if (value === null || typeof value !== 'object') return value;
-    if (Array.isArray(value)) return value.map((v) => walk(v, node, path, outPath, fields));
+    // An element's hashed fields are named with its index (applicants[1].email): under one name
+    // for all, each element's token overwrote the one before, and only the last was a join key.
+    if (Array.isArray(value)) return value.map((v, i) => walk(v, node, path, `${outPath}[${i}]`, fields));
     const out: Record<string, unknown> = {};
     for (const key of Object.keys(value)) {
       if (forbiddenKeys.has(key)) throw new ForbiddenKeyError(outPath ? `${outPath}.${scrub(key)}` : scrub(key));
