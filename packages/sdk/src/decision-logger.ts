@@ -694,15 +694,10 @@ class DecisionLoggerImpl implements DecisionLogger {
    * on (at worst, as before, those events may arrive twice).
    */
   private flagSpilledBeforeSending(batch: readonly Encoded[]): void {
-    if (!this.spill) return;
-    let bytes = 0;
-    for (const e of batch) {
-      if (e.spillBytes === undefined) break;
-      if (!e.unknown) bytes += e.spillBytes;
-    }
-    if (bytes === 0) return;
+    if (!this.spill || batch[0]?.spillBytes === undefined || batch.every((e) => e.unknown)) return;
     try {
-      // The batch is the oldest unacknowledged frames of the file, so its bytes start there.
+      // The batch is the oldest unacknowledged frames of the file (all of it read back from
+      // there), so its bytes start there.
       this.spill.markUnknown(batch.reduce((n, e) => n + (e.spillBytes ?? 0), 0));
     } catch (err) {
       this.log.warn({ err }, 'flagging spilled events before sending them failed; if this process is killed meanwhile, the next may send some twice');

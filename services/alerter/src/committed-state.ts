@@ -64,7 +64,8 @@ export class CommittedState<S> {
  */
 export function uncounted<M extends { offset: string }>(counted: Map<string, bigint>, at: string, messages: M[]): M[] {
   const upTo = counted.get(at);
-  const fresh = upTo === undefined ? messages : messages.filter((m) => BigInt(m.offset) > upTo);
+  // Offsets rise within a batch: only one fetched again starts at or below what was counted.
+  const fresh = upTo === undefined || messages.length === 0 || BigInt(messages[0]!.offset) > upTo ? messages : messages.filter((m) => BigInt(m.offset) > upTo);
   if (fresh.length > 0) counted.set(at, BigInt(fresh[fresh.length - 1]!.offset));
   return fresh;
 }

@@ -90,12 +90,6 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
   type RawInsert = (p: { table: string; values: Buffer; format: 'JSONEachRow'; settings: Record<string, string> }) => Promise<unknown>;
   const chdb = store.mode === 'embedded' ? (store.client as unknown as { connection?: { chdb?: { rawInsert?: RawInsert } } }).connection?.chdb : undefined;
   const rawInsert = chdb?.rawInsert ? chdb.rawInsert.bind(chdb) : undefined;
-  // chDB's native errors carry the ClickHouse code only in the text ("Code: 252. ..."); give it
-  // the numeric code the retry policy classifies by.
-  const withCode = (err: unknown): unknown => {
-    const code = /\bCode: (\d+)\b/.exec((err as Error).message)?.[1];
-    return code && clickHouseErrorCode(err) === undefined ? Object.assign(new Error((err as Error).message, { cause: err }), { code }) : err;
-  };
 
   // Avro container files for `INSERT … SELECT FROM file()`: one path per table in a spool beside
   // the embedded data directory (`<dataDir>.sink-spool`). Only this process may open that data
@@ -127,8 +121,8 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
     }
     try {
       await store.client.command({ query: avroInsertSql(table, mapping, files, token) });
-    } catch (raw) {
-      const err = withCode(raw);
+    } catch (err) {
+      // chDB's native errors carry the code only in their text: clickHouseErrorCode reads it there.
       const code = clickHouseErrorCode(err);
       // A record ClickHouse cannot take: the writer splits the batch to find it. Anything else
       // that is not retriable is about the statement (the file, the mapping, the table) and
@@ -148,11 +142,7 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
     for (const l of lines) body += l + '\n';
     if (rawInsert) {
       // Per-insert settings here are scoped to this statement (checked: no session leak).
-      try {
-        await rawInsert({ table, values: Buffer.from(body), format: 'JSONEachRow', settings: { insert_deduplication_token: token } });
-      } catch (err) {
-        throw withCode(err);
-      }
+      await rawInsert({ table, values: Buffer.from(body), format: 'JSONEachRow', settings: { insert_deduplication_token: token } });
       return;
     }
     // Settings in the statement, not clickhouse_settings: chDB applies the latter as a session
