@@ -22,8 +22,8 @@ function fakeIo(opts: { badRows?: Set<string>; failTimes?: number } = {}) {
       const rows = body.map((r) => (typeof r === 'string' ? r : `avro:${r.toString()}`));
       if (rows.some((r) => opts.badRows?.has(r))) throw Object.assign(new Error('Cannot parse input'), { code: '27' });
       rows.forEach((r) => stored.add(r));
-      // The token's content fingerprint (#xxxxxxxx) is checked on its own below.
-      events.push(`insert ${rows.join(',')} ${token.replace(/#[0-9a-f]{8}/, '')}`);
+      // The token's content fingerprint (#xxxxxxxx) and a part's row digest (@x{16}) are checked on their own below.
+      events.push(`insert ${rows.join(',')} ${token.replace(/#[0-9a-f]{8}/, '').replace(/@[0-9a-f]{16}$/, '')}`);
     },
     existing: async (_t, _k, _tc, keys) => new Set(keys.filter((k) => stored.has(k))),
     deadLetter: async (_topic, l) => {
@@ -229,5 +229,98 @@ describe('TableWriter', () => {
     assert.deepEqual(events, ['insert a topic/0:0-0', 'commit 0@1', 'insert b,c,d topic/0:1-3', 'commit 0@4']);
     await w.drain();
     assert.deepEqual(events, ['insert a topic/0:0-0', 'commit 0@1', 'insert b,c,d topic/0:1-3', 'commit 0@4']);
+  });
+});
+
+/**
+ * ClickHouse as the writer meets it across runs: a statement with a token seen before is dropped
+ * whatever rows it carries (insert_deduplication_token), and refused rows fail their statement.
+ */
+function dedupingStore(badRows: ReadonlySet<string> = new Set()) {
+  const stored: string[] = [];
+  const tokens = new Set<string>();
+  const letters: DeadLetter[] = [];
+  const commits: string[] = [];
+  const io: WriterIo = {
+    insert: async (_t, token, body) => {
+      const rows = body.map(String);
+      if (rows.some((r) => badRows.has(r))) throw Object.assign(new Error('Cannot parse input'), { code: '27' });
+      if (tokens.has(token)) return;
+      tokens.add(token);
+      stored.push(...rows);
+    },
+    existing: async (_t, _k, _tc, keys) => new Set(keys.filter((k) => stored.includes(k))),
+    deadLetter: async (_topic, l) => void letters.push(...l),
+    commit: async (_topic, offsets) => void commits.push(offsets.map((o) => `${o.partition}@${o.offset}`).join(',')),
+    pause: () => undefined,
+    resume: () => undefined,
+    isRetriable: (err) => (err as { code?: string }).code === '252',
+    isFatal: () => false,
+  };
+  return { io, stored, letters, commits };
+}
+
+const writer = (io: WriterIo, batchRows: number) => new TableWriter('t', 'topic', { keyColumn: 'k', timeColumn: 'ts' }, { ...limits, batchRows }, io, log, 'dlq');
+
+describe('TableWriter across crashes and rebalances', () => {
+  it('a batch split again after a crash mid-split writes its other rows: no part reuses a token of other rows', async () => {
+    const keys = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
+    const ch = dedupingStore(new Set(['g']));
+    // Run 1: the batch is refused (g), split; its first half (a-d) lands; the process dies in the next insert.
+    let inserts = 0;
+    const dying: WriterIo = { ...ch.io, insert: async (t, token, body) => (inserts++ === 2 ? new Promise<void>(() => undefined) : ch.io.insert(t, token, body)) };
+    const run1 = writer(dying, 8);
+    keys.forEach((k, i) => add(run1, 0, i, k));
+    void run1.drain();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(ch.stored, ['a', 'b', 'c', 'd']);
+    assert.deepEqual(ch.commits, []);
+    // Run 2 reads the same eight messages: same batch bounds, so the same batch token.
+    const run2 = writer(ch.io, 8);
+    keys.forEach((k, i) => add(run2, 0, i, k));
+    await run2.drain();
+    assert.deepEqual([...ch.stored].sort(), ['a', 'b', 'c', 'd', 'e', 'f', 'h'], 'e and f were once dropped as a repeat of the first half');
+    assert.deepEqual(ch.letters.map((l) => l.message.offset), ['6']);
+    assert.deepEqual(ch.commits, ['0@8']);
+  });
+
+  it('a redelivered batch made only of refused rows does not end the replay check', async () => {
+    const ch = dedupingStore(new Set(['c', 'd']));
+    // The killed run wrote everything but the refused c and d, and died before its dead letters and commit.
+    ch.stored.push('a', 'b', 'e', 'f');
+    const w = writer(ch.io, 2);
+    ['a', 'b', 'c', 'd', 'e', 'f', 'g'].forEach((k, i) => add(w, 0, i, k));
+    await w.drain();
+    assert.deepEqual([...ch.stored].sort(), ['a', 'b', 'e', 'f', 'g'], 'e and f were written twice');
+    assert.deepEqual(ch.letters.map((l) => l.message.offset), ['2', '3']);
+  });
+
+  it('a batch retrying through an outage when its partition moves is neither written nor committed by the old owner', async () => {
+    const ch = dedupingStore();
+    let down = true;
+    const oldCommits: string[] = [];
+    const old = writer(
+      {
+        ...ch.io,
+        insert: async (t, token, body) => {
+          if (down) throw Object.assign(new Error('Too many parts'), { code: '252' });
+          return ch.io.insert(t, token, body);
+        },
+        commit: async (_topic, offsets) => void oldCommits.push(offsets.map((o) => `${o.partition}@${o.offset}`).join(',')),
+      },
+      4,
+    );
+    ['a', 'b'].forEach((k, i) => add(old, 0, i, k));
+    old.tick(Date.now() + 1_000);
+    await new Promise((r) => setTimeout(r, 20));
+    old.reassigned(); // the partition moves while the old owner backs off
+    const owner = writer(ch.io, 4);
+    ['a', 'b', 'c'].forEach((k, i) => add(owner, 0, i, k));
+    await owner.drain();
+    down = false;
+    await old.drain();
+    assert.deepEqual([...ch.stored].sort(), ['a', 'b', 'c']);
+    assert.deepEqual(oldCommits, [], 'the old owner committed 0@2 behind the new owner\'s 0@3');
+    assert.deepEqual(ch.commits, ['0@3']);
   });
 });

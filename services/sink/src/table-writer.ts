@@ -102,6 +102,8 @@ class Batch {
   readonly first = new Map<number, string>();
   bytes = 0;
   readonly openedAt = Date.now();
+  /** The writer's assignment count when writing began: a batch whose partitions moved since is abandoned. */
+  assignment = -1;
 
   cover(m: SourceMessage): void {
     if (!this.first.has(m.partition)) this.first.set(m.partition, m.offset);
@@ -126,11 +128,34 @@ class Batch {
   }
 }
 
+/**
+ * The deduplication token of one statement. ClickHouse drops an insert whose token it has seen,
+ * whatever rows it carries, so a token must name exactly its rows: a statement of all the batch's
+ * rows has the batch's token; one of some of them (a split, or what the replay check left) adds a
+ * digest of their offsets. Named only by their place in the batch (`/a`), the first half of a
+ * split after a restart, which held other rows once the replay check had dropped those already
+ * written, took the token of the first half written before the crash and was silently dropped.
+ */
+function statementToken(batch: Batch, rows: readonly number[], token: string): string {
+  if (rows.length === batch.lines.length) return token;
+  let offsets = '';
+  for (const i of rows) offsets += `${batch.sources[i]!.partition}:${batch.sources[i]!.offset},`;
+  return `${token}@${createHash('sha1').update(offsets).digest('hex').slice(0, 16)}`;
+}
+
 /** A statement that kept failing for its size: its rows are split and inserted in two. */
 class TooLargeError extends Error {
   constructor(cause: unknown) {
     super('insert refused for its size; splitting it', { cause });
     this.name = 'TooLargeError';
+  }
+}
+
+/** The assignment changed while the batch was written: Kafka delivers its messages again to whoever owns them now. */
+class AbandonedError extends Error {
+  constructor() {
+    super('assignment changed while the batch was written; it is neither written further nor committed');
+    this.name = 'AbandonedError';
   }
 }
 
@@ -153,8 +178,8 @@ export class TableWriter {
    * partition's redelivered offsets, and that prefix can span several batches (the killed run's
    * batch may have been larger than the new one). Not quite a prefix, though: a bad row isolated
    * from its batch is missing among written rows, and JSON rows are written before the Avro rows
-   * of the same batch. So a partition is checked batch by batch until one in which none of its
-   * rows was found: from there on it is past what was written.
+   * of the same batch. So a partition is checked batch by batch until one of its rows is neither
+   * found nor refused by ClickHouse: from there on it is past what was written (see write).
    */
   private readonly settled = new Set<number>();
   private failing = false;
@@ -255,7 +280,12 @@ export class TableWriter {
           const batch = this.sealed[0]!;
           this.inFlightBytes = batch.bytes;
           this.inFlightRows = batch.lines.length;
-          await this.write(batch);
+          try {
+            await this.write(batch);
+          } catch (err) {
+            if (!(err instanceof AbandonedError)) throw err;
+            this.log.info({ table: this.table, rows: batch.lines.length }, 'assignment changed while writing: batch abandoned, Kafka delivers it again');
+          }
           this.sealed.shift();
           // What aged while this batch was written goes next, as one batch (see tick).
           if (this.sealed.length === 0 && this.openIsDue(Date.now())) {
@@ -284,7 +314,10 @@ export class TableWriter {
   /**
    * The group's assignment changed: Kafka will deliver again from the committed offsets, so what
    * is buffered but not yet being written is dropped (it comes back), and the next batch checks
-   * for rows a previous owner may already have written.
+   * for rows a previous owner may already have written. The batch being written is abandoned at
+   * its next step (before any further insert attempt, and before its commit): retried through an
+   * outage, it used to land after the partition's new owner had checked for it, and to commit
+   * behind that owner's commit, moving the group's offset back.
    */
   reassigned(): void {
     const dropped = this.open.size + this.sealed.slice(this.flushing ? 1 : 0).reduce((n, b) => n + b.size, 0);
@@ -353,15 +386,27 @@ export class TableWriter {
   }
 
   private async write(batch: Batch): Promise<void> {
+    batch.assignment = this.assignment;
     let rows = batch.lines.map((_, i) => i);
     const token = batch.token(this.topic);
     if (rows.length > 0) {
+      let checked: Set<number> | undefined;
       if (rows.some((i) => !this.settled.has(batch.sources[i]!.partition))) {
-        rows = await this.withRetry('replay check', () => this.dropExisting(batch, rows));
+        ({ keep: rows, checked } = await this.withRetry('replay check', () => this.dropExisting(batch, rows), false, batch));
       }
       const t0 = Date.now();
       const rejected = new Set<number>();
       await this.insertRows(batch, rows, token, rejected);
+      // A checked partition is past what an earlier run wrote once one of its rows was neither
+      // found nor refused: that run wrote each partition's rows in order, leaving out only rows
+      // ClickHouse refuses, so it never got to this one nor to any after it. Not when its rows
+      // were all refused: those are the holes in what it wrote, and rows after them may be there.
+      if (checked && batch.assignment === this.assignment) {
+        for (const i of rows) {
+          const p = batch.sources[i]!.partition;
+          if (checked.has(p) && !rejected.has(i)) this.settled.add(p);
+        }
+      }
       this.stats.batchesWritten++;
       for (const i of rows) {
         if (rejected.has(i)) continue;
@@ -371,7 +416,7 @@ export class TableWriter {
       this.log.debug({ table: this.table, rows: rows.length, ms: Date.now() - t0 }, 'batch written');
     }
     if (batch.deadLetters.length > 0) {
-      await this.withRetry('dead letters', () => this.io.deadLetter(this.deadLetterTopic, batch.deadLetters));
+      await this.withRetry('dead letters', () => this.io.deadLetter(this.deadLetterTopic, batch.deadLetters), false, batch);
       this.stats.deadLettered += batch.deadLetters.length;
       this.log.warn(
         { table: this.table, count: batch.deadLetters.length, reasons: [...new Set(batch.deadLetters.map((d) => d.reason))] },
@@ -381,7 +426,8 @@ export class TableWriter {
     await this.commit(batch);
   }
 
-  private async dropExisting(batch: Batch, all: number[]): Promise<number[]> {
+  /** The rows not already stored, and the partitions whose rows were looked for. */
+  private async dropExisting(batch: Batch, all: number[]): Promise<{ keep: number[]; checked: Set<number> }> {
     const rows = all.filter((i) => !this.settled.has(batch.sources[i]!.partition));
     let lo = Infinity;
     let hi = -Infinity;
@@ -390,15 +436,9 @@ export class TableWriter {
       if (t < lo) lo = t;
       if (t > hi) hi = t;
     }
-    const assignment = this.assignment;
     const found = await this.io.existing(this.table, this.spec.keyColumn, this.spec.timeColumn, rows.map((i) => batch.keys[i]!), lo, hi);
     const checked = new Set<number>();
-    const foundIn = new Set<number>();
-    for (const i of rows) {
-      const p = batch.sources[i]!.partition;
-      checked.add(p);
-      if (found.has(batch.keys[i]!)) foundIn.add(p);
-    }
+    for (const i of rows) checked.add(batch.sources[i]!.partition);
     // A key repeated inside the batch (an upstream replay) is written once.
     const seen = new Set<string>(found);
     const keep: number[] = [];
@@ -408,16 +448,12 @@ export class TableWriter {
       seen.add(k);
       keep.push(i);
     }
-    // Settled only under the assignment the check began in: after a rebalance meanwhile (the
-    // check waits out a ClickHouse outage), Kafka delivers from the committed offset again, in
-    // batches of other bounds, and the next of them must be checked.
-    if (assignment === this.assignment) for (const p of checked) if (!foundIn.has(p)) this.settled.add(p);
     const skipped = all.length - keep.length;
     if (skipped > 0) {
       this.stats.rowsSkippedAsReplay += skipped;
       this.log.info({ table: this.table, skipped, checked: rows.length }, 'replayed rows already in ClickHouse were skipped');
     }
-    return keep;
+    return { keep, checked };
   }
 
   /** Inserts rows; on a data error splits until the bad rows are isolated as dead letters. */
@@ -432,8 +468,9 @@ export class TableWriter {
       await this.insertRows(batch, avro, `${token}/avro`, rejected);
       return;
     }
+    const statement = statementToken(batch, rows, token);
     try {
-      await this.withRetry('insert', () => this.io.insert(this.table, token, rows.map((i) => batch.lines[i]!)), rows.length > 1);
+      await this.withRetry('insert', () => this.io.insert(this.table, statement, rows.map((i) => batch.lines[i]!)), rows.length > 1, batch);
     } catch (err) {
       if (err instanceof TooLargeError) {
         this.log.warn({ table: this.table, rows: rows.length, err: (err.cause as Error)?.message }, 'insert too large for the server memory: splitting it');
@@ -456,10 +493,11 @@ export class TableWriter {
     }
   }
 
-  private async withRetry<T>(what: string, fn: () => Promise<T>, splittable = false): Promise<T> {
+  private async withRetry<T>(what: string, fn: () => Promise<T>, splittable: boolean, batch: Batch): Promise<T> {
     let tooLarge = 0;
     for (let attempt = 0; ; attempt++) {
       if (this.stopping && attempt > 0) throw new StoppedError();
+      if (batch.assignment !== this.assignment) throw new AbandonedError();
       try {
         const result = await fn();
         if (this.failing) {
@@ -496,6 +534,8 @@ export class TableWriter {
   }
 
   private async commit(batch: Batch): Promise<void> {
+    // Committed behind the new owner's commit, it would move the group's offset back.
+    if (batch.assignment !== this.assignment) throw new AbandonedError();
     const offsets: { partition: number; offset: string }[] = [];
     for (const [partition, last] of batch.last) {
       const next = BigInt(last) + 1n;
