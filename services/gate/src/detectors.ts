@@ -34,9 +34,11 @@ function ibanValid(s: string): boolean {
 // Bounded repeats throughout: an unbounded local part made a long run of such characters before
 // an `@` quadratic (64k characters took ~4 s), and a thread stuck on one string stalls its batch.
 // Letters and digits of any script: `jané@exämple.com` is an address too.
-const emailRe = /[\p{L}\p{N}._%+-]{1,64}@[\p{L}\p{N}-]{1,63}(?:\.[\p{L}\p{N}-]{1,63}){0,8}\.\p{L}{2,24}/gu;
-// Separators: space, no-break space, dot, dash.
-const cardRe = /(?<![\d-])(?:\d[ \u00a0.-]?){12,22}\d(?![\d-])/g;
+// `&` and `'` too (o'brien@, jane&john@): left out, the part before them stayed in the text.
+const emailRe = /[\p{L}\p{N}._%+'&-]{1,64}@[\p{L}\p{N}-]{1,63}(?:\.[\p{L}\p{N}-]{1,63}){0,8}\.\p{L}{2,24}/gu;
+// Separators: space, no-break space, dot, dash. Not begun or ended beside a digit, nor beside a
+// separator and a digit; a dash beside a letter (`ref-4111…`, `…1111-exp`) no longer hides one.
+const cardRe = /(?<!\d)(?<!\d[.-])(?:\d[ \u00a0.-]?){12,22}\d(?!\d)(?![.-]\d)/g;
 // Either case: `de89 3704 0044 0532 0130 00` typed in a chat is an IBAN too (see ibanIn).
 const ibanRe = /\b[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}\b/g;
 
@@ -56,7 +58,8 @@ const ibanLengths: Readonly<Record<string, number>> = {
   VA: 22, VG: 24, XK: 20, YE: 30,
 };
 const ssnRe = /(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)/g;
-const ninoRe = /\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b/g;
+// Either case (`ab123456c` typed in a chat); the token is made from capitals, so both give one.
+const ninoRe = /\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b/gi;
 const phoneRe = /(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){2,4}(?!\w)/g;
 
 function digitCount(s: string): number {
@@ -76,9 +79,10 @@ function digitCount(s: string): number {
  * checked once, as before, not at every length.
  */
 function cardIn(m: string, tokenize: Tokenize): string {
-  // One dot is a decimal number (0.30000000000000004), not a card written with dots.
-  const dot = m.indexOf('.');
-  if (dot >= 0 && m.indexOf('.', dot + 1) < 0) return m;
+  // One dot is a decimal point (0.30000000000000004), not a card written with dots: no window may
+  // hold it or begin or end at it. A card after a decimal (`paid 12.50 4111 1111 …`) is found.
+  const first = m.indexOf('.');
+  const point = first >= 0 && m.indexOf('.', first + 1) < 0 ? first : -1;
   const at: number[] = [];
   for (let i = 0; i < m.length; i++) {
     const c = m.charCodeAt(i);
@@ -90,6 +94,11 @@ function cardIn(m: string, tokenize: Tokenize): string {
   for (let len = Math.min(19, n); len >= 13; len--) {
     for (const start of len === n ? [0] : [0, n - len]) {
       if (!gapBefore(start) || !gapAfter(start + len)) continue;
+      if (point >= 0) {
+        const a = at[start]!;
+        const b = at[start + len - 1]!;
+        if ((a < point && point < b) || m.charCodeAt(a - 1) === 46 || m.charCodeAt(b + 1) === 46) continue;
+      }
       let d = '';
       for (let k = start; k < start + len; k++) d += m[at[k]!];
       if (luhn(d)) return m.slice(0, at[start]) + tokenize('card', d) + m.slice(at[start + len - 1]! + 1);
@@ -119,10 +128,10 @@ function ibanIn(m: string, tokenize: Tokenize): string {
   return m.slice(0, at) + ibanIn(m.slice(at), tokenize);
 }
 
-const localChar = /^[\p{L}\p{N}._%+-]$/u;
-/** `localChar` for ASCII: letters, digits and . _ % + - */
+const localChar = /^[\p{L}\p{N}._%+'&-]$/u;
+/** `localChar` for ASCII: letters, digits and . _ % + - ' & */
 function asciiLocal(c: number): boolean {
-  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 46 || c === 95 || c === 37 || c === 43 || c === 45;
+  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 46 || c === 95 || c === 37 || c === 43 || c === 45 || c === 39 || c === 38;
 }
 
 /**
@@ -154,8 +163,12 @@ function emailsIn(text: string, tokenize: Tokenize): string {
       if (!localChar.test(text.slice(prev, start))) break;
       start = prev;
     }
+    // Quotes or ampersands in front (`'jane@…'`) are not part of the address, so the same address
+    // quoted or not gives one token; they stay in the text.
+    while (text.charCodeAt(start) === 39 || text.charCodeAt(start) === 38) start++;
     if (start < offset) (cuts ??= []).push([start + shift, offset + shift]);
-    const token = tokenize('email', text.slice(start, offset + m.length).toLowerCase());
+    const kept = start > offset ? text.slice(offset, start) : '';
+    const token = kept + tokenize('email', text.slice(start, offset + m.length).toLowerCase());
     shift += token.length - m.length;
     lastEnd = offset + m.length;
     return token;
@@ -170,59 +183,74 @@ function emailsIn(text: string, tokenize: Tokenize): string {
   return joined + out.slice(at);
 }
 
-/** Full-width forms (ＡＢ１２, ＋, ＠, ideographic space) and decimal digits of other scripts. */
-const foreignForms = /[\u3000\uff01-\uff5e]|(?![0-9])\p{Nd}/u;
 const bmpDigit = /^\p{Nd}$/u;
+/** Characters that show nothing: zero-width spaces and joiners, word joiners, the soft hyphen, BOM. */
+const invisible = /[\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff]/g;
+/** Spaces other than the ASCII one: no-break, narrow no-break, thin, ideographic ... */
+const otherSpaces = /[^\S\n\r\t\f\v ]/g;
+const jsonEscape = /\\u([0-9a-fA-F]{4})/g;
 
 /**
- * The text as the detectors read it: full-width ASCII forms as ASCII and BMP decimal digits of any
- * script as 0-9, one UTF-16 unit for one, so `０９０－１２３４－５６７８` is a phone number too.
- * A digit's value is its place in its script's run of ten (every such run starts after a non-digit).
+ * The text as the detectors read it:
+ * - JSON's `\uXXXX` escapes read as the characters they stand for, so `jane\u0040example.com` in
+ *   text that is not JSON (cut off at max_tokens, say) is an address;
+ * - compatibility forms as their plain ones (NFKC): full-width `０９０－１２３４`, `﹫`, maths digits;
+ * - invisible characters removed and every kind of space read as a space, so a zero-width space
+ *   inside an address or a thin space between a phone number's groups hides nothing;
+ * - decimal digits of any other script as 0-9 (a digit's value is its place in its script's run of
+ *   ten; every such run starts after a non-digit).
  */
-function foldForDetection(text: string): string {
+function foldForDetection(text: string, escaped: boolean, wide: boolean): string {
+  let t = escaped ? text.replace(jsonEscape, (_, hex: string) => String.fromCharCode(parseInt(hex, 16))) : text;
+  if (!wide && (t === text || !/[^\x00-\x7f]/.test(t))) return t;
+  t = t.normalize('NFKC').replace(invisible, '').replace(otherSpaces, ' ');
   let out = '';
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 0x80) out += text[i];
-    else if (c >= 0xff01 && c <= 0xff5e) out += String.fromCharCode(c - 0xfee0);
-    else if (c === 0x3000) out += ' ';
-    else if ((c < 0xd800 || c > 0xdfff) && bmpDigit.test(text[i]!)) {
+  for (let i = 0; i < t.length; i++) {
+    const c = t.charCodeAt(i);
+    if (c < 0x80 || c >= 0xd800 || !bmpDigit.test(t[i]!)) out += t[i];
+    else {
       let k = 0;
       while (k < 9 && bmpDigit.test(String.fromCharCode(c - k - 1))) k++;
       out += String.fromCharCode(48 + k);
-    } else out += text[i];
+    }
   }
   return out;
 }
 
 /**
- * Finds personal data in free text and replaces each match with a typed token. Text written with
- * full-width forms or another script's digits is read folded to ASCII; when something is found
+ * Finds personal data in free text and replaces each match with a typed token. Text with anything
+ * outside ASCII, or a backslash, is read folded (see foldForDetection); when something is found
  * there, the folded text (with its tokens) is what is kept, otherwise the text as written.
+ *
+ * `id` is for ids and names a producer chose (request and trace ids, tenants, endpoints): there a
+ * bare run of digits is an id's number, not a phone number; one written `+44 …` or `(030) …` is.
  */
-export function scrubText(text: string, enabled: ReadonlySet<DetectorName>, tokenize: Tokenize): string {
+export function scrubText(text: string, enabled: ReadonlySet<DetectorName>, tokenize: Tokenize, id = false): string {
   // One pass for both: ASCII digits (an upper bound on those left once emails are tokens) and
-  // whether anything outside ASCII is there at all.
+  // whether anything outside ASCII, or an escape, is there at all.
   let digits = 0;
   let wide = false;
+  let escaped = false;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (c >= 48 && c <= 57) digits++;
     else if (c >= 0x80) wide = true;
+    else if (c === 92) escaped = true;
   }
-  if (!wide || !foreignForms.test(text)) return scrubAscii(text, digits, enabled, tokenize);
-  const folded = foldForDetection(text);
-  const out = scrubAscii(folded, digitCount(folded), enabled, tokenize);
+  if (!wide && !escaped) return scrubAscii(text, digits, enabled, tokenize, id);
+  const folded = foldForDetection(text, escaped, wide);
+  if (folded === text) return scrubAscii(text, digits, enabled, tokenize, id);
+  const out = scrubAscii(folded, digitCount(folded), enabled, tokenize, id);
   return out === folded ? text : out;
 }
 
 /** The detectors over ASCII forms. Order matters: card numbers and IBANs before phones, so a long digit run is named for what it is. */
-function scrubAscii(text: string, digits: number, enabled: ReadonlySet<DetectorName>, tokenize: Tokenize): string {
+function scrubAscii(text: string, digits: number, enabled: ReadonlySet<DetectorName>, tokenize: Tokenize, id: boolean): string {
   let out = text;
   if (enabled.has('email') && out.includes('@')) out = emailsIn(out, tokenize);
   if (digits < 6) return out;
   // UK National Insurance numbers carry only six digits.
-  if (enabled.has('national_id')) out = out.replace(ninoRe, (m) => tokenize('national_id', m.replace(/ /g, '')));
+  if (enabled.has('national_id')) out = out.replace(ninoRe, (m) => tokenize('national_id', m.replace(/ /g, '').toUpperCase()));
   if (digits < 9) return out;
   if (enabled.has('card') && digits >= 13) {
     out = out.replace(cardRe, (m) => cardIn(m, tokenize));
@@ -236,15 +264,23 @@ function scrubAscii(text: string, digits: number, enabled: ReadonlySet<DetectorN
   if (enabled.has('phone')) {
     out = out.replace(phoneRe, (m) => {
       const n = digitCount(m);
+      if (id && m[0] !== '+' && m[0] !== '(') return m;
       return n >= 9 && n <= 15 ? tokenize('phone', m.replace(/[^\d+]/g, '')) : m;
     });
   }
   return out;
 }
 
-/** A bare integer that is a valid card number is personal data too. */
+/**
+ * A bare integer that is a valid card number is personal data too, negative or not. One past 2^53
+ * with a card's length (16 to 19 digits) cannot be checked, since its last digits are already
+ * lost, yet written out it still shows the leading ones (4111111111111111110 comes out as
+ * 4111111111111111000): counted as one too.
+ */
 export function looksLikeCardNumber(n: number): boolean {
-  if (!Number.isSafeInteger(n) || n < 1e12) return false;
-  const d = String(n);
+  const a = Math.abs(n);
+  if (!Number.isInteger(a) || a < 1e12) return false;
+  if (!Number.isSafeInteger(a)) return a < 1e19;
+  const d = String(a);
   return d.length >= 13 && d.length <= 16 && luhn(d);
 }

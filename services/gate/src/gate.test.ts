@@ -407,6 +407,90 @@ describe('gate: personal data outside the obvious places', () => {
   });
 });
 
+// Found in the third review of the gate: each fails on the gate before it.
+describe('gate: ids, JSON in strings and text that hides what it holds', () => {
+  it('ids and names a producer chose pass every detector, not only the email one; UUIDs and plain numbered ids stay', () => {
+    const uuid = '0192f3a4-5b6c-7d8e-9f01-23456789abcd';
+    const { records, counts } = runLeaks([
+      event({
+        event_id: 'evt-4111 1111 1111 1111',
+        request_id: '+44 20 7946 0958',
+        endpoint: '/users/jane@example.com/score',
+        decision_type: 'call +14155551234',
+        tenant: '078-05-1120',
+        trajectory: { trace_id: 'GB82WEST12345698765432', step: 1, tool_name: 'dial +14155551234', parent_event_id: 'evt-4111 1111 1111 1111', tool_args_hash: null },
+        producer: { service: 'svc jane@example.com', sdk: 'custom', host: 'jane﹫example.com' },
+      }),
+      event({ event_id: uuid, request_id: 'order-1234567890', trajectory: { trace_id: `t-${uuid}`, step: 0, tool_name: null, parent_event_id: uuid, tool_args_hash: null } }),
+    ]);
+    const [r, plain] = records;
+    assertNoRaw(r);
+    for (const raw of ['4111 1111 1111 1111', '7946 0958', '078-05-1120', 'GB82WEST12345698765432', 'example.com']) {
+      assert.ok(!JSON.stringify(r).includes(raw), `raw "${raw}" in ${JSON.stringify(r)}`);
+      assert.ok(!JSON.stringify(counts).includes(raw), `raw "${raw}" in the counts`);
+    }
+    assert.equal(r!.trajectory!.parent_event_id, r!.event_id, 'a parent id is scrubbed to the same token as the id it names');
+    assert.equal(counts.find((c) => c.endpoint.startsWith('/users/'))!.endpoint, r!.endpoint, 'counts group with the records');
+    assert.equal(plain!.event_id, uuid);
+    assert.equal(plain!.request_id, 'order-1234567890', 'a bare number in an id is not a phone number');
+    assert.equal(plain!.trajectory!.trace_id, `t-${uuid}`);
+  });
+
+  it('a tool_args_hash that is not a digest is dead-lettered, not passed on', () => {
+    const digest = `sha256-${'ab'.repeat(32)}`;
+    const { records, dead } = runLeaks([
+      event({ trajectory: { trace_id: 't', step: 0, tool_name: 'x', parent_event_id: null, tool_args_hash: '{"ssn":"078-05-1120"}' } }),
+      event({ trajectory: { trace_id: 't', step: 1, tool_name: 'x', parent_event_id: null, tool_args_hash: digest } }),
+    ]);
+    assert.deepEqual(dead.map((d) => d.reason), ['wrong_type']);
+    assert.equal(records[0]!.trajectory!.tool_args_hash, digest);
+  });
+
+  it('JSON inside a string gets the field rules (tool-call arguments); escapes and invisible characters hide nothing', () => {
+    const { records } = runLeaks([
+      event({
+        input: {
+          tool_call: { arguments: JSON.stringify({ name: 'Jane Doe', address: '1 Main St', contact: 'jane@example.com' }) },
+          escaped: 'reach me at jane\\u0040example.com',
+          zero_width: 'jane\u200b@example.com',
+          thin_spaces: 'call +1\u2009415\u2009555\u20091234',
+          small_at: 'jane\ufe6bexample.com',
+          maths_digits: 'card 𝟒𝟏𝟏𝟏 𝟏𝟏𝟏𝟏 𝟏𝟏𝟏𝟏 𝟏𝟏𝟏𝟏',
+          dash_card: 'ref-4111111111111111-exp',
+          after_decimal: 'paid 12.50 4111 1111 1111 1111',
+          nino: 'ni ab123456c',
+          quoted: "o'brien@example.com and jane&john@example.com",
+          negative: -4111111111111111,
+          unsafe: 4111111111111111110,
+          plain_decimal: 'p=0.30000000000000004',
+          not_json: '[INST] hello [/INST]',
+        },
+      }),
+    ]);
+    const text = JSON.stringify(records[0]);
+    for (const raw of ['Jane Doe', '1 Main St', 'jane', '1234', '4111', '𝟒𝟏𝟏𝟏', 'ab123456c', 'brien', 'john']) {
+      assert.ok(!text.includes(raw), `raw "${raw}" in ${text}`);
+    }
+    const input = JSON.parse(records[0]!.input_json!);
+    assert.equal(JSON.parse(input.tool_call.arguments).name, '[redacted]');
+    assert.equal(input.plain_decimal, 'p=0.30000000000000004', 'a decimal is not a card');
+    assert.equal(input.not_json, '[INST] hello [/INST]');
+  });
+
+  it('full-tier output_json: a duplicate key cannot keep a redacted name, and JSON cut off is withheld', () => {
+    const dup = '{"name":"Jane Doe","name":"[redacted]"}';
+    const cut = '{"decision":"approved","name":"Jane Doe","address":"1 Main';
+    const { records } = runLeaks([
+      event({ output: { decision: 'approved', confidence: 0.9, output_json: dup } }),
+      event({ output: { decision: 'approved', confidence: 0.9, output_json: cut } }),
+      event({ output: { decision: 'approved', confidence: 0.9, output_json: '[1] approved, see note' } }),
+    ]);
+    assert.equal(records[0]!.output.output_json, '{"name":"[redacted]"}');
+    assert.equal(records[1]!.output.output_json, null);
+    assert.equal(records[2]!.output.output_json, '[1] approved, see note', 'free text that merely starts with [ stays');
+  });
+});
+
 describe('gate: input no step foresaw goes to the dead-letter topic, never stops the batch', () => {
   it('an input nested deeper than JSON.stringify can write', () => {
     const depth = 100_000;

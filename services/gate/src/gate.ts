@@ -75,13 +75,10 @@ function scrubKeys(map: Record<string, number>, protector: Protector): Record<st
   return out ?? map;
 }
 
-/** An id or a name a producer chose (request id, tenant, tool, host): emails in it are replaced. */
-function scrubId(id: string, protector: Protector): string {
-  // A full-width at is an address to the detectors too (they fold full-width forms).
-  return id.includes('@') || id.includes('\uFF20') ? protector.scrub(id) : id;
-}
+const scrubIdOrNull = (id: string | null, protector: Protector) => (id === null ? null : protector.scrubId(id));
 
-const scrubIdOrNull = (id: string | null, protector: Protector) => (id === null ? null : scrubId(id, protector));
+/** A digest a producer sent (`sha256-<hex>`, `md5:<hex>`): anything else could carry any text. */
+const digestShape = /^[A-Za-z0-9_]{2,16}[-:][0-9a-fA-F]{16,128}$/;
 
 /**
  * output_json as the full tier keeps it: JSON goes through the same field rules and detectors as
@@ -95,20 +92,30 @@ function protectOutputJson(text: string, protector: Protector): string | null {
   try {
     parsed = JSON.parse(text);
   } catch {
-    return protector.scrub(text);
+    // JSON cut off (at max_tokens, say) is not free text: its named fields (`{"name": "Jane
+    // Doe", "address": …`) are out of the field rules' reach, and the detectors do not know names.
+    return jsonLike.test(text) ? null : protector.scrub(text);
   }
   let protectedText: string;
+  let ruled: boolean;
   try {
-    protectedText = JSON.stringify(protector.protectInput(parsed).value);
+    const p = protector.protectInput(parsed);
+    protectedText = JSON.stringify(p.value);
+    ruled = p.ruled;
   } catch {
     return null;
   }
   // Nothing for the rules to change: the producer's own text stays (re-serialising would turn
   // 12345678901234567890 into ...7000 and 1.0 into 1), scrubbed as text as it always was. Not
-  // when it has escapes: the text detectors do not read them, and a duplicate key can keep an
-  // escaped address in the text that the parsed value no longer holds.
-  return protectedText === JSON.stringify(parsed) && !text.includes('\\') ? protector.scrub(text) : protectedText;
+  // when it has escapes (the text detectors read them, a duplicate key could keep one in the text
+  // that the parsed value no longer holds), nor when a rule fired: with a duplicate key
+  // (`{"name": "Jane Doe", "name": "[redacted]"}`) the parsed value can look untouched while the
+  // text keeps the name.
+  return !ruled && protectedText === JSON.stringify(parsed) && !text.includes('\\') ? protector.scrub(text) : protectedText;
 }
+
+/** Text that starts as a JSON object or array of objects, strings or arrays would. */
+const jsonLike = /^\s*(?:\{\s*"|\[\s*[{["])/;
 
 /** The record an analyst may see: what each tier keeps, after every personal-data rule. */
 export function toDecisionRecord(
@@ -127,13 +134,17 @@ export function toDecisionRecord(
   const trajectory = event.trajectory;
   // Every field spelled out (no object spread): one stable shape for the Avro writer, and the raw
   // input can never ride along by accident. Whatever a producer chose as an id or a label passes
-  // the detectors too: an email as request id or tenant is still an email.
+  // the detectors too: an email as request id or in an endpoint's path is still an email. Event
+  // ids are scrubbed like the parent ids that name them, with the same keyed tokens, so the links
+  // between events hold. Artifact references (model, image, config, preprocessing, environment)
+  // are left as they are: they must resolve in the registry, and `2026.11.28.1234` as a version
+  // would read as a phone number.
   return {
-    event_id: event.event_id,
-    request_id: scrubId(event.request_id, protector),
+    event_id: protector.scrubId(event.event_id),
+    request_id: protector.scrubId(event.request_id),
     ts: event.ts,
-    endpoint: event.endpoint,
-    decision_type: event.decision_type,
+    endpoint: protector.scrubId(event.endpoint),
+    decision_type: protector.scrubId(event.decision_type),
     tenant: scrubIdOrNull(event.tenant, protector),
     model: event.model,
     image: event.image,
@@ -156,14 +167,13 @@ export function toDecisionRecord(
       trajectory === null
         ? null
         : {
-            trace_id: scrubId(trajectory.trace_id, protector),
+            trace_id: protector.scrubId(trajectory.trace_id),
             step: trajectory.step,
-            // An event id, like event_id itself (not scrubbed): a changed copy would break the link.
-            parent_event_id: trajectory.parent_event_id,
+            parent_event_id: scrubIdOrNull(trajectory.parent_event_id, protector),
             tool_name: scrubIdOrNull(trajectory.tool_name, protector),
             tool_args_hash: trajectory.tool_args_hash,
           },
-    producer: { service: event.producer.service, sdk: event.producer.sdk, host: scrubIdOrNull(event.producer.host, protector) },
+    producer: { service: protector.scrubId(event.producer.service), sdk: protector.scrubId(event.producer.sdk), host: scrubIdOrNull(event.producer.host, protector) },
     input_hash: hash,
     input_json: full && prot ? JSON.stringify(prot.value) : null,
     input_fields: prot?.fields ?? {},
@@ -218,6 +228,11 @@ function validate(
   }
   const badNumber = outputNumberProblem(event.output);
   if (badNumber) return deadLetter('validate', 'wrong_type', badNumber);
+  const toolArgsHash = event.trajectory?.tool_args_hash;
+  if (toolArgsHash != null && !digestShape.test(toolArgsHash)) {
+    // Passed on as it is, it could carry the tool's arguments themselves.
+    return deadLetter('validate', 'wrong_type', 'trajectory.tool_args_hash is not a digest (algorithm, then - or :, then hex: sha256-…)');
+  }
   let hash: string;
   try {
     // input_json is the text `input` was parsed from; from the SDK it is already canonical.
@@ -270,8 +285,11 @@ export function processBatch(messages: KafkaMessage[], ctx: BatchContext, deps: 
           out = { key: record.trajectory?.trace_id ?? record.request_id, value: frame(deps.decisionType, record) };
         }
         const minute = Math.floor(event.ts / 60_000) * 60_000;
+        // As the record has them, so counts and records of one endpoint group together.
         const decision = deps.protector.scrub(event.output.decision);
-        const key = joinKey([minute, event.model.name, event.model.version, event.endpoint, event.decision_type, cls.tier, decision], '\u0000');
+        const endpoint = deps.protector.scrubId(event.endpoint);
+        const decisionType = deps.protector.scrubId(event.decision_type);
+        const key = joinKey([minute, event.model.name, event.model.version, endpoint, decisionType, cls.tier, decision], '\u0000');
         if (out) decisions.push(out);
         let c = counts.get(key);
         if (!c) {
@@ -279,8 +297,8 @@ export function processBatch(messages: KafkaMessage[], ctx: BatchContext, deps: 
             minute,
             model_name: event.model.name,
             model_version: event.model.version,
-            endpoint: event.endpoint,
-            decision_type: event.decision_type,
+            endpoint,
+            decision_type: decisionType,
             tier: cls.tier,
             decision,
             policy_version: deps.policy.id,

@@ -17,12 +17,20 @@ export interface Protected {
   value: unknown;
   /** Hashed fields by path: pseudonymous join keys. */
   fields: Record<string, string>;
+  /** Whether a field rule (hash, redact, drop) changed anything. */
+  ruled: boolean;
 }
 
 export interface Protector {
   protectInput(input: unknown): Protected;
-  /** Free text outside the input (output text, labels, ids). */
+  /** Free text outside the input (output text, labels). */
   scrub(text: string): string;
+  /**
+   * An id or a name a producer chose (event, request and trace ids, tenant, endpoint, tool, host):
+   * the detectors, except that a bare run of digits is not read as a phone number, and a UUID is
+   * left as it is (its groups of hex digits are not personal data).
+   */
+  scrubId(text: string): string;
   readonly keyId: string;
 }
 
@@ -50,6 +58,22 @@ interface RuleNode {
   children: Map<string, RuleNode> | undefined;
 }
 
+/** What one walk collects: hashed fields by path, and how many field rules fired. */
+interface Context {
+  fields: Record<string, string>;
+  ruled: number;
+}
+
+/** Begins with `{` or `[` and ends with `}` or `]`, whitespace aside: worth a JSON.parse. */
+function maybeJson(text: string): boolean {
+  const first = text.charCodeAt(0);
+  const last = text.charCodeAt(text.length - 1);
+  if ((first === 123 && last === 125) || (first === 91 && last === 93)) return true;
+  return (first <= 32 || last <= 32) && /^\s*(?:\{[^]*\}|\[[^]*\])\s*$/.test(text);
+}
+
+const uuidShape = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 /** Most nodes kept per protector: beyond it, rules are matched without caching. */
 const maxRuleNodes = 50_000;
 
@@ -63,6 +87,7 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
 
   const tokenize: Tokenize = (type, value) => `[${type}:${keys.hmac(type, value).slice(0, 16)}]`;
   const scrub = (text: string) => scrubText(text, enabled, tokenize);
+  const scrubId = (text: string) => (uuidShape.test(text) ? text : scrubText(text, enabled, tokenize, true));
 
   /** The node of `key` under `parent`, whose path (lower-cased) is `path`. */
   function child(parent: RuleNode, path: string[], key: string): RuleNode {
@@ -83,16 +108,41 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
   }
 
   /**
+   * A string that holds JSON (a tool call's arguments, a serialised form): its fields get the
+   * rules too, under the string's own path, where as text only the detectors read it and
+   * `{"name": "Jane Doe"}` passed. Written out again only when something in it changed (or it has
+   * escapes, which the detectors do not read as written); JSON the rules cannot walk (a
+   * `constructor` key, nesting too deep to write out) is redacted whole.
+   */
+  function walkJsonText(text: string, node: RuleNode, path: string[], outPath: string, ctx: Context): string {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      return scrub(text);
+    }
+    if (parsed === null || typeof parsed !== 'object') return scrub(text);
+    const ruledBefore = ctx.ruled;
+    try {
+      const out = JSON.stringify(walk(parsed, node, path, outPath, ctx));
+      return ctx.ruled === ruledBefore && !text.includes('\\') && out === JSON.stringify(parsed) ? scrub(text) : out;
+    } catch {
+      ctx.ruled++;
+      return '[redacted]';
+    }
+  }
+
+  /**
    * `path` holds the lower-cased keys leading here, for matching; `outPath` the keys as they are
    * written out (scrubbed), naming hashed fields.
    */
-  function walk(value: unknown, node: RuleNode, path: string[], outPath: string, fields: Record<string, string>): unknown {
-    if (typeof value === 'string') return scrub(value);
-    if (typeof value === 'number') return looksLikeCardNumber(value) && enabled.has('card') ? tokenize('card', String(value)) : value;
+  function walk(value: unknown, node: RuleNode, path: string[], outPath: string, ctx: Context): unknown {
+    if (typeof value === 'string') return maybeJson(value) ? walkJsonText(value, node, path, outPath, ctx) : scrub(value);
+    if (typeof value === 'number') return looksLikeCardNumber(value) && enabled.has('card') ? tokenize('card', String(Math.abs(value))) : value;
     if (value === null || typeof value !== 'object') return value;
     // An element's hashed fields are named with its index (applicants[1].email): under one name
     // for all, each element's token overwrote the one before, and only the last was a join key.
-    if (Array.isArray(value)) return value.map((v, i) => walk(v, node, path, `${outPath}[${i}]`, fields));
+    if (Array.isArray(value)) return value.map((v, i) => walk(v, node, path, `${outPath}[${i}]`, ctx));
     const out: Record<string, unknown> = {};
     for (const key of Object.keys(value)) {
       if (forbiddenKeys.has(key)) throw new ForbiddenKeyError(outPath ? `${outPath}.${scrub(key)}` : scrub(key));
@@ -104,22 +154,25 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
       const childPath = outPath ? `${outPath}.${outKey}` : outKey;
       switch (next.rule) {
         case 'drop':
+          ctx.ruled++;
           break;
         case 'keep':
           out[outKey] = v;
           break;
         case 'redact':
+          ctx.ruled++;
           out[outKey] = '[redacted]';
           break;
         case 'hash': {
           // The key as written, not lower-cased: tokens already stored were made that way.
           const token = hashToken(key, v);
-          fields[childPath] = token;
+          ctx.ruled++;
+          ctx.fields[childPath] = token;
           out[outKey] = token;
           break;
         }
         default:
-          out[outKey] = walk(v, next, path, childPath, fields);
+          out[outKey] = walk(v, next, path, childPath, ctx);
       }
       path.pop();
     }
@@ -129,9 +182,11 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
   return {
     keyId: kid,
     scrub,
+    scrubId,
     protectInput(input) {
-      const fields: Record<string, string> = {};
-      return { value: walk(input, root, [], '', fields), fields };
+      const ctx: Context = { fields: {}, ruled: 0 };
+      const value = walk(input, root, [], '', ctx);
+      return { value, fields: ctx.fields, ruled: ctx.ruled > 0 };
     },
   };
 }
