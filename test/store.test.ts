@@ -60,6 +60,20 @@ for (const mode of modes) {
       assert.deepEqual(await rs.json(), [{ n: 500, lo: 1, hi: 999, last: 1_780_000_000_999 }]);
     });
 
+    it('drops a second insert with a token it has seen, whatever rows it carries (why the sink names each statement\'s rows in its token)', async () => {
+      const table = unique('tok').replaceAll('-', '_');
+      await store.client.command({
+        query: `CREATE TABLE ${table} (k String) ENGINE = MergeTree ORDER BY k SETTINGS non_replicated_deduplication_window = 100`,
+      });
+      const insert = (token: string, keys: string[]) =>
+        store.client.insert({ table, values: keys.map((k) => ({ k })), format: 'JSONEachRow', clickhouse_settings: { insert_deduplication_token: token } });
+      await insert('batch/0:0-7/a', ['a', 'b', 'c', 'd']);
+      await insert('batch/0:0-7/a', ['e', 'f']);
+      await insert('batch/0:0-7/a@1f2e', ['e', 'f']);
+      const rs = await store.client.query({ query: `SELECT groupArray(k) AS keys FROM (SELECT k FROM ${table} ORDER BY k)`, format: 'JSONEachRow' });
+      assert.deepEqual(await rs.json(), [{ keys: ['a', 'b', 'c', 'd', 'e', 'f'] }]);
+    });
+
     it('binds parameters instead of pasting them into SQL', async () => {
       const rs = await store.client.query({
         query: 'SELECT {s:String} AS s',
