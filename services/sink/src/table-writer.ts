@@ -177,9 +177,10 @@ export class TableWriter {
    * an insert of unknown outcome, rows already written but not committed form a prefix of each
    * partition's redelivered offsets, and that prefix can span several batches (the killed run's
    * batch may have been larger than the new one). Not quite a prefix, though: a bad row isolated
-   * from its batch is missing among written rows, and JSON rows are written before the Avro rows
-   * of the same batch. So a partition is checked batch by batch until one of its rows is neither
-   * found nor refused by ClickHouse: from there on it is past what was written (see write).
+   * from its batch is missing among written rows. So a partition is checked batch by batch until
+   * one of its rows is neither found nor refused by ClickHouse: from there on it is past what was
+   * written (see write). A batch holds one kind of row (JSON lines or Avro bodies, see addRow), so
+   * its rows are written in offset order.
    */
   private readonly settled = new Set<number>();
   private failing = false;
@@ -220,6 +221,10 @@ export class TableWriter {
 
   /** A row: its JSONEachRow text, or its Avro body (a view into the source message). */
   addRow(m: SourceMessage, row: RowPayload, key: string, time: number): void {
+    // One kind of row per batch: a batch of both is two statements, and a crash between them left
+    // later offsets written before earlier ones, which the replay check (see write) cannot tell.
+    const lastRow = this.open.lines[this.open.lines.length - 1];
+    if (lastRow !== undefined && typeof lastRow !== typeof row) this.seal();
     const b = this.open;
     b.lines.push(row);
     b.keys.push(key);
@@ -285,6 +290,9 @@ export class TableWriter {
           } catch (err) {
             if (!(err instanceof AbandonedError)) throw err;
             this.log.info({ table: this.table, rows: batch.lines.length }, 'assignment changed while writing: batch abandoned, Kafka delivers it again');
+            // Abandoned while backing off through an outage: fetching must resume, or no message
+            // would ever come to make a batch that finds out ClickHouse is back.
+            if (this.failing) this.failing = false;
           }
           this.sealed.shift();
           // What aged while this batch was written goes next, as one batch (see tick).
@@ -459,15 +467,6 @@ export class TableWriter {
   /** Inserts rows; on a data error splits until the bad rows are isolated as dead letters. */
   private async insertRows(batch: Batch, rows: number[], token: string, rejected: Set<number>): Promise<void> {
     if (rows.length === 0) return;
-    // JSON lines and Avro bodies are separate statements. Each is atomic on its own, so each
-    // kind is inserted, retried and split apart from the other: splitting a mixed batch after
-    // one statement had landed would write that statement's rows again under new tokens.
-    const avro = rows.filter((i) => typeof batch.lines[i] !== 'string');
-    if (avro.length > 0 && avro.length < rows.length) {
-      await this.insertRows(batch, rows.filter((i) => typeof batch.lines[i] === 'string'), `${token}/json`, rejected);
-      await this.insertRows(batch, avro, `${token}/avro`, rejected);
-      return;
-    }
     const statement = statementToken(batch, rows, token);
     try {
       await this.withRetry('insert', () => this.io.insert(this.table, statement, rows.map((i) => batch.lines[i]!)), rows.length > 1, batch);
@@ -479,7 +478,7 @@ export class TableWriter {
         await this.insertRows(batch, rows.slice(mid), `${token}/b`, rejected);
         return;
       }
-      if (err instanceof StoppedError || this.io.isRetriable(err) || this.io.isFatal(err)) throw err;
+      if (err instanceof StoppedError || err instanceof AbandonedError || this.io.isRetriable(err) || this.io.isFatal(err)) throw err;
       if (rows.length === 1) {
         const i = rows[0]!;
         batch.deadLetters.push({ message: batch.sources[i]!, reason: 'clickhouse_rejected', message_: (err as Error).message, step: 'insert' });
