@@ -5,3 +5,4 @@ export { retry, backoffDelay, RetriableError, isRetriable, type RetryOptions } f
 export { waitFor, type WaitForOptions } from './wait-for.js';
 export { startThread } from './threads.js';
 export { usableCores, cgroupQuota } from './cores.js';
+export { privateFile, PrivateFileError } from './private-file.js';

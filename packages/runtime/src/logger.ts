@@ -25,6 +25,16 @@ export const redactPaths = [
   '*.hmacKey',
   'clickhousePassword',
   '*.clickhousePassword',
+  // The rest of Config's secrets, by their names there (a whole config logged by mistake).
+  'piiKeys',
+  '*.piiKeys',
+  'schemaRegistryPassword',
+  '*.schemaRegistryPassword',
+  'Authorization',
+  '*.Authorization',
+  '*.headers.Authorization',
+  '*.*.headers.authorization',
+  '*.*.headers.Authorization',
   'sasl',
   '*.sasl',
 ];

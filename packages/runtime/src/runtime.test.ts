@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
+import { chmodSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { createLogger } from './logger.js';
+import { privateFile, PrivateFileError } from './private-file.js';
 import { backoffDelay, retry, RetriableError } from './retry.js';
 import { Shutdown } from './shutdown.js';
 import { waitFor } from './wait-for.js';
@@ -21,9 +25,10 @@ describe('logger', () => {
   it('redacts secrets wherever they are logged', () => {
     const out = capture();
     const log = createLogger({ name: 't', destination: out.stream });
-    log.info({ password: 'pw1', config: { clickhousePassword: 'pw2' }, kafka: { sasl: { password: 'pw3' } }, key: 'k1' }, 'hello');
+    log.info({ password: 'pw1', config: { clickhousePassword: 'pw2', piiKeys: 'k2:c2VjcmV0', schemaRegistryPassword: 'pw4' }, kafka: { sasl: { password: 'pw3' } }, key: 'k1' }, 'hello');
+    log.info({ piiKeys: 'k3:c2VjcmV0', req: { options: { headers: { Authorization: 'Bearer t1' } } }, res: { headers: { Authorization: 'Basic t2' } } }, 'again');
     const text = JSON.stringify(out.lines());
-    for (const secret of ['pw1', 'pw2', 'pw3', 'k1']) assert.ok(!text.includes(secret), `${secret} leaked: ${text}`);
+    for (const secret of ['pw1', 'pw2', 'pw3', 'pw4', 'k1', 'k2:', 'k3:', 't1', 't2']) assert.ok(!text.includes(secret), `${secret} leaked: ${text}`);
     assert.equal(out.lines()[0]?.msg, 'hello');
     assert.equal(out.lines()[0]?.level, 'info');
   });
@@ -119,5 +124,30 @@ describe('waitFor', () => {
     ).catch((e: Error) => e);
     assert.match((err as Error).message, /did not answer/);
     assert.match(((err as Error).cause as Error).message, /connection refused/);
+  });
+});
+
+describe('privateFile', () => {
+  it('makes a missing secret file mode 600 in a 700 directory, then reads the same content back', () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'dlog-private-')), 'sub', 'token');
+    const made = privateFile(file, () => 'secret-1\n');
+    assert.deepEqual(made, { content: 'secret-1', created: true });
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    assert.equal(statSync(path.dirname(file)).mode & 0o777, 0o700);
+    assert.deepEqual(privateFile(file, () => 'other'), { content: 'secret-1', created: false });
+  });
+
+  it('refuses a file others can read or write, or a link, instead of trusting a planted secret', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-private-'));
+    const planted = path.join(dir, 'query-token');
+    writeFileSync(planted, 'planted-by-someone-else');
+    chmodSync(planted, 0o644);
+    assert.throws(() => privateFile(planted, () => 'x'), (err: unknown) => err instanceof PrivateFileError && /mode 644/.test(err.message) && err.message.includes(planted));
+    assert.equal(readFileSync(planted, 'utf8'), 'planted-by-someone-else', 'left as it was');
+    const target = path.join(dir, 'elsewhere');
+    writeFileSync(target, 'k', { mode: 0o600 });
+    const link = path.join(dir, 'pii-keys');
+    symlinkSync(target, link);
+    assert.throws(() => privateFile(link, () => 'x'), /not a regular file/);
   });
 });

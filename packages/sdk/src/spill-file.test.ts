@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -25,6 +25,19 @@ describe('SpillFile', () => {
     assert.equal(spill.pendingBytes, 0);
     assert.equal(statSync(spill.logPath).size, 0);
     spill.close();
+  });
+
+  it('keeps its files (raw inputs) readable by the process user alone, also a log an earlier version left readable by all', () => {
+    const dir = path.join(mkdtempSync(path.join(tmpdir(), 'dlog-spill-')), 'spill');
+    const first = new SpillFile(dir);
+    first.append([ev(1), ev(2)]);
+    first.ack(first.readNext(1, 1 << 20).reduce((n, e) => n + (e.spillBytes ?? 0), 0));
+    first.close();
+    assert.equal(statSync(dir).mode & 0o777, 0o700);
+    for (const f of readdirSync(dir)) assert.equal(statSync(path.join(dir, f)).mode & 0o077, 0, `${f} is mode ${(statSync(path.join(dir, f)).mode & 0o777).toString(8)}`);
+    chmodSync(path.join(dir, 'spill.log'), 0o644);
+    new SpillFile(dir).close();
+    assert.equal(statSync(path.join(dir, 'spill.log')).mode & 0o777, 0o600);
   });
 
   it('resumes after a restart from the acknowledged position and drops a torn tail', () => {

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import {
   closeSync,
   existsSync,
+  fchmodSync,
   fstatSync,
   ftruncateSync,
   linkSync,
@@ -109,7 +110,9 @@ export class SpillFile {
 
   constructor(dir: string, log: SpillLog = silent) {
     this.log = log;
-    mkdirSync(dir, { recursive: true });
+    // Spilled events hold the raw input (personal data, as on inference.raw): the files are the
+    // process user's alone, like the topic's readers are few.
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.realDir = realpathSync(dir);
     if (held.has(this.realDir)) {
       throw new Error(`Spill directory ${dir} is already used by another decision logger in this process; give each logger its own buffer.spillDir`);
@@ -120,7 +123,9 @@ export class SpillFile {
     this.lockToken = lock(this.lockPath);
     held.add(this.realDir);
     try {
-      this.fd = openSync(this.logPath, 'a+');
+      this.fd = openSync(this.logPath, 'a+', 0o600);
+      // One written by an earlier version was readable by all.
+      fchmodSync(this.fd, 0o600);
     } catch (err) {
       this.release();
       throw err;
@@ -209,7 +214,7 @@ export class SpillFile {
     const tmp = `${this.logPath}.tmp`;
     const old = this.fd;
     const legacySize = this.size;
-    this.fd = openSync(tmp, 'w+');
+    this.fd = openSync(tmp, 'w+', 0o600);
     this.size = 0;
     let batch: Encoded[] = [];
     let frames = 0;
@@ -267,7 +272,7 @@ export class SpillFile {
   }
 
   private copyRange(from: number, to: number, file: string): void {
-    const out = openSync(file, 'wx');
+    const out = openSync(file, 'wx', 0o600);
     try {
       const chunk = Buffer.allocUnsafe(1 << 20);
       for (let off = from, w = 0; off < to; ) {
@@ -369,7 +374,7 @@ export class SpillFile {
    */
   private savePosition(pos: number): void {
     const tmp = `${this.posPath}.tmp`;
-    writeFileSync(tmp, String(pos));
+    writeFileSync(tmp, String(pos), { mode: 0o600 });
     renameSync(tmp, this.posPath);
   }
 
@@ -423,7 +428,7 @@ export class SpillFile {
     if (events.length === 0) return;
     const tmp = `${this.logPath}.tmp`;
     const old = { fd: this.fd, from: this.acked, to: this.size };
-    this.fd = openSync(tmp, 'w+');
+    this.fd = openSync(tmp, 'w+', 0o600);
     this.size = this.acked = this.read = this.inheritedEnd = 0;
     this.append(events);
     const chunk = Buffer.allocUnsafe(1 << 20);
@@ -466,7 +471,7 @@ function lock(file: string): string {
   const dir = path.dirname(file);
   const token = `${process.pid} ${randomBytes(8).toString('hex')}`;
   const mine = `${file}.${token.replace(' ', '.')}`;
-  writeFileSync(mine, token);
+  writeFileSync(mine, token, { mode: 0o600 });
   try {
     for (let attempt = 0; attempt < 5; attempt++) {
       try {

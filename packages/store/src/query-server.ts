@@ -1,8 +1,9 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { privateFile } from '@dlog/runtime';
 import { clickHouseErrorCode } from './errors.js';
 import { readOnlyQueryText, ReadOnlySqlError } from './read-only-sql.js';
 import type { Store } from './create-store.js';
@@ -28,12 +29,7 @@ export function queryTokenFile(dataDir: string): string {
 }
 
 function ensureToken(file: string): string {
-  if (!existsSync(file)) {
-    mkdirSync(path.dirname(file), { recursive: true });
-    writeFileSync(file, randomBytes(24).toString('hex'), { mode: 0o600 });
-    chmodSync(file, 0o600);
-  }
-  return readFileSync(file, 'utf8').trim();
+  return privateFile(file, () => randomBytes(24).toString('hex')).content;
 }
 
 /**

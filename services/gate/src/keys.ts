@@ -1,6 +1,5 @@
 import { createHash, hash as sha256Once, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
+import { privateFile } from '@dlog/runtime';
 
 export interface HmacKey {
   id: string;
@@ -85,13 +84,6 @@ export function parseKeyRing(spec: string): KeyRing {
  * stable across restarts of the same local pipeline. Production sets DLOG_PII_KEYS(_FILE).
  */
 export function localKeyRing(file: string): { ring: KeyRing; created: boolean } {
-  let created = false;
-  if (!existsSync(file)) {
-    mkdirSync(path.dirname(file), { recursive: true });
-    const id = `local-${randomBytes(3).toString('hex')}`;
-    writeFileSync(file, `${id}:${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
-    chmodSync(file, 0o600);
-    created = true;
-  }
-  return { ring: parseKeyRing(readFileSync(file, 'utf8').trim()), created };
+  const { content, created } = privateFile(file, () => `local-${randomBytes(3).toString('hex')}:${randomBytes(32).toString('base64')}\n`);
+  return { ring: parseKeyRing(content), created };
 }
