@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { loadMigrations, pendingMigrations, queryViaEndpoint, readAppliedMigrations, runReadOnlyQuery, storeFromConfig, storeUnavailable, type QueryResponse } from '@dlog/store';
 import type { Config } from '@dlog/config';
 import { cliContext } from './context.js';
+import { csvLine } from './csv.js';
 
 export function formatTable(rows: Record<string, unknown>[]): string {
   if (rows.length === 0) return '(no rows)\n';
@@ -15,11 +16,7 @@ export function formatTable(rows: Record<string, unknown>[]): string {
 function formatCsv(rows: Record<string, unknown>[]): string {
   if (rows.length === 0) return '';
   const cols = Object.keys(rows[0]!);
-  const esc = (v: unknown) => {
-    const s = v === null || v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
-    return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
-  };
-  return [cols.join(','), ...rows.map((r) => cols.map((c) => esc(r[c])).join(','))].join('\n') + '\n';
+  return [csvLine(cols), ...rows.map((r) => csvLine(cols.map((c) => r[c])))].join('\n') + '\n';
 }
 
 /** Parses `--param name=value`; values stay strings and ClickHouse converts them to the declared {name:Type}. */
@@ -42,7 +39,9 @@ export async function readOnlyQuery(config: Config, sql: string, params: Record<
     const viaPipeline = await queryViaEndpoint({ port: config.queryPort, dataDir: config.clickhouseDataDir, sql, params, timeoutMs: config.queryTimeoutMs });
     if (viaPipeline) return viaPipeline;
   }
-  const store = await storeFromConfig(config);
+  // The client waits longer than the engine's own limit, so a slow query ends with the engine's
+  // error naming DLOG_QUERY_TIMEOUT_MS, not the client's 30 s "unreachable" timeout.
+  const store = await storeFromConfig(config, { requestTimeoutMs: config.queryTimeoutMs + 10_000 });
   try {
     // A store written by an older version lacks what newer queries read: say so plainly. Only a
     // missing table means that; an unreachable server or a refused login is reported as such.

@@ -3,7 +3,8 @@ import type { Command } from 'commander';
 import { AuditInputError, configQuery, knownVersions, parseModel, parseTime, sinceAfterUntil } from './audit-query.js';
 import { cliContext } from './context.js';
 import { OutputFile } from './output-file.js';
-import { computeScope, csvLine, emptyScopeMessage, exportColumns, formatScope, isEmptyScope, scopeDecisions, shortfallNote, type ScopeOptions } from './scope.js';
+import { csvLine } from './csv.js';
+import { computeScope, emptyScopeMessage, exportColumns, formatScope, isEmptyScope, scopeDecisions, shortfallNote, type ScopeOptions } from './scope.js';
 import { compileWhere, filterGrammar } from './where-filter.js';
 
 /** The scope options, shared by `dlog scope` and `dlog remediate`. */

@@ -275,12 +275,4 @@ export async function* scopeDecisions(q: AuditQuery, o: ScopeOptions, pageSize =
   }
 }
 
-export function csvLine(values: unknown[]): string {
-  return values
-    .map((v) => {
-      const s = v === null || v === undefined ? '' : String(v);
-      return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
-    })
-    .join(',');
-}
 

@@ -1,12 +1,7 @@
 import type { Command } from 'commander';
 import { cliContext } from './context.js';
+import { numberOption } from './options.js';
 import { simulate } from './simulate.js';
-
-function positiveNumber(name: string, value: string, min: number): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < min) throw new Error(`${name} takes a number >= ${min} (got ${JSON.stringify(value)}); for example ${name} 10000`);
-  return n;
-}
 
 export function registerSimulateCommand(program: Command): void {
   program
@@ -22,10 +17,10 @@ export function registerSimulateCommand(program: Command): void {
         config,
         log,
         {
-          events: positiveNumber('--events', opts.events, 1),
-          rate: positiveNumber('--rate', opts.rate, 0),
-          badShare: positiveNumber('--bad-share', opts.badShare, 0),
-          applicants: positiveNumber('--applicants', opts.applicants, 1),
+          events: numberOption('--events', opts.events, { min: 1, integer: true, example: '10000' }),
+          rate: numberOption('--rate', opts.rate, { min: 0, example: '2000' }),
+          badShare: numberOption('--bad-share', opts.badShare, { min: 0, max: 1, example: '0.01' }),
+          applicants: numberOption('--applicants', opts.applicants, { min: 1, integer: true, example: '2000' }),
         },
         (msg) => process.stderr.write(`${msg}\n`),
       );

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { stackDown, stackEndpoints, stackStatus, stackUp, type ComponentStatus } from '@dlog/stack';
 import { createPipeline } from '@dlog/pipeline';
+import { numberOption } from './options.js';
 import { Shutdown } from '@dlog/runtime';
 import { cliContext } from './context.js';
 
@@ -56,6 +57,8 @@ export function registerUpCommand(program: Command): void {
     .option('--status-every <seconds>', 'print a status line this often (0: never)', '10')
     .action(async (opts: { stack: boolean; statusEvery: string }) => {
       const { config, log } = cliContext();
+      // Checked before anything starts.
+      const every = numberOption('--status-every', opts.statusEvery, { min: 0, example: '30' }) * 1000;
       if (opts.stack) {
         process.stderr.write('starting the local stack (the first run fetches Kafka and the registry from Maven Central)...\n');
         printStatus(await stackUp(config, log));
@@ -76,7 +79,6 @@ export function registerUpCommand(program: Command): void {
           `  npm run dlog -- query "SELECT model_name, model_version, count() FROM v_decisions GROUP BY ALL"\n` +
           `Stop with Ctrl-C (the stack keeps running; npm run dlog -- stack down stops it).\n\n`,
       );
-      const every = Number(opts.statusEvery) * 1000;
       if (every > 0) {
         const timer = setInterval(() => {
           void (async () => {

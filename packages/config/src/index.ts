@@ -493,8 +493,11 @@ function rawValue(spec: FieldSpec<unknown>, env: NodeJS.ProcessEnv): Given | und
   return { value: direct, from: spec.env };
 }
 
-/** The local stack's listeners, which all bind 127.0.0.1 and so need different ports. */
-const stackPorts = ['kafkaPort', 'kafkaControllerPort', 'registryPort'] as const;
+/**
+ * The local listeners, which all bind 127.0.0.1 and so need different ports: the stack's, and the
+ * pipeline's query endpoint (on the registry's port, `dlog query` sent its token to the registry).
+ */
+const stackPorts = ['kafkaPort', 'kafkaControllerPort', 'registryPort', 'queryPort'] as const;
 
 /** A port near `taken[0]` that none of `taken` uses, to suggest. */
 function freePort(taken: readonly number[]): number {
@@ -609,6 +612,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   checkClickhouseCredentials(out as Config, given);
   const config = out as Config;
   checkStackPorts(config, given);
+  if (config.sinkMaxBufferedBytes < config.sinkBatchBytes) {
+    // Checked here, not when the sink starts: then the store had been opened and migrated, and
+    // under `dlog up` the other workers had started, before the process died with a stack trace.
+    const env = given.has(fields.sinkMaxBufferedBytes.env) || !given.has(fields.sinkBatchBytes.env) ? fields.sinkMaxBufferedBytes.env : fields.sinkBatchBytes.env;
+    throw new ConfigError(
+      env,
+      `DLOG_SINK_MAX_BUFFERED_BYTES=${config.sinkMaxBufferedBytes} is below DLOG_SINK_BATCH_BYTES=${config.sinkBatchBytes}: a full batch could never be held; set DLOG_SINK_MAX_BUFFERED_BYTES to at least ${config.sinkBatchBytes * 2}, or lower DLOG_SINK_BATCH_BYTES.`,
+    );
+  }
   return Object.freeze(config);
 }
 

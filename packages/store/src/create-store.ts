@@ -73,7 +73,7 @@ function clientLog(log: Logger | undefined): { LoggerClass: new () => ClickHouse
 type StoreConfig = Pick<Config, 'clickhouseUrl' | 'clickhouseUser' | 'clickhousePassword' | 'clickhouseDatabase' | 'clickhouseDataDir'>;
 
 /** The store the configuration names: a server when CLICKHOUSE_URL is set, else embedded. */
-export function storeFromConfig(config: StoreConfig, opts: { createDatabase?: boolean; log?: Logger } = {}): Promise<Store> {
+export function storeFromConfig(config: StoreConfig, opts: { createDatabase?: boolean; log?: Logger; requestTimeoutMs?: number } = {}): Promise<Store> {
   return createStore({
     url: config.clickhouseUrl,
     username: config.clickhouseUser,
@@ -94,7 +94,21 @@ export async function createStore(opts: StoreOptions): Promise<Store> {
     throw new Error(`Invalid ClickHouse database name ${JSON.stringify(opts.database)}: use letters, digits and _`);
   }
   if (opts.url) {
-    const client = createClient({
+    const url = opts.url;
+    // The client reads settings from the URL's query and refuses names it does not know: say which
+    // variable holds them, instead of a bare "Unknown URL parameters: password".
+    const clientFor = (config: Parameters<typeof createClient>[0]) => {
+      try {
+        return createClient(config);
+      } catch (err) {
+        throw new Error(
+          `CLICKHOUSE_URL=${redactUrl(url)} is refused by the ClickHouse client: ${(err as Error).message}. ` +
+            'Give the server as http(s)://host:port[/path]; the user and password go in CLICKHOUSE_USER and CLICKHOUSE_PASSWORD (or user:password@ in the URL).',
+          { cause: err },
+        );
+      }
+    };
+    const client = clientFor({
       url: opts.url,
       username: opts.username ?? 'default',
       password: opts.password ?? '',
@@ -107,7 +121,7 @@ export async function createStore(opts: StoreOptions): Promise<Store> {
       await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${opts.database}` });
     }
     await client.close();
-    const scoped = createClient({
+    const scoped = clientFor({
       url: opts.url,
       username: opts.username ?? 'default',
       password: opts.password ?? '',
