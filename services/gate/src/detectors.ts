@@ -59,8 +59,9 @@ const ibanLengths: Readonly<Record<string, number>> = {
 };
 const ssnRe = /(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)/g;
 // Either case (`ab123456c` typed in a chat); the token is made from capitals, so both give one.
-const ninoRe = /\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b/gi;
-const phoneRe = /(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){2,4}(?!\w)/g;
+const ninoRe = /\b[A-CEGHJ-PR-TW-Za-ceghj-pr-tw-z][A-CEGHJ-NPR-TW-Za-ceghj-npr-tw-z] ?\d{2} ?\d{2} ?\d{2} ?[A-Da-d]\b/g;
+// Not the digits of a decimal (3.14159265358979, an epoch with its fraction).
+const phoneRe = /(?<![\w+])(?<!\d\.)(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){2,4}(?!\w)(?!\.\d)/g;
 
 function digitCount(s: string): number {
   let n = 0;
@@ -69,6 +70,22 @@ function digitCount(s: string): number {
     if (c >= 48 && c <= 57) n++;
   }
   return n;
+}
+
+/**
+ * Whether a number begins as a payment card's does (its issuer's prefix): Visa, Mastercard,
+ * Maestro, Discover, UnionPay, RuPay (4-6), national schemes (8, 9), Mir and Mastercard's 2-series,
+ * Amex, Diners and JCB. A Luhn-valid run outside them (one in ten of any digits) is an epoch in
+ * milliseconds, a snowflake id or a date, not a card.
+ */
+function cardIssuer(d: string): boolean {
+  const first = d.charCodeAt(0) - 48;
+  if ((first >= 4 && first <= 6) || first === 8 || first === 9) return true;
+  const p2 = Number(d.slice(0, 2));
+  const p4 = Number(d.slice(0, 4));
+  if (first === 2) return (p4 >= 2200 && p4 <= 2204) || (p4 >= 2221 && p4 <= 2720);
+  if (first === 3) return p2 === 34 || p2 === 37 || p2 === 36 || p2 === 38 || p2 === 39 || (p4 >= 3000 && p4 <= 3059) || p4 === 3095 || (p4 >= 3528 && p4 <= 3589);
+  return false;
 }
 
 /**
@@ -101,7 +118,7 @@ function cardIn(m: string, tokenize: Tokenize): string {
       }
       let d = '';
       for (let k = start; k < start + len; k++) d += m[at[k]!];
-      if (luhn(d)) return m.slice(0, at[start]) + tokenize('card', d) + m.slice(at[start + len - 1]! + 1);
+      if (cardIssuer(d) && luhn(d)) return m.slice(0, at[start]) + tokenize('card', d) + m.slice(at[start + len - 1]! + 1);
     }
   }
   return m;
@@ -184,35 +201,73 @@ function emailsIn(text: string, tokenize: Tokenize): string {
 }
 
 const bmpDigit = /^\p{Nd}$/u;
-/** Characters that show nothing: zero-width spaces and joiners, word joiners, the soft hyphen, BOM. */
-const invisible = /[\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff]/g;
-/** Spaces other than the ASCII one: no-break, narrow no-break, thin, ideographic ... */
-const otherSpaces = /[^\S\n\r\t\f\v ]/g;
+const space = /^\s$/u;
 const jsonEscape = /\\u([0-9a-fA-F]{4})/g;
 
+/** Characters that show nothing: zero-width spaces and joiners, direction marks, word joiners, the soft hyphen, BOM. */
+function invisible(c: number): boolean {
+  return c === 0xad || c === 0x180e || (c >= 0x200b && c <= 0x200f) || (c >= 0x2060 && c <= 0x2064) || c === 0xfeff;
+}
+
+/** Folded characters, by character: the text's own mix of them repeats. */
+const folds = new Map<string, string>();
+
 /**
- * The text as the detectors read it:
- * - JSON's `\uXXXX` escapes read as the characters they stand for, so `jane\u0040example.com` in
- *   text that is not JSON (cut off at max_tokens, say) is an address;
- * - compatibility forms as their plain ones (NFKC): full-width `０９０－１２３４`, `﹫`, maths digits;
- * - invisible characters removed and every kind of space read as a space, so a zero-width space
- *   inside an address or a thin space between a phone number's groups hides nothing;
- * - decimal digits of any other script as 0-9 (a digit's value is its place in its script's run of
- *   ten; every such run starts after a non-digit).
+ * One character as the detectors read it: its compatibility form (NFKC: `０`→`0`, `﹫`→`@`, `𝟒`→`4`)
+ * when that is no longer in UTF-8 (so folded text never outgrows the event: U+FDFA alone is 18
+ * characters), any space as a space, a decimal digit of any script as 0-9 (its place in its
+ * script's run of ten; every such run starts after a non-digit). One character at a time, so a
+ * long run of combining marks costs what its length does (NFKC over the whole text was quadratic).
+ */
+function foldChar(ch: string): string {
+  let f = folds.get(ch);
+  if (f !== undefined) return f;
+  if (space.test(ch)) f = ' ';
+  else if (ch.length === 1 && bmpDigit.test(ch)) {
+    const c = ch.charCodeAt(0);
+    let k = 0;
+    while (k < 9 && bmpDigit.test(String.fromCharCode(c - k - 1))) k++;
+    f = String.fromCharCode(48 + k);
+  } else {
+    const n = ch.normalize('NFKC');
+    f = Buffer.byteLength(n) <= Buffer.byteLength(ch) ? n : ch;
+  }
+  if (folds.size < 20_000) folds.set(ch, f);
+  return f;
+}
+
+/**
+ * The text as the detectors read it: JSON's `\uXXXX` escapes as the characters they stand for (so
+ * `jane\u0040example.com` in text that is not JSON, cut off at max_tokens say, is an address),
+ * each character folded (foldChar), and invisible characters dropped where they sit between ASCII
+ * characters (inside an address or a number; a Persian zero-width non-joiner or an emoji's joiner
+ * stays).
  */
 function foldForDetection(text: string, escaped: boolean, wide: boolean): string {
-  let t = escaped ? text.replace(jsonEscape, (_, hex: string) => String.fromCharCode(parseInt(hex, 16))) : text;
+  const t = escaped ? text.replace(jsonEscape, (_, hex: string) => String.fromCharCode(parseInt(hex, 16))) : text;
   if (!wide && (t === text || !/[^\x00-\x7f]/.test(t))) return t;
-  t = t.normalize('NFKC').replace(invisible, '').replace(otherSpaces, ' ');
   let out = '';
   for (let i = 0; i < t.length; i++) {
     const c = t.charCodeAt(i);
-    if (c < 0x80 || c >= 0xd800 || !bmpDigit.test(t[i]!)) out += t[i];
-    else {
-      let k = 0;
-      while (k < 9 && bmpDigit.test(String.fromCharCode(c - k - 1))) k++;
-      out += String.fromCharCode(48 + k);
+    if (c < 0x80) {
+      out += t[i];
+      continue;
     }
+    if (invisible(c)) {
+      let j = i + 1;
+      while (j < t.length && invisible(t.charCodeAt(j))) j++;
+      const before = out.length > 0 ? out.charCodeAt(out.length - 1) : 0x80;
+      const after = j < t.length ? t.charCodeAt(j) : 0x80;
+      if (before < 0x80 && after < 0x80) {
+        i = j - 1;
+        continue;
+      }
+      out += t[i];
+      continue;
+    }
+    const pair = c >= 0xd800 && c <= 0xdbff && i + 1 < t.length;
+    out += foldChar(pair ? t.slice(i, i + 2) : t[i]!);
+    if (pair) i++;
   }
   return out;
 }
@@ -271,16 +326,10 @@ function scrubAscii(text: string, digits: number, enabled: ReadonlySet<DetectorN
   return out;
 }
 
-/**
- * A bare integer that is a valid card number is personal data too, negative or not. One past 2^53
- * with a card's length (16 to 19 digits) cannot be checked, since its last digits are already
- * lost, yet written out it still shows the leading ones (4111111111111111110 comes out as
- * 4111111111111111000): counted as one too.
- */
+/** A bare integer that is a valid card number is personal data too, negative or not. */
 export function looksLikeCardNumber(n: number): boolean {
   const a = Math.abs(n);
-  if (!Number.isInteger(a) || a < 1e12) return false;
-  if (!Number.isSafeInteger(a)) return a < 1e19;
+  if (!Number.isSafeInteger(a) || a < 1e12) return false;
   const d = String(a);
-  return d.length >= 13 && d.length <= 16 && luhn(d);
+  return d.length >= 13 && d.length <= 16 && cardIssuer(d) && luhn(d);
 }

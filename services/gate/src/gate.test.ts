@@ -411,39 +411,47 @@ describe('gate: personal data outside the obvious places', () => {
 describe('gate: ids, JSON in strings and text that hides what it holds', () => {
   it('ids and names a producer chose pass every detector, not only the email one; UUIDs and plain numbered ids stay', () => {
     const uuid = '0192f3a4-5b6c-7d8e-9f01-23456789abcd';
-    const { records, counts } = runLeaks([
+    const { records, counts, dead } = runLeaks([
       event({
-        event_id: 'evt-4111 1111 1111 1111',
+        event_id: 'evt-9f01',
         request_id: '+44 20 7946 0958',
         endpoint: '/users/jane@example.com/score',
         decision_type: 'call +14155551234',
         tenant: '078-05-1120',
-        trajectory: { trace_id: 'GB82WEST12345698765432', step: 1, tool_name: 'dial +14155551234', parent_event_id: 'evt-4111 1111 1111 1111', tool_args_hash: null },
+        trajectory: { trace_id: 'GB82WEST12345698765432', step: 1, tool_name: 'dial +14155551234', parent_event_id: 'evt-9f00', tool_args_hash: null },
         producer: { service: 'svc jane@example.com', sdk: 'custom', host: 'jane﹫example.com' },
       }),
       event({ event_id: uuid, request_id: 'order-1234567890', trajectory: { trace_id: `t-${uuid}`, step: 0, tool_name: null, parent_event_id: uuid, tool_args_hash: null } }),
+      // Event ids are keys (the sink's, and what parent ids name): personal data there is refused, unquoted.
+      event({ event_id: 'evt-4111 1111 1111 1111' }),
+      event({ trajectory: { trace_id: 't', step: 1, tool_name: null, parent_event_id: 'jane@example.com', tool_args_hash: null } }),
     ]);
+    assert.deepEqual(dead.map((d) => d.reason), ['personal_data_in_id', 'personal_data_in_id']);
+    assert.equal(records.length, 2);
     const [r, plain] = records;
     assertNoRaw(r);
     for (const raw of ['4111 1111 1111 1111', '7946 0958', '078-05-1120', 'GB82WEST12345698765432', 'example.com']) {
       assert.ok(!JSON.stringify(r).includes(raw), `raw "${raw}" in ${JSON.stringify(r)}`);
       assert.ok(!JSON.stringify(counts).includes(raw), `raw "${raw}" in the counts`);
     }
-    assert.equal(r!.trajectory!.parent_event_id, r!.event_id, 'a parent id is scrubbed to the same token as the id it names');
+    assert.equal(r!.trajectory!.parent_event_id, 'evt-9f00');
     assert.equal(counts.find((c) => c.endpoint.startsWith('/users/'))!.endpoint, r!.endpoint, 'counts group with the records');
     assert.equal(plain!.event_id, uuid);
     assert.equal(plain!.request_id, 'order-1234567890', 'a bare number in an id is not a phone number');
     assert.equal(plain!.trajectory!.trace_id, `t-${uuid}`);
   });
 
-  it('a tool_args_hash that is not a digest is dead-lettered, not passed on', () => {
-    const digest = `sha256-${'ab'.repeat(32)}`;
+  it('a tool_args_hash that is not a digest becomes a keyed token; digests in the usual forms pass', () => {
+    const digests = [`sha256-${'ab'.repeat(32)}`, 'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=', 'ab'.repeat(32), `md5:${'0f'.repeat(16)}`];
+    const text = '{"ssn":"078-05-1120"}';
     const { records, dead } = runLeaks([
-      event({ trajectory: { trace_id: 't', step: 0, tool_name: 'x', parent_event_id: null, tool_args_hash: '{"ssn":"078-05-1120"}' } }),
-      event({ trajectory: { trace_id: 't', step: 1, tool_name: 'x', parent_event_id: null, tool_args_hash: digest } }),
+      ...[text, text, ...digests].map((h, step) => event({ trajectory: { trace_id: 't', step, tool_name: 'x', parent_event_id: null, tool_args_hash: h } })),
     ]);
-    assert.deepEqual(dead.map((d) => d.reason), ['wrong_type']);
-    assert.equal(records[0]!.trajectory!.tool_args_hash, digest);
+    assert.deepEqual(dead, []);
+    const hashes = records.map((r) => r.trajectory!.tool_args_hash);
+    assert.match(hashes[0]!, /^hmac:k1:[0-9a-f]{32}$/);
+    assert.equal(hashes[1], hashes[0], 'equal arguments, equal tokens');
+    assert.deepEqual(hashes.slice(2), digests);
   });
 
   it('JSON inside a string gets the field rules (tool-call arguments); escapes and invisible characters hide nothing', () => {
@@ -461,7 +469,6 @@ describe('gate: ids, JSON in strings and text that hides what it holds', () => {
           nino: 'ni ab123456c',
           quoted: "o'brien@example.com and jane&john@example.com",
           negative: -4111111111111111,
-          unsafe: 4111111111111111110,
           plain_decimal: 'p=0.30000000000000004',
           not_json: '[INST] hello [/INST]',
         },
@@ -477,6 +484,28 @@ describe('gate: ids, JSON in strings and text that hides what it holds', () => {
     assert.equal(input.not_json, '[INST] hello [/INST]');
   });
 
+  it('numbers that only look like cards or phones stay: epochs, snowflakes, decimals; folded text never outgrows the event', () => {
+    const persian = 'می‌خواهم';
+    const wide = 'ﷺ'.repeat(1000);
+    const { records } = runLeaks([
+      event({
+        request_id: 'req-1764288000123',
+        trajectory: { trace_id: 'trace-1850000000000000000', step: 0, tool_name: null, parent_event_id: null, tool_args_hash: null },
+        input: { id: 1764288000123, pi: 'pi is 3.14159265358979', epoch: '1764288000.123456789', persian: `${persian} jane@example.com`, wide: `${wide} jane@example.com` },
+      }),
+    ]);
+    const r = records[0]!;
+    assert.equal(r.request_id, 'req-1764288000123');
+    assert.equal(r.trajectory!.trace_id, 'trace-1850000000000000000');
+    const input = JSON.parse(r.input_json!);
+    assert.equal(input.id, 1764288000123);
+    assert.equal(input.pi, 'pi is 3.14159265358979');
+    assert.equal(input.epoch, '1764288000.123456789');
+    assert.ok(input.persian.startsWith(persian), 'a zero-width non-joiner inside a word stays');
+    assert.ok(!input.persian.includes('jane') && !input.wide.includes('jane'));
+    assert.ok(Buffer.byteLength(input.wide) <= Buffer.byteLength(`${wide} jane@example.com`) + 16, `a compatibility form that would grow is kept as written (${Buffer.byteLength(input.wide)} bytes)`);
+  });
+
   it('full-tier output_json: a duplicate key cannot keep a redacted name, and JSON cut off is withheld', () => {
     const dup = '{"name":"Jane Doe","name":"[redacted]"}';
     const cut = '{"decision":"approved","name":"Jane Doe","address":"1 Main';
@@ -484,7 +513,9 @@ describe('gate: ids, JSON in strings and text that hides what it holds', () => {
       event({ output: { decision: 'approved', confidence: 0.9, output_json: dup } }),
       event({ output: { decision: 'approved', confidence: 0.9, output_json: cut } }),
       event({ output: { decision: 'approved', confidence: 0.9, output_json: '[1] approved, see note' } }),
+      event({ output: { decision: 'approved', confidence: 0.9, output_json: '{"a":1}\n{"name":"Jane Doe"}\n' } }),
     ]);
+    assert.equal(records[3]!.output.output_json, '{"a":1}\n{"name":"[redacted]"}\n', 'JSON lines are read line by line');
     assert.equal(records[0]!.output.output_json, '{"name":"[redacted]"}');
     assert.equal(records[1]!.output.output_json, null);
     assert.equal(records[2]!.output.output_json, '[1] approved, see note', 'free text that merely starts with [ stays');

@@ -77,8 +77,11 @@ function scrubKeys(map: Record<string, number>, protector: Protector): Record<st
 
 const scrubIdOrNull = (id: string | null, protector: Protector) => (id === null ? null : protector.scrubId(id));
 
-/** A digest a producer sent (`sha256-<hex>`, `md5:<hex>`): anything else could carry any text. */
-const digestShape = /^[A-Za-z0-9_]{2,16}[-:][0-9a-fA-F]{16,128}$/;
+/**
+ * A digest as producers write them: `sha256-<hex>`, `md5:<hex>`, `sha256-<base64>` (SRI) or bare
+ * hex. Anything else could be the tool's arguments themselves.
+ */
+const digestShape = /^(?:[A-Za-z0-9_]{2,16}[-:](?:[0-9a-fA-F]{16,128}|[A-Za-z0-9+/_-]{22,88}={0,2})|[0-9a-fA-F]{32,128})$/;
 
 /**
  * output_json as the full tier keeps it: JSON goes through the same field rules and detectors as
@@ -94,7 +97,26 @@ function protectOutputJson(text: string, protector: Protector): string | null {
   } catch {
     // JSON cut off (at max_tokens, say) is not free text: its named fields (`{"name": "Jane
     // Doe", "address": …`) are out of the field rules' reach, and the detectors do not know names.
-    return jsonLike.test(text) ? null : protector.scrub(text);
+    if (!jsonLike.test(text)) return protector.scrub(text);
+    // JSON lines (one value per line) are read line by line.
+    const lines = text.split('\n');
+    if (lines.length < 2) return null;
+    const out: string[] = [];
+    for (const line of lines) {
+      if (line.trim() === '') {
+        out.push(line);
+        continue;
+      }
+      try {
+        JSON.parse(line);
+      } catch {
+        return null;
+      }
+      const p = protectOutputJson(line, protector);
+      if (p === null) return null;
+      out.push(p);
+    }
+    return out.join('\n');
   }
   let protectedText: string;
   let ruled: boolean;
@@ -135,12 +157,11 @@ export function toDecisionRecord(
   // Every field spelled out (no object spread): one stable shape for the Avro writer, and the raw
   // input can never ride along by accident. Whatever a producer chose as an id or a label passes
   // the detectors too: an email as request id or in an endpoint's path is still an email. Event
-  // ids are scrubbed like the parent ids that name them, with the same keyed tokens, so the links
-  // between events hold. Artifact references (model, image, config, preprocessing, environment)
+  // ids with personal data never get here (validate). Artifact references (model, image, config, preprocessing, environment)
   // are left as they are: they must resolve in the registry, and `2026.11.28.1234` as a version
   // would read as a phone number.
   return {
-    event_id: protector.scrubId(event.event_id),
+    event_id: event.event_id,
     request_id: protector.scrubId(event.request_id),
     ts: event.ts,
     endpoint: protector.scrubId(event.endpoint),
@@ -169,9 +190,13 @@ export function toDecisionRecord(
         : {
             trace_id: protector.scrubId(trajectory.trace_id),
             step: trajectory.step,
-            parent_event_id: scrubIdOrNull(trajectory.parent_event_id, protector),
+            parent_event_id: trajectory.parent_event_id,
             tool_name: scrubIdOrNull(trajectory.tool_name, protector),
-            tool_args_hash: trajectory.tool_args_hash,
+            // Not a digest: kept as a keyed token, so equal arguments still match and none show.
+            tool_args_hash:
+              trajectory.tool_args_hash === null || digestShape.test(trajectory.tool_args_hash)
+                ? trajectory.tool_args_hash
+                : protector.pseudonym('tool_args_hash', trajectory.tool_args_hash),
           },
     producer: { service: protector.scrubId(event.producer.service), sdk: protector.scrubId(event.producer.sdk), host: scrubIdOrNull(event.producer.host, protector) },
     input_hash: hash,
@@ -228,10 +253,16 @@ function validate(
   }
   const badNumber = outputNumberProblem(event.output);
   if (badNumber) return deadLetter('validate', 'wrong_type', badNumber);
-  const toolArgsHash = event.trajectory?.tool_args_hash;
-  if (toolArgsHash != null && !digestShape.test(toolArgsHash)) {
-    // Passed on as it is, it could carry the tool's arguments themselves.
-    return deadLetter('validate', 'wrong_type', 'trajectory.tool_args_hash is not a digest (algorithm, then - or :, then hex: sha256-…)');
+  // An event id is the sink's key for the decision and what parent ids name: rewritten to a
+  // token, it would change with the key (a replay after a rotation written twice, old links
+  // broken). Ids with personal data in them are refused instead; the value is not quoted.
+  for (const [name, id] of [
+    ['event_id', event.event_id],
+    ['trajectory.parent_event_id', event.trajectory?.parent_event_id],
+  ] as const) {
+    if (id != null && deps.protector.scrubId(id) !== id) {
+      return deadLetter('validate', 'personal_data_in_id', `${name} holds personal data (an address, a phone or card number ...); event ids must not: the SDK makes them UUIDs`);
+    }
   }
   let hash: string;
   try {

@@ -14,6 +14,8 @@ export type ReasonCode =
   | 'invalid_input'
   | 'input_hash_mismatch'
   | 'timestamp_out_of_range'
+  /** An event or parent id with personal data in it (ids are keys: they cannot be tokenised). */
+  | 'personal_data_in_id'
   /** Anything the steps did not foresee (a bug, an input no check anticipated): never fatal. */
   | 'unprocessable';
 
