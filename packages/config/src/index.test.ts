@@ -65,6 +65,21 @@ describe('loadConfig', () => {
     assert.match(err.message, /Did you mean DLOG_KAFKA_PORT\?/);
   });
 
+  it('refuses near misses of its other settings, leaves other programs\' variables alone, and checks broker ports', () => {
+    const err = configError({ CLICKHOUSE_PASWORD: 'x' });
+    assert.equal(err.field, 'CLICKHOUSE_PASWORD');
+    assert.match(err.message, /Did you mean CLICKHOUSE_PASSWORD\?/);
+    assert.equal(configError({ KAFKA_BROKER: '127.0.0.1:9092' }).field, 'KAFKA_BROKER');
+    assert.doesNotThrow(() => loadConfig({ KAFKA_HEAP_OPTS: '-Xmx1G', CLICKHOUSE_DB: 'x', SCHEMA_REGISTRY_HEAP: 'x' }));
+    assert.equal(configError({ KAFKA_BROKERS: '127.0.0.1:99999' }).field, 'KAFKA_BROKERS');
+    assert.equal(configError({ KAFKA_BROKERS: 'a:9092,b:0' }).field, 'KAFKA_BROKERS');
+  });
+
+  it('names the sink buffer sizes and a query port on a stack port at start', () => {
+    assert.equal(configError({ DLOG_SINK_MAX_BUFFERED_BYTES: '2048' }).field, 'DLOG_SINK_MAX_BUFFERED_BYTES');
+    assert.equal(configError({ DLOG_QUERY_PORT: '8081' }).field, 'DLOG_QUERY_PORT');
+  });
+
   it('checks related fields together', () => {
     const err = configError({ DLOG_KAFKA_PORT: '9100', DLOG_KAFKA_CONTROLLER_PORT: '9100' });
     assert.equal(err.field, 'DLOG_KAFKA_CONTROLLER_PORT');

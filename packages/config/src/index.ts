@@ -126,7 +126,12 @@ function localPort(raw: string | undefined, fallback: number): number {
 const brokers = z
   .string()
   .transform((s) => s.split(',').map((b) => b.trim()).filter((b) => b.length > 0))
-  .refine((list) => list.length > 0 && list.every((b) => hostPort.test(b)), 'must be host:port[,host:port...]');
+  .refine((list) => list.length > 0 && list.every((b) => hostPort.test(b)), 'must be host:port[,host:port...]')
+  .refine((list) => list.every((b) => validPort(Number(b.slice(b.lastIndexOf(':') + 1)))), 'ports go from 1 to 65535');
+
+function validPort(p: number): boolean {
+  return Number.isInteger(p) && p >= 1 && p <= 65535;
+}
 
 const keyId = /^[A-Za-z0-9._-]{1,32}$/;
 // Standard or URL-safe alphabet (Buffer decodes both), padding only at the end. Buffer.from skips
@@ -420,6 +425,8 @@ type Fields = typeof fields;
 export type Config = { readonly [K in keyof Fields]: z.output<Fields[K]['schema']> };
 
 /** Environment variable names the project reads (including `<secret>_FILE` forms). */
+const sharedPrefixes = ['CLICKHOUSE_', 'SCHEMA_REGISTRY_', 'KAFKA_'];
+
 export function knownEnvNames(): string[] {
   const names: string[] = [];
   for (const spec of Object.values(fields)) {
@@ -584,6 +591,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         name,
         `Unknown setting ${name}.${hint ? ` Did you mean ${hint}?` : ''} Known DLOG_ settings: ${known.filter((k) => k.startsWith('DLOG_')).join(', ')}.`,
       );
+    }
+    // The other prefixes are shared with other programs (KAFKA_HEAP_OPTS, a server image's
+    // CLICKHOUSE_DB), so only a near miss of one of ours is refused: CLICKHOUSE_PASWORD was
+    // ignored, and the process ran on without a password.
+    if (sharedPrefixes.some((p) => name.startsWith(p)) && !known.includes(name)) {
+      const near = known.find((k) => sharedPrefixes.some((p) => k.startsWith(p)) && levenshtein(name, k) <= 2);
+      if (near) throw new ConfigError(name, `Unknown setting ${name}. Did you mean ${near}?`);
     }
   }
   const out: Record<string, unknown> = {};

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawn } from 'node:child_process';
@@ -23,6 +23,10 @@ export function kafkaComponent(opts: { stackDir: string; runDir: string; port: n
 
   const writeProperties = () => {
     const template = readFileSync(path.join(here, 'server.properties.template'), 'utf8');
+    // The broker's segments hold inference.raw and its dead letters (raw personal data), written
+    // readable by all: the directory above them is this user's alone.
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    chmodSync(dataDir, 0o700);
     mkdirSync(logsDir, { recursive: true });
     writeFileSync(
       propsFile,

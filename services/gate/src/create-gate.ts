@@ -22,7 +22,7 @@ import {
 import { processBatch, type GateDeps, type GateStats, type GateTopics } from './gate.js';
 import { GateThreads } from './gate-threads.js';
 import { warmUp } from './warm-up.js';
-import { localKeyRing, parseKeyRing, type KeyRing } from './keys.js';
+import { KeyError, localKeyRing, parseKeyRing, type KeyRing } from './keys.js';
 import { loadPolicy } from './policy.js';
 import { createProtector } from './protect.js';
 
@@ -52,6 +52,11 @@ export interface Gate {
 
 function keyRing(config: Config, log: Logger, announce = true): KeyRing {
   if (config.piiKeys) return parseKeyRing(config.piiKeys);
+  // Against a ClickHouse server the gate is a deployment, perhaps of several replicas: each would
+  // make its own local key, and their tokens for one customer would never join.
+  if (config.clickhouseUrl) {
+    throw new KeyError('DLOG_PII_KEYS (or DLOG_PII_KEYS_FILE) must be set when CLICKHOUSE_URL is: a local key is for one machine\'s development pipeline, and replicas would each make their own, so their tokens would not join');
+  }
   const file = path.resolve(config.clickhouseDataDir, '..', 'pii-keys');
   const { ring, created } = localKeyRing(file);
   if (announce) log.warn({ file, keyId: ring.active.id, created }, 'no DLOG_PII_KEYS configured: using a local HMAC key (set DLOG_PII_KEYS_FILE in production)');

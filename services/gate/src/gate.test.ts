@@ -1,12 +1,18 @@
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { KafkaMessage } from 'kafkajs';
+import { loadConfig } from '@dlog/config';
 import { avroType, encodeFramed, inputHash, type DecisionRecordRecord } from '@dlog/contracts';
+import { createLogger } from '@dlog/runtime';
+import { gateDeps } from './create-gate.js';
 import { decodeEvent } from './decode.js';
 import { scrubText } from './detectors.js';
 import { processBatch, type GateDeps, type GateStats } from './gate.js';
-import { parseKeyRing } from './keys.js';
+import { KeyError, parseKeyRing } from './keys.js';
 import { loadPolicy, parsePolicy, PolicyError, detectorNames } from './policy.js';
 import { createProtector } from './protect.js';
 import { hash32, keep } from './sample.js';
@@ -519,6 +525,17 @@ describe('gate: ids, JSON in strings and text that hides what it holds', () => {
     assert.equal(records[0]!.output.output_json, '{"name":"[redacted]"}');
     assert.equal(records[1]!.output.output_json, null);
     assert.equal(records[2]!.output.output_json, '[1] approved, see note', 'free text that merely starts with [ stays');
+  });
+});
+
+describe('gate: keys for a deployment', () => {
+  it('refuses to start against a ClickHouse server without configured keys (replicas would each make their own)', () => {
+    const config = loadConfig({ CLICKHOUSE_URL: 'http://127.0.0.1:8123', CLICKHOUSE_DATA_DIR: mkdtempSync(path.join(tmpdir(), 'dlog-gate-keys-')) });
+    const wiring = { config, topics: deps.topics, decisionId: 1, countsId: 2 };
+    const quiet = createLogger({ name: 't', level: 'silent' });
+    assert.throws(() => gateDeps(wiring, quiet), (err: unknown) => err instanceof KeyError && /DLOG_PII_KEYS/.test(err.message));
+    const keyed = loadConfig({ CLICKHOUSE_URL: 'http://127.0.0.1:8123', DLOG_PII_KEYS: `k9:${randomBytes(32).toString('base64')}` });
+    assert.equal(gateDeps({ ...wiring, config: keyed }, quiet).protector.keyId, 'k9');
   });
 });
 
