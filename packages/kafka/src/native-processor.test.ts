@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { KafkaMessage } from 'kafkajs';
-import { fromNative, workUnits } from './native-processor.js';
+import pino from 'pino';
+import type RdKafka from 'node-rdkafka';
+import { fromNative, RebalanceBarrier, workUnits } from './native-processor.js';
 
 const msgs = (n: number, from = 0): KafkaMessage[] =>
   Array.from({ length: n }, (_, i) => ({ key: null, value: Buffer.from(String(from + i)), timestamp: '0', attributes: 0, offset: String(from + i), headers: {} }));
@@ -34,5 +36,22 @@ describe('fromNative', () => {
     assert.equal(bare.timestamp, undefined);
     assert.equal(bare.key, null);
     assert.deepEqual(bare.headers, {});
+  });
+});
+
+describe('RebalanceBarrier', () => {
+  it('gives partitions up only after the work on them has ended; takes new ones at once', async () => {
+    const calls: string[] = [];
+    const consumer = { assign: () => void calls.push('assign'), unassign: () => void calls.push('unassign') } as unknown as RdKafka.KafkaConsumer;
+    let finish!: () => void;
+    const barrier = new RebalanceBarrier(pino({ level: 'silent' }), () => consumer, undefined, () => new Promise<void>((r) => (finish = r)));
+    barrier.callback({ code: -174 } as RdKafka.LibrdKafkaError, []); // ERR__REVOKE_PARTITIONS
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(calls, [], 'an insert on the revoked partitions is still in flight');
+    finish();
+    await new Promise((r) => setTimeout(r, 0));
+    assert.deepEqual(calls, ['unassign']);
+    barrier.callback({ code: -175 } as RdKafka.LibrdKafkaError, [{ topic: 't', partition: 0 }]); // ERR__ASSIGN_PARTITIONS
+    assert.deepEqual(calls, ['unassign', 'assign']);
   });
 });

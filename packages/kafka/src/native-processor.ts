@@ -126,6 +126,11 @@ export class RebalanceBarrier {
     private readonly log: Logger,
     private readonly consumer: () => RdKafka.KafkaConsumer | undefined,
     private readonly onApplied?: (assigned: { topic: string; partition: number }[] | undefined) => void,
+    /**
+     * Awaited before partitions are given up: work on them that outlives the batch (the sink's
+     * insert in flight) ends first, so the next owner never checks for rows still on their way.
+     */
+    private readonly beforeRevoke?: () => Promise<void>,
   ) {}
 
   /** The consumer's `rebalance_cb`. */
@@ -142,8 +147,17 @@ export class RebalanceBarrier {
         this.log.warn({ err: e, assign }, 'applying a rebalance failed');
       }
     };
-    if (this.busy) this.queued.push(apply);
-    else apply();
+    const run = () => {
+      if (assign || !this.beforeRevoke) return apply();
+      // librdkafka waits for unassign(); no other member gets these partitions until then. Polls
+      // go on meanwhile: they deliver the answers to commits the awaited work may be waiting for.
+      this.beforeRevoke().then(apply, (e: unknown) => {
+        this.log.warn({ err: e }, 'waiting out work on revoked partitions failed; giving them up anyway');
+        apply();
+      });
+    };
+    if (this.busy) this.queued.push(run);
+    else run();
   };
 
   /** Runs one batch (poll to commit) with rebalances held until it is over. */

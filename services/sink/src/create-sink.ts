@@ -219,6 +219,12 @@ export function createSink(opts: SinkOptions): Sink {
       log.info({ assignment }, 'sink partitions assigned');
       for (const t of byTopic.values()) t.writer.reassigned();
     },
+    // Before the partitions go: every writer drops what it holds and abandons its batch at the
+    // next step, and the insert already sent ends. Otherwise it could land after the next owner
+    // looked for its rows, which that owner would then write again.
+    onRevoking: async () => {
+      await Promise.all([...byTopic.values()].map((t) => t.writer.revoke()));
+    },
     onCrash: (err: Error) => failWith(err),
   };
   const source: SinkSource = opts.native ? nativeSource(opts.native, sourceSettings, sourceEvents, log) : kafkajsSource(kafka, sourceSettings, sourceEvents);

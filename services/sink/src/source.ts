@@ -29,6 +29,11 @@ export interface SinkSource {
 export interface SourceEvents {
   /** The group gave this member a new assignment: buffered, uncommitted rows will come again. */
   onAssigned(assignment: Record<string, number[]>): void;
+  /**
+   * Partitions are about to be given up (librdkafka only; kafkajs has no such hook): resolves once
+   * no insert of theirs is in flight.
+   */
+  onRevoking?(): Promise<void>;
   /** The consumer failed for good. */
   onCrash(err: Error): void;
 }
@@ -147,14 +152,19 @@ export function nativeSource(
   const paused = new Set<string>();
   const pendingCommits: { key: string; resolve: () => void; reject: (err: Error) => void; timer: NodeJS.Timeout }[] = [];
 
-  const barrier = new RebalanceBarrier(log, () => consumer, (assigned) => {
-    assignment = assigned ?? [];
-    if (!assigned) return;
-    const byTopic: Record<string, number[]> = {};
-    for (const t of assigned) (byTopic[t.topic] ??= []).push(t.partition);
-    events.onAssigned(byTopic);
-    for (const topic of paused) pausePartitions(topic);
-  });
+  const barrier = new RebalanceBarrier(
+    log,
+    () => consumer,
+    (assigned) => {
+      assignment = assigned ?? [];
+      if (!assigned) return;
+      const byTopic: Record<string, number[]> = {};
+      for (const t of assigned) (byTopic[t.topic] ??= []).push(t.partition);
+      events.onAssigned(byTopic);
+      for (const topic of paused) pausePartitions(topic);
+    },
+    events.onRevoking,
+  );
 
   const commitKey = (tps: { topic: string; partition: number; offset?: number }[]) =>
     tps

@@ -325,3 +325,31 @@ describe('TableWriter across crashes and rebalances', () => {
     assert.equal(old.getStats().failing, false);
   });
 });
+
+describe('TableWriter when its partitions are revoked (librdkafka)', () => {
+  it('waits out the insert in flight, neither commits it nor starts another until the next assignment', async () => {
+    const ch = dedupingStore();
+    let release!: () => void;
+    const slow = new Promise<void>((r) => (release = r));
+    let calls = 0;
+    const w = writer({ ...ch.io, insert: async (t, token, body) => (calls++ === 0 ? slow.then(() => ch.io.insert(t, token, body)) : ch.io.insert(t, token, body)) }, 2);
+    ['a', 'b'].forEach((k, i) => add(w, 0, i, k));
+    await new Promise((r) => setTimeout(r, 10));
+    let revoked = false;
+    const revoking = w.revoke().then(() => (revoked = true));
+    add(w, 0, 2, 'c');
+    add(w, 0, 3, 'd'); // a full batch, sealed while the partitions are going: not started
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(revoked, false, 'the statement already sent has not ended');
+    release();
+    await revoking;
+    assert.deepEqual(ch.stored, ['a', 'b'], 'the statement in flight lands before the partitions go; nothing after it starts');
+    assert.deepEqual(ch.commits, [], 'its offsets are not committed: the next owner finds its rows and skips them');
+    w.reassigned(); // the next assignment: Kafka delivers from the committed offset again
+    ['a', 'b', 'c', 'd'].forEach((k, i) => add(w, 0, i, k));
+    await w.drain();
+    assert.deepEqual([...ch.stored].sort(), ['a', 'b', 'c', 'd']);
+    assert.deepEqual(ch.commits, ['0@2', '0@4']);
+    assert.equal(w.getStats().bufferedBytes, 0);
+  });
+});

@@ -184,6 +184,8 @@ export class TableWriter {
    */
   private readonly settled = new Set<number>();
   private failing = false;
+  /** Between a revoke and the next assignment: no batch starts (see revoke). */
+  private held = false;
   private paused = false;
   private stopping = false;
   private readonly stopped = new AbortController();
@@ -278,10 +280,10 @@ export class TableWriter {
   }
 
   private kick(): void {
-    if (this.flushing || this.sealed.length === 0 || this.fatal) return;
+    if (this.flushing || this.held || this.sealed.length === 0 || this.fatal) return;
     this.flushing = (async () => {
       try {
-        while (this.sealed.length > 0) {
+        while (this.sealed.length > 0 && !this.held) {
           const batch = this.sealed[0]!;
           this.inFlightBytes = batch.bytes;
           this.inFlightRows = batch.lines.length;
@@ -302,8 +304,8 @@ export class TableWriter {
           }
           // The next batch counts as in flight from here, so the memory check never sees it
           // as gone between two writes.
-          this.inFlightBytes = this.sealed[0]?.bytes ?? 0;
-          this.inFlightRows = this.sealed[0]?.lines.length ?? 0;
+          this.inFlightBytes = this.held ? 0 : (this.sealed[0]?.bytes ?? 0);
+          this.inFlightRows = this.held ? 0 : (this.sealed[0]?.lines.length ?? 0);
           this.updateFlow();
         }
       } catch (err) {
@@ -328,15 +330,31 @@ export class TableWriter {
    * behind that owner's commit, moving the group's offset back.
    */
   reassigned(): void {
+    this.held = false;
     const dropped = this.open.size + this.sealed.slice(this.flushing ? 1 : 0).reduce((n, b) => n + b.size, 0);
     this.open = new Batch();
     if (this.flushing) this.sealed.splice(1);
-    else this.sealed.length = 0;
+    else {
+      this.sealed.length = 0;
+      this.inFlightBytes = 0;
+      this.inFlightRows = 0;
+    }
     this.settled.clear();
     this.committed.clear();
     this.assignment++;
     if (dropped > 0) this.log.info({ table: this.table, dropped }, 'assignment changed: buffered rows dropped, Kafka delivers them again');
     this.updateFlow();
+  }
+
+  /**
+   * The partitions are about to go (librdkafka's revoke): what is buffered is dropped, the batch
+   * being written is abandoned at its next step, and no other batch starts until the next
+   * assignment. Resolves once the statement in flight, if any, has ended.
+   */
+  async revoke(): Promise<void> {
+    this.reassigned();
+    this.held = true;
+    while (this.flushing) await this.flushing;
   }
 
   /** At the memory limit: take no more messages until a batch is written. */
