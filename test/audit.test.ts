@@ -88,6 +88,9 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
     // A filter the counts cannot answer: per endpoint too, the estimate is weighted, not the stored count.
     const unsure = await computeScope(q, { model: simulatedModels.recommender, where: 'confidence<0.7' });
     assert.equal(unsure.exact, null);
+    // A map key a decision does not have reads as 0 in ClickHouse: such decisions must not match.
+    const noScore = await computeScope(q, { model: simulatedModels.recommender, where: 'scores.no_such_score<0.5' });
+    assert.equal(noScore.sampled, 0, 'decisions without the score were counted as scoring 0');
     const ep = unsure.endpoints.find((e) => e.endpoint === 'recommendations')!;
     assert.ok(ep.sampled > 0 && Math.abs(ep.weighted - ep.sampled * 10) < 1e-6, JSON.stringify(ep));
     assert.ok(formatScope(unsure).includes(`recommendations (~${fmt(ep.weighted, 1)})`), formatScope(unsure));

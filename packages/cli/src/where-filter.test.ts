@@ -10,7 +10,7 @@ describe('--where filter language', () => {
     const f = compileWhere("decision=declined and confidence<0.7 AND scores.approved>=0.5 and tier!=minimal and endpoint~'loan api'");
     assert.equal(
       f.sql,
-      '(decision = {w0:String}) AND (confidence < {w1:Float64}) AND (scores[{w2:String}] >= {w3:Float64}) AND (toString(tier) != {w4:String}) AND (position(endpoint, {w5:String}) > 0)',
+      '(decision = {w0:String}) AND (confidence < {w1:Float64}) AND (mapContains(scores, {w2:String}) AND scores[{w2:String}] >= {w3:Float64}) AND (toString(tier) != {w4:String}) AND (position(endpoint, {w5:String}) > 0)',
     );
     assert.deepEqual(f.params, { w0: 'declined', w1: 0.7, w2: 'approved', w3: 0.5, w4: 'minimal', w5: 'loan api' });
     assert.deepEqual(f.columns, ['decision', 'confidence', 'scores.approved', 'tier', 'endpoint']);
@@ -26,7 +26,7 @@ describe('--where filter language', () => {
 
   it('takes a nested input field by the dotted path the gate names it by', () => {
     const f = compileWhere('input_fields.applicant.customer_id=hmac-k1-abc and attributes.items[0].sku=X-1');
-    assert.equal(f.sql, '(input_fields[{w0:String}] = {w1:String}) AND (attributes[{w2:String}] = {w3:String})');
+    assert.equal(f.sql, '(mapContains(input_fields, {w0:String}) AND input_fields[{w0:String}] = {w1:String}) AND (mapContains(attributes, {w2:String}) AND attributes[{w2:String}] = {w3:String})');
     assert.deepEqual(f.params, { w0: 'applicant.customer_id', w1: 'hmac-k1-abc', w2: 'items[0].sku', w3: 'X-1' });
     assert.throws(() => compileWhere('confidence.x.y=1'), /Unknown field "confidence\.x\.y"/);
   });

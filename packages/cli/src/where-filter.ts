@@ -57,7 +57,7 @@ export const filterGrammar = [
   'op         := =  !=  <  <=  >  >=  ~ (contains, text fields)',
   "value      := number | word | 'quoted text' | \"quoted text\"",
   `field      := ${Object.keys(fields).join(' | ')}`,
-  `              | ${Object.keys(maps).map((m) => `${m}.<key>`).join(' | ')}   (.* : any key)`,
+  `              | ${Object.keys(maps).map((m) => `${m}.<key>`).join(' | ')}   (.* : any key; only decisions that have the key match)`,
   'examples   : decision=declined and confidence<0.7',
   "             endpoint=loan-api and scores.approved>=0.5 and tier!=minimal",
 ].join('\n');
@@ -142,6 +142,8 @@ export function compileWhere(text: string | undefined, p = 'w'): CompiledFilter 
     let type: FieldType;
     let expr: string;
     let anyKeyOf: string | undefined;
+    /** `map` has the key: a missing key reads as 0 or '', so `scores.approved<0.5` took decisions with no such score. */
+    let hasKey: string | undefined;
     const dot = name.indexOf('.');
     if (dot > 0) {
       const map = name.slice(0, dot);
@@ -156,6 +158,7 @@ export function compileWhere(text: string | undefined, p = 'w'): CompiledFilter 
         const kp = `${p}${n++}`;
         params[kp] = key;
         expr = `${map}[{${kp}:String}]`;
+        hasKey = `mapContains(${map}, {${kp}:String})`;
       }
     } else {
       const f = fields[name];
@@ -184,7 +187,7 @@ export function compileWhere(text: string | undefined, p = 'w'): CompiledFilter 
     const test = op === '~' ? `position(${expr}, ${bound}) > 0` : `${expr} ${op === '!=' && anyKeyOf ? '=' : op} ${bound}`;
     // Any key: some value passes; for != no value is equal.
     if (anyKeyOf) sql.push(`${op === '!=' ? 'NOT ' : ''}arrayExists(x -> ${test}, mapValues(${anyKeyOf}))`);
-    else sql.push(test);
+    else sql.push(hasKey ? `${hasKey} AND ${test}` : test);
     columns.push(name);
     conditions.push({ field: name, op, value });
   }
