@@ -55,6 +55,15 @@ describe('manifest', () => {
       () => parseManifest(`artifacts:\n  - {kind: model, name: "fraud:eu", version: "3", digest: "${d('c')}"}\n`, 'm.yaml', 'me'),
       (e: unknown) => e instanceof ManifestError && e.path === 'artifacts.0.name' && /fraud-eu/.test(e.message),
     );
+    // Another kind under a model's or an environment's ref would be what those decisions resolve to.
+    assert.throws(
+      () => parseManifest(`artifacts:\n  - {kind: dataset, name: d, version: "1", ref: "registry://models/loan:9", digest: "${d('c')}"}\n`, 'm.yaml', 'me'),
+      (e: unknown) => e instanceof ManifestError && e.path === 'artifacts.0.ref' && /for kind model/.test(e.message),
+    );
+    assert.throws(
+      () => parseManifest(`artifacts:\n  - {kind: config, name: c, version: "1", ref: "registry://environments/${d('e')}", digest: "${d('c')}"}\n`, 'm.yaml', 'me'),
+      (e: unknown) => e instanceof ManifestError && e.path === 'artifacts.0.ref' && /for kind environment/.test(e.message),
+    );
     // An environment is named by its digest, the only thing a decision carries of it.
     const env = parseManifest(`artifacts:\n  - {kind: environment, name: py311-cuda12, version: "2026.11", digest: "${d('e')}"}\n`, 'm.yaml', 'me');
     assert.equal(env[0]!.ref, `registry://environments/${d('e')}`);

@@ -71,6 +71,14 @@ export function parseManifest(text: string, file: string, registeredBy: string, 
     if (a.kind === 'environment' && a.ref && a.ref !== ref) {
       throw new ManifestError(file, `artifacts.${i}.ref`, `an environment's ref is ${ref} (from its digest: decisions name it by environment_digest alone); remove ref or make it match`);
     }
+    // Models and environments are looked up by these refs alone: another kind under one of them
+    // would be what decisions of that model or environment resolve to.
+    if (a.kind !== 'model' && ref.startsWith('registry://models/')) {
+      throw new ManifestError(file, `artifacts.${i}.ref`, `registry://models/ refs are for kind model (this is a ${a.kind}); give it a ref of its own kind, or remove ref`);
+    }
+    if (a.kind !== 'environment' && ref.startsWith('registry://environments/')) {
+      throw new ManifestError(file, `artifacts.${i}.ref`, `registry://environments/ refs are for kind environment (this is a ${a.kind}); give it a ref of its own kind, or remove ref`);
+    }
     return {
       event_id: randomUUID(),
       kind: a.kind,

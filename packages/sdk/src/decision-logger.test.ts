@@ -91,6 +91,7 @@ describe('createDecisionLogger (no Kafka)', () => {
       { model, input: { blob: 'x'.repeat(10_000) }, output: { decision: 'x' } },
       { model, input: {}, output: { decision: 1 } },
       { model, input: {}, output: { decision: 'x', confidence: 'high' } },
+      { model: { name: 'fraud:eu', version: '3' }, input: {}, output: { decision: 'x' } },
       null,
       undefined,
       42,
@@ -102,7 +103,7 @@ describe('createDecisionLogger (no Kafka)', () => {
     assert.equal(stats.invalid, bad.length);
     assert.equal(stats.sent, 1);
     const reasons = errors.filter((e) => e.kind === 'invalid').map((e) => e.message).join('\n');
-    for (const r of [/missing model reference/, /BigInt/, /Cyclic/, /oversized/, /decision must be a string/, /confidence/]) assert.match(reasons, r);
+    for (const r of [/missing model reference/, /BigInt/, /Cyclic/, /oversized/, /decision must be a string/, /confidence/, /cannot contain ':'/]) assert.match(reasons, r);
     // A callback that throws does not break anything either.
     const noisy = createDecisionLogger(base(fake.transport, { onError: () => { throw new Error('host bug'); } }));
     assert.doesNotThrow(() => noisy.record({ input: { n: 1n }, output: { decision: 'x' } }));

@@ -111,6 +111,8 @@ function modelRef(m: ModelRef | string | undefined): ModelRef | string {
   if (typeof m.name !== 'string' || m.name === '' || typeof m.version !== 'string' || m.version === '') {
     return 'model reference needs a non-empty name and version';
   }
+  // The gate refuses it too: registry://models/<name>:<version> would name another model.
+  if (m.name.includes(':')) return `model name ${JSON.stringify(m.name)} cannot contain ':' (it separates name and version in registry://models/<name>:<version>)`;
   return m;
 }
 

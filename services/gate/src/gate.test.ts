@@ -447,6 +447,12 @@ describe('gate: ids, JSON in strings and text that hides what it holds', () => {
     assert.equal(plain!.trajectory!.trace_id, `t-${uuid}`);
   });
 
+  it('a model name with a colon is dead-lettered: its registry ref would be another model\'s', () => {
+    const { records, dead } = runLeaks([event({ model: { name: 'fraud:eu', version: '3' } }), event({ model: { name: 'fraud-eu', version: '3' } })]);
+    assert.deepEqual(dead.map((d) => d.reason), ['wrong_type']);
+    assert.equal(records.length, 1);
+  });
+
   it('a tool_args_hash that is not a digest becomes a keyed token; digests in the usual forms pass', () => {
     const digests = [`sha256-${'ab'.repeat(32)}`, 'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=', 'ab'.repeat(32), `md5:${'0f'.repeat(16)}`];
     const text = '{"ssn":"078-05-1120"}';

@@ -253,6 +253,11 @@ function validate(
   }
   const badNumber = outputNumberProblem(event.output);
   if (badNumber) return deadLetter('validate', 'wrong_type', badNumber);
+  if (event.model.name.includes(':')) {
+    // Its ref, registry://models/<name>:<version>, would be another model's: `fraud:eu` version 3
+    // resolved to model `fraud` version `eu:3`. The registry refuses such names too.
+    return deadLetter('validate', 'wrong_type', "model.name cannot contain ':' (it separates name and version in registry://models/<name>:<version>)");
+  }
   // An event id is the sink's key for the decision and what parent ids name: rewritten to a
   // token, it would change with the key (a replay after a rotation written twice, old links
   // broken). Ids with personal data in them are refused instead; the value is not quoted.
