@@ -261,6 +261,22 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
     const stable = await deploymentWindows(q, simulatedModels.stable);
     assert.equal(stable.at(-1)!.to, null, 'the stable version serves on');
     assert.equal(stable.at(-1)!.share, 1);
+
+    // Staging's endpoint of the same name has a history of its own: its deploy neither closes
+    // prod's windows nor becomes what a prod rollback returns from.
+    const staging = await planDeploy(q, { endpoint: 'loan-api', environment: 'staging', model: simulatedModels.canary, actor: 'test' });
+    assert.equal(staging.previous_model_ref, null, 'nothing served loan-api in staging before');
+    await publishDeployment(config, log, staging);
+    await waitFor(async () => ((await q("SELECT count() AS n FROM v_deployments WHERE environment = 'staging'"))[0]!.n === 1 ? true : undefined), {
+      timeoutMs: 60_000,
+      intervalMs: 300,
+      what: 'the staging deployment to be queryable',
+    });
+    const prodStable = await deploymentWindows(q, simulatedModels.stable);
+    assert.equal(prodStable.at(-1)!.to, null, 'prod\'s stable window stays open');
+    assert.equal(prodStable.at(-1)!.environment, 'prod');
+    await assert.rejects(planRollback(q, { endpoint: 'loan-api', to: simulatedModels.stable, reason: 'x', actor: 't' }), /several environments \(prod, staging\)[\s\S]*--environment prod/);
+    await assert.rejects(planRollback(q, { endpoint: 'loan-api', environment: 'prod', to: simulatedModels.stable, reason: 'x', actor: 't' }), /already serves all of loan-api/);
   });
 
   it('remediation appends events referencing the originals and leaves them untouched', async () => {

@@ -44,11 +44,15 @@ export async function publishEvents(config: Config, log: Logger, topicName: stri
   }
 }
 
-/** What serves an endpoint now, by replaying its deployment events: model ref → share. */
-export async function servingNow(q: AuditQuery, endpoint: string): Promise<{ serving: Map<string, number>; history: string[] }> {
+/**
+ * What serves an endpoint in an environment now ('' when deployments named none), by replaying
+ * its deployment events: model ref → share. Another environment's endpoint of the same name is
+ * another history: a staging deploy once made a prod rollback's "previous" the staging version.
+ */
+export async function servingNow(q: AuditQuery, endpoint: string, environment = ''): Promise<{ serving: Map<string, number>; history: string[] }> {
   const rows = await q(
-    'SELECT toString(action) AS action, model_ref, traffic_share FROM v_deployments WHERE endpoint = {endpoint:String} ORDER BY ts, event_id',
-    { endpoint },
+    'SELECT toString(action) AS action, model_ref, traffic_share FROM v_deployments WHERE endpoint = {endpoint:String} AND environment = {environment:String} ORDER BY ts, event_id',
+    { endpoint, environment },
   );
   let serving = new Map<string, number>();
   for (const r of rows) {
@@ -65,6 +69,21 @@ export async function servingNow(q: AuditQuery, endpoint: string): Promise<{ ser
     }
   }
   return { serving, history: [...new Set(rows.map((r) => String(r.model_ref)))] };
+}
+
+/**
+ * The environment a deploy or rollback is about: the one given; else the endpoint's only one;
+ * else none ('') when its deployments never named one. An endpoint deployed in several must be
+ * told which.
+ */
+async function environmentOf(q: AuditQuery, endpoint: string, given: string | undefined, command: string): Promise<string> {
+  if (given !== undefined) return given;
+  const envs = (await q('SELECT DISTINCT environment FROM v_deployments WHERE endpoint = {endpoint:String} ORDER BY environment', { endpoint })).map((e) => String(e.environment));
+  if (envs.length <= 1) return envs[0] ?? '';
+  throw new AuditInputError(
+    `${endpoint} has deployments in several environments (${envs.map((e) => e || 'none named').join(', ')}), each with its own history: say which.` +
+      `\nType e.g. dlog ${command} --endpoint ${endpoint} --environment ${envs.find((e) => e !== '') ?? envs[0]} ...`,
+  );
 }
 
 export interface DeployOptions {
@@ -87,13 +106,14 @@ export async function planDeploy(q: AuditQuery, o: DeployOptions): Promise<Deplo
   await assertKnownModel(q, o.model, 'deploy', { registered: true });
   const ref = modelRef(o.model);
   const digest = await q("SELECT digest FROM v_artifacts WHERE kind = 'model' AND ref = {ref:String} LIMIT 1", { ref });
-  const { serving } = await servingNow(q, o.endpoint);
+  const environment = await environmentOf(q, o.endpoint, o.environment, 'deploy');
+  const { serving } = await servingNow(q, o.endpoint, environment);
   const previous = [...serving.entries()].filter(([k]) => k !== ref).sort((a, b) => b[1] - a[1])[0]?.[0] ?? null;
   return {
     event_id: randomUUID(),
     action: o.canary || share < 1 ? 'canary' : 'deploy',
     endpoint: o.endpoint,
-    environment: o.environment ?? null,
+    environment: environment || null,
     model_ref: ref,
     model_digest: digest[0] ? String(digest[0].digest) : null,
     previous_model_ref: previous,
@@ -117,7 +137,8 @@ export interface RollbackOptions {
 export async function planRollback(q: AuditQuery, o: RollbackOptions): Promise<DeploymentEvent> {
   if (!o.reason.trim()) throw new AuditInputError('--reason is required for a rollback: the incident, alert id or ticket.');
   const ref = modelRef(o.to);
-  const { serving, history } = await servingNow(q, o.endpoint);
+  const environment = await environmentOf(q, o.endpoint, o.environment, 'rollback');
+  const { serving, history } = await servingNow(q, o.endpoint, environment);
   if (history.length === 0) {
     const eps = await q('SELECT endpoint, count() AS events FROM v_deployments GROUP BY endpoint ORDER BY endpoint');
     throw new AuditInputError(
@@ -138,7 +159,7 @@ export async function planRollback(q: AuditQuery, o: RollbackOptions): Promise<D
     event_id: randomUUID(),
     action: 'rollback',
     endpoint: o.endpoint,
-    environment: o.environment ?? null,
+    environment: environment || null,
     model_ref: ref,
     model_digest: null,
     previous_model_ref: bad,

@@ -25,6 +25,8 @@ export interface ScopeBreakdown {
 
 export interface DeploymentWindow {
   endpoint: string;
+  /** The deployment's environment ('' when none was given): each has its own serving history. */
+  environment: string;
   from: string;
   /** null: still serving. */
   to: string | null;
@@ -80,17 +82,23 @@ function countsPredicate(o: ScopeOptions): { sql: string; params: Record<string,
 export async function deploymentWindows(q: AuditQuery, m: ModelId, endpoint?: string): Promise<DeploymentWindow[]> {
   const ref = modelRef(m);
   const events = await q(
-    `SELECT toString(action) AS action, endpoint, model_ref, previous_model_ref, traffic_share, ts
+    `SELECT toString(action) AS action, endpoint, environment, model_ref, previous_model_ref, traffic_share, ts
      FROM v_deployments
-     WHERE endpoint IN (SELECT endpoint FROM v_deployments WHERE model_ref = {ref:String} OR previous_model_ref = {ref:String})
+     WHERE (endpoint, environment) IN (SELECT endpoint, environment FROM v_deployments WHERE model_ref = {ref:String} OR previous_model_ref = {ref:String})
        ${endpoint ? 'AND endpoint = {endpoint:String}' : ''}
-     ORDER BY endpoint, ts, event_id`,
+     ORDER BY endpoint, environment, ts, event_id`,
     endpoint ? { ref, endpoint } : { ref },
   );
   const windows: DeploymentWindow[] = [];
+  // One serving history per endpoint and environment: staging deploying 2.6.0 on an endpoint of
+  // the same name once closed prod's canary window.
   const byEndpoint = new Map<string, Row[]>();
-  for (const e of events) byEndpoint.set(String(e.endpoint), [...(byEndpoint.get(String(e.endpoint)) ?? []), e]);
-  for (const [ep, list] of byEndpoint) {
+  for (const e of events) {
+    const k = `${String(e.endpoint)}\u0000${String(e.environment ?? '')}`;
+    byEndpoint.set(k, [...(byEndpoint.get(k) ?? []), e]);
+  }
+  for (const [k, list] of byEndpoint) {
+    const [ep, environment] = k.split('\u0000') as [string, string];
     // serving: model ref → share; a canary takes its share from the others.
     let serving = new Map<string, number>();
     let open: DeploymentWindow | undefined;
@@ -116,7 +124,7 @@ export async function deploymentWindows(q: AuditQuery, m: ModelId, endpoint?: st
         open = undefined;
       }
       if (now !== undefined && !open) {
-        open = { endpoint: ep, from: ts, to: null, share: now, action };
+        open = { endpoint: ep, environment, from: ts, to: null, share: now, action };
         windows.push(open);
       }
     }
@@ -240,7 +248,7 @@ export function formatScope(s: ScopeResult): string {
   out.push('');
   out.push('Deployment windows:');
   if (s.windows.length === 0) out.push('  none recorded (record them with dlog deploy)');
-  for (const w of s.windows) out.push(`  ${w.endpoint.padEnd(20)} ${w.from} .. ${w.to ?? 'still serving'}  share ${fmt(w.share * 100, 1)}%  (${w.action})`);
+  for (const w of s.windows) out.push(`  ${(w.environment ? `${w.endpoint} (${w.environment})` : w.endpoint).padEnd(20)} ${w.from} .. ${w.to ?? 'still serving'}  share ${fmt(w.share * 100, 1)}%  (${w.action})`);
   out.push('');
   out.push('By decision:');
   const rows = s.byDecision.map((b) => ({ decision: b.decision, exact: b.exact === null ? 'n/a' : String(b.exact), sampled: String(b.sampled), weighted: fmt(b.weighted, 1) }));
