@@ -93,20 +93,30 @@ export async function registerAvro(
   subject: string,
   schema: Schema,
   compatibility: Compatibility = defaultCompatibility,
+  registerTimeoutMs = 30_000,
 ): Promise<number> {
   await setCompatibility(url, subject, compatibility);
+  let timer: NodeJS.Timeout | undefined;
   try {
-    const { id } = await registry.register(
-      { type: SchemaType.AVRO, schema: JSON.stringify(schema) },
-      { subject, compatibility: COMPATIBILITY[compatibility] },
-    );
+    // The client has no deadline of its own: a registry that takes the connection and never
+    // answers held an SDK's first send (and so everything after it) for the life of the process.
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`The schema registry at ${registryEndpoint(url).base} did not answer registering ${subject} within ${registerTimeoutMs / 1000} s`)), registerTimeoutMs);
+    });
+    const { id } = await Promise.race([
+      registry.register({ type: SchemaType.AVRO, schema: JSON.stringify(schema) }, { subject, compatibility: COMPATIBILITY[compatibility] }),
+      deadline,
+    ]);
     return id;
   } catch (err) {
     const status = (err as { status?: number }).status;
     if (status === 409) throw new SchemaIncompatibleError(subject, (err as Error).message);
     throw err;
+  } finally {
+    clearTimeout(timer);
   }
 }
+
 
 /** Subject for a topic's values (Confluent TopicNameStrategy). */
 export function valueSubject(topic: string): string {

@@ -77,6 +77,30 @@ describe('createDecisionLogger (no Kafka)', () => {
     assert.equal(stats.queued, 1);
   });
 
+  it('trace() never throws at the caller, whatever it is given', async () => {
+    const fake = fakeTransport();
+    const logger = createDecisionLogger(base(fake.transport));
+    const odd = [null, 42, { get traceId(): string { throw new Error('boom'); } }, { traceId: 7 }];
+    for (const o of odd) assert.doesNotThrow(() => assert.match(logger.trace(o as never).traceId, /^[0-9a-f-]{36}$/));
+    assert.equal(logger.trace({ traceId: 't-1' }).traceId, 't-1');
+    await logger.close();
+  });
+
+  it('without onError, refused and dropped decisions are still logged, a line per kind at most every 10 s with the count', async () => {
+    const fake = fakeTransport();
+    const lines: Record<string, unknown>[] = [];
+    const destination = { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) };
+    const logger = createDecisionLogger(base(fake.transport, { log: createLogger({ name: 'host', level: 'warn', destination }) }));
+    for (let i = 0; i < 5; i++) logger.record({ input: { n: 1n }, output: { decision: 'x' } } as never);
+    await logger.close();
+    const notDelivered = lines.filter((l) => l.msg === 'decisions not delivered (set onError to handle each report; this line repeats at most every 10 s)');
+    assert.equal(notDelivered.length, 1, JSON.stringify(lines));
+    assert.equal(notDelivered[0]!.kind, 'invalid');
+    assert.match(String(notDelivered[0]!.example), /BigInt/);
+    const atClose = lines.filter((l) => l.msg === 'decisions not delivered since the last such line');
+    assert.deepEqual(atClose.map((l) => [l.kind, l.decisions]), [['invalid', 4]], 'close() says what the limit held back');
+  });
+
   it('counts and reports invalid calls, never throwing at the caller', async () => {
     const fake = fakeTransport();
     const errors: DecisionLoggerError[] = [];

@@ -400,7 +400,19 @@ class DecisionLoggerImpl implements DecisionLogger {
   }
 
   trace(opts: { traceId?: string } = {}): DecisionTrace {
-    const traceId = opts.traceId ?? uuidv7();
+    // Never throws at the caller: `trace(null)` or a traceId getter that throws gets a new id,
+    // and a traceId that is not a string is refused for a new one, reported.
+    let given: unknown;
+    try {
+      given = opts?.traceId;
+    } catch {
+      given = undefined;
+    }
+    if (given !== undefined && (typeof given !== 'string' || given === '')) {
+      this.report(new DecisionLoggerError('invalid', 'trace(): traceId must be a non-empty string; a new one was made', 0));
+      given = undefined;
+    }
+    const traceId = (given as string | undefined) ?? uuidv7();
     let step = 0;
     let last: string | null = null;
     return {
@@ -471,6 +483,8 @@ class DecisionLoggerImpl implements DecisionLogger {
   }
 
   private dropReportPending = 0;
+  private readonly lastReported = new Map<DecisionLoggerErrorKind, number>();
+  private readonly unreported = new Map<DecisionLoggerErrorKind, number>();
   private reportDrop(id: string, why: string): void {
     // One report per burst of drops, not one per event: a full buffer is exactly when the host
     // can least afford a callback per record().
@@ -484,7 +498,23 @@ class DecisionLoggerImpl implements DecisionLogger {
   }
 
   private report(err: DecisionLoggerError): void {
-    if (!this.onError) return;
+    if (!this.onError) {
+      // Without a callback, losses were silent: dropped, failed and refused decisions are logged,
+      // each kind at most once per 10 s with the count since its last line. ('send' and
+      // 'startup' problems are logged where they happen; they lose nothing by themselves.)
+      if (err.count === 0) return;
+      const kind = err.kind;
+      const since = (this.unreported.get(kind) ?? 0) + err.count;
+      const now = Date.now();
+      if (now - (this.lastReported.get(kind) ?? 0) < 10_000) {
+        this.unreported.set(kind, since);
+        return;
+      }
+      this.lastReported.set(kind, now);
+      this.unreported.set(kind, 0);
+      this.log.warn({ kind, decisions: since, example: err.message }, 'decisions not delivered (set onError to handle each report; this line repeats at most every 10 s)');
+      return;
+    }
     try {
       this.onError(err);
     } catch (cbErr) {
@@ -993,6 +1023,9 @@ class DecisionLoggerImpl implements DecisionLogger {
     this.memBytes = 0;
     this.pending = [];
     this.pendingHead = 0;
+    // What the 10-second limit held back is said before the logger goes.
+    for (const [kind, n] of this.unreported) if (n > 0) this.log.warn({ kind, decisions: n }, 'decisions not delivered since the last such line');
+    this.unreported.clear();
     return this.stats();
   }
 

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { appendFileSync, chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { describe, it } from 'node:test';
 import { SpillFile, type Encoded, type SpillLog } from './spill-file.js';
 
@@ -90,6 +92,35 @@ function recordingLog() {
 }
 
 const bytesOf = (events: Encoded[]) => events.reduce((n, e) => n + (e.spillBytes ?? 0), 0);
+
+describe('SpillFile when the disk fills mid-write', () => {
+  it('cuts off a frame written in part, so what follows is read back and survives a restart', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const spill = new SpillFile(dir);
+    spill.append([ev(1, 100)]);
+    const real = fs.writeSync;
+    let calls = 0;
+    // One short write (the disk filling), then no space at all.
+    (fs as unknown as { writeSync: unknown }).writeSync = (fd: number, buf: Buffer, off: number, len: number, pos: number) => {
+      if (calls++ === 0) return real(fd, buf, off, Math.min(len, 40), pos);
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    };
+    syncBuiltinESMExports();
+    try {
+      assert.throws(() => spill.append([ev(2, 100), ev(3, 100)]), /ENOSPC/);
+    } finally {
+      (fs as unknown as { writeSync: unknown }).writeSync = real;
+      syncBuiltinESMExports();
+    }
+    spill.append([ev(4, 100), ev(5, 100)]);
+    assert.equal(statSync(spill.logPath).size, spill.pendingBytes, 'the file holds exactly the frames counted');
+    assert.deepEqual(spill.readNext(10, 1 << 20).map((e) => e.seq), [1, 4, 5]);
+    spill.close();
+    const again = new SpillFile(dir);
+    assert.deepEqual(again.readNext(10, 1 << 20).map((e) => e.value[0]), [1, 4, 5], 'nothing set aside as damaged after a restart');
+    again.close();
+  });
+});
 
 describe('SpillFile after a crash or damage', () => {
   it('a position that points into the middle of a frame (crash around a prepend) replays the whole file instead of cutting it', () => {

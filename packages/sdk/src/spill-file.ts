@@ -324,7 +324,21 @@ export class SpillFile {
       buf.writeUInt32LE(frameCrc(buf, h, buf, h + headerBytes, key.length + e.value.length), h + 20);
     });
     let written = 0;
-    while (written < total) written += writeSync(this.fd, buf, written, total - written, this.size + written);
+    try {
+      while (written < total) written += writeSync(this.fd, buf, written, total - written, this.size + written);
+    } catch (err) {
+      // Part written, then a failure (the disk filled): cut the part off. Left there, the file
+      // (opened to append) took the next frames after it, out of line with what was counted, so
+      // reading stopped at it for good and a restart set everything after it aside.
+      if (written > 0) {
+        try {
+          ftruncateSync(this.fd, this.size);
+        } catch {
+          // Nothing more to do here: recover() cuts a torn tail at the next start.
+        }
+      }
+      throw err;
+    }
     this.size += total;
   }
 
