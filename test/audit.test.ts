@@ -191,7 +191,18 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
       input: { application: { amount: 1000 } },
       output: { decision: 'approved', confidence: 0.9 },
     });
+    // The same image ref, declared with other bytes than will be registered.
+    logger.record({
+      requestId: 'late-registration-2',
+      model: simulatedModels.stable,
+      endpoint: 'loan-api',
+      decisionType: 'loan_approval',
+      image: { ref: image, digest: `sha256:${'7'.repeat(64)}` },
+      input: { application: { amount: 2000 } },
+      output: { decision: 'approved', confidence: 0.9 },
+    });
     await logger.close(30_000);
+    await waitFor(async () => ((await q("SELECT 1 FROM decisions WHERE request_id = 'late-registration-2'")).length ? true : undefined), { timeoutMs: 60_000, what: 'the second late decision' });
     const [stored] = await waitFor(async () => {
       const r = await q("SELECT resolved, unresolved_refs FROM decisions WHERE request_id = 'late-registration-1'");
       return r.length ? r : undefined;
@@ -207,7 +218,12 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
       topic: `${prefix}registry.artifacts`,
       schemaRegistryUrl: config.schemaRegistryUrl,
       log,
-      events: parseManifest(`artifacts:\n  - {kind: image, ref: "${image}", name: inference-loan, version: 2.6.0-rc1, digest: "sha256:${'6'.repeat(64)}", parents: [registry://models/loan-approver:2.4.1]}\n`, 'late.yaml', 'test'),
+      events: parseManifest(
+        `artifacts:\n  - {kind: dataset, name: rc-calibration, version: v1, digest: "sha256:${'8'.repeat(64)}"}\n` +
+          `  - {kind: image, ref: "${image}", name: inference-loan, version: 2.6.0-rc1, digest: "sha256:${'6'.repeat(64)}", parents: [registry://models/loan-approver:2.4.1, registry://datasets/rc-calibration:v1]}\n`,
+        'late.yaml',
+        'test',
+      ),
     });
     await waitFor(async () => ((await q('SELECT 1 FROM v_artifacts WHERE ref = {r:String}', { r: image })).length ? true : undefined), { timeoutMs: 60_000, what: 'the late registration in the store' });
     const t = await traceDecision(q, 'late-registration-1');
@@ -215,6 +231,19 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
     assert.deepEqual(pkg.registeredSince.map((a) => [a.kind, a.ref, a.version]), [['image', image, '2.6.0-rc1']]);
     assert.equal(pkg.decision.resolved, false, 'the stored decision is as it was');
     assert.match(formatTrace(t), /Registered since the decision[^\n]*\n\s+image\s+registry\.example\/inference-loan:2\.6\.0-rc1/);
+    assert.equal(pkg.registeredSince[0]!.mismatch, false);
+    // The image's parents are ancestors of the decision now, though not in its record.
+    await waitFor(async () => ((await q("SELECT 1 FROM v_lineage WHERE parent_ref = 'registry://datasets/rc-calibration:v1' AND parent_kind = 'dataset'")).length ? true : undefined), {
+      timeoutMs: 60_000,
+      what: 'the late lineage in the store',
+    });
+    const now = (await traceDecision(q, 'late-registration-1')).packages[0]!;
+    assert.deepEqual(now.lineageSince.map((l) => [l.kind, l.ref, l.via]), [['dataset', 'registry://datasets/rc-calibration:v1', image]]);
+    assert.match(formatTrace({ ...t, packages: [now] }), /Ancestors registered since the decision[^\n]*\n\s+dataset\s+registry:\/\/datasets\/rc-calibration:v1/);
+    // Declared with other bytes: what was registered later is not what made it, and trace says so.
+    const other = await traceDecision(q, 'late-registration-2');
+    assert.equal(other.packages[0]!.registeredSince[0]!.mismatch, true);
+    assert.match(formatTrace(other), /DIGEST MISMATCH: the decision declared sha256:7777/);
   });
 
   it("a dead-letter alert's command runs as it is and sums the window's exact traffic", async () => {

@@ -1,3 +1,4 @@
+import { maxDepth } from './lineage.js';
 import { AuditInputError, fmt, num, type AuditQuery, type Row } from './audit-query.js';
 
 /**
@@ -52,7 +53,13 @@ export interface TracePackage {
    * Refs the decision names that were unknown when it was enriched and are registered now. The
    * decision's record never changes; this is what the registry says of them today.
    */
-  registeredSince: { ref: string; kind: string; version: string; digest: string; registered_at: string }[];
+  registeredSince: { ref: string; kind: string; version: string; digest: string; registered_at: string; declared: string | null; mismatch: boolean }[];
+  /**
+   * Ancestors the registry knows now and the decision's record does not (a parent registered
+   * after its child, or an artifact registered after the decision): lineage is written into the
+   * record at enrichment and never changes, so a rollback scope by dataset must read these too.
+   */
+  lineageSince: { ref: string; kind: string; via: string; depth: number }[];
   /** Root steps of the trajectory (agents only); the traced step is marked in `focus`. */
   trajectory: TraceStep[] | null;
   focus: string;
@@ -115,6 +122,16 @@ async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
       : Promise.resolve([] as Row[]),
   ]);
   const metaBy = new Map(meta.map((m) => [String(m.ref), (m.metadata as Record<string, string>) ?? {}]));
+  // What the decision declared of each artifact it names, to hold a later registration against.
+  const declaredBy = new Map<string, string>();
+  const declare = (ref: unknown, digest: unknown) => {
+    if (ref && digest) declaredBy.set(String(ref), String(digest).toLowerCase());
+  };
+  declare(`registry://models/${String(d.model_name)}:${String(d.model_version)}`, d.model_digest);
+  declare(d.image_ref, d.image_digest);
+  declare(d.preprocessing_ref, d.preprocessing_digest);
+  const frozen = new Set(lineage.map((l) => l.ref));
+  const lineageSince = (await ancestorsNow(q, [...arts.map((a) => String(a.ref)), ...since.map((r) => String(r.ref))])).filter((a) => !frozen.has(a.ref));
   return {
     decision: d,
     artifacts: arts.map((a) => ({
@@ -127,10 +144,47 @@ async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
     })),
     lineage,
     remediations: remediations.map((r) => ({ remediation_id: String(r.remediation_id), action: String(r.action), reason: String(r.reason), actor: String(r.actor), ts: String(r.ts) })),
-    registeredSince: since.map((r) => ({ ref: String(r.ref), kind: String(r.kind), version: String(r.version), digest: String(r.digest), registered_at: String(r.registered_at) })),
+    registeredSince: since.map((r) => {
+      const declared = declaredBy.get(String(r.ref)) ?? null;
+      return {
+        ref: String(r.ref),
+        kind: String(r.kind),
+        version: String(r.version),
+        digest: String(r.digest),
+        registered_at: String(r.registered_at),
+        declared,
+        mismatch: declared !== null && declared !== String(r.digest).toLowerCase(),
+      };
+    }),
+    lineageSince,
     trajectory: steps ? trajectoryTree(steps) : null,
     focus: String(d.event_id),
   };
+}
+
+/** Ancestors of `refs` as the registry has them now, nearest first, up to the lineage depth limit. */
+async function ancestorsNow(q: AuditQuery, refs: string[]): Promise<{ ref: string; kind: string; via: string; depth: number }[]> {
+  const out: { ref: string; kind: string; via: string; depth: number }[] = [];
+  const seen = new Set(refs);
+  // Each frontier entry remembers the decision artifact it was reached from.
+  let frontier = refs.map((r) => ({ ref: r, via: r }));
+  for (let depth = 1; depth <= maxDepth && frontier.length > 0; depth++) {
+    const viaOf = new Map(frontier.map((f) => [f.ref, f.via]));
+    const rows = await q('SELECT child_ref, parent_ref, parent_kind FROM v_lineage WHERE child_ref IN {refs:Array(String)} ORDER BY child_ref, parent_ref', {
+      refs: frontier.map((f) => f.ref),
+    });
+    const next: typeof frontier = [];
+    for (const r of rows) {
+      const parent = String(r.parent_ref);
+      if (seen.has(parent)) continue;
+      seen.add(parent);
+      const via = viaOf.get(String(r.child_ref)) ?? String(r.child_ref);
+      out.push({ ref: parent, kind: String(r.parent_kind) || 'unknown', via, depth });
+      next.push({ ref: parent, via });
+    }
+    frontier = next;
+  }
+  return out;
 }
 
 export async function traceDecision(q: AuditQuery, id: string): Promise<TraceResult> {
@@ -220,7 +274,10 @@ export function formatTrace(t: TraceResult): string {
     if (p.registeredSince.length) {
       out.push('');
       out.push('Registered since the decision (not in its record, which never changes; see dlog lineage <ref>):');
-      for (const a of p.registeredSince) out.push(`  ${a.kind.padEnd(14)} ${a.ref}  ${short(a.digest)}  registered ${a.registered_at}`);
+      for (const a of p.registeredSince) {
+        out.push(`  ${a.kind.padEnd(14)} ${a.ref}  ${short(a.digest)}  registered ${a.registered_at}`);
+        if (a.mismatch) out.push(`  ${''.padEnd(14)} DIGEST MISMATCH: the decision declared ${short(a.declared!)}; what was registered is not what made it`);
+      }
     }
     if (p.artifacts.length) {
       out.push('');
@@ -231,6 +288,11 @@ export function formatTrace(t: TraceResult): string {
       out.push('');
       out.push('Lineage (ancestors of its artifacts):');
       for (const l of [...p.lineage].sort((x, y) => x.depth - y.depth || x.kind.localeCompare(y.kind))) out.push(`  ${'  '.repeat(Math.max(0, l.depth - 1))}${l.kind.padEnd(10)} ${l.ref}  (via ${l.via})`);
+    }
+    if (p.lineageSince.length) {
+      out.push('');
+      out.push('Ancestors registered since the decision (the registry now; the record above never changes):');
+      for (const l of p.lineageSince) out.push(`  ${'  '.repeat(Math.max(0, l.depth - 1))}${l.kind.padEnd(10)} ${l.ref}  (via ${l.via})`);
     }
     if (p.remediations.length) {
       out.push('');
