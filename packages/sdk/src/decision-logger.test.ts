@@ -167,6 +167,29 @@ describe('createDecisionLogger (no Kafka)', () => {
     assert.deepEqual(fake.events().map((e) => JSON.parse(e.event.input_json).i), Array.from({ length: 100 }, (_, i) => i));
   });
 
+  it('spill policy: the spill file stops at buffer.maxSpillBytes; the newest events past it are dropped, counted and reported', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
+    const fake = fakeTransport();
+    fake.state.down = true;
+    const errors: DecisionLoggerError[] = [];
+    const maxSpillBytes = 1 << 20;
+    const logger = createDecisionLogger(
+      base(fake.transport, { buffer: { maxEvents: 10, policy: 'spill', spillDir: dir, maxSpillBytes }, onError: (e) => void errors.push(e) }),
+    );
+    const note = 'x'.repeat(10_000);
+    for (let i = 0; i < 300; i++) {
+      logger.record({ requestId: `big${i}`, input: { i, note }, output: { decision: 'x' } });
+      if (i % 20 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await waitFor(() => (logger.stats().dropped > 0 ? true : undefined), { timeoutMs: 5_000, what: 'drops past the spill bound' });
+    const stats = logger.stats();
+    assert.ok(stats.buffered.spillBytes <= maxSpillBytes, `${stats.buffered.spillBytes} bytes spilled`);
+    assert.ok(stats.spilled > 50 && stats.dropped > 100, JSON.stringify(stats));
+    await new Promise((r) => setImmediate(r));
+    assert.ok(errors.some((e) => e.kind === 'dropped' && /maxSpillBytes/.test(e.message)), errors.map((e) => e.message).join('\n'));
+    await logger.close(1_000);
+  });
+
   it('spill policy: an outage loses nothing and keeps the order, and close keeps what is left for the next process', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
     const fake = fakeTransport();

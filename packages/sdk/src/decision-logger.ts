@@ -19,7 +19,7 @@ import { captureEnvironment, environmentMetadata, type Environment, type Environ
 import { loadNativeKafka, nativeKafkaLoadError, pickNativeKafka, type KafkaClientKind } from '@dlog/kafka';
 import { kafkaTransport, leadingString } from './kafka-transport.js';
 import { nativeTransport } from './native-transport.js';
-import { SpillFile, type Encoded } from './spill-file.js';
+import { SpillFile, spillFrameBytes, type Encoded } from './spill-file.js';
 import type { OutMessage, Transport } from './transport.js';
 import { uuidv7, uuidv7Time } from './uuid-v7.js';
 
@@ -57,6 +57,12 @@ export interface DecisionLoggerOptions {
     policy?: BufferPolicy;
     /** Required for spill (and only used with it); one directory per logger (it is locked). */
     spillDir?: string;
+    /**
+     * Unsent bytes the spill file may hold (default 4 GiB): past it, the newest events are
+     * dropped, counted and reported, rather than filling the disk (a full disk fails the host's
+     * other writes too). At 30k events/s of 1 KB a broker outage fills ~120 GB an hour.
+     */
+    maxSpillBytes?: number;
   };
   batch?: {
     maxEvents?: number;
@@ -124,6 +130,7 @@ const optionsSchema = z
         maxBytes: z.number().int().positive().optional(),
         policy: z.enum(['drop', 'spill']).optional(),
         spillDir: z.string().min(1).optional(),
+        maxSpillBytes: z.number().int().min(1 << 20).optional(),
       })
       .strict()
       .refine((b) => b.policy !== 'spill' || b.spillDir !== undefined, { message: 'policy spill needs buffer.spillDir (a directory of its own for this process)', path: ['spillDir'] })
@@ -295,6 +302,7 @@ class DecisionLoggerImpl implements DecisionLogger {
   private readonly policy: BufferPolicy;
   private readonly maxEvents: number;
   private readonly maxBytes: number;
+  private readonly maxSpillBytes: number;
   private readonly batchEvents: number;
   private readonly batchBytes: number;
   private readonly maxEventBytes: number;
@@ -349,6 +357,7 @@ class DecisionLoggerImpl implements DecisionLogger {
     this.policy = opts.buffer?.policy ?? 'drop';
     this.maxEvents = opts.buffer?.maxEvents ?? 100_000;
     this.maxBytes = opts.buffer?.maxBytes ?? 64 * 1024 * 1024;
+    this.maxSpillBytes = opts.buffer?.maxSpillBytes ?? 4 * 1024 ** 3;
     this.batchEvents = opts.batch?.maxEvents ?? 5_000;
     this.batchBytes = opts.batch?.maxBytes ?? 900 * 1024;
     this.maxEventBytes = Math.min(opts.maxEventBytes ?? 512 * 1024, this.batchBytes);
@@ -487,7 +496,7 @@ class DecisionLoggerImpl implements DecisionLogger {
   private dropReportPending = 0;
   private readonly lastReported = new Map<DecisionLoggerErrorKind, number>();
   private readonly unreported = new Map<DecisionLoggerErrorKind, number>();
-  private reportDrop(id: string, why: string): void {
+  private reportDrop(id: string | undefined, why: string): void {
     // One report per burst of drops, not one per event: a full buffer is exactly when the host
     // can least afford a callback per record().
     if (this.dropReportPending++ === 0) {
@@ -576,7 +585,23 @@ class DecisionLoggerImpl implements DecisionLogger {
     this.checkFlushed();
   }
 
-  private writeSpill(events: Encoded[]): void {
+  private writeSpill(all: Encoded[]): void {
+    // What fits under maxSpillBytes is written; the newest events past it are dropped, counted.
+    let room = this.maxSpillBytes - this.spill!.pendingBytes;
+    let fit = 0;
+    for (const e of all) {
+      room -= spillFrameBytes(e);
+      if (room < 0) break;
+      fit++;
+    }
+    const events = fit === all.length ? all : all.slice(0, fit);
+    if (fit < all.length) {
+      const n = all.length - fit;
+      this.counters.dropped += n;
+      this.reportDrop(undefined, `the spill file holds buffer.maxSpillBytes (${this.maxSpillBytes} bytes) unsent`);
+      if (n > 1) this.dropReportPending += n - 1;
+    }
+    if (events.length === 0) return;
     try {
       this.spill!.append(events);
       this.counters.spilled += events.length;

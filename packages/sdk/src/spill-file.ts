@@ -43,6 +43,11 @@ export interface Encoded {
  * CRC so that it can be set in place with a one-byte write.
  */
 const headerBytes = 24;
+
+/** Bytes an event takes in the spill file. */
+export function spillFrameBytes(e: { key: string; value: Buffer }): number {
+  return headerBytes + Buffer.byteLength(e.key, 'utf8') + e.value.length;
+}
 const magic = 0xdc;
 const version = 1;
 const flagUnknown = 1;
