@@ -234,12 +234,14 @@ describe('createDecisionLogger (no Kafka)', () => {
     it(`a batch written by a producer session that then lost its state is ${canCheck ? 'not written again (read back first)' : 'written again when the topic cannot be read back'}`, async () => {
       const fake = fakeTransport();
       let failOnce = true;
+      let failedBatch = 0;
       const send = fake.transport.send.bind(fake.transport);
       // The broker wrote the batch, then the session's state was lost: the answer is an error.
       fake.transport.send = async (topic, messages) => {
         await send(topic, messages);
         if (topic === 'inference.raw' && failOnce) {
           failOnce = false;
+          failedBatch = messages.length;
           throw Object.assign(new Error('The broker received an out of order sequence number'), { type: 'OUT_OF_ORDER_SEQUENCE_NUMBER', retriable: true });
         }
       };
@@ -267,8 +269,10 @@ describe('createDecisionLogger (no Kafka)', () => {
         assert.equal(new Set(ids).size, 50);
       } else {
         // Three failed checks, then the batch goes again whole: the duplicates the check avoids.
+        // (The first batch is what the first turns of encoding made ready: all 50, or fewer on a slow machine.)
         assert.equal(checks, 3);
-        assert.equal(ids.length, 100);
+        assert.ok(failedBatch > 0);
+        assert.equal(ids.length, 50 + failedBatch);
         assert.equal(new Set(ids).size, 50);
       }
     });
