@@ -54,4 +54,19 @@ describe('RebalanceBarrier', () => {
     barrier.callback({ code: -175 } as RdKafka.LibrdKafkaError, [{ topic: 't', partition: 0 }]); // ERR__ASSIGN_PARTITIONS
     assert.deepEqual(calls, ['unassign', 'assign']);
   });
+
+  it('when the work ends during a batch, gives the partitions up only after that batch', async () => {
+    const calls: string[] = [];
+    const consumer = { assign: () => void calls.push('assign'), unassign: () => void calls.push('unassign') } as unknown as RdKafka.KafkaConsumer;
+    let finish!: () => void;
+    const barrier = new RebalanceBarrier(pino({ level: 'silent' }), () => consumer, undefined, () => new Promise<void>((r) => (finish = r)));
+    barrier.callback({ code: -174 } as RdKafka.LibrdKafkaError, []);
+    await barrier.around(async () => {
+      finish();
+      await new Promise((r) => setTimeout(r, 10));
+      // The batch still seeks its partitions back here: they must still be assigned.
+      calls.push('seek');
+    });
+    assert.deepEqual(calls, ['seek', 'unassign']);
+  });
 });

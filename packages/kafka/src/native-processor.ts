@@ -151,9 +151,15 @@ export class RebalanceBarrier {
       if (assign || !this.beforeRevoke) return apply();
       // librdkafka waits for unassign(); no other member gets these partitions until then. Polls
       // go on meanwhile: they deliver the answers to commits the awaited work may be waiting for.
-      this.beforeRevoke().then(apply, (e: unknown) => {
+      // The unassign itself still waits for the batch in hand, as every rebalance does: done in
+      // the middle of one, it made that batch's seeks fail on partitions no longer fetched.
+      const applyBetweenBatches = () => {
+        if (this.busy) this.queued.push(apply);
+        else apply();
+      };
+      this.beforeRevoke().then(applyBetweenBatches, (e: unknown) => {
         this.log.warn({ err: e }, 'waiting out work on revoked partitions failed; giving them up anyway');
-        apply();
+        applyBetweenBatches();
       });
     };
     if (this.busy) this.queued.push(run);
