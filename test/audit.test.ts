@@ -246,6 +246,36 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
     assert.match(formatTrace(other), /DIGEST MISMATCH: the decision declared sha256:7777/);
   });
 
+  it('trace lists a parent registered after its child, which the record names as unknown', async () => {
+    const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'audit-test', log });
+    const register = (yaml: string) =>
+      registerArtifacts({ kafka, topic: `${prefix}registry.artifacts`, schemaRegistryUrl: config.schemaRegistryUrl, log, events: parseManifest(yaml, 'late-parent.yaml', 'test') });
+    const modelDigest = `sha256:${'9'.repeat(64)}`;
+    await register(`artifacts:\n  - {kind: model, name: late-parent-model, version: "1", digest: "${modelDigest}", parents: [registry://datasets/late-parent:v1]}\n`);
+    await waitFor(async () => ((await q("SELECT 1 FROM v_artifacts WHERE ref = 'registry://models/late-parent-model:1'")).length ? true : undefined), { timeoutMs: 60_000, what: 'the model in the store' });
+    const logger = createDecisionLogger({ service: 'audit-test', brokers: config.kafkaBrokers, registryUrl: config.schemaRegistryUrl, topic: `${prefix}inference.raw`, artifactTopic: `${prefix}registry.artifacts` });
+    logger.record({ requestId: 'late-parent-1', model: { name: 'late-parent-model', version: '1', digest: modelDigest }, endpoint: 'x-api', decisionType: 'classification', input: { a: 1 }, output: { decision: 'ok' } });
+    await logger.close(30_000);
+    const [row] = await waitFor(async () => {
+      const r = await q("SELECT resolved, lineage FROM decisions WHERE request_id = 'late-parent-1'");
+      return r.length ? r : undefined;
+    }, { timeoutMs: 60_000, what: 'the decision of the model whose parent is not registered' });
+    assert.equal(row!.resolved, true);
+    assert.deepEqual((row!.lineage as { ref: string; kind: string }[]).map((l) => [l.ref, l.kind]), [['registry://datasets/late-parent:v1', 'unknown']]);
+    await register(
+      `artifacts:\n  - {kind: dataset, name: late-grandparent, version: v0, digest: "sha256:${'a'.repeat(64)}"}\n` +
+        `  - {kind: dataset, name: late-parent, version: v1, digest: "sha256:${'b'.repeat(64)}", parents: [registry://datasets/late-grandparent:v0]}\n`,
+    );
+    const pkg = await waitFor(async () => {
+      const p = (await traceDecision(q, 'late-parent-1')).packages[0]!;
+      return p.lineageSince.length === 2 ? p : undefined;
+    }, { timeoutMs: 60_000, what: 'the late parents in the store' });
+    assert.deepEqual(pkg.lineageSince.map((l) => [l.kind, l.ref, l.depth, l.via]), [
+      ['dataset', 'registry://datasets/late-parent:v1', 1, 'registry://models/late-parent-model:1'],
+      ['dataset', 'registry://datasets/late-grandparent:v0', 2, 'registry://models/late-parent-model:1'],
+    ]);
+  });
+
   it("a dead-letter alert's command runs as it is and sums the window's exact traffic", async () => {
     const cmd = deadLetterCommand(Date.now() - 6 * 3_600_000, Date.now() + 60_000);
     const sql = /^dlog query "([^"]+)"$/.exec(cmd)?.[1];
@@ -306,6 +336,19 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
     assert.equal(prodStable.at(-1)!.environment, 'prod');
     await assert.rejects(planRollback(q, { endpoint: 'loan-api', to: simulatedModels.stable, reason: 'x', actor: 't' }), /several environments \(prod, staging\)[\s\S]*--environment prod/);
     await assert.rejects(planRollback(q, { endpoint: 'loan-api', environment: 'prod', to: simulatedModels.stable, reason: 'x', actor: 't' }), /already serves all of loan-api/);
+
+    // Deployments recorded without an environment (before environments were given) are part of
+    // every environment's history: a first prod deploy replaces what they left serving.
+    const legacy = await planDeploy(q, { endpoint: 'legacy-api', model: simulatedModels.stable, actor: 'test' });
+    assert.equal(legacy.environment, null);
+    await publishDeployment(config, log, legacy);
+    await waitFor(async () => ((await q("SELECT count() AS n FROM v_deployments WHERE endpoint = 'legacy-api'"))[0]!.n === 1 ? true : undefined), {
+      timeoutMs: 60_000,
+      intervalMs: 300,
+      what: 'the legacy deployment to be queryable',
+    });
+    const prodDeploy = await planDeploy(q, { endpoint: 'legacy-api', environment: 'prod', model: simulatedModels.canary, actor: 'test' });
+    assert.equal(prodDeploy.previous_model_ref, 'registry://models/loan-approver:2.4.1');
   });
 
   it('remediation appends events referencing the originals and leaves them untouched', async () => {

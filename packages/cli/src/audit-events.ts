@@ -45,13 +45,14 @@ export async function publishEvents(config: Config, log: Logger, topicName: stri
 }
 
 /**
- * What serves an endpoint in an environment now ('' when deployments named none), by replaying
- * its deployment events: model ref → share. Another environment's endpoint of the same name is
- * another history: a staging deploy once made a prod rollback's "previous" the staging version.
+ * What serves an endpoint in an environment now, by replaying its deployment events: model ref →
+ * share. Another environment's endpoint of the same name is another history: a staging deploy
+ * once made a prod rollback's "previous" the staging version. Events that named no environment
+ * (recorded before environments were given) belong to every environment's history.
  */
 export async function servingNow(q: AuditQuery, endpoint: string, environment = ''): Promise<{ serving: Map<string, number>; history: string[] }> {
   const rows = await q(
-    'SELECT toString(action) AS action, model_ref, traffic_share FROM v_deployments WHERE endpoint = {endpoint:String} AND environment = {environment:String} ORDER BY ts, event_id',
+    "SELECT toString(action) AS action, model_ref, traffic_share FROM v_deployments WHERE endpoint = {endpoint:String} AND environment IN ({environment:String}, '') ORDER BY ts, event_id",
     { endpoint, environment },
   );
   let serving = new Map<string, number>();
@@ -72,17 +73,17 @@ export async function servingNow(q: AuditQuery, endpoint: string, environment = 
 }
 
 /**
- * The environment a deploy or rollback is about: the one given; else the endpoint's only one;
- * else none ('') when its deployments never named one. An endpoint deployed in several must be
- * told which.
+ * The environment a deploy or rollback is about: the one given; else the endpoint's only named
+ * one; else none (''), when its deployments never named one. An endpoint deployed in several
+ * named environments must be told which.
  */
 async function environmentOf(q: AuditQuery, endpoint: string, given: string | undefined, command: string): Promise<string> {
   if (given !== undefined) return given;
-  const envs = (await q('SELECT DISTINCT environment FROM v_deployments WHERE endpoint = {endpoint:String} ORDER BY environment', { endpoint })).map((e) => String(e.environment));
+  const envs = (await q("SELECT DISTINCT environment FROM v_deployments WHERE endpoint = {endpoint:String} AND environment != '' ORDER BY environment", { endpoint })).map((e) => String(e.environment));
   if (envs.length <= 1) return envs[0] ?? '';
   throw new AuditInputError(
-    `${endpoint} has deployments in several environments (${envs.map((e) => e || 'none named').join(', ')}), each with its own history: say which.` +
-      `\nType e.g. dlog ${command} --endpoint ${endpoint} --environment ${envs.find((e) => e !== '') ?? envs[0]} ...`,
+    `${endpoint} has deployments in several environments (${envs.join(', ')}), each with its own history: say which.` +
+      `\nType e.g. dlog ${command} --endpoint ${endpoint} --environment ${envs[0]} ...`,
   );
 }
 

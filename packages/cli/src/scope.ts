@@ -84,18 +84,28 @@ export async function deploymentWindows(q: AuditQuery, m: ModelId, endpoint?: st
   const events = await q(
     `SELECT toString(action) AS action, endpoint, environment, model_ref, previous_model_ref, traffic_share, ts
      FROM v_deployments
-     WHERE (endpoint, environment) IN (SELECT endpoint, environment FROM v_deployments WHERE model_ref = {ref:String} OR previous_model_ref = {ref:String})
+     WHERE endpoint IN (SELECT endpoint FROM v_deployments WHERE model_ref = {ref:String} OR previous_model_ref = {ref:String})
        ${endpoint ? 'AND endpoint = {endpoint:String}' : ''}
-     ORDER BY endpoint, environment, ts, event_id`,
+     ORDER BY endpoint, ts, event_id`,
     endpoint ? { ref, endpoint } : { ref },
   );
   const windows: DeploymentWindow[] = [];
   // One serving history per endpoint and environment: staging deploying 2.6.0 on an endpoint of
-  // the same name once closed prod's canary window.
+  // the same name once closed prod's canary window. Events that named no environment belong to
+  // every named environment's history (see servingNow), or make one of their own when none is named.
   const byEndpoint = new Map<string, Row[]>();
+  const named = new Map<string, Set<string>>();
   for (const e of events) {
-    const k = `${String(e.endpoint)}\u0000${String(e.environment ?? '')}`;
-    byEndpoint.set(k, [...(byEndpoint.get(k) ?? []), e]);
+    const env = String(e.environment ?? '');
+    if (env) (named.get(String(e.endpoint)) ?? named.set(String(e.endpoint), new Set()).get(String(e.endpoint))!).add(env);
+  }
+  for (const e of events) {
+    const env = String(e.environment ?? '');
+    const envs = env ? [env] : [...(named.get(String(e.endpoint)) ?? [''])];
+    for (const x of envs) {
+      const k = `${String(e.endpoint)}\u0000${x}`;
+      byEndpoint.set(k, [...(byEndpoint.get(k) ?? []), e]);
+    }
   }
   for (const [k, list] of byEndpoint) {
     const [ep, environment] = k.split('\u0000') as [string, string];

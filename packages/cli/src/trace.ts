@@ -130,8 +130,6 @@ async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
   declare(`registry://models/${String(d.model_name)}:${String(d.model_version)}`, d.model_digest);
   declare(d.image_ref, d.image_digest);
   declare(d.preprocessing_ref, d.preprocessing_digest);
-  const frozen = new Set(lineage.map((l) => l.ref));
-  const lineageSince = (await ancestorsNow(q, [...arts.map((a) => String(a.ref)), ...since.map((r) => String(r.ref))])).filter((a) => !frozen.has(a.ref));
   return {
     decision: d,
     artifacts: arts.map((a) => ({
@@ -156,35 +154,71 @@ async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
         mismatch: declared !== null && declared !== String(r.digest).toLowerCase(),
       };
     }),
-    lineageSince,
+    lineageSince: [],
     trajectory: steps ? trajectoryTree(steps) : null,
     focus: String(d.event_id),
   };
 }
 
-/** Ancestors of `refs` as the registry has them now, nearest first, up to the lineage depth limit. */
-async function ancestorsNow(q: AuditQuery, refs: string[]): Promise<{ ref: string; kind: string; via: string; depth: number }[]> {
-  const out: { ref: string; kind: string; via: string; depth: number }[] = [];
-  const seen = new Set(refs);
-  // Each frontier entry remembers the decision artifact it was reached from.
-  let frontier = refs.map((r) => ({ ref: r, via: r }));
-  for (let depth = 1; depth <= maxDepth && frontier.length > 0; depth++) {
-    const viaOf = new Map(frontier.map((f) => [f.ref, f.via]));
-    const rows = await q('SELECT child_ref, parent_ref, parent_kind FROM v_lineage WHERE child_ref IN {refs:Array(String)} ORDER BY child_ref, parent_ref', {
-      refs: frontier.map((f) => f.ref),
-    });
-    const next: typeof frontier = [];
-    for (const r of rows) {
-      const parent = String(r.parent_ref);
-      if (seen.has(parent)) continue;
-      seen.add(parent);
-      const via = viaOf.get(String(r.child_ref)) ?? String(r.child_ref);
-      out.push({ ref: parent, kind: String(r.parent_kind) || 'unknown', via, depth });
-      next.push({ ref: parent, via });
+/**
+ * Ancestors of each root as the registry has them now, nearest first, up to the lineage depth
+ * limit: one query a level for all roots together (not a walk per decision), over the edges table
+ * itself, then one for the kinds.
+ */
+async function ancestorsNow(q: AuditQuery, roots: string[]): Promise<Map<string, { ref: string; kind: string; depth: number }[]>> {
+  const parentsOf = new Map<string, string[]>();
+  const walks = [...new Set(roots)].map((root) => ({ root, seen: new Set([root]), frontier: [root], out: [] as { ref: string; depth: number }[] }));
+  for (let depth = 1; depth <= maxDepth; depth++) {
+    const ask = [...new Set(walks.flatMap((w) => w.frontier))].filter((r) => !parentsOf.has(r));
+    if (ask.length > 0) {
+      for (const r of ask) parentsOf.set(r, []);
+      const rows = await q('SELECT child_ref, parent_ref FROM lineage_edges FINAL WHERE child_ref IN {refs:Array(String)} ORDER BY child_ref, parent_ref', { refs: ask });
+      for (const r of rows) parentsOf.get(String(r.child_ref))!.push(String(r.parent_ref));
     }
-    frontier = next;
+    let more = false;
+    for (const w of walks) {
+      const next: string[] = [];
+      for (const child of w.frontier) {
+        for (const parent of parentsOf.get(child) ?? []) {
+          if (w.seen.has(parent)) continue;
+          w.seen.add(parent);
+          w.out.push({ ref: parent, depth });
+          next.push(parent);
+        }
+      }
+      w.frontier = next;
+      if (next.length > 0) more = true;
+    }
+    if (!more) break;
   }
-  return out;
+  const all = [...new Set(walks.flatMap((w) => w.out.map((o) => o.ref)))];
+  const kinds = new Map<string, string>();
+  if (all.length > 0) {
+    for (const r of await q('SELECT ref, kind FROM artifacts FINAL WHERE ref IN {refs:Array(String)} LIMIT 1 BY ref', { refs: all })) kinds.set(String(r.ref), String(r.kind));
+  }
+  return new Map(walks.map((w) => [w.root, w.out.map((o) => ({ ...o, kind: kinds.get(o.ref) ?? 'unknown' }))]));
+}
+
+/**
+ * What each package's record lacks of its lineage now: ancestors registered since (a parent
+ * registered after its child, which the record names with kind `unknown`, or the ancestors of an
+ * artifact registered after the decision).
+ */
+async function addLineageSince(q: AuditQuery, packages: TracePackage[]): Promise<void> {
+  const rootsOf = (p: TracePackage) => [...p.artifacts.map((a) => a.ref), ...p.registeredSince.map((r) => r.ref)];
+  const byRoot = await ancestorsNow(q, packages.flatMap(rootsOf));
+  for (const p of packages) {
+    const known = new Set([...p.lineage.filter((l) => l.kind !== 'unknown').map((l) => l.ref), ...rootsOf(p)]);
+    const found = new Map<string, { ref: string; kind: string; via: string; depth: number }>();
+    for (const root of rootsOf(p)) {
+      for (const a of byRoot.get(root) ?? []) {
+        if (known.has(a.ref) || a.kind === 'unknown') continue;
+        const prior = found.get(a.ref);
+        if (!prior || a.depth < prior.depth) found.set(a.ref, { ...a, via: root });
+      }
+    }
+    p.lineageSince = [...found.values()].sort((x, y) => x.depth - y.depth || x.ref.localeCompare(y.ref));
+  }
 }
 
 export async function traceDecision(q: AuditQuery, id: string): Promise<TraceResult> {
@@ -203,7 +237,9 @@ export async function traceDecision(q: AuditQuery, id: string): Promise<TraceRes
       `No decision has event_id or request_id ${JSON.stringify(wanted)}. It may have been sampled out (sampled decisions are counted, not stored) or not be written yet${eg}.`,
     );
   }
-  return { query: wanted, matchedBy, packages: await Promise.all(rows.map((d) => buildPackage(q, d))) };
+  const packages = await Promise.all(rows.map((d) => buildPackage(q, d)));
+  await addLineageSince(q, packages);
+  return { query: wanted, matchedBy, packages };
 }
 
 const kv = (label: string, value: unknown) => `  ${label.padEnd(18)} ${value === null || value === undefined || value === '' ? '-' : String(value)}`;
