@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { AuditInputError, assertKnownModel, knownVersions, parseTime } from './audit-query.js';
+import { AuditInputError, assertKnownModel, knownVersions, parseModel, parseTime } from './audit-query.js';
 import { shortfallNote } from './scope.js';
 
 const now = Date.UTC(2026, 10, 27, 12, 0, 0);
@@ -10,6 +10,14 @@ const refused = (text: string, why: RegExp) =>
     (err: unknown) => err instanceof AuditInputError && why.test(err.message) && /^--since /.test(err.message) && /e\.g\. --since 2h/.test(err.message),
     text,
   );
+
+describe('parseModel', () => {
+  it('splits at the first colon: names hold none, versions may', () => {
+    assert.deepEqual(parseModel('loan-approver:2.5.0'), { name: 'loan-approver', version: '2.5.0' });
+    assert.deepEqual(parseModel('registry://models/fraud:eu:3'), { name: 'fraud', version: 'eu:3' });
+    assert.throws(() => parseModel('loan-approver'), AuditInputError);
+  });
+});
 
 describe('parseTime', () => {
   it('reads the documented forms', () => {

@@ -43,7 +43,9 @@ export const modelLabel = (m: ModelId) => `${m.name}:${m.version}`;
 /** `name:version` or `registry://models/name:version`. */
 export function parseModel(text: string, option = '--model'): ModelId {
   const s = text.trim().replace(/^registry:\/\/models\//, '');
-  const i = s.lastIndexOf(':');
+  // At the first colon: a model's name cannot hold one (the registry, SDK and gate refuse it), a
+  // version may (`fraud:eu:3` is model fraud, version eu:3).
+  const i = s.indexOf(':');
   const name = s.slice(0, i);
   const version = s.slice(i + 1);
   if (i <= 0 || version === '' || /\s/.test(s)) {

@@ -89,7 +89,8 @@ describe('audit helpers', () => {
 
   it('reads model references', () => {
     assert.deepEqual(parseModel('loan-approver:2.5.0'), { name: 'loan-approver', version: '2.5.0' });
-    assert.deepEqual(parseModel('registry://models/a:b:1'), { name: 'a:b', version: '1' });
+    // A name cannot hold a colon (the registry refuses it); a version may.
+    assert.deepEqual(parseModel('registry://models/a:b:1'), { name: 'a', version: 'b:1' });
     assert.throws(() => parseModel('nonsense'), /--model takes name:version/);
   });
 });

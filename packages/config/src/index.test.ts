@@ -70,7 +70,7 @@ describe('loadConfig', () => {
     assert.equal(err.field, 'CLICKHOUSE_PASWORD');
     assert.match(err.message, /Did you mean CLICKHOUSE_PASSWORD\?/);
     assert.equal(configError({ KAFKA_BROKER: '127.0.0.1:9092' }).field, 'KAFKA_BROKER');
-    assert.doesNotThrow(() => loadConfig({ KAFKA_HEAP_OPTS: '-Xmx1G', CLICKHOUSE_DB: 'x', SCHEMA_REGISTRY_HEAP: 'x' }));
+    assert.doesNotThrow(() => loadConfig({ KAFKA_HEAP_OPTS: '-Xmx1G', CLICKHOUSE_DB: 'x', CLICKHOUSE_UID: '101', SCHEMA_REGISTRY_HEAP: 'x' }));
     assert.equal(configError({ KAFKA_BROKERS: '127.0.0.1:99999' }).field, 'KAFKA_BROKERS');
     assert.equal(configError({ KAFKA_BROKERS: 'a:9092,b:0' }).field, 'KAFKA_BROKERS');
   });

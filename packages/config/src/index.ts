@@ -596,7 +596,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     // CLICKHOUSE_DB), so only a near miss of one of ours is refused: CLICKHOUSE_PASWORD was
     // ignored, and the process ran on without a password.
     if (sharedPrefixes.some((p) => name.startsWith(p)) && !known.includes(name)) {
-      const near = known.find((k) => sharedPrefixes.some((p) => k.startsWith(p)) && levenshtein(name, k) <= 2);
+      // One edit: CLICKHOUSE_UID (the server image's) is two from CLICKHOUSE_URL, and not ours.
+      const near = known.find((k) => sharedPrefixes.some((p) => k.startsWith(p)) && levenshtein(name, k) <= 1);
       if (near) throw new ConfigError(name, `Unknown setting ${name}. Did you mean ${near}?`);
     }
   }
