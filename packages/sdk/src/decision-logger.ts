@@ -496,6 +496,7 @@ class DecisionLoggerImpl implements DecisionLogger {
   private dropReportPending = 0;
   private readonly lastReported = new Map<DecisionLoggerErrorKind, number>();
   private readonly unreported = new Map<DecisionLoggerErrorKind, number>();
+  private readonly reportTimers = new Map<DecisionLoggerErrorKind, NodeJS.Timeout>();
   private reportDrop(id: string | undefined, why: string): void {
     // One report per burst of drops, not one per event: a full buffer is exactly when the host
     // can least afford a callback per record().
@@ -517,8 +518,22 @@ class DecisionLoggerImpl implements DecisionLogger {
       const kind = err.kind;
       const since = (this.unreported.get(kind) ?? 0) + err.count;
       const now = Date.now();
-      if (now - (this.lastReported.get(kind) ?? 0) < 10_000) {
+      const last = this.lastReported.get(kind) ?? 0;
+      if (now - last < 10_000) {
         this.unreported.set(kind, since);
+        // Said when the 10 s are up, not only at the next report (a burst then quiet, or a kill).
+        if (!this.reportTimers.has(kind)) {
+          const timer = setTimeout(() => {
+            this.reportTimers.delete(kind);
+            const n = this.unreported.get(kind) ?? 0;
+            if (n === 0) return;
+            this.unreported.set(kind, 0);
+            this.lastReported.set(kind, Date.now());
+            this.log.warn({ kind, decisions: n }, 'decisions not delivered since the last such line');
+          }, last + 10_000 - now);
+          timer.unref();
+          this.reportTimers.set(kind, timer);
+        }
         return;
       }
       this.lastReported.set(kind, now);
@@ -1056,6 +1071,8 @@ class DecisionLoggerImpl implements DecisionLogger {
     this.pending = [];
     this.pendingHead = 0;
     // What the 10-second limit held back is said before the logger goes.
+    for (const t of this.reportTimers.values()) clearTimeout(t);
+    this.reportTimers.clear();
     for (const [kind, n] of this.unreported) if (n > 0) this.log.warn({ kind, decisions: n }, 'decisions not delivered since the last such line');
     this.unreported.clear();
     return this.stats();
