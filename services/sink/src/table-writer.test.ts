@@ -327,6 +327,24 @@ describe('TableWriter across crashes and rebalances', () => {
 });
 
 describe('TableWriter when its partitions are revoked (librdkafka)', () => {
+  it('ends a backoff through an outage at once: the group is not held for the rest of it', async () => {
+    const ch = dedupingStore();
+    const w = new TableWriter(
+      't',
+      'topic',
+      { keyColumn: 'k', timeColumn: 'ts' },
+      { ...limits, batchRows: 2, retryInitialMs: 3_000, retryMaxMs: 3_000 },
+      { ...ch.io, insert: async () => Promise.reject(Object.assign(new Error('Too many parts'), { code: '252' })) },
+      log,
+      'dlq',
+    );
+    ['a', 'b'].forEach((k, i) => add(w, 0, i, k));
+    await new Promise((r) => setTimeout(r, 50)); // the first attempt failed: backing off for 3 s
+    const outcome = await Promise.race([w.revoke().then(() => 'revoked'), new Promise((r) => setTimeout(() => r('still waiting'), 1_000))]);
+    assert.equal(outcome, 'revoked');
+    assert.deepEqual(ch.commits, []);
+  });
+
   it('waits out the insert in flight, neither commits it nor starts another until the next assignment', async () => {
     const ch = dedupingStore();
     let release!: () => void;

@@ -186,6 +186,8 @@ export class TableWriter {
   private failing = false;
   /** Between a revoke and the next assignment: no batch starts (see revoke). */
   private held = false;
+  /** Ends the backoff wait in progress, if any. */
+  private wakeBackoff: (() => void) | undefined;
   private paused = false;
   private stopping = false;
   private readonly stopped = new AbortController();
@@ -354,6 +356,7 @@ export class TableWriter {
   async revoke(): Promise<void> {
     this.reassigned();
     this.held = true;
+    this.wakeBackoff?.();
     while (this.flushing) await this.flushing;
   }
 
@@ -536,15 +539,20 @@ export class TableWriter {
         const delay = backoffDelay(attempt, this.limits.retryInitialMs, this.limits.retryMaxMs);
         this.log.warn({ table: this.table, what, attempt: attempt + 1, delayMs: delay, err: (err as Error).message }, 'write failed, retrying');
         if (this.stopping) throw new StoppedError();
+        if (batch.assignment !== this.assignment) throw new AbandonedError();
         const signal = this.stopped.signal;
         await new Promise<void>((resolve) => {
           const done = () => {
             clearTimeout(timer);
             signal.removeEventListener('abort', done);
+            this.wakeBackoff = undefined;
             resolve();
           };
           const timer = setTimeout(done, delay);
           signal.addEventListener('abort', done, { once: true });
+          // A revoke ends the wait: the batch is abandoned at once, and the group is not held up
+          // for the rest of an outage's backoff (up to retryMaxMs).
+          this.wakeBackoff = done;
         });
       }
     }
