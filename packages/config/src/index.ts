@@ -627,16 +627,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   checkClickhouseCredentials(out as Config, given);
   const config = out as Config;
   checkStackPorts(config, given);
-  if (config.sinkMaxBufferedBytes < config.sinkBatchBytes) {
-    // Checked here, not when the sink starts: then the store had been opened and migrated, and
-    // under `dlog up` the other workers had started, before the process died with a stack trace.
+  // Checked here, not only when the sink starts: then the store had been opened and migrated,
+  // and under `dlog up` the other workers had started, before the process died with a stack trace.
+  const buffers = sinkBufferProblem(config);
+  if (buffers) {
     const env = given.has(fields.sinkMaxBufferedBytes.env) || !given.has(fields.sinkBatchBytes.env) ? fields.sinkMaxBufferedBytes.env : fields.sinkBatchBytes.env;
-    throw new ConfigError(
-      env,
-      `DLOG_SINK_MAX_BUFFERED_BYTES=${config.sinkMaxBufferedBytes} is below DLOG_SINK_BATCH_BYTES=${config.sinkBatchBytes}: a full batch could never be held; set DLOG_SINK_MAX_BUFFERED_BYTES to at least ${config.sinkBatchBytes * 2}, or lower DLOG_SINK_BATCH_BYTES.`,
-    );
+    throw new ConfigError(env, buffers);
   }
   return Object.freeze(config);
+}
+
+/** Why the sink could not hold a full batch with these sizes, or undefined. */
+export function sinkBufferProblem(c: Pick<Config, 'sinkMaxBufferedBytes' | 'sinkBatchBytes'>): string | undefined {
+  if (c.sinkMaxBufferedBytes >= c.sinkBatchBytes) return undefined;
+  return `DLOG_SINK_MAX_BUFFERED_BYTES=${c.sinkMaxBufferedBytes} is below DLOG_SINK_BATCH_BYTES=${c.sinkBatchBytes}: a full batch could never be held; set DLOG_SINK_MAX_BUFFERED_BYTES to at least ${c.sinkBatchBytes * 2}, or lower DLOG_SINK_BATCH_BYTES.`;
 }
 
 /** A copy safe to log: secrets masked, and the passwords in URLs. */

@@ -139,6 +139,13 @@ function protectOutputJson(text: string, protector: Protector): string | null {
 /** Text that starts as a JSON object or array of objects, strings or arrays would. */
 const jsonLike = /^\s*(?:\{\s*"|\[\s*[{["])/;
 
+/** The event's output decision, endpoint and decision type as the protector wrote them out. */
+export interface ScrubbedNames {
+  decision: string;
+  endpoint: string;
+  decisionType: string;
+}
+
 /** The record an analyst may see: what each tier keeps, after every personal-data rule. */
 export function toDecisionRecord(
   event: InferenceEventRecord,
@@ -147,6 +154,7 @@ export function toDecisionRecord(
   cls: Classification,
   policyId: string,
   protector: Protector,
+  names: ScrubbedNames,
   source: DecisionRecordRecord['source'],
 ): DecisionRecordRecord {
   const full = cls.tier === 'full';
@@ -164,8 +172,8 @@ export function toDecisionRecord(
     event_id: event.event_id,
     request_id: protector.scrubId(event.request_id),
     ts: event.ts,
-    endpoint: protector.scrubId(event.endpoint),
-    decision_type: protector.scrubId(event.decision_type),
+    endpoint: names.endpoint,
+    decision_type: names.decisionType,
     tenant: scrubIdOrNull(event.tenant, protector),
     model: event.model,
     image: event.image,
@@ -203,7 +211,7 @@ export function toDecisionRecord(
     input_json: full && prot ? JSON.stringify(prot.value) : null,
     input_fields: prot?.fields ?? {},
     output: {
-      decision: protector.scrub(event.output.decision),
+      decision: names.decision,
       confidence: event.output.confidence,
       scores: minimal ? {} : scrubKeys(event.output.scores, protector),
       token_logprobs: full ? event.output.token_logprobs : null,
@@ -311,9 +319,16 @@ export function processBatch(messages: KafkaMessage[], ctx: BatchContext, deps: 
         const kept = keep(sampleKey(event.trajectory?.trace_id, event.request_id), cls.sampleRate);
         // Everything that can throw runs before anything is added, so a failing event leaves
         // neither a decision nor a count behind, only its dead letter.
+        // Scrubbed once for the record and the counts alike, so both group one endpoint together.
+        const names: ScrubbedNames = {
+          decision: deps.protector.scrub(event.output.decision),
+          endpoint: deps.protector.scrubId(event.endpoint),
+          decisionType: deps.protector.scrubId(event.decision_type),
+        };
+        const { decision, endpoint, decisionType } = names;
         let out: Message | undefined;
         if (kept) {
-          const record = toDecisionRecord(event, input, hash, cls, deps.policy.id, deps.protector, {
+          const record = toDecisionRecord(event, input, hash, cls, deps.policy.id, deps.protector, names, {
             partition: ctx.partition,
             offset: Number(m.offset),
             gate_ts: now,
@@ -321,10 +336,6 @@ export function processBatch(messages: KafkaMessage[], ctx: BatchContext, deps: 
           out = { key: record.trajectory?.trace_id ?? record.request_id, value: frame(deps.decisionType, record) };
         }
         const minute = Math.floor(event.ts / 60_000) * 60_000;
-        // As the record has them, so counts and records of one endpoint group together.
-        const decision = deps.protector.scrub(event.output.decision);
-        const endpoint = deps.protector.scrubId(event.endpoint);
-        const decisionType = deps.protector.scrubId(event.decision_type);
         const key = joinKey([minute, event.model.name, event.model.version, endpoint, decisionType, cls.tier, decision], '\u0000');
         if (out) decisions.push(out);
         let c = counts.get(key);

@@ -2,7 +2,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import type { Config } from '@dlog/config';
+import { sinkBufferProblem, type Config } from '@dlog/config';
 import { AvroDecoder, avroType, registryFetcher, type SchemaFetcher } from '@dlog/contracts';
 import { retry, RetriableError } from '@dlog/runtime';
 import { chunkMessages, deadLetterMessage, ensureTopics, loadTopicDefinitions, type NativeKafka, type TopicDefinition } from '@dlog/kafka';
@@ -55,13 +55,10 @@ export interface Sink {
 /** Errors every row would hit again: the schema or the credentials, not the data. */
 const fatalCodes = new Set([16, 47, 60, 62, 81, 115, 192, 497, 516]);
 
+/** For a config built in code (loadConfig already refuses these sizes, naming the variable). */
 export function validateSinkConfig(config: SinkOptions['config']): void {
-  if (config.sinkMaxBufferedBytes < config.sinkBatchBytes) {
-    throw new Error(
-      `DLOG_SINK_MAX_BUFFERED_BYTES=${config.sinkMaxBufferedBytes} is below DLOG_SINK_BATCH_BYTES=${config.sinkBatchBytes}: ` +
-        `a full batch could never be held; set it to at least ${config.sinkBatchBytes * 2}.`,
-    );
-  }
+  const problem = sinkBufferProblem(config);
+  if (problem) throw new Error(problem);
 }
 
 const separator = '\u001e';
