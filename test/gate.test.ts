@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { Producer } from 'kafkajs';
+import { CompressionTypes, type Producer } from 'kafkajs';
 import { loadConfig, type Config } from '@dlog/config';
 import { avroType, createRegistry, inputHash, loadSchema, registerAvro, valueSubject } from '@dlog/contracts';
 import { createKafka } from '@dlog/kafka';
@@ -234,6 +234,53 @@ describe('gate end to end on the real broker and registry', () => {
       }
     } finally {
       await replay.stop();
+    }
+  });
+});
+
+describe('gate: an event larger than a Kafka record, sent compressed', () => {
+  const prefix = `${unique('gatebig')}.`;
+  const config: Config = loadConfig({ ...process.env, DLOG_TOPIC_PREFIX: prefix, LOG_LEVEL: 'warn' });
+  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'test-gate-big', log });
+  let gate: Gate;
+
+  before(async () => {
+    gate = await createGate({ kafka, config, log });
+    await gate.start();
+  });
+  after(async () => {
+    await gate?.stop();
+  });
+
+  it('is dead-lettered without its value, and the events behind it on its partition go on', async () => {
+    // The broker takes the 3 MB event because the batch is compressed; the gate refuses it as too
+    // large, and a dead letter carrying it would be refused by the broker in turn, the batch read
+    // again and refused again for ever (it was, before dead letters gave up values this large).
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    const huge = { ...event(1, 'other'), event_id: 'ev-huge', input_json: JSON.stringify({ blob: 'a'.repeat(3_000_000) }), input_hash: '' };
+    const after1 = { ...event(2, 'other'), event_id: 'ev-after-huge' };
+    await producer.send({
+      topic: `${prefix}inference.raw`,
+      compression: CompressionTypes.GZIP,
+      messages: [{ key: 'same', value: JSON.stringify(huge) }, { key: 'same', value: JSON.stringify(after1) }],
+    });
+    await producer.disconnect();
+    const decisions = await collect(`${prefix}decisions.v1`);
+    const dlq = await collect(`${prefix}inference.dlq`);
+    try {
+      await waitFor(() => decisions.messages.length >= 1 && dlq.messages.length >= 1, { timeoutMs: 60_000, what: 'the event behind the huge one, and the dead letter' });
+      const type = avroType('decision-record');
+      assert.deepEqual(decisions.messages.map((m) => (type.fromBuffer(m.value!.subarray(5)) as { event_id: string }).event_id), ['ev-after-huge']);
+      assert.equal(dlq.messages.length, 1);
+      const letter = dlq.messages[0]!;
+      assert.equal(String(letter.headers?.['dlog.reason']), 'payload_too_large');
+      assert.equal(letter.value, null);
+      assert.match(String(letter.headers?.['dlog.value_dropped']), /source offset/);
+      assert.equal(String(letter.key), 'same');
+      assert.match(String(letter.headers?.['dlog.source.offset']), /^\d+$/);
+    } finally {
+      await Promise.all([decisions.stop(), dlq.stop()]);
     }
   });
 });

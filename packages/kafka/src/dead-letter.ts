@@ -10,9 +10,34 @@ export interface DeadLetterFailure {
 }
 
 /**
+ * The largest record (key, value and headers) the workers write: librdkafka's default
+ * message.max.bytes, under the broker's default limit of 1,048,588 for a batch. A larger one is
+ * refused by the client or the broker, which fails the whole transaction, and the batch read again
+ * fails the same way for ever: nothing behind it on its partition is processed again.
+ */
+export const MAX_RECORD_BYTES = 1_000_000;
+
+/** What a record's key, value and headers come to on the wire, near enough (varints aside). */
+export function recordBytes(m: Pick<Message, 'key' | 'value' | 'headers'>): number {
+  let n = 0;
+  if (m.key !== null && m.key !== undefined) n += typeof m.key === 'string' ? Buffer.byteLength(m.key) : m.key.length;
+  if (m.value !== null && m.value !== undefined) n += typeof m.value === 'string' ? Buffer.byteLength(m.value) : m.value.length;
+  for (const [k, v] of Object.entries(m.headers ?? {})) {
+    n += Buffer.byteLength(k) + 8;
+    for (const x of Array.isArray(v) ? v : [v]) if (x !== undefined && x !== null) n += typeof x === 'string' ? Buffer.byteLength(x) : x.length;
+  }
+  return n;
+}
+
+/**
  * The one dead-letter format of the pipeline: the original key, value and headers untouched, plus
  * `dlog.*` headers with the reason and where the record was read. `worker` names the stage that
  * wrote it (`dlog.<worker>.ts`).
+ *
+ * An original too large for a record (a producer can compress a 3 MB event into
+ * `inference.raw`; the gate refuses it as too large, and a dead letter of it would be refused in
+ * turn) goes without its value, and then without its own headers if need be: `dlog.value_dropped`
+ * says so, and the source topic, partition and offset say where the original still is.
  */
 export function deadLetterMessage(
   original: { key: Buffer | string | null; value: Buffer | null; offset: string; headers?: Record<string, unknown> | undefined },
@@ -30,7 +55,20 @@ export function deadLetterMessage(
   headers['dlog.source.partition'] = String(source.partition);
   headers['dlog.source.offset'] = original.offset;
   headers[`dlog.${worker}.ts`] = String(now);
-  return { key: original.key, value: original.value, headers };
+  const letter: Message = { key: original.key, value: original.value, headers };
+  const size = recordBytes(letter);
+  if (size <= MAX_RECORD_BYTES) return letter;
+  const valueBytes = original.value?.length ?? 0;
+  letter.value = null;
+  if (recordBytes(letter) > MAX_RECORD_BYTES - 200) {
+    for (const k of Object.keys(headers)) if (!k.startsWith('dlog.')) delete headers[k];
+    headers['dlog.headers_dropped'] = 'the original headers were too large to keep';
+  }
+  // A key that alone is too large was refused by the broker on the way in; this only guards a
+  // caller that built one.
+  if (recordBytes(letter) > MAX_RECORD_BYTES - 200) letter.key = null;
+  headers['dlog.value_dropped'] = `too large for a dead letter: ${valueBytes} bytes (${size} with key and headers); read it at the source offset`;
+  return letter;
 }
 
 /** A worker's topic names under DLOG_TOPIC_PREFIX, with explicit overrides (tests) winning. */

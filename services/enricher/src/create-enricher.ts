@@ -1,4 +1,4 @@
-import type { Kafka, Message } from 'kafkajs';
+import type { Kafka, KafkaMessage, Message } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Config } from '@dlog/config';
 import { loadArtifactState, type RegistryFollower } from '@dlog/artifacts';
@@ -13,7 +13,7 @@ import {
   valueSubject,
   type DecisionRecordRecord,
 } from '@dlog/contracts';
-import { createTransactionalProcessor, nativeClientFor, deadLetterMessage, ensurePipelineTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
+import { createTransactionalProcessor, nativeClientFor, deadLetterMessage, ensurePipelineTopics, prefixedTopics, MAX_RECORD_BYTES, recordBytes, type BatchContext, type TransactionalProcessor } from '@dlog/kafka';
 import { enrich } from './enrich.js';
 import { EnrichmentSplicer } from './splice.js';
 
@@ -57,6 +57,18 @@ export async function createEnricher(opts: {
   const splicer = EnrichmentSplicer.forContracts();
   if (typeof splicer === 'string') log.warn({ reason: splicer }, 'enriching by decode and re-encode: the contracts do not allow splicing');
   let registry: RegistryFollower | undefined;
+  /**
+   * An enriched record Kafka would refuse fails the whole transaction, again at every retry: the
+   * decision goes to the dead-letter topic instead (without its bytes if those are too large too).
+   */
+  const tooLarge = (m: KafkaMessage, value: Buffer, ctx: BatchContext, now: number, dead: Message[]): boolean => {
+    const bytes = recordBytes({ key: m.key, value });
+    if (bytes <= MAX_RECORD_BYTES) return false;
+    const message = `the enriched record would be ${bytes} bytes; a Kafka record holds at most ${MAX_RECORD_BYTES}`;
+    dead.push(deadLetterMessage(m, ctx, { reason: 'record_too_large', message, step: 'enrich' }, 'enricher', now));
+    stats.deadLettered++;
+    return true;
+  };
   let processor: TransactionalProcessor | undefined;
 
   return {
@@ -88,6 +100,7 @@ export async function createEnricher(opts: {
                 stats.deadLettered++;
                 continue;
               }
+              if (tooLarge(m, r.value, ctx, now, dead)) continue;
               if (r.unresolved) stats.unresolved++;
               if (r.mismatch) stats.digestMismatches++;
               stats.enriched++;
@@ -101,10 +114,12 @@ export async function createEnricher(opts: {
               continue;
             }
             const e = enrich(decoded.value, state, now);
+            const value = encodeFramed(outputType, outputId, e);
+            if (tooLarge(m, value, ctx, now, dead)) continue;
             if (e.unresolved_refs.length > 0) stats.unresolved++;
             if (e.digest_mismatches.length > 0) stats.digestMismatches++;
             stats.enriched++;
-            out.push({ key: m.key, value: encodeFramed(outputType, outputId, e) });
+            out.push({ key: m.key, value });
           }
           return [
             { topic: topics.output, messages: out },

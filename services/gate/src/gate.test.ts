@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -584,6 +584,27 @@ describe('gate: input no step foresaw goes to the dead-letter topic, never stops
     );
     assert.deepEqual(dead.map((d) => d.reason), ['wrong_type', 'wrong_type', 'wrong_type']);
     assert.equal(records.length, 1);
+  });
+
+  it('a kept event whose record would be too large for Kafka is dead-lettered, not retried for ever', () => {
+    // A policy that allows 4 MiB events: the record of a 1.2 MB full-tier input cannot be sent.
+    const yaml = readFileSync(new URL('../../../infra/policies/default.yaml', import.meta.url), 'utf8').replace(/max_event_bytes: \d+/, 'max_event_bytes: 4194304');
+    const big = parsePolicy(yaml, 'big.yaml');
+    const bigDeps = { ...deps, policy: big, protector: createProtector(big.doc.pii, keys) };
+    const huge = event({ event_id: 'e-big', request_id: 'r-big', input: { blob: 'a'.repeat(1_200_000) } });
+    const out = processBatch([msg(Buffer.from(JSON.stringify(huge)), 0), msg(Buffer.from(JSON.stringify(event({ event_id: 'e-2', request_id: 'r-2' }))), 1)], { topic: 'inference.raw', partition: 0 }, bigDeps);
+    const [decisions, counts, dead] = out;
+    assert.equal(decisions!.messages.length, 1, 'the event behind it is kept');
+    assert.equal(dead!.messages.length, 1);
+    const letter = dead!.messages[0]!;
+    assert.equal(letter.headers?.['dlog.reason'], 'record_too_large');
+    assert.match(String(letter.headers?.['dlog.message']), /at most 1000000/);
+    // The original is larger than a record too: the letter says where it is instead of carrying it.
+    assert.equal(letter.value, null);
+    assert.match(String(letter.headers?.['dlog.value_dropped']), /source offset/);
+    assert.equal(letter.headers?.['dlog.source.offset'], '0');
+    const kept = counts!.messages.map((m) => avroType('decision-counts').fromBuffer((m.value as Buffer).subarray(5)) as { kept: number });
+    assert.equal(kept.reduce((n, c) => n + c.kept, 0), 1, 'only the event that was kept is counted');
   });
 
   it('names holding the key separator count apart', () => {

@@ -9,7 +9,7 @@ import {
   type InferenceEventRecord,
   type SchemaResolvers,
 } from '@dlog/contracts';
-import { deadLetterMessage, type BatchContext, type OutputRecord } from '@dlog/kafka';
+import { deadLetterMessage, MAX_RECORD_BYTES, recordBytes, type BatchContext, type OutputRecord } from '@dlog/kafka';
 import { decodeEvent } from './decode.js';
 import type { Classification, Policy } from './policy.js';
 import { ForbiddenKeyError, type Protector } from './protect.js';
@@ -290,6 +290,13 @@ function validate(
   return ok({ event, input, hash });
 }
 
+/** A kept event whose decision record is larger than a Kafka record may be. */
+class RecordTooLargeError extends Error {
+  constructor(bytes: number) {
+    super(`the decision record would be ${bytes} bytes; a Kafka record holds at most ${MAX_RECORD_BYTES} (lower limits.max_event_bytes in the policy, or send less input)`);
+  }
+}
+
 /**
  * One fetched batch in, everything to produce out: decision records, dead letters with the
  * original bytes, and exact count deltas. Pure apart from the clock: no Kafka, so tests call it
@@ -334,6 +341,8 @@ export function processBatch(messages: KafkaMessage[], ctx: BatchContext, deps: 
             gate_ts: now,
           });
           out = { key: record.trajectory?.trace_id ?? record.request_id, value: frame(deps.decisionType, record) };
+          // A record Kafka would refuse fails the whole transaction, again at every retry.
+          if (recordBytes(out) > MAX_RECORD_BYTES) throw new RecordTooLargeError(recordBytes(out));
         }
         const minute = Math.floor(event.ts / 60_000) * 60_000;
         const key = joinKey([minute, event.model.name, event.model.version, endpoint, decisionType, cls.tier, decision], '\u0000');
@@ -368,7 +377,9 @@ export function processBatch(messages: KafkaMessage[], ctx: BatchContext, deps: 
       failure =
         err instanceof ForbiddenKeyError
           ? { reason: 'forbidden_key', message: err.message, step: 'protect' }
-          : { reason: 'unprocessable', message: `${(err as Error)?.name ?? 'Error'}: ${String((err as Error)?.message ?? err).slice(0, 300)}`, step: 'gate' };
+          : err instanceof RecordTooLargeError
+            ? { reason: 'record_too_large', message: err.message, step: 'gate' }
+            : { reason: 'unprocessable', message: `${(err as Error)?.name ?? 'Error'}: ${String((err as Error)?.message ?? err).slice(0, 300)}`, step: 'gate' };
     }
     if (failure) {
       dead.push(deadLetterMessage(m, ctx, failure, 'gate', now));

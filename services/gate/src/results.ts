@@ -16,6 +16,8 @@ export type ReasonCode =
   | 'timestamp_out_of_range'
   /** An event or parent id with personal data in it (ids are keys: they cannot be tokenised). */
   | 'personal_data_in_id'
+  /** A kept event whose decision record would be larger than a Kafka record may be. */
+  | 'record_too_large'
   /** Anything the steps did not foresee (a bug, an input no check anticipated): never fatal. */
   | 'unprocessable';
 

@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { deadLetterMessage, MAX_RECORD_BYTES, recordBytes } from './dead-letter.js';
+
+const source = { topic: 'inference.raw', partition: 4 };
+const failure = { reason: 'payload_too_large', message: 'event is 3000000 bytes; the policy allows 262144', step: 'decode' };
+
+test('a dead letter keeps the original key, bytes and headers, and says why and where from', () => {
+  const value = Buffer.from('{"event_id":"e1"}');
+  const m = deadLetterMessage({ key: 'k1', value, offset: '17', headers: { traceparent: 'abc' } }, source, failure, 'gate', 5);
+  assert.equal(m.key, 'k1');
+  assert.equal(m.value, value);
+  assert.equal(m.headers?.traceparent, 'abc');
+  assert.equal(m.headers?.['dlog.reason'], 'payload_too_large');
+  assert.equal(m.headers?.['dlog.source.offset'], '17');
+  assert.equal(m.headers?.['dlog.source.partition'], '4');
+  assert.equal(m.headers?.['dlog.value_dropped'], undefined);
+});
+
+test('an original too large for a record goes without its value, so the dead letter can be written at all', () => {
+  const value = Buffer.alloc(3_000_000, 0x61);
+  const m = deadLetterMessage({ key: 'k1', value, offset: '17', headers: { traceparent: 'abc' } }, source, failure, 'gate', 5);
+  assert.equal(m.value, null);
+  assert.equal(m.key, 'k1');
+  assert.equal(m.headers?.traceparent, 'abc');
+  assert.match(String(m.headers?.['dlog.value_dropped']), /3000000 bytes.*source offset/);
+  assert.equal(m.headers?.['dlog.source.topic'], 'inference.raw');
+  assert.equal(m.headers?.['dlog.source.offset'], '17');
+  assert.ok(recordBytes(m) <= MAX_RECORD_BYTES);
+});
+
+test('a value just under the limit is kept; the limit counts key and headers too', () => {
+  const headers = { big: 'h'.repeat(1000) };
+  const fits = deadLetterMessage({ key: 'k', value: Buffer.alloc(MAX_RECORD_BYTES - 2000), offset: '1', headers }, source, failure, 'gate', 5);
+  assert.notEqual(fits.value, null);
+  assert.ok(recordBytes(fits) <= MAX_RECORD_BYTES);
+  const over = deadLetterMessage({ key: 'k', value: Buffer.alloc(MAX_RECORD_BYTES - 500), offset: '1', headers }, source, failure, 'gate', 5);
+  assert.equal(over.value, null);
+  assert.equal(over.headers?.big, headers.big);
+});
+
+test('original headers too large to keep are dropped as well, ours stay', () => {
+  const headers = { huge: Buffer.alloc(MAX_RECORD_BYTES) };
+  const m = deadLetterMessage({ key: 'k', value: Buffer.from('x'), offset: '9', headers }, source, failure, 'enricher', 5);
+  assert.equal(m.value, null);
+  assert.equal(m.headers?.huge, undefined);
+  assert.ok(m.headers?.['dlog.headers_dropped']);
+  assert.equal(m.headers?.['dlog.reason'], 'payload_too_large');
+  assert.equal(m.headers?.['dlog.source.offset'], '9');
+  assert.ok(recordBytes(m) <= MAX_RECORD_BYTES);
+});
