@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import avro, { type Schema } from 'avsc';
-import { avroBlockLimits } from './avro-limits.js';
+import { avroBlockLimits, InvalidUtf8Error } from './avro-limits.js';
 import { avroType } from './schemas.js';
 
 assert.ok(avroBlockLimits);
@@ -67,4 +67,20 @@ test('the contracts round-trip through the bounded readers', () => {
   const t = avroType('decision-counts');
   const v = { minute: 60_000, model_name: 'm', model_version: '1', endpoint: 'e', decision_type: 'd', tier: 'standard', decision: 'x', policy_version: 'p', kept: 2, dropped: 1, batch_id: 'b' };
   assert.deepEqual(plain(t.fromBuffer(t.toBuffer(v))), v);
+});
+
+test('a string whose bytes are not UTF-8 is refused, not read as U+FFFD (two ids once read as one)', () => {
+  const t = record('string');
+  const bytes = (s: number[]) => Buffer.from([...long(s.length), ...s]);
+  assert.throws(() => t.fromBuffer(bytes([0x65, 0x76, 0x74, 0x2d, 0xff])), InvalidUtf8Error);
+  assert.throws(() => t.fromBuffer(bytes([0x65, 0xc3, 0x28])), InvalidUtf8Error);
+  // A genuine U+FFFD, and any other valid text, reads as before.
+  assert.equal((t.fromBuffer(t.toBuffer({ a: 'evt-\uFFFD' })) as { a: string }).a, 'evt-\uFFFD');
+  assert.equal((t.fromBuffer(t.toBuffer({ a: 'naïve ✓ 😀' })) as { a: string }).a, 'naïve ✓ 😀');
+  // Map keys as well; through a resolver (an evolved writer) as well.
+  const m = record({ type: 'map', values: 'int' });
+  assert.throws(() => m.fromBuffer(Buffer.from([...long(1), ...long(2), 0x61, 0xfe, ...long(1), 0])), InvalidUtf8Error);
+  const writer = avro.Type.forSchema({ type: 'record', name: 'R', fields: [{ name: 'a', type: 'string' }, { name: 'b', type: 'int' }] } as Schema);
+  const resolver = t.createResolver(writer);
+  assert.throws(() => t.fromBuffer(Buffer.from([...long(2), 0x61, 0xff, ...long(3)]), resolver), InvalidUtf8Error);
 });

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import avro from 'avsc';
 
 /**
@@ -63,6 +64,40 @@ function readArray(this: { itemsType: ItemType }, tap: Tap): unknown[] {
   return out ?? [];
 }
 
+/**
+ * A string whose bytes are not UTF-8. avsc decodes strings leniently, each invalid sequence
+ * becoming U+FFFD, so `evt-\xff` and `evt-\xfe` were read as one and the same id; a JSON event
+ * with such bytes was refused all along. Decoding now fails with this instead.
+ */
+export class InvalidUtf8Error extends Error {
+  constructor(bytes: number) {
+    super(`a string of ${bytes} bytes is not valid UTF-8`);
+    this.name = 'InvalidUtf8Error';
+  }
+}
+
+/**
+ * avsc's string read, refusing bytes that are not UTF-8. The bytes are looked at again only when
+ * the decoded string holds U+FFFD, which is what an invalid sequence turns into (a genuine U+FFFD is
+ * valid UTF-8): strings without one cost a scan of their characters and nothing more.
+ */
+function readString(tap: Tap): string {
+  const start = tap.pos;
+  const s = tap.readString();
+  if (s !== undefined && s.includes('\uFFFD')) {
+    tap.pos = start;
+    const len = tap.readLong();
+    const from = tap.pos;
+    tap.pos = from + len;
+    if (!isUtf8(tap.buf.subarray(from, from + len))) throw new InvalidUtf8Error(len);
+  }
+  return s;
+}
+
+function readStringType(tap: Tap): string {
+  return readString(tap);
+}
+
 function readMap(this: { valuesType: ItemType }, tap: Tap): Record<string, unknown> {
   const values = this.valuesType;
   // A plain object, as avsc makes it: consumers check its prototype for `__proto__` keys.
@@ -70,7 +105,7 @@ function readMap(this: { valuesType: ItemType }, tap: Tap): Record<string, unkno
   let n: number;
   while ((n = blockCount(tap, true)) > 0) {
     while (n-- > 0) {
-      const key = tap.readString();
+      const key = readString(tap);
       out[key] = values._read(tap);
     }
   }
@@ -106,13 +141,14 @@ function skipMap(this: { valuesType: ItemType }, tap: Tap): void {
 }
 
 // avsc copies a type's `_read` into each resolver it makes, so this runs at import, before any
-// contract type or resolver exists. Only these four methods change; writing is untouched.
+// contract type or resolver exists. Only these five methods change; writing is untouched.
 // The `types` export is avsc's public registry of type classes; its typings do not list _read.
-const types = avro.types as unknown as Record<'ArrayType' | 'MapType', { prototype: Record<string, unknown> }>;
+const types = avro.types as unknown as Record<'ArrayType' | 'MapType' | 'StringType', { prototype: Record<string, unknown> }>;
 types.ArrayType.prototype._read = readArray;
 types.ArrayType.prototype._skip = skipArray;
 types.MapType.prototype._read = readMap;
 types.MapType.prototype._skip = skipMap;
+types.StringType.prototype._read = readStringType;
 
 /** Imported for its effect; exported so the import cannot be dropped as unused. */
 export const avroBlockLimits = true;

@@ -24,5 +24,6 @@ export {
   type DecodeFailure,
 } from './schema-resolvers.js';
 export { joinKey } from './join-key.js';
+export { InvalidUtf8Error } from './avro-limits.js';
 export { readAvroLong, readAvroString, writeAvroLong } from './avro-peek.js';
 export { compareVersions } from './versions.js';

@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import type { Type } from 'avsc';
 import type { InferenceEventRecord, SchemaResolvers } from '@dlog/contracts';
+import { InvalidUtf8Error } from '@dlog/contracts';
 import { deadLetter, ok, type Result } from './results.js';
 
 export interface DecodedEvent {
@@ -92,6 +93,7 @@ export function decodeEvent(bytes: Buffer | null, type: Type, schemas: SchemaRes
     try {
       event = type.fromBuffer(bytes.subarray(5), schema.resolver as never) as InferenceEventRecord;
     } catch (err) {
+      if (err instanceof InvalidUtf8Error) return deadLetter('decode', 'invalid_utf8', `Avro event: ${err.message}`);
       return deadLetter('decode', 'truncated_avro', `Avro body cannot be read: ${(err as Error).message}`);
     }
     for (const [name, map] of [

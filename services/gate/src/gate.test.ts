@@ -607,6 +607,17 @@ describe('gate: input no step foresaw goes to the dead-letter topic, never stops
     assert.equal(kept.reduce((n, c) => n + c.kept, 0), 1, 'only the event that was kept is counted');
   });
 
+  it('an Avro event with a string that is not UTF-8 is dead-lettered as invalid_utf8, as a JSON one is', () => {
+    const good = framedEvent({});
+    const at = good.indexOf(Buffer.from('r-1'));
+    assert.ok(at > 0);
+    const bad = Buffer.from(good);
+    bad[at + 2] = 0xff;
+    const { records, dead } = runLeaks([bad, good], { ...deps, schemas: avroSchemas });
+    assert.equal(records.length, 1);
+    assert.deepEqual(dead.map((d) => d.reason), ['invalid_utf8']);
+  });
+
   it('names holding the key separator count apart', () => {
     const { counts } = runLeaks([
       event({ endpoint: 'e\u0000x', decision_type: 'd' }),
