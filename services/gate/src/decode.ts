@@ -63,12 +63,53 @@ function schemaViolation(type: Type, value: unknown): Result<never> {
     : deadLetter('validate', 'wrong_type', `field ${first.path} is not a valid ${first.expected}`);
 }
 
+/**
+ * The first integer literal in a JSON text that a double cannot hold exactly, if any (outside
+ * strings). JSON.parse rounds `12345678901234567890` to `12345678901234567000` without a word: the
+ * stored input and its hash would then name another account than the one the model saw, and a
+ * producer's exact hash would not match. Only texts with a run of 16 digits are tokenised, so the
+ * common case costs one native regex test.
+ */
+export function lossyInteger(text: string): string | undefined {
+  if (!/\d{16}/.test(text)) return undefined;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+      continue;
+    }
+    if (c === 0x22) {
+      inString = true;
+      continue;
+    }
+    if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+      let j = i + 1;
+      while (j < text.length && /[0-9.eE+-]/.test(text[j]!)) j++;
+      const token = text.slice(i, j);
+      i = j - 1;
+      if (/^-?\d{16,}$/.test(token) && BigInt(token) !== BigInt(Number(token))) return token;
+    }
+  }
+  return undefined;
+}
+
+function lossyNumber(token: string, where: string): Result<never> {
+  const shown = token.length > 40 ? `${token.slice(0, 40)}...` : token;
+  return deadLetter('validate', 'invalid_input', `${where} holds the number ${shown}, which JSON numbers cannot carry exactly (beyond 2^53); send it as a string`);
+}
+
 function parseInput(inputJson: string): Result<unknown> {
+  let value: unknown;
   try {
-    return ok(JSON.parse(inputJson));
+    value = JSON.parse(inputJson);
   } catch (err) {
     return deadLetter('validate', 'invalid_input', `input_json is not JSON: ${(err as Error).message}`);
   }
+  const lossy = lossyInteger(inputJson);
+  if (lossy) return lossyNumber(lossy, 'input_json');
+  return ok(value);
 }
 
 /**
@@ -119,8 +160,9 @@ export function decodeEvent(bytes: Buffer | null, type: Type, schemas: SchemaRes
   }
   if (!isUtf8(bytes)) return deadLetter('decode', 'invalid_utf8', 'JSON event is not valid UTF-8');
   let raw: Record<string, unknown>;
+  const text = bytes.toString('utf8');
   try {
-    raw = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
+    raw = JSON.parse(text) as Record<string, unknown>;
   } catch (err) {
     return deadLetter('decode', 'invalid_json', `not valid JSON: ${(err as Error).message}`);
   }
@@ -128,7 +170,14 @@ export function decodeEvent(bytes: Buffer | null, type: Type, schemas: SchemaRes
   if (bad) return deadLetter('validate', 'forbidden_key', `forbidden key at ${bad}`);
 
   let input: unknown;
-  if (raw.input !== undefined && raw.input_json === undefined) {
+  if (raw.input !== undefined && raw.input_json !== undefined) {
+    return deadLetter('validate', 'invalid_input', 'the event gives both input and input_json; send one of them');
+  }
+  if (raw.input !== undefined) {
+    // The event's own text: a number in the input object was rounded by the parse above. (Other
+    // fields holding such numbers are refused by their types, or rounded scores: refused too.)
+    const lossy = lossyInteger(text);
+    if (lossy) return lossyNumber(lossy, 'the event');
     input = raw.input;
     try {
       raw.input_json = JSON.stringify(raw.input);

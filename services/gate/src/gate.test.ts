@@ -143,6 +143,23 @@ describe('decodeEvent', () => {
     assert.equal(r.value.event.tenant, null);
     assert.deepEqual(r.value.input, event().input);
   });
+  it('refuses integers a JSON number cannot carry exactly, in input_json or an input object; keeps them in strings', () => {
+    const big = '12345678901234567890';
+    const bad = (b: Buffer) => {
+      const r = decodeEvent(b, inputType, noSchemas, max);
+      return r.ok ? 'ok' : `${r.reason}: ${r.message}`;
+    };
+    assert.match(bad(Buffer.from(JSON.stringify(event({ input: undefined, input_json: `{"account":${big}}` })))), new RegExp(`^invalid_input: input_json holds the number ${big}.*string`));
+    assert.match(bad(Buffer.from(JSON.stringify(event()).replace('"amount":5000', `"amount":-${big}`))), /^invalid_input: the event holds the number -12345678901234567890/);
+    // Exact as doubles, in strings, or not integers: accepted as before.
+    assert.equal(bad(Buffer.from(JSON.stringify(event({ input: { a: 9007199254740992, b: 1e21, card: '4111111111111111', s: `x${big}` } })))), 'ok');
+    assert.equal(bad(Buffer.from(JSON.stringify(event({ input: undefined, input_json: `{"a":"${big}","b":1.2345678901234567890}` })))), 'ok');
+    assert.equal(bad(Buffer.from(JSON.stringify(event({ input: undefined, input_json: `{"a":"\\\"${big}"}` })))), 'ok');
+  });
+  it('refuses an event that gives both input and input_json instead of silently using one', () => {
+    const r = decodeEvent(json(event({ input_json: '{"amount":1}' })), inputType, noSchemas, max);
+    assert.ok(!r.ok && r.reason === 'invalid_input' && /both input and input_json/.test(r.message));
+  });
   it('names each kind of bad input', () => {
     assert.equal(reason(null), 'empty_message');
     assert.equal(reason(Buffer.from([1, 2, 3])), 'wrong_magic_byte');
