@@ -244,7 +244,7 @@ function runLeaks(events: (Record<string, unknown> | Buffer)[], d: GateDeps = de
 
 /** The schema-id-1 resolver and an Avro-framed event with the given output fields. */
 const avroSchemas = { get: (id: number) => (id === 1 ? { resolver: inputType.createResolver(inputType) } : undefined) } as unknown as GateDeps['schemas'];
-function framedEvent(output: Record<string, unknown>): Buffer {
+function framedEvent(output: Record<string, unknown>, config: Record<string, unknown> | null = null): Buffer {
   const { input: _input, ...plain } = event();
   return encodeFramed(inputType, 1, {
     ...plain,
@@ -252,7 +252,7 @@ function framedEvent(output: Record<string, unknown>): Buffer {
     input_hash: '',
     tenant: null,
     image: null,
-    config: null,
+    config,
     preprocessing: null,
     environment_digest: null,
     trajectory: null,
@@ -633,6 +633,22 @@ describe('gate: input no step foresaw goes to the dead-letter topic, never stops
     const { records, dead } = runLeaks([bad, good], { ...deps, schemas: avroSchemas });
     assert.equal(records.length, 1);
     assert.deepEqual(dead.map((d) => d.reason), ['invalid_utf8']);
+  });
+
+  it('an Avro event with NaN or infinite inference parameters is dead-lettered (a server stored them as NULL or 0)', () => {
+    const params = (p: Record<string, unknown>) => ({ ref: 'configs/prod/p:v1', params: { temperature: 0.2, top_p: null, max_tokens: null, thresholds: {}, extra: {}, ...p } });
+    const { records, dead } = runLeaks(
+      [
+        framedEvent({}, params({ temperature: Number.POSITIVE_INFINITY })),
+        framedEvent({}, params({ top_p: Number.NaN })),
+        framedEvent({}, params({ thresholds: { approve: Number.NaN } })),
+        framedEvent({}, params({ thresholds: { approve: 0.7 } })),
+      ],
+      { ...deps, schemas: avroSchemas },
+    );
+    assert.deepEqual(dead.map((d) => d.reason), ['wrong_type', 'wrong_type', 'wrong_type']);
+    assert.equal(records.length, 1);
+    assert.equal(records[0]!.config?.params.thresholds.approve, 0.7);
   });
 
   it('names holding the key separator count apart', () => {

@@ -236,9 +236,18 @@ interface Accepted {
 /**
  * Avro doubles can carry NaN and infinities, which JSON producers cannot send and a ClickHouse
  * server's JSON rows turn into NULL or 0, so the same event would land differently per mode. A
- * log-probability may be -Infinity (probability 0); nothing else here may be other than finite.
+ * log-probability may be -Infinity (probability 0); nothing else here (output or inference
+ * parameters) may be other than finite.
  */
-function outputNumberProblem(output: InferenceEventRecord['output']): string | undefined {
+function numberProblem(event: InferenceEventRecord): string | undefined {
+  const params = event.config?.params;
+  if (params) {
+    // Inference parameters are settings: a NaN temperature or an infinite threshold is a bug upstream.
+    if (params.temperature !== null && !Number.isFinite(params.temperature)) return `config.params.temperature is ${params.temperature}, not a finite number`;
+    if (params.top_p !== null && !Number.isFinite(params.top_p)) return `config.params.top_p is ${params.top_p}, not a finite number`;
+    for (const k in params.thresholds) if (!Number.isFinite(params.thresholds[k])) return `config.params.thresholds has a value that is not a finite number (${params.thresholds[k]})`;
+  }
+  const output = event.output;
   if (output.confidence !== null && !Number.isFinite(output.confidence)) return `output.confidence is ${output.confidence}, not a finite number`;
   for (const k in output.scores) if (!Number.isFinite(output.scores[k])) return `output.scores has a value that is not a finite number (${output.scores[k]})`;
   const lp = output.token_logprobs;
@@ -259,7 +268,7 @@ function validate(
   if (event.ts < messageTs - limits.max_ts_skew_past_ms || event.ts > messageTs + limits.max_ts_skew_future_ms) {
     return deadLetter('validate', 'timestamp_out_of_range', `ts ${event.ts} is too far from the record's timestamp ${messageTs}`);
   }
-  const badNumber = outputNumberProblem(event.output);
+  const badNumber = numberProblem(event);
   if (badNumber) return deadLetter('validate', 'wrong_type', badNumber);
   if (event.model.name.includes(':')) {
     // Its ref, registry://models/<name>:<version>, would be another model's: `fraud:eu` version 3
