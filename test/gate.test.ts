@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CompressionTypes, type Producer } from 'kafkajs';
 import { loadConfig, type Config } from '@dlog/config';
-import { avroType, createRegistry, inputHash, loadSchema, registerAvro, valueSubject } from '@dlog/contracts';
+import { avroType, createRegistry, inputHash, loadSchema, registerAvro, SchemaIncompatibleError, valueSubject } from '@dlog/contracts';
+import type { Schema } from 'avsc';
 import { createKafka } from '@dlog/kafka';
 import { createGate, type Gate } from '@dlog/gate';
 import { collect, log, unique, waitFor } from './helpers.js';
@@ -282,5 +283,26 @@ describe('gate: an event larger than a Kafka record, sent compressed', () => {
     } finally {
       await Promise.all([decisions.stop(), dlq.stop()]);
     }
+  });
+});
+
+describe('inference.raw: the registry refuses a producer schema the gate could not read', () => {
+  const config: Config = loadConfig({ ...process.env, LOG_LEVEL: 'warn' });
+  const url = config.schemaRegistryUrl;
+  const registry = createRegistry(url);
+  type RecordSchema = { fields: { name: string; type: unknown; default?: unknown }[] } & Record<string, unknown>;
+  const base = loadSchema('inference-event') as unknown as RecordSchema;
+
+  it('refuses a schema that drops a required field or widens a union, takes one that adds an optional field', async () => {
+    // Before, under BACKWARD_TRANSITIVE, both were taken in silence and the gate then dead-lettered
+    // every event written with them as incompatible_schema.
+    const subject = valueSubject(`${unique('compat')}.inference.raw`);
+    await registerAvro(registry, url, subject, base as unknown as Schema);
+    const withoutHash = { ...base, fields: base.fields.filter((f) => f.name !== 'input_hash') };
+    await assert.rejects(registerAvro(registry, url, subject, withoutHash as unknown as Schema), SchemaIncompatibleError);
+    const widened = { ...base, fields: base.fields.map((f) => (f.name === 'tenant' ? { ...f, type: ['null', 'string', 'long'] } : f)) };
+    await assert.rejects(registerAvro(registry, url, subject, widened as unknown as Schema), SchemaIncompatibleError);
+    const additive = { ...base, fields: [...base.fields, { name: 'region', type: ['null', 'string'], default: null }] };
+    assert.ok((await registerAvro(registry, url, subject, additive as unknown as Schema)) > 0);
   });
 });

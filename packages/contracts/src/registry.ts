@@ -3,8 +3,16 @@ import type { Schema } from 'avsc';
 
 export type Compatibility = 'BACKWARD' | 'BACKWARD_TRANSITIVE' | 'FORWARD' | 'FORWARD_TRANSITIVE' | 'FULL' | 'FULL_TRANSITIVE' | 'NONE';
 
-/** The rule every contract is registered under: new readers must read old data. */
-export const defaultCompatibility: Compatibility = 'BACKWARD_TRANSITIVE';
+/**
+ * The rule every contract is registered under: a new schema must read all data written before it,
+ * and every earlier schema must read data written with it. The second half matters most on
+ * `inference.raw`, where producers in any language register their own schemas and one gate, maybe
+ * older, reads them all: under BACKWARD alone the registry took a producer schema without
+ * `input_hash` or with a widened union, said nothing to that producer, and the gate dead-lettered
+ * every event written with it. Our own contracts only ever add fields with defaults, which passes
+ * both ways.
+ */
+export const defaultCompatibility: Compatibility = 'FULL_TRANSITIVE';
 
 export class SchemaIncompatibleError extends Error {
   constructor(
