@@ -57,6 +57,23 @@ describe('local stack', () => {
     }
   });
 
+  it('two `up` at once start one registry: the second waits and reuses it, and `down` stops it', async () => {
+    // Before the lock both started one; the loser died on the H2 lock but passed its readiness
+    // check against the winner and overwrote the pid file, orphaning a live registry.
+    const registryPort = await freePort();
+    const cfg = { ...config, runDir: tempDir('registry-twice'), only: ['registry'], registryPort };
+    try {
+      const [a, b] = await Promise.all([stackUp(cfg, log), stackUp(cfg, log)]);
+      const both = [a[0]!, b[0]!];
+      assert.deepEqual(both.map((s) => s.started).sort(), [false, true]);
+      assert.equal(both[0]!.pid, both[1]!.pid);
+      assert.equal((await stackStatus(cfg))[0]?.pid, both[0]!.pid);
+    } finally {
+      await stackDown(cfg, log);
+    }
+    assert.equal((await stackStatus(cfg))[0]?.state, 'stopped', 'nothing is left holding the port');
+  });
+
   it('names a port that another process holds, and starts nothing', async () => {
     const taken = await occupy();
     const stackDir = tempDir('stack');

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawn } from 'node:child_process';
@@ -49,6 +49,10 @@ export function kafkaComponent(opts: { stackDir: string; runDir: string; port: n
     stopGraceMs: 30_000,
     async provision(log) {
       if (existsSync(complete)) return;
+      // Whatever an interrupted fetch left goes first: Maven keeps a jar cut short by a hard kill
+      // (it is newer than the one in the local repository), and the broker then failed to start
+      // on a missing class every time, with the directory marked complete.
+      rmSync(libs, { recursive: true, force: true });
       log(`fetching Apache Kafka ${kafkaVersion} jars from Maven Central`);
       await runMaven(
         [

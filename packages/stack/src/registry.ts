@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stackMarker, type Component } from './component.js';
@@ -21,6 +21,7 @@ const pom = fileURLToPath(new URL('../../../infra/stack/apicurio/pom.xml', impor
 export function registryComponent(opts: { stackDir: string; runDir: string; port: number }): Component {
   const home = path.join(opts.stackDir, `apicurio-${apicurioVersion}`);
   const jar = path.join(home, `apicurio-registry-app-${apicurioVersion}-runner.jar`);
+  const complete = path.join(home, '.complete');
   const base = `http://127.0.0.1:${opts.port}`;
   return {
     name: 'registry',
@@ -28,10 +29,14 @@ export function registryComponent(opts: { stackDir: string; runDir: string; port
     logFile: path.join(opts.runDir, 'logs', 'registry.log'),
     stopGraceMs: 10_000,
     async provision(log) {
-      if (existsSync(jar)) return;
+      // The marker, not the jar: the runner jar is unpacked before its 359 libraries, so a Ctrl-C
+      // during the first fetch left a jar that failed at every start on a missing class.
+      if (existsSync(complete)) return;
+      rmSync(home, { recursive: true, force: true });
       log(`fetching Apicurio Registry ${apicurioVersion} from Maven Central`);
       await runMaven(['-f', pom, 'package', `-Dapicurio.version=${apicurioVersion}`, `-Dapicurio.out=${home}`], log);
       if (!existsSync(jar)) throw new Error(`Apicurio Registry was fetched but ${jar} is missing`);
+      writeFileSync(complete, `${new Date().toISOString()}\n`);
     },
     async prepare() {},
     spawnSpec() {

@@ -1,3 +1,4 @@
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '@dlog/config';
 import { createKafka, ensureTopics, loadTopicDefinitions } from '@dlog/kafka';
@@ -113,6 +114,57 @@ async function waitReady(c: Component, pid: number, timeoutMs: number): Promise<
  * other); topics are ensured once Kafka answers.
  */
 export async function stackUp(config: StackConfig, log: Logger): Promise<ComponentStatus[]> {
+  return withUpLock(config, log, () => up(config, log));
+}
+
+/**
+ * One `up` at a time per stack directory, across processes. Two at once (`npm start` in one
+ * terminal while `npm test` starts the stack in another) each found the components stopped and
+ * started them: the second process died on the first's lock or port, yet passed its readiness
+ * check against the first and overwrote its pid file, leaving a live process that `stack down`
+ * no longer knew. The one waiting now plans after the first is done, and reuses what it started.
+ * Downloads live in stackDir too, so a second fetch cannot unpack over the first.
+ */
+async function withUpLock<T>(config: StackConfig, log: Logger, fn: () => Promise<T>): Promise<T> {
+  mkdirSync(config.stackDir, { recursive: true });
+  const lock = path.join(config.stackDir, 'up.lock');
+  const deadline = Date.now() + 15 * 60_000;
+  let told = false;
+  for (;;) {
+    try {
+      writeFileSync(lock, String(process.pid), { flag: 'wx', mode: 0o600 });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    let holder = Number.NaN;
+    try {
+      holder = Number(readFileSync(lock, 'utf8'));
+    } catch {
+      continue; // released in between
+    }
+    // An empty file is a holder between creating and writing it; a dead holder crashed.
+    if (Number.isInteger(holder) && holder > 0 && !isAlive(holder)) {
+      rmSync(lock, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new StackError(`Another dlog (pid ${holder}) has been starting the local stack for 15 minutes; if it is gone, delete ${lock}.`, 'stack');
+    }
+    if (!told) {
+      log.info({ pid: holder }, 'another dlog is starting the local stack: waiting for it');
+      told = true;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  try {
+    return await fn();
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
+
+async function up(config: StackConfig, log: Logger): Promise<ComponentStatus[]> {
   const components = stackComponents(config);
   // Check every port before starting anything, so a conflict leaves nothing half-started.
   const plans: { c: Component; reuse: number | undefined }[] = [];

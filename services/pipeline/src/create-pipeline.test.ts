@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { pipelineGateThreads, shutdownBudget } from './create-pipeline.js';
+import { describeExit } from './worker-process.js';
 
 describe('pipelineGateThreads', () => {
   it('gives the gate one thread on a 2-core machine running the whole pipeline', () => {
@@ -22,5 +23,13 @@ describe('shutdownBudget', () => {
       assert.ok(b.workerLimitMs < b.workerGraceMs || b.workerGraceMs === 1);
     }
     assert.deepEqual(shutdownBudget(15_000), { workerGraceMs: 3_300, workerLimitMs: 2_640, sinkDrainMs: 3_750 });
+  });
+});
+
+describe('describeExit', () => {
+  it('names the signal that killed a worker instead of "code null"', () => {
+    assert.equal(describeExit(null, 'SIGKILL'), 'killed by SIGKILL');
+    assert.equal(describeExit(1, null), 'code 1');
+    assert.equal(describeExit(0, null), 'code 0');
   });
 });

@@ -7,7 +7,7 @@ import { createKafka, ensurePipelineTopics } from '@dlog/kafka';
 import { createSink, sinkNativeClient, type Sink } from '@dlog/sink';
 import { storeFromConfig, migrate, startQueryServer, type Store } from '@dlog/store';
 import { usableCores } from '@dlog/runtime';
-import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
+import { describeExit, startWorkerProcess, type WorkerProcess } from './worker-process.js';
 
 export interface Pipeline {
   readonly store: Store;
@@ -95,7 +95,7 @@ export async function createPipeline(opts: {
       const w = await startWorkerProcess(name, name === 'gate' ? gateEnv : env);
       processes.push(w);
       void w.exited.then((code) => {
-        if (!stopping) failWith(new Error(`${name} exited unexpectedly with code ${code}`));
+        if (!stopping) failWith(new Error(`${name} exited unexpectedly (${describeExit(code, w.signal())})`));
       });
     }
   } else {
@@ -124,11 +124,17 @@ export async function createPipeline(opts: {
       // events, then enrichment and alerting, then flush the sink and commit, then the store.
       // With the full limit each, one slow worker once let this process hit its own limit and
       // exit first, leaving the workers running (see shutdownBudget).
+      // A worker that had to be killed, or failed its own drain, makes the whole stop a failure
+      // (after everything else is closed): a supervisor saw exit 0 for a shutdown that was not clean.
+      const unclean: string[] = [];
       for (const name of ['gate', 'enricher', 'alerter']) {
         const w = processes.find((p) => p.name === name);
         if (w) {
           const code = await w.stop(budget.workerGraceMs);
-          if (code !== 0) log.warn({ worker: name, code }, 'worker exited non-zero on stop');
+          if (code !== 0) {
+            log.warn({ worker: name, code, signal: w.signal() }, 'worker exited non-zero on stop');
+            unclean.push(`${name} (${describeExit(code, w.signal())})`);
+          }
         }
       }
       // Each step is timed: a stop that drags (or hangs) names the step in the log.
@@ -149,6 +155,7 @@ export async function createPipeline(opts: {
       await step('sink', () => sink.stop());
       await step('query server', query && (() => query.close()));
       await step('store', () => store.close());
+      if (unclean.length > 0) throw new Error(`worker(s) did not stop cleanly: ${unclean.join(', ')}`);
     },
   };
 }

@@ -8,6 +8,13 @@ export interface WorkerProcess {
   readonly exited: Promise<number | null>;
   /** SIGTERM (a graceful drain and commit), SIGKILL after the grace period. */
   stop(graceMs: number): Promise<number | null>;
+  /** The signal that ended it, once it has ended by one. */
+  signal(): NodeJS.Signals | null;
+}
+
+/** "code 1", or "killed by SIGKILL": a code of null alone said nothing. */
+export function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
+  return code === null && signal ? `killed by ${signal}` : `code ${code}`;
 }
 
 const mains: Record<string, string> = {
@@ -59,6 +66,7 @@ export async function startWorkerProcess(name: keyof typeof mains & string, env:
     name,
     pid: child.pid,
     exited,
+    signal: () => child.signalCode,
     async stop(graceMs) {
       if (child.exitCode !== null) return child.exitCode;
       child.kill('SIGTERM');
