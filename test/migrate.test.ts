@@ -3,7 +3,7 @@ import { copyFileSync, mkdtempSync, readdirSync, appendFileSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { createStore, defaultMigrationsDir, migrate, MigrationError, type Store } from '@dlog/store';
+import { createStore, defaultMigrationsDir, loadMigrations, migrate, MigrationError, type Store } from '@dlog/store';
 import { config, log, tempDir, unique } from './helpers.js';
 
 /** Migrations on a real ClickHouse: embedded always, the server too when CLICKHOUSE_URL is set. */
@@ -14,6 +14,7 @@ for (const mode of modes) {
   describe(`dlog migrate: ${mode.name}`, () => {
     let store: Store;
     const dir = mkdtempSync(path.join(tmpdir(), 'dlog-migrations-'));
+    const dataDir = tempDir('migrate');
 
     before(async () => {
       for (const f of readdirSync(defaultMigrationsDir)) copyFileSync(path.join(defaultMigrationsDir, f), path.join(dir, f));
@@ -22,7 +23,7 @@ for (const mode of modes) {
         username: config.clickhouseUser,
         password: config.clickhousePassword,
         database: mode.url ? unique('db').replaceAll('-', '_') : 'dlog',
-        dataDir: tempDir('migrate'),
+        dataDir,
         createDatabase: true,
         log,
       });
@@ -38,7 +39,7 @@ for (const mode of modes) {
       assert.equal(second.applied.length, 0);
       const rs = await store.client.query({ query: 'SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name', format: 'JSONEachRow' });
       const names = (await rs.json<{ name: string }>()).map((r) => r.name);
-      for (const t of ['decisions', 'decision_counts', 'artifacts', 'lineage_edges', 'deployments', 'alerts', 'schema_migrations', 'v_decisions', 'v_decision_totals', 'v_lineage', 'v_decision_lineage']) {
+      for (const t of ['decisions', 'decision_counts', 'artifacts', 'lineage_edges', 'deployments', 'alerts', 'schema_migrations', 'v_decisions', 'v_decision_totals', 'v_lineage', 'v_decision_lineage', 'v_artifacts', 'v_artifact_registrations']) {
         assert.ok(names.includes(t), `${t} missing`);
       }
       const count = await store.client.query({ query: 'SELECT count() AS n FROM schema_migrations', format: 'JSONEachRow' });
@@ -58,6 +59,55 @@ for (const mode of modes) {
       });
       const parts = (await rs.json<{ part_type: string; rows: number | string }>()).map((p) => ({ type: p.part_type, rows: Number(p.rows) }));
       assert.deepEqual(parts, [{ type: 'Compact', rows: 12000 }]);
+    });
+
+    it('keeps registrations stored before 010 (no log position) ahead of later ones, and 010 runs again safely', async () => {
+      // A database of its own, beside the suite's (one process opens one embedded directory).
+      const own = await createStore({
+        url: mode.url,
+        username: config.clickhouseUser,
+        password: config.clickhousePassword,
+        database: unique('db010').replaceAll('-', '_'),
+        dataDir,
+        createDatabase: true,
+        log,
+      });
+      try {
+        const before010 = mkdtempSync(path.join(tmpdir(), 'dlog-migrations-'));
+        for (const f of readdirSync(defaultMigrationsDir)) if (Number(f.slice(0, 3)) < 10) copyFileSync(path.join(defaultMigrationsDir, f), path.join(before010, f));
+        await migrate(own, { dir: before010 });
+        const cols = 'event_id, kind, ref, name, version, digest, parents, registered_at, registered_by';
+        // Stored by a sink before 010, in one batch: the same ingested_at, so registered_at decides.
+        await own.client.command({
+          query: `INSERT INTO artifacts (${cols}) VALUES
+                  ('old-2', 'model', 'registry://models/m:1', 'm', '1', 'sha256:b', ['registry://datasets/d:2'], 2000, 't'),
+                  ('old-1', 'model', 'registry://models/m:1', 'm', '1', 'sha256:c', ['registry://datasets/d:1'], 1000, 't')`,
+        });
+        await migrate(own);
+        // Written by a sink after 010, so later in the log than both, though with an earlier clock.
+        await own.client.command({
+          query: `INSERT INTO artifacts (${cols}, source_partition, source_offset, source_known) VALUES
+                  ('new', 'model', 'registry://models/m:1', 'm', '1', 'sha256:a', ['registry://datasets/d:0'], 500, 't', 0, 0, true)`,
+        });
+        // Idempotent, as every migration must be: a run interrupted half-way is run again whole.
+        const m010 = loadMigrations().find((m) => m.version === 10)!;
+        for (const statement of m010.statements) await own.client.command({ query: statement });
+        const rs = await own.client.query({
+          query: "SELECT event_id, outcome, source_offset FROM v_artifact_registrations WHERE ref = 'registry://models/m:1' ORDER BY event_id",
+          format: 'JSONEachRow',
+        });
+        // Int64 comes as a number embedded and as a string from a server.
+        const rows = (await rs.json<{ event_id: string; outcome: string; source_offset: string | number | null }>()).map((r) => [r.event_id, r.outcome, r.source_offset === null ? null : Number(r.source_offset)]);
+        assert.deepEqual(rows, [
+          ['new', 'refused', 0],
+          ['old-1', 'registered', null],
+          ['old-2', 'refused', null],
+        ]);
+        const lineage = await own.client.query({ query: "SELECT parent_ref FROM v_lineage WHERE child_ref = 'registry://models/m:1'", format: 'JSONEachRow' });
+        assert.deepEqual(await lineage.json(), [{ parent_ref: 'registry://datasets/d:1' }]);
+      } finally {
+        await own.close();
+      }
     });
 
     it('refuses an applied migration that was edited, naming the file', async () => {

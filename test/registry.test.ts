@@ -1,13 +1,26 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
-import type { Schema } from 'avsc';
+import { after, describe, it } from 'node:test';
+import avro, { type Schema } from 'avsc';
 import {
+  avroType,
   createRegistry,
+  encodeFramed,
   loadSchema,
   registerAvro,
+  registryFetcher,
   SchemaIncompatibleError,
+  valueSubject,
+  type ArtifactEventRecord,
 } from '@dlog/contracts';
-import { config, unique } from './helpers.js';
+import { loadArtifactState, parseManifest, RegistrationConflictError, RegistrationDecoder, registerArtifacts } from '@dlog/artifacts';
+import { createKafka, ensureTopics, loadTopicDefinitions } from '@dlog/kafka';
+import { createStore, migrate, type Store } from '@dlog/store';
+import { createSink, sinkTables, type Sink } from '../services/sink/src/index.js';
+import { storeQuery } from '../packages/cli/src/audit-query.js';
+import { formatLineageTree, lineageGraph } from '../packages/cli/src/lineage.js';
+import { traceDecision } from '../packages/cli/src/trace.js';
+import { planDeploy } from '../packages/cli/src/audit-events.js';
+import { config, log, tempDir, unique, waitFor } from './helpers.js';
 
 const sample = {
   event_id: '01890f5e-7a3c-7cc3-98a2-3f0c1b2d4e5f',
@@ -67,5 +80,164 @@ describe('schema registry (Apicurio, Confluent-compatible API)', () => {
       assert.equal(err.subject, subject);
       return true;
     });
+  });
+});
+
+describe('artifact-event contract: kinds appended later', () => {
+  it('upgrades a subject holding the contract without an enum default, and reads a later kind', async () => {
+    const contract = loadSchema('artifact-event');
+    const kindOf = (schema: unknown) => (schema as { fields: { name: string; type: { symbols: string[]; default?: string } }[] }).fields.find((f) => f.name === 'kind')!.type;
+    // The contract as deployments registered it before the enum had a default.
+    const before = JSON.parse(JSON.stringify(contract)) as unknown;
+    delete kindOf(before).default;
+    const deployed = unique('artifacts-deployed');
+    await registerAvro(createRegistry(config.schemaRegistryUrl), config.schemaRegistryUrl, deployed, before as Schema);
+    await registerAvro(createRegistry(config.schemaRegistryUrl), config.schemaRegistryUrl, deployed, contract);
+
+    // A subject that starts with the contract takes a kind appended later.
+    const fresh = unique('artifacts-fresh');
+    await registerAvro(createRegistry(config.schemaRegistryUrl), config.schemaRegistryUrl, fresh, contract);
+    const newer = JSON.parse(JSON.stringify(contract)) as unknown;
+    kindOf(newer).symbols.push('prompt');
+    const id = await registerAvro(createRegistry(config.schemaRegistryUrl), config.schemaRegistryUrl, fresh, newer as Schema);
+    const newerType = avro.Type.forSchema(newer as Schema);
+    const record = (kind: string, ref: string) => ({ event_id: unique('e'), kind, ref, name: 'n', version: '1', digest: `sha256:${'c'.repeat(64)}`, uri: null, metadata: {}, parents: [], registered_at: Date.now(), registered_by: 'test' });
+    const values = [encodeFramed(newerType, id, record('model', 'registry://models/n:1')), encodeFramed(newerType, id, record('prompt', 'registry://prompts/n:1'))];
+    const decoder = new RegistrationDecoder(registryFetcher(config.schemaRegistryUrl));
+    await decoder.prepare(values);
+    const [model, prompt] = values.map((v) => decoder.decode(v));
+    assert.ok(model?.ok && model.value.kind === 'model', JSON.stringify(model));
+    assert.equal(prompt?.ok === false && prompt.reason, 'unknown_kind');
+  });
+});
+
+describe('artifact registry in ClickHouse: the first registration of a ref in the log is the one kept', () => {
+  const prefix = `${unique('reg-race')}.`;
+  const topic = `${prefix}registry.artifacts`;
+  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'registry-test', log });
+  let store: Store | undefined;
+  let sink: Sink | undefined;
+  after(async () => {
+    await sink?.stop();
+    await store?.close();
+  });
+
+  it('views, lineage, trace and deploy read the registration every reader keeps, and show the other as refused', async () => {
+    const ref = 'registry://models/race:1';
+    const d = (c: string) => `sha256:${c.repeat(64)}`;
+    const reg = (over: Partial<ArtifactEventRecord> & Pick<ArtifactEventRecord, 'ref' | 'name' | 'version' | 'digest'>): ArtifactEventRecord => ({
+      event_id: unique('e'),
+      kind: 'dataset',
+      uri: null,
+      metadata: {},
+      parents: [],
+      registered_at: Date.now(),
+      registered_by: 'test',
+      ...over,
+    });
+    // Two registrations of one version at the same moment (both passed `dlog register`'s check):
+    // the one written first wins, though the loser has the lower digest and the earlier client
+    // clock, the two guesses readers made before.
+    const events = [
+      reg({ ref: 'registry://datasets/ds:v1', name: 'ds', version: 'v1', digest: d('1') }),
+      reg({ ref: 'registry://datasets/ds:v2', name: 'ds', version: 'v2', digest: d('2') }),
+      reg({ kind: 'model', ref, name: 'race', version: '1', digest: d('a'), parents: ['registry://datasets/ds:v1'], registered_at: Date.now() }),
+      reg({ kind: 'model', ref, name: 'race', version: '1', digest: d('0'), parents: ['registry://datasets/ds:v2', 'git://x/race@abc'], registered_at: Date.now() - 60_000 }),
+    ];
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const def = loadTopicDefinitions().find((t) => t.name === 'registry.artifacts')!;
+      await ensureTopics(admin, [{ ...def, name: topic }]);
+    } finally {
+      await admin.disconnect();
+    }
+    const id = await registerAvro(createRegistry(config.schemaRegistryUrl), config.schemaRegistryUrl, valueSubject(topic), loadSchema('artifact-event'));
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    await producer.send({ topic, acks: -1, messages: events.map((e) => ({ key: `${e.ref}@${e.digest}`, value: encodeFramed(avroType('artifact-event'), id, e) })) });
+    await producer.disconnect();
+    // What the enricher keeps: the rule ClickHouse must agree with.
+    const { state } = await loadArtifactState({ kafka, topic, schemaRegistryUrl: config.schemaRegistryUrl, log });
+    assert.equal(state.get(ref)?.digest, d('a'));
+
+    store = await createStore({ database: 'dlog', dataDir: tempDir('reg-race'), createDatabase: true, log });
+    await migrate(store);
+    sink = createSink({
+      kafka,
+      store,
+      log,
+      tables: sinkTables.filter((t) => t.table === 'artifacts'),
+      config: { ...config, sinkGroupId: unique('reg-race-group'), topicPrefix: prefix, sinkBatchRows: 100, sinkFlushIntervalMs: 100 },
+    });
+    await sink.start();
+    const q = storeQuery(store);
+    await waitFor(async () => (Number((await q('SELECT count() AS n FROM artifacts'))[0]?.n) >= 4 ? true : undefined), { timeoutMs: 30_000, what: 'the registrations in ClickHouse' });
+
+    const g = await lineageGraph(q, ref);
+    assert.equal(g.nodes.get(ref)?.digest, d('a'));
+    assert.deepEqual(g.edges.map((e) => e.parent).sort(), ['registry://datasets/ds:v1']);
+    assert.deepEqual(g.refused.map((r) => r.digest), [d('0')]);
+    assert.match(formatLineageTree(g), /refused: sha256:0{64} registered later by test/);
+    assert.deepEqual((await q('SELECT digest FROM v_artifacts WHERE ref = {ref:String}', { ref })).map((r) => r.digest), [d('a')]);
+    assert.deepEqual((await q('SELECT parent_ref, parent_kind FROM v_lineage WHERE child_ref = {ref:String}', { ref })).map((r) => [r.parent_ref, r.parent_kind]), [['registry://datasets/ds:v1', 'dataset']]);
+
+    // A decision that named the model before it was registered: trace reports the kept one.
+    await store.client.command({
+      query: `INSERT INTO decisions (event_id, request_id, ts, model_name, model_version, resolved, unresolved_refs, sample_rate)
+              VALUES ('race-decision', 'race-decision', now64(3), 'race', '1', false, ['${ref}'], 1)`,
+    });
+    const pkg = (await traceDecision(q, 'race-decision')).packages[0]!;
+    assert.deepEqual(pkg.registeredSince.map((r) => r.digest), [d('a')]);
+    assert.deepEqual(pkg.lineageSince.map((l) => l.ref), ['registry://datasets/ds:v1']);
+
+    const deployment = await planDeploy(q, { endpoint: 'race-api', model: { name: 'race', version: '1' }, actor: 'test' });
+    assert.equal(deployment.model_digest, d('a'));
+
+    // The refused registration stays visible for audit, with its place in the log.
+    const all = await q('SELECT digest, outcome, source_partition, source_offset FROM v_artifact_registrations WHERE ref = {ref:String} ORDER BY source_offset', { ref });
+    assert.deepEqual(all.map((r) => [r.digest, r.outcome, r.source_partition, Number(r.source_offset)]), [
+      [d('a'), 'registered', 0, 2],
+      [d('0'), 'refused', 0, 3],
+    ]);
+  });
+
+  it('dlog register: the loser of a race hears what of its manifest was written; a changed repeat is refused', async () => {
+    const topic2 = `${prefix}race2.registry.artifacts`;
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const def = loadTopicDefinitions().find((t) => t.name === 'registry.artifacts')!;
+      await ensureTopics(admin, [{ ...def, name: topic2 }]);
+    } finally {
+      await admin.disconnect();
+    }
+    const register = (yaml: string) => registerArtifacts({ kafka, topic: topic2, schemaRegistryUrl: config.schemaRegistryUrl, log, events: parseManifest(yaml, 'm.yaml', 'test') });
+    const manifest = (ds: string, model: string, parents: string) =>
+      `artifacts:\n  - {kind: dataset, name: ds, version: ${ds}, digest: "sha256:${ds.slice(1).repeat(64)}"}\n` +
+      `  - {kind: model, name: race, version: "1", digest: "sha256:${model.repeat(64)}", parents: [${parents}]}\n`;
+    // Both read the registry before either writes (reading takes a consumer group join), so both
+    // pass the check; the log decides.
+    const results = await Promise.allSettled([register(manifest('v1', 'a', 'registry://datasets/ds:v1')), register(manifest('v2', 'b', 'registry://datasets/ds:v2'))]);
+    const won = results.findIndex((r) => r.status === 'fulfilled');
+    const lost = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    assert.ok(won >= 0 && lost, JSON.stringify(results.map((r) => r.status)));
+    assert.ok(lost.reason instanceof RegistrationConflictError && lost.reason.lostRace, String(lost.reason));
+    const loserDataset = `registry://datasets/ds:${won === 0 ? 'v2' : 'v1'}`;
+    assert.deepEqual(lost.reason.written, [loserDataset]);
+    assert.match(lost.reason.message, new RegExp(`written before the refusal, kept\\): ${loserDataset.replace(/[/:.]/g, '\\$&')}`));
+
+    // The winner again with an extra parent: same digest, other parents.
+    const w = won === 0 ? ['v1', 'a'] : ['v2', 'b'];
+    await assert.rejects(register(manifest(w[0]!, w[1]!, `registry://datasets/ds:${w[0]}, git://github.com/acme/race@abc123`)), (err: unknown) => {
+      assert.ok(err instanceof RegistrationConflictError && !err.lostRace);
+      assert.match(err.message, /already registered with digest sha256:\w+ and other parents; versions are immutable, so this registration is refused/);
+      return true;
+    });
+    // Unknown parents are warned of for what is written; an identical repeat writes nothing.
+    const lonely = `artifacts:\n  - {kind: model, name: lonely, version: "1", digest: "sha256:${'c'.repeat(64)}", parents: [git://github.com/acme/lonely@abc]}\n`;
+    assert.deepEqual((await register(lonely)).unknownParents, [{ ref: 'registry://models/lonely:1', parent: 'git://github.com/acme/lonely@abc' }]);
+    const again = await register(lonely);
+    assert.deepEqual([again.added, again.unchanged, again.unknownParents], [[], ['registry://models/lonely:1'], []]);
   });
 });

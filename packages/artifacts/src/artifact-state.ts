@@ -13,9 +13,33 @@ export interface Ancestor {
 export type ApplyOutcome = 'added' | 'unchanged' | 'conflict';
 
 /**
+ * What a registration says of its version besides the digest, where two registrations of one
+ * ref differ: names of the fields. The digest is compared apart; event_id, registered_at and
+ * registered_by say who registered it when, not what the version is. Parents and metadata
+ * compare as sets: their order means nothing.
+ */
+export function registrationDifferences(a: ArtifactEventRecord, b: ArtifactEventRecord): string[] {
+  const sameList = (x: readonly string[], y: readonly string[]) => {
+    const sx = [...new Set(x)].sort();
+    const sy = [...new Set(y)].sort();
+    return sx.length === sy.length && sx.every((v, i) => v === sy[i]);
+  };
+  const entries = (m: Record<string, string>) => Object.entries(m).map(([k, v]) => `${k}\u0000${v}`);
+  const out: string[] = [];
+  if (a.kind !== b.kind) out.push('kind');
+  if (a.name !== b.name) out.push('name');
+  if (a.version !== b.version) out.push('version');
+  if ((a.uri ?? null) !== (b.uri ?? null)) out.push('uri');
+  if (!sameList(a.parents, b.parents)) out.push('parents');
+  if (!sameList(entries(a.metadata), entries(b.metadata))) out.push('metadata');
+  return out;
+}
+
+/**
  * The registry's state, rebuilt by replaying registration events. A version is immutable: the
- * first digest seen for a ref stays; a later event with another digest is a conflict, kept
- * aside for audit and never applied.
+ * first registration seen for a ref stays; a later one with another digest, or with the same
+ * digest and other parents, metadata, kind or uri, is a conflict, kept aside for audit and never
+ * applied. Only an identical one (a retry) is `unchanged`.
  */
 export class ArtifactState {
   private readonly byRef = new Map<string, ArtifactEventRecord>();
@@ -35,10 +59,10 @@ export class ArtifactState {
   }
 
   /** What applying this event would do, without applying it. */
-  check(event: Pick<ArtifactEventRecord, 'ref' | 'digest'>): ApplyOutcome {
+  check(event: ArtifactEventRecord): ApplyOutcome {
     const existing = this.byRef.get(event.ref);
     if (!existing) return 'added';
-    return existing.digest === event.digest ? 'unchanged' : 'conflict';
+    return existing.digest === event.digest && registrationDifferences(existing, event).length === 0 ? 'unchanged' : 'conflict';
   }
 
   apply(event: ArtifactEventRecord): ApplyOutcome {

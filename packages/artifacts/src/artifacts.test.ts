@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ArtifactState, type ArtifactEventRecord } from './artifact-state.js';
+import { RegistrationConflictError } from './registry-topic.js';
 import { ManifestError, parseManifest } from './manifest.js';
+import avro from 'avsc';
+import { avroType, encodeFramed, loadSchema } from '@dlog/contracts';
+import { RegistrationDecoder } from './registration-decoder.js';
 
 const d = (c: string) => `sha256:${c.repeat(64)}`;
 
@@ -17,6 +21,27 @@ describe('ArtifactState', () => {
     assert.equal(s.apply(art('m', d('b'))), 'conflict');
     assert.equal(s.get('m')?.digest, d('a'));
     assert.equal(s.conflicts.length, 1);
+  });
+
+  it('refuses the same digest with other parents, metadata, kind or uri; parent order means nothing', () => {
+    const s = new ArtifactState();
+    const first = { ...art('m', d('a'), ['ds:1', 'git:x']), metadata: { auc: '0.9' } };
+    assert.equal(s.apply(first), 'added');
+    assert.equal(s.check({ ...first, event_id: 'other', parents: ['git:x', 'ds:1'], registered_at: 2, registered_by: 'u' }), 'unchanged');
+    assert.equal(s.check({ ...first, parents: ['ds:1'] }), 'conflict');
+    assert.equal(s.check({ ...first, metadata: { auc: '0.8' } }), 'conflict');
+    assert.equal(s.check({ ...first, kind: 'dataset' }), 'conflict');
+    assert.equal(s.check({ ...first, uri: 's3://x' }), 'conflict');
+    assert.equal(s.apply({ ...first, parents: ['ds:2'] }), 'conflict');
+    assert.deepEqual(s.get('m')?.parents, ['ds:1', 'git:x']);
+  });
+
+  it('tells the loser of a race what of its manifest was written, and a same-digest change what differs', () => {
+    const lost = new RegistrationConflictError([{ ref: 'registry://models/race:1', registered: d('a'), given: d('b') }], true, ['registry://datasets/ds:v2']);
+    assert.match(lost.message, /someone else at the same moment/);
+    assert.match(lost.message, /Registered from the same manifest \(written before the refusal, kept\): registry:\/\/datasets\/ds:v2/);
+    const changed = new RegistrationConflictError([{ ref: 'registry://models/race:1', registered: d('a'), given: d('a'), fields: ['parents'] }]);
+    assert.match(changed.message, /already registered with digest sha256:a{64} and other parents; versions are immutable, so this registration is refused\. Register a new version/);
   });
 
   it('walks lineage to every ancestor, nearest first, through cycles', () => {
@@ -72,5 +97,66 @@ describe('manifest', () => {
       (e: unknown) => e instanceof ManifestError && e.path === 'artifacts.0.ref' && /environment_digest/.test(e.message),
     );
     assert.throws(() => parseManifest(`artifacts:\n  - {kind: model, name: m, version: "1", digest: "${d('c')}", colour: red}\n`, 'm.yaml', 'me'), /colour/);
+  });
+
+  it('says how to quote a version YAML reads as a number', () => {
+    assert.throws(
+      () => parseManifest(`artifacts:\n  - kind: model\n    name: y\n    version: 1.0\n    digest: "${d('e')}"\n`, 'm.yaml', 'me'),
+      (e: unknown) => e instanceof ManifestError && e.path === 'artifacts.0.version' && /YAML reads 1\.0 as a number; quote it: version: "1\.0"/.test(e.message),
+    );
+  });
+
+  it("refuses ':' in the name of every kind whose ref is made from name and version", () => {
+    // dataset a:b version c and dataset a version b:c would both be registry://datasets/a:b:c.
+    assert.throws(
+      () => parseManifest(`artifacts:\n  - {kind: dataset, name: "a:b", version: c, digest: "${d('c')}"}\n`, 'm.yaml', 'me'),
+      (e: unknown) => e instanceof ManifestError && e.path === 'artifacts.0.name' && /registry:\/\/datasets\/<name>:<version>/.test(e.message) && /a-b/.test(e.message),
+    );
+    assert.throws(() => parseManifest(`artifacts:\n  - {kind: config, name: "p:q", version: "1", digest: "${d('c')}"}\n`, 'm.yaml', 'me'), /a config's name cannot contain ':'/);
+    // With a ref of its own the name is not part of it.
+    assert.equal(parseManifest(`artifacts:\n  - {kind: dataset, name: "a:b", version: c, ref: "s3://bucket/a-b@c", digest: "${d('c')}"}\n`, 'm.yaml', 'me')[0]!.ref, 's3://bucket/a-b@c');
+    assert.equal(parseManifest(`artifacts:\n  - {kind: dataset, name: a, version: "b:c", digest: "${d('c')}"}\n`, 'm.yaml', 'me')[0]!.ref, 'registry://datasets/a:b:c');
+  });
+
+  it('refuses one ref twice in a manifest with other parents', () => {
+    assert.throws(
+      () => parseManifest(`artifacts:\n  - {kind: dataset, name: a, version: "1", digest: "${d('c')}"}\n  - {kind: dataset, name: a, version: "1", digest: "${d('c')}", parents: [x://y]}\n`, 'm.yaml', 'me'),
+      /registry:\/\/datasets\/a:1 appears twice with different parents/,
+    );
+  });
+});
+
+describe('RegistrationDecoder', () => {
+  it('reads registrations of a writer schema that appended a kind, and skips those of the new kind', async () => {
+    const contract = loadSchema('artifact-event');
+    const newer = JSON.parse(JSON.stringify(contract)) as { fields: { name: string; type: { symbols: string[] } }[] };
+    newer.fields.find((f) => f.name === 'kind')!.type.symbols.push('prompt');
+    const newerType = avro.Type.forSchema(newer as unknown as avro.Schema);
+    const schemas = new Map([
+      [1, JSON.stringify(contract)],
+      [2, JSON.stringify(newer)],
+    ]);
+    const decoder = new RegistrationDecoder(async (id) => schemas.get(id));
+    const values = [
+      encodeFramed(avroType('artifact-event'), 1, art('registry://models/m:1', d('1'))),
+      encodeFramed(newerType, 2, art('registry://models/m:2', d('2'))),
+      encodeFramed(newerType, 2, art('registry://policies/p:1', d('3'), [], 'policy')),
+      encodeFramed(newerType, 2, { ...art('registry://prompts/p:1', d('4')), kind: 'prompt' }),
+    ];
+    await decoder.prepare(values);
+    const read = values.map((v) => decoder.decode(v));
+    assert.deepEqual(
+      read.map((r) => (r.ok ? [r.value.ref, r.value.kind] : [r.reason])),
+      [
+        ['registry://models/m:1', 'model'],
+        // Before the enum had a default, no record of schema 2 could be read at all.
+        ['registry://models/m:2', 'model'],
+        // The default symbol itself, really written: kept.
+        ['registry://policies/p:1', 'policy'],
+        // Read through the default it would pass for a policy: refused, naming the kind.
+        ['unknown_kind'],
+      ],
+    );
+    assert.match((read[3] as { message: string }).message, /registry:\/\/prompts\/p:1 is of kind "prompt"/);
   });
 });

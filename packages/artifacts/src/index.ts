@@ -3,10 +3,12 @@ export {
   modelRef,
   environmentRef,
   registrationKey,
+  registrationDifferences,
   type ArtifactEventRecord,
   type ArtifactKind,
   type Ancestor,
   type ApplyOutcome,
 } from './artifact-state.js';
 export { parseManifest, readManifest, ManifestError } from './manifest.js';
-export { loadArtifactState, registerArtifacts, RegistrationConflictError, type RegistryFollower, type RegisterResult } from './registry-topic.js';
+export { loadArtifactState, registerArtifacts, RegistrationConflictError, type RegistrationConflict, type RegistryFollower, type RegisterResult } from './registry-topic.js';
+export { RegistrationDecoder, type RegistrationRead } from './registration-decoder.js';

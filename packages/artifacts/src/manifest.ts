@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { parse } from 'yaml';
+import { isScalar, parseDocument } from 'yaml';
 import { z } from 'zod';
-import { environmentRef, modelRef, type ArtifactEventRecord } from './artifact-state.js';
+import { environmentRef, modelRef, registrationDifferences, type ArtifactEventRecord } from './artifact-state.js';
 
 const kinds = ['model', 'dataset', 'image', 'config', 'code', 'environment', 'policy', 'preprocessing'] as const;
 
@@ -48,14 +48,24 @@ function refFor(a: z.infer<typeof artifactSchema>): string {
 /** Parses a registration manifest (YAML or JSON) into registration events. */
 export function parseManifest(text: string, file: string, registeredBy: string, now = Date.now()): ArtifactEventRecord[] {
   let raw: unknown;
+  const doc = parseDocument(text);
   try {
-    raw = parse(text);
+    if (doc.errors.length > 0) throw doc.errors[0]!;
+    raw = doc.toJS();
   } catch (err) {
     throw new ManifestError(file, '', `not valid YAML or JSON: ${(err as Error).message}`);
   }
   const parsed = manifestSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
+    // `version: 1.0` is the number 1 to YAML, and `version: 2024.10` loses its trailing zero:
+    // name what was typed and how to quote it, since the value read is not what they wrote.
+    const node = doc.getIn(issue.path as (string | number)[], true);
+    if (issue.code === 'invalid_type' && isScalar(node) && typeof node.value !== 'string' && node.range) {
+      const typed = text.slice(node.range[0], node.range[1]);
+      const key = String(issue.path[issue.path.length - 1]);
+      throw new ManifestError(file, issue.path.join('.'), `${key} must be text, and unquoted YAML reads ${typed} as a ${node.value === null ? 'null' : typeof node.value}; quote it: ${key}: "${typed}"`);
+    }
     throw new ManifestError(file, issue.path.join('.'), issue.message);
   }
   const events = parsed.data.artifacts.map((a, i) => {
@@ -63,10 +73,16 @@ export function parseManifest(text: string, file: string, registeredBy: string, 
     if (a.kind === 'model' && a.ref && a.ref !== ref) {
       throw new ManifestError(file, `artifacts.${i}.ref`, `a model's ref is ${ref} (from its name and version); remove ref or make it match`);
     }
-    if (a.kind === 'model' && a.name.includes(':')) {
-      // registry://models/<name>:<version>: a colon in the name would let model `fraud:eu`
-      // version 3 and model `fraud` version `eu:3` be one ref.
-      throw new ManifestError(file, `artifacts.${i}.name`, `a model's name cannot contain ':' (its ref is registry://models/<name>:<version>); use another separator, e.g. ${a.name.replaceAll(':', '-')}`);
+    if (a.name.includes(':') && (a.kind === 'model' || (a.kind !== 'environment' && !a.ref))) {
+      // registry://<kind>s/<name>:<version>: a colon in the name would let `fraud:eu` version 3
+      // and `fraud` version `eu:3` be one ref. Models always have this ref; other kinds when the
+      // manifest gives none (an environment's comes from its digest).
+      const form = a.kind === 'model' ? 'registry://models/<name>:<version>' : `${ref.slice(0, ref.indexOf('/', 'registry://'.length) + 1)}<name>:<version>`;
+      throw new ManifestError(
+        file,
+        `artifacts.${i}.name`,
+        `a ${a.kind}'s name cannot contain ':' (its ref is ${form}); use another separator, e.g. ${a.name.replaceAll(':', '-')}${a.kind === 'model' ? '' : ', or give it a ref of its own'}`,
+      );
     }
     if (a.kind === 'environment' && a.ref && a.ref !== ref) {
       throw new ManifestError(file, `artifacts.${i}.ref`, `an environment's ref is ${ref} (from its digest: decisions name it by environment_digest alone); remove ref or make it match`);
@@ -93,11 +109,13 @@ export function parseManifest(text: string, file: string, registeredBy: string, 
       registered_by: registeredBy,
     } satisfies ArtifactEventRecord;
   });
-  const seen = new Map<string, string>();
+  const seen = new Map<string, ArtifactEventRecord>();
   for (const [i, e] of events.entries()) {
     const prior = seen.get(e.ref);
-    if (prior !== undefined && prior !== e.digest) throw new ManifestError(file, `artifacts.${i}`, `${e.ref} appears twice with different digests`);
-    seen.set(e.ref, e.digest);
+    if (prior && prior.digest !== e.digest) throw new ManifestError(file, `artifacts.${i}`, `${e.ref} appears twice with different digests`);
+    const fields = prior ? registrationDifferences(prior, e) : [];
+    if (fields.length > 0) throw new ManifestError(file, `artifacts.${i}`, `${e.ref} appears twice with different ${fields.join(', ')}`);
+    seen.set(e.ref, e);
   }
   return events;
 }

@@ -4,14 +4,14 @@ import type { Logger } from 'pino';
 import {
   avroType,
   createRegistry,
-  AvroDecoder,
   encodeFramed,
   loadSchema,
   registerAvro,
   registryFetcher,
   valueSubject,
 } from '@dlog/contracts';
-import { ArtifactState, registrationKey, type ArtifactEventRecord } from './artifact-state.js';
+import { ArtifactState, registrationDifferences, registrationKey, type ArtifactEventRecord } from './artifact-state.js';
+import { RegistrationDecoder } from './registration-decoder.js';
 
 export interface RegistryFollower {
   readonly state: ArtifactState;
@@ -36,7 +36,7 @@ export async function loadArtifactState(opts: {
   onEvent?: (event: ArtifactEventRecord, outcome: string) => void;
 }): Promise<RegistryFollower> {
   const state = new ArtifactState();
-  const decoder = new AvroDecoder<ArtifactEventRecord>(artifactType, registryFetcher(opts.schemaRegistryUrl));
+  const decoder = new RegistrationDecoder(registryFetcher(opts.schemaRegistryUrl));
   const admin = opts.kafka.admin();
   await admin.connect();
   const ends = await admin.fetchTopicOffsets(opts.topic);
@@ -57,7 +57,9 @@ export async function loadArtifactState(opts: {
       for (const m of batch.messages) {
         const decoded = decoder.decode(m.value);
         if (!decoded.ok) {
-          opts.log.warn({ topic: opts.topic, partition: batch.partition, offset: m.offset, reason: decoded.reason }, 'unreadable registration skipped');
+          // A kind added after this reader was built: the record is fine, this reader is old.
+          const message = decoded.reason === 'unknown_kind' ? 'registration of a kind this reader does not know skipped' : 'unreadable registration skipped';
+          opts.log.warn({ topic: opts.topic, partition: batch.partition, offset: m.offset, reason: decoded.reason, detail: decoded.message }, message);
           continue;
         }
         const event = decoded.value;
@@ -94,20 +96,40 @@ export async function loadArtifactState(opts: {
   return { state, stop: () => consumer.disconnect() };
 }
 
+export interface RegistrationConflict {
+  ref: string;
+  /** Digest of the registration every reader keeps. */
+  registered: string;
+  /** Digest of the one refused. */
+  given: string;
+  /** With the same digest: what differs (parents, metadata, kind, uri ...). */
+  fields?: string[];
+}
+
 export class RegistrationConflictError extends Error {
   constructor(
-    readonly conflicts: { ref: string; registered: string; given: string }[],
+    readonly conflicts: RegistrationConflict[],
     /** Refused after it was written: another registration of the version came first in the log. */
     readonly lostRace = false,
+    /**
+     * After a lost race: the manifest's other artifacts, which were written with the refused ones
+     * and are registered (every reader keeps them). Writing a manifest is not atomic across refs.
+     */
+    readonly written: string[] = [],
   ) {
     super(
-      conflicts
-        .map((c) =>
-          lostRace
-            ? `${c.ref} was registered with digest ${c.registered} by someone else at the same moment; it came first, so ${c.given} is refused (every reader ignores it). Register it as a new version instead.`
-            : `${c.ref} is already registered with digest ${c.registered}; versions are immutable, so ${c.given} is refused. Register it as a new version instead.`,
-        )
-        .join('\n'),
+      [
+        ...conflicts.map((c) => {
+          const what = c.fields?.length
+            ? `digest ${c.registered} and other ${c.fields.join(', ')}`
+            : `digest ${c.registered}`;
+          const refused = c.fields?.length ? 'this registration' : c.given;
+          return lostRace
+            ? `${c.ref} was registered with ${what} by someone else at the same moment; it came first, so ${refused} is refused (every reader ignores it). Register it as a new version instead.`
+            : `${c.ref} is already registered with ${what}; versions are immutable, so ${refused} is refused. Register a new version instead.`;
+        }),
+        ...(written.length ? [`Registered from the same manifest (written before the refusal, kept): ${written.join(', ')}`] : []),
+      ].join('\n'),
     );
     this.name = 'RegistrationConflictError';
   }
@@ -117,16 +139,17 @@ export interface RegisterResult {
   added: string[];
   unchanged: string[];
   /**
-   * Parents named by the manifest that neither it nor the registry holds: lineage shows them as
-   * `unknown` until they are registered (a typo never resolves). Not refused, as a parent may be
-   * registered after its children.
+   * Parents named by the registrations written (`added`) that neither the manifest nor the
+   * registry holds: lineage shows them as `unknown` until they are registered (a typo never
+   * resolves). Not refused, as a parent may be registered after its children.
    */
   unknownParents: { ref: string; parent: string }[];
 }
 
 /**
- * Registers artifacts: the same version with the same digest again is a no-op; with another
- * digest it is refused and nothing of the manifest is written. Two registrations of one version
+ * Registers artifacts: the same version registered again identically is a no-op; with another
+ * digest, or the same digest and other parents, metadata, kind or uri, it is refused and nothing
+ * of the manifest is written. Two registrations of one version
  * at the same moment both pass the check; the first in the log is the registration every reader
  * keeps, so the registry is read again after writing, and the other is refused then.
  */
@@ -138,13 +161,12 @@ export async function registerArtifacts(opts: {
   events: ArtifactEventRecord[];
 }): Promise<RegisterResult> {
   const { state } = await loadArtifactState({ kafka: opts.kafka, topic: opts.topic, schemaRegistryUrl: opts.schemaRegistryUrl, log: opts.log });
-  const conflicts = opts.events
-    .filter((e) => state.check(e) === 'conflict')
-    .map((e) => ({ ref: e.ref, registered: state.get(e.ref)!.digest, given: e.digest }));
+  const conflicts = opts.events.filter((e) => state.check(e) === 'conflict').map((e) => conflictWith(state.get(e.ref)!, e));
   if (conflicts.length > 0) throw new RegistrationConflictError(conflicts);
   const fresh = opts.events.filter((e) => state.check(e) === 'added');
   const inManifest = new Set(opts.events.map((e) => e.ref));
-  const unknownParents = opts.events.flatMap((e) => e.parents.filter((p) => !inManifest.has(p) && !state.get(p)).map((parent) => ({ ref: e.ref, parent })));
+  // Only of what this run writes: an unchanged registration was warned of when it was written.
+  const unknownParents = fresh.flatMap((e) => e.parents.filter((p) => !inManifest.has(p) && !state.get(p)).map((parent) => ({ ref: e.ref, parent })));
   const result = { added: fresh.map((e) => e.ref), unchanged: opts.events.filter((e) => state.check(e) === 'unchanged').map((e) => e.ref), unknownParents };
   if (fresh.length === 0) return result;
   const registry = createRegistry(opts.schemaRegistryUrl);
@@ -161,7 +183,23 @@ export async function registerArtifacts(opts: {
     await producer.disconnect();
   }
   const { state: after } = await loadArtifactState({ kafka: opts.kafka, topic: opts.topic, schemaRegistryUrl: opts.schemaRegistryUrl, log: opts.log });
-  const lost = fresh.filter((e) => after.get(e.ref)?.digest !== e.digest).map((e) => ({ ref: e.ref, registered: after.get(e.ref)?.digest ?? '(none)', given: e.digest }));
-  if (lost.length > 0) throw new RegistrationConflictError(lost, true);
+  // Kept is ours, or one identical to it written at the same moment: either way what we meant.
+  const lost = fresh.filter((e) => {
+    const kept = after.get(e.ref);
+    return !kept || (kept.event_id !== e.event_id && after.check(e) !== 'unchanged');
+  });
+  if (lost.length > 0) {
+    const lostRefs = new Set(lost.map((e) => e.ref));
+    throw new RegistrationConflictError(
+      lost.map((e) => (after.get(e.ref) ? conflictWith(after.get(e.ref)!, e) : { ref: e.ref, registered: '(none)', given: e.digest })),
+      true,
+      fresh.filter((e) => !lostRefs.has(e.ref)).map((e) => e.ref),
+    );
+  }
   return result;
+}
+
+function conflictWith(kept: ArtifactEventRecord, refused: ArtifactEventRecord): RegistrationConflict {
+  if (kept.digest !== refused.digest) return { ref: refused.ref, registered: kept.digest, given: refused.digest };
+  return { ref: refused.ref, registered: kept.digest, given: refused.digest, fields: registrationDifferences(kept, refused) };
 }

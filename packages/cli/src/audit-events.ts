@@ -106,7 +106,9 @@ export async function planDeploy(q: AuditQuery, o: DeployOptions): Promise<Deplo
   if (!(share > 0 && share <= 1)) throw new AuditInputError(`--share is the model's share of the endpoint's traffic, above 0 and at most 1 (got ${o.share}); e.g. --share 0.1 for a 10% canary.`);
   await assertKnownModel(q, o.model, 'deploy', { registered: true });
   const ref = modelRef(o.model);
-  const digest = await q("SELECT digest FROM v_artifacts WHERE kind = 'model' AND ref = {ref:String} LIMIT 1", { ref });
+  // The deployment record is immutable: it must carry the digest every reader keeps for the
+  // version (v_artifacts: its first registration in the log), never a refused one.
+  const digest = await q("SELECT digest FROM v_artifacts WHERE kind = 'model' AND ref = {ref:String}", { ref });
   const environment = await environmentOf(q, o.endpoint, o.environment, 'deploy');
   const { serving } = await servingNow(q, o.endpoint, environment);
   const previous = [...serving.entries()].filter(([k]) => k !== ref).sort((a, b) => b[1] - a[1])[0]?.[0] ?? null;

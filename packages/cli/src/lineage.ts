@@ -20,6 +20,11 @@ export interface LineageGraph {
   edges: { child: string; parent: string }[];
   /** Directions in which the walk stopped at `maxDepth` levels with more left to read. */
   cutAt: ('up' | 'down')[];
+  /**
+   * Other digests registered for the root after its first registration: refused, ignored by every
+   * reader (their parents are not in `edges`), and shown because they are an audit finding.
+   */
+  refused: { digest: string; registered_by: string; registered_at: string }[];
 }
 
 /** Levels walked each way: lineage in practice is a few levels deep; a deeper one is cut, and says so. */
@@ -78,12 +83,17 @@ export async function lineageGraph(q: AuditQuery, ref: string): Promise<LineageG
     }
   }
   const refs = [...new Set([root, ...edges.flatMap((e) => [e.child, e.parent])])];
-  const [meta, counts] = await Promise.all([
-    q('SELECT ref, kind, digest FROM v_artifacts WHERE ref IN {refs:Array(String)} LIMIT 1 BY ref', { refs }),
+  const [meta, counts, refused] = await Promise.all([
+    q('SELECT ref, kind, digest FROM v_artifacts WHERE ref IN {refs:Array(String)}', { refs }),
     q(
       `SELECT concat('registry://models/', model_name, ':', model_version) AS ref, sum(total) AS n FROM v_decision_totals
        GROUP BY model_name, model_version HAVING ref IN {refs:Array(String)}`,
       { refs },
+    ),
+    q(
+      `SELECT DISTINCT digest, registered_by, toString(registered_at) AS registered_at FROM v_artifact_registrations
+       WHERE ref = {ref:String} AND outcome = 'refused' ORDER BY registered_at, digest`,
+      { ref: root },
     ),
   ]);
   for (const ref of refs) {
@@ -91,7 +101,13 @@ export async function lineageGraph(q: AuditQuery, ref: string): Promise<LineageG
     const c = counts.find((r) => String(r.ref) === ref);
     nodes.set(ref, { ref, kind: m ? String(m.kind) : 'unregistered', digest: m ? String(m.digest) : '', ...(c ? { decisions: num(c.n) } : {}) });
   }
-  return { root, nodes, edges, cutAt };
+  return {
+    root,
+    nodes,
+    edges,
+    cutAt,
+    refused: refused.map((r) => ({ digest: String(r.digest), registered_by: String(r.registered_by), registered_at: String(r.registered_at) })),
+  };
 }
 
 function label(n: LineageNode | undefined, ref: string): string {
@@ -113,6 +129,9 @@ export function formatLineageTree(g: LineageGraph): string {
   };
   const ups = g.edges.some((e) => e.child === g.root);
   const downs = g.edges.some((e) => e.parent === g.root);
+  for (const r of g.refused) {
+    out.push(`  refused: ${r.digest} registered later by ${r.registered_by} at ${r.registered_at}; versions are immutable, every reader ignores it`);
+  }
   out.push('');
   out.push('upstream (built from):');
   const cut = (dir: 'up' | 'down') => {

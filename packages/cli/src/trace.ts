@@ -103,7 +103,7 @@ async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
   const traceId = String(d.trace_id ?? '');
   const unresolved = (d.unresolved_refs as string[] | undefined) ?? [];
   const [meta, steps, remediations, since] = await Promise.all([
-    refs.length ? q('SELECT ref, metadata FROM v_artifacts WHERE ref IN {refs:Array(String)} LIMIT 1 BY ref', { refs }) : Promise.resolve([]),
+    refs.length ? q('SELECT ref, metadata FROM v_artifacts WHERE ref IN {refs:Array(String)}', { refs }) : Promise.resolve([]),
     traceId
       ? q(
           `SELECT event_id, step, parent_event_id, toString(ts) AS ts, tool_name, tool_args_hash, decision, confidence, model_name, model_version
@@ -116,9 +116,10 @@ async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
        WHERE event_id = {id:String} ORDER BY ts`,
       { id: String(d.event_id) },
     ),
-    // The first registration of a ref is the one every reader keeps.
+    // v_artifacts holds the first registration of each ref in the log, the one every reader
+    // keeps (registered_at is the registering client's clock and cannot say which came first).
     unresolved.length
-      ? q('SELECT ref, kind, version, digest, toString(registered_at) AS registered_at FROM v_artifacts WHERE ref IN {refs:Array(String)} ORDER BY registered_at LIMIT 1 BY ref', { refs: unresolved })
+      ? q('SELECT ref, kind, version, digest, toString(registered_at) AS registered_at FROM v_artifacts WHERE ref IN {refs:Array(String)}', { refs: unresolved })
       : Promise.resolve([] as Row[]),
   ]);
   const metaBy = new Map(meta.map((m) => [String(m.ref), (m.metadata as Record<string, string>) ?? {}]));
@@ -162,8 +163,9 @@ async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
 
 /**
  * Ancestors of each root as the registry has them now, nearest first, up to the lineage depth
- * limit: one query a level for all roots together (not a walk per decision), over the edges table
- * itself, then one for the kinds.
+ * limit: one query a level for all roots together (not a walk per decision), then one for the
+ * kinds. Over v_lineage and v_artifacts, not the tables: those hold refused registrations too,
+ * whose parents are no ancestors of anything.
  */
 async function ancestorsNow(q: AuditQuery, roots: string[]): Promise<Map<string, { ref: string; kind: string; depth: number }[]>> {
   const parentsOf = new Map<string, string[]>();
@@ -172,7 +174,7 @@ async function ancestorsNow(q: AuditQuery, roots: string[]): Promise<Map<string,
     const ask = [...new Set(walks.flatMap((w) => w.frontier))].filter((r) => !parentsOf.has(r));
     if (ask.length > 0) {
       for (const r of ask) parentsOf.set(r, []);
-      const rows = await q('SELECT child_ref, parent_ref FROM lineage_edges FINAL WHERE child_ref IN {refs:Array(String)} ORDER BY child_ref, parent_ref', { refs: ask });
+      const rows = await q('SELECT child_ref, parent_ref FROM v_lineage WHERE child_ref IN {refs:Array(String)} ORDER BY child_ref, parent_ref', { refs: ask });
       for (const r of rows) parentsOf.get(String(r.child_ref))!.push(String(r.parent_ref));
     }
     let more = false;
@@ -194,7 +196,7 @@ async function ancestorsNow(q: AuditQuery, roots: string[]): Promise<Map<string,
   const all = [...new Set(walks.flatMap((w) => w.out.map((o) => o.ref)))];
   const kinds = new Map<string, string>();
   if (all.length > 0) {
-    for (const r of await q('SELECT ref, kind FROM artifacts FINAL WHERE ref IN {refs:Array(String)} LIMIT 1 BY ref', { refs: all })) kinds.set(String(r.ref), String(r.kind));
+    for (const r of await q('SELECT ref, kind FROM v_artifacts WHERE ref IN {refs:Array(String)}', { refs: all })) kinds.set(String(r.ref), String(r.kind));
   }
   return new Map(walks.map((w) => [w.root, w.out.map((o) => ({ ...o, kind: kinds.get(o.ref) ?? 'unknown' }))]));
 }

@@ -342,7 +342,7 @@ export function createSink(opts: SinkOptions): Sink {
           } else {
             let line: string | undefined;
             try {
-              line = JSON.stringify(spec.toRow(r.value));
+              line = JSON.stringify(spec.toRow(r.value, source));
             } catch (err) {
               writer.addDeadLetter(source, 'unmappable_record', (err as Error).message);
             }

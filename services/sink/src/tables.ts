@@ -1,7 +1,7 @@
 import type { SchemaName } from '@dlog/contracts';
 import type { DecisionCountsRecord } from '@dlog/contracts';
 import type { AlertRecord, ArtifactEventRecord, DeploymentEventRecord, EnrichedDecisionRecord } from './records.js';
-import { countsRowKey, toAlertRow, toArtifactRow, toCountsRow, toDecisionRow, toDeploymentRow, toRemediationRow, type Row } from './to-rows.js';
+import { countsRowKey, toAlertRow, toArtifactRow, toCountsRow, toDecisionRow, toDeploymentRow, toRemediationRow, type MessagePosition, type Row } from './to-rows.js';
 import type { RemediationEventRecord } from '@dlog/contracts';
 import { loadSchema } from '@dlog/contracts';
 import { decisionColumns, peekDecision, type AvroMapping } from './avro-rows.js';
@@ -16,7 +16,8 @@ export interface TableSpec<T = any> {
   /** Source topic, without the configured prefix. */
   topic: string;
   schema: SchemaName;
-  toRow(record: T): Row;
+  /** The message's place in its topic comes along for tables whose rows keep it (artifacts). */
+  toRow(record: T, at: MessagePosition): Row;
   /** Replay identity of the record, as stored in `keyColumn`. */
   key(record: T): string;
   keyColumn: string;

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { avroType } from '@dlog/contracts';
-import { sampleCounts, sampleEnrichedDecision } from './sample-records.js';
-import { countsRowKey, toCountsRow, toDecisionRow } from './to-rows.js';
+import { sampleArtifact, sampleCounts, sampleEnrichedDecision } from './sample-records.js';
+import { countsRowKey, toArtifactRow, toCountsRow, toDecisionRow } from './to-rows.js';
 
 describe('toDecisionRow', () => {
   it('flattens the enriched record into the decisions columns', () => {
@@ -41,5 +41,17 @@ describe('toCountsRow', () => {
     assert.equal(row.row_key, countsRowKey(a));
     assert.notEqual(countsRowKey(a), countsRowKey({ ...a, decision: 'other' }));
     assert.notEqual(countsRowKey(a), countsRowKey({ ...a, batch_id: 'p0-11' }));
+  });
+});
+
+describe('toArtifactRow', () => {
+  it("keeps the registration's place in the log, which decides the registration readers keep", () => {
+    const r = sampleArtifact(2);
+    const row = toArtifactRow(r, { partition: 0, offset: '9007199254740993' });
+    assert.equal(row.ref, r.ref);
+    assert.equal(row.source_partition, 0);
+    // Past 2^53: as a string, so ClickHouse reads the exact offset.
+    assert.equal(row.source_offset, '9007199254740993');
+    assert.equal(row.source_known, true);
   });
 });

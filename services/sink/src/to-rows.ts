@@ -10,6 +10,12 @@ import type { AlertRecord, ArtifactEventRecord, DeploymentEventRecord, EnrichedD
 
 export type Row = Record<string, unknown>;
 
+/** Where a record was read: its source topic's partition and offset (kafkajs gives offsets as strings). */
+export interface MessagePosition {
+  partition: number;
+  offset: string;
+}
+
 export function toDecisionRow(r: EnrichedDecisionRecord): Row {
   const params = r.config?.params;
   const t = r.trajectory;
@@ -92,7 +98,12 @@ export function toCountsRow(r: DecisionCountsRecord): Row {
   };
 }
 
-export function toArtifactRow(r: ArtifactEventRecord): Row {
+/**
+ * A registration keeps its place in registry.artifacts: the first registration of a ref in the
+ * log is the one every reader keeps, and only the position says which came first (the views of
+ * migration 010 read it; registered_at is the registering client's clock).
+ */
+export function toArtifactRow(r: ArtifactEventRecord, at: MessagePosition): Row {
   return {
     event_id: r.event_id,
     kind: r.kind,
@@ -105,6 +116,10 @@ export function toArtifactRow(r: ArtifactEventRecord): Row {
     parents: r.parents,
     registered_at: r.registered_at,
     registered_by: r.registered_by,
+    source_partition: at.partition,
+    // A string, as kafkajs gives it: ClickHouse reads Int64 from it with no precision lost.
+    source_offset: at.offset,
+    source_known: true,
   };
 }
 
