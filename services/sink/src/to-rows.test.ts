@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { avroType } from '@dlog/contracts';
 import { sampleArtifact, sampleCounts, sampleEnrichedDecision } from './sample-records.js';
-import { countsRowKey, toArtifactRow, toCountsRow, toDecisionRow } from './to-rows.js';
+import { countsRowKey, jsonFloats, toArtifactRow, toCountsRow, toDecisionRow } from './to-rows.js';
 
 describe('toDecisionRow', () => {
   it('flattens the enriched record into the decisions columns', () => {
@@ -53,5 +53,13 @@ describe('toArtifactRow', () => {
     // Past 2^53: as a string, so ClickHouse reads the exact offset.
     assert.equal(row.source_offset, '9007199254740993');
     assert.equal(row.source_known, true);
+  });
+});
+
+describe('jsonFloats', () => {
+  it('writes non-finite floats as words ClickHouse reads back, where JSON would write null (read as 0)', () => {
+    assert.deepEqual(JSON.stringify(jsonFloats([-0.25, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY, Number.NaN])), '[-0.25,"-inf","inf","nan"]');
+    const finite = [-0.5, -1.25];
+    assert.equal(jsonFloats(finite), finite, 'finite arrays pass through untouched');
   });
 });

@@ -10,6 +10,19 @@ import type { AlertRecord, ArtifactEventRecord, DeploymentEventRecord, EnrichedD
 
 export type Row = Record<string, unknown>;
 
+/**
+ * Floats for a JSON row. JSON.stringify writes -Infinity (a log-probability of a token with
+ * probability 0, which the gate lets through) as null, and ClickHouse reads null in an
+ * Array(Float64) as 0, probability 1: the server path stored the opposite of what the embedded Avro
+ * path stores. ClickHouse reads the quoted words as the values they name.
+ */
+export function jsonFloats(xs: number[]): (number | string)[] {
+  for (const x of xs) {
+    if (!Number.isFinite(x)) return xs.map((v) => (Number.isFinite(v) ? v : Number.isNaN(v) ? 'nan' : v > 0 ? 'inf' : '-inf'));
+  }
+  return xs;
+}
+
 /** Where a record was read: its source topic's partition and offset (kafkajs gives offsets as strings). */
 export interface MessagePosition {
   partition: number;
@@ -46,7 +59,7 @@ export function toDecisionRow(r: EnrichedDecisionRecord): Row {
     decision: r.output.decision,
     confidence: r.output.confidence,
     scores: r.output.scores,
-    token_logprobs: r.output.token_logprobs ?? [],
+    token_logprobs: jsonFloats(r.output.token_logprobs ?? []),
     output_json: r.output.output_json,
     trace_id: t?.trace_id ?? '',
     step: t ? t.step : null,
