@@ -184,7 +184,8 @@ describe('alerter on the real stack', () => {
 describe('alerter baselines on the real stack', () => {
   const { prefix, config, kafka, input, type, alertType } = stack('alertbase');
   // Three hours ago: older than anything the restart's input replay reaches back to (the longest
-  // window, lateness and suppression: about an hour here), as when a predecessor retired long ago.
+  // window, lateness and suppression: about an hour here; and the windows still open at the
+  // checkpoint), as when a predecessor retired long ago.
   const base = Math.floor((Date.now() - 180 * min) / min) * min;
   let producer: Producer;
   let schemaId: number;
@@ -225,11 +226,18 @@ describe('alerter baselines on the real stack', () => {
     // delivered (sent after a start, one partition's first batch could close windows early).
     const incumbent = only('2.4.1', 0, 5, 0.85, 0.7);
     await send(incumbent);
+    // Another endpoint ten minutes later on every partition: the watermark passes all of the
+    // incumbent's windows, so none is still open at the checkpoint (and read again at restart).
+    const later = Array.from({ length: 6 }, (_, p) => ({ ...decision(9_000 + p, base + 15 * min, '1.0.0', 0.9, 'ok', 1), endpoint: 'other-api' }));
+    for (const [p, d] of later.entries()) await producer.send({ topic: input, messages: [{ partition: p, key: d.event_id, value: encodeFramed(type, schemaId, d), timestamp: String(d.ts) }] });
     await alerter!.start();
-    await waitFor(() => alerter!.stats.decisions === incumbent.length, { timeoutMs: 30_000, what: 'the incumbent processed' });
-    // Both comparison rules wrote 2.4.1's last full window, in the transaction of its batch.
-    await waitFor(() => new Set(stored.messages.map((m) => JSON.parse(String(m.key))[0])).size === 2, { timeoutMs: 30_000, what: 'baselines on the topic' });
-    assert.ok(stored.messages.every((m) => JSON.parse(String(m.key)).slice(1).join(':') === 'loan-api:loan-approver:2.4.1'));
+    await waitFor(() => alerter!.stats.decisions === incumbent.length + later.length, { timeoutMs: 30_000, what: 'the incumbent processed' });
+    // Both comparison rules wrote 2.4.1's last full window, in the transaction of its batch
+    // (beside the checkpoint, under a key of its own).
+    const baselines = () => stored.messages.filter((m) => String(m.key) !== '"checkpoint"');
+    await waitFor(() => new Set(baselines().map((m) => JSON.parse(String(m.key))[0])).size === 2, { timeoutMs: 30_000, what: 'baselines on the topic' });
+    assert.ok(baselines().every((m) => JSON.parse(String(m.key)).slice(1).join(':') === 'loan-api:loan-approver:2.4.1'));
+    assert.ok(stored.messages.some((m) => String(m.key) === '"checkpoint"'), 'the checkpoint on the topic');
     assert.equal(alerter!.stats.alerts, 0);
     await alerter!.stop();
 
@@ -238,7 +246,7 @@ describe('alerter baselines on the real stack', () => {
     await send(rollout);
     alerter = await createAlerter({ kafka, config, log, rules });
     await alerter.start();
-    assert.equal(alerter.stats.replayed, 0, 'the input is older than the replay reaches');
+    assert.equal(alerter.stats.replayed, later.length, 'the incumbent is older than the replay reaches');
     assert.equal(alerter.stats.baselinesRestored, 2);
     assert.equal(alerter.stats.baselinesUnreadable, 0);
     const conf = await waitFor(() => out.messages.map((m) => alertType.fromBuffer(m.value!.subarray(5)) as AlertRecord).find((a) => a.rule === 'confidence-drop'), {
@@ -248,7 +256,107 @@ describe('alerter baselines on the real stack', () => {
     assert.equal(conf.model_version, '2.5.0');
     assert.equal(conf.evidence.baseline_source, 'predecessor');
     assert.equal(conf.evidence.baseline_version, '2.4.1');
-    assert.equal(conf.evidence.baseline_window_end, new Date(base + 4 * min).toISOString());
-    await waitFor(() => alerter!.stats.decisions === rollout.length, { timeoutMs: 30_000, what: 'the rollout processed' });
+    assert.equal(conf.evidence.baseline_window_end, new Date(base + 6 * min).toISOString());
+    await waitFor(() => alerter!.stats.decisions === later.length + rollout.length, { timeoutMs: 30_000, what: 'the rollout processed' });
+  });
+});
+
+describe('alerter restarts on the real stack', () => {
+  // A partition is quiet after 2 s without a batch, so a test need not wait out the shipped 30 s.
+  const quickRules = parseRules(`
+watermark: { allowed_lateness: 5s, idle_partition_after: 2s, startup_wait: 20s }
+rules:
+  - { name: confidence-drop, kind: confidence_drop, window: { size: 2m, hop: 1m }, min_samples: 40, min_drop: 0.05, suppress_for: 1h }
+`);
+  let cleanup: (() => Promise<unknown>)[] = [];
+  after(async () => {
+    for (const f of cleanup.reverse()) await f();
+    cleanup = [];
+  });
+
+  async function pipeline(name: string) {
+    const s = stack(name);
+    const url = s.config.schemaRegistryUrl;
+    const schemaId = await registerAvro(createRegistry(url), url, valueSubject(s.input), loadSchema('enriched-decision'));
+    const producer = s.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    cleanup.push(() => producer.disconnect());
+    const send = (partition: number, records: EnrichedDecisionRecord[]) =>
+      producer.send({ topic: s.input, messages: records.map((d) => ({ partition, key: d.event_id, value: encodeFramed(s.type, schemaId, d) })) });
+    const start = async () => {
+      const a = await createAlerter({ kafka: s.kafka, config: s.config, log, rules: quickRules });
+      cleanup.push(() => a.stop());
+      return a;
+    };
+    return { ...s, send, start };
+  }
+
+  /** Six minutes from `base` on one partition: the incumbent and a worse canary, one decision of each a second. */
+  const canary = (base: number, tag: number) => Array.from({ length: 6 * 60 }, (_, s) => [decision(tag + s, base + s * 1000, '2.4.1', 0.9, 'approved', 1), decision(tag + s, base + s * 1000, '2.5.0', 0.7, 'approved', 1)]).flat();
+
+  it('sends nothing again after a restart when a partition had gone quiet before it (the checkpoint, not the re-read input, says what was sent)', async () => {
+    const { prefix, alertType, send, start } = await pipeline('alertquiet');
+    const base = Math.floor((Date.now() - 30 * min) / min) * min;
+    let alerter = await start();
+    const out = await collect(`${prefix}alerts.v1`);
+    cleanup.push(() => out.stop());
+    const alerts = () => out.messages.map((m) => alertType.fromBuffer(m.value!.subarray(5)) as AlertRecord);
+    // Partition 1: a minute of another endpoint's traffic, then nothing. Partition 0: six minutes of the canary.
+    await send(1, Array.from({ length: 60 }, (_, i) => ({ ...decision(i, base + i * 1000, '1.0.0', 0.8, 'ok', 1), endpoint: 'other-api' })));
+    await send(0, canary(base, 0));
+    await alerter.start();
+    // Partition 0 goes on; once partition 1 is quiet, its batches close the windows.
+    let t = base + 6 * min;
+    let k = 100_000;
+    const trickle = () => send(0, [decision(k++, (t += 10_000), '2.4.1', 0.9, 'approved', 1)]);
+    await waitFor(async () => (await trickle(), alerter.stats.alerts > 0), { timeoutMs: 30_000, intervalMs: 300, what: 'the canary alert' });
+    await waitFor(() => out.messages.length === alerter.stats.alerts, { timeoutMs: 10_000, what: 'collector caught up' });
+    const sent = alerts();
+    assert.deepEqual(sent.map((a) => `${a.rule} ${a.model_version}`), ['confidence-drop 2.5.0']);
+
+    await alerter.stop();
+    alerter = await start();
+    await alerter.start();
+    // Partition 1, read again, counts as just heard from until it is quiet again; then windows
+    // past the checkpoint close. Before the checkpoint, the windows it held back closed twice.
+    await waitFor(async () => (await trickle(), alerter.stats.windows > 0), { timeoutMs: 30_000, intervalMs: 300, what: 'a window closed after the restart' });
+    await waitFor(() => out.messages.length === sent.length + alerter.stats.alerts, { timeoutMs: 10_000, what: 'collector caught up' });
+    const ids = alerts().map((a) => a.alert_id);
+    assert.equal(new Set(ids).size, ids.length, `an alert went out twice: ${ids.join(' ')}`);
+    assert.equal(alerter.stats.alerts, 0);
+    assert.equal(alerter.stats.late, 0);
+    assert.ok(alerter.stats.restoredClosedUpTo! >= sent[0]!.window_end);
+  });
+
+  it('loses no alert to a crash during the startup wait: the partition committed alone closes nothing', async () => {
+    const { prefix, kafka, input, alertType, send, start } = await pipeline('alertcrash');
+    const base = Math.floor((Date.now() - 30 * min) / min) * min;
+    const alerter = await start();
+    const out = await collect(`${prefix}alerts.v1`);
+    cleanup.push(() => out.stop());
+    await send(0, canary(base, 0));
+    await send(1, canary(base, 1_000));
+    // What a crash leaves when partition 0's first batch committed while the startup wait held
+    // windows for partition 1 (nothing sent yet), and partition 1's never did.
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const high = (await admin.fetchTopicOffsets(input)).find((e) => e.partition === 0)!.high;
+      await admin.setOffsets({ groupId: `${prefix}dlog-alerter`, topic: input, partitions: [{ partition: 0, offset: high }] });
+    } finally {
+      await admin.disconnect();
+    }
+    await alerter.start();
+    assert.equal(alerter.stats.replayed, 6 * 60 * 2);
+    const conf = await waitFor(() => out.messages.map((m) => alertType.fromBuffer(m.value!.subarray(5)) as AlertRecord).find((a) => a.rule === 'confidence-drop'), {
+      timeoutMs: 20_000,
+      what: 'the canary alert, on both partitions',
+    });
+    assert.equal(conf.model_version, '2.5.0');
+    // Both partitions' decisions in the window, one 2.5.0 a second on each.
+    const seconds = (Math.min(conf.window_end, base + 6 * min) - Math.max(conf.window_start, base)) / 1000;
+    assert.equal(Number(conf.evidence.observed_n), 2 * seconds);
+    await waitFor(() => alerter.stats.decisions === 2 * 6 * 60 * 2, { timeoutMs: 20_000, what: 'all input counted' });
+    assert.equal(alerter.stats.late, 0);
   });
 });

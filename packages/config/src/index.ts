@@ -347,7 +347,7 @@ export const fields = {
     schema: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, . _ - only'),
     fallback: '0',
     example: 'gate-eu-1',
-    doc: 'Stable id of this worker instance; names its Kafka transactional id, so give each replica its own',
+    doc: 'Stable id of this worker instance; names its Kafka transactional id, so give each replica its own. The alerter runs as one instance per pipeline (a second in its group makes both hold their windows)',
   }),
   shutdownTimeoutMs: field({
     env: 'DLOG_SHUTDOWN_TIMEOUT_MS',

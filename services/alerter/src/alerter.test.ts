@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import type { DecisionObservation } from './aggregate.js';
+import { AssignerProtocol, type GroupDescription } from 'kafkajs';
+import type { DeadLetterObservation, DecisionObservation } from './aggregate.js';
 import { addDecision, compareVersions, emptyAgg, meanConfidence } from './aggregate.js';
 import { applyBaseline, decodeBaseline, encodeBaseline, maxDecisionBytes, maxRecordBytes } from './baselines.js';
+import { checkpointKey, decodeCheckpoint, encodeCheckpoint, maxCheckpointBytes } from './checkpoint.js';
 import { baselineKey, cloneState, createEngine, pruneBaselines, type AlerterState, type Engine } from './engine.js';
-import { pickBaseline, subjectKey } from './evaluate.js';
-import type { AlertRecord } from '@dlog/contracts';
+import { parseSubjectKey, pickBaseline, splitKey, subjectKey } from './evaluate.js';
+import { joinKey, type AlertRecord } from '@dlog/contracts';
+import { soleOwner } from './ownership.js';
 import { psi } from './psi.js';
 import { parseDuration, parseRules, RulesError, type RulesDocument } from './rules.js';
 import { admit, expire } from './suppression.js';
@@ -42,7 +45,7 @@ describe('psi', () => {
     assert.ok(Math.abs(x.psi - y.psi) < 1e-12);
   });
   it('pools the tail beyond max categories', () => {
-    const many = new Map(Array.from({ length: 50 }, (_, i) => [`d${i}`, 1] as const));
+    const many = new Map(Array.from({ length: 50 }, (_, i) => [`d${i}`, 10] as const));
     const r = psi(many, many, { maxCategories: 5 });
     assert.equal(r.bins.length, 5);
     assert.ok(r.bins.some((b) => b.category === '(other)'));
@@ -50,6 +53,18 @@ describe('psi', () => {
   });
   it('is 0 for an empty side', () => {
     assert.equal(psi(new Map(), m({ a: 1 })).psi, 0);
+  });
+  it('pools categories seen too rarely on both sides: unique free-text decisions of two like versions are no shift', () => {
+    const unique = (tag: string, n: number) => new Map(Array.from({ length: n }, (_, i) => [`${tag} ${i}`, 1] as const));
+    for (const n of [50, 200, 5_000]) assert.equal(psi(unique('a', n), unique('b', n)).psi, 0, `n=${n}`);
+    // Common decisions beside the free text are still compared, and a real shift still shows.
+    const mixed = (approved: number, tag: string) => new Map([['approved', approved], ['declined', 100 - approved], ...unique(tag, 100)]);
+    assert.equal(psi(mixed(70, 'a'), mixed(70, 'b')).psi, 0);
+    assert.ok(psi(mixed(70, 'a'), mixed(20, 'b')).psi > 0.2);
+    // Counted in decisions seen, not weights: 4 records sampled at 1 % are 4, not 400.
+    const weighted = new Map([['x', 400], ['y', 9_600]]);
+    assert.equal(psi(weighted, m({ y: 96 }), { counts: { baseline: 100, actual: 96 } }).bins.length, 2);
+    assert.equal(psi(weighted, m({ y: 96 }), { counts: { baseline: 100, actual: 96 } }).bins.find((b) => b.category === '(other)')?.baseline, 0.04);
   });
 });
 
@@ -500,5 +515,218 @@ describe('engine', () => {
       engine.advance(state, e.d.ts);
     }
     assert.equal(state.counters.late, 0);
+  });
+});
+
+// ---- restarts: the checkpoint written with the alerts ----
+
+/**
+ * The alerter's batch loop and restart as create-alerter runs them, without Kafka: a batch works
+ * on a copy, closes windows unless the startup wait holds them, and "commits" its alerts with the
+ * checkpoint record when it moved closedUpTo; a restart observes the committed input again (all
+ * of it here: within what the re-read reaches) and restores the last checkpoint written.
+ */
+class Pipeline {
+  state: AlerterState;
+  sent: AlertRecord[] = [];
+  committed: { partition: string; d?: DecisionObservation; dl?: DeadLetterObservation }[] = [];
+  checkpoint: string | undefined;
+  waiting = new Set<string>();
+  constructor(readonly engine: Engine) {
+    this.state = engine.newState();
+  }
+  batch(partition: string, records: { d?: DecisionObservation; dl?: DeadLetterObservation }[], now: number): void {
+    const prev = this.state;
+    const next = cloneState(prev);
+    for (const r of records) {
+      if (r.d) this.engine.observeDecision(next, partition, r.d, now);
+      else this.engine.observeDeadLetter(next, partition, r.dl!, now);
+    }
+    this.waiting.delete(partition);
+    const alerts = this.waiting.size > 0 ? [] : this.engine.advance(next, now);
+    if (next.closedUpTo !== prev.closedUpTo) this.checkpoint = encodeCheckpoint(this.engine.checkpoint(next)!).value;
+    this.sent.push(...alerts);
+    this.committed.push(...records.map((r) => ({ ...r, partition })));
+    this.state = next;
+  }
+  /** `crash`: records of a batch processed but never committed are simply not in `committed`. */
+  restart(now: number, unread: string[] = []): void {
+    const rebuilt = this.engine.newState();
+    for (const r of this.committed) {
+      if (r.d) this.engine.observeDecision(rebuilt, r.partition, r.d, now);
+      else this.engine.observeDeadLetter(rebuilt, r.partition, r.dl!, now);
+    }
+    if (this.checkpoint !== undefined) {
+      const c = decodeCheckpoint(this.checkpoint);
+      assert.ok(c.ok, JSON.stringify(c));
+      this.engine.restore(rebuilt, c.checkpoint);
+    }
+    this.state = rebuilt;
+    this.waiting = new Set(unread.filter((p) => !rebuilt.newest.has(p)));
+  }
+}
+
+describe('restart', () => {
+  // Quiet partitions stop holding windows after 30 s, as in the shipped rules.
+  const restartRules = parseRules(rulesYaml.replace('idle_partition_after: 1h', 'idle_partition_after: 30s'));
+  const dec = (ts: number, version: string, confidence: number, decision = 'approved', endpoint = 'loan-api'): { d: DecisionObservation } => ({
+    d: { ts, endpoint, model: 'loan-approver', version, decision, confidence, weight: 1, resolved: true, unresolvedRefs: [] },
+  });
+  const duplicates = (alerts: AlertRecord[]) => alerts.length - new Set(alerts.map((a) => a.alert_id)).size;
+
+  it('does not send again what it sent before a restart, when a partition had gone quiet (the watermark it held back came back)', () => {
+    const p = new Pipeline(createEngine(restartRules));
+    // p0: the incumbent and a worse canary for 20 minutes; p1: another endpoint for 3 minutes, then quiet.
+    for (let sec = 0; sec < 20 * 60; sec += 5) {
+      const ts = t0 + sec * 1000;
+      p.batch('p0', [0, 1, 2, 3].flatMap((i) => [dec(ts + i, '2.4.1', 0.9), dec(ts + i, '2.5.0', 0.75)]), ts + 500);
+      if (sec < 3 * 60) p.batch('p1', [dec(ts, '1.0.0', 0.8, 'ok', 'other-api')], ts + 501);
+    }
+    const before = p.sent.map((a) => a.alert_id);
+    assert.equal(p.sent.filter((a) => a.rule === 'conf').length, 1);
+    const closedBefore = p.state.closedUpTo!;
+
+    const restartAt = t0 + 20 * min + 1000;
+    p.restart(restartAt);
+    assert.equal(p.state.closedUpTo, closedBefore);
+    assert.equal(p.state.lastFired.size, 1);
+    // p0 goes on; p1 (replayed, so "just heard from") holds windows until it is quiet again.
+    for (let sec = 20 * 60; sec < 22 * 60; sec += 5) {
+      const ts = t0 + sec * 1000;
+      p.batch('p0', [dec(ts, '2.4.1', 0.9), dec(ts, '2.5.0', 0.75)], restartAt + (sec - 20 * 60) * 1000);
+    }
+    assert.ok(p.state.closedUpTo! > closedBefore + min, 'windows close again after the restart');
+    assert.deepEqual(p.sent.map((a) => a.alert_id), before, 'nothing sent after the restart: the canary is still suppressed');
+    assert.equal(p.state.counters.late, 0);
+  });
+
+  it('does not re-send the dead-letter alert at each restart during an outage', () => {
+    const p = new Pipeline(createEngine(restartRules));
+    for (let sec = 0; sec < 60; sec += 5) p.batch('d0', [dec(t0 + sec * 1000, '2.4.1', 0.9)], t0 + sec * 1000 + 100);
+    const refused = (from: number) => Array.from({ length: 25 }, (_, i) => ({ dl: { ts: from + i * 200, reason: 'invalid_json' } }));
+    for (let sec = 60; sec < 15 * 60; sec += 5) p.batch('dlq0', refused(t0 + sec * 1000), t0 + sec * 1000 + 5000);
+    assert.equal(p.sent.filter((a) => a.rule === 'dlq').length, 1);
+    for (const restartAt of [t0 + 15 * min + 2000, t0 + 17 * min + 2000]) {
+      p.restart(restartAt);
+      const from = (restartAt - t0 - 2000) / 1000;
+      for (let sec = from; sec < from + 120; sec += 5) p.batch('dlq0', refused(t0 + sec * 1000), restartAt + (sec - from) * 1000);
+    }
+    assert.equal(p.sent.filter((a) => a.rule === 'dlq').length, 1, JSON.stringify(p.sent.map((a) => [a.rule, new Date(a.window_end).toISOString()])));
+    assert.equal(duplicates(p.sent), 0);
+  });
+
+  it('loses no alert to a crash during the startup wait: windows the other partitions hold input for close once they deliver', () => {
+    const p = new Pipeline(createEngine(restartRules));
+    const half = (part: number) => Array.from({ length: 6 * 60 }, (_, s) => [dec(t0 + s * 1000 + part, '2.4.1', 0.9), dec(t0 + s * 1000 + part, '2.5.0', 0.75)]).flat();
+    // Start with both partitions unread: p0's batch commits while p1 is awaited, then a crash.
+    p.waiting = new Set(['p0', 'p1']);
+    p.batch('p0', half(0), t0 + 6 * min);
+    assert.equal(p.sent.length, 0);
+    assert.equal(p.checkpoint, undefined, 'no window closed, so no checkpoint');
+    p.restart(t0 + 7 * min, ['p1']);
+    assert.equal(p.sent.length, 0, 'nothing closed on p0 alone');
+    p.batch('p1', half(1), t0 + 7 * min + 100);
+    assert.equal(p.sent.filter((a) => a.rule === 'conf' && a.model_version === '2.5.0').length, 1);
+    assert.equal(p.state.counters.late, 0);
+    const conf = p.sent.find((a) => a.rule === 'conf')!;
+    // Both partitions' input, one 2.5.0 decision a second each: all of the window's in its evidence.
+    const seconds = (Math.min(conf.window_end, t0 + 6 * min) - Math.max(conf.window_start, t0)) / 1000;
+    assert.equal(Number(conf.evidence.observed_n), seconds * 2);
+  });
+
+  it('restores exactly what it checkpointed, and lets go of the panes it had closed', () => {
+    const engine = createEngine(restartRules);
+    const live = engine.newState();
+    run(engine, [...traffic({ minutes: 31, perMinute: 30, version: '2.4.1', meanConf: 0.9, approve: 0.7, seed: 1 }), ...traffic({ minutes: 31, perMinute: 10, version: '2.5.0', meanConf: 0.75, approve: 0.4, seed: 2 })], 97, live);
+    const c = engine.checkpoint(live)!;
+    assert.equal(c.closedUpTo, live.closedUpTo);
+    assert.ok(c.lastFired.size >= 2);
+    const back = decodeCheckpoint(encodeCheckpoint(c).value);
+    assert.ok(back.ok);
+    assert.deepEqual(back.checkpoint, c);
+    const rebuilt = engine.newState();
+    for (let m = 0; m < 31; m++) engine.observeDecision(rebuilt, 'p0', { ...dec(t0 + m * min, '2.4.1', 0.9).d }, t0 + 40 * min);
+    engine.restore(rebuilt, back.checkpoint);
+    assert.equal(rebuilt.closedUpTo, live.closedUpTo);
+    assert.deepEqual(rebuilt.lastFired, live.lastFired);
+    assert.deepEqual([...rebuilt.panes.keys()].sort(), [...live.panes.keys()].sort());
+    assert.equal(rebuilt.counters.late, 0);
+    assert.equal(engine.checkpoint(engine.newState()), undefined);
+  });
+
+  it('keeps the checkpoint record within bounds and refuses what it cannot read', () => {
+    assert.equal(checkpointKey, '"checkpoint"');
+    // Never a baseline's key: a baseline reader refuses it.
+    assert.equal(decodeBaseline(checkpointKey, '{}').ok, false);
+    const lastFired = new Map(Array.from({ length: 10_000 }, (_, i) => [joinKey(['conf', 'model', `1.${i}`], '\u0000'), t0 + i] as [string, number]));
+    const big = encodeCheckpoint({ closedUpTo: t0, lastFired });
+    assert.ok(Buffer.byteLength(big.value) <= maxCheckpointBytes, String(Buffer.byteLength(big.value)));
+    assert.ok(big.dropped > 0);
+    const back = decodeCheckpoint(big.value);
+    assert.ok(back.ok);
+    // The newest are kept: they suppress the longest.
+    assert.equal(back.checkpoint.lastFired.get(joinKey(['conf', 'model', '1.9999'], '\u0000')), t0 + 9999);
+    assert.equal(back.checkpoint.lastFired.has(joinKey(['conf', 'model', '1.0'], '\u0000')), false);
+    for (const [value, reason] of [
+      [null, /tombstone/],
+      ['nope', /not JSON/],
+      ['{"format":2,"closed_up_to":1,"last_fired":[]}', /format/],
+      ['{"format":1,"closed_up_to":"x","last_fired":[]}', /closed_up_to/],
+    ] as const) {
+      const r = decodeCheckpoint(value);
+      assert.ok(!r.ok && reason.test(r.reason), JSON.stringify(r));
+    }
+  });
+});
+
+describe('keys', () => {
+  it('keep every part apart, whatever characters producers put in endpoints, models and versions', () => {
+    const tricky = ['checkout\u0000fraud', 'a\u001bs', '\u001b', '\u0000', '', 'plain'];
+    for (const e of tricky) for (const m of tricky) assert.deepEqual(parseSubjectKey(subjectKey(e, m, 'v\u00001')), { endpoint: e, model: m, version: 'v\u00001' });
+    assert.notEqual(subjectKey('e', 'm\u0000x', '1'), subjectKey('e\u0000m', 'x', '1'));
+    assert.deepEqual(splitKey(baselineKey('conf', subjectKey('a\u0000b', 'm', '1'))), ['conf', subjectKey('a\u0000b', 'm', '1')]);
+    // Ordinary names read as before.
+    assert.equal(subjectKey('loan-api', 'loan-approver', '2.4.1'), 'loan-api\u0000loan-approver\u00002.4.1');
+  });
+
+  it('alert on the endpoint as the producer named it, and store its baseline under it', () => {
+    const engine = createEngine(rules);
+    const state = engine.newState();
+    for (let s = 0; s < 12 * 60; s++) {
+      engine.observeDecision(state, 'p0', { ts: t0 + s * 1000, endpoint: 'checkout\u0000fraud', model: 'loan-approver', version: '7', decision: 'ok', confidence: 0.9, weight: 1, resolved: false, unresolvedRefs: ['x'] }, t0 + s * 1000);
+    }
+    const alerts = engine.advance(state, t0 + 13 * min);
+    assert.equal(alerts.length, 1);
+    assert.deepEqual([alerts[0]!.endpoint, alerts[0]!.model_name, alerts[0]!.model_version], ['checkout\u0000fraud', 'loan-approver', '7']);
+    assert.match(alerts[0]!.evidence.endpoints!, /^checkout\u0000fraud$/);
+    const [k, entry] = [...state.baselineChanges].find(([key]) => splitKey(key)[0] === 'conf')!;
+    const rec = encodeBaseline(k, entry)!;
+    assert.deepEqual(JSON.parse(rec.key), ['conf', 'checkout\u0000fraud', 'loan-approver', '7']);
+    const back = decodeBaseline(rec.key, rec.value);
+    assert.ok(back.ok && back.subject === subjectKey('checkout\u0000fraud', 'loan-approver', '7'));
+  });
+});
+
+describe('group ownership', () => {
+  const member = (assignment: Record<string, number[]>) => ({
+    clientHost: 'h',
+    clientId: 'c',
+    memberId: 'm',
+    memberMetadata: Buffer.alloc(0),
+    memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 0, assignment, userData: Buffer.alloc(0) }),
+  });
+  const group = (state: GroupDescription['state'], members: Record<string, number[]>[]): GroupDescription => ({ groupId: 'g', protocol: 'range', protocolType: 'consumer', state, members: members.map(member) });
+  const inputs = new Map([['dec', 3], ['dlq', 2]]);
+
+  it('is whole only while one member holds every input partition of a stable group', () => {
+    assert.deepEqual(soleOwner(group('Stable', [{ dec: [0, 1, 2], dlq: [0, 1] }]), inputs), { whole: true, holders: 1 });
+    // Two alerters, the input split between them.
+    assert.equal(soleOwner(group('Stable', [{ dec: [0, 1], dlq: [0] }, { dec: [2], dlq: [1] }]), inputs).whole, false);
+    assert.equal(soleOwner(group('Stable', [{ dec: [0, 1], dlq: [0] }, { dec: [2], dlq: [1] }]), inputs).holders, 2);
+    // A member with nothing assigned takes nothing away.
+    assert.equal(soleOwner(group('Stable', [{ dec: [0, 1, 2], dlq: [0, 1] }, {}]), inputs).whole, true);
+    assert.equal(soleOwner(group('Stable', [{ dec: [0, 1, 2], dlq: [0] }]), inputs).reason, 'dlq:1 is not assigned');
+    assert.equal(soleOwner(group('PreparingRebalance', [{ dec: [0, 1, 2], dlq: [0, 1] }]), inputs).whole, false);
+    assert.equal(soleOwner(undefined, inputs).whole, false);
   });
 });

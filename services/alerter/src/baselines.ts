@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { VersionAgg } from './aggregate.js';
 import { otherCategory } from './psi.js';
 import type { AlerterState } from './engine.js';
-import { subjectKey, type HistoryEntry } from './evaluate.js';
+import { parseSubjectKey, splitKey, subjectKey, type HistoryEntry } from './evaluate.js';
 
 /**
  * The alerter's predecessor baselines on the compacted topic `alerter.baselines`: one record per
@@ -82,7 +82,8 @@ export interface BaselineRecord {
  * of the window is kept: not the refs left unresolved.
  */
 export function encodeBaseline(stateKey: string, entry: HistoryEntry | null): BaselineRecord | undefined {
-  const [rule = '', endpoint = '', model = '', version = ''] = stateKey.split('\u0000');
+  const [rule = '', subject = ''] = splitKey(stateKey);
+  const { endpoint, model, version } = parseSubjectKey(subject);
   const key = JSON.stringify([rule, endpoint, model, version]);
   if (entry === null) return { key, value: null };
   const a: VersionAgg = entry.subject.agg;

@@ -1,4 +1,4 @@
-import type { Kafka, KafkaMessage, Message } from 'kafkajs';
+import type { Admin, Kafka, KafkaMessage, Message } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Config } from '@dlog/config';
 import {
@@ -14,9 +14,12 @@ import {
 } from '@dlog/contracts';
 import { createTransactionalProcessor, nativeClientFor, ensureWorkerTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
 import { applyBaseline, decodeBaseline, encodeBaseline, maxRecordBytes } from './baselines.js';
+import { checkpointKey, decodeCheckpoint, encodeCheckpoint } from './checkpoint.js';
 import { CommittedState, uncounted } from './committed-state.js';
 import { observationReaderType, toDeadLetterObservation, toDecisionObservation, type ObservedDecision } from './decode.js';
-import { cloneState, createEngine, type AlerterState } from './engine.js';
+import { cloneState, createEngine, type AlerterState, type Checkpoint } from './engine.js';
+import { parseSubjectKey, splitKey } from './evaluate.js';
+import { soleOwner, type Ownership } from './ownership.js';
 import { replay, replayRanges, unreadPartitions } from './replay.js';
 import { loadRules, type RulesDocument } from './rules.js';
 
@@ -43,6 +46,8 @@ export interface AlerterStats {
   baselinesRestored: number;
   /** Records of the baselines topic that could not be read at start (skipped). */
   baselinesUnreadable: number;
+  /** Windows were closed up to this event time before the start (from the checkpoint); undefined when none had been. */
+  restoredClosedUpTo: number | undefined;
 }
 
 export interface Alerter {
@@ -54,7 +59,9 @@ export interface Alerter {
 /**
  * The alerter runs as one instance per pipeline: a rule compares versions across all partitions
  * of the input, so every partition must reach the same state. Its volume is the sampled decision
- * stream and the work per record is a few additions, which one process keeps up with.
+ * stream and the work per record is a few additions, which one process keeps up with. A second
+ * instance in the group would split the input: each closes windows only while it holds every
+ * input partition (see `soleOwner`), and says so while it does not.
  */
 export async function createAlerter(opts: {
   kafka: Kafka;
@@ -88,7 +95,11 @@ export async function createAlerter(opts: {
   let baselinesRestored = 0;
   let baselinesUnreadable = 0;
   let oversizeBaselines = 0;
+  let restoredClosedUpTo: number | undefined;
+  let truncatedCheckpoints = 0;
   let processor: TransactionalProcessor | undefined;
+  /** Kept connected for the ownership check, which runs about once a hop. */
+  let groupAdmin: Admin | undefined;
 
   /** Feeds a batch into the state; returns how many records could not be read. */
   async function observe(state: AlerterState, topic: string, partition: number, messages: KafkaMessage[]): Promise<number> {
@@ -147,6 +158,9 @@ export async function createAlerter(opts: {
     get baselinesUnreadable() {
       return baselinesUnreadable;
     },
+    get restoredClosedUpTo() {
+      return restoredClosedUpTo;
+    },
   };
 
   async function committedOffset(topic: string, partition: number): Promise<bigint | undefined> {
@@ -162,11 +176,13 @@ export async function createAlerter(opts: {
   }
 
   /**
-   * Reads the baselines topic from its start to its last committed record into the state. The
-   * end offsets are read_committed (kafkajs lists offsets so), so a transaction a crashed
-   * instance left open is not waited for: its input is processed again anyway.
+   * Reads the baselines topic from its start to its last committed record into the state, and
+   * returns the checkpoint it holds. The end offsets are read_committed (kafkajs lists offsets
+   * so), so a transaction a crashed instance left open is not waited for: its input is processed
+   * again anyway.
    */
-  async function restoreBaselines(state: AlerterState): Promise<void> {
+  async function restoreBaselines(state: AlerterState): Promise<Checkpoint | undefined> {
+    let checkpoint: Checkpoint | undefined;
     const admin = kafka.admin();
     await admin.connect();
     const ends = await admin.fetchTopicOffsets(topics.baselines).finally(() => admin.disconnect());
@@ -180,6 +196,13 @@ export async function createAlerter(opts: {
       timeoutMs: config.alerterReplayTimeoutMs,
       onBatch: async (_topic, partition, messages) => {
         for (const m of messages) {
+          if (m.key?.toString() === checkpointKey) {
+            // Compacted, one key: the last one read is the last one committed.
+            const c = decodeCheckpoint(m.value);
+            if (c.ok) checkpoint = c.checkpoint;
+            else log.warn({ topic: topics.baselines, partition, offset: m.offset, reason: c.reason }, 'unreadable checkpoint skipped');
+            continue;
+          }
           const b = decodeBaseline(m.key, m.value);
           if (!b.ok) {
             if (baselinesUnreadable++ === 0) log.warn({ topic: topics.baselines, partition, offset: m.offset, reason: b.reason }, 'unreadable baseline skipped');
@@ -193,35 +216,86 @@ export async function createAlerter(opts: {
     state.baselinesComplete = result.complete;
     if (!result.complete) log.warn({ restored: baselinesRestored, timeoutMs: config.alerterReplayTimeoutMs }, 'baselines incomplete: some versions may have no predecessor or an older one, and none are let go until a restart reads them all');
     else if (ranges.length > 0) log.info({ restored: baselinesRestored, unreadable: baselinesUnreadable }, 'predecessor baselines restored');
+    return checkpoint;
+  }
+
+  const inputs = [topics.decisions, topics.deadLetters];
+  // While the group's input is split, checked again at most this often rather than on every batch.
+  const splitRecheckMs = 5_000;
+  let split: { since: number; checkedAt: number; reason: string | undefined } | undefined;
+
+  async function ownership(): Promise<Ownership> {
+    if (!groupAdmin) {
+      const a = kafka.admin();
+      await a.connect();
+      groupAdmin = a;
+    }
+    const [{ groups }, meta] = await Promise.all([groupAdmin.describeGroups([groupId]), groupAdmin.fetchTopicMetadata({ topics: inputs })]);
+    return soleOwner(
+      groups.find((g) => g.groupId === groupId),
+      new Map(meta.topics.map((t) => [t.name, t.partitions.length])),
+    );
+  }
+
+  /**
+   * Whether this instance may close windows now: only while it reads every input partition.
+   * Asked only when a window is due (about once a hop), so it costs one admin round trip then.
+   * Input keeps being counted while the group is split; what another instance read meanwhile is
+   * missing from these windows, which is why the docs say one alerter per pipeline.
+   */
+  async function whole(now: number): Promise<boolean> {
+    if (split && now - split.checkedAt < splitRecheckMs) return false;
+    let o: Ownership;
+    try {
+      o = await ownership();
+    } catch (err) {
+      // Windows stay open until the group can be read: closing them on a guess could split them.
+      o = { whole: false, holders: 0, reason: `group not readable: ${(err as Error).message}` };
+    }
+    if (o.whole) {
+      if (split) log.warn({ groupId, splitForMs: now - split.since }, 'this alerter reads every input partition again: closing windows; those open during the split lack what another instance read');
+      split = undefined;
+      return true;
+    }
+    if (!split) log.warn({ groupId, holders: o.holders, reason: o.reason }, 'windows held: this alerter does not read every input partition (another alerter in the group? run one per pipeline); input is still counted');
+    else if (o.reason !== split.reason) log.info({ groupId, holders: o.holders, reason: o.reason }, 'windows still held');
+    split = { since: split?.since ?? now, checkedAt: now, reason: o.reason };
+    return false;
   }
 
   return {
     stats,
     async start() {
-      // Rebuild windows and suppression from input already processed before a restart. Alerts
-      // those windows raise went out then; here they only re-arm suppression.
-      const inputs = [topics.decisions, topics.deadLetters];
+      // Rebuild the open windows from input already processed before a restart. Windows up to
+      // the checkpoint were closed then, in the transactions that sent their alerts: they are let
+      // go unevaluated. No other window closes here: the re-read input can lack some partitions'
+      // share of them (a crash while waiting for every partition at start, or input older than
+      // the re-read reaches), and a partition quiet before the restart would count as just heard
+      // from and close windows the checkpoint has passed a second time.
       const rebuilt = engine.newState();
-      // Baselines first: the input replay below only reaches back the longest window and
-      // suppression, and its windows then update the baselines as they did before the restart.
-      await restoreBaselines(rebuilt);
-      const ranges = await replayRanges(kafka, groupId, inputs, engine.lookbackMs);
+      const checkpoint = await restoreBaselines(rebuilt);
+      // Back to the first window still open at the checkpoint, however long ago that was (a
+      // crash while catching up); the lookback when no window had closed yet.
+      const since = Math.min(Date.now() - engine.lookbackMs, checkpoint ? checkpoint.closedUpTo - engine.reopenMs : Infinity);
+      const ranges = await replayRanges(kafka, groupId, inputs, since);
       const result = await replay({
         kafka,
         log,
         groupId,
         ranges,
         timeoutMs: config.alerterReplayTimeoutMs,
-        // Sums do not depend on the order partitions are read in; closing windows does. So the
-        // whole range is read first and its windows closed once, in event-time order.
+        // Closed windows are let go only after the whole range is read: the input of one counts
+        // as a decision, not as late.
         onBatch: async (topic, partition, messages) => {
           await observe(rebuilt, topic, partition, messages);
         },
       });
-      engine.advance(rebuilt, Date.now());
+      if (checkpoint) engine.restore(rebuilt, checkpoint);
+      restoredClosedUpTo = checkpoint?.closedUpTo;
       replayed = result.messages;
-      if (!result.complete) log.warn({ replayed, timeoutMs: config.alerterReplayTimeoutMs }, 'replay incomplete: windows open before the restart start partly empty');
-      else if (ranges.length > 0) log.info({ replayed, ranges: ranges.length }, 'windows rebuilt from input');
+      const closedUpTo = checkpoint ? new Date(checkpoint.closedUpTo).toISOString() : null;
+      if (!result.complete) log.warn({ replayed, closedUpTo, timeoutMs: config.alerterReplayTimeoutMs }, 'replay incomplete: windows open before the restart start partly empty');
+      else if (ranges.length > 0 || checkpoint) log.info({ replayed, ranges: ranges.length, closedUpTo, suppressing: checkpoint?.lastFired.size ?? 0 }, 'windows rebuilt from input');
       rebuilt.counters.fired = 0;
       rebuilt.counters.suppressed = 0;
       tracked.committed = rebuilt;
@@ -248,7 +322,8 @@ export async function createAlerter(opts: {
         transactionalId: `${p}dlog-alerter-${config.instanceId}`,
         native: nativeClientFor(config.kafkaClient, config.kafkaBrokers, `${config.kafkaClientId}-alerter`, log),
         process: async (messages, ctx) => {
-          const next = cloneState(await tracked.current((topic, partition) => waitingFor.delete(`${topic}:${partition}`)));
+          const prev = await tracked.current((topic, partition) => waitingFor.delete(`${topic}:${partition}`));
+          const next = cloneState(prev);
           const fresh = uncounted(next.counted, `${ctx.topic}:${ctx.partition}`, messages);
           undecodable += await observe(next, ctx.topic, ctx.partition, fresh);
           if (waitingFor.size > 0 && Date.now() >= waitUntil) {
@@ -257,15 +332,28 @@ export async function createAlerter(opts: {
             waitingFor.clear();
           }
           const waiting = [...waitingFor].some((k) => k !== `${ctx.topic}:${ctx.partition}`);
-          const alerts = waiting ? [] : engine.advance(next, Date.now());
+          const now = Date.now();
+          const held = waiting || (engine.closing(next, now) && !(await whole(now)));
+          const alerts = held ? [] : engine.advance(next, now);
           // Baselines this batch changed (and any a restart left unwritten) go in its transaction.
           const baselines: Message[] = [];
           for (const [k, entry] of next.baselineChanges) {
             const record = encodeBaseline(k, entry);
             if (record) baselines.push(record);
-            else if (oversizeBaselines++ === 0) log.warn({ key: k.replaceAll('\u0000', ' '), maxBytes: maxRecordBytes }, 'baseline too large to keep on the topic; it is lost at the next restart');
+            else if (oversizeBaselines++ === 0) {
+              const [rule, subject = ''] = splitKey(k);
+              log.warn({ rule, ...parseSubjectKey(subject), maxBytes: maxRecordBytes }, 'baseline too large to keep on the topic; it is lost at the next restart');
+            }
           }
           next.baselineChanges.clear();
+          // So do how far windows are closed and the suppression they left: what a restart
+          // takes as sent (see checkpoint.ts). Only advance changes either.
+          const checkpoint = next.closedUpTo !== prev.closedUpTo ? engine.checkpoint(next) : undefined;
+          if (checkpoint) {
+            const { key, value, dropped } = encodeCheckpoint(checkpoint);
+            baselines.push({ key, value });
+            if (dropped > 0 && truncatedCheckpoints++ === 0) log.warn({ dropped, kept: checkpoint.lastFired.size - dropped }, 'suppression too large for the checkpoint: the oldest entries are not kept across a restart');
+          }
           tracked.stage(next, ctx.topic, ctx.partition, messages[messages.length - 1]!.offset);
           for (const a of alerts) log.info({ rule: a.rule, model: a.model_name, version: a.model_version, alertId: a.alert_id }, a.summary);
           return [
@@ -283,6 +371,8 @@ export async function createAlerter(opts: {
     },
     async stop() {
       await processor?.stop();
+      await groupAdmin?.disconnect();
+      groupAdmin = undefined;
     },
   };
 }

@@ -1,7 +1,7 @@
 import { addDecision, emptyAgg, mergeAgg, type DeadLetterObservation, type DecisionObservation, type DeadLetterAgg, type VersionAgg } from './aggregate.js';
-import type { AlertRecord } from '@dlog/contracts';
+import { joinKey, type AlertRecord } from '@dlog/contracts';
 import { compareVersions } from './aggregate.js';
-import { eligible, evaluateRule, parseSubjectKey, subjectKey, type History, type HistoryEntry, type Subject } from './evaluate.js';
+import { eligible, evaluateRule, parseSubjectKey, sep, subjectKey, type History, type HistoryEntry, type Subject } from './evaluate.js';
 import type { RulesDocument } from './rules.js';
 import { admit, expire } from './suppression.js';
 import { watermark, type PartitionProgress } from './watermark.js';
@@ -62,13 +62,40 @@ export function cloneState(state: AlerterState): AlerterState {
 }
 
 /** Where a baseline lives in the state and on the baselines topic: rule and subject. */
-export const baselineKey = (rule: string, subject: string): string => `${rule}\u0000${subject}`;
+export const baselineKey = (rule: string, subject: string): string => joinKey([rule, subject], sep);
+
+/**
+ * How far the alerter has closed windows, written in the same transaction as the alerts those
+ * windows raised (see `checkpoint.ts`). A restart closes exactly the windows up to `closedUpTo`
+ * without a word, since their alerts went out, and never more, since the input it re-reads may
+ * not hold every partition's share of later windows; and it takes suppression as it was.
+ */
+export interface Checkpoint {
+  closedUpTo: number;
+  /** suppression key → window end of the last alert that went out */
+  lastFired: Map<string, number>;
+}
 
 export interface Engine {
   readonly pane: number;
   /** Input older than this (before what was committed) is enough to rebuild every open window and suppression. */
   readonly lookbackMs: number;
+  /**
+   * Input whose record timestamp is older than a checkpoint's `closedUpTo` minus this holds only
+   * windows the checkpoint closed: a record is stamped when the enricher wrote it, after its
+   * decision's event time, or at most `maxFutureMs` before it (a producer clock running fast).
+   */
+  readonly reopenMs: number;
   newState(): AlerterState;
+  /** What a batch's transaction records of the state after `advance`; undefined while no window has closed. */
+  checkpoint(state: AlerterState): Checkpoint | undefined;
+  /**
+   * After a restart: the state rebuilt from re-read input takes the checkpoint's closed windows
+   * (let go, unevaluated: their alerts went out and their baselines are on the topic) and suppression.
+   */
+  restore(state: AlerterState, checkpoint: Checkpoint): void;
+  /** Whether `advance` at `now` would evaluate at least one window. */
+  closing(state: AlerterState, now: number): boolean;
   /** `now`: wall clock, for telling quiet partitions from slow ones. */
   observeDecision(state: AlerterState, partition: string, d: DecisionObservation, now: number): void;
   observeDeadLetter(state: AlerterState, partition: string, d: DeadLetterObservation, now: number): void;
@@ -103,13 +130,13 @@ export function pruneBaselines(state: AlerterState, before: number): void {
     // endpoint and model → its highest version and the one below it
     const top = new Map<string, [string, string | undefined]>();
     for (const { subject: s } of history.values()) {
-      const m = `${s.endpoint}\u0000${s.model}`;
+      const m = joinKey([s.endpoint, s.model], sep);
       const t = top.get(m);
       if (!t || compareVersions(s.version, t[0]) > 0) top.set(m, [s.version, t?.[0]]);
       else if (t[1] === undefined || compareVersions(s.version, t[1]) > 0) t[1] = s.version;
     }
     for (const [k, { windowEnd, subject: s }] of history) {
-      const t = top.get(`${s.endpoint}\u0000${s.model}`);
+      const t = top.get(joinKey([s.endpoint, s.model], sep));
       if (windowEnd >= before || t?.[0] === s.version || t?.[1] === s.version) continue;
       history.delete(k);
       state.baselineChanges.set(baselineKey(rule, k), null);
@@ -156,9 +183,33 @@ export function createEngine(doc: RulesDocument): Engine {
     return { start, end, subjects: list, deadLetters };
   }
 
+  /** Ends of the windows `advance` would close at watermark `wm`, in evaluation order. */
+  function closingTasks(state: AlerterState, wm: number): { end: number; rule: number }[] {
+    const from = state.closedUpTo ?? -Infinity;
+    const tasks: { end: number; rule: number }[] = [];
+    rules.forEach((r, i) => {
+      for (const end of closingWindowEnds(state.panes.keys(), r.window, from, wm)) tasks.push({ end, rule: i });
+    });
+    // Window end first, then rule order: the same input always gives the same sequence, which
+    // is what makes suppression (and so the alerts) reproducible on replay.
+    return tasks.sort((a, b) => a.end - b.end || a.rule - b.rule);
+  }
+
+  /** Lets go of panes every window of which has closed. */
+  function dropClosedPanes(state: AlerterState, upTo: number): void {
+    for (const [s, p] of state.panes) {
+      if (s + maxSize > upTo) continue;
+      state.panes.delete(s);
+      state.ownPanes.delete(p);
+    }
+  }
+
+  const watermarkOf = (state: AlerterState, now: number) => watermark(state.newest, now, lateness, idle, state.deadLetterNewest);
+
   return {
     pane,
     lookbackMs: maxSize + lateness + longestSuppression,
+    reopenMs: maxSize + maxFutureMs,
     newState: () => ({
       panes: new Map(),
       ownPanes: new Set(),
@@ -202,17 +253,24 @@ export function createEngine(doc: RulesDocument): Engine {
       p.deadLetters.byReason.set(d.reason, (p.deadLetters.byReason.get(d.reason) ?? 0) + 1);
     },
 
+    checkpoint: (state) => (state.closedUpTo === undefined ? undefined : { closedUpTo: state.closedUpTo, lastFired: new Map(state.lastFired) }),
+
+    restore(state, checkpoint) {
+      state.closedUpTo = checkpoint.closedUpTo;
+      state.lastFired = new Map(checkpoint.lastFired);
+      dropClosedPanes(state, checkpoint.closedUpTo);
+    },
+
+    closing(state, now) {
+      const wm = watermarkOf(state, now);
+      return wm !== undefined && wm > (state.closedUpTo ?? -Infinity) && closingTasks(state, wm).length > 0;
+    },
+
     advance(state, now) {
-      const wm = watermark(state.newest, now, lateness, idle, state.deadLetterNewest);
+      const wm = watermarkOf(state, now);
       const from = state.closedUpTo ?? -Infinity;
       if (wm === undefined || wm <= from) return [];
-      const tasks: { end: number; rule: number }[] = [];
-      rules.forEach((r, i) => {
-        for (const end of closingWindowEnds(state.panes.keys(), r.window, from, wm)) tasks.push({ end, rule: i });
-      });
-      // Window end first, then rule order: the same input always gives the same sequence, which
-      // is what makes suppression (and so the alerts) reproducible on replay.
-      tasks.sort((a, b) => a.end - b.end || a.rule - b.rule);
+      const tasks = closingTasks(state, wm);
       const alerts: AlertRecord[] = [];
       for (const t of tasks) {
         const rule = rules[t.rule]!;
@@ -245,11 +303,7 @@ export function createEngine(doc: RulesDocument): Engine {
       }
       if (tasks.length > 0) pruneBaselines(state, wm - doc.baseline_retention);
       state.closedUpTo = wm;
-      for (const [s, p] of state.panes) {
-        if (s + maxSize > wm) continue;
-        state.panes.delete(s);
-        state.ownPanes.delete(p);
-      }
+      dropClosedPanes(state, wm);
       expire(state.lastFired, wm, longestSuppression);
       return alerts;
     },

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { AlertRecord } from '@dlog/contracts';
+import { joinKey, type AlertRecord } from '@dlog/contracts';
 import { compareVersions, emptyAgg, meanConfidence, mergeAgg, type DeadLetterAgg, type VersionAgg } from './aggregate.js';
 import { psi } from './psi.js';
 import type { Rule } from './rules.js';
@@ -22,10 +22,35 @@ export interface HistoryEntry {
 /** subject key → its last window with enough samples, per rule: the predecessor baselines. */
 export type History = Map<string, HistoryEntry>;
 
-const sep = '\u0000';
-export const subjectKey = (endpoint: string, model: string, version: string): string => `${endpoint}${sep}${model}${sep}${version}`;
+/**
+ * Separator of the alerter's compound keys. Parts are joined with `joinKey`, which escapes a part
+ * holding the separator: endpoints, models and versions are producer strings, and a plain join let
+ * endpoint `checkout\0fraud` read back as endpoint `checkout`, model `fraud`.
+ */
+export const sep = '\u0000';
+const escape = '\u001b';
+
+/** `joinKey(parts, sep)` → the parts. */
+export function splitKey(key: string): string[] {
+  const parts: string[] = [];
+  let part = '';
+  for (let i = 0; i < key.length; i++) {
+    const c = key[i]!;
+    if (c === sep) {
+      parts.push(part);
+      part = '';
+    } else if (c === escape) {
+      // joinKey writes the escape doubled and the separator as escape + 's'.
+      part += key[++i] === 's' ? sep : escape;
+    } else part += c;
+  }
+  parts.push(part);
+  return parts;
+}
+
+export const subjectKey = (endpoint: string, model: string, version: string): string => joinKey([endpoint, model, version], sep);
 export function parseSubjectKey(key: string): { endpoint: string; model: string; version: string } {
-  const [endpoint = '', model = '', version = ''] = key.split(sep);
+  const [endpoint = '', model = '', version = ''] = splitKey(key);
   return { endpoint, model, version };
 }
 
@@ -63,7 +88,7 @@ export function deadLetterCommand(since: number, until: number): string {
 /** Same rule, subject and window → same id, so consumers can dedupe a replay. */
 export function alertId(rule: string, endpoint: string | null, model: string | null, version: string | null, start: number, end: number): string {
   return createHash('sha256')
-    .update([rule, endpoint ?? '', model ?? '', version ?? '', start, end].join(sep))
+    .update(joinKey([rule, endpoint ?? '', model ?? '', version ?? '', start, end], sep))
     .digest('hex')
     .slice(0, 32);
 }
@@ -163,7 +188,7 @@ export function evaluateRule(rule: Rule, w: WindowInput, history: History | unde
           summary = `${subject}: mean confidence ${fmt(mo, 3)} vs ${fmt(mb, 3)} for ${b.version} (drop ${fmt(drop, 3)} ≥ ${rule.min_drop})`;
           json = { observed: { n: s.agg.confN, weight: s.agg.confWeight, mean: mo }, baseline: { version: b.version, n: b.agg.confN, weight: b.agg.confWeight, mean: mb } };
         } else {
-          const r = psi(b.agg.decisions, s.agg.decisions, { maxCategories: rule.max_categories });
+          const r = psi(b.agg.decisions, s.agg.decisions, { maxCategories: rule.max_categories, counts: { baseline: b.agg.n, actual: s.agg.n } });
           if (!(r.psi >= rule.min_psi)) continue;
           Object.assign(evidence, { psi: fmt(r.psi), min_psi: String(rule.min_psi) });
           const top = [...r.bins].sort((x, y) => y.contribution - x.contribution)[0];
@@ -178,7 +203,7 @@ export function evaluateRule(rule: Rule, w: WindowInput, history: History | unde
           evidence,
           evidence_json: JSON.stringify(json),
           scope_command: scopeCommand({ model: s.model, version: s.version, endpoint: s.endpoint, since: w.start, until: w.end }),
-          suppressionKey: [rule.name, s.model, s.version].join(sep),
+          suppressionKey: joinKey([rule.name, s.model, s.version], sep),
         });
       }
       break;
@@ -187,7 +212,7 @@ export function evaluateRule(rule: Rule, w: WindowInput, history: History | unde
       // A version's artifacts are the same on every endpoint, so the rate is per version.
       const byVersion = new Map<string, { model: string; version: string; endpoints: string[]; agg: VersionAgg }>();
       for (const s of w.subjects) {
-        const k = `${s.model}${sep}${s.version}`;
+        const k = joinKey([s.model, s.version], sep);
         let v = byVersion.get(k);
         if (!v) byVersion.set(k, (v = { model: s.model, version: s.version, endpoints: [], agg: emptyAgg() }));
         v.endpoints.push(s.endpoint);
@@ -214,7 +239,7 @@ export function evaluateRule(rule: Rule, w: WindowInput, history: History | unde
           },
           evidence_json: JSON.stringify({ unresolved_refs: Object.fromEntries(refs) }),
           scope_command: scopeCommand({ model: v.model, version: v.version, endpoint, since: w.start, until: w.end }),
-          suppressionKey: [rule.name, v.model, v.version].join(sep),
+          suppressionKey: joinKey([rule.name, v.model, v.version], sep),
         });
       }
       break;

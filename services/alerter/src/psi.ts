@@ -12,33 +12,55 @@ export interface PsiResult {
   bins: PsiBin[];
 }
 
-/** Pooled bucket for categories beyond maxCategories. */
+/** Pooled bucket for rare categories and those beyond maxCategories. */
 export const otherCategory = '(other)';
+
+/**
+ * A category seen fewer times than this on both sides is pooled: a share estimated from a handful
+ * of decisions is noise, and the epsilon floor turns each such category present on one side only
+ * into a sizeable term. Free-text decisions (agent steps, generated answers) are nearly all
+ * unique: two versions behaving the same had PSI 2.2 at 50 decisions each, 0.37 at 200, all from
+ * singletons. Five is the usual least expected count for a test on a contingency table.
+ */
+export const minCategoryCount = 5;
 
 /**
  * Population stability index between two categorical distributions given as weights:
  * Σ (actual − baseline) · ln(actual / baseline) over shares. A category absent on one side would
  * make the log infinite, so shares are floored at `epsilon` (the usual practice); that keeps one
- * unseen decision from dominating while still counting it. Categories beyond the most frequent
- * `maxCategories` (by combined share) are pooled, so free-text outputs stay bounded.
+ * unseen decision from dominating while still counting it. Categories seen fewer than `minCount`
+ * times on both sides, and those beyond the most frequent `maxCategories` (by combined share), are
+ * pooled, so free-text outputs stay bounded and their singletons do not pass for a shift.
+ * `counts`: decisions actually seen on each side (the weights are 1 / sample rate each); default:
+ * the totals of the weights.
  */
 export function psi(
   baseline: ReadonlyMap<string, number>,
   actual: ReadonlyMap<string, number>,
-  opts: { maxCategories?: number; epsilon?: number } = {},
+  opts: { maxCategories?: number; epsilon?: number; minCount?: number; counts?: { baseline: number; actual: number } } = {},
 ): PsiResult {
   const epsilon = opts.epsilon ?? 1e-4;
   const maxCategories = opts.maxCategories ?? 20;
+  const minCount = opts.minCount ?? minCategoryCount;
   const total = (m: ReadonlyMap<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
   const tb = total(baseline);
   const ta = total(actual);
   if (tb <= 0 || ta <= 0) return { psi: 0, bins: [] };
+  const nb = opts.counts?.baseline ?? tb;
+  const na = opts.counts?.actual ?? ta;
 
   const combined = new Map<string, number>();
   for (const [k, v] of baseline) combined.set(k, (combined.get(k) ?? 0) + v / tb);
   for (const [k, v] of actual) combined.set(k, (combined.get(k) ?? 0) + v / ta);
-  const ranked = [...combined.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).map(([k]) => k);
-  const kept = new Set(ranked.length > maxCategories ? ranked.slice(0, maxCategories - 1) : ranked);
+  // Decisions seen of a category on a side, estimated from its share (weights differ by sample rate).
+  const seen = (m: ReadonlyMap<string, number>, k: string, t: number, n: number) => ((m.get(k) ?? 0) / t) * n;
+  const ranked = [...combined.entries()]
+    .filter(([k]) => k !== otherCategory && (seen(baseline, k, tb, nb) >= minCount || seen(actual, k, ta, na) >= minCount))
+    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+    .map(([k]) => k);
+  // One bin goes to the pool when anything is pooled.
+  const pooled = combined.size > ranked.length;
+  const kept = new Set(ranked.length + (pooled ? 1 : 0) > maxCategories ? ranked.slice(0, maxCategories - 1) : ranked);
 
   const shares = (m: ReadonlyMap<string, number>, t: number) => {
     const out = new Map<string, number>();

@@ -12,11 +12,11 @@ export interface ReplayRange {
 }
 
 /**
- * The input ranges that rebuild the alerter's state: per partition, from the first record no
- * older than `lookbackMs` (wall clock, by record timestamp) up to the group's committed offset.
+ * The input ranges that rebuild the alerter's state: per partition, from the first record stamped
+ * at or after `since` (record timestamp) up to the group's committed offset.
  * A group with nothing committed needs no replay: the processor reads from the beginning.
  */
-export async function replayRanges(kafka: Kafka, groupId: string, topics: string[], lookbackMs: number): Promise<ReplayRange[]> {
+export async function replayRanges(kafka: Kafka, groupId: string, topics: string[], since: number): Promise<ReplayRange[]> {
   const admin = kafka.admin();
   await admin.connect();
   try {
@@ -25,7 +25,7 @@ export async function replayRanges(kafka: Kafka, groupId: string, topics: string
     for (const t of committed) {
       const wanted = t.partitions.filter((p) => Number(p.offset) > 0);
       if (wanted.length === 0) continue;
-      const byTime = await admin.fetchTopicOffsetsByTimestamp(t.topic, Date.now() - lookbackMs);
+      const byTime = await admin.fetchTopicOffsetsByTimestamp(t.topic, since);
       const bounds = await admin.fetchTopicOffsets(t.topic);
       for (const p of wanted) {
         const fromTime = Number(byTime.find((x) => x.partition === p.partition)?.offset ?? p.offset);
