@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { createStore, deniedFunctions, maxResultRows, readAppliedMigrations, ReadOnlySqlError, runReadOnlyQuery, type Store } from '@dlog/store';
+import { createStore, deniedFunctions, maxResultBytes, maxResultRows, readAppliedMigrations, ReadOnlySqlError, runReadOnlyQuery, type Store } from '@dlog/store';
 import { redactUrl } from '@dlog/config';
 import { config, log, tempDir, unique } from './helpers.js';
 
@@ -117,6 +117,15 @@ for (const mode of modes) {
       assert.equal(union.truncated, true);
       const small = await runReadOnlyQuery(store, { sql: 'SELECT number FROM numbers(3) ORDER BY number;' });
       assert.deepEqual(small, { rows: [{ number: 0 }, { number: 1 }, { number: 2 }], truncated: false, elapsedMs: small.elapsedMs });
+    });
+
+    it('cuts an answer too large to send within the row limit, and says it was cut', async () => {
+      // 100,000 rows of 6 KB: the JSON of it passed V8's string limit, and the failure took the
+      // pipeline that owns the store down with it.
+      const res = await runReadOnlyQuery(store, { sql: "SELECT repeat('x', 6000) AS s FROM numbers(100000)" });
+      assert.equal(res.truncated, true);
+      assert.ok(res.rows.length > 1000 && res.rows.length < 100_000, `${res.rows.length} rows`);
+      assert.ok(JSON.stringify(res).length <= maxResultBytes + 10_000);
     });
 
     it('stops a runaway query in the engine after the time limit', async () => {

@@ -23,6 +23,7 @@ export {
   queryTokenFile,
   QueryEndpointError,
   maxResultRows,
+  maxResultBytes,
   type QueryRequest,
   type QueryResponse,
 } from './query-server.js';

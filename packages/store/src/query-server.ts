@@ -9,6 +9,11 @@ import { readOnlyQueryText, ReadOnlySqlError } from './read-only-sql.js';
 import type { Store } from './create-store.js';
 
 export const maxResultRows = 100_000;
+/**
+ * And at most this much JSON text: rows alone did not bound an answer (100,000 rows of 6 KB made
+ * a JSON text past V8's string limit, and the failure took down the pipeline owning the store).
+ */
+export const maxResultBytes = 64 * 1024 * 1024;
 /** DLOG_QUERY_TIMEOUT_MS's default: a query runs at most this long in the engine. */
 export const defaultQueryTimeoutMs = 110_000;
 
@@ -55,10 +60,12 @@ export async function runReadOnlyQuery(store: Store, req: QueryRequest, timeoutM
   }
   const rows: Record<string, unknown>[] = [];
   let truncated = false;
+  let bytes = 0;
   try {
     read: for await (const batch of rs.stream<Record<string, unknown>>()) {
       for (const row of batch) {
-        if (rows.length === maxResultRows) {
+        bytes += row.text.length;
+        if (rows.length === maxResultRows || bytes > maxResultBytes) {
           truncated = true;
           break read;
         }
@@ -78,9 +85,24 @@ export async function runReadOnlyQuery(store: Store, req: QueryRequest, timeoutM
 export async function startQueryServer(opts: { store: Store; port: number; dataDir: string; log: Logger; host?: string; queryTimeoutMs?: number }): Promise<{ close(): Promise<void>; port: number }> {
   const token = Buffer.from(ensureToken(queryTokenFile(opts.dataDir)));
   const server = http.createServer((req, res) => {
+    // The body is made before the headers go: a body that cannot be made (too large a string)
+    // then gets its own error answer, and a failure after the headers ends this response alone.
+    // Before, the second writeHead threw in a detached promise and stopped the whole pipeline.
     const send = (status: number, body: unknown) => {
+      let text: string;
+      try {
+        text = JSON.stringify(body);
+      } catch (err) {
+        opts.log.warn({ err }, 'query answer could not be serialised');
+        status = 413;
+        text = JSON.stringify({ error: 'the answer is too large to send: select fewer columns or rows, or aggregate' });
+      }
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
       res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(body));
+      res.end(text);
     };
     if (req.method === 'GET' && req.url === '/health') return send(200, { status: 'ok', mode: opts.store.mode });
     const auth = Buffer.from(req.headers.authorization?.replace(/^Bearer /, '') ?? '');
@@ -94,7 +116,7 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
       else chunks.push(c);
     });
     req.on('end', () => {
-      void (async () => {
+      (async () => {
         let body: QueryRequest;
         try {
           body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as QueryRequest;
@@ -111,7 +133,11 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
           opts.log.error({ err }, 'query failed');
           send(500, { error: 'internal error; see the pipeline log' });
         }
-      })();
+      })().catch((err: unknown) => {
+        // Nothing an analyst sends may end the process that owns the store.
+        opts.log.error({ err }, 'query request failed');
+        res.destroy();
+      });
     });
   });
   const host = opts.host ?? '127.0.0.1';
