@@ -94,3 +94,11 @@ describe('audit helpers', () => {
     assert.throws(() => parseModel('nonsense'), /--model takes name:version/);
   });
 });
+
+describe('compileWhere: names of JavaScript built-ins', () => {
+  it('are unknown fields, not SQL made from the object prototype', () => {
+    for (const w of ['constructor=1', 'valueOf.x=1', '__proto__=1', 'toString.a=2', 'hasOwnProperty=x']) {
+      assert.throws(() => compileWhere(w), (err: unknown) => err instanceof FilterError && /Unknown field/.test((err as Error).message), w);
+    }
+  });
+});

@@ -148,7 +148,8 @@ export function compileWhere(text: string | undefined, p = 'w'): CompiledFilter 
     if (dot > 0) {
       const map = name.slice(0, dot);
       const key = name.slice(dot + 1);
-      const mt = maps[map];
+      // Own keys only: `constructor` or `valueOf` found the object's built-ins and went into the SQL.
+      const mt = Object.hasOwn(maps, map) ? maps[map] : undefined;
       if (!mt) fail(`Unknown field ${JSON.stringify(name)}: only ${Object.keys(maps).join(', ')} take a .key.`);
       type = mt;
       if (key === '*') {
@@ -161,7 +162,7 @@ export function compileWhere(text: string | undefined, p = 'w'): CompiledFilter 
         hasKey = `mapContains(${map}, {${kp}:String})`;
       }
     } else {
-      const f = fields[name];
+      const f = Object.hasOwn(fields, name) ? fields[name] : undefined;
       if (!f) {
         const near = Object.keys(fields).filter((k) => k.includes(name) || name.includes(k));
         fail(`Unknown field ${JSON.stringify(name)}${near.length ? ` (did you mean ${near.join(' or ')}?)` : ''}.`);
