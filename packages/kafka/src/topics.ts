@@ -37,21 +37,46 @@ export function withPrefix(topics: TopicDefinition[], prefix: string): TopicDefi
   return prefix ? topics.map((t) => ({ ...t, name: prefix + t.name })) : topics;
 }
 
-export async function ensureTopics(admin: Admin, topics: TopicDefinition[], replicationFactor = 1): Promise<string[]> {
-  const existing = new Set(await admin.listTopics());
-  const missing = topics.filter((t) => !existing.has(t.name));
-  if (missing.length === 0) return [];
-  await admin.createTopics({
-    waitForLeaders: true,
-    topics: missing.map((t) => ({
-      topic: t.name,
-      numPartitions: t.partitions,
-      replicationFactor,
-      configEntries: Object.entries(t.config).map(([name, value]) => ({ name, value })),
-    })),
-  });
-  return missing.map((t) => t.name);
+export async function ensureTopics(admin: TopicAdmin, topics: TopicDefinition[], replicationFactor = 1, opts: { attempts?: number; delayMs?: number } = {}): Promise<string[]> {
+  const attempts = opts.attempts ?? 8;
+  const created: string[] = [];
+  // Found missing on any attempt: a create whose answer was lost still needs its leaders.
+  const waitFor = new Set<string>();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const existing = new Set(await admin.listTopics());
+      const missing = topics.filter((t) => !existing.has(t.name));
+      for (const t of missing) waitFor.add(t.name);
+      if (missing.length > 0) {
+        // false when another process created them first: theirs are ours too.
+        await admin.createTopics({
+          waitForLeaders: false,
+          topics: missing.map((t) => ({
+            topic: t.name,
+            numPartitions: t.partitions,
+            replicationFactor,
+            configEntries: Object.entries(t.config).map(([name, value]) => ({ name, value })),
+          })),
+        });
+        created.push(...missing.map((t) => t.name));
+      }
+      if (waitFor.size === 0) return [];
+      // Until every partition of what was created has a leader. A broker that has just started
+      // (KRaft) answers UNKNOWN_TOPIC_OR_PARTITION for a moment after creating a topic, and
+      // kafkajs's own wait gave up on that at once: a worker starting with its broker failed.
+      const meta = await admin.fetchTopicMetadata({ topics: [...waitFor] });
+      const leaderless = meta.topics.flatMap((t) => t.partitions.filter((p) => p.leader < 0).map((p) => `${t.name}:${p.partitionId}`));
+      if (leaderless.length > 0) throw Object.assign(new Error(`partitions without a leader yet: ${leaderless.join(', ')}`), { retriable: true });
+      return [...new Set(created)];
+    } catch (err) {
+      if (attempt >= attempts || (err as { retriable?: unknown }).retriable !== true) throw err;
+      await new Promise((r) => setTimeout(r, (opts.delayMs ?? 250) * attempt));
+    }
+  }
 }
+
+/** The admin calls ensureTopics makes (kafkajs's Admin has them). */
+export type TopicAdmin = Pick<Admin, 'listTopics' | 'createTopics' | 'fetchTopicMetadata'>;
 
 /**
  * Ensures the pipeline's topics under a prefix: all of them, or only those named (without the
