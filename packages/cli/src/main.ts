@@ -15,6 +15,7 @@ import { registerDiffCommand } from './diff-command.js';
 import { registerLineageCommand } from './lineage-command.js';
 import { registerDeployCommands } from './deploy-commands.js';
 import { registerRemediateCommand } from './remediate-command.js';
+import { DlqUsageError, registerDlqCommands } from './dlq-command.js';
 import { kafkaUnavailableMessage } from './context.js';
 
 const program = new Command()
@@ -36,6 +37,7 @@ registerDiffCommand(program);
 registerLineageCommand(program);
 registerDeployCommands(program);
 registerRemediateCommand(program);
+registerDlqCommands(program);
 
 /** The "cannot reach Kafka" message, with the brokers the command used, or undefined. */
 function kafkaFailure(err: unknown): string | undefined {
@@ -56,7 +58,7 @@ try {
   } else if (err instanceof ConfigError) {
     process.stderr.write(`dlog: configuration error: ${err.message}\n`);
     process.exitCode = 2;
-  } else if (err instanceof StackError || err instanceof ManifestError || err instanceof RegistrationConflictError || err instanceof ReadOnlySqlError || err instanceof QueryEndpointError) {
+  } else if (err instanceof StackError || err instanceof ManifestError || err instanceof RegistrationConflictError || err instanceof ReadOnlySqlError || err instanceof QueryEndpointError || err instanceof DlqUsageError) {
     process.stderr.write(`dlog: ${err.message}\n`);
     process.exitCode = 1;
   } else if (kafkaFailure(err) !== undefined) {

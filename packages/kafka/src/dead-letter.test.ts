@@ -7,9 +7,10 @@ const failure = { reason: 'payload_too_large', message: 'event is 3000000 bytes;
 
 test('a dead letter keeps the original key, bytes and headers, and says why and where from', () => {
   const value = Buffer.from('{"event_id":"e1"}');
-  const m = deadLetterMessage({ key: 'k1', value, offset: '17', headers: { traceparent: 'abc' } }, source, failure, 'gate', 5);
+  const m = deadLetterMessage({ key: 'k1', value, offset: '17', timestamp: '1780000000000', headers: { traceparent: 'abc' } }, source, failure, 'gate', 5);
   assert.equal(m.key, 'k1');
   assert.equal(m.value, value);
+  assert.equal(m.headers?.['dlog.source.timestamp'], '1780000000000', 'a replay writes the original time back');
   assert.equal(m.headers?.traceparent, 'abc');
   assert.equal(m.headers?.['dlog.reason'], 'payload_too_large');
   assert.equal(m.headers?.['dlog.source.offset'], '17');

@@ -40,7 +40,7 @@ export function recordBytes(m: Pick<Message, 'key' | 'value' | 'headers'>): numb
  * says so, and the source topic, partition and offset say where the original still is.
  */
 export function deadLetterMessage(
-  original: { key: Buffer | string | null; value: Buffer | null; offset: string; headers?: Record<string, unknown> | undefined },
+  original: { key: Buffer | string | null; value: Buffer | null; offset: string; timestamp?: string | undefined; headers?: Record<string, unknown> | undefined },
   source: { topic: string; partition: number },
   failure: DeadLetterFailure,
   worker: string,
@@ -54,6 +54,9 @@ export function deadLetterMessage(
   headers['dlog.source.topic'] = source.topic;
   headers['dlog.source.partition'] = String(source.partition);
   headers['dlog.source.offset'] = original.offset;
+  // The original record's time: the gate checks an event's ts against it, so a replay
+  // (`dlog dlq replay`) writes it back with this time instead of the time it was replayed.
+  if (original.timestamp !== undefined && /^\d+$/.test(original.timestamp)) headers['dlog.source.timestamp'] = original.timestamp;
   headers[`dlog.${worker}.ts`] = String(now);
   const letter: Message = { key: original.key, value: original.value, headers };
   const size = recordBytes(letter);

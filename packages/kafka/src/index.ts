@@ -12,3 +12,4 @@ export { deadLetterMessage, prefixedTopics, MAX_RECORD_BYTES, recordBytes, type 
 export { packMessages, unpackMessages, transferables, type PackedMessages } from './thread-wire.js';
 export { loadNativeKafka, pickNativeKafka, nativeClientFor, nativeKafkaLoadError, type NativeKafka, type KafkaClientKind } from './native.js';
 export { byPartition, clientErrorLog, createNativeProcessor, RebalanceBarrier, fromNative, nativeCall, nativeConsumerSettings, metadataRefreshMs, pollMessages, workUnits } from './native-processor.js';
+export { replayDeadLetters, type ReplayOptions, type ReplayReport } from './dead-letter-replay.js';

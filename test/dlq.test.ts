@@ -1,0 +1,98 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { loadConfig } from '@dlog/config';
+import { avroType, inputHash } from '@dlog/contracts';
+import { createKafka, ensurePipelineTopics, replayDeadLetters } from '@dlog/kafka';
+import { createGate, type Gate } from '@dlog/gate';
+import { collect, log, tempDir, unique, waitFor } from './helpers.js';
+
+const root = path.resolve(import.meta.dirname, '..');
+
+function event(id: string, ts: number, note: string) {
+  const input = { note };
+  return {
+    event_id: id,
+    request_id: `req-${id}`,
+    ts,
+    endpoint: 'dlq-api',
+    decision_type: 'loan_approval',
+    model: { name: 'dlq-model', version: '1.0.0' },
+    input_json: JSON.stringify(input),
+    input_hash: inputHash(input),
+    output: { decision: 'approved', confidence: 0.8 },
+    producer: { service: 'test', sdk: 'custom' },
+  };
+}
+
+describe('dlog dlq replay: dead letters go back once, with their original time', () => {
+  it('replays what a raised limit now accepts, once, and leaves other reasons alone', async () => {
+    const prefix = `${unique('dlq')}.`;
+    const dir = tempDir('dlq');
+    // A first gate whose policy takes events of at most 2,000 bytes.
+    const small = path.join(dir, 'small.yaml');
+    writeFileSync(small, readFileSync(path.join(root, 'infra/policies/default.yaml'), 'utf8').replace(/max_event_bytes: \d+/, 'max_event_bytes: 2000'));
+    const env = { ...process.env, DLOG_TOPIC_PREFIX: prefix, LOG_LEVEL: 'warn' };
+    const kafka = createKafka({ brokers: loadConfig(env).kafkaBrokers, clientId: 'test-dlq', log });
+    await ensurePipelineTopics(kafka, prefix);
+    // Ten days ago: the gate checks ts against the record's time, which a replay must keep.
+    const then = Date.now() - 10 * 86_400_000;
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    await producer.send({
+      topic: `${prefix}inference.raw`,
+      messages: [
+        { key: 'k1', value: JSON.stringify(event('big-1', then, 'x'.repeat(3000))), timestamp: String(then), headers: { traceparent: 'tp-1' } },
+        { key: 'k2', value: JSON.stringify(event('big-2', then, 'y'.repeat(3000))), timestamp: String(then) },
+        { key: 'k3', value: '{"event_id": ', timestamp: String(then) },
+        { key: 'k4', value: JSON.stringify(event('small-1', then, 'ok')), timestamp: String(then) },
+      ],
+    });
+    await producer.disconnect();
+
+    let gate: Gate | undefined = await createGate({ kafka, config: loadConfig({ ...env, DLOG_POLICY_FILE: small }), log });
+    await gate.start();
+    const dlq = await collect(`${prefix}inference.dlq`);
+    const decisions = await collect(`${prefix}decisions.v1`);
+    try {
+      await waitFor(() => dlq.messages.length >= 3 && decisions.messages.length >= 1, { timeoutMs: 60_000, what: 'three dead letters and one decision' });
+      await gate.stop();
+      gate = undefined;
+      const letter = dlq.messages.find((m) => String(m.key) === 'k1')!;
+      assert.equal(String(letter.headers?.['dlog.source.timestamp']), String(then), 'a dead letter keeps the original record time');
+
+      // The CLI says what to type, and a dry run writes nothing.
+      const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', 'dlq', 'replay', ...args], { cwd: root, env, encoding: 'utf8' });
+      const bare = cli('inference.dlq');
+      assert.equal(bare.status, 1);
+      assert.match(bare.stderr, /--reason <code>.*or --all/);
+      const dry = cli('inference.dlq', '--reason', 'payload_too_large', '--dry-run');
+      assert.equal(dry.status, 0, dry.stderr);
+      assert.match(dry.stdout, /would replay 2 \(payload_too_large 2\)/);
+      assert.match(dry.stdout, /1 of other reasons/);
+
+      // The default policy takes them: replay, then a second replay that finds nothing to do.
+      gate = await createGate({ kafka, config: loadConfig(env), log });
+      await gate.start();
+      const first = await replayDeadLetters({ kafka, log, topic: `${prefix}inference.dlq`, replayLog: `${prefix}dlq.replays`, reasons: ['payload_too_large'] });
+      assert.deepEqual(first.replayed, { payload_too_large: 2 });
+      assert.equal(first.otherReason, 1);
+      const again = cli('inference.dlq', '--reason', 'payload_too_large');
+      assert.equal(again.status, 0, again.stderr);
+      assert.match(again.stdout, /replayed 0\b/);
+      assert.match(again.stdout, /left alone 2 replayed before/);
+
+      await waitFor(() => decisions.messages.length >= 3, { timeoutMs: 60_000, what: 'the replayed events as decisions' });
+      await new Promise((r) => setTimeout(r, 2_000)); // a second copy would show up now
+      const type = avroType('decision-record');
+      const ids = decisions.messages.map((m) => (type.fromBuffer(m.value!.subarray(5)) as { event_id: string }).event_id).sort();
+      assert.deepEqual(ids, ['big-1', 'big-2', 'small-1'], 'each replayed event became one decision');
+      assert.equal(dlq.messages.length, 3, 'nothing failed again');
+    } finally {
+      await gate?.stop();
+      await Promise.all([dlq.stop(), decisions.stop()]);
+    }
+  });
+});
