@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { freePort, tempDir, unique, waitFor } from './helpers.js';
@@ -52,5 +53,26 @@ describe('dlog up and dlog query', () => {
       up.kill('SIGINT');
     }
     assert.equal(await exited, 0, `dlog up exits 0 on Ctrl-C; output:\n${out.slice(-2000)}`);
+  });
+
+  it('names DLOG_QUERY_PORT when that port is taken, before any worker starts', async () => {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const env = {
+        ...process.env,
+        DLOG_TOPIC_PREFIX: `${unique('up-port')}.`,
+        CLICKHOUSE_DATA_DIR: path.join(tempDir('up-port'), 'clickhouse'),
+        DLOG_QUERY_PORT: String(port),
+        LOG_LEVEL: 'warn',
+      };
+      const r = spawnSync(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', 'up', '--no-stack', '--status-every', '0'], { cwd: root, env, encoding: 'utf8', timeout: 120_000 });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`Port ${port} on 127\\.0\\.0\\.1 is already taken.*DLOG_QUERY_PORT=<port>`));
+      assert.doesNotMatch(r.stdout + r.stderr, /decision-log is running/);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });

@@ -86,7 +86,7 @@ export function registerUpCommand(program: Command): void {
             const rs = await pipeline.store.client.query({
               query: `SELECT (SELECT sum(kept) FROM v_decision_totals) AS kept, (SELECT sum(dropped) FROM v_decision_totals) AS dropped,
                         (SELECT count() FROM decisions) AS stored, (SELECT countIf(NOT resolved) FROM decisions) AS unresolved,
-                        (SELECT count() FROM alerts) AS alerts`,
+                        (SELECT count() FROM v_alerts) AS alerts`,
               format: 'JSONEachRow',
             });
             const [s] = await rs.json<Record<string, number>>();

@@ -142,7 +142,11 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
   });
   const host = opts.host ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      // Named like the stack's ports: the bare "listen EADDRINUSE" said nothing of the setting.
+      if (err.code === 'EADDRINUSE') reject(new QueryEndpointError(`Port ${opts.port} on ${host} is already taken by another process, so the query endpoint cannot start. Stop that process, or pick a free port with DLOG_QUERY_PORT=<port> (for dlog query too).`, 0));
+      else reject(err);
+    });
     server.listen(opts.port, host, () => resolve());
   });
   const port = (server.address() as { port: number }).port;

@@ -71,6 +71,13 @@ export async function createPipeline(opts: {
   const store = await storeFromConfig(config, { createDatabase: true, log });
   const applied = await migrate(store, { log });
   log.info({ migrations: applied }, 'schema current');
+  // First of what listens or runs: a taken DLOG_QUERY_PORT fails the start before any worker runs.
+  const query = opts.queryServer !== false && store.mode === 'embedded'
+    ? await startQueryServer({ store, port: config.queryPort, dataDir: config.clickhouseDataDir, log, queryTimeoutMs: config.queryTimeoutMs }).catch(async (err: unknown) => {
+        await store.close();
+        throw err;
+      })
+    : undefined;
   const sinkLog = log.child({ worker: 'sink' });
   const native = sinkNativeClient(config.kafkaClient, config.kafkaBrokers, `${config.kafkaClientId}-sink`, sinkLog);
   // Shutdown fits in this process's own limit (DLOG_SHUTDOWN_TIMEOUT_MS): 22% of it for each of
@@ -106,9 +113,6 @@ export async function createPipeline(opts: {
     await enricher.start();
     await gate.start();
   }
-  const query = opts.queryServer !== false && store.mode === 'embedded'
-    ? await startQueryServer({ store, port: config.queryPort, dataDir: config.clickhouseDataDir, log, queryTimeoutMs: config.queryTimeoutMs })
-    : undefined;
   return {
     store,
     gate,
