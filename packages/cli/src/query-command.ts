@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { loadMigrations, pendingMigrations, queryViaEndpoint, readAppliedMigrations, runReadOnlyQuery, storeFromConfig, storeUnavailable, type QueryResponse } from '@dlog/store';
+import { assertReadOnlySql, loadMigrations, pendingMigrations, queryViaEndpoint, readAppliedMigrations, runReadOnlyQuery, storeFromConfig, storeUnavailable, type QueryResponse } from '@dlog/store';
 import type { Config } from '@dlog/config';
 import { cliContext } from './context.js';
 import { csvLine } from './csv.js';
@@ -35,6 +35,8 @@ export function parseParams(pairs: string[]): Record<string, string> {
  * the running pipeline (which owns the store), or by opening the store when nothing runs.
  */
 export async function readOnlyQuery(config: Config, sql: string, params: Record<string, unknown>): Promise<QueryResponse> {
+  // The statement's own mistakes first: they are the same wherever it would run.
+  assertReadOnlySql(sql);
   if (!config.clickhouseUrl) {
     const viaPipeline = await queryViaEndpoint({ port: config.queryPort, dataDir: config.clickhouseDataDir, sql, params, timeoutMs: config.queryTimeoutMs });
     if (viaPipeline) return viaPipeline;
@@ -69,7 +71,12 @@ export function registerQueryCommand(program: Command): void {
     .action(async (sql: string, opts: { param: string[]; format: string }) => {
       if (!['table', 'json', 'csv'].includes(opts.format)) throw new Error(`--format is table, json or csv (got ${opts.format})`);
       const { config } = cliContext();
-      const result = await readOnlyQuery(config, sql, parseParams(opts.param));
+      const result = await readOnlyQuery(config, sql, parseParams(opts.param)).catch((err: unknown) => {
+        // The engine's own words name neither the setting nor a way out.
+        const message = (err as Error).message ?? String(err);
+        if (!/Timeout exceeded|TIMEOUT_EXCEEDED/i.test(message)) throw err;
+        throw new Error(`${message.trimEnd()} The limit is DLOG_QUERY_TIMEOUT_MS (${config.queryTimeoutMs} ms): narrow the query (a time range, a model) or raise it.`, { cause: err });
+      });
       if (opts.format === 'json') process.stdout.write(result.rows.map((r) => JSON.stringify(r)).join('\n') + (result.rows.length ? '\n' : ''));
       else if (opts.format === 'csv') process.stdout.write(formatCsv(result.rows));
       else process.stdout.write(formatTable(result.rows));

@@ -156,7 +156,8 @@ export async function createStore(opts: StoreOptions): Promise<Store> {
   } catch (err) {
     throw new Error(
       `Cannot open embedded ClickHouse at ${opts.dataDir}: ${(err as Error).message}. ` +
-        'Only one process may open an embedded data directory; if the pipeline is running, query it through `dlog query`, or set CLICKHOUSE_URL to use a server.',
+        'Only one process may open an embedded data directory; if the pipeline is running, query it through `dlog query` ' +
+        '(which found no pipeline answering on DLOG_QUERY_PORT: give it the port the pipeline was started with), or set CLICKHOUSE_URL to use a server.',
       { cause: err },
     );
   }

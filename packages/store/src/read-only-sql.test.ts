@@ -102,3 +102,13 @@ describe('readOnlyQueryText', () => {
     assert.equal(readOnlyQueryText('SELECT 1 AS x UNION ALL SELECT 2;', 'no settings'), 'SELECT 1 AS x UNION ALL SELECT 2');
   });
 });
+
+describe('FORMAT in analyst SQL', () => {
+  it('is refused with the option to use instead; a column or function named format is not', () => {
+    assert.throws(() => assertReadOnlySql('SELECT 1 FORMAT CSV'), (err: unknown) => err instanceof ReadOnlySqlError && /-f csv/.test(err.message));
+    assert.throws(() => assertReadOnlySql('SELECT 1 format JSONEachRow;'), ReadOnlySqlError);
+    assertReadOnlySql('SELECT format FROM t');
+    assertReadOnlySql("SELECT format('{} {}', 'a', 'b') AS s");
+    assertReadOnlySql('SELECT a, format FROM t ORDER BY format');
+  });
+});

@@ -200,6 +200,11 @@ export function checkReadOnlySql(sql: string): CheckedSql {
     }
     if (upper === 'OUTFILE') throw new ReadOnlySqlError('INTO OUTFILE writes files and is not allowed in analyst queries: use --format csv and redirect the output.');
     if (upper === 'SETTINGS') throw new ReadOnlySqlError('SETTINGS is not allowed in analyst queries: dlog sets the read-only mode and the row limit itself.');
+    // `... FORMAT CSV` at the end: the output format is dlog's to choose (a column or the format()
+    // function named format is something else, and goes on).
+    if (depth === 0 && upper === 'FORMAT' && next?.kind === 'word' && words[k + 2] === undefined) {
+      throw new ReadOnlySqlError(`Leave FORMAT ${next.text} out of the SQL: dlog query chooses the format, with -f table, -f json or -f csv.`);
+    }
   }
   return { statement: tokens.slice(0, end).map((t) => t.text).join(''), verb, setOperation };
 }
