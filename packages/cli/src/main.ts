@@ -17,6 +17,7 @@ import { registerDeployCommands } from './deploy-commands.js';
 import { registerRemediateCommand } from './remediate-command.js';
 import { DlqUsageError, registerDlqCommands } from './dlq-command.js';
 import { kafkaUnavailableMessage } from './context.js';
+import { settleQueries } from './query-command.js';
 
 const program = new Command()
   .name('dlog')
@@ -76,5 +77,6 @@ try {
 // A finished command ends the process, with its exit code, once its output is flushed: a Kafka
 // socket that a client library leaves half-closed must not keep a one-shot command hanging.
 // (`dlog up` never gets here: it runs until its shutdown exits the process.)
+await settleQueries();
 await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
 process.exit(process.exitCode ?? 0);

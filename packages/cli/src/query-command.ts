@@ -34,7 +34,29 @@ export function parseParams(pairs: string[]): Record<string, string> {
  * One read-only query: against the server when CLICKHOUSE_URL is set; in embedded mode through
  * the running pipeline (which owns the store), or by opening the store when nothing runs.
  */
-export async function readOnlyQuery(config: Config, sql: string, params: Record<string, unknown>): Promise<QueryResponse> {
+/** Queries still running, so the process does not end under one (see settleQueries). */
+const inFlight = new Set<Promise<unknown>>();
+
+/**
+ * Waits for every query this process started to end. A command whose query failed while others it
+ * ran beside it (Promise.all) were still in the embedded engine exited under them, and the engine
+ * crashed the process (exit 139, a segfault) instead of it exiting 1.
+ */
+export async function settleQueries(): Promise<void> {
+  while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+}
+
+export function readOnlyQuery(config: Config, sql: string, params: Record<string, unknown>): Promise<QueryResponse> {
+  const run = runQuery(config, sql, params);
+  inFlight.add(run);
+  void run.then(
+    () => inFlight.delete(run),
+    () => inFlight.delete(run),
+  );
+  return run;
+}
+
+async function runQuery(config: Config, sql: string, params: Record<string, unknown>): Promise<QueryResponse> {
   // The statement's own mistakes first: they are the same wherever it would run.
   assertReadOnlySql(sql);
   if (!config.clickhouseUrl) {
