@@ -21,6 +21,7 @@ export {
   queryViaEndpoint,
   runReadOnlyQuery,
   queryTokenFile,
+  querySignature,
   QueryEndpointError,
   maxResultRows,
   maxResultBytes,

@@ -1,4 +1,4 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -35,6 +35,24 @@ export function queryTokenFile(dataDir: string): string {
 
 function ensureToken(file: string): string {
   return privateFile(file, () => randomBytes(24).toString('hex')).content;
+}
+
+/**
+ * The token never crosses the socket: a request carries a fresh nonce and an HMAC, under the
+ * token, of the nonce and the body; the answer carries one of the nonce and its own body. Before,
+ * `dlog query` sent the token as a bearer header to whatever listened on the port: a local process
+ * that took 127.0.0.1:8124 while the pipeline was down got the token, and could answer with forged
+ * audit results the CLI printed as they came. Without the token neither side can prove itself.
+ */
+export function querySignature(token: string | Buffer, direction: 'request' | 'answer', nonce: string, body: string): string {
+  const digest = createHash('sha256').update(body).digest('hex');
+  return createHmac('sha256', token).update(`dlog-query ${direction}\n${nonce}\n${digest}`).digest('hex');
+}
+
+function sameHex(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 /**
@@ -80,10 +98,16 @@ export async function runReadOnlyQuery(store: Store, req: QueryRequest, timeoutM
 
 /**
  * In embedded mode only the pipeline's process may open the store, so it answers queries for
- * `dlog query` on loopback, behind a bearer token from a 0600 file.
+ * `dlog query` on loopback: requests and answers are signed with a token from a 0600 file that never crosses the socket.
  */
 export async function startQueryServer(opts: { store: Store; port: number; dataDir: string; log: Logger; host?: string; queryTimeoutMs?: number }): Promise<{ close(): Promise<void>; port: number }> {
   const token = Buffer.from(ensureToken(queryTokenFile(opts.dataDir)));
+  // Nonces already answered, so a request seen once cannot be sent again (bounded: oldest go first).
+  const seen = new Set<string>();
+  const remember = (nonce: string) => {
+    seen.add(nonce);
+    if (seen.size > 10_000) seen.delete(seen.values().next().value!);
+  };
   const server = http.createServer((req, res) => {
     // The body is made before the headers go: a body that cannot be made (too large a string)
     // then gets its own error answer, and a failure after the headers ends this response alone.
@@ -101,13 +125,15 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
         res.destroy();
         return;
       }
-      res.writeHead(status, { 'content-type': 'application/json' });
+      const nonce = String(req.headers['x-dlog-nonce'] ?? '');
+      res.writeHead(status, { 'content-type': 'application/json', ...(nonce ? { 'x-dlog-proof': querySignature(token, 'answer', nonce, text) } : {}) });
       res.end(text);
     };
     if (req.method === 'GET' && req.url === '/health') return send(200, { status: 'ok', mode: opts.store.mode });
-    const auth = Buffer.from(req.headers.authorization?.replace(/^Bearer /, '') ?? '');
-    if (auth.length !== token.length || !timingSafeEqual(auth, token)) return send(401, { error: 'missing or wrong token' });
     if (req.method !== 'POST' || req.url !== '/query') return send(404, { error: 'POST /query' });
+    const nonce = String(req.headers['x-dlog-nonce'] ?? '');
+    const signature = String(req.headers['x-dlog-signature'] ?? '');
+    if (!/^[0-9a-f]{32,128}$/.test(nonce) || seen.has(nonce)) return send(401, { error: 'missing, malformed or repeated nonce' });
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
@@ -117,9 +143,12 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
     });
     req.on('end', () => {
       (async () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        if (!sameHex(signature, querySignature(token, 'request', nonce, text))) return send(401, { error: 'wrong signature: dlog query signs with the query-token file beside the data directory' });
+        remember(nonce);
         let body: QueryRequest;
         try {
-          body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as QueryRequest;
+          body = JSON.parse(text) as QueryRequest;
           if (typeof body.sql !== 'string') throw new Error('sql must be a string');
         } catch (err) {
           return send(400, { error: `bad request: ${(err as Error).message}` });
@@ -170,12 +199,15 @@ export class QueryEndpointError extends Error {
 /** Asks a running pipeline; undefined when nothing listens (the caller may open the store itself). */
 export async function queryViaEndpoint(opts: { port: number; dataDir: string; sql: string; params?: Record<string, unknown>; timeoutMs?: number }): Promise<QueryResponse | undefined> {
   const file = queryTokenFile(opts.dataDir);
+  const token = existsSync(file) ? readFileSync(file, 'utf8').trim() : '';
+  const nonce = randomBytes(16).toString('hex');
+  const payload = JSON.stringify({ sql: opts.sql, params: opts.params ?? {} });
   let res: Response;
   try {
     res = await fetch(`http://127.0.0.1:${opts.port}/query`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${existsSync(file) ? readFileSync(file, 'utf8').trim() : ''}` },
-      body: JSON.stringify({ sql: opts.sql, params: opts.params ?? {} }),
+      headers: { 'content-type': 'application/json', 'x-dlog-nonce': nonce, 'x-dlog-signature': querySignature(token, 'request', nonce, payload) },
+      body: payload,
       // Longer than the engine's own limit, so its error (which names it) comes back first.
       signal: AbortSignal.timeout((opts.timeoutMs ?? defaultQueryTimeoutMs) + 10_000),
     });
@@ -184,7 +216,15 @@ export async function queryViaEndpoint(opts: { port: number; dataDir: string; sq
     if (code === 'ECONNREFUSED') return undefined;
     throw err;
   }
-  const body = (await res.json()) as QueryResponse & { error?: string };
+  const text = await res.text();
+  const proof = res.headers.get('x-dlog-proof') ?? '';
+  if (!token || !sameHex(proof, querySignature(token, 'answer', nonce, text))) {
+    throw new QueryEndpointError(
+      `What answers on 127.0.0.1:${opts.port} is not the pipeline that owns ${opts.dataDir} (it cannot prove it holds ${file}); its answer is ignored. Check DLOG_QUERY_PORT and CLICKHOUSE_DATA_DIR, and what else listens on that port.`,
+      res.status,
+    );
+  }
+  const body = JSON.parse(text) as QueryResponse & { error?: string };
   if (!res.ok) throw new QueryEndpointError(body.error ?? `HTTP ${res.status}`, res.status);
   return body;
 }

@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { createStore, queryTokenFile, queryViaEndpoint, querySignature, QueryEndpointError, startQueryServer } from '@dlog/store';
+import { freePort, log, tempDir } from './helpers.js';
+
+describe('the query endpoint: only the pipeline that holds the token answers, and the token never crosses', () => {
+  it('answers a signed query, refuses a replayed or unsigned one', async () => {
+    const dataDir = path.join(tempDir('qe'), 'clickhouse');
+    const store = await createStore({ dataDir, database: 'dlog', createDatabase: true });
+    const server = await startQueryServer({ store, port: await freePort(), dataDir, log });
+    try {
+      const res = await queryViaEndpoint({ port: server.port, dataDir, sql: 'SELECT 41 + 1 AS n' });
+      assert.deepEqual(res?.rows, [{ n: 42 }]);
+
+      const token = readFileSync(queryTokenFile(dataDir), 'utf8').trim();
+      const body = JSON.stringify({ sql: 'SELECT 1 AS n' });
+      const post = (headers: Record<string, string>) =>
+        fetch(`http://127.0.0.1:${server.port}/query`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body }).then((r) => r.status);
+      const nonce = 'ab'.repeat(16);
+      assert.equal(await post({ 'x-dlog-nonce': nonce, 'x-dlog-signature': querySignature(token, 'request', nonce, body) }), 200);
+      assert.equal(await post({ 'x-dlog-nonce': nonce, 'x-dlog-signature': querySignature(token, 'request', nonce, body) }), 401, 'a nonce is good once');
+      assert.equal(await post({ authorization: `Bearer ${token}` }), 401, 'the token itself is not how to ask');
+      const other = 'cd'.repeat(16);
+      assert.equal(await post({ 'x-dlog-nonce': other, 'x-dlog-signature': querySignature('not-the-token', 'request', other, body) }), 401);
+    } finally {
+      await server.close();
+      await store.close();
+    }
+  });
+
+  it('a process squatting the port gets no token, and its answer is refused', async () => {
+    const dataDir = path.join(tempDir('qe-squat'), 'clickhouse');
+    const store = await createStore({ dataDir, database: 'dlog', createDatabase: true });
+    // The pipeline ran once (the token file exists), and is down now.
+    const once = await startQueryServer({ store, port: await freePort(), dataDir, log });
+    await once.close();
+    await store.close();
+    const token = readFileSync(queryTokenFile(dataDir), 'utf8').trim();
+    const heard: string[] = [];
+    const squatter = http.createServer((req, res) => {
+      heard.push(JSON.stringify(req.headers));
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ rows: [{ answer: 'forged' }], truncated: false, elapsedMs: 1 }));
+    });
+    await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (squatter.address() as { port: number }).port;
+      await assert.rejects(queryViaEndpoint({ port, dataDir, sql: 'SELECT 1' }), (err: unknown) => err instanceof QueryEndpointError && /not the pipeline/.test(err.message));
+      assert.equal(heard.length, 1);
+      assert.ok(!heard[0]!.includes(token), 'the token did not cross the socket');
+    } finally {
+      await new Promise<void>((resolve) => squatter.close(() => resolve()));
+    }
+  });
+});
