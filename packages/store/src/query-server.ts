@@ -182,7 +182,12 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
   opts.log.info({ host, port }, 'query endpoint listening');
   return {
     port,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    // Takes no new query from the moment it is called; resolves once those in hand are answered.
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
   };
 }
 

@@ -124,6 +124,9 @@ export async function createPipeline(opts: {
     failed,
     async stop() {
       stopping = true;
+      // No new analyst query from here: in embedded mode each one holds the engine the sink's last
+      // flush needs. One already running is waited for at the end.
+      const queryClosed = query?.close();
       // Upstream first, so each stage drains what the one before it committed: stop taking raw
       // events, then enrichment and alerting, then flush the sink and commit, then the store.
       // With the full limit each, one slow worker once let this process hit its own limit and
@@ -157,7 +160,7 @@ export async function createPipeline(opts: {
       await step('enricher', enricher && (() => enricher!.stop()));
       await step('alerter', alerter && (() => alerter!.stop()));
       await step('sink', () => sink.stop());
-      await step('query server', query && (() => query.close()));
+      await step('query server', queryClosed && (() => queryClosed));
       await step('store', () => store.close());
       if (unclean.length > 0) throw new Error(`worker(s) did not stop cleanly: ${unclean.join(', ')}`);
     },
