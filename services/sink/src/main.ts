@@ -1,6 +1,6 @@
 import { createKafka } from '@dlog/kafka';
 import { startService } from '@dlog/runtime';
-import { storeFromConfig, migrate } from '@dlog/store';
+import { loadMigrations, migrate, pendingMigrations, readAppliedMigrations, storeFromConfig } from '@dlog/store';
 import { createSink } from './create-sink.js';
 import { sinkNativeClient } from './source.js';
 
@@ -12,6 +12,18 @@ const store = await storeFromConfig(config, { createDatabase: !config.clickhouse
 // Embedded: this process owns the store, so it brings the schema up to date itself. A server's
 // schema is applied by `dlog migrate` (with a user allowed to change it).
 if (store.mode === 'embedded') await migrate(store, { log });
+else {
+  // A sink older or newer than the schema writes rows the tables read wrongly: into a table
+  // without a column it writes, a server drops the field in silence (a registration's log
+  // position, by which readers pick the registration that counts). It waits for `dlog migrate`.
+  const pending = pendingMigrations(loadMigrations(), await readAppliedMigrations(store));
+  if (pending.length > 0) {
+    log.fatal({ pending: pending.map((m) => m.file) }, 'the store is missing schema migrations');
+    process.stderr.write(`sink: the store at ${store.location} is missing ${pending.length} schema migration(s) (${pending.map((m) => m.file).join(', ')}). Run: npm run dlog -- migrate\n`);
+    await store.close();
+    process.exit(2);
+  }
+}
 
 const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-sink`, log });
 const native = sinkNativeClient(config.kafkaClient, config.kafkaBrokers, `${config.kafkaClientId}-sink`, log);
