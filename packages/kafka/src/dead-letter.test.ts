@@ -50,3 +50,15 @@ test('original headers too large to keep are dropped as well, ours stay', () => 
   assert.equal(m.headers?.['dlog.source.offset'], '9');
   assert.ok(recordBytes(m) <= MAX_RECORD_BYTES);
 });
+
+test('a repeated header counts its name for every value, so 5,000 copies cannot carry a letter past the limit', () => {
+  const headers = { 'x-repeated-header-name-forty-one-bytes-ab': Array.from({ length: 5_000 }, () => 'v') };
+  const m = deadLetterMessage({ key: 'k', value: Buffer.alloc(850_000), offset: '3', headers }, source, failure, 'gate', 5);
+  assert.equal(m.value, null, 'the value goes: with the names counted the letter is over the limit');
+  assert.ok(recordBytes(m) <= MAX_RECORD_BYTES);
+});
+
+test('the record overhead is counted: key and value of 999,965 bytes are over a limit librdkafka applies with 36 bytes of its own', () => {
+  assert.ok(recordBytes({ key: null, value: Buffer.alloc(999_965) }) > MAX_RECORD_BYTES);
+  assert.ok(recordBytes({ key: null, value: Buffer.alloc(999_000) }) <= MAX_RECORD_BYTES);
+});

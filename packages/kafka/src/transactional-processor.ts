@@ -2,6 +2,7 @@ import type { Consumer, Kafka, KafkaMessage, Message, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { NativeKafka } from './native.js';
 import { createNativeProcessor, metadataRefreshMs } from './native-processor.js';
+import { recordBytes } from './dead-letter.js';
 
 export interface OutputRecord {
   topic: string;
@@ -55,9 +56,8 @@ export function* chunkMessages(messages: Message[], maxBytes = maxChunkBytes): G
   let bytes = 0;
   for (let i = 0; i < messages.length; i++) {
     const m = messages[i]!;
-    let headerBytes = 0;
-    for (const [k, v] of Object.entries(m.headers ?? {})) headerBytes += k.length + (typeof v === 'string' ? v.length : ((v as Buffer | undefined)?.length ?? 0));
-    const size = (m.value?.length ?? 0) + (m.key?.length ?? 0) + headerBytes + 64;
+    // Repeated headers (arrays) counted in full: counted once, such a chunk went past the limit.
+    const size = recordBytes(m);
     if (bytes + size > maxBytes && i > start) {
       yield messages.slice(start, i);
       start = i;
