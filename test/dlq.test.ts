@@ -95,4 +95,42 @@ describe('dlog dlq replay: dead letters go back once, with their original time',
       await Promise.all([dlq.stop(), decisions.stop()]);
     }
   });
+
+  it('two replays at once send no letter twice: the later fences the earlier before it reads what was done', async () => {
+    // Before, kafkajs fenced only at the first transaction, after the log was read: with 20,000
+    // letters and two runs 2.5 s apart, 4,845 letters went twice.
+    const prefix = `${unique('dlq2')}.`;
+    const kafka = createKafka({ brokers: loadConfig(process.env).kafkaBrokers, clientId: 'test-dlq2', log });
+    await ensurePipelineTopics(kafka, prefix, ['inference.raw', 'inference.dlq', 'dlq.replays']);
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    const letters = 20_000;
+    for (let i = 0; i < letters; i += 1000) {
+      await producer.send({
+        topic: `${prefix}inference.dlq`,
+        messages: Array.from({ length: 1000 }, (_, j) => ({
+          key: `k${i + j}`,
+          value: `{"n":${i + j}}`,
+          headers: { 'dlog.reason': 'unknown_schema_id', 'dlog.source.topic': `${prefix}inference.raw`, 'dlog.source.partition': '0', 'dlog.source.offset': String(i + j) },
+        })),
+      });
+    }
+    await producer.disconnect();
+    const replay = () => replayDeadLetters({ kafka, log, topic: `${prefix}inference.dlq`, replayLog: `${prefix}dlq.replays`, reasons: ['unknown_schema_id'] });
+    const first = replay();
+    await new Promise((r) => setTimeout(r, 300));
+    const results = await Promise.allSettled([first, replay()]);
+    for (const r of results) if (r.status === 'rejected') assert.match(String((r.reason as Error).message), /took over|epoch|fenced/i);
+    await replay(); // finishes whatever a fenced run left
+    const raw = await collect(`${prefix}inference.raw`);
+    try {
+      await waitFor(() => raw.messages.length >= letters, { timeoutMs: 60_000, what: 'every letter replayed' });
+      await new Promise((r) => setTimeout(r, 2_000)); // a second copy would show up now
+      const of = raw.messages.map((m) => String(m.headers?.['dlog.replay.of']));
+      assert.equal(new Set(of).size, letters, 'every letter replayed');
+      assert.equal(raw.messages.length, letters, 'and none twice');
+    } finally {
+      await raw.stop();
+    }
+  });
 });

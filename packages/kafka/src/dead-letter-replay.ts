@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IHeaders, Kafka, KafkaMessage, Message } from 'kafkajs';
 import type { Logger } from 'pino';
+import { chunkMessages } from './transactional-processor.js';
 
 /**
  * Replays dead letters to the topic they came from, each at most once.
@@ -12,9 +13,10 @@ import type { Logger } from 'pino';
  * stored twice and counted twice.
  *
  * Once is kept by a replay log: a compacted topic with one record per replayed letter
- * (`<dead-letter topic>/<partition>/<offset>`), written in the same transaction as the replayed
- * records. Every replay of a dead-letter topic uses one transactional id, so starting one fences
- * any still running, and the log is read only after that, with everything committed before it.
+ * (`<dead-letter topic>/<partition>/<offset>@<time>`), written in the same transaction as the
+ * replayed records. Every replay of a pipeline uses one transactional id; a run first commits a
+ * record of its own to the log, which fences any run still going, then reads the log up to that
+ * record, so it knows every letter any run replayed.
  * Letters are read up to the end the topic had when the replay started: one the replayed event
  * earns again (it still fails) waits for the next replay instead of going round in a loop.
  */
@@ -45,9 +47,19 @@ export interface ReplayReport {
   withoutValue: { reason: string; source: string }[];
   /** Without the headers that say where they came from: not ours to replay. */
   unknownSource: number;
+  /** Partitions whose read stopped before the end they had at the start (nothing new came for a while): run again. */
+  stoppedShort: number[];
 }
 
-const letterKey = (topic: string, partition: number, offset: string) => `${topic}/${partition}/${offset}`;
+/**
+ * A letter's mark in the replay log. Its time is part of it: a dead-letter topic deleted and made
+ * again (it holds raw personal data) starts its offsets at 0, and its new letters matched old
+ * marks and were never replayed.
+ */
+const letterKey = (topic: string, partition: number, m: KafkaMessage) => `${topic}/${partition}/${m.offset}@${m.timestamp}`;
+
+/** The replay log's record a run writes, and then reads up to, before anything else. */
+const fenceKey = '__fence__';
 
 function header(h: IHeaders | undefined, name: string): string | undefined {
   const v = h?.[name];
@@ -62,7 +74,13 @@ function header(h: IHeaders | undefined, name: string): string | undefined {
  * transactional writer leaves a commit marker after its last record (the consumer never sees it),
  * once nothing new came for `idleMs` after joining.
  */
-async function readToEnd(kafka: Kafka, topic: string, idleMs: number, onBatch: (partition: number, messages: KafkaMessage[]) => Promise<void>): Promise<void> {
+async function readToEnd(
+  kafka: Kafka,
+  topic: string,
+  idleMs: number,
+  onBatch: (partition: number, messages: KafkaMessage[]) => Promise<void>,
+  until?: (m: KafkaMessage) => boolean,
+): Promise<{ short: number[] }> {
   const admin = kafka.admin();
   await admin.connect();
   let ends: Map<number, bigint>;
@@ -72,7 +90,10 @@ async function readToEnd(kafka: Kafka, topic: string, idleMs: number, onBatch: (
     await admin.disconnect();
   }
   const pending = new Set([...ends].filter(([, high]) => high > 0n).map(([p]) => p));
-  if (pending.size === 0) return;
+  if (pending.size === 0 && !until) return { short: [] };
+  let found = false;
+  // Each partition's last offset seen, to tell a read that reached its end from one cut short.
+  const seen = new Map<number, bigint>();
   const consumer = kafka.consumer({ groupId: `dlog-read-${randomUUID()}`, readUncommitted: false, maxWaitTimeInMs: 200 });
   await consumer.connect();
   let failed: unknown;
@@ -89,8 +110,21 @@ async function readToEnd(kafka: Kafka, topic: string, idleMs: number, onBatch: (
       eachBatch: async ({ batch }) => {
         last = Date.now();
         if (failed !== undefined) return;
+        if (until) {
+          const hit = batch.messages.findIndex(until);
+          const upTo = hit < 0 ? batch.messages : batch.messages.slice(0, hit);
+          try {
+            if (upTo.length > 0) await onBatch(batch.partition, upTo);
+          } catch (err) {
+            failed ??= err;
+          }
+          if (hit >= 0) found = true;
+          return;
+        }
         const end = ends.get(batch.partition) ?? 0n;
         const within = batch.messages.filter((m) => BigInt(m.offset) < end);
+        const lastOne = batch.messages.at(-1);
+        if (lastOne) seen.set(batch.partition, BigInt(lastOne.offset));
         try {
           if (within.length > 0) await onBatch(batch.partition, within);
         } catch (err) {
@@ -101,39 +135,71 @@ async function readToEnd(kafka: Kafka, topic: string, idleMs: number, onBatch: (
         if (within.length < batch.messages.length) pending.delete(batch.partition);
       },
     });
-    while (failed === undefined && pending.size > 0 && !(joined && Date.now() - last > idleMs)) await new Promise((r) => setTimeout(r, 100));
+    if (until) {
+      // Read up to a record this run wrote: everything committed before it is before it.
+      const deadline = Date.now() + 120_000;
+      while (failed === undefined && !found) {
+        if (Date.now() > deadline) throw new Error(`${topic} was not read up to this run's own record within 120 s: the broker is slow or unreachable; nothing was replayed`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } else {
+      while (failed === undefined && pending.size > 0 && !(joined && Date.now() - last > idleMs)) await new Promise((r) => setTimeout(r, 100));
+    }
   } finally {
     await consumer.disconnect();
   }
   if (failed !== undefined) throw failed;
+  // A partition whose end is a commit marker (transactional writers leave one) ends the read by
+  // idling; its last record then sits just before that marker. Further back, the read stopped short.
+  const short = [...pending].filter((p) => (seen.get(p) ?? -1n) < (ends.get(p) ?? 0n) - 2n);
+  return { short };
 }
 
 export async function replayDeadLetters(opts: ReplayOptions): Promise<ReplayReport> {
   const idleMs = opts.idleMs ?? 3_000;
   const reasons = new Set(opts.reasons ?? []);
-  const report: ReplayReport = { replayed: {}, alreadyReplayed: 0, otherReason: 0, withoutValue: [], unknownSource: 0 };
+  const report: ReplayReport = { replayed: {}, alreadyReplayed: 0, otherReason: 0, withoutValue: [], unknownSource: 0, stoppedShort: [] };
   const log = opts.log.child({ component: 'dlq-replay', topic: opts.topic });
+  // One transactional id for every replay of the pipeline (its replay log's name), whichever
+  // dead-letter topic: a replay of another topic killed mid-transaction held the log's end back
+  // for a minute, and a run under another id could not settle it, read a log that ended before
+  // it, and replayed everything again.
   const producer = opts.dryRun
     ? undefined
-    : opts.kafka.producer({ transactionalId: `dlog-dlq-replay.${opts.topic}`, idempotent: true, maxInFlightRequests: 1, transactionTimeout: 60_000 });
-  // Connecting a transactional producer fences an earlier one with the same id and settles its
-  // open transaction: from here the replay log holds every letter any run replayed.
+    : opts.kafka.producer({ transactionalId: `dlog-dlq-replay.${opts.replayLog}`, idempotent: true, maxInFlightRequests: 1, transactionTimeout: 60_000 });
   await producer?.connect();
+  const nonce = randomUUID();
   try {
+    if (producer) {
+      // kafkajs fences an earlier producer with this id (and settles its open transaction) only
+      // at the first transaction, not at connect: one running meanwhile kept committing while
+      // this one read the log, and letters went twice. So: fence first, leaving a record this run
+      // then reads up to, which makes the read of the log complete by construction.
+      const fence = await producer.transaction();
+      try {
+        await fence.send({ topic: opts.replayLog, messages: [{ key: fenceKey, value: nonce }], acks: -1 });
+        await fence.commit();
+      } catch (err) {
+        await fence.abort().catch(() => undefined);
+        throw err;
+      }
+    }
     const done = new Set<string>();
-    await readToEnd(opts.kafka, opts.replayLog, idleMs, async (_p, messages) => {
-      for (const m of messages) if (m.key) done.add(m.key.toString());
-    });
+    const logRead = async (_p: number, messages: KafkaMessage[]) => {
+      for (const m of messages) if (m.key && m.key.toString() !== fenceKey) done.add(m.key.toString());
+    };
+    if (producer) await readToEnd(opts.kafka, opts.replayLog, idleMs, logRead, (m) => m.key?.toString() === fenceKey && m.value?.toString() === nonce);
+    else await readToEnd(opts.kafka, opts.replayLog, idleMs, logRead);
     log.info({ replayedBefore: [...done].filter((k) => k.startsWith(`${opts.topic}/`)).length }, 'replay log read');
 
-    await readToEnd(opts.kafka, opts.topic, idleMs, async (partition, messages) => {
+    const read = await readToEnd(opts.kafka, opts.topic, idleMs, async (partition, messages) => {
       const out = new Map<string, Message[]>();
       const marks: Message[] = [];
       const counted: string[] = [];
       for (const m of messages) {
         const reason = header(m.headers, 'dlog.reason') ?? '';
         const source = header(m.headers, 'dlog.source.topic');
-        const id = letterKey(opts.topic, partition, m.offset);
+        const id = letterKey(opts.topic, partition, m);
         if (done.has(id)) {
           report.alreadyReplayed++;
           continue;
@@ -166,17 +232,25 @@ export async function replayDeadLetters(opts: ReplayOptions): Promise<ReplayRepo
       if (producer) {
         const tx = await producer.transaction();
         try {
-          for (const [topic, msgs] of out) await tx.send({ topic, messages: msgs, acks: -1 });
-          await tx.send({ topic: opts.replayLog, messages: marks, acks: -1 });
+          // In chunks: one fetch of a partition holds up to a megabyte of letters, and their marks
+          // alone in one batch passed the broker's limit for a record batch.
+          for (const [topic, msgs] of out) for (const part of chunkMessages(msgs)) await tx.send({ topic, messages: part, acks: -1 });
+          for (const part of chunkMessages(marks)) await tx.send({ topic: opts.replayLog, messages: part, acks: -1 });
           await tx.commit();
         } catch (err) {
           await tx.abort().catch((abortErr: unknown) => log.warn({ err: abortErr }, 'replay transaction abort failed'));
+          const fenced = /epoch|fenced/i.test(String((err as { type?: string }).type ?? '') + (err as Error).message);
+          if (fenced) {
+            const so = Object.values(report.replayed).reduce((a, b) => a + b, 0);
+            throw new Error(`another dlog dlq replay of this pipeline started and took over; this one stopped after replaying ${so} letter(s). Nothing is replayed twice: run it again once the other is done.`, { cause: err });
+          }
           throw err;
         }
       }
       for (const r of counted) report.replayed[r] = (report.replayed[r] ?? 0) + 1;
       for (const mk of marks) done.add(String(mk.key));
     });
+    report.stoppedShort = read.short;
   } finally {
     await producer?.disconnect();
   }
