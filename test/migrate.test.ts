@@ -110,6 +110,43 @@ for (const mode of modes) {
       }
     });
 
+    it('labels a same-digest registration repeated only when it says the same; otherwise refused, as every Kafka reader does', async () => {
+      const ref = (n: string) => `registry://models/${unique(n)}:1`;
+      const [p, m, k, u, e, same] = [ref('parents'), ref('meta'), ref('kind'), ref('uri'), `registry://environments/${unique('env')}`, ref('same')];
+      const cols = 'event_id, kind, ref, name, version, digest, uri, metadata, parents, registered_at, registered_by, source_partition, source_offset, source_known';
+      const row = (id: string, r: string, offset: number, over: { kind?: string; name?: string; uri?: string; metadata?: string; parents?: string } = {}) =>
+        `('${id}', '${over.kind ?? 'model'}', '${r}', '${over.name ?? 'n'}', '1', 'sha256:a', '${over.uri ?? ''}', ${over.metadata ?? "{'auc': '0.9', 'f1': '0.8'}"}, ${over.parents ?? "['registry://datasets/d:1', 'git://x@1']"}, 1000, 't', 0, ${offset}, true)`;
+      await store.client.command({
+        query: `INSERT INTO artifacts (${cols}) VALUES
+                ${row('p1', p, 1)}, ${row('p2', p, 2, { parents: "['registry://datasets/d:2', 'git://x@1']" })},
+                ${row('m1', m, 1)}, ${row('m2', m, 2, { metadata: "{'auc': '0.91', 'f1': '0.8'}" })},
+                ${row('k1', k, 1)}, ${row('k2', k, 2, { kind: 'dataset' })},
+                ${row('u1', u, 1)}, ${row('u2', u, 2, { uri: 's3://m' })},
+                ${row('s1', same, 1)}, ${row('s2', same, 2, { parents: "['git://x@1', 'registry://datasets/d:1', 'git://x@1']", metadata: "{'f1': '0.8', 'auc': '0.9'}" })},
+                ${row('e1', e, 1, { kind: 'environment', name: 'runtime-environment' })},
+                ${row('e2', e, 2, { kind: 'environment', name: 'gpu-pool-a', metadata: "{'owner': 'platform'}" })},
+                ${row('e3', e, 3, { kind: 'environment', uri: 's3://envs/e' })}`,
+      });
+      const rs = await store.client.query({
+        query: 'SELECT event_id, outcome FROM v_artifact_registrations WHERE ref IN ({refs:Array(String)}) ORDER BY event_id',
+        query_params: { refs: [p, m, k, u, e, same] },
+        format: 'JSONEachRow',
+      });
+      assert.deepEqual(
+        Object.fromEntries((await rs.json<{ event_id: string; outcome: string }>()).map((r) => [r.event_id, r.outcome])),
+        {
+          p1: 'registered', p2: 'refused',
+          m1: 'registered', m2: 'refused',
+          k1: 'registered', k2: 'refused',
+          u1: 'registered', u2: 'refused',
+          // Parents and metadata are sets: another order, or a parent named twice, says the same.
+          s1: 'registered', s2: 'repeated',
+          // An environment is its digest: another name or metadata is the same registration.
+          e1: 'registered', e2: 'repeated', e3: 'refused',
+        },
+      );
+    });
+
     it('refuses an applied migration that was edited, naming the file', async () => {
       appendFileSync(path.join(dir, '002_decision_counts.sql'), '\n-- an innocent-looking edit\n');
       await assert.rejects(migrate(store, { dir }), (err: unknown) => err instanceof MigrationError && err.file === '002_decision_counts.sql');

@@ -12,7 +12,7 @@ import {
   valueSubject,
   type ArtifactEventRecord,
 } from '@dlog/contracts';
-import { loadArtifactState, parseManifest, RegistrationConflictError, RegistrationDecoder, registerArtifacts } from '@dlog/artifacts';
+import { loadArtifactState, parseManifest, RegistrationConflictError, registerArtifacts } from '@dlog/artifacts';
 import { createKafka, ensureTopics, loadTopicDefinitions } from '@dlog/kafka';
 import { createStore, migrate, type Store } from '@dlog/store';
 import { createSink, sinkTables, type Sink } from '../services/sink/src/index.js';
@@ -84,30 +84,29 @@ describe('schema registry (Apicurio, Confluent-compatible API)', () => {
 });
 
 describe('artifact-event contract: kinds appended later', () => {
-  it('upgrades a subject holding the contract without an enum default, and reads a later kind', async () => {
+  it('refuses a contract that appends a kind, where it is registered, not in its readers', async () => {
     const contract = loadSchema('artifact-event');
     const kindOf = (schema: unknown) => (schema as { fields: { name: string; type: { symbols: string[]; default?: string } }[] }).fields.find((f) => f.name === 'kind')!.type;
-    // The contract as deployments registered it before the enum had a default.
-    const before = JSON.parse(JSON.stringify(contract)) as unknown;
-    delete kindOf(before).default;
-    const deployed = unique('artifacts-deployed');
-    await registerAvro(createRegistry(config.schemaRegistryUrl), config.schemaRegistryUrl, deployed, before as Schema);
-    await registerAvro(createRegistry(config.schemaRegistryUrl), config.schemaRegistryUrl, deployed, contract);
+    const register = (subject: string, schema: unknown) => registerAvro(createRegistry(config.schemaRegistryUrl), config.schemaRegistryUrl, subject, schema as Schema);
+    const refused = (subject: string) => (err: unknown) => err instanceof SchemaIncompatibleError && err.subject === subject;
+    const appended = JSON.parse(JSON.stringify(contract)) as unknown;
+    kindOf(appended).symbols.push('prompt');
 
-    // A subject that starts with the contract takes a kind appended later.
+    // A reader of the contract could not read a `prompt`: under FULL_TRANSITIVE the registry says
+    // so to whoever registers it, instead of every reader dead-lettering (or, with an enum
+    // default, the sink storing it as another kind).
     const fresh = unique('artifacts-fresh');
-    await registerAvro(createRegistry(config.schemaRegistryUrl), config.schemaRegistryUrl, fresh, contract);
-    const newer = JSON.parse(JSON.stringify(contract)) as unknown;
-    kindOf(newer).symbols.push('prompt');
-    const id = await registerAvro(createRegistry(config.schemaRegistryUrl), config.schemaRegistryUrl, fresh, newer as Schema);
-    const newerType = avro.Type.forSchema(newer as Schema);
-    const record = (kind: string, ref: string) => ({ event_id: unique('e'), kind, ref, name: 'n', version: '1', digest: `sha256:${'c'.repeat(64)}`, uri: null, metadata: {}, parents: [], registered_at: Date.now(), registered_by: 'test' });
-    const values = [encodeFramed(newerType, id, record('model', 'registry://models/n:1')), encodeFramed(newerType, id, record('prompt', 'registry://prompts/n:1'))];
-    const decoder = new RegistrationDecoder(registryFetcher(config.schemaRegistryUrl));
-    await decoder.prepare(values);
-    const [model, prompt] = values.map((v) => decoder.decode(v));
-    assert.ok(model?.ok && model.value.kind === 'model', JSON.stringify(model));
-    assert.equal(prompt?.ok === false && prompt.reason, 'unknown_kind');
+    await register(fresh, contract);
+    await assert.rejects(register(fresh, appended), refused(fresh));
+
+    // Subjects that hold the contract of the one release-candidate build with an enum default
+    // ("policy") take the contract without it: a default changes no data either way.
+    const withDefault = JSON.parse(JSON.stringify(contract)) as unknown;
+    kindOf(withDefault).default = 'policy';
+    const held = unique('artifacts-held-default');
+    await register(held, withDefault);
+    await register(held, contract);
+    await assert.rejects(register(held, appended), refused(held));
   });
 });
 
@@ -143,6 +142,8 @@ describe('artifact registry in ClickHouse: the first registration of a ref in th
       reg({ ref: 'registry://datasets/ds:v2', name: 'ds', version: 'v2', digest: d('2') }),
       reg({ kind: 'model', ref, name: 'race', version: '1', digest: d('a'), parents: ['registry://datasets/ds:v1'], registered_at: Date.now() }),
       reg({ kind: 'model', ref, name: 'race', version: '1', digest: d('0'), parents: ['registry://datasets/ds:v2', 'git://x/race@abc'], registered_at: Date.now() - 60_000 }),
+      // The kept digest again, saying other parents: refused too, by every reader and in ClickHouse.
+      reg({ kind: 'model', ref, name: 'race', version: '1', digest: d('a'), parents: ['registry://datasets/ds:v2'], registered_at: Date.now() + 1 }),
     ];
     const admin = kafka.admin();
     await admin.connect();
@@ -172,13 +173,17 @@ describe('artifact registry in ClickHouse: the first registration of a ref in th
     });
     await sink.start();
     const q = storeQuery(store);
-    await waitFor(async () => (Number((await q('SELECT count() AS n FROM artifacts'))[0]?.n) >= 4 ? true : undefined), { timeoutMs: 30_000, what: 'the registrations in ClickHouse' });
+    await waitFor(async () => (Number((await q('SELECT count() AS n FROM artifacts'))[0]?.n) >= 5 ? true : undefined), { timeoutMs: 30_000, what: 'the registrations in ClickHouse' });
 
     const g = await lineageGraph(q, ref);
     assert.equal(g.nodes.get(ref)?.digest, d('a'));
     assert.deepEqual(g.edges.map((e) => e.parent).sort(), ['registry://datasets/ds:v1']);
-    assert.deepEqual(g.refused.map((r) => r.digest), [d('0')]);
+    assert.deepEqual(g.refused.map((r) => r.digest), [d('0'), d('a')]);
     assert.match(formatLineageTree(g), /refused: sha256:0{64} registered later by test/);
+    assert.match(formatLineageTree(g), /refused: sha256:a{64} \(the kept digest, saying something else of it\) registered later by test/);
+    // Downstream too, only the kept registration's parents are edges: nothing was built from ds:v2.
+    assert.deepEqual((await lineageGraph(q, 'registry://datasets/ds:v2')).edges, []);
+    assert.deepEqual((await lineageGraph(q, 'registry://datasets/ds:v1')).edges, [{ child: ref, parent: 'registry://datasets/ds:v1' }]);
     assert.deepEqual((await q('SELECT digest FROM v_artifacts WHERE ref = {ref:String}', { ref })).map((r) => r.digest), [d('a')]);
     assert.deepEqual((await q('SELECT parent_ref, parent_kind FROM v_lineage WHERE child_ref = {ref:String}', { ref })).map((r) => [r.parent_ref, r.parent_kind]), [['registry://datasets/ds:v1', 'dataset']]);
 
@@ -199,6 +204,7 @@ describe('artifact registry in ClickHouse: the first registration of a ref in th
     assert.deepEqual(all.map((r) => [r.digest, r.outcome, r.source_partition, Number(r.source_offset)]), [
       [d('a'), 'registered', 0, 2],
       [d('0'), 'refused', 0, 3],
+      [d('a'), 'refused', 0, 4],
     ]);
   });
 

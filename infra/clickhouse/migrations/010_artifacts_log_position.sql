@@ -23,9 +23,13 @@ ALTER TABLE artifacts ADD COLUMN IF NOT EXISTS source_known Bool DEFAULT false;
 -- Every registration, with its place in the log and what readers made of it:
 --   registered  the first of its ref in the log: what the enricher, `dlog register`, trace,
 --               lineage and deploy use (v_artifacts holds these alone);
---   repeated    the same digest again (a retry or a simultaneous identical registration): no effect;
---   refused     another digest for a version already registered: ignored by every reader, kept
---               here because it is an audit finding (who tried to change what a version is).
+--   repeated    the same registration again (a retry, or a simultaneous identical one): the same
+--               digest, kind, uri, name, version, parents and metadata (parents and metadata as
+--               sets; an environment is its digest, so for it kind and uri alone): no effect;
+--   refused     another digest for a version already registered, or the same digest saying
+--               something else of it: ignored by every reader (packages/artifacts compares the
+--               same way), kept here because it is an audit finding (who tried to change what a
+--               version is).
 --
 -- Log order is (partition, offset); the topic has one partition, so that is its order. Rows
 -- written before migration 010 have no position: they were read from the same log by a sink
@@ -37,30 +41,54 @@ SELECT
     event_id, kind, ref, name, version, digest, uri, metadata, parents, registered_at, registered_by,
     if(source_known, source_partition, NULL) AS source_partition,
     if(source_known, source_offset, NULL) AS source_offset,
-    multiIf(nth = 1, 'registered', digest = kept_digest, 'repeated', 'refused') AS outcome
+    multiIf(nth = 1, 'registered', digest = kept_digest AND content = kept_content, 'repeated', 'refused') AS outcome
 FROM
 (
     SELECT
         event_id, kind, ref, name, version, digest, uri, metadata, parents, registered_at, registered_by,
-        source_known, source_partition, source_offset,
+        source_known, source_partition, source_offset, content,
         row_number() OVER w AS nth,
-        first_value(digest) OVER w AS kept_digest
-    FROM artifacts FINAL
+        first_value(digest) OVER w AS kept_digest,
+        first_value(content) OVER w AS kept_content
+    FROM
+    (
+        SELECT *,
+            tuple(
+                toString(kind),
+                uri,
+                if(kind = 'environment', '', toString(name)),
+                if(kind = 'environment', '', version),
+                if(kind = 'environment', [], arraySort(arrayDistinct(parents))),
+                if(kind = 'environment', [], arraySort(arrayMap((k, v) -> (toString(k), v), mapKeys(metadata), mapValues(metadata))))
+            ) AS content
+        FROM artifacts FINAL
+    )
     WINDOW w AS (PARTITION BY ref ORDER BY source_known, source_partition, source_offset, ingested_at, registered_at, event_id)
 );
 
 -- The registry as every reader keeps it: one row per artifact version, its first registration.
 -- (Before migration 010 a second digest for a version showed here as a second row; it is in
--- v_artifact_registrations as `refused`.)
+-- v_artifact_registrations as `refused`.) Its own window, in the same log order as
+-- v_artifact_registrations (change both together): the comparison of contents there costs a
+-- sort of every row's parents and metadata, which the kept registration alone does not need, and
+-- v_lineage runs this view over the whole table.
 CREATE OR REPLACE VIEW v_artifacts AS
 SELECT event_id, kind, ref, name, version, digest, uri, metadata, parents, registered_at, registered_by
-FROM v_artifact_registrations
-WHERE outcome = 'registered';
+FROM
+(
+    SELECT
+        event_id, kind, ref, name, version, digest, uri, metadata, parents, registered_at, registered_by,
+        row_number() OVER (PARTITION BY ref ORDER BY source_known, source_partition, source_offset, ingested_at, registered_at, event_id) AS nth
+    FROM artifacts FINAL
+)
+WHERE nth = 1;
 
 -- The lineage graph of the kept registrations, one edge per artifact and parent, with both ends
 -- described; parent_kind is '' while the parent is not registered (yet). Read from the kept
 -- registration's own parents: lineage_edges holds the edges of every registration, refused ones
--- and repeats with other parents included, and is the raw graph, not the registry's.
+-- included, and is the raw graph, not the registry's. Only a filter on child_ref reaches below
+-- v_artifacts' window; the parent side reads the whole registry each time, so `dlog lineage` and
+-- `dlog trace` walk v_artifacts by named refs instead (packages/cli lineage.ts).
 CREATE OR REPLACE VIEW v_lineage AS
 SELECT
     c.ref AS child_ref,

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { ArtifactEventRecord } from '@dlog/contracts';
 
 export type { ArtifactEventRecord, ArtifactKind } from '@dlog/contracts';
@@ -13,33 +14,42 @@ export interface Ancestor {
 export type ApplyOutcome = 'added' | 'unchanged' | 'conflict';
 
 /**
- * What a registration says of its version besides the digest, where two registrations of one
- * ref differ: names of the fields. The digest is compared apart; event_id, registered_at and
- * registered_by say who registered it when, not what the version is. Parents and metadata
- * compare as sets: their order means nothing.
+ * What a registration says of its version besides the digest, in a form two registrations of one
+ * ref compare by: event_id, registered_at and registered_by say who registered it when, not what
+ * the version is; parents and metadata are sets, their order means nothing; a uri of '' is no uri
+ * (ClickHouse stores a missing uri as '', and its views must agree with this).
+ */
+function registrationContent(e: ArtifactEventRecord): { kind: string; uri: string | null; name: string; version: string; parents: string[]; metadata: [string, string][] } {
+  return {
+    kind: e.kind,
+    uri: e.uri || null,
+    name: e.name,
+    version: e.version,
+    parents: [...new Set(e.parents)].sort(),
+    metadata: Object.entries(e.metadata).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+  };
+}
+
+/**
+ * Where two registrations of one ref differ besides the digest (compared apart): names of the
+ * fields, empty for a retry or an identical registration. An environment is its digest (the digest
+ * of its snapshot): the SDK registers it at every process start as runtime-environment, and an
+ * operator may describe the same one with another name and metadata, which is no other version;
+ * so for two environments only kind and uri count.
  */
 export function registrationDifferences(a: ArtifactEventRecord, b: ArtifactEventRecord): string[] {
-  const sameList = (x: readonly string[], y: readonly string[]) => {
-    const sx = [...new Set(x)].sort();
-    const sy = [...new Set(y)].sort();
-    return sx.length === sy.length && sx.every((v, i) => v === sy[i]);
-  };
-  const entries = (m: Record<string, string>) => Object.entries(m).map(([k, v]) => `${k}\u0000${v}`);
-  const out: string[] = [];
-  if (a.kind !== b.kind) out.push('kind');
-  if (a.name !== b.name) out.push('name');
-  if (a.version !== b.version) out.push('version');
-  if ((a.uri ?? null) !== (b.uri ?? null)) out.push('uri');
-  if (!sameList(a.parents, b.parents)) out.push('parents');
-  if (!sameList(entries(a.metadata), entries(b.metadata))) out.push('metadata');
-  return out;
+  const ca = registrationContent(a);
+  const cb = registrationContent(b);
+  const fields = a.kind === 'environment' && b.kind === 'environment' ? (['uri'] as const) : (['kind', 'name', 'version', 'uri', 'parents', 'metadata'] as const);
+  return fields.filter((f) => JSON.stringify(ca[f]) !== JSON.stringify(cb[f]));
 }
 
 /**
  * The registry's state, rebuilt by replaying registration events. A version is immutable: the
  * first registration seen for a ref stays; a later one with another digest, or with the same
  * digest and other parents, metadata, kind or uri, is a conflict, kept aside for audit and never
- * applied. Only an identical one (a retry) is `unchanged`.
+ * applied (an environment: only another kind or uri). Only an identical one (a retry) is
+ * `unchanged`.
  */
 export class ArtifactState {
   private readonly byRef = new Map<string, ArtifactEventRecord>();
@@ -116,9 +126,18 @@ export function environmentRef(digest: string): string {
 }
 
 /**
- * Kafka key of a registration: ref and digest, so a conflicting registration written around
- * `dlog register` cannot replace the original under compaction.
+ * Kafka key of a registration on the compacted topic: ref, digest and a short hash of what else it
+ * says of the version. Compaction keeps only the last message of a key, so any two registrations
+ * that readers tell apart must have two keys, or the refused one (later in the log) would replace
+ * the one every reader kept: a second digest, and since a same-digest registration with other
+ * parents or metadata is refused too, the same digest with other content. Identical ones (a retry,
+ * or the same manifest registered again) share the key and collapse. 64 bits of sha256 are
+ * plenty: a collision needs two different contents for one ref and digest, not two among all.
  */
-export function registrationKey(event: Pick<ArtifactEventRecord, 'ref' | 'digest'>): string {
-  return `${event.ref}@${event.digest}`;
+export function registrationKey(event: ArtifactEventRecord): string {
+  // All of the content, environments' names and metadata too: of two that readers take as one,
+  // compaction would otherwise keep the later and show its name where readers showed the first.
+  const c = registrationContent(event);
+  const hash = createHash('sha256').update(JSON.stringify([c.kind, c.uri, c.name, c.version, c.parents, c.metadata])).digest('hex').slice(0, 16);
+  return `${event.ref}@${event.digest}@${hash}`;
 }

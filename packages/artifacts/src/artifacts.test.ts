@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ArtifactState, type ArtifactEventRecord } from './artifact-state.js';
+import { ArtifactState, registrationKey, type ArtifactEventRecord } from './artifact-state.js';
 import { RegistrationConflictError } from './registry-topic.js';
 import { ManifestError, parseManifest } from './manifest.js';
 import avro from 'avsc';
-import { avroType, encodeFramed, loadSchema } from '@dlog/contracts';
-import { RegistrationDecoder } from './registration-decoder.js';
+import { avroType, AvroDecoder, encodeFramed, loadSchema } from '@dlog/contracts';
 
 const d = (c: string) => `sha256:${c.repeat(64)}`;
 
@@ -34,6 +33,45 @@ describe('ArtifactState', () => {
     assert.equal(s.check({ ...first, uri: 's3://x' }), 'conflict');
     assert.equal(s.apply({ ...first, parents: ['ds:2'] }), 'conflict');
     assert.deepEqual(s.get('m')?.parents, ['ds:1', 'git:x']);
+  });
+
+  it('takes an environment as its digest: another name or metadata for it is the same registration', () => {
+    // The SDK registers the snapshot at every start; an operator may describe it by its own name.
+    const s = new ArtifactState();
+    const sdk = { ...art(`registry://environments/${d('e')}`, d('e'), [], 'environment'), name: 'runtime-environment', version: 'eeeeeeeeeeee', metadata: { snapshot_json: '{}' } };
+    assert.equal(s.apply(sdk), 'added');
+    assert.equal(s.check({ ...sdk, event_id: 'op', name: 'gpu-node-pool-a', version: '2026-11', metadata: { owner: 'platform' }, registered_by: 'operator' }), 'unchanged');
+    assert.equal(s.check({ ...sdk, uri: 's3://envs/e' }), 'conflict');
+    assert.equal(s.check({ ...sdk, kind: 'config' }), 'conflict');
+    // Not for other kinds: a model's name, version and metadata are part of what it is.
+    const m = art('m', d('a'));
+    assert.equal(s.apply(m), 'added');
+    assert.equal(s.check({ ...m, metadata: { owner: 'x' } }), 'conflict');
+  });
+
+  it('keys each different content of a registration apart on the compacted topic, and an identical retry alike', () => {
+    // Compaction keeps the last message of a key: a refused same-digest registration sharing the
+    // kept one's key would replace it for every reader.
+    const first = { ...art('registry://models/m:1', d('a'), ['ds:1', 'git:x']), metadata: { auc: '0.9', f1: '0.8' } };
+    const key = registrationKey(first);
+    assert.ok(key.startsWith(`registry://models/m:1@${d('a')}@`), key);
+    const retry = { ...first, event_id: 'retry', registered_at: 2, registered_by: 'ci', parents: ['git:x', 'ds:1', 'ds:1'], metadata: { f1: '0.8', auc: '0.9' }, uri: '' };
+    assert.equal(registrationKey(retry), key);
+    for (const other of [
+      { ...first, parents: ['ds:2', 'git:x'] },
+      { ...first, metadata: { auc: '0.91', f1: '0.8' } },
+      { ...first, kind: 'dataset' as const },
+      { ...first, uri: 's3://m' },
+      { ...first, name: 'n' },
+      { ...first, version: '2' },
+      { ...first, digest: d('b') },
+    ]) {
+      assert.notEqual(registrationKey(other), key, JSON.stringify(other));
+    }
+    // An environment's other name is the same registration to readers, yet two messages: of two
+    // kept apart the first is what readers keep; under one key compaction would keep the later.
+    const env = art(`registry://environments/${d('e')}`, d('e'), [], 'environment');
+    assert.notEqual(registrationKey({ ...env, name: 'pool-a' }), registrationKey(env));
   });
 
   it('tells the loser of a race what of its manifest was written, and a same-digest change what differs', () => {
@@ -106,6 +144,32 @@ describe('manifest', () => {
     );
   });
 
+  it('gives the quoting hint only where text is expected, naming the list of an item', () => {
+    const fails = (yaml: string) => {
+      try {
+        parseManifest(`artifacts:\n  - ${yaml}\n`, 'm.yaml', 'me');
+      } catch (e) {
+        assert.ok(e instanceof ManifestError);
+        return e;
+      }
+      assert.fail(`accepted: ${yaml}`);
+    };
+    const base = `kind: dataset, name: a, version: "1", digest: "${d('c')}"`;
+    // A number where a list is due: quoting would not help.
+    const list = fails(`{${base}, parents: 5}`);
+    assert.equal(list.path, 'artifacts.0.parents');
+    assert.doesNotMatch(list.message, /quote/);
+    const item = fails(`{${base}, parents: [1.0]}`);
+    assert.equal(item.path, 'artifacts.0.parents.0');
+    assert.match(item.message, /each of parents must be text, and unquoted YAML reads 1\.0 as a number; quote it: "1\.0"/);
+    // An empty value: quoting it would make an empty name, which is refused too.
+    const empty = fails(`kind: dataset\n    name:\n    version: "1"\n    digest: "${d('c')}"`);
+    assert.equal(empty.path, 'artifacts.0.name');
+    assert.doesNotMatch(empty.message, /quote/);
+    assert.match(fails(`{${base}, uri: true}`).message, /uri must be text, and unquoted YAML reads true as a boolean; quote it: uri: "true"/);
+    assert.doesNotMatch(fails(`{kind: 5, name: a, version: "1", digest: "${d('c')}"}`).message, /quote/);
+  });
+
   it("refuses ':' in the name of every kind whose ref is made from name and version", () => {
     // dataset a:b version c and dataset a version b:c would both be registry://datasets/a:b:c.
     assert.throws(
@@ -126,37 +190,25 @@ describe('manifest', () => {
   });
 });
 
-describe('RegistrationDecoder', () => {
-  it('reads registrations of a writer schema that appended a kind, and skips those of the new kind', async () => {
+describe('artifact-event contract', () => {
+  it('reads no registration of a writer schema that appended a kind, rather than taking it for another kind', async () => {
+    // With an enum default the sink (a plain AvroDecoder, as here) stored a `prompt` as a policy.
+    // A new kind needs a new contract; the registry refuses an appended one (test/registry.test.ts).
     const contract = loadSchema('artifact-event');
-    const newer = JSON.parse(JSON.stringify(contract)) as { fields: { name: string; type: { symbols: string[] } }[] };
-    newer.fields.find((f) => f.name === 'kind')!.type.symbols.push('prompt');
+    const newer = JSON.parse(JSON.stringify(contract)) as { fields: { name: string; type: { symbols: string[]; default?: string } }[] };
+    const kind = newer.fields.find((f) => f.name === 'kind')!.type;
+    assert.equal(kind.default, undefined);
+    kind.symbols.push('prompt');
     const newerType = avro.Type.forSchema(newer as unknown as avro.Schema);
     const schemas = new Map([
       [1, JSON.stringify(contract)],
       [2, JSON.stringify(newer)],
     ]);
-    const decoder = new RegistrationDecoder(async (id) => schemas.get(id));
-    const values = [
-      encodeFramed(avroType('artifact-event'), 1, art('registry://models/m:1', d('1'))),
-      encodeFramed(newerType, 2, art('registry://models/m:2', d('2'))),
-      encodeFramed(newerType, 2, art('registry://policies/p:1', d('3'), [], 'policy')),
-      encodeFramed(newerType, 2, { ...art('registry://prompts/p:1', d('4')), kind: 'prompt' }),
-    ];
+    const decoder = new AvroDecoder<ArtifactEventRecord>(avroType('artifact-event'), async (id) => schemas.get(id));
+    const values = [encodeFramed(avroType('artifact-event'), 1, art('registry://models/m:1', d('1'))), encodeFramed(newerType, 2, { ...art('registry://prompts/p:1', d('4')), kind: 'prompt' })];
     await decoder.prepare(values);
-    const read = values.map((v) => decoder.decode(v));
-    assert.deepEqual(
-      read.map((r) => (r.ok ? [r.value.ref, r.value.kind] : [r.reason])),
-      [
-        ['registry://models/m:1', 'model'],
-        // Before the enum had a default, no record of schema 2 could be read at all.
-        ['registry://models/m:2', 'model'],
-        // The default symbol itself, really written: kept.
-        ['registry://policies/p:1', 'policy'],
-        // Read through the default it would pass for a policy: refused, naming the kind.
-        ['unknown_kind'],
-      ],
-    );
-    assert.match((read[3] as { message: string }).message, /registry:\/\/prompts\/p:1 is of kind "prompt"/);
+    const [model, prompt] = values.map((v) => decoder.decode(v));
+    assert.ok(model?.ok && model.value.kind === 'model', JSON.stringify(model));
+    assert.equal(prompt?.ok === false && prompt.reason, 'incompatible_schema', JSON.stringify(prompt));
   });
 });

@@ -11,4 +11,3 @@ export {
 } from './artifact-state.js';
 export { parseManifest, readManifest, ManifestError } from './manifest.js';
 export { loadArtifactState, registerArtifacts, RegistrationConflictError, type RegistrationConflict, type RegistryFollower, type RegisterResult } from './registry-topic.js';
-export { RegistrationDecoder, type RegistrationRead } from './registration-decoder.js';

@@ -60,11 +60,21 @@ export function parseManifest(text: string, file: string, registeredBy: string, 
     const issue = parsed.error.issues[0]!;
     // `version: 1.0` is the number 1 to YAML, and `version: 2024.10` loses its trailing zero:
     // name what was typed and how to quote it, since the value read is not what they wrote.
+    // Only where text is expected (a number where a list is due is no quoting matter), and not for
+    // an empty value, which quoting would only turn into an empty name.
     const node = doc.getIn(issue.path as (string | number)[], true);
-    if (issue.code === 'invalid_type' && isScalar(node) && typeof node.value !== 'string' && node.range) {
+    if (issue.code === 'invalid_type' && issue.expected === 'string' && isScalar(node) && node.value !== null && typeof node.value !== 'string' && node.range) {
       const typed = text.slice(node.range[0], node.range[1]);
-      const key = String(issue.path[issue.path.length - 1]);
-      throw new ManifestError(file, issue.path.join('.'), `${key} must be text, and unquoted YAML reads ${typed} as a ${node.value === null ? 'null' : typeof node.value}; quote it: ${key}: "${typed}"`);
+      const last = issue.path[issue.path.length - 1];
+      // An item of a list (parents: [1.0]) is named by its list, not by its index.
+      const inList = typeof last === 'number';
+      const key = String(inList ? issue.path[issue.path.length - 2] : last);
+      const quoted = inList ? `"${typed}"` : `${key}: "${typed}"`;
+      throw new ManifestError(
+        file,
+        issue.path.join('.'),
+        `${inList ? `each of ${key}` : key} must be text, and unquoted YAML reads ${typed} as a ${typeof node.value}; quote it: ${quoted}`,
+      );
     }
     throw new ManifestError(file, issue.path.join('.'), issue.message);
   }

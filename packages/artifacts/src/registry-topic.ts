@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import {
   avroType,
   createRegistry,
+  AvroDecoder,
   encodeFramed,
   loadSchema,
   registerAvro,
@@ -11,7 +12,6 @@ import {
   valueSubject,
 } from '@dlog/contracts';
 import { ArtifactState, registrationDifferences, registrationKey, type ArtifactEventRecord } from './artifact-state.js';
-import { RegistrationDecoder } from './registration-decoder.js';
 
 export interface RegistryFollower {
   readonly state: ArtifactState;
@@ -36,7 +36,7 @@ export async function loadArtifactState(opts: {
   onEvent?: (event: ArtifactEventRecord, outcome: string) => void;
 }): Promise<RegistryFollower> {
   const state = new ArtifactState();
-  const decoder = new RegistrationDecoder(registryFetcher(opts.schemaRegistryUrl));
+  const decoder = new AvroDecoder<ArtifactEventRecord>(artifactType, registryFetcher(opts.schemaRegistryUrl));
   const admin = opts.kafka.admin();
   await admin.connect();
   const ends = await admin.fetchTopicOffsets(opts.topic);
@@ -57,9 +57,7 @@ export async function loadArtifactState(opts: {
       for (const m of batch.messages) {
         const decoded = decoder.decode(m.value);
         if (!decoded.ok) {
-          // A kind added after this reader was built: the record is fine, this reader is old.
-          const message = decoded.reason === 'unknown_kind' ? 'registration of a kind this reader does not know skipped' : 'unreadable registration skipped';
-          opts.log.warn({ topic: opts.topic, partition: batch.partition, offset: m.offset, reason: decoded.reason, detail: decoded.message }, message);
+          opts.log.warn({ topic: opts.topic, partition: batch.partition, offset: m.offset, reason: decoded.reason }, 'unreadable registration skipped');
           continue;
         }
         const event = decoded.value;

@@ -8,8 +8,9 @@ describe('dlog lineage', () => {
   function chain(length: number) {
     return async (sql: string, params: Record<string, unknown> = {}): Promise<Row[]> => {
       const refs = (params.refs as string[] | undefined) ?? [];
-      if (sql.includes('FROM v_lineage WHERE child_ref IN')) return refs.map((r) => Number(r.slice(1))).filter((i) => i < length).map((i) => ({ child_ref: `m${i}`, parent_ref: `m${i + 1}` }));
-      if (sql.includes('FROM v_lineage WHERE parent_ref IN')) return [];
+      // Downstream levels find their children in lineage_edges; there are none here.
+      if (sql.includes('FROM lineage_edges WHERE parent_ref IN')) return [];
+      if (sql.includes('ARRAY JOIN')) return refs.map((r) => Number(r.slice(1))).filter((i) => i < length).map((i) => ({ child_ref: `m${i}`, parent_ref: `m${i + 1}` }));
       if (sql.includes('WHERE ref = {ref:String}')) return [{ ref: 'm0', kind: 'model', digest: 'sha256:x' }];
       if (sql.includes('FROM v_artifacts WHERE ref IN')) return refs.map((ref) => ({ ref, kind: 'model', digest: 'sha256:x' }));
       return [];

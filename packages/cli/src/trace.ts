@@ -1,4 +1,4 @@
-import { maxDepth } from './lineage.js';
+import { lineageEdges, maxDepth } from './lineage.js';
 import { AuditInputError, fmt, num, type AuditQuery, type Row } from './audit-query.js';
 
 /**
@@ -164,8 +164,8 @@ async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
 /**
  * Ancestors of each root as the registry has them now, nearest first, up to the lineage depth
  * limit: one query a level for all roots together (not a walk per decision), then one for the
- * kinds. Over v_lineage and v_artifacts, not the tables: those hold refused registrations too,
- * whose parents are no ancestors of anything.
+ * kinds. Over the kept registrations (lineageEdges, v_artifacts), not the tables: those hold
+ * refused registrations too, whose parents are no ancestors of anything.
  */
 async function ancestorsNow(q: AuditQuery, roots: string[]): Promise<Map<string, { ref: string; kind: string; depth: number }[]>> {
   const parentsOf = new Map<string, string[]>();
@@ -174,8 +174,7 @@ async function ancestorsNow(q: AuditQuery, roots: string[]): Promise<Map<string,
     const ask = [...new Set(walks.flatMap((w) => w.frontier))].filter((r) => !parentsOf.has(r));
     if (ask.length > 0) {
       for (const r of ask) parentsOf.set(r, []);
-      const rows = await q('SELECT child_ref, parent_ref FROM v_lineage WHERE child_ref IN {refs:Array(String)} ORDER BY child_ref, parent_ref', { refs: ask });
-      for (const r of rows) parentsOf.get(String(r.child_ref))!.push(String(r.parent_ref));
+      for (const e of await lineageEdges(q, 'up', ask)) parentsOf.get(e.child)!.push(e.parent);
     }
     let more = false;
     for (const w of walks) {
