@@ -1,4 +1,4 @@
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stackMarker, type Component } from './component.js';
@@ -18,6 +18,17 @@ export const apicurioVersion = '3.0.9';
 
 const pom = fileURLToPath(new URL('../../../infra/stack/apicurio/pom.xml', import.meta.url));
 
+/** How many entries the distribution's lib/ holds, whole (3.0.9). */
+const apicurioLibraries = 359;
+
+function entries(dir: string): number {
+  try {
+    return readdirSync(dir).length;
+  } catch {
+    return 0;
+  }
+}
+
 export function registryComponent(opts: { stackDir: string; runDir: string; port: number }): Component {
   const home = path.join(opts.stackDir, `apicurio-${apicurioVersion}`);
   const jar = path.join(home, `apicurio-registry-app-${apicurioVersion}-runner.jar`);
@@ -32,10 +43,20 @@ export function registryComponent(opts: { stackDir: string; runDir: string; port
       // The marker, not the jar: the runner jar is unpacked before its 359 libraries, so a Ctrl-C
       // during the first fetch left a jar that failed at every start on a missing class.
       if (existsSync(complete)) return;
-      rmSync(home, { recursive: true, force: true });
+      // An install from before the marker, whole: adopted, not fetched again (a registry may be
+      // running from it, and a user may be offline).
+      if (existsSync(jar) && entries(path.join(home, 'lib')) >= apicurioLibraries) {
+        writeFileSync(complete, `${new Date().toISOString()} (adopted)\n`);
+        return;
+      }
+      // Unpacked beside it and moved into place whole, so no start ever sees half an install.
+      const partial = `${home}.partial`;
+      rmSync(partial, { recursive: true, force: true });
       log(`fetching Apicurio Registry ${apicurioVersion} from Maven Central`);
-      await runMaven(['-f', pom, 'package', `-Dapicurio.version=${apicurioVersion}`, `-Dapicurio.out=${home}`], log);
-      if (!existsSync(jar)) throw new Error(`Apicurio Registry was fetched but ${jar} is missing`);
+      await runMaven(['-f', pom, 'package', `-Dapicurio.version=${apicurioVersion}`, `-Dapicurio.out=${partial}`], log);
+      if (!existsSync(path.join(partial, path.basename(jar)))) throw new Error(`Apicurio Registry was fetched but ${path.basename(jar)} is missing from ${partial}`);
+      rmSync(home, { recursive: true, force: true });
+      renameSync(partial, home);
       writeFileSync(complete, `${new Date().toISOString()}\n`);
     },
     async prepare() {},

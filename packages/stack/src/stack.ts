@@ -1,4 +1,6 @@
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import type { Config } from '@dlog/config';
 import { createKafka, ensureTopics, loadTopicDefinitions } from '@dlog/kafka';
@@ -124,44 +126,94 @@ export async function stackUp(config: StackConfig, log: Logger): Promise<Compone
  * check against the first and overwrote its pid file, leaving a live process that `stack down`
  * no longer knew. The one waiting now plans after the first is done, and reuses what it started.
  * Downloads live in stackDir too, so a second fetch cannot unpack over the first.
+ *
+ * On Linux the lock is a listening socket in the abstract namespace, named after the directory:
+ * the kernel gives it to one process at a time and takes it back when that process ends, however
+ * it ends, so there is no stale lock to judge (a pid file was judged by whether its pid was alive:
+ * a pid reused after a reboot held it for 15 minutes, and two processes clearing one stale file
+ * could both end up holding it). Elsewhere it is a file created exclusively, released by its owner.
  */
 async function withUpLock<T>(config: StackConfig, log: Logger, fn: () => Promise<T>): Promise<T> {
   mkdirSync(config.stackDir, { recursive: true });
-  const lock = path.join(config.stackDir, 'up.lock');
-  const deadline = Date.now() + 15 * 60_000;
+  const release = process.platform === 'linux' ? await socketLock(config.stackDir, log) : await fileLock(config.stackDir, log);
+  try {
+    return await fn();
+  } finally {
+    await release();
+  }
+}
+
+const lockWaitMs = 15 * 60_000;
+
+function waiting(log: Logger, holder: string): void {
+  // The CLI's logger is quiet unless LOG_LEVEL asks: say it where a person waiting will see it.
+  process.stderr.write(`dlog: another dlog (${holder}) is starting the local stack; waiting for it\n`);
+  log.info({ holder }, 'another dlog is starting the local stack: waiting for it');
+}
+
+async function socketLock(stackDir: string, log: Logger): Promise<() => Promise<void>> {
+  const name = `\0dlog-stack-up-${createHash('sha256').update(realpathSync(stackDir)).digest('hex').slice(0, 40)}`;
+  const deadline = Date.now() + lockWaitMs;
+  let told = false;
+  for (;;) {
+    const server = net.createServer((socket) => socket.destroy());
+    const got = await new Promise<boolean>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => (err.code === 'EADDRINUSE' ? resolve(false) : reject(err)));
+      server.listen(name, () => resolve(true));
+    });
+    if (got) {
+      server.unref();
+      return () => new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    if (Date.now() > deadline) throw new StackError(`Another dlog has been starting the local stack in ${stackDir} for 15 minutes; stop it, or wait for it.`, 'stack');
+    if (!told) waiting(log, `same stack directory ${stackDir}`);
+    told = true;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+async function fileLock(stackDir: string, log: Logger): Promise<() => Promise<void>> {
+  const lock = path.join(stackDir, 'up.lock');
+  const mine = `${process.pid} ${randomUUID()}`;
+  const deadline = Date.now() + lockWaitMs;
   let told = false;
   for (;;) {
     try {
-      writeFileSync(lock, String(process.pid), { flag: 'wx', mode: 0o600 });
+      writeFileSync(lock, mine, { flag: 'wx', mode: 0o600 });
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    let holder = Number.NaN;
+    let content: string;
     try {
-      holder = Number(readFileSync(lock, 'utf8'));
-    } catch {
-      continue; // released in between
+      content = readFileSync(lock, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // released in between
+      throw new StackError(`Cannot read the lock ${lock}: ${(err as Error).message}`, 'stack');
     }
-    // An empty file is a holder between creating and writing it; a dead holder crashed.
-    if (Number.isInteger(holder) && holder > 0 && !isAlive(holder)) {
-      rmSync(lock, { force: true });
+    const holder = Number(content.split(' ')[0]);
+    // An empty file is a holder between creating and writing it; a dead holder crashed. Its file
+    // goes only if it still holds what was read, so a lock taken meanwhile is not removed.
+    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && !isAlive(holder)) {
+      try {
+        if (readFileSync(lock, 'utf8') === content) rmSync(lock, { force: true });
+      } catch {
+        // gone already
+      }
       continue;
     }
-    if (Date.now() > deadline) {
-      throw new StackError(`Another dlog (pid ${holder}) has been starting the local stack for 15 minutes; if it is gone, delete ${lock}.`, 'stack');
-    }
-    if (!told) {
-      log.info({ pid: holder }, 'another dlog is starting the local stack: waiting for it');
-      told = true;
-    }
+    if (Date.now() > deadline) throw new StackError(`Another dlog (pid ${holder}) has been starting the local stack for 15 minutes; if it is gone, delete ${lock}.`, 'stack');
+    if (!told) waiting(log, `pid ${holder}`);
+    told = true;
     await new Promise((r) => setTimeout(r, 250));
   }
-  try {
-    return await fn();
-  } finally {
-    rmSync(lock, { force: true });
-  }
+  return async () => {
+    try {
+      if (readFileSync(lock, 'utf8') === mine) rmSync(lock, { force: true });
+    } catch {
+      // gone already
+    }
+  };
 }
 
 async function up(config: StackConfig, log: Logger): Promise<ComponentStatus[]> {
