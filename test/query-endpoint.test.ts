@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { createStore, queryTokenFile, queryViaEndpoint, querySignature, QueryEndpointError, startQueryServer } from '@dlog/store';
@@ -52,6 +53,23 @@ describe('the query endpoint: only the pipeline that holds the token answers, an
       assert.ok(!heard[0]!.includes(token), 'the token did not cross the socket');
     } finally {
       await new Promise<void>((resolve) => squatter.close(() => resolve()));
+    }
+  });
+
+  it('a client that never finishes its request does not hold a stop (it held one 300 s, with no token)', async () => {
+    const dataDir = path.join(tempDir('qe-slow'), 'clickhouse');
+    const store = await createStore({ dataDir, database: 'dlog', createDatabase: true });
+    const server = await startQueryServer({ store, port: await freePort(), dataDir, log });
+    const socket = net.connect(server.port, '127.0.0.1');
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    socket.on('error', () => undefined);
+    socket.write('POST /query HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n{"sql":');
+    try {
+      const closed = await Promise.race([server.close().then(() => 'closed'), new Promise((r) => setTimeout(() => r('still waiting'), 30_000))]);
+      assert.equal(closed, 'closed');
+    } finally {
+      socket.destroy();
+      await store.close();
     }
   });
 });

@@ -110,5 +110,9 @@ describe('FORMAT in analyst SQL', () => {
     assertReadOnlySql('SELECT format FROM t');
     assertReadOnlySql("SELECT format('{} {}', 'a', 'b') AS s");
     assertReadOnlySql('SELECT a, format FROM t ORDER BY format');
+    assertReadOnlySql('SELECT number AS format FROM numbers(3) ORDER BY format DESC');
+    assertReadOnlySql('SELECT format, count() FROM t GROUP BY format ORDER BY format ASC');
+    assertReadOnlySql('SELECT a FROM t ORDER BY a, format DESC');
+    assert.throws(() => assertReadOnlySql('SELECT 1 FORMAT `CSV`'), ReadOnlySqlError);
   });
 });

@@ -202,7 +202,18 @@ export function checkReadOnlySql(sql: string): CheckedSql {
     if (upper === 'SETTINGS') throw new ReadOnlySqlError('SETTINGS is not allowed in analyst queries: dlog sets the read-only mode and the row limit itself.');
     // `... FORMAT CSV` at the end: the output format is dlog's to choose (a column or the format()
     // function named format is something else, and goes on).
-    if (depth === 0 && upper === 'FORMAT' && next?.kind === 'word' && words[k + 2] === undefined) {
+    const prev = words[k - 1];
+    const prevUpper = prev?.kind === 'word' ? prev.text.toUpperCase() : '';
+    if (
+      depth === 0 &&
+      upper === 'FORMAT' &&
+      (next?.kind === 'word' || next?.kind === 'quoted') &&
+      words[k + 2] === undefined &&
+      // `ORDER BY format DESC`, `GROUP BY x, format`: a column, not a clause.
+      prevUpper !== 'BY' &&
+      !(prev?.kind === 'punct' && prev.text === ',') &&
+      !['ASC', 'DESC', 'NULLS', 'COLLATE', 'WITH'].includes(next.text.toUpperCase())
+    ) {
       throw new ReadOnlySqlError(`Leave FORMAT ${next.text} out of the SQL: dlog query chooses the format, with -f table, -f json or -f csv.`);
     }
   }

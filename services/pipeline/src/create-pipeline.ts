@@ -84,7 +84,6 @@ export async function createPipeline(opts: {
   // the three worker processes, in turn, and 25% for the sink's last flush.
   const budget = shutdownBudget(config.shutdownTimeoutMs);
   const sink = createSink({ kafka, store, log: sinkLog, config, native, drainTimeoutMs: budget.sinkDrainMs });
-  await sink.start();
   let gate: Gate | undefined;
   let enricher: Enricher | undefined;
   let alerter: Alerter | undefined;
@@ -93,25 +92,39 @@ export async function createPipeline(opts: {
   const failed = new Promise<Error>((resolve) => (failWith = resolve));
   void sink.failed.then(failWith);
   let stopping = false;
-  if (opts.workers === 'processes') {
-    // Each worker's own shutdown limit ends before the pipeline's SIGKILL would.
-    const env = { ...(opts.env ?? process.env), DLOG_SHUTDOWN_TIMEOUT_MS: String(budget.workerLimitMs) };
-    const gateEnv = { ...env, ...pipelineGateThreads(env, usableCores()) };
-    // Downstream first, so nothing waits on a stage that is not there yet.
-    for (const name of ['alerter', 'enricher', 'gate'] as const) {
-      const w = await startWorkerProcess(name, name === 'gate' ? gateEnv : env);
-      processes.push(w);
-      void w.exited.then((code) => {
-        if (!stopping) failWith(new Error(`${name} exited unexpectedly (${describeExit(code, w.signal())})`));
-      });
+  try {
+    await sink.start();
+    if (opts.workers === 'processes') {
+      // Each worker's own shutdown limit ends before the pipeline's SIGKILL would.
+      const env = { ...(opts.env ?? process.env), DLOG_SHUTDOWN_TIMEOUT_MS: String(budget.workerLimitMs) };
+      const gateEnv = { ...env, ...pipelineGateThreads(env, usableCores()) };
+      // Downstream first, so nothing waits on a stage that is not there yet.
+      for (const name of ['alerter', 'enricher', 'gate'] as const) {
+        const w = await startWorkerProcess(name, name === 'gate' ? gateEnv : env);
+        processes.push(w);
+        void w.exited.then((code) => {
+          if (!stopping) failWith(new Error(`${name} exited unexpectedly (${describeExit(code, w.signal())})`));
+        });
+      }
+    } else {
+      alerter = await createAlerter({ kafka, config, log: log.child({ worker: 'alerter' }) });
+      enricher = await createEnricher({ kafka, config, log: log.child({ worker: 'enricher' }) });
+      gate = await createGate({ kafka, config, log: log.child({ worker: 'gate' }) });
+      await alerter.start();
+      await enricher.start();
+      await gate.start();
     }
-  } else {
-    alerter = await createAlerter({ kafka, config, log: log.child({ worker: 'alerter' }) });
-    enricher = await createEnricher({ kafka, config, log: log.child({ worker: 'enricher' }) });
-    gate = await createGate({ kafka, config, log: log.child({ worker: 'gate' }) });
-    await alerter.start();
-    await enricher.start();
-    await gate.start();
+  } catch (err) {
+    // A start that fails half way leaves nothing behind: what started stops, in reverse, and the
+    // endpoint and the store close (a caller in this process could otherwise not start again).
+    stopping = true;
+    const quietly = (what: string, fn: () => Promise<unknown>) => fn().catch((e: unknown) => log.warn({ err: e, what }, 'stopping after a failed start'));
+    for (const w of [...processes].reverse()) await quietly(w.name, () => w.stop(budget.workerGraceMs));
+    for (const [what, worker] of [['gate', gate], ['enricher', enricher], ['alerter', alerter]] as const) if (worker) await quietly(what, () => worker.stop());
+    await quietly('sink', () => sink.stop());
+    if (query) await quietly('query server', () => query.close());
+    await quietly('store', () => store.close());
+    throw err;
   }
   return {
     store,
