@@ -4,48 +4,97 @@ import { ensureTopics, type TopicAdmin, type TopicDefinition } from './topics.js
 
 const defs: TopicDefinition[] = [
   { name: 'a', partitions: 2, doc: 'a', config: {} },
-  { name: 'b', partitions: 1, doc: 'b', config: { 'retention.ms': '1000' } },
+  { name: 'b', partitions: 1, doc: 'b', config: { 'cleanup.policy': 'compact', 'min.compaction.lag.ms': '1000' } },
 ];
 
-/** The broker's answers, in order, to the metadata wait; then every partition has a leader. */
-function admin(existing: string[], metadataAnswers: (Error | 'leaderless')[]): TopicAdmin & { created: string[][]; metadataCalls: number } {
-  const topics = new Set(existing);
+interface Existing {
+  partitions: number;
+  policy: string;
+}
+
+/**
+ * A broker as ensureTopics sees it: `existing` topics, and its answers, in order, to the metadata
+ * wait for topics it creates (then every partition has a leader).
+ */
+function admin(existing: Record<string, Existing>, metadataAnswers: (Error | 'leaderless')[] = []) {
+  const topics = new Map(Object.entries(existing));
+  const calls = { created: [] as string[][], grown: [] as { topic: string; count: number }[], altered: [] as { name: string; entries: string[] }[], metadataWaits: 0 };
   const a = {
-    created: [] as string[][],
-    metadataCalls: 0,
-    listTopics: async () => [...topics],
-    createTopics: async (o: { topics: { topic: string }[] }) => {
-      a.created.push(o.topics.map((t) => t.topic));
-      for (const t of o.topics) topics.add(t.topic);
+    listTopics: async () => [...topics.keys()],
+    createTopics: async (o: { topics: { topic: string; numPartitions: number; configEntries?: { name: string; value: string }[] }[] }) => {
+      calls.created.push(o.topics.map((t) => t.topic));
+      for (const t of o.topics) topics.set(t.topic, { partitions: t.numPartitions, policy: t.configEntries?.find((e) => e.name === 'cleanup.policy')?.value ?? 'delete' });
       return true;
     },
     fetchTopicMetadata: async (o?: { topics: string[] }) => {
-      const answer = metadataAnswers[a.metadataCalls++];
+      const names = o?.topics ?? [];
+      // Only the wait for created topics meets the scripted answers.
+      const waiting = names.some((n) => calls.created.flat().includes(n));
+      const answer = waiting ? metadataAnswers[calls.metadataWaits++] : undefined;
       if (answer instanceof Error) throw answer;
       const leader = answer === 'leaderless' ? -1 : 1;
-      return { topics: (o?.topics ?? []).map((name) => ({ name, partitions: [{ partitionId: 0, leader, replicas: [1], isr: [1], partitionErrorCode: 0, offlineReplicas: [] }] })) };
+      return {
+        topics: names.map((name) => ({
+          name,
+          partitions: Array.from({ length: topics.get(name)?.partitions ?? 1 }, (_, partitionId) => ({ partitionId, leader, replicas: [1], isr: [1], partitionErrorCode: 0, offlineReplicas: [] })),
+        })),
+      };
+    },
+    createPartitions: async (o: { topicPartitions: { topic: string; count: number }[] }) => {
+      for (const tp of o.topicPartitions) {
+        calls.grown.push(tp);
+        topics.get(tp.topic)!.partitions = tp.count;
+      }
+      return true;
+    },
+    describeConfigs: async (o: { resources: { name: string }[] }) => ({
+      resources: o.resources.map((r) => ({ resourceName: r.name, configEntries: [{ configName: 'cleanup.policy', configValue: topics.get(r.name)?.policy ?? 'delete' }] })),
+    }),
+    alterConfigs: async (o: { resources: { name: string; configEntries: { name: string; value: string }[] }[] }) => {
+      for (const r of o.resources) {
+        calls.altered.push({ name: r.name, entries: r.configEntries.map((e) => `${e.name}=${e.value}`) });
+        topics.get(r.name)!.policy = r.configEntries.find((e) => e.name === 'cleanup.policy')?.value ?? 'delete';
+      }
     },
   };
-  return a as unknown as TopicAdmin & { created: string[][]; metadataCalls: number };
+  return { admin: a as unknown as TopicAdmin, calls };
 }
 
 const unknownTopic = () => Object.assign(new Error('This server does not host this topic-partition'), { type: 'UNKNOWN_TOPIC_OR_PARTITION', retriable: true });
 
 test('waits out a just-started broker that does not know the topics it has just created', async () => {
   // kafkajs's own wait threw on the first such answer, and the worker starting with it died.
-  const a = admin([], [unknownTopic(), 'leaderless', 'ok' as never]);
+  const { admin: a, calls } = admin({}, [unknownTopic(), 'leaderless']);
   assert.deepEqual(await ensureTopics(a, defs, 1, { delayMs: 1 }), ['a', 'b']);
-  assert.deepEqual(a.created, [['a', 'b']], 'created once, not again on each retry');
-  assert.equal(a.metadataCalls, 3);
+  assert.deepEqual(calls.created, [['a', 'b']], 'created once, not again on each retry');
+  assert.equal(calls.metadataWaits, 3);
 });
 
-test('leaves existing topics alone and asks nothing more', async () => {
-  const a = admin(['a', 'b'], []);
+test('leaves topics as defined alone', async () => {
+  const { admin: a, calls } = admin({ a: { partitions: 2, policy: 'delete' }, b: { partitions: 1, policy: 'compact' } });
   assert.deepEqual(await ensureTopics(a, defs, 1, { delayMs: 1 }), []);
-  assert.equal(a.metadataCalls, 0);
+  assert.deepEqual(calls.created, []);
+  assert.deepEqual(calls.grown, []);
+  assert.deepEqual(calls.altered, []);
+});
+
+test('a topic the broker made on its own grows to its partitions, and a compacted one gets its config', async () => {
+  // Auto-created: one partition, the broker's delete policy; the registry would lose its
+  // registrations after the broker's retention.
+  const { admin: a, calls } = admin({ a: { partitions: 1, policy: 'delete' }, b: { partitions: 1, policy: 'delete' } });
+  await ensureTopics(a, defs, 1, { delayMs: 1 });
+  assert.deepEqual(calls.grown, [{ topic: 'a', count: 2 }]);
+  assert.deepEqual(calls.altered, [{ name: 'b', entries: ['cleanup.policy=compact', 'min.compaction.lag.ms=1000'] }]);
+});
+
+test('a topic with more partitions than defined is left as it is: partitions only ever grow', async () => {
+  const { admin: a, calls } = admin({ a: { partitions: 12, policy: 'delete' }, b: { partitions: 1, policy: 'compact,delete' } });
+  await ensureTopics(a, defs, 1, { delayMs: 1 });
+  assert.deepEqual(calls.grown, []);
+  assert.deepEqual(calls.altered, []);
 });
 
 test('gives up on an error that is not transient, and after its attempts', async () => {
-  await assert.rejects(ensureTopics(admin([], [new Error('authorization failed')]), defs, 1, { delayMs: 1 }), /authorization failed/);
-  await assert.rejects(ensureTopics(admin([], Array.from({ length: 5 }, unknownTopic)), defs, 1, { attempts: 3, delayMs: 1 }), /does not host/);
+  await assert.rejects(ensureTopics(admin({}, [new Error('authorization failed')]).admin, defs, 1, { delayMs: 1 }), /authorization failed/);
+  await assert.rejects(ensureTopics(admin({}, Array.from({ length: 5 }, unknownTopic)).admin, defs, 1, { attempts: 3, delayMs: 1 }), /does not host/);
 });

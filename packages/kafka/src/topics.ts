@@ -1,6 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Admin, Kafka } from 'kafkajs';
+import kafkajs, { type Admin, type Kafka } from 'kafkajs';
+
+// kafkajs is CommonJS: its enums come through the default export.
+const { ConfigResourceTypes } = kafkajs;
 import { parse } from 'yaml';
 import { z } from 'zod';
 
@@ -60,6 +63,7 @@ export async function ensureTopics(admin: TopicAdmin, topics: TopicDefinition[],
         });
         created.push(...missing.map((t) => t.name));
       }
+      await repairShortfalls(admin, topics.filter((t) => existing.has(t.name)));
       if (waitFor.size === 0) return [];
       // Until every partition of what was created has a leader. A broker that has just started
       // (KRaft) answers UNKNOWN_TOPIC_OR_PARTITION for a moment after creating a topic, and
@@ -76,7 +80,37 @@ export async function ensureTopics(admin: TopicAdmin, topics: TopicDefinition[],
 }
 
 /** The admin calls ensureTopics makes (kafkajs's Admin has them). */
-export type TopicAdmin = Pick<Admin, 'listTopics' | 'createTopics' | 'fetchTopicMetadata'>;
+export type TopicAdmin = Pick<Admin, 'listTopics' | 'createTopics' | 'fetchTopicMetadata' | 'createPartitions' | 'describeConfigs' | 'alterConfigs'>;
+
+/**
+ * Topics that exist but fall short of their definition, made right where that loses nothing. A
+ * broker with auto-creation on (the local stack's is) makes a topic some client names before the
+ * workers define it: one partition, and the broker's delete policy. Such a topic grows to its
+ * partitions (they only ever grow; a topic defined smaller than it is stays as it is), and one
+ * defined as compacted that is not is given its definition's config: as it was, the registry's
+ * registrations would have been deleted after the broker's retention.
+ */
+async function repairShortfalls(admin: TopicAdmin, existing: TopicDefinition[]): Promise<void> {
+  if (existing.length === 0) return;
+  const meta = await admin.fetchTopicMetadata({ topics: existing.map((t) => t.name) });
+  const counts = new Map(meta.topics.map((t) => [t.name, t.partitions.length]));
+  const grow = existing.filter((t) => (counts.get(t.name) ?? t.partitions) < t.partitions);
+  if (grow.length > 0) await admin.createPartitions({ topicPartitions: grow.map((t) => ({ topic: t.name, count: t.partitions })) });
+  const compacted = existing.filter((t) => t.config['cleanup.policy'] === 'compact');
+  if (compacted.length === 0) return;
+  const described = await admin.describeConfigs({
+    includeSynonyms: false,
+    resources: compacted.map((t) => ({ type: ConfigResourceTypes.TOPIC, name: t.name, configNames: ['cleanup.policy'] })),
+  });
+  const policy = new Map(described.resources.map((r) => [r.resourceName, r.configEntries.find((e) => e.configName === 'cleanup.policy')?.configValue ?? '']));
+  const wrong = compacted.filter((t) => !(policy.get(t.name) ?? '').split(',').includes('compact'));
+  if (wrong.length === 0) return;
+  // alterConfigs sets a topic's overrides as a whole: the definition's, which is what it lacked.
+  await admin.alterConfigs({
+    validateOnly: false,
+    resources: wrong.map((t) => ({ type: ConfigResourceTypes.TOPIC, name: t.name, configEntries: Object.entries(t.config).map(([name, value]) => ({ name, value })) })),
+  });
+}
 
 /**
  * Ensures the pipeline's topics under a prefix: all of them, or only those named (without the
