@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { Producer } from 'kafkajs';
+import type { Kafka, Producer } from 'kafkajs';
 import { loadConfig } from '@dlog/config';
 import { avroType, createRegistry, encodeFramed, loadSchema, registerAvro, valueSubject } from '@dlog/contracts';
 import type { AlertRecord, EnrichedDecisionRecord } from '@dlog/contracts';
@@ -283,8 +283,8 @@ rules:
     cleanup.push(() => producer.disconnect());
     const send = (partition: number, records: EnrichedDecisionRecord[]) =>
       producer.send({ topic: s.input, messages: records.map((d) => ({ partition, key: d.event_id, value: encodeFramed(s.type, schemaId, d) })) });
-    const start = async () => {
-      const a = await createAlerter({ kafka: s.kafka, config: s.config, log, rules: quickRules });
+    const start = async (kafka: Kafka = s.kafka, instanceId = s.config.instanceId) => {
+      const a = await createAlerter({ kafka, config: { ...s.config, instanceId }, log, rules: quickRules });
       cleanup.push(() => a.stop());
       return a;
     };
@@ -337,14 +337,17 @@ rules:
     await send(0, canary(base, 0));
     await send(1, canary(base, 1_000));
     // What a crash leaves when partition 0's first batch committed while the startup wait held
-    // windows for partition 1 (nothing sent yet), and partition 1's never did.
+    // windows for partition 1 (nothing sent yet), and partition 1's never did: that batch's
+    // transaction also wrote the checkpoint of a first start, "nothing closed".
     const admin = kafka.admin();
-    await admin.connect();
+    const producer = kafka.producer();
+    await Promise.all([admin.connect(), producer.connect()]);
     try {
       const high = (await admin.fetchTopicOffsets(input)).find((e) => e.partition === 0)!.high;
       await admin.setOffsets({ groupId: `${prefix}dlog-alerter`, topic: input, partitions: [{ partition: 0, offset: high }] });
+      await producer.send({ topic: `${prefix}alerter.baselines`, messages: [{ key: '"checkpoint"', value: '{"format":1,"closed_up_to":null,"last_fired":[]}' }] });
     } finally {
-      await admin.disconnect();
+      await Promise.all([admin.disconnect(), producer.disconnect()]);
     }
     await alerter.start();
     assert.equal(alerter.stats.replayed, 6 * 60 * 2);
@@ -358,5 +361,99 @@ rules:
     assert.equal(Number(conf.evidence.observed_n), 2 * seconds);
     await waitFor(() => alerter.stats.decisions === 2 * 6 * 60 * 2, { timeoutMs: 20_000, what: 'all input counted' });
     assert.equal(alerter.stats.late, 0);
+  });
+  it('sends nothing again after an upgrade from an alerter that kept no checkpoint: the windows it had closed close silently', async () => {
+    const { prefix, kafka, input, send, start } = await pipeline('alertupgrade');
+    const base = Math.floor((Date.now() - 30 * min) / min) * min;
+    const alerter = await start();
+    const out = await collect(`${prefix}alerts.v1`);
+    cleanup.push(() => out.stop());
+    // What the alerter before checkpoints leaves: the canary's input committed (its alert sent
+    // then), nothing on alerter.baselines.
+    await send(0, canary(base, 0));
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const high = (await admin.fetchTopicOffsets(input)).find((e) => e.partition === 0)!.high;
+      await admin.setOffsets({ groupId: `${prefix}dlog-alerter`, topic: input, partitions: [{ partition: 0, offset: high }] });
+    } finally {
+      await admin.disconnect();
+    }
+    await alerter.start();
+    assert.equal(alerter.stats.resumed, 'closed silently');
+    const closedAtStart = alerter.stats.windows;
+    let t = base + 6 * min;
+    let k = 100_000;
+    await waitFor(async () => (await send(0, [decision(k++, (t += 10_000), '2.4.1', 0.9, 'approved', 1)]), alerter.stats.windows > closedAtStart), {
+      timeoutMs: 20_000,
+      intervalMs: 300,
+      what: 'a window closed after the upgrade',
+    });
+    // Before, every window of the re-read lookback closed again here, and the canary's alert went out a second time.
+    assert.equal(alerter.stats.alerts, 0);
+    assert.equal(out.messages.length, 0);
+  });
+
+  it('takes over what the old instance sent after the new one read the checkpoint (a rolling update)', async () => {
+    const { prefix, kafka, alertType, send, start } = await pipeline('alertoverlap');
+    const base = Math.floor((Date.now() - 30 * min) / min) * min;
+    const old = await start(kafka, 'old');
+    const out = await collect(`${prefix}alerts.v1`);
+    cleanup.push(() => out.stop());
+    const alerts = () => out.messages.map((m) => alertType.fromBuffer(m.value!.subarray(5)) as AlertRecord);
+    // Three minutes of the incumbent alone: the old instance closes windows and checkpoints.
+    const incumbent = Array.from({ length: 180 }, (_, s) => decision(s, base + s * 1000, '2.4.1', 0.9, 'approved', 1));
+    await send(0, incumbent);
+    await old.start();
+    await waitFor(() => old.stats.decisions === incumbent.length && old.stats.windows > 0, { timeoutMs: 20_000, what: 'the old instance closed windows' });
+
+    // The new instance reads the checkpoint at its start, then waits (its first group offsets read) ...
+    let reached!: () => void;
+    let release!: () => void;
+    const atGate = new Promise<void>((r) => (reached = r));
+    const gate = new Promise<void>((r) => (release = r));
+    let gated = false;
+    const held = new Proxy(kafka, {
+      get(target, prop, recv) {
+        if (prop !== 'admin') return Reflect.get(target, prop, recv);
+        return () => {
+          const a = target.admin();
+          const fetchOffsets = a.fetchOffsets.bind(a);
+          a.fetchOffsets = (async (x: Parameters<typeof fetchOffsets>[0]) => {
+            if (!gated) {
+              gated = true;
+              reached();
+              await gate;
+            }
+            return fetchOffsets(x);
+          }) as typeof a.fetchOffsets;
+          return a;
+        };
+      },
+    });
+    const next = await start(held, 'new');
+    const started = next.start();
+    await atGate;
+    // ... while the old one goes on: the canary arrives and it alerts, then it stops.
+    const rest = Array.from({ length: 6 * 60 }, (_, i) => i + 180).flatMap((s) => [decision(s, base + s * 1000, '2.4.1', 0.9, 'approved', 1), decision(s, base + s * 1000, '2.5.0', 0.7, 'approved', 1)]);
+    await send(0, rest);
+    await waitFor(() => old.stats.alerts > 0 && old.stats.decisions === incumbent.length + rest.length, { timeoutMs: 20_000, what: 'the old instance alerted' });
+    await old.stop();
+    await waitFor(() => out.messages.length === old.stats.alerts, { timeoutMs: 10_000, what: 'collector caught up' });
+    const sent = alerts().map((a) => a.alert_id);
+    release();
+    await started;
+
+    let t = base + 9 * min;
+    let k = 100_000;
+    await waitFor(async () => (await send(0, [decision(k++, (t += 10_000), '2.4.1', 0.9, 'approved', 1)]), next.stats.windows > 0), {
+      timeoutMs: 20_000,
+      intervalMs: 300,
+      what: 'the new instance closed a window',
+    });
+    // Before, it closed windows from the checkpoint it read at start and sent the old one's alert again.
+    assert.equal(next.stats.alerts, 0);
+    assert.equal(next.stats.checkpointsTakenOver, 1);
+    assert.deepEqual(alerts().map((a) => a.alert_id), sent);
   });
 });

@@ -5,8 +5,8 @@ import { AssignerProtocol, type GroupDescription } from 'kafkajs';
 import type { DeadLetterObservation, DecisionObservation } from './aggregate.js';
 import { addDecision, compareVersions, emptyAgg, meanConfidence } from './aggregate.js';
 import { applyBaseline, decodeBaseline, encodeBaseline, maxDecisionBytes, maxRecordBytes } from './baselines.js';
-import { checkpointKey, decodeCheckpoint, encodeCheckpoint, maxCheckpointBytes } from './checkpoint.js';
-import { baselineKey, cloneState, createEngine, pruneBaselines, type AlerterState, type Engine } from './engine.js';
+import { CheckpointPicker, checkpointKey, decodeCheckpoint, encodeCheckpoint, maxCheckpointBytes, type CheckpointRecord } from './checkpoint.js';
+import { baselineKey, cloneState, createEngine, pruneBaselines, type AlerterState, type Checkpoint, type Engine } from './engine.js';
 import { parseSubjectKey, pickBaseline, splitKey, subjectKey } from './evaluate.js';
 import { joinKey, type AlertRecord } from '@dlog/contracts';
 import { soleOwner } from './ownership.js';
@@ -523,28 +523,43 @@ describe('engine', () => {
 /**
  * The alerter's batch loop and restart as create-alerter runs them, without Kafka: a batch works
  * on a copy, closes windows unless the startup wait holds them, and "commits" its alerts with the
- * checkpoint record when it moved closedUpTo; a restart observes the committed input again (all
- * of it here: within what the re-read reaches) and restores the last checkpoint written.
+ * checkpoint record when one is due; a restart observes the committed input again (all of it
+ * here: within what the re-read reaches) and resumes from the checkpoint records on the topic.
+ * `writes: false` is an alerter from before checkpoints.
  */
 class Pipeline {
   state: AlerterState;
   sent: AlertRecord[] = [];
   committed: { partition: string; d?: DecisionObservation; dl?: DeadLetterObservation }[] = [];
-  checkpoint: string | undefined;
+  /** The checkpoint records on alerter.baselines, one partition. */
+  topic: CheckpointRecord[] = [];
   waiting = new Set<string>();
-  constructor(readonly engine: Engine) {
+  resumed: string | undefined;
+  constructor(
+    readonly engine: Engine,
+    public writes = true,
+  ) {
     this.state = engine.newState();
   }
+  get checkpoint(): string | undefined {
+    return this.topic.at(-1)?.value as string | undefined;
+  }
+  write(value: string, now: number): void {
+    this.topic.push({ partition: 0, offset: this.topic.length, timestamp: now, value });
+  }
   batch(partition: string, records: { d?: DecisionObservation; dl?: DeadLetterObservation }[], now: number): void {
-    const prev = this.state;
-    const next = cloneState(prev);
+    const next = cloneState(this.state);
     for (const r of records) {
       if (r.d) this.engine.observeDecision(next, partition, r.d, now);
       else this.engine.observeDeadLetter(next, partition, r.dl!, now);
     }
     this.waiting.delete(partition);
     const alerts = this.waiting.size > 0 ? [] : this.engine.advance(next, now);
-    if (next.closedUpTo !== prev.closedUpTo) this.checkpoint = encodeCheckpoint(this.engine.checkpoint(next)!).value;
+    const c = this.writes ? this.engine.checkpointDue(next) : undefined;
+    if (c) {
+      this.write(encodeCheckpoint(c).value, now);
+      next.written = c;
+    }
     this.sent.push(...alerts);
     this.committed.push(...records.map((r) => ({ ...r, partition })));
     this.state = next;
@@ -556,11 +571,9 @@ class Pipeline {
       if (r.d) this.engine.observeDecision(rebuilt, r.partition, r.d, now);
       else this.engine.observeDeadLetter(rebuilt, r.partition, r.dl!, now);
     }
-    if (this.checkpoint !== undefined) {
-      const c = decodeCheckpoint(this.checkpoint);
-      assert.ok(c.ok, JSON.stringify(c));
-      this.engine.restore(rebuilt, c.checkpoint);
-    }
+    const picker = new CheckpointPicker();
+    for (const r of this.topic) picker.add(r);
+    this.resumed = this.engine.resume(rebuilt, picker.result(true), this.committed.length > 0, now);
     this.state = rebuilt;
     this.waiting = new Set(unread.filter((p) => !rebuilt.newest.has(p)));
   }
@@ -588,7 +601,8 @@ describe('restart', () => {
 
     const restartAt = t0 + 20 * min + 1000;
     p.restart(restartAt);
-    assert.equal(p.state.closedUpTo, closedBefore);
+    // Written when closedUpTo changes pane: no window ends within one.
+    assert.equal(Math.floor(p.state.closedUpTo! / p.engine.pane), Math.floor(closedBefore / p.engine.pane));
     assert.equal(p.state.lastFired.size, 1);
     // p0 goes on; p1 (replayed, so "just heard from") holds windows until it is quiet again.
     for (let sec = 20 * 60; sec < 22 * 60; sec += 5) {
@@ -622,7 +636,7 @@ describe('restart', () => {
     p.waiting = new Set(['p0', 'p1']);
     p.batch('p0', half(0), t0 + 6 * min);
     assert.equal(p.sent.length, 0);
-    assert.equal(p.checkpoint, undefined, 'no window closed, so no checkpoint');
+    assert.equal(JSON.parse(p.checkpoint!).closed_up_to, null, 'no window closed, and the checkpoint says so');
     p.restart(t0 + 7 * min, ['p1']);
     assert.equal(p.sent.length, 0, 'nothing closed on p0 alone');
     p.batch('p1', half(1), t0 + 7 * min + 100);
@@ -632,6 +646,116 @@ describe('restart', () => {
     // Both partitions' input, one 2.5.0 decision a second each: all of the window's in its evidence.
     const seconds = (Math.min(conf.window_end, t0 + 6 * min) - Math.max(conf.window_start, t0)) / 1000;
     assert.equal(Number(conf.evidence.observed_n), seconds * 2);
+  });
+
+  /** 20 minutes of the incumbent and a worse canary on p0, a batch every 5 s; returns the restart time. */
+  function canaryRun(p: Pipeline, minutes = 20): number {
+    for (let sec = 0; sec < minutes * 60; sec += 5) {
+      const ts = t0 + sec * 1000;
+      p.batch('p0', [0, 1, 2, 3].flatMap((i) => [dec(ts + i, '2.4.1', 0.9), dec(ts + i, '2.5.0', 0.75)]), ts + 500);
+    }
+    return t0 + minutes * min + 1000;
+  }
+  /** Two more minutes of the same after a restart at `at`. */
+  function goOn(p: Pipeline, at: number, minutes = 20): void {
+    for (let sec = minutes * 60; sec < (minutes + 2) * 60; sec += 5) {
+      const ts = t0 + sec * 1000;
+      p.batch('p0', [dec(ts, '2.4.1', 0.9), dec(ts, '2.5.0', 0.75)], at + (sec - minutes * 60) * 1000);
+    }
+  }
+
+  it('sends nothing again after an upgrade from an alerter that wrote no checkpoint: windows due at the restart close silently', () => {
+    const p = new Pipeline(createEngine(restartRules), false);
+    const at = canaryRun(p);
+    const before = p.sent.map((a) => a.alert_id);
+    assert.equal(before.length, 1);
+    p.writes = true;
+    p.restart(at);
+    assert.equal(p.resumed, 'closed silently');
+    assert.ok(p.state.closedUpTo! > t0 + 15 * min, 'the rebuilt windows closed at the restart');
+    assert.equal(p.state.lastFired.size, 1, 'and re-armed suppression');
+    assert.equal(p.state.counters.fired, 0);
+    goOn(p, at);
+    assert.deepEqual(p.sent.map((a) => a.alert_id), before);
+    assert.equal(decodeCheckpoint(p.checkpoint!).ok, true, 'the first batch after it wrote a checkpoint');
+    // A first start (nothing committed) closes nothing.
+    const fresh = new Pipeline(createEngine(restartRules));
+    fresh.restart(at);
+    assert.equal(fresh.resumed, 'first start');
+  });
+
+  it('never takes an earlier checkpoint when a later record cannot be read (a newer alerter, then a rollback)', () => {
+    const p = new Pipeline(createEngine(restartRules));
+    const at = canaryRun(p);
+    const before = p.sent.map((a) => a.alert_id);
+    const stale = p.topic.find((r) => (decodeCheckpoint(r.value).ok && JSON.parse(String(r.value)).closed_up_to) < t0 + 10 * min)!;
+    // What compaction left: a stale checkpoint, then one in a format this alerter cannot read.
+    p.topic = [stale, { partition: 0, offset: stale.offset + 1, timestamp: at, value: p.checkpoint!.replace('"format":1', '"format":2') }];
+    p.restart(at);
+    assert.equal(p.resumed, 'closed silently');
+    goOn(p, at);
+    assert.deepEqual(p.sent.map((a) => a.alert_id), before);
+    assert.equal(duplicates(p.sent), 0);
+  });
+
+  it('picks the checkpoint with the largest closedUpTo, and none when a later record is unreadable or the read ended early', () => {
+    const value = (closedUpTo: number | undefined) => encodeCheckpoint({ closedUpTo, lastFired: new Map([['k', closedUpTo ?? 0]]) }).value;
+    const pick = (records: [number, number, number, string | null][], complete = true) => {
+      const picker = new CheckpointPicker();
+      for (const [partition, offset, timestamp, v] of records) picker.add({ partition, offset, timestamp, value: v });
+      const r = picker.result(complete);
+      return r.kind === 'found' ? r.checkpoint.closedUpTo : r.kind;
+    };
+    assert.equal(pick([]), 'none');
+    assert.equal(pick([[0, 0, 10, value(100)], [0, 1, 20, value(200)]]), 200);
+    assert.equal(pick([[0, 0, 10, value(undefined)]]), undefined);
+    assert.equal(pick([[0, 0, 10, value(100)]], false), 'unreadable');
+    // Producers on different clients put the key in different partitions.
+    assert.equal(pick([[3, 0, 10, value(300)], [1, 0, 20, value(200)]]), 300);
+    // Unreadable after the winner: in its partition, or stamped no earlier in another.
+    assert.equal(pick([[0, 0, 10, value(100)], [0, 1, 20, 'nope']]), 'unreadable');
+    assert.equal(pick([[0, 0, 10, value(100)], [1, 0, 20, null]]), 'unreadable');
+    // Superseded by a readable record after it in its partition, or stamped before the winner in another.
+    assert.equal(pick([[0, 0, 10, 'nope'], [0, 1, 20, value(100)]]), 100);
+    assert.equal(pick([[1, 0, 5, 'nope'], [0, 0, 10, value(100)]]), 100);
+  });
+
+  it('writes the checkpoint when closedUpTo changes pane or suppression changes, not every batch', () => {
+    const p = new Pipeline(createEngine(restartRules));
+    canaryRun(p);
+    const closes = new Set(p.topic.map((r) => JSON.parse(String(r.value)).closed_up_to));
+    // 240 batches over 20 minutes of 5-minute panes: a handful of records, each a change.
+    assert.ok(p.topic.length <= 8, `${p.topic.length} records`);
+    assert.ok(closes.size >= 4);
+    // A restart from the last one closes the same windows as from the state itself.
+    const rebuilt = p.engine.newState();
+    p.engine.restore(rebuilt, decodeCheckpoint(p.checkpoint!).ok ? (decodeCheckpoint(p.checkpoint!) as { checkpoint: Checkpoint }).checkpoint : assert.fail());
+    assert.equal(Math.floor(rebuilt.closedUpTo! / p.engine.pane), Math.floor(p.state.closedUpTo! / p.engine.pane));
+    assert.equal(p.engine.checkpointDue(p.state), undefined);
+  });
+
+  it('takes over a later checkpoint another instance wrote: closedUpTo and every suppression entry, the later of the two', () => {
+    const engine = createEngine(restartRules);
+    const state = engine.newState();
+    state.closedUpTo = t0 + 10 * min;
+    state.lastFired = new Map([['a', t0 + 5 * min], ['b', t0 + 10 * min]]);
+    const theirs = { closedUpTo: t0 + 12 * min, lastFired: new Map([['a', t0 + 12 * min], ['b', t0 + 5 * min], ['c', t0 + 11 * min]]) };
+    assert.equal(engine.restore(state, theirs), true);
+    assert.equal(state.closedUpTo, t0 + 12 * min);
+    assert.deepEqual(state.lastFired, new Map([['a', t0 + 12 * min], ['b', t0 + 10 * min], ['c', t0 + 11 * min]]));
+    // An earlier one changes nothing.
+    assert.equal(engine.restore(state, { closedUpTo: t0 + 11 * min, lastFired: new Map([['d', t0 + 11 * min]]) }), false);
+    assert.equal(state.lastFired.has('d'), false);
+  });
+
+  it('re-reads from the checkpoint\'s first open window, the whole lookback only without one', () => {
+    const engine = createEngine(restartRules);
+    const now = t0 + 2 * 60 * min;
+    const found = { kind: 'found' as const, checkpoint: { closedUpTo: now - 10_000, lastFired: new Map() } };
+    assert.equal(engine.replaySince(found, now), now - 10_000 - engine.reopenMs);
+    assert.ok(engine.replaySince(found, now) > now - engine.lookbackMs);
+    assert.equal(engine.replaySince({ kind: 'none' }, now), now - engine.lookbackMs);
+    assert.equal(engine.replaySince({ kind: 'found', checkpoint: { closedUpTo: undefined, lastFired: new Map() } }, now), now - engine.lookbackMs);
   });
 
   it('restores exactly what it checkpointed, and lets go of the panes it had closed', () => {
@@ -651,7 +775,7 @@ describe('restart', () => {
     assert.deepEqual(rebuilt.lastFired, live.lastFired);
     assert.deepEqual([...rebuilt.panes.keys()].sort(), [...live.panes.keys()].sort());
     assert.equal(rebuilt.counters.late, 0);
-    assert.equal(engine.checkpoint(engine.newState()), undefined);
+    assert.deepEqual(engine.checkpoint(engine.newState()), { closedUpTo: undefined, lastFired: new Map() });
   });
 
   it('keeps the checkpoint record within bounds and refuses what it cannot read', () => {
@@ -728,5 +852,13 @@ describe('group ownership', () => {
     assert.equal(soleOwner(group('Stable', [{ dec: [0, 1, 2], dlq: [0] }]), inputs).reason, 'dlq:1 is not assigned');
     assert.equal(soleOwner(group('PreparingRebalance', [{ dec: [0, 1, 2], dlq: [0, 1] }]), inputs).whole, false);
     assert.equal(soleOwner(undefined, inputs).whole, false);
+  });
+
+  it('names the KIP-848 consumer protocol when the group reads as Dead and empty, so the held windows are an error, not a quiet wait', () => {
+    const o = soleOwner(group('Dead', []), inputs);
+    assert.equal(o.whole, false);
+    assert.equal(o.protocol, 'consumer');
+    assert.match(o.reason!, /KIP-848/);
+    assert.equal(soleOwner(group('PreparingRebalance', [{ dec: [0] }]), inputs).protocol, undefined);
   });
 });

@@ -14,13 +14,13 @@ import {
 } from '@dlog/contracts';
 import { createTransactionalProcessor, nativeClientFor, ensureWorkerTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
 import { applyBaseline, decodeBaseline, encodeBaseline, maxRecordBytes } from './baselines.js';
-import { checkpointKey, decodeCheckpoint, encodeCheckpoint } from './checkpoint.js';
+import { CheckpointPicker, checkpointKey, encodeCheckpoint, type LatestCheckpoint } from './checkpoint.js';
 import { CommittedState, uncounted } from './committed-state.js';
 import { observationReaderType, toDeadLetterObservation, toDecisionObservation, type ObservedDecision } from './decode.js';
-import { cloneState, createEngine, type AlerterState, type Checkpoint } from './engine.js';
+import { cloneState, createEngine, type AlerterState } from './engine.js';
 import { parseSubjectKey, splitKey } from './evaluate.js';
 import { soleOwner, type Ownership } from './ownership.js';
-import { replay, replayRanges, unreadPartitions } from './replay.js';
+import { groupHasCommitted, replay, replayRanges, unreadPartitions, type ReplayRange } from './replay.js';
 import { loadRules, type RulesDocument } from './rules.js';
 
 export const defaultAlerterTopics = {
@@ -48,6 +48,14 @@ export interface AlerterStats {
   baselinesUnreadable: number;
   /** Windows were closed up to this event time before the start (from the checkpoint); undefined when none had been. */
   restoredClosedUpTo: number | undefined;
+  /**
+   * How the start took up the state: from the checkpoint, by closing the windows due without
+   * alerting (a restart with no checkpoint to trust: an upgrade, an unreadable record, a read
+   * that ran out of time), or as the group's first start.
+   */
+  resumed: 'restored' | 'closed silently' | 'first start' | undefined;
+  /** Checkpoints another instance of the group wrote that this one took over on becoming sole owner. */
+  checkpointsTakenOver: number;
 }
 
 export interface Alerter {
@@ -96,6 +104,8 @@ export async function createAlerter(opts: {
   let baselinesUnreadable = 0;
   let oversizeBaselines = 0;
   let restoredClosedUpTo: number | undefined;
+  let resumed: AlerterStats['resumed'];
+  let checkpointsTakenOver = 0;
   let truncatedCheckpoints = 0;
   let processor: TransactionalProcessor | undefined;
   /** Kept connected for the ownership check, which runs about once a hop. */
@@ -161,6 +171,12 @@ export async function createAlerter(opts: {
     get restoredClosedUpTo() {
       return restoredClosedUpTo;
     },
+    get resumed() {
+      return resumed;
+    },
+    get checkpointsTakenOver() {
+      return checkpointsTakenOver;
+    },
   };
 
   async function committedOffset(topic: string, partition: number): Promise<bigint | undefined> {
@@ -175,19 +191,27 @@ export async function createAlerter(opts: {
     }
   }
 
-  /**
-   * Reads the baselines topic from its start to its last committed record into the state, and
-   * returns the checkpoint it holds. The end offsets are read_committed (kafkajs lists offsets
-   * so), so a transaction a crashed instance left open is not waited for: its input is processed
-   * again anyway.
-   */
-  async function restoreBaselines(state: AlerterState): Promise<Checkpoint | undefined> {
-    let checkpoint: Checkpoint | undefined;
+  /** The baselines topic's end offsets (read_committed: kafkajs lists offsets so). */
+  async function baselinesEnds(): Promise<{ partition: number; low: number; high: number }[]> {
     const admin = kafka.admin();
     await admin.connect();
     const ends = await admin.fetchTopicOffsets(topics.baselines).finally(() => admin.disconnect());
-    const ranges = ends.filter((e) => Number(e.high) > Number(e.low)).map((e) => ({ topic: topics.baselines, partition: e.partition, start: Number(e.low), end: Number(e.high) }));
+    return ends.map((e) => ({ partition: e.partition, low: Number(e.low), high: Number(e.high) }));
+  }
+
+  /**
+   * Reads the baselines topic from `from` (partition → offset; its start where absent) to its
+   * last committed record, and returns the checkpoint it may trust (see `CheckpointPicker`) and
+   * the offsets it read to. Baselines go into `state` when given. A transaction a crashed
+   * instance left open is not waited for: its input is processed again anyway.
+   */
+  async function readBaselines(from: ReadonlyMap<number, number>, state?: AlerterState) {
+    const ends = await baselinesEnds();
+    const ranges: ReplayRange[] = ends
+      .map((e) => ({ topic: topics.baselines, partition: e.partition, start: Math.max(e.low, from.get(e.partition) ?? 0), end: e.high }))
+      .filter((r) => r.end > r.start);
     const names = new Set(rules.rules.map((r) => r.name));
+    const picker = new CheckpointPicker();
     const result = await replay({
       kafka,
       log,
@@ -197,12 +221,10 @@ export async function createAlerter(opts: {
       onBatch: async (_topic, partition, messages) => {
         for (const m of messages) {
           if (m.key?.toString() === checkpointKey) {
-            // Compacted, one key: the last one read is the last one committed.
-            const c = decodeCheckpoint(m.value);
-            if (c.ok) checkpoint = c.checkpoint;
-            else log.warn({ topic: topics.baselines, partition, offset: m.offset, reason: c.reason }, 'unreadable checkpoint skipped');
+            picker.add({ partition, offset: Number(m.offset), timestamp: Number(m.timestamp), value: m.value });
             continue;
           }
+          if (!state) continue;
           const b = decodeBaseline(m.key, m.value);
           if (!b.ok) {
             if (baselinesUnreadable++ === 0) log.warn({ topic: topics.baselines, partition, offset: m.offset, reason: b.reason }, 'unreadable baseline skipped');
@@ -212,17 +234,33 @@ export async function createAlerter(opts: {
         }
       },
     });
+    return { latest: picker.result(result.complete), complete: result.complete, read: ranges.length > 0, readTo: new Map(ends.map((e) => [e.partition, e.high])) };
+  }
+
+  /** Reads the baselines topic from its start into the state, and returns the checkpoint it holds. */
+  async function restoreBaselines(state: AlerterState): Promise<LatestCheckpoint> {
+    const { latest, complete, read, readTo } = await readBaselines(new Map(), state);
+    baselinesReadTo = readTo;
     for (const h of state.history.values()) baselinesRestored += h.size;
-    state.baselinesComplete = result.complete;
-    if (!result.complete) log.warn({ restored: baselinesRestored, timeoutMs: config.alerterReplayTimeoutMs }, 'baselines incomplete: some versions may have no predecessor or an older one, and none are let go until a restart reads them all');
-    else if (ranges.length > 0) log.info({ restored: baselinesRestored, unreadable: baselinesUnreadable }, 'predecessor baselines restored');
-    return checkpoint;
+    state.baselinesComplete = complete;
+    if (!complete) log.warn({ restored: baselinesRestored, timeoutMs: config.alerterReplayTimeoutMs }, 'baselines incomplete: some versions may have no predecessor or an older one, and none are let go until a restart reads them all');
+    else if (read) log.info({ restored: baselinesRestored, unreadable: baselinesUnreadable }, 'predecessor baselines restored');
+    return latest;
   }
 
   const inputs = [topics.decisions, topics.deadLetters];
   // While the group's input is split, checked again at most this often rather than on every batch.
   const splitRecheckMs = 5_000;
   let split: { since: number; checkedAt: number; reason: string | undefined } | undefined;
+  /** This instance held every input partition at its last check, and had taken over the checkpoint then. */
+  let sole = false;
+  /** Baselines topic partition → offset read up to: where the next look for another instance's checkpoints starts. */
+  let baselinesReadTo = new Map<number, number>();
+  /**
+   * The state as another instance left it, taken on becoming sole owner: applied to every batch
+   * until one has committed past it, so a batch whose transaction aborts does not lose it.
+   */
+  let takenOver: AlerterState['written'];
 
   async function ownership(): Promise<Ownership> {
     if (!groupAdmin) {
@@ -238,26 +276,69 @@ export async function createAlerter(opts: {
   }
 
   /**
-   * Whether this instance may close windows now: only while it reads every input partition.
-   * Asked only when a window is due (about once a hop), so it costs one admin round trip then.
-   * Input keeps being counted while the group is split; what another instance read meanwhile is
-   * missing from these windows, which is why the docs say one alerter per pipeline.
+   * On becoming sole owner (at the first check, and after any split): the checkpoints another
+   * instance of the group wrote since this one last read the topic. In a rolling update the new
+   * instance reads the checkpoint at its start while the old one goes on alerting until the new
+   * one joins; closing windows from the checkpoint read at start would send those alerts again.
+   * Throws when the topic cannot be read to its end in time: windows stay held and it is tried
+   * again at the next check.
    */
-  async function whole(now: number): Promise<boolean> {
+  async function takeOver(state: AlerterState, now: number): Promise<void> {
+    const { latest, complete, readTo } = await readBaselines(baselinesReadTo);
+    if (!complete) throw new Error(`alerter.baselines not read to its end within ${config.alerterReplayTimeoutMs} ms`);
+    baselinesReadTo = readTo;
+    if (latest.kind === 'found') {
+      state.written = latest.checkpoint;
+      if (engine.restore(state, latest.checkpoint)) {
+        checkpointsTakenOver++;
+        takenOver = engine.checkpoint(state);
+        log.warn({ groupId, closedUpTo: new Date(latest.checkpoint.closedUpTo!).toISOString() }, 'took over the checkpoint another alerter of the group wrote: windows it closed are not closed again');
+      }
+    } else if (latest.kind === 'unreadable') {
+      // Another instance wrote what this one cannot read (a newer format): as at a start without
+      // a checkpoint, the windows due now close without alerting rather than alert a second time.
+      const withheld = engine.closeSilently(state, now);
+      takenOver = engine.checkpoint(state);
+      log.warn({ groupId, reason: latest.reason, withheld }, 'checkpoint another alerter wrote is unreadable: windows due now closed without alerting');
+    }
+  }
+
+  /**
+   * Whether this instance may close windows, and write the checkpoint, now: only while it reads
+   * every input partition, and once it has taken over what another instance checkpointed.
+   * Asked only when a window is due or a checkpoint is (about once a hop), so it costs one admin
+   * round trip then. Input keeps being counted while the group is split; what another instance
+   * read meanwhile is missing from these windows, which is why the docs say one alerter per pipeline.
+   */
+  async function whole(state: AlerterState, now: number): Promise<boolean> {
     if (split && now - split.checkedAt < splitRecheckMs) return false;
     let o: Ownership;
     try {
       o = await ownership();
+      if (o.whole && !sole) {
+        await takeOver(state, now);
+        sole = true;
+      }
     } catch (err) {
       // Windows stay open until the group can be read: closing them on a guess could split them.
-      o = { whole: false, holders: 0, reason: `group not readable: ${(err as Error).message}` };
+      o = { whole: false, holders: 0, reason: `group or checkpoint not readable: ${(err as Error).message}` };
     }
     if (o.whole) {
       if (split) log.warn({ groupId, splitForMs: now - split.since }, 'this alerter reads every input partition again: closing windows; those open during the split lack what another instance read');
       split = undefined;
       return true;
     }
-    if (!split) log.warn({ groupId, holders: o.holders, reason: o.reason }, 'windows held: this alerter does not read every input partition (another alerter in the group? run one per pipeline); input is still counted');
+    if (sole) {
+      // From here another instance may write checkpoints: the next take-over reads from here,
+      // not from this instance's own records since the last one.
+      sole = false;
+      await baselinesEnds()
+        .then((ends) => (baselinesReadTo = new Map(ends.map((e) => [e.partition, e.high]))))
+        .catch((err: unknown) => log.debug({ err }, 'baselines end offsets not read'));
+    }
+    // A configuration error, not a passing state: said at every check, as an error.
+    if (o.protocol) log.error({ groupId, protocol: o.protocol, reason: o.reason }, `windows held: the group runs the "${o.protocol}" consumer protocol, whose assignments this alerter cannot see; run it on the classic protocol`);
+    else if (!split) log.warn({ groupId, holders: o.holders, reason: o.reason }, 'windows held: this alerter does not read every input partition (another alerter in the group? run one per pipeline); input is still counted');
     else if (o.reason !== split.reason) log.info({ groupId, holders: o.holders, reason: o.reason }, 'windows still held');
     split = { since: split?.since ?? now, checkedAt: now, reason: o.reason };
     return false;
@@ -273,11 +354,10 @@ export async function createAlerter(opts: {
       // the re-read reaches), and a partition quiet before the restart would count as just heard
       // from and close windows the checkpoint has passed a second time.
       const rebuilt = engine.newState();
-      const checkpoint = await restoreBaselines(rebuilt);
-      // Back to the first window still open at the checkpoint, however long ago that was (a
-      // crash while catching up); the lookback when no window had closed yet.
-      const since = Math.min(Date.now() - engine.lookbackMs, checkpoint ? checkpoint.closedUpTo - engine.reopenMs : Infinity);
-      const ranges = await replayRanges(kafka, groupId, inputs, since);
+      const latest = await restoreBaselines(rebuilt);
+      const restart = await groupHasCommitted(kafka, groupId, inputs);
+      const closedUpTo = latest.kind === 'found' ? latest.checkpoint.closedUpTo : undefined;
+      const ranges = await replayRanges(kafka, groupId, inputs, engine.replaySince(latest, Date.now()));
       const result = await replay({
         kafka,
         log,
@@ -290,12 +370,17 @@ export async function createAlerter(opts: {
           await observe(rebuilt, topic, partition, messages);
         },
       });
-      if (checkpoint) engine.restore(rebuilt, checkpoint);
-      restoredClosedUpTo = checkpoint?.closedUpTo;
+      const windowsBefore = rebuilt.counters.windows;
+      resumed = engine.resume(rebuilt, latest, restart, Date.now());
+      if (resumed === 'closed silently') {
+        const reason = latest.kind === 'unreadable' ? latest.reason : 'no checkpoint on the topic (an upgrade from an alerter that wrote none?)';
+        log.warn({ reason, closedUpTo: rebuilt.closedUpTo === undefined ? null : new Date(rebuilt.closedUpTo).toISOString(), windows: rebuilt.counters.windows - windowsBefore }, 'no checkpoint to trust: windows due now closed without alerting, as before checkpoints (an alert of one not sent before the restart is lost; none is sent twice)');
+      }
+      restoredClosedUpTo = closedUpTo;
       replayed = result.messages;
-      const closedUpTo = checkpoint ? new Date(checkpoint.closedUpTo).toISOString() : null;
-      if (!result.complete) log.warn({ replayed, closedUpTo, timeoutMs: config.alerterReplayTimeoutMs }, 'replay incomplete: windows open before the restart start partly empty');
-      else if (ranges.length > 0 || checkpoint) log.info({ replayed, ranges: ranges.length, closedUpTo, suppressing: checkpoint?.lastFired.size ?? 0 }, 'windows rebuilt from input');
+      const closed = closedUpTo !== undefined ? new Date(closedUpTo).toISOString() : null;
+      if (!result.complete) log.warn({ replayed, closedUpTo: closed, timeoutMs: config.alerterReplayTimeoutMs }, 'replay incomplete: windows open before the restart start partly empty');
+      else if (ranges.length > 0 || latest.kind === 'found') log.info({ replayed, ranges: ranges.length, closedUpTo: closed, suppressing: rebuilt.lastFired.size, resumed }, 'windows rebuilt from input');
       rebuilt.counters.fired = 0;
       rebuilt.counters.suppressed = 0;
       tracked.committed = rebuilt;
@@ -333,7 +418,11 @@ export async function createAlerter(opts: {
           }
           const waiting = [...waitingFor].some((k) => k !== `${ctx.topic}:${ctx.partition}`);
           const now = Date.now();
-          const held = waiting || (engine.closing(next, now) && !(await whole(now)));
+          // Again for every batch until one commits past it: one whose transaction aborted lost it.
+          if (takenOver) engine.restore(next, takenOver);
+          // Asked at most once a batch, and only when it matters.
+          let owner: boolean | undefined;
+          const held = waiting || (engine.closing(next, now) && !(owner = await whole(next, now)));
           const alerts = held ? [] : engine.advance(next, now);
           // Baselines this batch changed (and any a restart left unwritten) go in its transaction.
           const baselines: Message[] = [];
@@ -347,11 +436,17 @@ export async function createAlerter(opts: {
           }
           next.baselineChanges.clear();
           // So do how far windows are closed and the suppression they left: what a restart
-          // takes as sent (see checkpoint.ts). Only advance changes either.
-          const checkpoint = next.closedUpTo !== prev.closedUpTo ? engine.checkpoint(next) : undefined;
+          // takes as sent (see checkpoint.ts). Only the sole owner writes it, once it has taken
+          // over any later one another instance wrote: on a compacted topic the last record is
+          // the one that stays. Even during the startup wait, so a first start that crashes
+          // before closing a window leaves "nothing closed", not "no checkpoint" (an upgrade).
+          let checkpoint = engine.checkpointDue(next);
+          if (checkpoint && (owner ?? (await whole(next, now)))) checkpoint = engine.checkpointDue(next);
+          else checkpoint = undefined;
           if (checkpoint) {
             const { key, value, dropped } = encodeCheckpoint(checkpoint);
             baselines.push({ key, value });
+            next.written = checkpoint;
             if (dropped > 0 && truncatedCheckpoints++ === 0) log.warn({ dropped, kept: checkpoint.lastFired.size - dropped }, 'suppression too large for the checkpoint: the oldest entries are not kept across a restart');
           }
           tracked.stage(next, ctx.topic, ctx.partition, messages[messages.length - 1]!.offset);

@@ -6,6 +6,11 @@ export interface Ownership {
   /** Members holding input partitions. */
   holders: number;
   reason?: string;
+  /**
+   * Set when the group runs a consumer protocol whose assignments cannot be seen here: windows
+   * would be held for ever, so the caller says so as an error, not as a passing split.
+   */
+  protocol?: string;
 }
 
 /** A member's assignment (the consumer protocol's, which kafkajs and librdkafka both write) → topic → partitions. */
@@ -27,6 +32,13 @@ function assignmentOf(buffer: Buffer): Record<string, number[]> {
  */
 export function soleOwner(group: GroupDescription | undefined, partitions: ReadonlyMap<string, number>): Ownership {
   if (!group) return { whole: false, holders: 0, reason: 'group not found' };
+  // Asked while this instance is processing a batch, so the group has a member: a group on the
+  // KIP-848 protocol (group.protocol=consumer) is what the classic DescribeGroups shows as Dead
+  // and empty; its assignments are only in ConsumerGroupDescribe, which kafkajs lacks. Nothing
+  // configures that protocol today; should something start to, this must not pass silently.
+  if (group.state === 'Dead' && group.members.length === 0) {
+    return { whole: false, holders: 0, reason: 'group reads as Dead with no members: it runs the KIP-848 "consumer" protocol (group.protocol=consumer)', protocol: 'consumer' };
+  }
   if (group.state !== 'Stable') return { whole: false, holders: 0, reason: `group ${group.state}` };
   const holders = group.members.map((m) => assignmentOf(m.memberAssignment)).filter((a) => [...partitions.keys()].some((t) => (a[t]?.length ?? 0) > 0));
   if (holders.length !== 1) return { whole: false, holders: holders.length, reason: `${holders.length} members hold input partitions` };

@@ -41,6 +41,18 @@ export async function replayRanges(kafka: Kafka, groupId: string, topics: string
   }
 }
 
+/** Whether the group has committed offsets on any of the topics: a restart, not its first start. */
+export async function groupHasCommitted(kafka: Kafka, groupId: string, topics: string[]): Promise<boolean> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const committed = await admin.fetchOffsets({ groupId, topics });
+    return committed.some((t) => t.partitions.some((p) => Number(p.offset) > 0));
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 /** Partitions of a topic whose log ends beyond the group's committed offset. */
 export async function unreadPartitions(kafka: Kafka, groupId: string, topic: string): Promise<number[]> {
   const admin = kafka.admin();
