@@ -39,15 +39,17 @@ export function shutdownBudget(limitMs: number): { workerGraceMs: number; worker
 }
 
 /**
- * The gate's threads when it shares a 2-core machine with the whole pipeline: one, unless
- * DLOG_GATE_THREADS says otherwise. Alone on 2 cores the gate is fastest with two (bench:gate,
- * steady 30k vs 23k events/s), but beside the broker, the enricher, the alerter and the sink a
- * second thread only adds hand-offs: draining a 150k backlog, the gate used 6.5-7.2 s of CPU with
- * one thread against 6.9-9.1 s with two, in interleaved runs, with no loss of throughput.
+ * The gate's threads when it shares a 2-core machine with the whole pipeline: none (it validates
+ * and protects in its own event loop), unless DLOG_GATE_THREADS says otherwise. Alone on 2 cores
+ * the gate is fastest with two (bench:gate, steady 30k vs 23k events/s), but beside the broker,
+ * the enricher, the alerter and the sink a thread only adds hand-offs: draining a 150k backlog,
+ * alternated three times, the gate used 5.3-5.4 s of CPU inline against 6.0 s with one thread,
+ * and the pipeline drained 16.9-17.9k decisions/s against 15.9-17.3k (103-107 against 107-113 us
+ * a decision; 2026-11-28). Live at 10k/s the latency was the same either way.
  */
 export function pipelineGateThreads(env: NodeJS.ProcessEnv, cores: number): NodeJS.ProcessEnv {
   if (env.DLOG_GATE_THREADS !== undefined && env.DLOG_GATE_THREADS !== '') return {};
-  return cores <= 2 ? { DLOG_GATE_THREADS: '1' } : {};
+  return cores <= 2 ? { DLOG_GATE_THREADS: '0' } : {};
 }
 
 /**
