@@ -862,3 +862,40 @@ describe('group ownership', () => {
     assert.equal(soleOwner(group('PreparingRebalance', [{ dec: [0] }]), inputs).protocol, undefined);
   });
 });
+
+describe('a restart without a checkpoint to trust', () => {
+  it('closes silently past a partition that had gone quiet, so its windows do not alert a second time', () => {
+    // Closing at the re-read input's watermark counted every partition as just heard from: a
+    // quiet one held the close back, and once quiet again live its windows alerted twice.
+    const min = 60_000;
+    const engine = createEngine(
+      parseRules(`
+watermark: { allowed_lateness: 5s, idle_partition_after: 30s, startup_wait: 5s }
+rules:
+  - { name: confidence-drop, kind: confidence_drop, window: { size: 2m, hop: 1m }, min_samples: 40, min_drop: 0.05, suppress_for: 1m }
+`),
+    );
+    const t0 = 1_800_000_000_000 - (1_800_000_000_000 % min);
+    const d = (ts: number, version: string, confidence: number): DecisionObservation => ({ ts, endpoint: 'e', model: 'm', version, decision: 'ok', confidence, weight: 1, resolved: true, unresolvedRefs: [] });
+    const input: { p: string; d: DecisionObservation }[] = [{ p: 'p1', d: d(t0, '2.4.1', 0.9) }];
+    for (let i = 0; i < 360; i++) input.push({ p: 'p0', d: d(t0 + i * 1000, '2.4.1', 0.9) }, { p: 'p0', d: d(t0 + i * 1000, '2.5.0', 0.7) });
+    const live = engine.newState();
+    const sent = new Set<string>();
+    for (const e of input) {
+      engine.observeDecision(live, e.p, e.d, e.d.ts);
+      for (const a of engine.advance(live, e.d.ts)) sent.add(a.alert_id);
+    }
+    assert.ok(sent.size > 0, 'the old instance alerted');
+    const now = t0 + 6 * min + 10_000;
+    const rebuilt = engine.newState();
+    for (const e of input) engine.observeDecision(rebuilt, e.p, e.d, now);
+    assert.equal(engine.resume(rebuilt, { kind: 'none' }, true, now), 'closed silently');
+    const again: string[] = [];
+    for (let i = 0; i < 60; i++) {
+      const ts = now + i * 1000;
+      engine.observeDecision(rebuilt, 'p0', d(ts - 10_000, '2.4.1', 0.9), ts);
+      for (const a of engine.advance(rebuilt, ts)) again.push(a.alert_id);
+    }
+    assert.deepEqual(again.filter((id) => sent.has(id)), [], 'no alert the old instance sent goes again');
+  });
+});

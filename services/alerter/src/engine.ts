@@ -323,9 +323,14 @@ export function createEngine(doc: RulesDocument): Engine {
       return 'closed silently';
     },
 
-    closeSilently(state, now) {
+    closeSilently(state, _now) {
       const { fired, suppressed } = state.counters;
-      const withheld = engine.advance(state, now).length;
+      // Every partition counts as quiet here, so the windows close up to the newest event time
+      // read, less the lateness. At `now` every partition re-read was just heard from: one that had
+      // gone quiet before the restart held the close back below what the old instance had sent,
+      // and once quiet again live its windows alerted a second time. Closing further may lose an
+      // alert the old instance had not sent yet; none goes twice.
+      const withheld = engine.advance(state, Number.MAX_SAFE_INTEGER).length;
       state.counters.fired = fired;
       state.counters.suppressed = suppressed;
       return withheld;
