@@ -169,6 +169,19 @@ export async function replayDeadLetters(opts: ReplayOptions): Promise<ReplayRepo
     : opts.kafka.producer({ transactionalId: `dlog-dlq-replay.${opts.replayLog}`, idempotent: true, maxInFlightRequests: 1, transactionTimeout: 60_000 });
   await producer?.connect();
   const nonce = randomUUID();
+  // The log is read up to this run's own record, which is complete only on one partition: with
+  // more, marks on the others were missed and their letters went twice.
+  const admin = opts.kafka.admin();
+  await admin.connect();
+  try {
+    const parts = (await admin.fetchTopicOffsets(opts.replayLog)).length;
+    if (parts !== 1) throw new Error(`${opts.replayLog} has ${parts} partitions; the replay log must have exactly 1 (recreate it with one, keeping its records) or a replay could send letters twice`);
+  } catch (err) {
+    await producer?.disconnect();
+    throw err;
+  } finally {
+    await admin.disconnect();
+  }
   try {
     if (producer) {
       // kafkajs fences an earlier producer with this id (and settles its open transaction) only

@@ -48,7 +48,15 @@ function admin(existing: Record<string, Existing>, metadataAnswers: (Error | 'le
       return true;
     },
     describeConfigs: async (o: { resources: { name: string }[] }) => ({
-      resources: o.resources.map((r) => ({ resourceName: r.name, configEntries: [{ configName: 'cleanup.policy', configValue: topics.get(r.name)?.policy ?? 'delete' }] })),
+      resources: o.resources.map((r) => ({
+        resourceName: r.name,
+        configEntries: [
+          { configName: 'cleanup.policy', configValue: topics.get(r.name)?.policy ?? 'delete', configSource: 5, isDefault: true },
+          // An operator's own retention on the topic, and a broker-wide setting.
+          { configName: 'retention.ms', configValue: '31536000000', configSource: 1, isDefault: false },
+          { configName: 'segment.bytes', configValue: '1073741824', configSource: 5, isDefault: true },
+        ],
+      })),
     }),
     alterConfigs: async (o: { resources: { name: string; configEntries: { name: string; value: string }[] }[] }) => {
       for (const r of o.resources) {
@@ -84,7 +92,8 @@ test('a topic the broker made on its own grows to its partitions, and a compacte
   const { admin: a, calls } = admin({ a: { partitions: 1, policy: 'delete' }, b: { partitions: 1, policy: 'delete' } });
   await ensureTopics(a, defs, 1, { delayMs: 1 });
   assert.deepEqual(calls.grown, [{ topic: 'a', count: 2 }]);
-  assert.deepEqual(calls.altered, [{ name: 'b', entries: ['cleanup.policy=compact', 'min.compaction.lag.ms=1000'] }]);
+  // The definition over the topic's own overrides, which stay; broker-wide settings are not copied.
+  assert.deepEqual(calls.altered, [{ name: 'b', entries: ['retention.ms=31536000000', 'cleanup.policy=compact', 'min.compaction.lag.ms=1000'] }]);
 });
 
 test('a topic with more partitions than defined is left as it is: partitions only ever grow', async () => {
@@ -97,4 +106,32 @@ test('a topic with more partitions than defined is left as it is: partitions onl
 test('gives up on an error that is not transient, and after its attempts', async () => {
   await assert.rejects(ensureTopics(admin({}, [new Error('authorization failed')]).admin, defs, 1, { delayMs: 1 }), /authorization failed/);
   await assert.rejects(ensureTopics(admin({}, Array.from({ length: 5 }, unknownTopic)).admin, defs, 1, { attempts: 3, delayMs: 1 }), /does not host/);
+});
+
+test('two workers growing one topic at once: the one told the count is invalid checks again and goes on', async () => {
+  const { admin: a } = admin({ a: { partitions: 1, policy: 'delete' }, b: { partitions: 1, policy: 'compact' } });
+  const raced = a as unknown as { createPartitions: (o: { topicPartitions: { topic: string; count: number }[] }) => Promise<boolean>; fetchTopicMetadata: TopicAdmin['fetchTopicMetadata'] };
+  const grow = raced.createPartitions;
+  raced.createPartitions = async (o) => {
+    await grow(o); // the other worker got there first
+    throw Object.assign(new Error('Number of partitions is invalid'), { type: 'INVALID_PARTITIONS', retriable: false });
+  };
+  assert.deepEqual(await ensureTopics(a, defs, 1, { delayMs: 1 }), []);
+});
+
+test('a repair that fails (no permission) warns and lets the worker start', async () => {
+  const { admin: a } = admin({ a: { partitions: 2, policy: 'delete' }, b: { partitions: 1, policy: 'delete' } });
+  (a as unknown as { alterConfigs: () => Promise<void> }).alterConfigs = async () => {
+    throw Object.assign(new Error('Topic authorization failed'), { type: 'TOPIC_AUTHORIZATION_FAILED', retriable: false });
+  };
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(w.message);
+  process.on('warning', onWarning);
+  try {
+    assert.deepEqual(await ensureTopics(a, defs, 1, { delayMs: 1 }), []);
+    await new Promise((r) => setImmediate(r));
+    assert.ok(warnings.some((w) => /authorization failed/.test(w)), warnings.join('; '));
+  } finally {
+    process.off('warning', onWarning);
+  }
 });

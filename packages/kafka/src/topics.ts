@@ -63,7 +63,11 @@ export async function ensureTopics(admin: TopicAdmin, topics: TopicDefinition[],
         });
         created.push(...missing.map((t) => t.name));
       }
-      await repairShortfalls(admin, topics.filter((t) => existing.has(t.name)));
+      await repairShortfalls(admin, topics.filter((t) => existing.has(t.name))).catch((err: unknown) => {
+        // Best effort: a principal without DescribeConfigs or AlterConfigs, or another process
+        // repairing the same topic, must not stop a worker whose topics may be fine.
+        process.emitWarning(`could not check or repair existing topics against their definitions: ${(err as Error).message}`, { code: 'DLOG_TOPIC_REPAIR' });
+      });
       if (waitFor.size === 0) return [];
       // Until every partition of what was created has a leader. A broker that has just started
       // (KRaft) answers UNKNOWN_TOPIC_OR_PARTITION for a moment after creating a topic, and
@@ -90,25 +94,48 @@ export type TopicAdmin = Pick<Admin, 'listTopics' | 'createTopics' | 'fetchTopic
  * defined as compacted that is not is given its definition's config: as it was, the registry's
  * registrations would have been deleted after the broker's retention.
  */
+/** Kafka's DescribeConfigs source of a setting made on the topic itself (DYNAMIC_TOPIC_CONFIG). */
+const topicOverride = 1;
+
 async function repairShortfalls(admin: TopicAdmin, existing: TopicDefinition[]): Promise<void> {
   if (existing.length === 0) return;
   const meta = await admin.fetchTopicMetadata({ topics: existing.map((t) => t.name) });
   const counts = new Map(meta.topics.map((t) => [t.name, t.partitions.length]));
   const grow = existing.filter((t) => (counts.get(t.name) ?? t.partitions) < t.partitions);
-  if (grow.length > 0) await admin.createPartitions({ topicPartitions: grow.map((t) => ({ topic: t.name, count: t.partitions })) });
+  if (grow.length > 0) {
+    await admin.createPartitions({ topicPartitions: grow.map((t) => ({ topic: t.name, count: t.partitions })) }).catch(async (err: unknown) => {
+      // Two workers starting together both grow it; the second is told the count is invalid.
+      const now = await admin.fetchTopicMetadata({ topics: grow.map((t) => t.name) });
+      const short = now.topics.filter((t) => t.partitions.length < (grow.find((g) => g.name === t.name)?.partitions ?? 0));
+      if (short.length > 0) throw err;
+    });
+  }
+  // A topic defined with one partition is read in log order (the registry: the first
+  // registration of a version wins); made with more (a broker whose num.partitions is above 1
+  // auto-created it), that order is gone, and partitions never shrink: say so.
+  for (const t of existing) {
+    const n = counts.get(t.name) ?? t.partitions;
+    if (t.partitions === 1 && n > 1) process.emitWarning(`${t.name} has ${n} partitions but is defined with 1: readers that rely on its log order (first registration wins) may disagree; recreate it with one`, { code: 'DLOG_TOPIC_PARTITIONS' });
+  }
   const compacted = existing.filter((t) => t.config['cleanup.policy'] === 'compact');
   if (compacted.length === 0) return;
   const described = await admin.describeConfigs({
     includeSynonyms: false,
-    resources: compacted.map((t) => ({ type: ConfigResourceTypes.TOPIC, name: t.name, configNames: ['cleanup.policy'] })),
+    resources: compacted.map((t) => ({ type: ConfigResourceTypes.TOPIC, name: t.name })),
   });
-  const policy = new Map(described.resources.map((r) => [r.resourceName, r.configEntries.find((e) => e.configName === 'cleanup.policy')?.configValue ?? '']));
-  const wrong = compacted.filter((t) => !(policy.get(t.name) ?? '').split(',').includes('compact'));
+  const byTopic = new Map(described.resources.map((r) => [r.resourceName, r.configEntries]));
+  const wrong = compacted.filter((t) => !((byTopic.get(t.name) ?? []).find((e) => e.configName === 'cleanup.policy')?.configValue ?? '').split(',').includes('compact'));
   if (wrong.length === 0) return;
-  // alterConfigs sets a topic's overrides as a whole: the definition's, which is what it lacked.
+  // alterConfigs sets a topic's overrides as a whole: its own overrides are kept (an operator's
+  // retention, say), the definition's laid over them.
   await admin.alterConfigs({
     validateOnly: false,
-    resources: wrong.map((t) => ({ type: ConfigResourceTypes.TOPIC, name: t.name, configEntries: Object.entries(t.config).map(([name, value]) => ({ name, value })) })),
+    resources: wrong.map((t) => {
+      const own = (byTopic.get(t.name) ?? []).filter((e) => (e as { configSource?: number }).configSource === topicOverride && !e.isDefault && !e.isSensitive);
+      const merged = new Map(own.map((e) => [e.configName, e.configValue]));
+      for (const [name, value] of Object.entries(t.config)) merged.set(name, value);
+      return { type: ConfigResourceTypes.TOPIC, name: t.name, configEntries: [...merged].map(([name, value]) => ({ name, value })) };
+    }),
   });
 }
 
