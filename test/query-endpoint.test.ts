@@ -20,11 +20,18 @@ describe('the query endpoint: only the pipeline that holds the token answers, an
       const body = JSON.stringify({ sql: 'SELECT 1 AS n' });
       const post = (headers: Record<string, string>) =>
         fetch(`http://127.0.0.1:${server.port}/query`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body }).then((r) => r.status);
-      const nonce = 'ab'.repeat(16);
+      const nonce = `${Date.now()}:${'ab'.repeat(16)}`;
       assert.equal(await post({ 'x-dlog-nonce': nonce, 'x-dlog-signature': querySignature(token, 'request', nonce, body) }), 200);
       assert.equal(await post({ 'x-dlog-nonce': nonce, 'x-dlog-signature': querySignature(token, 'request', nonce, body) }), 401, 'a nonce is good once');
+      // Captured while the pipeline was down and sent a minute later: refused, whatever it has seen.
+      const stale = `${Date.now() - 60_000}:${'ef'.repeat(16)}`;
+      assert.equal(await post({ 'x-dlog-nonce': stale, 'x-dlog-signature': querySignature(token, 'request', stale, body) }), 401, 'a request is good only near its time');
+      // Copies sent side by side: one answered.
+      const twin = `${Date.now()}:${'12'.repeat(16)}`;
+      const copies = await Promise.all(Array.from({ length: 5 }, () => post({ 'x-dlog-nonce': twin, 'x-dlog-signature': querySignature(token, 'request', twin, body) })));
+      assert.deepEqual(copies.sort(), [200, 401, 401, 401, 401]);
       assert.equal(await post({ authorization: `Bearer ${token}` }), 401, 'the token itself is not how to ask');
-      const other = 'cd'.repeat(16);
+      const other = `${Date.now()}:${'cd'.repeat(16)}`;
       assert.equal(await post({ 'x-dlog-nonce': other, 'x-dlog-signature': querySignature('not-the-token', 'request', other, body) }), 401);
     } finally {
       await server.close();

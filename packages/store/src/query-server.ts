@@ -49,6 +49,9 @@ export function querySignature(token: string | Buffer, direction: 'request' | 'a
   return createHmac('sha256', token).update(`dlog-query ${direction}\n${nonce}\n${digest}`).digest('hex');
 }
 
+/** How far a request's time may be from the pipeline's clock (one machine: both read the same one). */
+const nonceWindowMs = 30_000;
+
 function sameHex(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
@@ -119,13 +122,25 @@ class RawJson {
  */
 export async function startQueryServer(opts: { store: Store; port: number; dataDir: string; log: Logger; host?: string; queryTimeoutMs?: number }): Promise<{ close(): Promise<void>; port: number }> {
   const token = Buffer.from(ensureToken(queryTokenFile(opts.dataDir)));
-  // Nonces already answered, so a request seen once cannot be sent again (bounded: oldest go first).
-  const seen = new Set<string>();
-  const remember = (nonce: string) => {
-    seen.add(nonce);
-    if (seen.size > 10_000) seen.delete(seen.values().next().value!);
+  // A request names its time and a random part; it is good within `nonceWindowMs` of that time,
+  // and once. Before, a request a squatter had captured while the pipeline was down was answered
+  // by the pipeline later (the set of seen nonces starts empty at every start).
+  const seen = new Map<string, number>();
+  const fresh = (nonce: string): boolean => {
+    const m = /^(\d{13}):[0-9a-f]{32}$/.exec(nonce);
+    const at = m ? Number(m[1]) : Number.NaN;
+    const now = Date.now();
+    if (!(Math.abs(now - at) <= nonceWindowMs) || seen.has(nonce)) return false;
+    for (const [n, t] of seen) {
+      if (now - t <= 2 * nonceWindowMs) break;
+      seen.delete(n);
+    }
+    seen.set(nonce, now);
+    return true;
   };
-  const server = http.createServer((req, res) => {
+  // requestTimeout is enforced on this interval (Node's default, 30 s, let a stalled request live
+  // 40 s).
+  const server = http.createServer({ connectionsCheckingInterval: 1_000 }, (req, res) => {
     // The body is made before the headers go: a body that cannot be made (too large a string)
     // then gets its own error answer, and a failure after the headers ends this response alone.
     // Before, the second writeHead threw in a detached promise and stopped the whole pipeline.
@@ -150,7 +165,7 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
     if (req.method !== 'POST' || req.url !== '/query') return send(404, { error: 'POST /query' });
     const nonce = String(req.headers['x-dlog-nonce'] ?? '');
     const signature = String(req.headers['x-dlog-signature'] ?? '');
-    if (!/^[0-9a-f]{32,128}$/.test(nonce) || seen.has(nonce)) return send(401, { error: 'missing, malformed or repeated nonce' });
+    if (!/^\d{13}:[0-9a-f]{32}$/.test(nonce)) return send(401, { error: 'missing or malformed nonce' });
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
@@ -162,7 +177,9 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
       (async () => {
         const text = Buffer.concat(chunks).toString('utf8');
         if (!sameHex(signature, querySignature(token, 'request', nonce, text))) return send(401, { error: 'wrong signature: dlog query signs with the query-token file beside the data directory' });
-        remember(nonce);
+        // Checked and recorded in one step, once the body is in: copies sent side by side all
+        // passed a check made when their headers came.
+        if (!fresh(nonce)) return send(401, { error: 'a request is good once, within a minute of its time: check this clock, or ask again' });
         let body: QueryRequest;
         try {
           body = JSON.parse(text) as QueryRequest;
@@ -211,8 +228,9 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
       new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
-        // An answer still going out after that (a client not reading it) is cut.
-        setTimeout(() => server.closeAllConnections(), 5_000).unref();
+        // A query still in the engine is answered (the store must not close under it); what is
+        // left once the longest query could have ended (a client not reading its answer) is cut.
+        setTimeout(() => server.closeAllConnections(), (opts.queryTimeoutMs ?? defaultQueryTimeoutMs) + 5_000).unref();
       }),
   };
 }
@@ -231,7 +249,7 @@ export class QueryEndpointError extends Error {
 export async function queryViaEndpoint(opts: { port: number; dataDir: string; sql: string; params?: Record<string, unknown>; timeoutMs?: number }): Promise<QueryResponse | undefined> {
   const file = queryTokenFile(opts.dataDir);
   const token = existsSync(file) ? readFileSync(file, 'utf8').trim() : '';
-  const nonce = randomBytes(16).toString('hex');
+  const nonce = `${Date.now()}:${randomBytes(16).toString('hex')}`;
   const payload = JSON.stringify({ sql: opts.sql, params: opts.params ?? {} });
   let res: Response;
   try {
