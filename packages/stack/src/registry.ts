@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stackMarker, type Component } from './component.js';
@@ -21,12 +21,34 @@ const pom = fileURLToPath(new URL('../../../infra/stack/apicurio/pom.xml', impor
 /** How many entries the distribution's lib/ holds, whole (3.0.9). */
 const apicurioLibraries = 359;
 
-function entries(dir: string): number {
+/**
+ * The jars in `dir` that end as a zip ends (with its end-of-central-directory record): a jar cut
+ * short while it was unpacked does not, and one such jar among the 359 failed every start.
+ */
+export function wholeJars(dir: string): number {
+  let names: string[];
   try {
-    return readdirSync(dir).length;
+    names = readdirSync(dir);
   } catch {
     return 0;
   }
+  let whole = 0;
+  const tail = Buffer.alloc(65_557); // the record (22 bytes) plus the longest zip comment
+  for (const name of names) {
+    let fd: number | undefined;
+    try {
+      fd = openSync(path.join(dir, name), 'r');
+      const size = fstatSync(fd).size;
+      const n = Math.min(size, tail.length);
+      readSync(fd, tail, 0, n, size - n);
+      if (tail.subarray(0, n).lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06])) >= 0) whole++;
+    } catch {
+      // unreadable: not whole
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+  }
+  return whole;
 }
 
 export function registryComponent(opts: { stackDir: string; runDir: string; port: number }): Component {
@@ -45,7 +67,7 @@ export function registryComponent(opts: { stackDir: string; runDir: string; port
       if (existsSync(complete)) return;
       // An install from before the marker, whole: adopted, not fetched again (a registry may be
       // running from it, and a user may be offline).
-      if (existsSync(jar) && entries(path.join(home, 'lib')) >= apicurioLibraries) {
+      if (existsSync(jar) && wholeJars(path.join(home, 'lib')) >= apicurioLibraries) {
         writeFileSync(complete, `${new Date().toISOString()} (adopted)\n`);
         return;
       }
