@@ -351,7 +351,8 @@ export function processBatch(messages: KafkaMessage[], ctx: BatchContext, deps: 
           });
           out = { key: record.trajectory?.trace_id ?? record.request_id, value: frame(deps.decisionType, record) };
           // A record Kafka would refuse fails the whole transaction, again at every retry.
-          if (recordBytes(out) > MAX_RECORD_BYTES) throw new RecordTooLargeError(recordBytes(out));
+          const bytes = recordBytes(out);
+          if (bytes > MAX_RECORD_BYTES) throw new RecordTooLargeError(bytes);
         }
         const minute = Math.floor(event.ts / 60_000) * 60_000;
         const key = joinKey([minute, event.model.name, event.model.version, endpoint, decisionType, cls.tier, decision], '\u0000');
