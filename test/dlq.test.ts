@@ -133,4 +133,27 @@ describe('dlog dlq replay: dead letters go back once, with their original time',
       await raw.stop();
     }
   });
+
+  it('reads a dead-letter partition that ends in an aborted transaction to its end, and says nothing stopped short', async () => {
+    const prefix = `${unique('dlq3')}.`;
+    const kafka = createKafka({ brokers: loadConfig(process.env).kafkaBrokers, clientId: 'test-dlq3', log });
+    await ensurePipelineTopics(kafka, prefix, ['inference.dlq', 'dlq.replays']);
+    const topic = `${prefix}inference.dlq`;
+    const letter = (i: number) => ({ key: `k${i}`, value: `letter ${i}`, partition: 0, headers: { 'dlog.reason': 'schema_invalid' } });
+    const plain = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await plain.connect();
+    await plain.send({ topic, messages: [letter(1), letter(2)] });
+    await plain.disconnect();
+    // The partition's tail: three letters of a transaction that was aborted, and its marker.
+    const tx = kafka.producer({ transactionalId: `${prefix}aborter`, idempotent: true, maxInFlightRequests: 1 });
+    await tx.connect();
+    const t = await tx.transaction();
+    await t.send({ topic, messages: [letter(3), letter(4), letter(5)] });
+    await t.abort();
+    await tx.disconnect();
+
+    const report = await replayDeadLetters({ kafka, log, topic, replayLog: `${prefix}dlq.replays`, dryRun: true, idleMs: 1_500 });
+    assert.equal(report.unknownSource, 2, 'the two committed letters were read (they name no source, so are not replayed)');
+    assert.deepEqual(report.stoppedShort, [], 'the aborted tail is the end of the partition, not a read cut short');
+  });
 });

@@ -33,7 +33,7 @@ export function formatReplay(r: ReplayReport, dryRun: boolean): string {
   if (r.alreadyReplayed > 0) lines.push(`left alone ${r.alreadyReplayed} replayed before (each letter goes back once)`);
   if (r.otherReason > 0) lines.push(`left alone ${r.otherReason} of other reasons`);
   if (r.unknownSource > 0) lines.push(`left alone ${r.unknownSource} without dlog.source.topic (not written by decision-log)`);
-  if (r.stoppedShort.length > 0) lines.push(`partition(s) ${r.stoppedShort.join(', ')} went quiet before the end they had at the start (or end in an aborted transaction): if letters are missing, run again (nothing is replayed twice)`);
+  if (r.stoppedShort.length > 0) lines.push(`partition(s) ${r.stoppedShort.join(', ')} went quiet before the end they had at the start: if letters are missing, run again (nothing is replayed twice)`);
   for (const w of r.withoutValue) lines.push(`not replayed: ${w.reason} letter without its value (too large for a record); the original is at ${w.source} while its topic keeps it`);
   return `${lines.join('\n')}\n`;
 }

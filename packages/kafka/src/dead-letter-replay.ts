@@ -105,6 +105,15 @@ async function readToEnd(
       joined = true;
       last = Date.now();
     });
+    // kafkajs reports every fetched batch here, with the offset of its last record of any kind,
+    // including one that held only an aborted transaction's records or commit markers, which
+    // never reach eachBatch: a partition ending in an aborted transaction is read to its end too.
+    consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+      if (until || payload.topic !== topic) return;
+      const lastOffset = BigInt(payload.lastOffset);
+      if (lastOffset > (seen.get(payload.partition) ?? -1n)) seen.set(payload.partition, lastOffset);
+      if (lastOffset >= (ends.get(payload.partition) ?? 0n) - 1n) pending.delete(payload.partition);
+    });
     await consumer.run({
       autoCommit: false,
       eachBatch: async ({ batch }) => {
@@ -123,8 +132,6 @@ async function readToEnd(
         }
         const end = ends.get(batch.partition) ?? 0n;
         const within = batch.messages.filter((m) => BigInt(m.offset) < end);
-        const lastOne = batch.messages.at(-1);
-        if (lastOne) seen.set(batch.partition, BigInt(lastOne.offset));
         try {
           if (within.length > 0) await onBatch(batch.partition, within);
         } catch (err) {
@@ -149,9 +156,8 @@ async function readToEnd(
     await consumer.disconnect();
   }
   if (failed !== undefined) throw failed;
-  // A partition whose end is a commit marker (transactional writers leave one) ends the read by
-  // idling; its last record then sits just before that marker. Further back, the read stopped short.
-  const short = [...pending].filter((p) => (seen.get(p) ?? -1n) < (ends.get(p) ?? 0n) - 2n);
+  // A partition still pending went quiet before its end: the read stopped short there.
+  const short = [...pending].filter((p) => (seen.get(p) ?? -1n) < (ends.get(p) ?? 0n) - 1n);
   return { short };
 }
 
