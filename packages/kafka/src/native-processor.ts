@@ -428,6 +428,8 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
   }
 
   return {
+    // node-rdkafka does not expose it; the broker fences this member's commits instead.
+    memberId: () => undefined,
     async start() {
       running = true;
       await open();

@@ -76,6 +76,12 @@ export interface TransactionalProcessor {
   start(): Promise<void>;
   /** Stops fetching and waits for the batch in hand to commit or abort. */
   stop(): Promise<void>;
+  /**
+   * This instance's member id in its consumer group since its last join, where the client tells
+   * it (kafkajs); undefined on librdkafka, whose transactional offset commits carry the member id
+   * and generation, so the broker refuses them from a member no longer in the group.
+   */
+  memberId(): string | undefined;
 }
 
 /**
@@ -93,8 +99,10 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
   const log = opts.log.child({ component: 'processor', groupId: opts.groupId });
   let consumer: Consumer | undefined;
   let producer: Producer | undefined;
+  let memberId: string | undefined;
 
   return {
+    memberId: () => memberId,
     async start() {
       producer = opts.kafka.producer({
         transactionalId: opts.transactionalId,
@@ -116,6 +124,7 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
         heartbeatInterval: 3_000,
         metadataMaxAge: metadataRefreshMs,
       });
+      consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => (memberId = payload.memberId));
       await consumer.connect();
       for (const topic of opts.topics) await consumer.subscribe({ topic, fromBeginning: opts.fromBeginning ?? true });
       const p = producer;

@@ -832,10 +832,10 @@ describe('keys', () => {
 });
 
 describe('group ownership', () => {
-  const member = (assignment: Record<string, number[]>) => ({
+  const member = (assignment: Record<string, number[]>, i: number) => ({
     clientHost: 'h',
     clientId: 'c',
-    memberId: 'm',
+    memberId: `m${i}`,
     memberMetadata: Buffer.alloc(0),
     memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 0, assignment, userData: Buffer.alloc(0) }),
   });
@@ -852,6 +852,17 @@ describe('group ownership', () => {
     assert.equal(soleOwner(group('Stable', [{ dec: [0, 1, 2], dlq: [0] }]), inputs).reason, 'dlq:1 is not assigned');
     assert.equal(soleOwner(group('PreparingRebalance', [{ dec: [0, 1, 2], dlq: [0, 1] }]), inputs).whole, false);
     assert.equal(soleOwner(undefined, inputs).whole, false);
+  });
+
+  it('is not whole for an instance the group evicted: the sole holder must be this member, where the client names it', () => {
+    // The successor holds everything; the evicted instance (m9) still runs its last batch.
+    const successor = group('Stable', [{ dec: [0, 1, 2], dlq: [0, 1] }]);
+    const evicted = soleOwner(successor, inputs, 'm9');
+    assert.equal(evicted.whole, false);
+    assert.match(evicted.reason!, /held by member m0, not this one \(m9\)/);
+    assert.equal(soleOwner(successor, inputs, 'm0').whole, true);
+    // librdkafka does not name the member (its commits are fenced instead): the holder is enough.
+    assert.equal(soleOwner(successor, inputs, undefined).whole, true);
   });
 
   it('names the KIP-848 consumer protocol when the group reads as Dead and empty, so the held windows are an error, not a quiet wait', () => {

@@ -272,6 +272,7 @@ export async function createAlerter(opts: {
     return soleOwner(
       groups.find((g) => g.groupId === groupId),
       new Map(meta.topics.map((t) => [t.name, t.partitions.length])),
+      processor?.memberId(),
     );
   }
 

@@ -28,9 +28,10 @@ function assignmentOf(buffer: Buffer): Record<string, number[]> {
  * partition, so an instance holding some of them closes windows on part of the data: two
  * instances in one group each sent the same alert (same alert_id) with different evidence, or
  * one each side of the threshold. `partitions`: input topic → its partition count. A group that
- * is rebalancing is not whole: its assignment is about to change.
+ * is rebalancing is not whole: its assignment is about to change. `self`: this instance's member
+ * id, where its client tells it; the sole holder must then be this instance.
  */
-export function soleOwner(group: GroupDescription | undefined, partitions: ReadonlyMap<string, number>): Ownership {
+export function soleOwner(group: GroupDescription | undefined, partitions: ReadonlyMap<string, number>, self?: string): Ownership {
   if (!group) return { whole: false, holders: 0, reason: 'group not found' };
   // Asked while this instance is processing a batch, so the group has a member: a group on the
   // KIP-848 protocol (group.protocol=consumer) is what the classic DescribeGroups shows as Dead
@@ -40,10 +41,15 @@ export function soleOwner(group: GroupDescription | undefined, partitions: Reado
     return { whole: false, holders: 0, reason: 'group reads as Dead with no members: it runs the KIP-848 "consumer" protocol (group.protocol=consumer)', protocol: 'consumer' };
   }
   if (group.state !== 'Stable') return { whole: false, holders: 0, reason: `group ${group.state}` };
-  const holders = group.members.map((m) => assignmentOf(m.memberAssignment)).filter((a) => [...partitions.keys()].some((t) => (a[t]?.length ?? 0) > 0));
+  const holders = group.members
+    .map((m) => ({ memberId: m.memberId, assignment: assignmentOf(m.memberAssignment) }))
+    .filter(({ assignment: a }) => [...partitions.keys()].some((t) => (a[t]?.length ?? 0) > 0));
   if (holders.length !== 1) return { whole: false, holders: holders.length, reason: `${holders.length} members hold input partitions` };
+  // An instance the group evicted (a batch that outlasted the session) still runs its batch in
+  // hand: the sole holder it sees is then its successor, whose windows these are not.
+  if (self !== undefined && holders[0]!.memberId !== self) return { whole: false, holders: 1, reason: `the input is held by member ${holders[0]!.memberId}, not this one (${self})` };
   for (const [topic, count] of partitions) {
-    const held = new Set(holders[0]![topic] ?? []);
+    const held = new Set(holders[0]!.assignment[topic] ?? []);
     for (let p = 0; p < count; p++) if (!held.has(p)) return { whole: false, holders: 1, reason: `${topic}:${p} is not assigned` };
   }
   return { whole: true, holders: 1 };
