@@ -437,3 +437,36 @@ describe('sink on librdkafka: the schema registry out of reach for a while', () 
     }
   });
 });
+
+describe('sink: keys in other scripts', () => {
+  it('checks a backlog of non-ASCII event ids for earlier writes without passing ClickHouse\'s query size limit', async () => {
+    const { kafka, admin, store, prefix } = await testBed('sink-utf8');
+    // 1,000 ids of 150 CJK characters: 150k UTF-16 units, but 450 kB of UTF-8, which is what
+    // ClickHouse counts against max_query_size in the check a fresh sink runs on its first batch.
+    const cjk = '\u8a18'.repeat(150);
+    const decisions = Array.from({ length: 1_000 }, (_, i) => sampleEnrichedDecision(i, { eventId: `${cjk}-${i}` }));
+    await produceSamples(kafka, config.schemaRegistryUrl, `${prefix}decisions.enriched.v1`, 'enriched-decision', decisions, (r) => r.event_id);
+    const sink = createSink({
+      kafka,
+      store,
+      log,
+      tables: sinkTables.filter((t) => t.table === 'decisions'),
+      config: { ...config, sinkGroupId: unique('sink-group'), topicPrefix: prefix, sinkFlushIntervalMs: 200 },
+    });
+    let failure: Error | undefined;
+    void sink.failed.then((err) => (failure = err));
+    try {
+      await sink.start();
+      await waitFor(async () => failure ?? ((await scalar(store, 'SELECT count() AS n FROM decisions')) === 1_000 || undefined), {
+        timeoutMs: 60_000,
+        what: 'every decision written',
+      });
+      assert.equal(failure, undefined, `the sink stopped: ${failure?.message}`);
+      assert.equal(await scalar(store, `SELECT count() AS n FROM decisions WHERE startsWith(event_id, '${cjk}')`), 1_000);
+    } finally {
+      await sink.stop();
+      await admin.disconnect();
+      await store.close();
+    }
+  });
+});

@@ -13,6 +13,10 @@ describe('isRetriableClickHouseError', () => {
     // chDB: the code only in ClickHouse's text.
     assert.equal(isRetriableClickHouseError(new Error('Code: 117. DB::Exception: Unknown enum value. (INCORRECT_DATA)')), false);
     assert.equal(isRetriableClickHouseError(new Error('Code: 252. DB::Exception: Too many parts. (TOO_MANY_PARTS)')), true);
+    // The server's disk, memory or quota, not the rows: retried, never dead-lettered.
+    assert.equal(isRetriableClickHouseError(new Error('Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)')), true);
+    assert.equal(isRetriableClickHouseError({ code: '173', message: 'Cannot allocate memory' }), true);
+    assert.equal(isRetriableClickHouseError({ code: '201', message: 'Quota exceeded' }), true);
   });
 
   it('retries what did not come from ClickHouse: every ClickHouse error has a code', () => {

@@ -4,6 +4,17 @@
  */
 const retriableCodes = new Set<number>([
   3, // UNEXPECTED_END_OF_FILE (connection cut mid-response)
+  // The server's own resources, none of them about the rows: a full disk took every row of a
+  // batch for a data error, split it down to single rows and dead-lettered them all.
+  74, // CANNOT_READ_FROM_FILE_DESCRIPTOR
+  75, // CANNOT_WRITE_TO_FILE_DESCRIPTOR
+  76, // CANNOT_OPEN_FILE
+  173, // CANNOT_ALLOCATE_MEMORY
+  201, // QUOTA_EXCEEDED
+  225, // NO_ZOOKEEPER
+  243, // NOT_ENOUGH_SPACE
+  394, // QUERY_WAS_CANCELLED (a server shutting down)
+  439, // CANNOT_SCHEDULE_TASK
   159, // TIMEOUT_EXCEEDED
   164, // READONLY (replica temporarily read-only)
   202, // TOO_MANY_SIMULTANEOUS_QUERIES

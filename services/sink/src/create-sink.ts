@@ -180,7 +180,9 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
           format: 'JSONCompactEachRow',
           // Never below the default: embedded, a setting given with one query outlives it in the
           // session, and a small limit here once made the next insert unparseable (code 62).
-          clickhouse_settings: { max_query_size: String(Math.max(262_144, query.length + 1024)) },
+          // In bytes, as ClickHouse counts: sized in UTF-16 units, keys in other scripts made the
+          // query too long for its own limit (code 62, fatal) and the sink died at every start.
+          clickhouse_settings: { max_query_size: String(Math.max(262_144, Buffer.byteLength(query) + 1024)) },
         });
         const rows = await rs.json<[string]>();
         return new Set(rows.map((r) => r[0]));
