@@ -86,7 +86,9 @@ export function redactUrl(raw: string): string {
   const authority = authorityEnd < 0 ? rest : rest.slice(0, authorityEnd);
   // The last '@' of the authority ends the userinfo, as the URL parser reads it. A value that does
   // not parse may hold a password with '/', '?' or '#' in it: mask up to its last '@' instead.
-  const parses = URL.canParse(raw);
+  // One that parses with an '@' after its authority ('user:2024#Winter@host' reads as host 'user',
+  // port 2024) holds such a password too.
+  const parses = URL.canParse(raw) && !rest.slice(authority.length).includes('@');
   const at = parses ? authority.lastIndexOf('@') : rest.lastIndexOf('@');
   if (at >= 0) {
     const userinfo = rest.slice(0, at);
@@ -99,7 +101,7 @@ export function redactUrl(raw: string): string {
   return scheme + rest;
 }
 
-function httpUrl(opts: { credentials: boolean }): z.ZodType<string> {
+function httpUrl(opts: { credentials: boolean; noPath?: string }): z.ZodType<string> {
   return z.string().superRefine((u, ctx) => {
     let url: URL;
     try {
@@ -108,8 +110,15 @@ function httpUrl(opts: { credentials: boolean }): z.ZodType<string> {
       ctx.addIssue({ code: 'custom', message: 'not a URL' });
       return;
     }
+    const authority = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#\\]*/.exec(u)?.[0] ?? '';
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
       ctx.addIssue({ code: 'custom', message: 'must start with http:// or https://' });
+    } else if (u.slice(authority.length).includes('@')) {
+      // 'http://user:2024#Winter@host' parses as host 'user', port 2024: the password ends up in
+      // error messages as part of the "host", and the request goes elsewhere.
+      ctx.addIssue({ code: 'custom', message: "has an '@' after the host: percent-encode a password's '#', '/', '?' and '@' (%23, %2F, %3F, %40)" });
+    } else if (opts.noPath !== undefined && url.pathname !== '/' && url.pathname !== '') {
+      ctx.addIssue({ code: 'custom', message: opts.noPath });
     } else if (!opts.credentials && (url.username !== '' || url.password !== '')) {
       // Node's fetch refuses such a URL, and its error quotes the URL, password and all.
       ctx.addIssue({ code: 'custom', message: 'must not carry user:password@ (the registry client does not send them)' });
@@ -223,7 +232,9 @@ export const fields = {
   }),
   clickhouseUrl: field({
     env: 'CLICKHOUSE_URL',
-    schema: httpUrl({ credentials: true }).optional(),
+    // The ClickHouse client reads a URL's path as the database, over CLICKHOUSE_DATABASE: every
+    // table went to another database than the one analysts and the grants point at.
+    schema: httpUrl({ credentials: true, noPath: 'must have no path: the ClickHouse client would take it for the database; name the database in CLICKHOUSE_DATABASE' }).optional(),
     fallback: undefined,
     example: 'http://127.0.0.1:8123',
     doc: 'ClickHouse server HTTP URL; unset: embedded chDB on CLICKHOUSE_DATA_DIR',
@@ -231,7 +242,7 @@ export const fields = {
   }),
   clickhouseUser: field({
     env: 'CLICKHOUSE_USER',
-    schema: z.string().min(1),
+    schema: z.string().regex(/^\S(.*\S)?$/, 'is blank or has spaces around it'),
     fallback: 'default',
     example: 'dlog_writer',
     doc: 'ClickHouse user (server mode)',
@@ -253,7 +264,7 @@ export const fields = {
   }),
   clickhouseDataDir: field({
     env: 'CLICKHOUSE_DATA_DIR',
-    schema: z.string().min(1).transform((p) => path.resolve(p)),
+    schema: z.string().regex(/^\S(.*\S)?$/, 'is blank or has spaces around it').transform((p) => path.resolve(p)),
     fallback: '.data/clickhouse',
     example: '/var/lib/decision-log/clickhouse',
     doc: 'Embedded ClickHouse data directory (used when CLICKHOUSE_URL is unset)',
@@ -480,7 +491,9 @@ function rawValue(spec: FieldSpec<unknown>, env: NodeJS.ProcessEnv): Given | und
   if (file !== undefined) {
     let value: string;
     try {
-      value = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+      // Every line ending at the end, as the server's entrypoint strips them: with one left, the
+      // client sent a password the server never set.
+      value = readFileSync(file, 'utf8').replace(/[\r\n]+$/, '');
     } catch (err) {
       throw new ConfigError(
         fileEnv,
