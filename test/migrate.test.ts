@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, readdirSync, appendFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, appendFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -150,6 +150,29 @@ for (const mode of modes) {
     it('refuses an applied migration that was edited, naming the file', async () => {
       appendFileSync(path.join(dir, '002_decision_counts.sql'), '\n-- an innocent-looking edit\n');
       await assert.rejects(migrate(store, { dir }), (err: unknown) => err instanceof MigrationError && err.file === '002_decision_counts.sql');
+    });
+
+    it('waits for another migrator\'s lock, and takes over one left by a migrator that stopped', async () => {
+      // Everything shipped is applied by now; one more migration is pending in a copy of the folder.
+      const next = mkdtempSync(path.join(tmpdir(), 'dlog-migrations-next-'));
+      for (const f of readdirSync(defaultMigrationsDir)) copyFileSync(path.join(defaultMigrationsDir, f), path.join(next, f));
+      writeFileSync(path.join(next, '999_lock_test.sql'), 'CREATE TABLE IF NOT EXISTS lock_test (x UInt8) ENGINE = Memory;\n');
+      const tables = async (name: string) => {
+        const rs = await store.client.query({ query: 'SELECT count() AS n FROM system.tables WHERE database = currentDatabase() AND name = {name:String}', query_params: { name }, format: 'JSONEachRow' });
+        return Number((await rs.json<{ n: number | string }>())[0]!.n);
+      };
+      const holder = JSON.stringify({ owner: 'other-host:42', at: Date.now() });
+      await store.client.command({ query: `CREATE TABLE schema_migrations_lock (at DateTime64(3, 'UTC')) ENGINE = Memory COMMENT '${holder}'` });
+      await assert.rejects(
+        migrate(store, { dir: next, lockWaitMs: 600, staleLockMs: 60_000 }),
+        (err: unknown) => err instanceof MigrationError && /Another migrator holds schema_migrations_lock \(other-host:42/.test(err.message),
+      );
+      assert.equal(await tables('lock_test'), 0, 'nothing applied while another held the lock');
+      // Older than staleLockMs: its migrator stopped; this one takes over, applies, and lets go.
+      const result = await migrate(store, { dir: next, lockWaitMs: 600, staleLockMs: 0 });
+      assert.deepEqual(result.applied.map((m) => m.file), ['999_lock_test.sql']);
+      assert.equal(await tables('lock_test'), 1);
+      assert.equal(await tables('schema_migrations_lock'), 0, 'the lock is dropped after the run');
     });
   });
 }

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { checksumOf, loadMigrations, MigrationError, pendingMigrations, splitStatements } from './migrate.js';
+import { checksumOf, loadMigrations, type Migration, MigrationError, pendingMigrations, splitStatements } from './migrate.js';
 
 describe('splitStatements', () => {
   it('splits on semicolons outside quotes and comments, dropping empty statements', () => {
@@ -50,9 +50,23 @@ describe('loadMigrations / pendingMigrations', () => {
       () => pendingMigrations(all, applied),
       (err: unknown) => err instanceof MigrationError && err.file === '001_decisions.sql' && /changed after it was applied/.test(err.message),
     );
-    assert.throws(() => pendingMigrations(all, [{ version: 999, file: '999_gone.sql', checksum: 'x', appliedAt: '' }]), /999_gone\.sql .* missing/);
+    const second = all[1]!;
+    const withoutSecond = all.filter((m) => m !== second);
+    assert.throws(() => pendingMigrations(withoutSecond, [{ version: second.version, file: second.file, checksum: second.checksum, appliedAt: '' }]), /002_\w+\.sql .* missing/);
+    // Beyond every file here: a newer decision-log migrated it, nothing was removed.
+    assert.throws(() => pendingMigrations(all, [{ version: 999, file: '999_next.sql', checksum: 'x', appliedAt: '' }]), /migrated by a newer decision-log \(up to 999_next\.sql/);
     const ok = [{ version: first.version, file: first.file, checksum: first.checksum, appliedAt: '' }];
     assert.deepEqual(pendingMigrations(all, ok).map((m) => m.version), all.slice(1).map((m) => m.version));
+  });
+
+  it('refuses a migration numbered below one already applied: run last, it would undo the later ones', () => {
+    const all = loadMigrations();
+    const [first, second, third] = all as [Migration, Migration, Migration];
+    const applied = [first, third].map((m) => ({ version: m.version, file: m.file, checksum: m.checksum, appliedAt: '' }));
+    assert.throws(
+      () => pendingMigrations(all, applied),
+      (err: unknown) => err instanceof MigrationError && err.file === second.file && /numbered below 003.*Renumber it 0\d\d_<what>\.sql/.test(err.message),
+    );
   });
 
   it('treats CRLF checkouts as unchanged', () => {

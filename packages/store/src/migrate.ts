@@ -1,5 +1,6 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
@@ -189,6 +190,12 @@ export function pendingMigrations(all: Migration[], applied: AppliedMigration[])
   const onDisk = new Map(all.map((m) => [m.version, m]));
   for (const a of applied) {
     const m = onDisk.get(a.version);
+    if (!m && a.version > (all[all.length - 1]?.version ?? 0)) {
+      throw new MigrationError(
+        `This database was migrated by a newer decision-log (up to ${a.file}; this one knows up to ${all[all.length - 1]?.file ?? 'none'}): run the newer version, or upgrade this one.`,
+        a.file,
+      );
+    }
     if (!m) {
       throw new MigrationError(
         `Migration ${a.file} (version ${a.version}) was applied to this database but is missing from the migrations folder. ` +
@@ -205,7 +212,18 @@ export function pendingMigrations(all: Migration[], applied: AppliedMigration[])
     }
   }
   const done = new Set(applied.map((a) => a.version));
-  return all.filter((m) => !done.has(m.version));
+  const pending = all.filter((m) => !done.has(m.version));
+  const newest = applied.reduce((n, a) => Math.max(n, a.version), 0);
+  const early = pending.find((m) => m.version < newest);
+  if (early) {
+    // Run last, it would replace views and settings that later migrations had already moved on.
+    throw new MigrationError(
+      `Migration ${early.file} is numbered below ${String(newest).padStart(3, '0')}, already applied to this database: applied after it, it would undo what the later ones changed. ` +
+        `Renumber it ${String(all[all.length - 1]!.version + 1).padStart(3, '0')}_<what>.sql.`,
+      early.file,
+    );
+  }
+  return pending;
 }
 
 /**
@@ -213,9 +231,95 @@ export function pendingMigrations(all: Migration[], applied: AppliedMigration[])
  * migration is recorded only after all of them succeeded, and since they are idempotent a failed
  * run is simply run again.
  */
-export async function migrate(store: Store, opts: { dir?: string; log?: Logger } = {}): Promise<MigrateResult> {
+export async function migrate(store: Store, opts: MigrateOptions = {}): Promise<MigrateResult> {
   const all = loadMigrations(opts.dir);
-  const pending = pendingMigrations(all, await appliedMigrations(store));
+  if (pendingMigrations(all, await appliedMigrations(store)).length === 0) return { applied: [], all };
+  const release = await takeMigrationLock(store, opts);
+  try {
+    // Read again under the lock: another migrator may have applied them meanwhile.
+    return await applyPending(store, all, pendingMigrations(all, await appliedMigrations(store)), opts.log);
+  } finally {
+    await release();
+  }
+}
+
+export interface MigrateOptions {
+  dir?: string;
+  log?: Logger;
+  /** How long to wait for another migrator's lock (default 120 s). */
+  lockWaitMs?: number;
+  /** A lock older than this was left by a migrator that died (default: 10 min on a server; embedded, any: one process owns the store). */
+  staleLockMs?: number;
+}
+
+export const migrationLockTable = 'schema_migrations_lock';
+
+/**
+ * One migrator at a time. Two at once each worked from the list they read at start: one that
+ * was behind re-ran an old migration after the other had applied newer ones, putting old view
+ * definitions back under a `schema_migrations` that called the schema current. The lock is the
+ * table's existence (CREATE without IF NOT EXISTS is atomic); its comment says who took it when.
+ */
+async function takeMigrationLock(store: Store, opts: MigrateOptions): Promise<() => Promise<void>> {
+  const waitMs = opts.lockWaitMs ?? 120_000;
+  const staleMs = opts.staleLockMs ?? (store.mode === 'embedded' ? 0 : 600_000);
+  const owner = JSON.stringify({ owner: `${hostname()}:${process.pid}:${randomUUID()}`, at: Date.now() });
+  const deadline = Date.now() + waitMs;
+  let told = false;
+  for (;;) {
+    try {
+      await store.client.command({ query: `CREATE TABLE ${migrationLockTable} (at DateTime64(3, 'UTC')) ENGINE = Memory COMMENT ${sqlLiteral(owner)}` });
+      break;
+    } catch (err) {
+      if (clickHouseErrorCode(err) !== tableExists) throw err;
+    }
+    const holder = await lockHolder(store);
+    if (holder && Date.now() - holder.at >= staleMs) {
+      opts.log?.warn({ holder: holder.owner, since: new Date(holder.at).toISOString() }, 'migration lock left by a migrator that stopped: taking it over');
+      await store.client.command({ query: `DROP TABLE IF EXISTS ${migrationLockTable} SYNC` });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new MigrationError(
+        `Another migrator holds ${migrationLockTable} (${holder?.owner ?? 'unknown'}, since ${holder ? new Date(holder.at).toISOString() : '?'}). ` +
+          `If none is running, it is taken over ${Math.round(staleMs / 60_000)} min after it was taken; or drop the table ${migrationLockTable} and run again.`,
+      );
+    }
+    if (!told) opts.log?.info({ holder: holder?.owner }, 'waiting for another migrator to finish');
+    told = true;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  return async () => {
+    await store.client.command({ query: `DROP TABLE IF EXISTS ${migrationLockTable} SYNC` }).catch((err: unknown) => {
+      opts.log?.warn({ err }, `could not drop ${migrationLockTable}; the next migrator takes it over once it is stale`);
+    });
+  };
+}
+
+async function lockHolder(store: Store): Promise<{ owner: string; at: number } | undefined> {
+  const rs = await store.client.query({
+    query: `SELECT comment FROM system.tables WHERE database = currentDatabase() AND name = {name:String}`,
+    query_params: { name: migrationLockTable },
+    format: 'JSONEachRow',
+  });
+  const row = (await rs.json<{ comment: string }>())[0];
+  if (!row) return undefined;
+  try {
+    const parsed = JSON.parse(row.comment) as { owner?: unknown; at?: unknown };
+    if (typeof parsed.owner === 'string' && typeof parsed.at === 'number') return { owner: parsed.owner, at: parsed.at };
+  } catch {
+    // Not ours to read: treated as taken now, so it is waited for, never dropped at once.
+  }
+  return { owner: row.comment, at: Date.now() };
+}
+
+function sqlLiteral(s: string): string {
+  return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+const tableExists = 57;
+
+async function applyPending(store: Store, all: Migration[], pending: Migration[], log: Logger | undefined): Promise<MigrateResult> {
   const applied: Migration[] = [];
   for (const m of pending) {
     const t0 = Date.now();
@@ -234,7 +338,7 @@ export async function migrate(store: Store, opts: { dir?: string; log?: Logger }
       values: [{ version: m.version, file: m.file, checksum: m.checksum, statements: m.statements.length }],
       format: 'JSONEachRow',
     });
-    opts.log?.info({ migration: m.file, statements: m.statements.length, ms: Date.now() - t0 }, 'migration applied');
+    log?.info({ migration: m.file, statements: m.statements.length, ms: Date.now() - t0 }, 'migration applied');
     applied.push(m);
   }
   return { applied, all };
