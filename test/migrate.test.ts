@@ -46,6 +46,27 @@ for (const mode of modes) {
       assert.deepEqual(await count.json(), [{ n: first.all.length }]);
     });
 
+    it('reads v_decisions in the order of the sorting key: memory does not grow with the rows read (011)', async () => {
+      // 1M decisions, a few repeated: through LIMIT 1 BY alone, counting them needed ~400 MiB.
+      await store.client.command({
+        query: `INSERT INTO decisions (event_id, request_id, ts, endpoint, decision_type, model_name, model_version, input_hash, decision, tier, sample_rate, policy_version, policy_rule, source_partition, source_offset, gate_ts, resolved, enriched_at, producer_service, producer_sdk)
+          SELECT toString(generateUUIDv4()), toString(number), toDateTime64('2026-11-27 00:00:00', 3, 'UTC') + toIntervalMillisecond(number * 40), 'api', 'loan', 'mem-m' || toString(number % 3), toString(number % 5), 'h', 'approve', 'standard', 1, 'p', 'r', 0, number, now64(3), true, now64(3), 's', 'sdk'
+          FROM numbers(1000000)`,
+      });
+      await store.client.command({ query: `INSERT INTO decisions SELECT * EXCEPT (input_key) FROM decisions WHERE startsWith(model_name, 'mem-') LIMIT 500` });
+      try {
+        const rs = await store.client.query({
+          query: `SELECT count() AS n FROM v_decisions WHERE startsWith(model_name, 'mem-')`,
+          format: 'JSONEachRow',
+          clickhouse_settings: { max_memory_usage: String(100 * 2 ** 20) },
+        });
+        assert.deepEqual(await rs.json(), [{ n: 1000000 }], 'every decision once, within 100 MiB');
+      } finally {
+        // The tests after this one count the table's parts.
+        await store.client.command({ query: 'TRUNCATE TABLE decisions' });
+      }
+    });
+
     it('writes a sink-sized batch of decisions as one compact part (009)', async () => {
       // ~15 MB of rows: over ClickHouse's default 10 MiB, where the part would be written wide.
       await store.client.command({
