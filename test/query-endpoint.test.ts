@@ -15,6 +15,12 @@ describe('the query endpoint: only the pipeline that holds the token answers, an
     try {
       const res = await queryViaEndpoint({ port: server.port, dataDir, sql: 'SELECT 41 + 1 AS n' });
       assert.deepEqual(res?.rows, [{ n: 42 }]);
+      // The engine's text crosses as it is, 64-bit integers as bare numbers: read, for analysts, with every digit.
+      const wide = "SELECT cityHash64('a') AS h, toInt64(9007199254740993) AS i, 7 AS n";
+      assert.deepEqual((await queryViaEndpoint({ port: server.port, dataDir, sql: wide, exactIntegers: true }))?.rows, [{ h: 2603192927274642682n, i: 9007199254740993n, n: 7 }]);
+      assert.equal(typeof (await queryViaEndpoint({ port: server.port, dataDir, sql: wide }))?.rows[0]?.h, 'number');
+      // The engine's error code comes along, so the CLI tells the mistake as it does without the pipeline.
+      await assert.rejects(queryViaEndpoint({ port: server.port, dataDir, sql: 'SELECT {x:String}' }), (err: unknown) => err instanceof QueryEndpointError && err.code === 456);
 
       const token = readFileSync(queryTokenFile(dataDir), 'utf8').trim();
       const body = JSON.stringify({ sql: 'SELECT 1 AS n' });

@@ -106,6 +106,16 @@ for (const mode of modes) {
       await store.client.insert({ table, values: [{ a: 1 }], format: 'JSONEachRow' });
     });
 
+    it('reads 64-bit integers with every digit for analysts, and as numbers for the audit commands', async () => {
+      const sql = "SELECT cityHash64('a') AS h, toInt64(-9007199254740993) AS i, [toUInt64(18446744073709551615)] AS a, count() AS n, 0.25 AS f FROM numbers(2)";
+      const exact = await runReadOnlyQuery(store, { sql }, undefined, { exactIntegers: true });
+      assert.deepEqual(exact.rows, [{ h: 2603192927274642682n, i: -9007199254740993n, a: [18446744073709551615n], n: 2, f: 0.25 }]);
+      // What scope, diff and trace add up: numbers, as the store writes them.
+      const plain = await runReadOnlyQuery(store, { sql });
+      assert.equal(typeof plain.rows[0]!.h, 'number');
+      assert.equal(plain.rows[0]!.n, 2);
+    });
+
     it('cuts a huge result in the engine, not after loading it', async () => {
       // Reading past a few blocks beyond the limit would throw: the engine must stop at the limit.
       const res = await runReadOnlyQuery(store, { sql: "SELECT number, throwIf(number >= 3000000, 'read past the limit') AS t FROM numbers(10000000)" });

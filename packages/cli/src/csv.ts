@@ -7,11 +7,25 @@ const plainNumber = /^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$/;
  * people. Numbers, negative ones included, stay numbers.
  */
 export function csvCell(v: unknown): string {
-  let s = v === null || v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
+  let s = v === null || v === undefined ? '' : typeof v === 'object' ? jsonText(v) : String(v);
   if (/^[=+\-@\t\r]/.test(s) && !plainNumber.test(s)) s = `'${s}`;
   return /[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 }
 
 export function csvLine(values: readonly unknown[]): string {
   return values.map(csvCell).join(',');
+}
+
+/**
+ * JSON text of a value from the store, where an exact 64-bit integer is a bigint: written as its
+ * digits, which JSON.stringify refuses to do (it throws). Everything else as JSON.stringify.
+ */
+export function jsonText(v: unknown): string {
+  if (typeof v === 'bigint') return v.toString();
+  if (Array.isArray(v)) return `[${v.map((x: unknown) => jsonText(x === undefined ? null : x)).join(',')}]`;
+  if (typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype) {
+    const members = Object.entries(v).filter(([, x]) => x !== undefined);
+    return `{${members.map(([k, x]) => `${JSON.stringify(k)}:${jsonText(x)}`).join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
 }

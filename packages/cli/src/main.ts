@@ -18,6 +18,7 @@ import { registerRemediateCommand } from './remediate-command.js';
 import { DlqUsageError, registerDlqCommands } from './dlq-command.js';
 import { kafkaUnavailableMessage } from './context.js';
 import { settleQueries } from './query-command.js';
+import { outputFilesInProgress } from './output-file.js';
 
 const program = new Command()
   .name('dlog')
@@ -51,10 +52,40 @@ function kafkaFailure(err: unknown): string | undefined {
   return kafkaUnavailableMessage(err, brokers);
 }
 
+/**
+ * A reader that stops early (`dlog query ... | head`) closes the pipe, and the next write fails
+ * with EPIPE: an unhandled 'error' event (a stack trace), or `dlog: write EPIPE` and exit 1, or a
+ * write waiting for 'drain' that never came. What the reader did not take is not wanted: the
+ * process ends with 0, as `head` users expect, once the queries it started have ended (the
+ * embedded engine crashes a process that exits under one). An export to an --out file goes on
+ * (stdout had only its summary) and ends as it would have. Any other failure of stdout (a full
+ * disk under `> file`) is an error.
+ */
+let stdoutFailure: NodeJS.ErrnoException | undefined;
+/** `dlog up` runs until it is stopped: its status lines going nowhere is no reason to stop the pipeline without its shutdown. */
+let runsUntilStopped = false;
+program.hook('preAction', (_program, action) => {
+  runsUntilStopped = action.parent === program && action.name() === 'up';
+});
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (stdoutFailure) return; // every later write fails the same way
+  stdoutFailure = err;
+  if (err.code !== 'EPIPE') {
+    process.stderr.write(`dlog: cannot write to standard output: ${err.message}\n`);
+    process.exitCode = 1;
+  }
+  if (runsUntilStopped || outputFilesInProgress()) return;
+  void settleQueries().then(() => process.exit(process.exitCode ?? 0));
+});
+// Closed too (`2>&1 | head`): there is no one left to tell anything.
+process.stderr.on('error', () => undefined);
+
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  if (err instanceof CommanderError) {
+  if (stdoutFailure && (err === stdoutFailure || (err as NodeJS.ErrnoException).code === stdoutFailure.code)) {
+    // The command stopped on the closed stdout, already handled above.
+  } else if (err instanceof CommanderError) {
     process.exitCode = err.exitCode;
   } else if (err instanceof ConfigError) {
     process.stderr.write(`dlog: configuration error: ${err.message}\n`);

@@ -1,13 +1,13 @@
 import type { Command } from 'commander';
-import { assertReadOnlySql, loadMigrations, pendingMigrations, queryViaEndpoint, readAppliedMigrations, runReadOnlyQuery, storeFromConfig, storeUnavailable, type QueryResponse } from '@dlog/store';
+import { assertReadOnlySql, clickHouseErrorCode, loadMigrations, pendingMigrations, queryViaEndpoint, readAppliedMigrations, runReadOnlyQuery, storeFromConfig, storeUnavailable, type QueryResponse } from '@dlog/store';
 import type { Config } from '@dlog/config';
 import { cliContext } from './context.js';
-import { csvLine } from './csv.js';
+import { csvLine, jsonText } from './csv.js';
 
 export function formatTable(rows: Record<string, unknown>[]): string {
   if (rows.length === 0) return '(no rows)\n';
   const cols = Object.keys(rows[0]!);
-  const cell = (v: unknown) => (v === null || v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v));
+  const cell = (v: unknown) => (v === null || v === undefined ? '' : typeof v === 'object' ? jsonText(v) : String(v));
   const widths = cols.map((c) => Math.min(60, Math.max(c.length, ...rows.map((r) => cell(r[c]).length))));
   const line = (vals: string[]) => vals.map((v, i) => (v.length > widths[i]! ? `${v.slice(0, widths[i]! - 1)}…` : v.padEnd(widths[i]!))).join('  ').trimEnd();
   return [line(cols), line(widths.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join('\n') + '\n';
@@ -46,8 +46,12 @@ export async function settleQueries(): Promise<void> {
   while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
 }
 
-export function readOnlyQuery(config: Config, sql: string, params: Record<string, unknown>): Promise<QueryResponse> {
-  const run = runQuery(config, sql, params);
+/**
+ * `exactIntegers`: integers past ±2^53 come back as bigint (see ReadOptions in @dlog/store); only
+ * for what is printed as it is.
+ */
+export function readOnlyQuery(config: Config, sql: string, params: Record<string, unknown>, opts: { exactIntegers?: boolean } = {}): Promise<QueryResponse> {
+  const run = (async () => runQuery(config, sql, bindableParams(sql, params), opts))();
   inFlight.add(run);
   void run.then(
     () => inFlight.delete(run),
@@ -56,11 +60,45 @@ export function readOnlyQuery(config: Config, sql: string, params: Record<string
   return run;
 }
 
-async function runQuery(config: Config, sql: string, params: Record<string, unknown>): Promise<QueryResponse> {
+/**
+ * The parameters as both engines can bind them. An integer-valued number past ±2^53 has lost
+ * digits already, and the embedded engine refuses it with its binder's own words ("Refusing to
+ * serialize unsafe integer"; through the pipeline, an internal error): `--where "step=1e20"`
+ * said nothing of the filter. For a Float placeholder the number is exact as a float and goes as
+ * text, which the engine reads by the placeholder's type; for an integer one it is out of range.
+ */
+export function bindableParams(sql: string, params: Record<string, unknown>): Record<string, unknown> {
+  let out = params;
+  for (const [name, value] of Object.entries(params)) {
+    if (typeof value !== 'number' || !Number.isInteger(value) || Number.isSafeInteger(value)) continue;
+    const placeholder = `\\{${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\s*`;
+    const type = new RegExp(`${placeholder}([^}]*)\\}`).exec(sql)?.[1] ?? '';
+    if (/Float|Decimal/.test(type)) {
+      out = { ...out, [name]: String(value) };
+      continue;
+    }
+    // The column compared with it (the --where filter writes `step = {w1:Int64}`), to name in the message.
+    const column = new RegExp(`([A-Za-z_][A-Za-z0-9_]*)\\s*(?:<=|>=|!=|=|<|>)\\s*${placeholder}`).exec(sql)?.[1];
+    throw new QueryInputError(
+      `${value} is out of range for ${column ?? `the parameter ${name}`}: it takes whole numbers from ${Number.MIN_SAFE_INTEGER} to ${Number.MAX_SAFE_INTEGER}.`,
+    );
+  }
+  return out;
+}
+
+/** A query the person typing got wrong, with what to type instead. */
+export class QueryInputError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'QueryInputError';
+  }
+}
+
+async function runQuery(config: Config, sql: string, params: Record<string, unknown>, opts: { exactIntegers?: boolean }): Promise<QueryResponse> {
   // The statement's own mistakes first: they are the same wherever it would run.
   assertReadOnlySql(sql);
   if (!config.clickhouseUrl) {
-    const viaPipeline = await queryViaEndpoint({ port: config.queryPort, dataDir: config.clickhouseDataDir, sql, params, timeoutMs: config.queryTimeoutMs });
+    const viaPipeline = await queryViaEndpoint({ port: config.queryPort, dataDir: config.clickhouseDataDir, sql, params, timeoutMs: config.queryTimeoutMs, ...opts });
     if (viaPipeline) return viaPipeline;
   }
   // The client waits longer than the engine's own limit, so a slow query ends with the engine's
@@ -75,13 +113,16 @@ async function runQuery(config: Config, sql: string, params: Record<string, unkn
         `The store at ${store.location} is missing ${pending.length} schema migration(s) (${pending.map((m) => m.file).join(', ')}). Run: npm run dlog -- migrate`,
       );
     }
-    return await runReadOnlyQuery(store, { sql, params }, config.queryTimeoutMs);
+    return await runReadOnlyQuery(store, { sql, params }, config.queryTimeoutMs, opts);
   } catch (err) {
     throw storeUnavailable(err, store.location, config.clickhouseUser) ?? err;
   } finally {
     await store.close();
   }
 }
+
+/** UNKNOWN_QUERY_PARAMETER: a {name:Type} in the SQL that no -p gave. */
+const unknownQueryParameter = 456;
 
 export function registerQueryCommand(program: Command): void {
   program
@@ -93,13 +134,17 @@ export function registerQueryCommand(program: Command): void {
     .action(async (sql: string, opts: { param: string[]; format: string }) => {
       if (!['table', 'json', 'csv'].includes(opts.format)) throw new Error(`--format is table, json or csv (got ${opts.format})`);
       const { config } = cliContext();
-      const result = await readOnlyQuery(config, sql, parseParams(opts.param)).catch((err: unknown) => {
+      const result = await readOnlyQuery(config, sql, parseParams(opts.param), { exactIntegers: true }).catch((err: unknown) => {
         // The engine's own words name neither the setting nor a way out.
         const message = (err as Error).message ?? String(err);
+        if (clickHouseErrorCode(err) === unknownQueryParameter) {
+          const name = /`([^`]+)`/.exec(message)?.[1] ?? 'name';
+          throw new QueryInputError(`${message.trimEnd()} Give its value with -p ${name}=<value> (the SQL's {${name}:Type} says how it is read).`);
+        }
         if (!/Timeout exceeded|TIMEOUT_EXCEEDED/i.test(message)) throw err;
         throw new Error(`${message.trimEnd()} The limit is DLOG_QUERY_TIMEOUT_MS (${config.queryTimeoutMs} ms): narrow the query (a time range, a model) or raise it.`, { cause: err });
       });
-      if (opts.format === 'json') process.stdout.write(result.rows.map((r) => JSON.stringify(r)).join('\n') + (result.rows.length ? '\n' : ''));
+      if (opts.format === 'json') process.stdout.write(result.rows.map((r) => jsonText(r)).join('\n') + (result.rows.length ? '\n' : ''));
       else if (opts.format === 'csv') process.stdout.write(formatCsv(result.rows));
       else process.stdout.write(formatTable(result.rows));
       if (result.truncated) process.stderr.write('(result truncated: add a LIMIT or aggregate)\n');

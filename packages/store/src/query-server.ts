@@ -66,9 +66,55 @@ function sameHex(a: string, b: string): boolean {
  * (whole seconds, rounded up): a runaway query would otherwise run on after its caller gave up,
  * in embedded mode on the engine the sink writes with.
  */
-export async function runReadOnlyQuery(store: Store, req: QueryRequest, timeoutMs = defaultQueryTimeoutMs): Promise<QueryResponse> {
+export async function runReadOnlyQuery(store: Store, req: QueryRequest, timeoutMs = defaultQueryTimeoutMs, opts: ReadOptions = {}): Promise<QueryResponse> {
   const { rows, truncated, elapsedMs } = await runReadOnlyQueryText(store, req, timeoutMs);
-  return { rows: rows.map((r) => JSON.parse(r) as Record<string, unknown>), truncated, elapsedMs };
+  const parse = opts.exactIntegers ? parseExactJson : JSON.parse;
+  return { rows: rows.map((r) => parse(r) as Record<string, unknown>), truncated, elapsedMs };
+}
+
+export interface ReadOptions {
+  /**
+   * Integers past Number's exact range (±2^53) as bigint, with every digit. The store writes
+   * 64-bit integers as bare JSON numbers, so `JSON.parse` printed cityHash64('a') as
+   * 2603192927274642400 (it is ...682). For what people read (`dlog query`); the audit commands
+   * keep numbers, which they do arithmetic with.
+   */
+  exactIntegers?: boolean;
+}
+
+/**
+ * `JSON.parse`, except that an integer literal beyond ±2^53 becomes a bigint of its own digits.
+ * Node 20's JSON.parse gives a reviver no source text, so such literals are first rewritten to
+ * strings carrying a mark random to this call (no value can hold it by chance), which the reviver
+ * turns into bigints.
+ */
+export function parseExactJson(text: string): unknown {
+  // Every integer of 15 digits or fewer is exact: most answers have no run of 16 and take the fast path.
+  if (!/\d{16}/.test(text)) return JSON.parse(text);
+  const mark = `dlog-exact-integer-${randomBytes(12).toString('hex')}:`;
+  const literal = /-?\d+(\.\d+)?([eE][-+]?\d+)?/y;
+  let out = '';
+  let copied = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // A string: skip to its closing quote, over escaped characters.
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+      continue;
+    }
+    // Outside strings a '-' or a digit can only start a number.
+    if (c !== 0x2d && (c < 0x30 || c > 0x39)) continue;
+    literal.lastIndex = i;
+    const m = literal.exec(text);
+    if (!m) continue;
+    if (m[1] === undefined && m[2] === undefined && !Number.isSafeInteger(Number(m[0]))) {
+      out += `${text.slice(copied, i)}"${mark}${m[0]}"`;
+      copied = i + m[0].length;
+    }
+    i += m[0].length - 1;
+  }
+  if (copied === 0) return JSON.parse(text);
+  return JSON.parse(out + text.slice(copied), (_key, value: unknown) => (typeof value === 'string' && value.startsWith(mark) ? BigInt(value.slice(mark.length)) : value));
 }
 
 /**
@@ -239,6 +285,8 @@ export class QueryEndpointError extends Error {
   constructor(
     message: string,
     readonly status: number,
+    /** The engine's error code, when the engine refused the query: the CLI tells its mistakes by code in both modes. */
+    readonly code?: number,
   ) {
     super(message);
     this.name = 'QueryEndpointError';
@@ -246,7 +294,7 @@ export class QueryEndpointError extends Error {
 }
 
 /** Asks a running pipeline; undefined when nothing listens (the caller may open the store itself). */
-export async function queryViaEndpoint(opts: { port: number; dataDir: string; sql: string; params?: Record<string, unknown>; timeoutMs?: number }): Promise<QueryResponse | undefined> {
+export async function queryViaEndpoint(opts: { port: number; dataDir: string; sql: string; params?: Record<string, unknown>; timeoutMs?: number } & ReadOptions): Promise<QueryResponse | undefined> {
   const file = queryTokenFile(opts.dataDir);
   const token = existsSync(file) ? readFileSync(file, 'utf8').trim() : '';
   const nonce = `${Date.now()}:${randomBytes(16).toString('hex')}`;
@@ -273,7 +321,7 @@ export async function queryViaEndpoint(opts: { port: number; dataDir: string; sq
       res.status,
     );
   }
-  const body = JSON.parse(text) as QueryResponse & { error?: string };
-  if (!res.ok) throw new QueryEndpointError(body.error ?? `HTTP ${res.status}`, res.status);
+  const body = (opts.exactIntegers ? parseExactJson(text) : JSON.parse(text)) as QueryResponse & { error?: string; code?: number };
+  if (!res.ok) throw new QueryEndpointError(body.error ?? `HTTP ${res.status}`, res.status, body.code);
   return body;
 }
