@@ -103,7 +103,7 @@ export async function createStore(opts: StoreOptions): Promise<Store> {
       } catch (err) {
         throw new Error(
           `CLICKHOUSE_URL=${redactUrl(url)} is refused by the ClickHouse client: ${(err as Error).message}. ` +
-            'Give the server as http(s)://host:port[/path]; the user and password go in CLICKHOUSE_USER and CLICKHOUSE_PASSWORD (or user:password@ in the URL).',
+            'Give the server as http(s)://host:port (no path: name the database in CLICKHOUSE_DATABASE); the user and password go in CLICKHOUSE_USER and CLICKHOUSE_PASSWORD (or user:password@ in the URL).',
           { cause: err },
         );
       }
