@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import type { DetectorName } from './policy.js';
 
 /** Replaces one match with a typed token (keyed, so equal values give equal tokens). */
@@ -60,8 +61,26 @@ const ibanLengths: Readonly<Record<string, number>> = {
 const ssnRe = /(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)/g;
 // Either case (`ab123456c` typed in a chat); the token is made from capitals, so both give one.
 const ninoRe = /\b[A-CEGHJ-PR-TW-Za-ceghj-pr-tw-z][A-CEGHJ-NPR-TW-Za-ceghj-npr-tw-z] ?\d{2} ?\d{2} ?\d{2} ?[A-Da-d]\b/g;
-// Not the digits of a decimal (3.14159265358979, an epoch with its fraction).
-const phoneRe = /(?<![\w+])(?<!\d\.)(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){2,4}(?!\w)(?!\.\d)/g;
+/**
+ * After a country code the first group may be one digit (`+33 6 12 34 56 78`, `+61 4 1234 5678`),
+ * with the trunk zero in brackets before it (`+33 (0)6 …`); without one, two to four. A slash may
+ * follow the first group only, as an area code's (`089/12345678`), so dates (`28/11/2026`) and
+ * paths are not read as numbers. Never begun or ended beside a digit and a separator, so a run of
+ * numbers (`2026-11-28 2026-11-29`, a date and a time `2026-11-28 07:06`, a decimal
+ * 3.14159265358979, a longer dotted number) gives no phone from its middle; nor begun after four
+ * hex digits and a dash, a UUID's last group.
+ */
+const phoneRe =
+  /(?<![\w+/])(?<!\d[-./:])(?<![0-9A-Fa-f]{4}-)(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}|(?:\(\d{1,4}\)[ .-]?)?\d{2,4})[ ./-]?\d{2,4}(?:[ .-]?\d{2,4}){1,3}(?!\w)(?![-./:]\d)/g;
+
+const trunkZero = /^(\+\d{1,3}[ .-]?)\(0\)/;
+
+const octet = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
+/** IPv4, not part of a word nor of a longer dotted number (a version such as 1.2.3.4.5). */
+const ipv4Re = new RegExp(`(?<!\\w)(?<!\\d\\.)${octet}(?:\\.${octet}){3}(?!\\w|\\.\\d)`, 'g');
+const ipv4Shape = new RegExp(`^${octet}(?:\\.${octet}){3}$`);
+/** IPv6 candidates (hex groups and colons, perhaps ending in IPv4); net.isIP decides. */
+const ipv6Re = /(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4})(?![\w:]|\.\d)/g;
 
 function digitCount(s: string): number {
   let n = 0;
@@ -145,6 +164,133 @@ function ibanIn(m: string, tokenize: Tokenize): string {
   return m.slice(0, at) + ibanIn(m.slice(at), tokenize);
 }
 
+/** A stretch [start, end) of a pass's input and what replaced it. */
+type Edit = [start: number, end: number, replacement: string];
+
+/**
+ * For text read decoded (percent-encoding, HTML character references, see decodeEncoded): which
+ * stretch of the decoded text each character of the text being scrubbed stands for, so the tokens
+ * can be written into the text as the producer wrote it, each over the whole encoded stretch it
+ * came from, while every other escape stays as it was (`%2F` in the rest of a URL is not turned
+ * into `/`). Only text with such escapes pays for it.
+ */
+class Provenance {
+  /** Per character: the first decoded character it stands for, and one past the last. */
+  private from: number[] = [];
+  private to: number[] = [];
+  /** Per character: 0 when it is a decoded character as it was, else the id of its token. */
+  private token: number[] = [];
+  private tokens = 0;
+  private lost = false;
+  /** Filled at the first edit: most decoded text (a URL with nothing personal in it) has none. */
+  private filled = false;
+
+  /** A pass turned `before` into `after` by replacing the stretches in `edits`, in order, apart. */
+  apply(before: string, edits: readonly Edit[], after: string): void {
+    if (edits.length === 0 || this.lost) return;
+    if (!this.filled) {
+      // Until now every pass left the decoded text as it was, so `before` is that text.
+      for (let i = 0; i < before.length; i++) {
+        this.from.push(i);
+        this.to.push(i + 1);
+        this.token.push(0);
+      }
+      this.filled = true;
+    }
+    const from: number[] = [];
+    const to: number[] = [];
+    const token: number[] = [];
+    let at = 0;
+    const copy = (end: number) => {
+      for (; at < end; at++) {
+        from.push(this.from[at]!);
+        to.push(this.to[at]!);
+        token.push(this.token[at]!);
+      }
+    };
+    for (const [start, end, text] of edits) {
+      if (start < at) {
+        this.lost = true;
+        return;
+      }
+      // What a replacement keeps of its match (the words around a card number, a quote before an
+      // address) is the text as it was, not part of the token.
+      let head = 0;
+      while (head < text.length && start + head < end && text.charCodeAt(head) === before.charCodeAt(start + head)) head++;
+      let tail = 0;
+      while (tail < text.length - head && end - tail > start + head && text.charCodeAt(text.length - 1 - tail) === before.charCodeAt(end - 1 - tail)) tail++;
+      copy(start + head);
+      const stop = end - tail;
+      let lo: number;
+      let hi: number;
+      if (stop > start + head) {
+        lo = this.from[start + head]!;
+        hi = this.to[start + head]!;
+        for (let k = start + head + 1; k < stop; k++) {
+          lo = Math.min(lo, this.from[k]!);
+          hi = Math.max(hi, this.to[k]!);
+        }
+      } else {
+        // Inserted, replacing nothing (no detector does): it stands for no decoded character.
+        lo = hi = stop < this.from.length ? this.from[stop]! : (this.to[stop - 1] ?? 0);
+      }
+      const id = ++this.tokens;
+      for (let k = head; k < text.length - tail; k++) {
+        from.push(lo);
+        to.push(hi);
+        token.push(id);
+      }
+      at = stop;
+    }
+    copy(before.length);
+    // A pass whose output is not its input with these edits (never expected): the caller falls
+    // back to the decoded text with its tokens, which holds nothing raw either.
+    if (from.length !== after.length) {
+      this.lost = true;
+      return;
+    }
+    this.from = from;
+    this.to = to;
+    this.token = token;
+  }
+
+  /**
+   * `out`, the decoded text with its tokens, written as `source` was: decoded character i began
+   * at source[at[i]] (at[decoded length] is source's length). Undefined when it cannot be.
+   */
+  writeBack(out: string, source: string, at: readonly number[]): string | undefined {
+    if (this.lost || this.token.length !== out.length) return undefined;
+    let written = '';
+    for (let i = 0; i < out.length; ) {
+      const id = this.token[i]!;
+      let j = i + 1;
+      if (id === 0) {
+        while (j < out.length && this.token[j] === 0 && this.from[j] === this.from[j - 1]! + 1) j++;
+        written += source.slice(at[this.from[i]!], at[this.from[j - 1]! + 1]);
+      } else {
+        while (j < out.length && this.token[j] === id) j++;
+        written += out.slice(i, j);
+      }
+      i = j;
+    }
+    return written;
+  }
+}
+
+/** String.replace with a function, also telling `track` (when there is one) what it replaced. */
+function sub(text: string, re: RegExp, replace: (match: string, offset: number) => string, track: Provenance | undefined): string {
+  // Every pattern passed here has no capturing group, so the offset is the second argument.
+  if (track === undefined) return text.replace(re, replace);
+  const edits: Edit[] = [];
+  const out = text.replace(re, (m: string, offset: number) => {
+    const r = replace(m, offset);
+    if (r !== m) edits.push([offset, offset + m.length, r]);
+    return r;
+  });
+  track.apply(text, edits, out);
+  return out;
+}
+
 const localChar = /^[\p{L}\p{N}._%+'&-]$/u;
 /** `localChar` for ASCII: letters, digits and . _ % + - ' & */
 function asciiLocal(c: number): boolean {
@@ -157,8 +303,9 @@ function asciiLocal(c: number): boolean {
  * which stays linear: each stretch scanned lies between the previous match and this one. The
  * common case keeps String.replace, which runs the pattern several times faster than exec().
  */
-function emailsIn(text: string, tokenize: Tokenize): string {
+function emailsIn(text: string, tokenize: Tokenize, track: Provenance | undefined): string {
   let lastEnd = 0;
+  const edits: Edit[] | undefined = track && [];
   // Stretches [from, to) of the output to drop: the front of a long local part, now in a token.
   let cuts: [number, number][] | undefined;
   let shift = 0; // output length minus input length so far
@@ -186,18 +333,67 @@ function emailsIn(text: string, tokenize: Tokenize): string {
     if (start < offset) (cuts ??= []).push([start + shift, offset + shift]);
     const kept = start > offset ? text.slice(offset, start) : '';
     const token = kept + tokenize('email', text.slice(start, offset + m.length).toLowerCase());
+    edits?.push([Math.min(start, offset), offset + m.length, token]);
     shift += token.length - m.length;
     lastEnd = offset + m.length;
     return token;
   });
-  if (!cuts) return out;
-  let joined = '';
-  let at = 0;
-  for (const [from, to] of cuts) {
-    joined += out.slice(at, from);
-    at = to;
+  let joined = out;
+  if (cuts) {
+    joined = '';
+    let at = 0;
+    for (const [from, to] of cuts) {
+      joined += out.slice(at, from);
+      at = to;
+    }
+    joined += out.slice(at);
   }
-  return joined + out.slice(at);
+  if (edits) track!.apply(text, edits, joined);
+  return joined;
+}
+
+/** IPv6 in one spelling (`2001:DB8:0::1` and `2001:db8::1` give one token), else in lower case. */
+function canonicalIpv6(address: string): string {
+  try {
+    return new URL(`http://[${address}]/`).hostname.slice(1, -1);
+  } catch {
+    return address.toLowerCase();
+  }
+}
+
+/**
+ * An IPv6 address has `::` or seven colons; text with neither (a time, `key: value` prose) is not
+ * scanned, which is most text with colons.
+ */
+function mayHoldIpv6(text: string): boolean {
+  if (text.includes('::')) return true;
+  let colons = 0;
+  for (let at = text.indexOf(':'); at >= 0; at = text.indexOf(':', at + 1)) if (++colons === 7) return true;
+  return false;
+}
+
+/**
+ * IPv6 first, so an IPv4 inside one (`::ffff:203.0.113.45`) goes with it. An IPv6 needs three
+ * groups that are not empty (an embedded IPv4 counts as two): `1::2` is a slice in code, `::1`
+ * and `fe80::1` a machine's own, not a person's.
+ */
+function ipsIn(text: string, digits: number, tokenize: Tokenize, track: Provenance | undefined): string {
+  let out = text;
+  if (mayHoldIpv6(out)) {
+    out = sub(
+      out,
+      ipv6Re,
+      (m) => {
+        if (isIP(m) !== 6) return m;
+        let groups = 0;
+        for (const g of m.split(':')) if (g !== '') groups += g.includes('.') ? 2 : 1;
+        return groups >= 3 ? tokenize('ip', canonicalIpv6(m)) : m;
+      },
+      track,
+    );
+  }
+  if (digits >= 4 && out.includes('.')) out = sub(out, ipv4Re, (m) => tokenize('ip', m), track);
+  return out;
 }
 
 const bmpDigit = /^\p{Nd}$/u;
@@ -273,55 +469,118 @@ function foldForDetection(text: string, escaped: boolean, wide: boolean): string
 }
 
 /**
+ * `%XX` of an ASCII character (URLs, form bodies: `jane%40example.com`, `tel=%2B44…`), or an HTML
+ * numeric character reference (`&#64;`, `&#x40;`; the `;` is optional, as browsers read them).
+ * Percent-encoded UTF-8 beyond ASCII is left alone: it would take a decoder for a rare case.
+ */
+const encodedRe = /%[0-7][0-9A-Fa-f]|&#(?:\d{1,7}|[xX][0-9A-Fa-f]{1,6});?/g;
+
+/**
+ * The text with those escapes decoded (a character beyond ASCII folded as foldChar does, an
+ * invisible one dropped), and where each decoded character began in it: `at[i]` for character i,
+ * `at[length]` the text's own length. Undefined when there is no escape (`50% off`, `Q&A`).
+ */
+function decodeEncoded(text: string): { text: string; at: number[] } | undefined {
+  encodedRe.lastIndex = 0;
+  let m = encodedRe.exec(text);
+  if (m === null) return undefined;
+  let out = '';
+  const at: number[] = [];
+  let i = 0;
+  for (; m !== null; m = encodedRe.exec(text)) {
+    const e = m[0];
+    const code = e.charCodeAt(0) === 37 ? parseInt(e.slice(1), 16) : e[2] === 'x' || e[2] === 'X' ? parseInt(e.slice(3), 16) : parseInt(e.slice(2), 10);
+    // Not a character (past U+10FFFF, a lone surrogate, NUL): left as written.
+    if (code === 0 || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) continue;
+    const ch = code < 0x80 ? String.fromCharCode(code) : invisible(code) ? '' : foldChar(String.fromCodePoint(code));
+    out += text.slice(i, m.index);
+    for (; i < m.index; i++) at.push(i);
+    out += ch;
+    for (let k = 0; k < ch.length; k++) at.push(m.index);
+    i = m.index + e.length;
+  }
+  if (i === 0) return undefined;
+  out += text.slice(i);
+  for (; i <= text.length; i++) at.push(i);
+  return { text: out, at };
+}
+
+/**
  * Finds personal data in free text and replaces each match with a typed token. Text with anything
  * outside ASCII, or a backslash, is read folded (see foldForDetection); when something is found
- * there, the folded text (with its tokens) is what is kept, otherwise the text as written.
+ * there, the folded text (with its tokens) is what is kept, otherwise the text as written. Text
+ * with `%XX` or `&#…;` is also read decoded (see decodeEncoded), and its tokens are written over
+ * the encoded stretches they came from, the rest as it was.
  *
  * `id` is for ids and names a producer chose (request and trace ids, tenants, endpoints): there a
  * bare run of digits is an id's number, not a phone number; one written `+44 …` or `(030) …` is.
  */
 export function scrubText(text: string, enabled: ReadonlySet<DetectorName>, tokenize: Tokenize, id = false): string {
-  // One pass for both: ASCII digits (an upper bound on those left once emails are tokens) and
-  // whether anything outside ASCII, or an escape, is there at all.
+  // One pass for all: ASCII digits (an upper bound on those left once emails are tokens), and
+  // whether anything outside ASCII, an escape, or a `%` or `&` (perhaps encoding) is there at all.
   let digits = 0;
   let wide = false;
   let escaped = false;
+  let encoded = false;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (c >= 48 && c <= 57) digits++;
-    else if (c >= 0x80) wide = true;
+    if (c <= 57) {
+      if (c >= 48) digits++;
+      else if (c === 37 || c === 38) encoded = true;
+    } else if (c >= 0x80) wide = true;
     else if (c === 92) escaped = true;
   }
-  if (!wide && !escaped) return scrubAscii(text, digits, enabled, tokenize, id);
-  const folded = foldForDetection(text, escaped, wide);
-  if (folded === text) return scrubAscii(text, digits, enabled, tokenize, id);
-  const out = scrubAscii(folded, digitCount(folded), enabled, tokenize, id);
+  if (!wide && !escaped && !encoded) return scrubAscii(text, digits, enabled, tokenize, id, undefined);
+  const folded = wide || escaped ? foldForDetection(text, escaped, wide) : text;
+  const decoded = encoded ? decodeEncoded(folded) : undefined;
+  if (decoded !== undefined) {
+    const track = new Provenance();
+    const out = scrubAscii(decoded.text, digitCount(decoded.text), enabled, tokenize, id, track);
+    if (out === decoded.text) return text;
+    // Written back over the text as it came (folded, if it was): the token stands where the
+    // whole encoded stretch did, and escapes elsewhere stay.
+    return track.writeBack(out, folded, decoded.at) ?? out;
+  }
+  if (folded === text) return scrubAscii(text, digits, enabled, tokenize, id, undefined);
+  const out = scrubAscii(folded, digitCount(folded), enabled, tokenize, id, undefined);
   return out === folded ? text : out;
 }
 
-/** The detectors over ASCII forms. Order matters: card numbers and IBANs before phones, so a long digit run is named for what it is. */
-function scrubAscii(text: string, digits: number, enabled: ReadonlySet<DetectorName>, tokenize: Tokenize, id: boolean): string {
+/**
+ * The detectors over ASCII forms. Order matters: IP addresses before phones, card numbers and
+ * IBANs before phones, so a long digit run is named for what it is.
+ */
+function scrubAscii(text: string, digits: number, enabled: ReadonlySet<DetectorName>, tokenize: Tokenize, id: boolean, track: Provenance | undefined): string {
   let out = text;
-  if (enabled.has('email') && out.includes('@')) out = emailsIn(out, tokenize);
+  if (enabled.has('email') && out.includes('@')) out = emailsIn(out, tokenize, track);
+  if (enabled.has('ip')) out = ipsIn(out, digits, tokenize, track);
   if (digits < 6) return out;
   // UK National Insurance numbers carry only six digits.
-  if (enabled.has('national_id')) out = out.replace(ninoRe, (m) => tokenize('national_id', m.replace(/ /g, '').toUpperCase()));
+  if (enabled.has('national_id')) out = sub(out, ninoRe, (m) => tokenize('national_id', m.replace(/ /g, '').toUpperCase()), track);
   if (digits < 9) return out;
   if (enabled.has('card') && digits >= 13) {
-    out = out.replace(cardRe, (m) => cardIn(m, tokenize));
+    out = sub(out, cardRe, (m) => cardIn(m, tokenize), track);
   }
   if (enabled.has('iban')) {
-    out = out.replace(ibanRe, (m) => ibanIn(m, tokenize));
+    out = sub(out, ibanRe, (m) => ibanIn(m, tokenize), track);
   }
   if (enabled.has('national_id')) {
-    out = out.replace(ssnRe, (m) => tokenize('national_id', m));
+    out = sub(out, ssnRe, (m) => tokenize('national_id', m), track);
   }
   if (enabled.has('phone')) {
-    out = out.replace(phoneRe, (m) => {
-      const n = digitCount(m);
-      if (id && m[0] !== '+' && m[0] !== '(') return m;
-      return n >= 9 && n <= 15 ? tokenize('phone', m.replace(/[^\d+]/g, '')) : m;
-    });
+    out = sub(
+      out,
+      phoneRe,
+      (m) => {
+        if (id && m[0] !== '+' && m[0] !== '(') return m;
+        // Four dotted numbers of at most 255 are an IPv4 address (the ip detector's, when on).
+        if (ipv4Shape.test(m)) return m;
+        const n = digitCount(m);
+        // Without the trunk zero written in brackets: `+33 (0)6 …` is `+33 6 …`, one token for both.
+        return n >= 9 && n <= 15 ? tokenize('phone', m.replace(trunkZero, '$1').replace(/[^\d+]/g, '')) : m;
+      },
+      track,
+    );
   }
   return out;
 }

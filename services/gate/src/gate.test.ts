@@ -6,7 +6,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { KafkaMessage } from 'kafkajs';
 import { loadConfig } from '@dlog/config';
-import { avroType, encodeFramed, inputHash, type DecisionRecordRecord } from '@dlog/contracts';
+import { avroType, canonicalJson, encodeFramed, inputHash, sha256Tagged, type DecisionRecordRecord } from '@dlog/contracts';
 import { createLogger } from '@dlog/runtime';
 import { gateDeps } from './create-gate.js';
 import { decodeEvent } from './decode.js';
@@ -470,17 +470,23 @@ describe('gate: ids, JSON in strings and text that hides what it holds', () => {
     assert.equal(records.length, 1);
   });
 
-  it('a tool_args_hash that is not a digest becomes a keyed token; digests in the usual forms pass', () => {
-    const digests = [`sha256-${'ab'.repeat(32)}`, 'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=', 'ab'.repeat(32), `md5:${'0f'.repeat(16)}`];
-    const text = '{"ssn":"078-05-1120"}';
+  it('a tool_args_hash becomes a keyed token in every tier, digest or not (an unkeyed digest of likely arguments can be looked up)', () => {
+    // As the SDK sends it: the unkeyed SHA-256 of the canonical arguments.
+    const sdkHash = sha256Tagged(canonicalJson({ email: 'jane.doe@example.com' }));
+    // The minimal tier (recommendations) samples at 0.1: a trace it keeps.
+    const trace = Array.from({ length: 100 }, (_, i) => `t${i}`).find((t) => keep(t, 0.1))!;
+    const step = (decision_type: string, h: string) => event({ decision_type, trajectory: { trace_id: trace, step: 1, tool_name: 'x', parent_event_id: null, tool_args_hash: h } });
     const { records, dead } = runLeaks([
-      ...[text, text, ...digests].map((h, step) => event({ trajectory: { trace_id: 't', step, tool_name: 'x', parent_event_id: null, tool_args_hash: h } })),
+      ...['loan_approval', 'other', 'recommendation'].map((t) => step(t, sdkHash)),
+      ...[sdkHash, 'ab'.repeat(32), `md5:${'0f'.repeat(16)}`, '{"ssn":"078-05-1120"}'].map((h) => step('loan_approval', h)),
     ]);
     assert.deepEqual(dead, []);
-    const hashes = records.map((r) => r.trajectory!.tool_args_hash);
-    assert.match(hashes[0]!, /^hmac:k1:[0-9a-f]{32}$/);
-    assert.equal(hashes[1], hashes[0], 'equal arguments, equal tokens');
-    assert.deepEqual(hashes.slice(2), digests);
+    assert.deepEqual(records.slice(0, 3).map((r) => r.tier), ['full', 'standard', 'minimal']);
+    const hashes = records.map((r) => r.trajectory!.tool_args_hash!);
+    for (const h of hashes) assert.match(h, /^hmac:k1:[0-9a-f]{32}$/);
+    assert.equal(new Set(hashes.slice(0, 4)).size, 1, 'equal arguments, equal tokens, in every tier');
+    assert.equal(new Set(hashes.slice(3)).size, 4, 'different arguments, different tokens');
+    assert.ok(!JSON.stringify(records).includes(sdkHash.slice(-64)), 'the SDK digest is in no record');
   });
 
   it('JSON inside a string gets the field rules (tool-call arguments); escapes and invisible characters hide nothing', () => {
@@ -548,6 +554,68 @@ describe('gate: ids, JSON in strings and text that hides what it holds', () => {
     assert.equal(records[0]!.output.output_json, '{"name":"[redacted]"}');
     assert.equal(records[1]!.output.output_json, null);
     assert.equal(records[2]!.output.output_json, '[1] approved, see note', 'free text that merely starts with [ stays');
+  });
+});
+
+// Found in the fourth review of the gate: each fails on the gate before it.
+describe('gate: JSON held in strings, encoded text in ids and labels', () => {
+  const cut = '{"name": "Jane Doe", "address": "1 Main St", "notes": "VIP';
+  const lines = '{"name": "Jane Doe", "address": "1 Main St"}\n{"name": "John Roe", "phone": "+14155551234"}';
+
+  it('JSON cut off in an input string, an attribute or a config extra is withheld, as in output_json', () => {
+    const { records } = runLeaks([
+      event({
+        input: { tool_call: { arguments: cut }, chat: '[INST] hello [/INST]', list: '[1] approved, see note' },
+        attributes: { last_args: cut },
+        config: { ref: 'configs/prod/x:v1', params: { extra: { args: cut } } },
+        output: { decision: 'approved', confidence: 0.9, output_json: cut },
+      }),
+    ]);
+    const r = records[0]!;
+    assertNoRaw(r);
+    const input = JSON.parse(r.input_json!);
+    assert.equal(input.tool_call.arguments, '[redacted]');
+    assert.equal(r.attributes.last_args, '[redacted]');
+    assert.equal(r.config!.params.extra.args, '[redacted]');
+    assert.equal(r.output.output_json, null);
+    assert.equal(input.chat, '[INST] hello [/INST]', 'free text that starts with [ stays');
+    assert.equal(input.list, '[1] approved, see note');
+  });
+
+  it('JSON lines in an input string or an attribute are read line by line, as output_json is', () => {
+    const { records } = runLeaks([event({ input: { tool_result: lines }, attributes: { results: lines }, output: { decision: 'approved', confidence: 0.9, output_json: lines } })]);
+    const r = records[0]!;
+    assertNoRaw(r);
+    const byLine = JSON.parse(r.input_json!).tool_result.split('\n').map((l: string) => JSON.parse(l));
+    assert.deepEqual(byLine.map((l: Record<string, unknown>) => l.name), ['[redacted]', '[redacted]']);
+    assert.match(byLine[1].phone, /^hmac:k1:/);
+    assert.equal(r.attributes.results, JSON.parse(r.input_json!).tool_result, 'one treatment wherever the string is');
+    assert.equal(r.output.output_json, r.attributes.results);
+  });
+
+  it('a truncated JSON string inside output_json is withheld and the JSON around it written out', () => {
+    const outputJson = JSON.stringify({ decision: 'approved', args: cut });
+    const { records } = runLeaks([event({ output: { decision: 'approved', confidence: 0.9, output_json: outputJson } })]);
+    assert.deepEqual(JSON.parse(records[0]!.output.output_json!), { decision: 'approved', args: '[redacted]' });
+  });
+
+  it('percent-encoded and HTML-escaped addresses and numbers in ids, labels and text are found', () => {
+    const { records, counts } = runLeaks([
+      event({
+        endpoint: '/v1/users/jane.doe%40example.com/score',
+        request_id: 'req?phone=%2B14155551234',
+        attributes: { user: 'jane&#64;example.com', callback: 'https://x.example/cb?phone=%2B14155551234&next=%2Fhome', client: '203.0.113.45' },
+        output: { decision: 'approved', confidence: 0.9, output_json: 'Sent to +33 6 12 34 56 78 and jane%40example.com' },
+      }),
+    ]);
+    const r = records[0]!;
+    assertNoRaw(r);
+    for (const raw of ['jane', '14155551234', '12 34 56 78', '203.0.113.45']) assert.ok(!JSON.stringify(r).includes(raw), `raw "${raw}" in ${JSON.stringify(r)}`);
+    assert.match(r.endpoint, /^\/v1\/users\/\[email:[0-9a-f]{16}\]\/score$/);
+    assert.match(r.request_id, /^req\?phone=\[phone:[0-9a-f]{16}\]$/);
+    assert.match(r.attributes.callback!, /^https:\/\/x\.example\/cb\?phone=\[phone:[0-9a-f]{16}\]&next=%2Fhome$/, 'other escapes stay');
+    assert.match(r.attributes.client!, /^\[ip:[0-9a-f]{16}\]$/);
+    assert.equal(counts[0]!.endpoint, r.endpoint);
   });
 });
 

@@ -77,68 +77,6 @@ function scrubKeys(map: Record<string, number>, protector: Protector): Record<st
 
 const scrubIdOrNull = (id: string | null, protector: Protector) => (id === null ? null : protector.scrubId(id));
 
-/**
- * A digest as producers write them: `sha256-<hex>`, `md5:<hex>`, `sha256-<base64>` (SRI) or bare
- * hex. Anything else could be the tool's arguments themselves.
- */
-const digestShape = /^(?:[A-Za-z0-9_]{2,16}[-:](?:[0-9a-fA-F]{16,128}|[A-Za-z0-9+/_-]{22,88}={0,2})|[0-9a-fA-F]{32,128})$/;
-
-/**
- * output_json as the full tier keeps it: JSON goes through the same field rules and detectors as
- * the input (so `{"name": ...}` is redacted, and an escaped `\u0040` cannot hide an address from
- * the detectors); anything else is free text. JSON the field rules cannot walk (a `constructor`
- * key, nesting past the limit) is withheld (null): scanned as text only, its named fields would
- * pass as they are, where the same input is refused.
- */
-function protectOutputJson(text: string, protector: Protector): string | null {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    // JSON cut off (at max_tokens, say) is not free text: its named fields (`{"name": "Jane
-    // Doe", "address": …`) are out of the field rules' reach, and the detectors do not know names.
-    if (!jsonLike.test(text)) return protector.scrub(text);
-    // JSON lines (one value per line) are read line by line.
-    const lines = text.split('\n');
-    if (lines.length < 2) return null;
-    const out: string[] = [];
-    for (const line of lines) {
-      if (line.trim() === '') {
-        out.push(line);
-        continue;
-      }
-      try {
-        JSON.parse(line);
-      } catch {
-        return null;
-      }
-      const p = protectOutputJson(line, protector);
-      if (p === null) return null;
-      out.push(p);
-    }
-    return out.join('\n');
-  }
-  let protectedText: string;
-  let ruled: boolean;
-  try {
-    const p = protector.protectInput(parsed);
-    protectedText = JSON.stringify(p.value);
-    ruled = p.ruled;
-  } catch {
-    return null;
-  }
-  // Nothing for the rules to change: the producer's own text stays (re-serialising would turn
-  // 12345678901234567890 into ...7000 and 1.0 into 1), scrubbed as text as it always was. Not
-  // when it has escapes (the text detectors read them, a duplicate key could keep one in the text
-  // that the parsed value no longer holds), nor when a rule fired: with a duplicate key
-  // (`{"name": "Jane Doe", "name": "[redacted]"}`) the parsed value can look untouched while the
-  // text keeps the name.
-  return !ruled && protectedText === JSON.stringify(parsed) && !text.includes('\\') ? protector.scrub(text) : protectedText;
-}
-
-/** Text that starts as a JSON object or array of objects, strings or arrays would. */
-const jsonLike = /^\s*(?:\{\s*"|\[\s*[{["])/;
-
 /** The event's output decision, endpoint and decision type as the protector wrote them out. */
 export interface ScrubbedNames {
   decision: string;
@@ -200,11 +138,10 @@ export function toDecisionRecord(
             step: trajectory.step,
             parent_event_id: trajectory.parent_event_id,
             tool_name: scrubIdOrNull(trajectory.tool_name, protector),
-            // Not a digest: kept as a keyed token, so equal arguments still match and none show.
-            tool_args_hash:
-              trajectory.tool_args_hash === null || digestShape.test(trajectory.tool_args_hash)
-                ? trajectory.tool_args_hash
-                : protector.pseudonym('tool_args_hash', trajectory.tool_args_hash),
+            // Always a keyed token, in every tier: the SDK sends an unkeyed SHA-256 of the canonical
+            // arguments, which anyone can recompute for a list of likely arguments (customer
+            // emails, account numbers) and so read back. Equal arguments still give equal tokens.
+            tool_args_hash: trajectory.tool_args_hash === null ? null : protector.pseudonym('tool_args_hash', trajectory.tool_args_hash),
           },
     producer: { service: protector.scrubId(event.producer.service), sdk: protector.scrubId(event.producer.sdk), host: scrubIdOrNull(event.producer.host, protector) },
     input_hash: hash,
@@ -215,7 +152,9 @@ export function toDecisionRecord(
       confidence: event.output.confidence,
       scores: minimal ? {} : scrubKeys(event.output.scores, protector),
       token_logprobs: full ? event.output.token_logprobs : null,
-      output_json: full && event.output.output_json !== null ? protectOutputJson(event.output.output_json, protector) : null,
+      // JSON through the field rules; JSON the rules cannot walk (cut off, a `constructor` key) is
+      // withheld (null): scanned as text only, its named fields would pass as they are.
+      output_json: full && event.output.output_json !== null ? protector.protectJsonText(event.output.output_json) : null,
     },
     attributes: minimal ? {} : protectLabels(event.attributes, protector),
     tier: cls.tier,

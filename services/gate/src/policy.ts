@@ -3,10 +3,11 @@ import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { z } from 'zod';
 import { joinKey } from '@dlog/contracts';
+import { fieldPathProblem } from './field-path.js';
 
 export type Tier = 'full' | 'standard' | 'minimal';
 export type FieldRule = 'hash' | 'redact' | 'drop' | 'keep';
-export const detectorNames = ['email', 'phone', 'card', 'iban', 'national_id'] as const;
+export const detectorNames = ['email', 'phone', 'card', 'iban', 'national_id', 'ip'] as const;
 export type DetectorName = (typeof detectorNames)[number];
 
 const tier = z.enum(['full', 'standard', 'minimal']);
@@ -47,7 +48,14 @@ const policySchema = z
           .array(
             z
               .object({
-                path: z.string().regex(/^(\*\*|\*|[A-Za-z0-9_$-]+)(\.(\*\*|\*|[A-Za-z0-9_$-]+))*$/, 'dot-separated keys, * or **'),
+                // Refused here, when the gate starts, rather than matching nothing for ever.
+                path: z
+                  .string()
+                  .max(300)
+                  .superRefine((path, ctx) => {
+                    const problem = fieldPathProblem(path);
+                    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+                  }),
                 rule: z.enum(['hash', 'redact', 'drop', 'keep']),
               })
               .strict(),

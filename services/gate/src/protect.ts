@@ -1,5 +1,6 @@
 import type { DetectorName, FieldRule, PolicyDocument } from './policy.js';
 import { looksLikeCardNumber, scrubText, type Tokenize } from './detectors.js';
+import { compileFieldPath, fieldPathMatches } from './field-path.js';
 import type { KeyRing } from './keys.js';
 
 /** Keys that could reach an object's prototype if anything downstream merged the value. */
@@ -23,6 +24,12 @@ export interface Protected {
 
 export interface Protector {
   protectInput(input: unknown): Protected;
+  /**
+   * Text that may be JSON (full-tier output_json), read as a string in the input is: JSON gets the
+   * field rules, JSON lines line by line, anything else the detectors. Null when it looks like
+   * JSON the rules cannot walk (cut off, or with a `constructor` key): it is withheld.
+   */
+  protectJsonText(text: string): string | null;
   /** Free text outside the input (output text, labels). */
   scrub(text: string): string;
   /**
@@ -34,19 +41,6 @@ export interface Protector {
   /** A keyed token for a whole value, as the `hash` rule makes for a field named `field`. */
   pseudonym(field: string, value: string): string;
   readonly keyId: string;
-}
-
-type Segment = string; // a key, '*' or '**'
-
-function matches(pattern: readonly Segment[], pi: number, path: readonly string[], ki: number): boolean {
-  if (pi === pattern.length) return ki === path.length;
-  const seg = pattern[pi]!;
-  if (seg === '**') {
-    for (let k = ki; k <= path.length; k++) if (matches(pattern, pi + 1, path, k)) return true;
-    return false;
-  }
-  if (ki === path.length) return false;
-  return (seg === '*' || seg === path[ki]) && matches(pattern, pi + 1, path, ki + 1);
 }
 
 /**
@@ -74,6 +68,13 @@ function maybeJson(text: string): boolean {
   return (first <= 32 || last <= 32) && /^\s*(?:\{[^]*\}|\[[^]*\])\s*$/.test(text);
 }
 
+/**
+ * Starts as a JSON object or an array of objects, strings or arrays would: such text that does not
+ * parse is JSON cut off (tool-call arguments at max_tokens) or JSON lines, not free text. `[1]
+ * approved` or `[INST] hello` is free text.
+ */
+const jsonStart = /^\s*(?:\{\s*"|\[\s*[{["])/;
+
 const uuidShape = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Most nodes kept per protector: beyond it, rules are matched without caching. */
@@ -81,7 +82,7 @@ const maxRuleNodes = 50_000;
 
 export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Protector {
   // Keys match case-insensitively: `Name` and `EMAIL` are the same field to a person reading it.
-  const rules = pii.fields.map((f) => ({ pattern: f.path.toLowerCase().split('.'), rule: f.rule as FieldRule }));
+  const rules = pii.fields.map((f) => ({ pattern: compileFieldPath(f.path), rule: f.rule as FieldRule }));
   const enabled = new Set<DetectorName>(pii.detectors);
   const kid = keys.active.id;
   const root: RuleNode = { rule: null, children: undefined };
@@ -91,17 +92,23 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
   const scrub = (text: string) => scrubText(text, enabled, tokenize);
   const scrubId = (text: string) => {
     // Most ids hold nothing any detector could match: no @ (or a non-ASCII lookalike), no
-    // escape, fewer than six digits. They are answered without the detectors' passes.
+    // escape or percent-encoding, fewer than six digits, nothing shaped like an IP address
+    // (`10.0.0.1` has five digits and three dots; an IPv6 two colons). They are answered
+    // without the detectors' passes.
     let digits = 0;
+    let dots = 0;
+    let colons = 0;
     for (let i = 0; i < text.length; i++) {
       const c = text.charCodeAt(i);
       if (c >= 48 && c <= 57) digits++;
-      else if (c === 64 || c === 92 || c >= 0x80) {
+      else if (c === 46) dots++;
+      else if (c === 58) colons++;
+      else if (c === 64 || c === 92 || c >= 0x80 || c === 37 || c === 38) {
         digits = 6;
         break;
       }
     }
-    if (digits < 6 || uuidShape.test(text)) return text;
+    if ((digits < 6 && !(digits >= 4 && dots >= 3) && colons < 2) || uuidShape.test(text)) return text;
     return scrubText(text, enabled, tokenize, true);
   };
 
@@ -109,7 +116,7 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
   function child(parent: RuleNode, path: string[], key: string): RuleNode {
     let node = parent.children?.get(key);
     if (node === undefined) {
-      node = { rule: rules.find((r) => matches(r.pattern, 0, path, 0))?.rule ?? null, children: undefined };
+      node = { rule: rules.find((r) => fieldPathMatches(r.pattern, path))?.rule ?? null, children: undefined };
       if (nodes < maxRuleNodes) {
         nodes++;
         (parent.children ??= new Map()).set(key, node);
@@ -124,28 +131,69 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
   }
 
   /**
-   * A string that holds JSON (a tool call's arguments, a serialised form): its fields get the
-   * rules too, under the string's own path, where as text only the detectors read it and
-   * `{"name": "Jane Doe"}` passed. Written out again only when something in it changed (or it has
-   * escapes, which the detectors do not read as written); JSON the rules cannot walk (a
-   * `constructor` key, nesting too deep to write out) is redacted whole.
+   * A string that holds JSON (a tool call's arguments, a serialised form, full-tier output_json):
+   * its fields get the rules too, under the string's own path, where as text only the detectors
+   * read it and `{"name": "Jane Doe"}` passed. JSON lines (a tool's results, one per line) are read
+   * line by line. Undefined for text that is not JSON, which the caller scrubs as text; null for
+   * text that starts as JSON but is none the rules can walk: cut off (at max_tokens, say: its
+   * `"name": …` is as plain as in whole JSON, and the detectors do not know names), a line that is
+   * not JSON among JSON lines, a `constructor` key, nesting too deep to write out. The caller
+   * withholds that whole.
    */
-  function walkJsonText(text: string, node: RuleNode, path: string[], outPath: string, ctx: Context): string {
+  function jsonText(text: string, node: RuleNode, path: string[], outPath: string, ctx: Context): string | null | undefined {
+    // Most strings start with neither a bracket nor a space: one character decides for them.
+    const first = text.charCodeAt(0);
+    if (first !== 123 && first !== 91 && !(first <= 32)) return undefined;
+    const started = jsonStart.test(text);
+    if (!started && !maybeJson(text)) return undefined;
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
     } catch {
-      return scrub(text);
+      return started ? jsonLines(text, node, path, outPath, ctx) : undefined;
     }
-    if (parsed === null || typeof parsed !== 'object') return scrub(text);
+    return parsedJsonText(text, parsed, node, path, outPath, ctx);
+  }
+
+  function jsonLines(text: string, node: RuleNode, path: string[], outPath: string, ctx: Context): string | null {
+    const lines = text.split('\n');
+    if (lines.length < 2) return null;
+    const out: string[] = [];
+    for (const line of lines) {
+      if (line.trim() === '') {
+        out.push(line);
+        continue;
+      }
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(line);
+      } catch {
+        return null;
+      }
+      const p = parsedJsonText(line, parsed, node, path, outPath, ctx);
+      if (p === null) return null;
+      out.push(p);
+    }
+    return out.join('\n');
+  }
+
+  /**
+   * Written out again only when something in it changed, or it has escapes (which the detectors
+   * do not read as written; a duplicate key could keep one in the text that the parsed value no
+   * longer holds), or a rule fired (with a duplicate key, `{"name": "Jane Doe", "name":
+   * "[redacted]"}`, the parsed value can look untouched while the text keeps the name). Otherwise
+   * the producer's own text stays, scrubbed as text: re-serialising would turn
+   * 12345678901234567890 into …7000 and 1.0 into 1.
+   */
+  function parsedJsonText(text: string, parsed: unknown, node: RuleNode, path: string[], outPath: string, ctx: Context): string | null {
     const ruledBefore = ctx.ruled;
+    let out: string;
     try {
-      const out = JSON.stringify(walk(parsed, node, path, outPath, ctx));
-      return ctx.ruled === ruledBefore && !text.includes('\\') && out === JSON.stringify(parsed) ? scrub(text) : out;
+      out = JSON.stringify(walk(parsed, node, path, outPath, ctx));
     } catch {
-      ctx.ruled++;
-      return '[redacted]';
+      return null;
     }
+    return ctx.ruled === ruledBefore && !text.includes('\\') && out === JSON.stringify(parsed) ? scrub(text) : out;
   }
 
   /**
@@ -153,7 +201,14 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
    * written out (scrubbed), naming hashed fields.
    */
   function walk(value: unknown, node: RuleNode, path: string[], outPath: string, ctx: Context): unknown {
-    if (typeof value === 'string') return maybeJson(value) ? walkJsonText(value, node, path, outPath, ctx) : scrub(value);
+    if (typeof value === 'string') {
+      const json = jsonText(value, node, path, outPath, ctx);
+      if (json === undefined) return scrub(value);
+      if (json !== null) return json;
+      // Withheld as output_json is; counted as a rule that fired, so JSON around it is written out again.
+      ctx.ruled++;
+      return '[redacted]';
+    }
     if (typeof value === 'number') return looksLikeCardNumber(value) && enabled.has('card') ? tokenize('card', String(Math.abs(value))) : value;
     if (value === null || typeof value !== 'object') return value;
     // An element's hashed fields are named with its index (applicants[1].email): under one name
@@ -204,6 +259,10 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
       const ctx: Context = { fields: {}, ruled: 0 };
       const value = walk(input, root, [], '', ctx);
       return { value, fields: ctx.fields, ruled: ctx.ruled > 0 };
+    },
+    protectJsonText(text) {
+      const json = jsonText(text, root, [], '', { fields: {}, ruled: 0 });
+      return json === undefined ? scrub(text) : json;
     },
   };
 }
