@@ -5,9 +5,12 @@ import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '@dlog/config';
 import { createPipeline, type Pipeline } from '@dlog/pipeline';
 import { simulate, simulatedModels, type SimulateSummary } from '../packages/cli/src/simulate.js';
-import { AuditInputError, fmt, storeQuery, type AuditQuery } from '../packages/cli/src/audit-query.js';
+import { readFileSync } from 'node:fs';
+import { createStore, migrate, runReadOnlyQuery, startQueryServer, type Store } from '@dlog/store';
+import { AuditInputError, fmt, storeQuery, TruncatedAnswerError, wholeAnswers, type AuditQuery } from '../packages/cli/src/audit-query.js';
 import { computeScope, deploymentWindows, emptyScopeMessage, formatScope, isEmptyScope, scopeDecisions } from '../packages/cli/src/scope.js';
-import { computeDiff, formatDiff } from '../packages/cli/src/diff.js';
+import { computeDiff, formatDiff, psi } from '../packages/cli/src/diff.js';
+import { planScopeRemediation } from '../packages/cli/src/remediate-command.js';
 import { formatTrace, traceDecision, type TraceStep } from '../packages/cli/src/trace.js';
 import { formatDot, formatLineageTree, formatMermaid, lineageGraph } from '../packages/cli/src/lineage.js';
 import { planDeploy, planRemediation, planRollback, publishDeployment, publishRemediation } from '../packages/cli/src/audit-events.js';
@@ -94,6 +97,25 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
     const ep = unsure.endpoints.find((e) => e.endpoint === 'recommendations')!;
     assert.ok(ep.sampled > 0 && Math.abs(ep.weighted - ep.sampled * 10) < 1e-6, JSON.stringify(ep));
     assert.ok(formatScope(unsure).includes(`recommendations (~${fmt(ep.weighted, 1)})`), formatScope(unsure));
+  });
+
+  it('scope of a dataset and of a code commit: every version built from them, whole or through its preprocessing', async () => {
+    const stable = label(simulatedModels.stable);
+    const canary = label(simulatedModels.canary);
+    // v5 trained 2.4.1, and 2.5.0 through v6: both versions whole, so the counts are exact.
+    const v5 = await computeScope(q, { artifact: 'registry://datasets/loan-applications:v5' });
+    assert.deepEqual(v5.versions.map((v) => [v.model, v.whole]).sort(), [[stable, true], [canary, true]]);
+    assert.equal(v5.exact, summary.recorded[stable]! + summary.recorded[canary]!);
+    // The commit built 2.4.1 and the feature pipeline every loan decision ran through: 2.5.0's
+    // decisions are in scope through their preprocessing artifact, which the counts do not know.
+    const commit = await computeScope(q, { artifact: 'git://example.com/acme/loan-model@3f2a1c9' });
+    const [canaryStored] = await q('SELECT count() AS n FROM v_decisions WHERE model_name = {n:String} AND model_version = {v:String}', { n: simulatedModels.canary.name, v: simulatedModels.canary.version });
+    assert.deepEqual(
+      commit.versions.map((v) => [v.model, v.whole, v.whole ? v.exact : v.sampled]).sort(),
+      [[stable, true, summary.recorded[stable]], [canary, false, Number(canaryStored!.n)]],
+    );
+    assert.equal(commit.exact, null);
+    assert.ok(commit.downstream.includes('registry://preprocessing/loan-features:v7'), commit.downstream.join(', '));
   });
 
   it('unknown version and empty scope say what exists and what to type', async () => {
@@ -295,6 +317,12 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
     assert.match(formatDot(g), /^digraph lineage \{[\s\S]* -> [\s\S]*\}\n$/);
     const ds = await lineageGraph(q, 'registry://datasets/loan-applications:v5');
     assert.ok(formatLineageTree(ds).includes('loan-approver:2.4.1'), 'a dataset reaches the models trained on it, and on its successor');
+    // Decisions are counted on every artifact they name, not only on models.
+    const commit = await lineageGraph(q, 'git://example.com/acme/loan-model@3f2a1c9');
+    const [pre] = await q("SELECT count() AS n FROM v_decisions WHERE preprocessing_ref = 'registry://preprocessing/loan-features:v7'");
+    assert.ok(Number(pre!.n) > 0);
+    assert.deepEqual(commit.nodes.get('registry://preprocessing/loan-features:v7')?.named, { stored: Number(pre!.n), weighted: Number(pre!.n) });
+    assert.match(formatLineageTree(ds), /inference-loan:2\.5\.0 {2}\(image, \d+ decisions stored\)/);
     await assert.rejects(lineageGraph(q, 'registry://datasets/loan-applications:v99'), /Artifacts with a similar name:[\s\S]*loan-applications:v5/);
   });
 
@@ -390,5 +418,231 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
     assert.match(filter.stderr, /filter     := condition \( "and" condition \)\*/);
     assert.equal(format.code, 1);
     assert.match(format.stderr, /--format is text, mermaid or dot \(got "png"\)/);
+  });
+});
+
+/**
+ * Hand-made stores, for what simulated traffic does not reach: answers past the query path's
+ * limits (100,000 rows, 64 MiB), read through it as the CLI reads them (a cut answer throws),
+ * and the scope of a dataset or image across model versions. No Kafka: an embedded store of its own.
+ */
+describe('audit commands on a hand-made store: answers past the query limits, the scope of an artifact', () => {
+  const dataDir = `${tempDir('audit-made')}/clickhouse`;
+  let store: Store | undefined;
+  let q: AuditQuery;
+  /** Items each version of `many` decided, each once: more lines than an answer may have. */
+  const items = 100_010;
+  const long = 4_000;
+
+  const exec = (query: string) => store!.client.command({ query });
+  const insert = (table: string, values: Record<string, unknown>[]) => store!.client.insert({ table, values, format: 'JSONEachRow' });
+
+  before(async () => {
+    store = await createStore({ database: 'dlog', dataDir });
+    await migrate(store);
+    q = wholeAnswers((sql, params) => runReadOnlyQuery(store!, { sql, params }));
+    const decision = (version: string, name: string, decisionSql: string, n: number, extra = '') => `
+      INSERT INTO decisions (event_id, request_id, ts, endpoint, decision_type, model_name, model_version, input_hash, decision, confidence, tier, sample_rate, policy_version, resolved, source_partition, source_offset, gate_ts, enriched_at${extra ? ', output_json' : ''})
+      SELECT concat('${name}-${version}-', toString(number)), toString(number), toDateTime64('2026-11-27 06:00:00', 3, 'UTC') + toIntervalMillisecond(number * 10), 'rec-api', 'recommendation',
+             '${name}', '${version}', concat('sha256-', toString(number)), ${decisionSql}, 0.5, 'standard', 1, 'p1', true, 0, number, now64(3), now64(3)${extra}
+      FROM numbers(${n})`;
+    const counted = (version: string, name: string) => `
+      INSERT INTO decision_counts (minute, model_name, model_version, endpoint, decision_type, tier, decision, policy_version, kept, dropped, batch_id, row_key)
+      SELECT toStartOfMinute(ts) AS m, model_name, model_version, endpoint, decision_type, tier, decision, policy_version, count(), 0, 'b', concat(toString(m), decision)
+      FROM decisions WHERE model_name = '${name}' AND model_version = '${version}'
+      GROUP BY m, model_name, model_version, endpoint, decision_type, tier, decision, policy_version`;
+    // many:2 agrees with many:1 on the even inputs, and answers the odd ones with one decision.
+    await exec(decision('1', 'many', "concat('item-', toString(number))", items));
+    await exec(decision('2', 'many', "if(number % 2 = 0, concat('item-', toString(number)), 'other')", items));
+    await exec(counted('1', 'many'));
+    await exec(counted('2', 'many'));
+    // Generated answers of 20 KB: 4,000 of them are 80 MB of JSON, past the 64 MiB of one answer.
+    await exec(decision('1', 'long', "concat('answer ', toString(number), ' ', repeat('lorem ipsum ', 1700))", long));
+    await exec(counted('1', 'long'));
+
+    // The registry: dataset v5 (bad) → v6 → model 2.5.0, and 2.6.0 registered since; the feature
+    // pipeline feat:3 fitted on v5, which some of 2.4.1's decisions ran through; other:1.0
+    // registered with no parents, though one of its records names v5 among its ancestors.
+    let offset = 0;
+    const art = (kind: string, ref: string, parents: string[] = []) => ({
+      event_id: `a-${ref}`, kind, ref, name: '', version: '', digest: `sha256:${ref}`, uri: '', metadata: {}, parents,
+      registered_at: '2026-11-20 00:00:00.000', registered_by: 'test', source_known: true, source_partition: 0, source_offset: offset++,
+    });
+    await insert('artifacts', [
+      art('dataset', 'registry://datasets/loan:v4'),
+      art('dataset', 'registry://datasets/loan:v5'),
+      art('dataset', 'registry://datasets/loan:v6', ['registry://datasets/loan:v5']),
+      art('dataset', 'registry://datasets/unused:v1'),
+      art('model', 'registry://models/loan-approver:2.4.1', ['registry://datasets/loan:v4']),
+      art('model', 'registry://models/loan-approver:2.5.0', ['registry://datasets/loan:v6']),
+      art('preprocessing', 'registry://preprocessing/feat:2', ['registry://datasets/loan:v4']),
+      art('preprocessing', 'registry://preprocessing/feat:3', ['registry://datasets/loan:v5']),
+      art('model', 'registry://models/loan-approver:2.6.0', ['registry://datasets/loan:v6']),
+      art('image', 'registry://images/loan:2.6.0', ['registry://models/loan-approver:2.6.0']),
+      art('model', 'registry://models/other:1.0'),
+    ]);
+    const rows: Record<string, unknown>[] = [];
+    const d = (id: string, name: string, version: string, minute: number, o: Record<string, unknown> = {}) =>
+      rows.push({
+        event_id: id, request_id: id, ts: `2026-11-27 05:${String(minute).padStart(2, '0')}:00.000`, endpoint: 'loan-api', decision_type: 'loan', model_name: name, model_version: version,
+        input_hash: `sha256-${id}`, decision: 'approved', confidence: 0.9, tier: 'standard', sample_rate: 1, policy_version: 'p1', resolved: true, source_partition: 0, source_offset: rows.length,
+        gate_ts: '2026-11-27 05:00:00.000', enriched_at: '2026-11-27 05:00:00.000', ...o,
+      });
+    const via = (ref: string, kind: string, from: string, depth: number) => ({ ref, kind, via: from, depth });
+    const m250 = 'registry://models/loan-approver:2.5.0';
+    for (let i = 0; i < 4; i++) d(`c${i}`, 'loan-approver', '2.5.0', 1, { sample_rate: 0.5, decision: i === 0 ? 'declined' : 'approved', lineage: [via('registry://datasets/loan:v6', 'dataset', m250, 1), via('registry://datasets/loan:v5', 'dataset', m250, 2)] });
+    for (let i = 0; i < 5; i++) {
+      const pre = i < 3 ? 'registry://preprocessing/feat:3' : 'registry://preprocessing/feat:2';
+      d(`s${i}`, 'loan-approver', '2.4.1', 10 + i, {
+        preprocessing_ref: pre,
+        decision: i === 1 ? 'declined' : 'approved',
+        artifacts: [{ role: 'preprocessing', ref: pre, kind: 'preprocessing', version: '', digest: '', registered_at: '2026-11-20 00:00:00.000' }],
+        lineage: [via('registry://datasets/loan:v4', 'dataset', 'registry://models/loan-approver:2.4.1', 1), via(i < 3 ? 'registry://datasets/loan:v5' : 'registry://datasets/loan:v4', 'dataset', pre, 1)],
+      });
+    }
+    // Enriched before 2.6.0's parents were registered: its records name no ancestor.
+    for (let i = 0; i < 2; i++) d(`n${i}`, 'loan-approver', '2.6.0', 20, { image_ref: 'registry://images/loan:2.6.0' });
+    d('o0', 'other', '1.0', 30, { lineage: [via('registry://datasets/loan:v5', 'dataset', 'registry://models/other:1.0', 1)] });
+    d('o1', 'other', '1.0', 30);
+    d('u0', 'unrelated', '1', 40, { preprocessing_ref: 'registry://preprocessing/feat:9' });
+    await insert('decisions', rows);
+    const count = (minute: number, version: string, decision: string, kept: number, dropped: number) => ({
+      minute: `2026-11-27 05:${String(minute).padStart(2, '0')}:00.000`, model_name: 'loan-approver', model_version: version, endpoint: 'loan-api', decision_type: 'loan', tier: 'standard', decision, policy_version: 'p1', kept, dropped, batch_id: 'b', row_key: `${version}-${decision}-${minute}`,
+    });
+    // 2.5.0 kept half of its decisions: 8 made, 4 stored.
+    await insert('decision_counts', [count(1, '2.5.0', 'approved', 3, 3), count(1, '2.5.0', 'declined', 1, 1), count(20, '2.6.0', 'approved', 2, 0)]);
+    await insert('deployments', [
+      { event_id: 'dep1', action: 'deploy', endpoint: 'loan-api', environment: 'prod', model_ref: m250, model_digest: '', previous_model_ref: '', image_ref: '', config_ref: '', traffic_share: 1, ts: '2026-11-27 04:00:00.000', actor: 't', reason: '' },
+    ]);
+  });
+  after(async () => {
+    await store?.close();
+  });
+
+  it('scope of a version that decided 100,010 different things: exact totals, the largest lines and one for the rest', async () => {
+    const s = await computeScope(q, { model: { name: 'many', version: '1' } });
+    // Summed from a list cut at 100,000 lines, these were 100,000.
+    assert.equal(s.exact, items);
+    assert.equal(s.sampled, items);
+    assert.equal(s.weighted, items);
+    assert.equal(s.byDecision.length, 25);
+    assert.deepEqual(s.byDecisionRest, { lines: items - 25, exact: items - 25, sampled: items - 25, weighted: items - 25 });
+    assert.deepEqual(s.endpoints, [{ endpoint: 'rec-api', exact: items, sampled: items, weighted: items }]);
+    assert.match(formatScope(s), /\(99985 more decisions\)\s+99985\s+99985\s+99985/);
+  });
+
+  it('diff of two versions over 100,010 inputs and decisions: agreement and PSI over all of them', async () => {
+    const d = await computeDiff(q, { a: { name: 'many', version: '1' }, b: { name: 'many', version: '2' } });
+    assert.equal(d.paired.inputs, items);
+    assert.equal(d.paired.agreement, 0.5);
+    assert.equal(d.confusion.length, 50);
+    assert.deepEqual(d.confusionRest, { cells: items - 50, inputs: items - 50 });
+    // Every decision of either version is a bin: many:1 decided item-0 … item-100009 once each,
+    // many:2 the even items once each and `other` 50,005 times.
+    const bins = [...[...Array(items).keys()].map((i) => [1, i % 2 === 0 ? 1 : 0]), [0, items / 2]];
+    const expected = psi(bins.map((b) => b[0]!), bins.map((b) => b[1]!));
+    assert.ok(expected > 4 && Math.abs(d.mixPsi - expected) < 1e-9 * expected, `PSI ${d.mixPsi}, over every decision ${expected}`);
+    assert.equal(d.mix.length + d.mixRest!.decisions, items + 1);
+    assert.deepEqual(d.mix.map((m) => m.decision), d.mix.map((m) => m.decision).sort(), 'the lines shown are in the order of their decisions');
+    assert.ok(d.mix.some((m) => m.decision === 'other' && m.b === items / 2), 'the decision that moved most is shown');
+    assert.equal(d.mixRest!.a + d.mix.reduce((n, m) => n + m.a, 0), items);
+    assert.match(formatDiff(d), /paired inputs\s+100010[\s\S]*agreement\s+50\.0%[\s\S]*… and 99960 less common pairs/);
+  });
+
+  it('exports every decision of a scope whose pages pass 64 MiB, each once', async () => {
+    // Counts the answers the query path cut: the export must have met one and gone on.
+    let cut = 0;
+    const counting: AuditQuery = (sql, params) =>
+      q(sql, params).catch((err: unknown) => {
+        if (err instanceof TruncatedAnswerError) cut++;
+        throw err;
+      });
+    const ids: string[] = [];
+    for await (const page of scopeDecisions(counting, { model: { name: 'long', version: '1' } })) ids.push(...page.map((r) => String(r.event_id)));
+    assert.ok(cut > 0, 'the test needs a page the query path cuts');
+    // A page cut at 64 MiB once ended the export (and a remediation) there, the rest reported as sampled out.
+    assert.equal(ids.length, long);
+    assert.equal(new Set(ids).size, long);
+  });
+
+  it("scope of a dataset: every decision whose record names it, and those of what was registered downstream since", async () => {
+    const s = await computeScope(q, { artifact: 'registry://datasets/loan:v5' });
+    assert.deepEqual(new Set(s.downstream), new Set(['registry://datasets/loan:v6', 'registry://preprocessing/feat:3', 'registry://models/loan-approver:2.5.0', 'registry://models/loan-approver:2.6.0', 'registry://images/loan:2.6.0']));
+    const byModel = Object.fromEntries(s.versions.map((v) => [v.model, [v.whole, v.exact, v.sampled]]));
+    assert.deepEqual(byModel, {
+      'loan-approver:2.5.0': [true, 8, 4], // its model was trained on v6, derived from v5
+      'loan-approver:2.6.0': [true, 2, 2], // registered downstream of v6 after its decisions were enriched
+      'loan-approver:2.4.1': [false, null, 3], // through preprocessing feat:3 only
+      'other:1.0': [false, null, 1], // its record names v5 as an ancestor; the registry does not
+    });
+    assert.equal(s.exact, null, 'counts know no preprocessing: not exact where versions are in scope in part');
+    assert.match(s.exactNote ?? '', /per model version, and 2 versions are in scope for some of their decisions only/);
+    assert.equal(s.sampled, 10);
+    assert.equal(s.weighted, 14);
+    assert.deepEqual(s.windows.map((w) => [w.model, w.endpoint, w.to]), [['loan-approver:2.5.0', 'loan-api', null]]);
+    const ids: string[] = [];
+    for await (const page of scopeDecisions(q, { artifact: 'registry://datasets/loan:v5' })) ids.push(...page.map((r) => `${String(r.model)} ${String(r.event_id)}`));
+    assert.deepEqual(ids.sort(), ['loan-approver:2.4.1 s0', 'loan-approver:2.4.1 s1', 'loan-approver:2.4.1 s2', 'loan-approver:2.5.0 c0', 'loan-approver:2.5.0 c1', 'loan-approver:2.5.0 c2', 'loan-approver:2.5.0 c3', 'loan-approver:2.6.0 n0', 'loan-approver:2.6.0 n1', 'other:1.0 o0']);
+    // The remediation references exactly those, and records the artifact as what it is the scope of.
+    const plan = await planScopeRemediation(q, { artifact: 'registry://datasets/loan:v5', reason: 'INC-9 bad dataset', action: 'review', actor: 'test' });
+    assert.deepEqual(plan.events.flatMap((e) => e.event_ids).sort(), ids.map((x) => x.split(' ')[1]!).sort());
+    assert.equal(plan.events[0]!.scope.model_ref, 'registry://datasets/loan:v5');
+    assert.equal(plan.events[0]!.scope.exact_total, null);
+  });
+
+  it('scope of an artifact: exact when whole versions, filters and windows as for a model, unknown refs named', async () => {
+    const v6 = await computeScope(q, { artifact: 'registry://datasets/loan:v6' });
+    assert.deepEqual(v6.versions.map((v) => [v.model, v.whole]).sort(), [['loan-approver:2.5.0', true], ['loan-approver:2.6.0', true]]);
+    assert.equal(v6.exact, 10, 'whole versions: exact from the counts, sampled-out decisions included');
+    assert.equal(v6.exactNote, null);
+    assert.deepEqual(v6.byDecision.map((b) => [b.decision, b.exact]), [['approved', 8], ['declined', 2]]);
+    const declined = await computeScope(q, { artifact: 'registry://datasets/loan:v6', where: 'decision=declined' });
+    assert.equal(declined.exact, 2);
+    assert.equal(declined.sampled, 1);
+    // An image is no model: its versions are in scope for the decisions naming it.
+    const image = await computeScope(q, { artifact: 'registry://images/loan:2.6.0' });
+    assert.deepEqual(image.versions.map((v) => [v.model, v.whole, v.sampled]), [['loan-approver:2.6.0', false, 2]]);
+    // 2.4.1's decisions through feat:3 were made at 05:10, 05:11 and 05:12.
+    const window = await computeScope(q, { artifact: 'registry://preprocessing/feat:3', since: Date.UTC(2026, 10, 27, 5, 11), until: Date.UTC(2026, 10, 27, 5, 12) });
+    assert.equal(window.sampled, 1);
+    const unused = await computeScope(q, { artifact: 'registry://datasets/unused:v1' });
+    assert.ok(isEmptyScope(unused));
+    assert.match(emptyScopeMessage(unused, undefined), /No decision names registry:\/\/datasets\/unused:v1 in this scope\.\nSee what is registered around it: dlog lineage/);
+    await assert.rejects(computeScope(q, { artifact: 'registry://datasets/loan:v55' }), (err: unknown) => {
+      assert.ok(err instanceof AuditInputError);
+      assert.match(err.message, /^No artifact "registry:\/\/datasets\/loan:v55" is registered, and no decision names it\.\nArtifacts with a similar name:[\s\S]*loan:v5\n[\s\S]*Type e\.g\. dlog scope --artifact registry:\/\/datasets\/loan:v4$/);
+      return true;
+    });
+  });
+
+  it('lineage counts the decisions naming each image and preprocessing, not only each model', async () => {
+    const g = await lineageGraph(q, 'registry://datasets/loan:v5');
+    assert.deepEqual(g.nodes.get('registry://preprocessing/feat:3')?.named, { stored: 3, weighted: 3 });
+    assert.deepEqual(g.nodes.get('registry://images/loan:2.6.0')?.named, { stored: 2, weighted: 2 });
+    assert.equal(g.nodes.get('registry://models/loan-approver:2.5.0')?.decisions, 8);
+    assert.match(formatLineageTree(g), /registry:\/\/preprocessing\/feat:3 {2}\(preprocessing, 3 decisions stored\)/);
+  });
+
+  it('the CLI: scope --artifact exports with the model version of each decision, remediate --artifact selects the same', async () => {
+    // As with a pipeline running: the CLI asks this process's store through the query endpoint.
+    const port = await freePort();
+    const server = await startQueryServer({ store: store!, port, dataDir, log });
+    const env = { CLICKHOUSE_DATA_DIR: dataDir, DLOG_QUERY_PORT: String(port), LOG_LEVEL: 'warn' };
+    const out = `${tempDir('audit-made-out')}/v5.csv`;
+    const [scope, remediate, both] = await Promise.all([
+      dlog(['scope', '--artifact', 'registry://datasets/loan:v5', '--export', 'csv', '--out', out], env),
+      dlog(['remediate', '--artifact', 'registry://datasets/loan:v5', '--reason', 'INC-9', '--dry-run'], env),
+      dlog(['scope', '--model', 'loan-approver:2.5.0', '--artifact', 'registry://datasets/loan:v5'], env),
+    ]).finally(() => server.close());
+    assert.equal(scope.code, 0, scope.stderr);
+    assert.match(scope.stdout, /Scope of registry:\/\/datasets\/loan:v5\n[\s\S]*loan-approver:2\.4\.1\s+n\/a\s+3\s+3\s+decisions naming it\n/);
+    assert.match(scope.stderr, /exported 10 stored decisions to /);
+    const csv = readFileSync(out, 'utf8').trim().split('\n');
+    assert.equal(csv[0], 'model,event_id,request_id,ts,endpoint,decision,confidence,weight,input_hash,trace_id');
+    assert.equal(csv.length, 11);
+    assert.equal(remediate.code, 0, remediate.stderr);
+    assert.match(remediate.stdout, /\(dry run\) would record remediation "review" referencing 10 stored decisions in 1 part\(s\)/);
+    assert.equal(both.code, 1);
+    assert.match(both.stderr, /--model and --artifact are two kinds of scope: give one/);
   });
 });

@@ -1,5 +1,5 @@
 import type { Config } from '@dlog/config';
-import type { Store } from '@dlog/store';
+import { maxResultBytes, maxResultRows, type QueryResponse, type Store } from '@dlog/store';
 import { readOnlyQuery } from './query-command.js';
 import { compareVersions } from '@dlog/contracts';
 
@@ -21,6 +21,22 @@ export class AuditInputError extends Error {
   }
 }
 
+/**
+ * The query path cut an answer at its limit (`maxResultRows` rows or `maxResultBytes` of JSON).
+ * An audit command never uses such an answer: a count summed from it, or an export or
+ * remediation paged through it, would be short with nothing saying so.
+ */
+export class TruncatedAnswerError extends Error {
+  constructor(readonly rowsReceived: number) {
+    super(
+      `An audit query's answer passed the query endpoint's limit (${maxResultRows.toLocaleString('en-US')} rows or ${maxResultBytes / 1024 / 1024} MiB) ` +
+        `and was cut after ${rowsReceived} rows; dlog does not use a cut answer. Ask for less (a time window with --since/--until, an endpoint, a filter) and run it again.`,
+    );
+    this.name = 'TruncatedAnswerError';
+  }
+}
+
+/** Audit queries over the store itself (tests, tools that own it): nothing is cut. */
 export function storeQuery(store: Store): AuditQuery {
   return async (sql, params = {}) => {
     const rs = await store.client.query({ query: sql, query_params: params, format: 'JSONEachRow' });
@@ -28,8 +44,17 @@ export function storeQuery(store: Store): AuditQuery {
   };
 }
 
+/** Audit queries over a query path that cuts long answers (`readOnlyQuery`, `runReadOnlyQuery`): a cut answer throws. */
+export function wholeAnswers(run: (sql: string, params: Record<string, unknown>) => Promise<QueryResponse>): AuditQuery {
+  return async (sql, params = {}) => {
+    const answer = await run(sql, params);
+    if (answer.truncated) throw new TruncatedAnswerError(answer.rows.length);
+    return answer.rows;
+  };
+}
+
 export function configQuery(config: Config): AuditQuery {
-  return async (sql, params = {}) => (await readOnlyQuery(config, sql, params)).rows;
+  return wholeAnswers((sql, params) => readOnlyQuery(config, sql, params));
 }
 
 export interface ModelId {

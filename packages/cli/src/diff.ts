@@ -12,23 +12,43 @@ export interface DiffOptions {
   endpoint?: string | undefined;
   since?: number | undefined;
   until?: number | undefined;
+  /** Lines of the decision mix and cells of the confusion table returned (the rest is summed): defaults below. */
+  mixLines?: number | undefined;
+  confusionCells?: number | undefined;
 }
+
+/**
+ * Decisions of the mix and cells of the confusion table a diff returns. Free-text decisions
+ * (generated answers, recommended items) make one each, more than the query path's 100,000 rows:
+ * the ones that moved most, or were most common, are shown; the others are summed.
+ */
+export const defaultMixLines = 50;
+export const defaultConfusionCells = 50;
 
 export interface DiffResult {
   a: string;
   b: string;
   paired: { inputs: number; agreement: number | null; confidenceShift: number | null; confidenceA: number | null; confidenceB: number | null };
-  /** Paired inputs by (decision of a, decision of b). */
+  /** Paired inputs by (decision of a, decision of b): the most common cells. */
   confusion: { a: string; b: string; inputs: number }[];
+  /** The cells not in `confusion`: how many, and their paired inputs. */
+  confusionRest: { cells: number; inputs: number } | null;
+  /** The decisions whose share moved most (exact counts). */
   mix: { decision: string; a: number; b: number; shareA: number; shareB: number }[];
+  /** The decisions not in `mix`: how many, and their counts. */
+  mixRest: { decisions: number; a: number; b: number } | null;
+  /** Over every decision, not only those in `mix`. */
   mixPsi: number;
   confidence: { bin: string; shareA: number; shareB: number }[];
   confidencePsi: number | null;
   overallConfidence: { a: number | null; b: number | null };
 }
 
+/** The smoothing of empty bins in `psi`, which the mix's PSI computed by the engine uses too. */
+const psiEpsilon = 1e-4;
+
 /** Population stability index of two distributions over the same bins; empty bins are smoothed. */
-export function psi(expected: number[], actual: number[], epsilon = 1e-4): number {
+export function psi(expected: number[], actual: number[], epsilon = psiEpsilon): number {
   const se = expected.reduce((s, v) => s + v, 0);
   const sa = actual.reduce((s, v) => s + v, 0);
   if (se === 0 || sa === 0) return NaN;
@@ -67,32 +87,74 @@ export async function computeDiff(q: AuditQuery, o: DiffOptions): Promise<DiffRe
   // event_id (4x the cost over millions of rows, measured in bench/audit.ts), and an exact
   // duplicate -- which the sink already keeps out -- could not move an agreement rate or a
   // distribution anyway. Scope, where a count must be exact, reads the view.
+  //
+  // An answer is cut at 100,000 rows, and audit queries throw on a cut one: the per-decision and
+  // per-cell lines are capped here, and every total, rate and PSI is computed by the engine over
+  // all of them (window aggregates over every line, before the LIMIT), never summed from the rows
+  // returned.
   const [pairs, mixRows, confRows] = await Promise.all([
     // One pass over both versions, grouped by input: each version's (any) decision and mean
     // confidence on it; inputs both versions saw are the pairs. input_key (migration 008) is
     // cityHash64(input_hash): 8 bytes to group by instead of 71 (a collision among 10^6 inputs: ~10^-7).
     q(
-      `SELECT da AS a, db AS b, count() AS inputs, avg(conf_a) AS ca, avg(conf_b) AS cb, avg(conf_b - conf_a) AS shift
-       FROM
+      `SELECT a, b, inputs, cells, t_inputs, t_agree, t_ca, t_cb, t_shift FROM
        (
-         SELECT input_key AS h,
-                anyIf(decision, ${isA}) AS da, anyIf(decision, ${isB}) AS db,
-                avgIf(confidence, ${isA}) AS conf_a, avgIf(confidence, ${isB}) AS conf_b,
-                countIf(${isA}) AS na, countIf(${isB}) AS nb
-         FROM decisions
-         WHERE ((${isA}) OR (${isB})) ${f.sql}
-         GROUP BY h
+         SELECT a, b, inputs,
+                count() OVER () AS cells,
+                sum(inputs) OVER () AS t_inputs,
+                sum(if(a = b, inputs, 0)) OVER () AS t_agree,
+                sum(sum_ca) OVER () / nullIf(sum(n_ca) OVER (), 0) AS t_ca,
+                sum(sum_cb) OVER () / nullIf(sum(n_cb) OVER (), 0) AS t_cb,
+                sum(sum_shift) OVER () / nullIf(sum(n_shift) OVER (), 0) AS t_shift
+         FROM
+         (
+           SELECT da AS a, db AS b, count() AS inputs,
+                  sum(conf_a) AS sum_ca, count(conf_a) AS n_ca, sum(conf_b) AS sum_cb, count(conf_b) AS n_cb,
+                  sum(conf_b - conf_a) AS sum_shift, count(conf_b - conf_a) AS n_shift
+           FROM
+           (
+             SELECT input_key AS h,
+                    anyIf(decision, ${isA}) AS da, anyIf(decision, ${isB}) AS db,
+                    avgIf(confidence, ${isA}) AS conf_a, avgIf(confidence, ${isB}) AS conf_b,
+                    countIf(${isA}) AS na, countIf(${isB}) AS nb
+             FROM decisions
+             WHERE ((${isA}) OR (${isB})) ${f.sql}
+             GROUP BY h
+           )
+           WHERE na > 0 AND nb > 0
+           GROUP BY a, b
+         )
        )
-       WHERE na > 0 AND nb > 0
-       GROUP BY a, b ORDER BY a, b`,
-      f.params,
+       ORDER BY inputs DESC, a, b
+       LIMIT {cells:UInt32}`,
+      { ...f.params, cells: o.confusionCells ?? defaultConfusionCells },
     ),
+    // The counts table read with FINAL (what keeps a replayed delta from counting twice), not
+    // v_decision_totals, which groups every row by minute and seven keys before anything is summed.
     q(
-      `SELECT decision, sumIf(total, ${isA}) AS a, sumIf(total, ${isB}) AS b
-       FROM v_decision_totals
-       WHERE ((${isA}) OR (${isB})) ${fc.sql}
-       GROUP BY decision ORDER BY decision`,
-      fc.params,
+      `SELECT decision, a, b, ta, tb, decisions, psi FROM
+       (
+         SELECT decision, a, b, ta, tb, decisions, pa, pb, sum((pb - pa) * log(pb / pa)) OVER () AS psi
+         FROM
+         (
+           SELECT decision, a, b, ta, tb, decisions,
+                  greatest({eps:Float64}, if(ta > 0, a / ta, 0)) AS pa, greatest({eps:Float64}, if(tb > 0, b / tb, 0)) AS pb
+           FROM
+           (
+             SELECT decision, a, b, sum(a) OVER () AS ta, sum(b) OVER () AS tb, count() OVER () AS decisions
+             FROM
+             (
+               SELECT toString(decision) AS decision, sumIf(kept + dropped, ${isA}) AS a, sumIf(kept + dropped, ${isB}) AS b
+               FROM decision_counts FINAL
+               WHERE ((${isA}) OR (${isB})) ${fc.sql}
+               GROUP BY decision
+             )
+           )
+         )
+       )
+       ORDER BY abs(if(tb > 0, b / tb, 0) - if(ta > 0, a / ta, 0)) DESC, decision
+       LIMIT {lines:UInt32}`,
+      { ...fc.params, eps: psiEpsilon, lines: o.mixLines ?? defaultMixLines },
     ),
     q(
       `SELECT least(9, toUInt8(floor(assumeNotNull(confidence) * 10))) AS bin,
@@ -111,16 +173,15 @@ export async function computeDiff(q: AuditQuery, o: DiffOptions): Promise<DiffRe
       f.params,
     ),
   ]);
-  const inputs = pairs.reduce((s, r) => s + num(r.inputs), 0);
-  const agree = pairs.filter((r) => r.a === r.b).reduce((s, r) => s + num(r.inputs), 0);
-  const wavg = (col: string) => {
-    const rows = pairs.filter((r) => r[col] !== null && Number.isFinite(num(r[col])));
-    const n = rows.reduce((s, r) => s + num(r.inputs), 0);
-    return n > 0 ? rows.reduce((s, r) => s + num(r[col]) * num(r.inputs), 0) / n : null;
-  };
-  const totalA = mixRows.reduce((s, r) => s + num(r.a), 0);
-  const totalB = mixRows.reduce((s, r) => s + num(r.b), 0);
+  const first = pairs[0];
+  const inputs = first ? num(first.t_inputs) : 0;
+  const orNull = (v: unknown) => (v === null || v === undefined || !Number.isFinite(num(v)) ? null : num(v));
+  const m0 = mixRows[0];
+  const totalA = m0 ? num(m0.ta) : 0;
+  const totalB = m0 ? num(m0.tb) : 0;
   const mix = mixRows.map((r) => ({ decision: String(r.decision), a: num(r.a), b: num(r.b), shareA: totalA ? num(r.a) / totalA : 0, shareB: totalB ? num(r.b) / totalB : 0 }));
+  const mixDecisions = m0 ? num(m0.decisions) : 0;
+  const shownCells = pairs.reduce((s, r) => s + num(r.inputs), 0);
   const bins = Array.from({ length: 10 }, (_, i) => confRows.find((r) => num(r.bin) === i));
   const ca = bins.map((r) => (r ? num(r.a) : 0));
   const cb = bins.map((r) => (r ? num(r.b) : 0));
@@ -129,10 +190,20 @@ export async function computeDiff(q: AuditQuery, o: DiffOptions): Promise<DiffRe
   return {
     a: modelLabel(o.a),
     b: modelLabel(o.b),
-    paired: { inputs, agreement: inputs ? agree / inputs : null, confidenceShift: wavg('shift'), confidenceA: wavg('ca'), confidenceB: wavg('cb') },
+    paired: {
+      inputs,
+      agreement: inputs ? num(first!.t_agree) / inputs : null,
+      confidenceShift: first ? orNull(first.t_shift) : null,
+      confidenceA: first ? orNull(first.t_ca) : null,
+      confidenceB: first ? orNull(first.t_cb) : null,
+    },
     confusion: pairs.map((r) => ({ a: String(r.a), b: String(r.b), inputs: num(r.inputs) })),
-    mix,
-    mixPsi: psi(mix.map((m) => m.a), mix.map((m) => m.b)),
+    confusionRest: first && num(first.cells) > pairs.length ? { cells: num(first.cells) - pairs.length, inputs: inputs - shownCells } : null,
+    // By decision, as people read a table; the lines themselves are the ones that moved most.
+    mix: mix.sort((x, y) => x.decision.localeCompare(y.decision)),
+    mixRest: mixDecisions > mix.length ? { decisions: mixDecisions - mix.length, a: totalA - mix.reduce((s, m) => s + m.a, 0), b: totalB - mix.reduce((s, m) => s + m.b, 0) } : null,
+    // As psi(): no distribution to compare when either version has no decisions.
+    mixPsi: m0 && totalA > 0 && totalB > 0 ? num(m0.psi) : NaN,
     confidence: bins.map((_, i) => ({ bin: `${(i / 10).toFixed(1)}-${((i + 1) / 10).toFixed(1)}`, shareA: sumA ? ca[i]! / sumA : 0, shareB: sumB ? cb[i]! / sumB : 0 })),
     confidencePsi: sumA && sumB ? psi(ca, cb) : null,
     overallConfidence: {
@@ -158,22 +229,34 @@ export function formatDiff(d: DiffResult): string {
     out.push('');
     const labelsA = [...new Set(d.confusion.map((c) => c.a))].sort();
     const labelsB = [...new Set(d.confusion.map((c) => c.b))].sort();
-    const head = `${d.a} ↓ / ${d.b} →`;
-    const w0 = Math.max(head.length, ...labelsA.map((l) => l.length));
-    const ws = labelsB.map((l) => Math.max(l.length, 6));
-    out.push(`  ${head.padEnd(w0)}  ${labelsB.map((l, i) => l.padStart(ws[i]!)).join('  ')}`);
-    for (const la of labelsA) {
-      const cells = labelsB.map((lb, i) => String(d.confusion.find((c) => c.a === la && c.b === lb)?.inputs ?? 0).padStart(ws[i]!));
-      out.push(`  ${la.padEnd(w0)}  ${cells.join('  ')}`);
+    // A table only when every pair is known: a pair left out would read as 0.
+    if (labelsA.length <= 12 && labelsB.length <= 12 && d.confusionRest === null) {
+      const head = `${d.a} ↓ / ${d.b} →`;
+      const w0 = Math.max(head.length, ...labelsA.map((l) => l.length));
+      const ws = labelsB.map((l) => Math.max(l.length, 6));
+      out.push(`  ${head.padEnd(w0)}  ${labelsB.map((l, i) => l.padStart(ws[i]!)).join('  ')}`);
+      for (const la of labelsA) {
+        const cells = labelsB.map((lb, i) => String(d.confusion.find((c) => c.a === la && c.b === lb)?.inputs ?? 0).padStart(ws[i]!));
+        out.push(`  ${la.padEnd(w0)}  ${cells.join('  ')}`);
+      }
+    } else {
+      // Too many decisions for a table (free text): the most common pairs.
+      const shown = d.confusion.slice(0, 12);
+      const wa = Math.max(d.a.length, ...shown.map((c) => c.a.length));
+      out.push(`  ${d.a.padEnd(wa)}  →  ${d.b}  (inputs)`);
+      for (const c of shown) out.push(`  ${c.a.padEnd(wa)}  →  ${c.b}  (${c.inputs})`);
+      if (d.confusion.length > shown.length) out.push(`  … ${d.confusion.length - shown.length} more pairs of decisions shown with --json`);
     }
+    if (d.confusionRest) out.push(`  … and ${d.confusionRest.cells} less common pairs (${d.confusionRest.inputs} inputs), counted in the agreement above`);
   }
   out.push('');
   out.push(`All traffic, decision mix (exact counts): PSI ${fmt(d.mixPsi)} — ${psiLabel(d.mixPsi)}`);
   const wd = Math.max(8, ...d.mix.map((m) => m.decision.length));
   out.push(`  ${'decision'.padEnd(wd)}  ${d.a.padStart(16)}  ${d.b.padStart(16)}`);
-  const shown = d.mix.length > 12 ? [...d.mix].sort((x, y) => Math.abs(y.shareB - y.shareA) - Math.abs(x.shareB - x.shareA)).slice(0, 12) : d.mix;
+  const shown = d.mix.length > 12 ? [...d.mix].sort((x, y) => Math.abs(y.shareB - y.shareA) - Math.abs(x.shareB - x.shareA) || x.decision.localeCompare(y.decision)).slice(0, 12) : d.mix;
   for (const m of shown) out.push(`  ${m.decision.padEnd(wd)}  ${`${m.a} ${pct(m.shareA)}`.padStart(16)}  ${`${m.b} ${pct(m.shareB)}`.padStart(16)}`);
-  if (shown.length < d.mix.length) out.push(`  … ${d.mix.length - shown.length} more decisions (the 12 that moved most are shown)`);
+  const more = d.mix.length - shown.length + (d.mixRest?.decisions ?? 0);
+  if (more > 0) out.push(`  … ${more} more decisions (the ${shown.length} that moved most are shown; the PSI is over all of them)`);
   out.push('');
   out.push(`All traffic, confidence (weighted sample): mean ${fmt(d.overallConfidence.a ?? NaN)} → ${fmt(d.overallConfidence.b ?? NaN)}, PSI ${fmt(d.confidencePsi ?? NaN)} — ${psiLabel(d.confidencePsi ?? NaN)}`);
   return out.join('\n') + '\n';

@@ -1,4 +1,4 @@
-import { AuditInputError, num, type AuditQuery } from './audit-query.js';
+import { AuditInputError, fmt, num, type AuditQuery } from './audit-query.js';
 
 /**
  * `dlog lineage`: an artifact's upstream (what it was built from) and downstream (what was built
@@ -38,6 +38,12 @@ export interface LineageNode {
   digest: string;
   /** Exact decisions made, for model nodes. */
   decisions?: number;
+  /**
+   * For an image, config, preprocessing or environment decisions name: the stored decisions that
+   * name it and their weighted estimate. The exact counts are kept per model version only, so a
+   * count of all decisions (sampled-out ones too) exists for models alone.
+   */
+  named?: { stored: number; weighted: number };
 }
 
 export interface LineageGraph {
@@ -58,25 +64,63 @@ export interface LineageGraph {
 /** Levels walked each way: lineage in practice is a few levels deep; a deeper one is cut, and says so. */
 export const maxDepth = 12;
 
+/** What to say of a ref the registry does not know: `lead`, then refs with a similar name and what to type. */
+export async function unknownArtifact(q: AuditQuery, ref: string, lead: string, command: string): Promise<AuditInputError> {
+  const tail = ref.replace(/^.*[/@]/, '').replace(/:.*$/, '');
+  const near = await q(`SELECT ref, kind FROM v_artifacts WHERE positionCaseInsensitive(ref, {tail:String}) > 0 ORDER BY kind, ref LIMIT 15`, { tail: tail || ref });
+  const lines = [lead];
+  if (near.length) {
+    lines.push('Artifacts with a similar name:');
+    for (const n of near) lines.push(`  ${String(n.kind).padEnd(14)} ${String(n.ref)}`);
+    lines.push(`Type e.g. dlog ${command} ${String(near[0]!.ref)}`);
+  } else {
+    lines.push('Refs look like registry://models/<name>:<version>, registry://datasets/<name>:<version>, git://host/repo@commit; list them with');
+    lines.push('  dlog query "SELECT kind, ref FROM v_artifacts ORDER BY kind, ref"');
+  }
+  return new AuditInputError(lines.join('\n'));
+}
+
+/**
+ * SQL of the refs a decision names in its own columns, besides its model: image, config,
+ * preprocessing and environment (the `artifacts` column holds the same refs, for those the
+ * registry knew at enrichment, so these columns are also right for decisions that named an
+ * artifact before it was registered). LowCardinality columns: a filter on them is evaluated
+ * on their dictionaries, so matching every decision of the store costs little.
+ */
+export const namedRefsSql = {
+  /** A decision names one of the bound `{param:Array(String)}` refs. */
+  names: (param: string) =>
+    `(image_ref IN {${param}:Array(String)} OR config_ref IN {${param}:Array(String)} OR preprocessing_ref IN {${param}:Array(String)}` +
+    ` OR (environment_digest != '' AND concat('registry://environments/', lower(environment_digest)) IN {${param}:Array(String)}))`,
+  /** The array of those refs ('' where there is none). */
+  list: "[toString(image_ref), toString(config_ref), toString(preprocessing_ref), if(environment_digest = '', '', concat('registry://environments/', lower(environment_digest)))]",
+};
+
+/** Stored decisions naming each of `refs` as their image, config, preprocessing or environment. */
+async function namedCounts(q: AuditQuery, refs: string[]): Promise<Map<string, { stored: number; weighted: number }>> {
+  if (refs.length === 0) return new Map();
+  // The filter goes before the deduplication (LIMIT 1 BY the sorting key, as v_decisions has
+  // it): through the view it could not, and the whole table would be deduplicated first.
+  const rows = await q(
+    `SELECT ref, count() AS stored, sum(weight) AS weighted FROM
+     (
+       SELECT ${namedRefsSql.list} AS named, 1 / sample_rate AS weight
+       FROM decisions WHERE ${namedRefsSql.names('refs')}
+       LIMIT 1 BY model_name, model_version, ts, event_id
+     )
+     ARRAY JOIN arrayDistinct(named) AS ref
+     WHERE ref IN {refs:Array(String)}
+     GROUP BY ref`,
+    { refs },
+  );
+  return new Map(rows.map((r) => [String(r.ref), { stored: num(r.stored), weighted: num(r.weighted) }]));
+}
+
 export async function lineageGraph(q: AuditQuery, ref: string): Promise<LineageGraph> {
   const root = ref.trim();
   const known = await q('SELECT ref, kind, digest FROM v_artifacts WHERE ref = {ref:String} LIMIT 1', { ref: root });
   if (known.length === 0 && (await lineageEdges(q, 'down', [root], 1)).length === 0) {
-    const tail = root.replace(/^.*[/@]/, '').replace(/:.*$/, '');
-    const near = await q(
-      `SELECT ref, kind FROM v_artifacts WHERE positionCaseInsensitive(ref, {tail:String}) > 0 ORDER BY kind, ref LIMIT 15`,
-      { tail: tail || root },
-    );
-    const lines = [`No artifact ${JSON.stringify(root)} is registered.`];
-    if (near.length) {
-      lines.push('Artifacts with a similar name:');
-      for (const n of near) lines.push(`  ${String(n.kind).padEnd(14)} ${String(n.ref)}`);
-      lines.push(`Type e.g. dlog lineage ${String(near[0]!.ref)}`);
-    } else {
-      lines.push('Refs look like registry://models/<name>:<version>, registry://datasets/<name>:<version>, git://host/repo@commit; list them with');
-      lines.push('  dlog query "SELECT kind, ref FROM v_artifacts ORDER BY kind, ref"');
-    }
-    throw new AuditInputError(lines.join('\n'));
+    throw await unknownArtifact(q, root, `No artifact ${JSON.stringify(root)} is registered.`, 'lineage');
   }
   const nodes = new Map<string, LineageNode>();
   const edges: LineageGraph['edges'] = [];
@@ -101,13 +145,15 @@ export async function lineageGraph(q: AuditQuery, ref: string): Promise<LineageG
     if (frontier.length > 0 && (await lineageEdges(q, dir, frontier, 1)).length > 0) cutAt.push(dir);
   }
   const refs = [...new Set([root, ...edges.flatMap((e) => [e.child, e.parent])])];
-  const [meta, counts, refused] = await Promise.all([
+  const [meta, counts, named, refused] = await Promise.all([
     q('SELECT ref, kind, digest FROM v_artifacts WHERE ref IN {refs:Array(String)}', { refs }),
     q(
       `SELECT concat('registry://models/', model_name, ':', model_version) AS ref, sum(total) AS n FROM v_decision_totals
        GROUP BY model_name, model_version HAVING ref IN {refs:Array(String)}`,
       { refs },
     ),
+    // Models are counted exactly above; every other ref may be one a decision names.
+    namedCounts(q, refs.filter((r) => !r.startsWith('registry://models/'))),
     q(
       `SELECT DISTINCT digest, registered_by, toString(registered_at) AS registered_at FROM v_artifact_registrations
        WHERE ref = {ref:String} AND outcome = 'refused' ORDER BY registered_at, digest`,
@@ -117,7 +163,8 @@ export async function lineageGraph(q: AuditQuery, ref: string): Promise<LineageG
   for (const ref of refs) {
     const m = meta.find((r) => String(r.ref) === ref);
     const c = counts.find((r) => String(r.ref) === ref);
-    nodes.set(ref, { ref, kind: m ? String(m.kind) : 'unregistered', digest: m ? String(m.digest) : '', ...(c ? { decisions: num(c.n) } : {}) });
+    const n = named.get(ref);
+    nodes.set(ref, { ref, kind: m ? String(m.kind) : 'unregistered', digest: m ? String(m.digest) : '', ...(c ? { decisions: num(c.n) } : {}), ...(n ? { named: n } : {}) });
   }
   return {
     root,
@@ -128,10 +175,19 @@ export async function lineageGraph(q: AuditQuery, ref: string): Promise<LineageG
   };
 }
 
+/** "1234 decisions" (exact, a model), "120 decisions stored" or "~1200 decisions, 120 stored" (sampled). */
+export function decisionsText(n: LineageNode): string | undefined {
+  if (n.decisions !== undefined) return `${n.decisions} decisions`;
+  if (!n.named) return undefined;
+  const { stored, weighted } = n.named;
+  return Math.abs(weighted - stored) < 1e-9 ? `${stored} decisions stored` : `~${fmt(weighted, 0)} decisions, ${stored} stored`;
+}
+
 function label(n: LineageNode | undefined, ref: string): string {
   if (!n) return ref;
   const digest = n.digest ? `  ${n.digest.length > 20 ? `${n.digest.slice(0, 19)}…` : n.digest}` : '';
-  return `${ref}  (${n.kind}${n.decisions !== undefined ? `, ${n.decisions} decisions` : ''})${digest}`;
+  const decisions = decisionsText(n);
+  return `${ref}  (${n.kind}${decisions ? `, ${decisions}` : ''})${digest}`;
 }
 
 export function formatLineageTree(g: LineageGraph): string {
@@ -176,7 +232,8 @@ export function formatMermaid(g: LineageGraph): string {
   const out = ['flowchart LR'];
   for (const [ref, n] of g.nodes) {
     const [o, c] = kindShape[n.kind] ?? ['[', ']'];
-    const text = `${n.kind}<br/>${ref}${n.decisions !== undefined ? `<br/>${n.decisions} decisions` : ''}`;
+    const decisions = decisionsText(n);
+    const text = `${n.kind}<br/>${ref}${decisions ? `<br/>${decisions}` : ''}`;
     out.push(`  ${ids.get(ref)}${o}"${esc(text)}"${c}`);
   }
   // Arrows follow the flow of making: parent (dataset, commit) → child (model, image).
@@ -191,7 +248,8 @@ export function formatDot(g: LineageGraph): string {
   const shape: Record<string, string> = { model: 'box3d', dataset: 'cylinder', code: 'note', image: 'component', config: 'tab', preprocessing: 'cds' };
   const out = ['digraph lineage {', '  rankdir=LR;', '  node [fontname="Helvetica", fontsize=10];'];
   for (const [ref, n] of g.nodes) {
-    const text = `${n.kind}\\n${esc(ref)}${n.decisions !== undefined ? `\\n${n.decisions} decisions` : ''}`;
+    const decisions = decisionsText(n);
+    const text = `${n.kind}\\n${esc(ref)}${decisions ? `\\n${decisions}` : ''}`;
     out.push(`  ${ids.get(ref)} [label="${text}", shape=${shape[n.kind] ?? 'box'}${ref === g.root ? ', penwidth=3' : ''}];`);
   }
   for (const e of g.edges) out.push(`  ${ids.get(e.parent)} -> ${ids.get(e.child)};`);
