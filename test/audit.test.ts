@@ -13,7 +13,7 @@ import { computeDiff, formatDiff, psi } from '../packages/cli/src/diff.js';
 import { planScopeRemediation } from '../packages/cli/src/remediate-command.js';
 import { formatTrace, traceDecision, type TraceStep } from '../packages/cli/src/trace.js';
 import { formatDot, formatLineageTree, formatMermaid, lineageGraph } from '../packages/cli/src/lineage.js';
-import { planDeploy, planRemediation, planRollback, publishDeployment, publishRemediation } from '../packages/cli/src/audit-events.js';
+import { planDeploy, planRollback, publishDeployment, publishRemediation } from '../packages/cli/src/audit-events.js';
 import { parseManifest, registerArtifacts } from '@dlog/artifacts';
 import { deadLetterCommand } from '../services/alerter/src/evaluate.js';
 import { createKafka } from '@dlog/kafka';
@@ -383,7 +383,7 @@ describe('audit toolkit on simulated traffic: trace, scope, diff, lineage, deplo
     const fingerprint = async () =>
       (await q("SELECT count() AS n, sum(cityHash64(event_id, decision, toString(confidence), toString(ts), input_hash)) AS h FROM decisions WHERE model_name = 'loan-approver'"))[0];
     const beforeFp = await fingerprint();
-    const plan = await planRemediation(q, { model: simulatedModels.canary, where: 'decision=declined', reason: 'INC-42', action: 'review', actor: 'test' });
+    const plan = await planScopeRemediation(q, { model: simulatedModels.canary, where: 'decision=declined', reason: 'INC-42', action: 'review', actor: 'test' });
     const ids = plan.events.flatMap((ev) => ev.event_ids);
     assert.equal(ids.length, plan.scope.sampled);
     assert.ok(ids.length > 0);

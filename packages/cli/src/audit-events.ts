@@ -188,41 +188,6 @@ export interface RemediationPlan {
   events: RemediationEvent[];
 }
 
-export async function planRemediation(q: AuditQuery, o: ScopeOptions & { reason: string; action: string; actor: string }): Promise<RemediationPlan> {
-  if (!o.reason.trim()) throw new AuditInputError('--reason is required: the incident, alert id or ticket the remediation answers.');
-  const scope = await computeScope(q, o);
-  if (isEmptyScope(scope)) throw new AuditInputError(`Nothing to remediate: no decisions of ${scope.model} match this scope. Check it with dlog scope first.`);
-  const ids: string[] = [];
-  for await (const page of scopeDecisions(q, o)) for (const r of page) ids.push(String(r.event_id));
-  const remediation_id = randomUUID();
-  const parts = Math.max(1, Math.ceil(ids.length / idsPerPart));
-  const ts = Date.now();
-  const events: RemediationEvent[] = [];
-  for (let part = 0; part < parts; part++) {
-    events.push({
-      event_id: `${remediation_id}/${part}`,
-      remediation_id,
-      part,
-      parts,
-      action: o.action,
-      reason: o.reason,
-      actor: o.actor,
-      ts,
-      scope: {
-        model_ref: modelRef(o.model),
-        endpoint: o.endpoint ?? null,
-        since: o.since ?? null,
-        until: o.until ?? null,
-        filter: o.where ?? null,
-        exact_total: scope.exact,
-        stored_total: ids.length,
-      },
-      event_ids: ids.slice(part * idsPerPart, (part + 1) * idsPerPart),
-    });
-  }
-  return { remediation_id, scope, events };
-}
-
 export function publishRemediation(config: Config, log: Logger, plan: RemediationPlan): Promise<void> {
   return publishEvents(config, log, 'remediations.v1', 'remediation-event', plan.events.map((e) => ({ key: e.remediation_id, value: e })));
 }

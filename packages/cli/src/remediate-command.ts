@@ -11,7 +11,6 @@ import { filterGrammar } from './where-filter.js';
 /**
  * A remediation of every stored decision of a scope, of a model version or of an artifact. The
  * scope is resolved once, so its counts and the ids it references are the same decisions.
- * (audit-events' planRemediation takes a model version's scope only.)
  */
 export async function planScopeRemediation(q: AuditQuery, o: ScopeRequest & { reason: string; action: string; actor: string }): Promise<RemediationPlan> {
   if (!o.reason.trim()) throw new AuditInputError('--reason is required: the incident, alert id or ticket the remediation answers.');
