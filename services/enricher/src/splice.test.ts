@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import avro from 'avsc';
 import { ArtifactState, type ArtifactEventRecord } from '@dlog/artifacts';
 import { avroType, loadSchema, type DecisionRecordRecord, type EnrichedDecisionRecord } from '@dlog/contracts';
 import { sampleEnrichedDecision, sampleEdgeDecision } from '../../sink/src/sample-records.js';
@@ -76,6 +77,33 @@ describe('EnrichmentSplicer', () => {
     assert.ok('error' in trailing && /2 bytes after the end/.test(trailing.error), JSON.stringify(trailing));
     const garbage = sp.splice(Buffer.from('not avro at all, just text'), 1, state, 5);
     assert.ok('error' in garbage, JSON.stringify(garbage));
+  });
+
+  it('refuses a body with an enum index past the symbols (tier 7), as the decode path does, so the enricher dead-letters it', () => {
+    // Skipped unchecked, it was spliced into an enriched record nothing downstream could read.
+    const sp = splicer();
+    const schema = loadSchema('decision-record') as { fields: { name: string; type: { symbols?: string[] } }[] };
+    const wide = structuredClone(schema);
+    const tier = wide.fields.find((f) => f.name === 'tier')!;
+    tier.type.symbols = [...tier.type.symbols!, 'x3', 'x4', 'x5', 'x6', 'x7'];
+    const forged = avro.Type.forSchema(wide as never).toBuffer({ ...decision(sampleEnrichedDecision(3)), tier: 'x7' });
+    const decodeRefusal = (() => {
+      try {
+        decisionType.fromBuffer(forged);
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return undefined;
+    })();
+    assert.match(String(decodeRefusal), /enum index: 7/);
+    const out = sp.splice(forged, 1, new ArtifactState(), 5);
+    assert.ok('error' in out, 'refused');
+    assert.equal(out.error, `invalid Avro record: ${decodeRefusal}`, 'with the reason the decode path gives');
+    // Every tier the contract has still splices.
+    for (const t of tier.type.symbols!.slice(0, 3)) {
+      const ok = sp.splice(decisionType.toBuffer({ ...decision(sampleEnrichedDecision(3)), tier: t }), 1, new ArtifactState(), 5);
+      assert.ok(!('error' in ok), t);
+    }
   });
 
   it('declines contracts whose enriched schema no longer starts with the decision', () => {

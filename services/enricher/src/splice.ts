@@ -9,6 +9,23 @@ type RecordSchema = { type: 'record'; name: string; namespace?: string; fields: 
 const refFields = ['model', 'image', 'config', 'preprocessing', 'environment_digest'] as const;
 type Refs = Pick<DecisionRecordRecord, (typeof refFields)[number]>;
 
+/**
+ * Whether values of `t` hold an enum anywhere. Skipping an enum reads its index without looking
+ * it up, so a body with an index past the symbols (tier 7) was spliced, while the decode path
+ * refuses it and nothing downstream can read the enriched record.
+ */
+function holdsEnum(t: Type, seen = new Set<Type>()): boolean {
+  if (seen.has(t)) return false;
+  seen.add(t);
+  if (t instanceof avro.types.EnumType) return true;
+  if (t instanceof avro.types.RecordType) return t.fields.some((f) => holdsEnum(f.type, seen));
+  if (t instanceof avro.types.ArrayType) return holdsEnum(t.itemsType, seen);
+  if (t instanceof avro.types.MapType) return holdsEnum(t.valuesType, seen);
+  if (t instanceof avro.types.UnwrappedUnionType || t instanceof avro.types.WrappedUnionType) return t.types.some((u) => holdsEnum(u, seen));
+  if (t instanceof avro.types.LogicalType) return holdsEnum(t.underlyingType, seen);
+  return false;
+}
+
 /** Canonical form of a run of fields: equal forms mean byte-identical encodings. */
 function canonical(namespace: string | undefined, fields: RecordSchema['fields']): string {
   return JSON.stringify(avro.Type.forSchema({ type: 'record', name: 'Probe', namespace, fields } as Schema).schema());
@@ -19,7 +36,8 @@ function canonical(namespace: string | undefined, fields: RecordSchema['fields']
  * Avro body is the decision body, untouched, plus the encoded enrichment. The splicer builds it
  * that way instead of decoding ~1 KB of decision and encoding it again:
  *
- * - one resolver pass reads the five artifact references and skips (but walks) every other
+ * - one resolver pass reads the five artifact references, and every field holding an enum (its
+ *   index is checked against the symbols, as decoding does), and skips (but walks) every other
  *   field, so a truncated or malformed body is still refused, as is one with trailing bytes;
  * - the encoded enrichment is memoised per set of references while the registry state does not
  *   grow (it only grows: versions never change), and only `enriched_at` is written per record.
@@ -27,6 +45,7 @@ function canonical(namespace: string | undefined, fields: RecordSchema['fields']
  * Only bodies written in the contract's own schema qualify; anything else takes the decode path.
  */
 export class EnrichmentSplicer {
+  private readonly writer: Type;
   private readonly refsType: Type;
   private readonly resolver: avro.Resolver;
   private readonly tailType: Type;
@@ -34,9 +53,12 @@ export class EnrichmentSplicer {
   private memoStateSize = -1;
 
   private constructor(decision: RecordSchema, enrichedTail: RecordSchema['fields']) {
-    const writer = avro.Type.forSchema(decision as Schema);
-    // Same record name as the writer, so the resolver matches it; only the reference fields.
-    this.refsType = avro.Type.forSchema({ ...decision, fields: decision.fields.filter((f) => (refFields as readonly string[]).includes(f.name)) } as Schema);
+    const writer = avro.Type.forSchema(decision as Schema) as avro.types.RecordType;
+    this.writer = writer;
+    const read = new Set<string>(refFields);
+    for (const f of writer.fields) if (holdsEnum(f.type)) read.add(f.name);
+    // Same record name as the writer, so the resolver matches it; only the fields read.
+    this.refsType = avro.Type.forSchema({ ...decision, fields: decision.fields.filter((f) => read.has(f.name)) } as Schema);
     this.resolver = this.refsType.createResolver(writer);
     this.tailType = avro.Type.forSchema({ type: 'record', name: 'EnrichmentTail', namespace: decision.namespace, fields: enrichedTail } as Schema);
   }
@@ -74,7 +96,7 @@ export class EnrichmentSplicer {
       }
       refs = r.value as Refs;
     } catch (err) {
-      return { error: `invalid Avro record: ${(err as Error).message}` };
+      return { error: `invalid Avro record: ${this.whyInvalid(body, err)}` };
     }
     if (state.size !== this.memoStateSize || this.memo.size > 50_000) {
       this.memo.clear();
@@ -94,6 +116,16 @@ export class EnrichmentSplicer {
     tail.tail.copy(value, 5 + body.length);
     const end = writeAvroLong(value, 5 + body.length + tail.tail.length, now);
     return { value: value.subarray(0, end), unresolved: tail.unresolved, mismatch: tail.mismatch };
+  }
+
+  /** The decode path's reason (the resolver's own names no type: "invalid undefined enum index"); only on refusal. */
+  private whyInvalid(body: Buffer, err: unknown): string {
+    try {
+      this.writer.decode(body, 0);
+    } catch (full) {
+      if (full instanceof Error) return full.message;
+    }
+    return err instanceof Error ? err.message : String(err);
   }
 }
 
