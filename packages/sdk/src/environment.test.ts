@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { readFileSync } from 'node:fs';
 import { canonicalJson } from '@dlog/contracts';
 import { captureEnvironment, environmentMetadata } from './environment.js';
 
@@ -23,5 +24,15 @@ describe('environment snapshot', () => {
     const meta = environmentMetadata(env);
     assert.equal(meta['runtime.node'], process.versions.node);
     assert.equal(meta.snapshot_json, env.canonical);
+  });
+});
+
+describe('engines', () => {
+  it('admits no Node release without crypto.hash, which environment.ts and canonical-json.ts import (added in 20.12)', () => {
+    const root = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { engines?: { node?: string } };
+    const min = /^>=\s*(\d+)\.(\d+)/.exec(root.engines?.node ?? '');
+    assert.ok(min, `engines.node is ${root.engines?.node}`);
+    const [major, minor] = [Number(min[1]), Number(min[2])];
+    assert.ok(major > 20 || (major === 20 && minor >= 12), `engines.node ${root.engines?.node} admits a Node without crypto.hash`);
   });
 });
