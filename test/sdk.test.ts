@@ -280,3 +280,29 @@ describe('SDK transport: reading the topic back before a resend', () => {
     }
   });
 });
+
+describe('SDK kafkajs transport after disconnect (what close() does)', () => {
+  it('refuses to send instead of opening a new producer, so nothing reaches the topic after close()', async () => {
+    // Before, send() after disconnect() connected a new producer and wrote: a logger's sender
+    // still busy after close() returned wrote events a successor had taken over.
+    const { kafkaTransport } = await import('../packages/sdk/src/kafka-transport.js');
+    const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'test-sdk-closed', log });
+    const admin = kafka.admin();
+    await admin.connect();
+    const topic = unique('t-sdk-closed');
+    await ensureTopics(admin, [{ name: topic, partitions: 1, doc: 'test', config: {} }]);
+    const transport = kafkaTransport({ brokers: config.kafkaBrokers, registryUrl: config.schemaRegistryUrl, clientId: 'test-sdk-closed', log, compression: 'none', requestTimeoutMs: 5_000 });
+    try {
+      await transport.send(topic, [{ key: 'a', value: Buffer.from('before') }]);
+      await transport.disconnect();
+      await assert.rejects(transport.send(topic, [{ key: 'a', value: Buffer.from('after') }]), /closed/);
+      await assert.rejects(transport.connect(), /closed/);
+      await new Promise((r) => setTimeout(r, 500));
+      const [offsets] = await admin.fetchTopicOffsets(topic);
+      assert.equal(offsets!.high, '1', 'only the message sent before disconnect()');
+    } finally {
+      await transport.disconnect().catch(() => undefined);
+      await admin.disconnect();
+    }
+  });
+});

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -305,6 +305,12 @@ describe('createDecisionLogger (no Kafka)', () => {
   });
 
   it('close keeps for the next process only what did not land, when sends gave up on messages that landed later', async () => {
+    // The first batch is what the first 4 ms of encoding made ready, and every send here fails, so
+    // it is the only batch: cold (this test alone) that was fewer than the 20 the test needs.
+    const warm = createDecisionLogger(base(fakeTransport().transport));
+    for (let i = 0; i < 50; i++) warm.record({ requestId: `warm-${i}`, input: { i }, output: { decision: 'ok' } });
+    await warm.flush(5_000);
+    await warm.close();
     const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
     const fake = fakeTransport();
     // Every send gives up (as the native transport does after requestTimeoutMs), but the broker
@@ -619,5 +625,258 @@ describe('createDecisionLogger: no duplicates, no lost events, never throwing', 
     );
     await first.close();
     await createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill', spillDir: dir } })).close();
+  });
+});
+
+/** Bytes of the spill's segment files on disk. */
+function spillOnDisk(dir: string): number {
+  return readdirSync(dir)
+    .filter((f) => f === 'spill.log' || /^spill\.log\.\d+$/.test(f))
+    .reduce((n, f) => n + statSync(path.join(dir, f)).size, 0);
+}
+
+describe('createDecisionLogger: the spill file after an outage', () => {
+  it('steady traffic drains the spill file and it is emptied: once all of it was read back, new events stay in memory', async () => {
+    // Before, every event after an outage went through the file for as long as traffic lasted, and
+    // the file was never emptied (8 MB in 8 s at 1.2k events/s).
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
+    const fake = fakeTransport();
+    // A few ms a round trip, as a real broker: events keep arriving while each batch is in flight.
+    const send = fake.transport.send.bind(fake.transport);
+    fake.transport.send = async (topic, messages) => {
+      await new Promise((r) => setTimeout(r, 3));
+      await send(topic, messages);
+    };
+    fake.state.down = true;
+    const logger = createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill', spillDir: dir, maxEvents: 200 } }));
+    let n = 0;
+    for (; n < 1_000; n++) logger.record(decision(n));
+    await waitFor(() => logger.stats().spilled >= 800, { timeoutMs: 5_000, what: 'the outage spilled' });
+    fake.state.down = false;
+    const timer = setInterval(() => {
+      logger.record(decision(n++));
+      logger.record(decision(n++));
+    }, 1);
+    try {
+      await waitFor(() => logger.stats().sent >= 1_000 && statSync(path.join(dir, 'spill.log')).size === 0, { timeoutMs: 10_000, what: 'the spill file emptied while events keep coming' });
+      const spilled = logger.stats().spilled;
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(logger.stats().spilled, spilled, 'new events no longer go through the file');
+      assert.equal(spillOnDisk(dir), 0);
+    } finally {
+      clearInterval(timer);
+    }
+    assert.deepEqual(await logger.flush(10_000), { ok: true, unsent: 0 });
+    await logger.close();
+    assert.deepEqual(fake.events().map((e) => JSON.parse(e.event.input_json).i), Array.from({ length: n }, (_, i) => i), 'every event once, in order');
+  });
+
+  it('a sender that never catches up keeps the files on disk within a segment of what is unsent, and loses nothing', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
+    const fake = fakeTransport();
+    const send = fake.transport.send.bind(fake.transport);
+    fake.transport.send = async (topic, messages) => {
+      await new Promise((r) => setTimeout(r, 10));
+      await send(topic, messages);
+    };
+    // maxSpillBytes 4 MiB: segments of 256 KiB.
+    const segment = 256 * 1024;
+    const logger = createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill', spillDir: dir, maxEvents: 100, maxSpillBytes: 4 << 20 }, batch: { maxEvents: 20 } }));
+    await waitFor(() => logger.stats().ready.contract, { timeoutMs: 5_000, what: 'the contract' });
+    let n = 0;
+    let worst = 0;
+    const timer = setInterval(() => {
+      for (let k = 0; k < 4; k++) logger.record(decision(n++));
+    }, 1);
+    try {
+      for (let t = 0; t < 40; t++) {
+        await new Promise((r) => setTimeout(r, 50));
+        worst = Math.max(worst, spillOnDisk(dir) - logger.stats().buffered.spillBytes);
+      }
+    } finally {
+      clearInterval(timer);
+    }
+    const during = logger.stats();
+    assert.ok(during.sent > 2_000 && during.buffered.spillBytes > segment, `the sender trails: ${JSON.stringify(during.buffered)}, ${during.sent} sent`);
+    // The acknowledged part of the first segment, which one append may have taken past its size.
+    assert.ok(worst <= 2 * segment, `up to ${worst} bytes on disk beyond what was unsent`);
+    assert.deepEqual(await logger.flush(30_000), { ok: true, unsent: 0 });
+    const stats = await logger.close();
+    assert.equal(stats.dropped, 0);
+    assert.deepEqual(fake.events().map((e) => JSON.parse(e.event.input_json).i), Array.from({ length: n }, (_, i) => i), 'every event once, in order');
+  });
+
+  it('close keeps the order when memory holds events behind ones read back from the spill file and more were spilled after them', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
+    const sent: number[] = [];
+    let mode: 'down' | 'once' | 'hang' = 'down';
+    let hanging = false;
+    const input = (m: OutMessage) => JSON.parse(String((eventType.fromBuffer(m.value.subarray(5)) as { input_json: string }).input_json)).i as number;
+    const transport: Transport = {
+      async connect() {},
+      async register(subject) {
+        return subject.includes('artifact') ? 2 : 1;
+      },
+      async send(topic, messages) {
+        if (topic !== 'inference.raw') return;
+        await new Promise((r) => setImmediate(r));
+        if (mode === 'down') throw new Error('broker down');
+        if (mode === 'once') {
+          mode = 'hang';
+          sent.push(...messages.map(input));
+          return;
+        }
+        hanging = true;
+        await new Promise(() => undefined);
+      },
+      async reset() {},
+      async disconnect() {},
+    };
+    const logger = createDecisionLogger(base(transport, { buffer: { policy: 'spill', spillDir: dir, maxEvents: 5 }, batch: { maxEvents: 50 } }));
+    for (let i = 0; i < 20; i++) logger.record(decision(i));
+    await waitFor(() => logger.stats().spilled === 15, { timeoutMs: 5_000, what: '15 spilled behind 5 in memory' });
+    mode = 'once';
+    // 0-4 go, then 5-19 are read back from the file (all of it) and their send hangs.
+    await waitFor(() => hanging, { timeoutMs: 10_000, what: 'the read-back batch in flight' });
+    for (let i = 20; i < 28; i++) logger.record(decision(i));
+    await waitFor(() => logger.stats().buffered.pending === 0, { timeoutMs: 5_000, what: 'encoding' });
+    // 20-24 in memory (all of the file was read back), 25-27 past the bound into the file.
+    assert.equal(logger.stats().spilled, 18);
+    await logger.close(300);
+
+    const fake = fakeTransport();
+    fake.transport.written = async () => new Set();
+    const next = createDecisionLogger(base(fake.transport, { buffer: { policy: 'spill', spillDir: dir } }));
+    assert.deepEqual(await next.flush(10_000), { ok: true, unsent: 0 });
+    await next.close();
+    assert.deepEqual(sent, [0, 1, 2, 3, 4]);
+    assert.deepEqual(fake.events().map((e) => JSON.parse(e.event.input_json).i), Array.from({ length: 23 }, (_, i) => i + 5), 'the rest once, in order');
+  });
+});
+
+describe('createDecisionLogger: nothing is sent after close() returns', () => {
+  it('a batch whose read-back was under way at close is not sent afterwards: it stays in the spill file for the next process', async () => {
+    // Before, the sender went on to send it once the read-back returned, 1.6 s after close() had
+    // returned, while the next process (which had taken the directory) sent the same events.
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
+    const store: { key: string; value: Buffer }[] = [];
+    const a = scriptedTransport(store);
+    a.script.push('writeThenHang');
+    const first = createDecisionLogger(base(a.transport, { buffer: { policy: 'spill', spillDir: dir } }));
+    for (let i = 0; i < 3; i++) first.record(decision(i));
+    await waitFor(() => store.length === 3, { timeoutMs: 5_000, what: 'the batch handed to the broker' });
+    assert.equal((await first.close(200)).spilled, 3, 'kept flagged as of unknown outcome');
+
+    const sends: { at: number; n: number }[] = [];
+    let readBackDone = false;
+    const slow: Transport = {
+      ...scriptedTransport(store).transport,
+      async send(topic, messages) {
+        if (topic === 'inference.raw') sends.push({ at: Date.now(), n: messages.length });
+      },
+      async written() {
+        await new Promise((r) => setTimeout(r, 500));
+        readBackDone = true;
+        return new Set();
+      },
+    };
+    const second = createDecisionLogger(base(slow, { buffer: { policy: 'spill', spillDir: dir } }));
+    await new Promise((r) => setTimeout(r, 50));
+    const closed = await second.close(100);
+    const closedAt = Date.now();
+    await waitFor(() => readBackDone, { timeoutMs: 5_000, what: 'the read-back' });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(sends, [], 'nothing sent, during or after close()');
+    assert.ok(Date.now() > closedAt);
+    assert.equal(closed.buffered.spillBytes > 0, true);
+
+    const c = scriptedTransport(store);
+    const third = createDecisionLogger(base(c.transport, { buffer: { policy: 'spill', spillDir: dir } }));
+    assert.deepEqual(await third.flush(5_000), { ok: true, unsent: 0 });
+    await third.close();
+    assert.equal(new Set(c.ids()).size, 3);
+    assert.equal(c.ids().length, 3, 'each event once');
+  });
+
+  it('a close() while the environment snapshot is being registered sends no snapshot afterwards', async () => {
+    const fake = fakeTransport();
+    const register = fake.transport.register.bind(fake.transport);
+    let registered = false;
+    fake.transport.register = async (subject, schema) => {
+      if (subject.includes('registry')) {
+        await new Promise((r) => setTimeout(r, 400));
+        registered = true;
+      }
+      return register(subject, schema);
+    };
+    const logger = createDecisionLogger(base(fake.transport));
+    logger.record(decision(1));
+    assert.deepEqual(await logger.flush(5_000), { ok: true, unsent: 0 });
+    const stats = await logger.close(100);
+    await waitFor(() => registered, { timeoutMs: 5_000, what: 'the slow registration' });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(fake.sent.filter((s) => s.topic === 'registry.artifacts'), [], 'no snapshot sent after close()');
+    assert.equal(stats.ready.environment, false);
+    assert.equal(logger.stats().ready.environment, false);
+  });
+});
+
+describe('createDecisionLogger: a hostile thrown value never reaches the host', () => {
+  /** Collects what would have reached the host as an uncaught exception or unhandled rejection. */
+  async function escapes(fn: () => Promise<void>): Promise<unknown[]> {
+    const seen: unknown[] = [];
+    const onException = (err: unknown) => void seen.push(err);
+    process.on('uncaughtException', onException);
+    process.on('unhandledRejection', onException);
+    try {
+      await fn();
+      await new Promise((r) => setTimeout(r, 50));
+    } finally {
+      process.off('uncaughtException', onException);
+      process.off('unhandledRejection', onException);
+    }
+    return seen;
+  }
+  // Throws itself on every property read: a strict mock, a Proxy.
+  const hostile: unknown = new Proxy({}, { get() { throw hostile; } });
+  const throwing = () => ({ output: { decision: 'ok' }, get input(): unknown { throw hostile; } });
+
+  it('from a getter of the decision, recorded before and after the contract is registered: refused and reported', async () => {
+    const seen = await escapes(async () => {
+      const fake = fakeTransport();
+      const errors: DecisionLoggerError[] = [];
+      const logger = createDecisionLogger(base(fake.transport, { onError: (e) => void errors.push(e) }));
+      // Before: encoded when run() starts (its rejection handler read .message and threw);
+      // after: encoded from setImmediate (an uncaught exception).
+      assert.doesNotThrow(() => logger.record(throwing() as never));
+      await waitFor(() => logger.stats().ready.contract, { timeoutMs: 5_000, what: 'the contract' });
+      assert.doesNotThrow(() => logger.record(throwing() as never));
+      logger.record(decision(1));
+      const stats = await logger.close();
+      assert.equal(stats.invalid, 2);
+      assert.equal(stats.sent, 1);
+      assert.equal(errors.filter((e) => e.kind === 'invalid').length, 2);
+      assert.ok(errors.every((e) => /cannot be read/.test(e.message)), errors.map((e) => e.message).join('\n'));
+    });
+    assert.deepEqual(seen, []);
+  });
+
+  it('thrown by onError, or by a transport, is logged and the logger goes on', async () => {
+    const seen = await escapes(async () => {
+      const fake = fakeTransport();
+      let failures = 2;
+      const send = fake.transport.send.bind(fake.transport);
+      fake.transport.send = async (topic, messages) => {
+        if (topic === 'inference.raw' && failures-- > 0) throw hostile;
+        await send(topic, messages);
+      };
+      const logger = createDecisionLogger(base(fake.transport, { onError: () => { throw hostile; } }));
+      logger.record(throwing() as never);
+      logger.record(decision(1));
+      assert.deepEqual(await logger.flush(10_000), { ok: true, unsent: 0 });
+      const stats = await logger.close();
+      assert.deepEqual([stats.invalid, stats.sent, stats.sendErrors], [1, 1, 2]);
+    });
+    assert.deepEqual(seen, []);
   });
 });

@@ -19,6 +19,7 @@ import { captureEnvironment, environmentMetadata, type Environment, type Environ
 import { loadNativeKafka, nativeKafkaLoadError, pickNativeKafka, type KafkaClientKind } from '@dlog/kafka';
 import { kafkaTransport, leadingString } from './kafka-transport.js';
 import { nativeTransport } from './native-transport.js';
+import { errorName, messageOf } from './safe-error.js';
 import { SpillFile, spillFrameBytes, type Encoded } from './spill-file.js';
 import type { OutMessage, Transport } from './transport.js';
 import { uuidv7, uuidv7Time } from './uuid-v7.js';
@@ -268,11 +269,15 @@ class WrittenCheckError extends Error {
 
 /** kafkajs wraps the broker's error in "retries exceeded"; look through the chain. */
 function lostProducerState(err: unknown): boolean {
-  for (let e = err as { type?: string; originalError?: unknown; cause?: unknown } | undefined, i = 0; e && i < 5; i++) {
-    if (e.type && producerStateErrors.has(e.type)) return true;
-    // The native transport's SessionLostError: the producer failed fatally.
-    if ((e as { sessionLost?: unknown }).sessionLost === true) return true;
-    e = (e.originalError ?? e.cause) as typeof e;
+  try {
+    for (let e = err as { type?: string; originalError?: unknown; cause?: unknown } | undefined, i = 0; e && i < 5; i++) {
+      if (e.type && producerStateErrors.has(e.type)) return true;
+      // SessionLostError (librdkafka failed fatally), PartlyWrittenError (kafkajs).
+      if ((e as { sessionLost?: unknown }).sessionLost === true) return true;
+      e = (e.originalError ?? e.cause) as typeof e;
+    }
+  } catch {
+    // Not an error of ours or of a Kafka client (a value whose reads throw): nothing lost.
   }
   return false;
 }
@@ -326,8 +331,13 @@ class DecisionLoggerImpl implements DecisionLogger {
   private mem: Encoded[] = [];
   private memHead = 0;
   private memBytes = 0;
-  /** Once anything is spilled, newer events go behind it until the file is drained: order is kept. */
-  private spilling = false;
+  /**
+   * Of `mem`, the events read back from the spill file (at most a batch: they stay in the file
+   * until acknowledged), not counted against the memory bound. Counted, they filled a small bound
+   * on their own, so every new event was spilled again and the file never drained.
+   */
+  private readBackEvents = 0;
+  private readBackBytes = 0;
 
   private slab = Buffer.allocUnsafe(slabBytes);
   private slabPos = 0;
@@ -394,13 +404,15 @@ class DecisionLoggerImpl implements DecisionLogger {
       this.transport = native ? nativeTransport({ ...common, native }) : kafkaTransport(common);
     }
     if (this.policy === 'spill') {
-      this.spill = new SpillFile(opts.buffer!.spillDir!, this.log);
-      // Events left by an earlier process go first.
-      if (this.spill.pendingBytes > 0) this.spilling = true;
+      // At most one segment of what was sent stays on disk: a 16th of the bound, within limits.
+      const segmentBytes = Math.min(64 * 1024 * 1024, Math.max(256 * 1024, Math.floor(this.maxSpillBytes / 16)));
+      // Events left by an earlier process are unread: newer ones go behind them (encodePending).
+      this.spill = new SpillFile(opts.buffer!.spillDir!, this.log, { segmentBytes });
     }
     this.senderDone = this.run().catch((err: unknown) => {
-      this.log.error({ err }, 'decision logger stopped on an unexpected error');
-      this.report(new DecisionLoggerError('startup', `Decision logger stopped: ${(err as Error).message}`, 0, undefined, { cause: err }));
+      // Never rejects: nothing awaits this before close(), so a rejection would reach the host.
+      this.logCaught('error', err, 'decision logger stopped on an unexpected error');
+      this.report(new DecisionLoggerError('startup', `Decision logger stopped: ${messageOf(err)}`, 0, undefined, { cause: err }));
     });
   }
 
@@ -477,7 +489,7 @@ class DecisionLoggerImpl implements DecisionLogger {
     } catch (err) {
       // Only reachable on a bug or out-of-memory; the caller must still not see it.
       this.counters.dropped++;
-      this.log.error({ err }, 'record() failed internally; decision dropped');
+      this.logCaught('error', err, 'record() failed internally; decision dropped');
     }
     return id;
   }
@@ -488,9 +500,25 @@ class DecisionLoggerImpl implements DecisionLogger {
     try {
       this.invalid(id, reason);
     } catch (err) {
-      this.log.error({ err }, 'record() failed internally');
+      this.logCaught('error', err, 'record() failed internally');
     }
     return id;
+  }
+
+  /**
+   * Logs a caught value and never throws: pino's error serializer reads the value (its message,
+   * its fields, its causes), and one the host threw can throw on every read.
+   */
+  private logCaught(level: 'warn' | 'error', err: unknown, msg: string, fields: Record<string, unknown> = {}): void {
+    try {
+      this.log[level]({ ...fields, err }, msg);
+    } catch {
+      try {
+        this.log[level]({ ...fields, err: messageOf(err) }, msg);
+      } catch {
+        // Nothing is left to say it with.
+      }
+    }
   }
 
   private dropReportPending = 0;
@@ -544,7 +572,7 @@ class DecisionLoggerImpl implements DecisionLogger {
     try {
       this.onError(err);
     } catch (cbErr) {
-      this.log.warn({ err: cbErr }, 'onError callback threw');
+      this.logCaught('warn', cbErr, 'onError callback threw');
     }
   }
 
@@ -552,7 +580,16 @@ class DecisionLoggerImpl implements DecisionLogger {
 
   private readonly pump = (): void => {
     this.pumpScheduled = false;
-    this.encodePending(pumpSlice);
+    // Run from setImmediate: anything thrown here would be the host's uncaught exception.
+    try {
+      this.encodePending(pumpSlice);
+    } catch (err) {
+      this.logCaught('error', err, 'encoding decisions failed internally');
+      if (this.pendingHead < this.pending.length && !this.pumpScheduled) {
+        this.pumpScheduled = true;
+        setImmediate(this.pump);
+      }
+    }
   };
 
   private encodePending(slice: number): void {
@@ -562,20 +599,26 @@ class DecisionLoggerImpl implements DecisionLogger {
     // A turn also ends after ~4 ms of encoding, whatever the count: 2,000 inputs of 200 KB held
     // the host's event loop for 2.3 s. The rest goes in the next turns.
     const started = performance.now();
-    let i = this.pendingHead;
+    // Order is kept: while the spill file holds events not yet read back, newer ones go behind
+    // them into the file; once all of it was read back, into memory behind what was read, so the
+    // file drains (and is emptied) under steady traffic too.
+    const fileFirst = this.spill !== undefined && this.spill.unreadBytes > 0;
+    const first = this.pendingHead;
+    let i = first;
     for (; i < end; i++) {
-      if (i > this.pendingHead && performance.now() - started > sliceBudgetMs) break;
+      if (i > first && performance.now() - started > sliceBudgetMs) break;
       const p = this.pending[i]!;
       this.pending[i] = undefined as unknown as Pending; // let the decision be collected
+      // Taken: should anything below throw, the queue goes on after it (pump's guard).
+      this.pendingHead = i + 1;
       const e = this.encode(p);
       if (e === undefined) continue;
-      if (this.spilling) {
+      if (fileFirst || toSpill.length > 0) {
         toSpill.push(e);
-      } else if (this.mem.length - this.memHead >= this.maxEvents || this.memBytes + e.value.length > this.maxBytes) {
+      } else if (this.mem.length - this.memHead - this.readBackEvents >= this.maxEvents || this.memBytes - this.readBackBytes + e.value.length > this.maxBytes) {
         if (this.policy === 'drop') {
           dropped++;
         } else {
-          this.spilling = true;
           toSpill.push(e);
         }
       } else {
@@ -622,8 +665,8 @@ class DecisionLoggerImpl implements DecisionLogger {
       this.counters.spilled += events.length;
     } catch (err) {
       this.counters.failed += events.length;
-      this.log.error({ err, count: events.length }, 'spill write failed; events lost');
-      this.report(new DecisionLoggerError('spill', `Spill write failed, ${events.length} event(s) lost: ${(err as Error).message}`, events.length, undefined, { cause: err }));
+      this.logCaught('error', err, 'spill write failed; events lost', { count: events.length });
+      this.report(new DecisionLoggerError('spill', `Spill write failed, ${events.length} event(s) lost: ${messageOf(err)}`, events.length, undefined, { cause: err }));
     }
   }
 
@@ -635,7 +678,7 @@ class DecisionLoggerImpl implements DecisionLogger {
       record = toInferenceEvent(p.id, p.ts, d, this.defaults);
       key = eventKey(p.id, d);
     } catch (err) {
-      this.invalid(p.id, err instanceof InvalidDecisionError ? err.reason : (err as Error).message);
+      this.invalid(p.id, err instanceof InvalidDecisionError ? err.reason : messageOf(err));
       return undefined;
     }
     try {
@@ -663,7 +706,7 @@ class DecisionLoggerImpl implements DecisionLogger {
       return { seq: p.seq, key, value: this.slab.subarray(start, end) };
     } catch (err) {
       // avsc's message quotes the offending value: the host's data stays out of the report.
-      this.invalid(p.id, `cannot be encoded: a field does not match the inference-event contract (${(err as Error).name})`);
+      this.invalid(p.id, `cannot be encoded: a field does not match the inference-event contract (${errorName(err)})`);
       return undefined;
     }
   }
@@ -685,6 +728,10 @@ class DecisionLoggerImpl implements DecisionLogger {
         await this.failedAttempt('startup', `Registering the inference-event contract failed`, err, attempt++);
       }
     }
+    // Past each await below, a close() may have begun: once it stops the sender (`stopping`), the
+    // loop sends nothing more, since close() keeps what is left for the next process, which may
+    // already be sending it (the same events went out twice, 1.6 s after close() had returned).
+    if (this.stopping) return;
     this.pump();
     // The snapshot goes on its own schedule: a missing artifact topic must not hold up decisions.
     this.envDone = this.publishEnvironmentUntilDone();
@@ -729,15 +776,20 @@ class DecisionLoggerImpl implements DecisionLogger {
       const t0 = performance.now();
       try {
         let toSend = batch;
-        if (checkBeforeResend) toSend = await this.withoutWritten(batch, firstTryAt, checkFailures);
+        if (checkBeforeResend) {
+          toSend = await this.withoutWritten(batch, firstTryAt, checkFailures);
+          if (this.stopping) return;
+        }
         if (attempt === 0) this.flagSpilledBeforeSending(batch);
         this.offered = batch;
         if (toSend.length > 0) await this.transport.send(this.topic, toSend);
       } catch (err) {
-        if (this.detached) return;
+        // A failure close() caused (disconnecting) is not news: close() keeps the batch.
+        if (this.stopping) return;
         this.counters.sendErrors++;
         if (err instanceof WrittenCheckError) checkFailures++;
         await this.failedAttempt('send', `Sending ${batch.length} event(s) failed; the same batch is retried`, err, attempt++);
+        if (this.stopping) return;
         // Only a broker that lost our producer state needs a new session; any other failure is
         // retried on the same one, because the broker drops a resent batch only for the session
         // that first wrote it (a new session after an outage would write it twice).
@@ -777,7 +829,7 @@ class DecisionLoggerImpl implements DecisionLogger {
       // there), so its bytes start there.
       this.spill.markUnknown(batch.reduce((n, e) => n + (e.spillBytes ?? 0), 0));
     } catch (err) {
-      this.log.warn({ err }, 'flagging spilled events before sending them failed; if this process is killed meanwhile, the next may send some twice');
+      this.logCaught('warn', err, 'flagging spilled events before sending them failed; if this process is killed meanwhile, the next may send some twice');
     }
   }
 
@@ -795,8 +847,8 @@ class DecisionLoggerImpl implements DecisionLogger {
   }
 
   private async failedAttempt(kind: DecisionLoggerErrorKind, what: string, err: unknown, attempt: number): Promise<void> {
-    if (attempt === 0) this.log.warn({ err }, what);
-    this.report(new DecisionLoggerError(kind, `${what}: ${(err as Error).message}`, 0, undefined, { cause: err }));
+    if (attempt === 0) this.logCaught('warn', err, what);
+    this.report(new DecisionLoggerError(kind, `${what}: ${messageOf(err)}`, 0, undefined, { cause: err }));
     const delay = backoffDelay(attempt, 100, 5_000);
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, delay);
@@ -817,10 +869,10 @@ class DecisionLoggerImpl implements DecisionLogger {
     for (let attempt = 0; !this.envPublished && !this.stopping; attempt++) {
       try {
         await this.publishEnvironment();
-        this.envPublished = true;
       } catch (err) {
-        if (attempt === 0) this.log.warn({ err }, 'registering the environment snapshot failed; retrying');
-        this.report(new DecisionLoggerError('send', `Registering the environment snapshot failed: ${(err as Error).message}`, 0, undefined, { cause: err }));
+        if (this.stopping) return;
+        if (attempt === 0) this.logCaught('warn', err, 'registering the environment snapshot failed; retrying');
+        this.report(new DecisionLoggerError('send', `Registering the environment snapshot failed: ${messageOf(err)}`, 0, undefined, { cause: err }));
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, backoffDelay(attempt, 500, 30_000));
           this.wakeEnv = () => {
@@ -839,7 +891,10 @@ class DecisionLoggerImpl implements DecisionLogger {
 
   private async publishEnvironment(): Promise<void> {
     this.envMessage ??= await this.environmentMessage();
+    // Closed while registering (the registry slow): nothing is sent after close().
+    if (this.stopping) return;
     await this.transport.send(this.artifactTopic, [this.envMessage]);
+    this.envPublished = true;
   }
 
   private async environmentMessage(): Promise<OutMessage> {
@@ -884,10 +939,10 @@ class DecisionLoggerImpl implements DecisionLogger {
       present = await this.transport.written(this.topic, firstTryAt - 10_000, ids);
     } catch (err) {
       if (failures >= 2) {
-        this.log.warn({ err }, 'cannot read the topic back to check a batch of unknown outcome; resending it whole (some events may arrive twice)');
+        this.logCaught('warn', err, 'cannot read the topic back to check a batch of unknown outcome; resending it whole (some events may arrive twice)');
         return batch;
       }
-      throw new WrittenCheckError(`Checking which of ${batch.length} event(s) the broker already has failed: ${(err as Error).message}`, { cause: err });
+      throw new WrittenCheckError(`Checking which of ${batch.length} event(s) the broker already has failed: ${messageOf(err)}`, { cause: err });
     }
     if (present.size > 0) this.log.info({ alreadyWritten: present.size, batch: batch.length }, 'part of a batch of unknown outcome was already written; sending only the rest');
     return present.size === 0 ? batch : batch.filter((_, i) => !present.has(idOf[i] ?? ''));
@@ -899,6 +954,8 @@ class DecisionLoggerImpl implements DecisionLogger {
       this.mem = this.spill.readNext(this.batchEvents, this.batchBytes);
       this.memHead = 0;
       this.memBytes = this.mem.reduce((n, e) => n + e.value.length, 0);
+      this.readBackEvents = this.mem.length;
+      this.readBackBytes = this.memBytes;
     }
     const batch: Encoded[] = [];
     let bytes = 0;
@@ -919,7 +976,11 @@ class DecisionLoggerImpl implements DecisionLogger {
     let spillBytes = 0;
     for (const e of batch) {
       this.memBytes -= e.value.length;
-      if (e.spillBytes !== undefined) spillBytes += e.spillBytes;
+      if (e.spillBytes !== undefined) {
+        spillBytes += e.spillBytes;
+        this.readBackEvents--;
+        this.readBackBytes -= e.value.length;
+      }
     }
     this.memHead += batch.length;
     if (this.memHead === this.mem.length) {
@@ -934,11 +995,9 @@ class DecisionLoggerImpl implements DecisionLogger {
       try {
         this.spill!.ack(spillBytes);
       } catch (err) {
-        this.log.error({ err }, 'recording spill progress failed; a restart may resend some events');
+        this.logCaught('error', err, 'recording spill progress failed; a restart may resend some events');
       }
     }
-    // Drained: newer events can stay in memory again.
-    if (this.spilling && this.memHead === this.mem.length && this.spill!.pendingBytes === 0) this.spilling = false;
     this.checkFlushed();
   }
 
@@ -986,7 +1045,7 @@ class DecisionLoggerImpl implements DecisionLogger {
 
   close(timeoutMs = 10_000): Promise<DecisionLoggerStats> {
     this.closed ??= this.shutdown(timeoutMs).catch((err: unknown) => {
-      this.log.error({ err }, 'decision logger close failed');
+      this.logCaught('error', err, 'decision logger close failed');
       return this.stats();
     });
     return this.closed;
@@ -1011,7 +1070,7 @@ class DecisionLoggerImpl implements DecisionLogger {
     // outcome.
     await within(this.senderDone, left());
     await within(
-      this.transport.disconnect().catch((err: unknown) => this.log.warn({ err }, 'disconnect failed')),
+      this.transport.disconnect().catch((err: unknown) => this.logCaught('warn', err, 'disconnect failed')),
       left(),
     );
     await within(this.senderDone, left());
@@ -1029,28 +1088,36 @@ class DecisionLoggerImpl implements DecisionLogger {
     // What was handed to the producer and not acknowledged may still land: the next process
     // checks the topic for it before sending it again.
     const offered = new Set(this.offered);
-    let inMemory = this.mem
-      .slice(this.memHead)
-      .filter((e) => e.spillBytes === undefined)
-      .map((e) => (offered.has(e) ? { ...e, unknown: true } : e));
-    if (delivered) {
-      const notLanded = inMemory.filter((e) => !delivered(e.value));
-      this.counters.sent += inMemory.length - notLanded.length;
-      inMemory = notLanded;
-    }
+    const memoryOnly = (events: readonly Encoded[]): Encoded[] => {
+      let kept = events.filter((e) => e.spillBytes === undefined).map((e) => (offered.has(e) ? { ...e, unknown: true } : e));
+      if (delivered) {
+        const notLanded = kept.filter((e) => !delivered(e.value));
+        this.counters.sent += kept.length - notLanded.length;
+        kept = notLanded;
+      }
+      return kept;
+    };
+    // What only memory holds was either there before anything was spilled (older than all of the
+    // file) or taken in once all of the file had been read back (behind what was read, ahead of
+    // what was spilled since).
+    const rest = this.mem.slice(this.memHead);
+    const firstRead = rest.findIndex((e) => e.spillBytes !== undefined);
+    const older = memoryOnly(firstRead < 0 ? rest : rest.slice(0, firstRead));
+    const behind = firstRead < 0 ? [] : memoryOnly(rest.slice(firstRead));
+    const inMemory = [...older, ...behind];
     let offeredSpillBytes = 0;
     for (let k = this.memHead; k < this.mem.length && offered.has(this.mem[k]!); k++) offeredSpillBytes += this.mem[k]!.spillBytes ?? 0;
     const notEncoded = this.pending.length - this.pendingHead;
     if (this.spill) {
-      // Events read back from the spill file are still in it; what only memory holds is older than
-      // anything spilled, so it goes in front.
+      // Events read back from the spill file are still in it; what only memory holds goes where
+      // it belongs in the file's order.
       try {
         if (offeredSpillBytes > 0) this.spill.markUnknown(offeredSpillBytes);
       } catch (err) {
-        this.log.error({ err }, 'flagging spilled events of unknown outcome failed; the next process may send some twice');
+        this.logCaught('error', err, 'flagging spilled events of unknown outcome failed; the next process may send some twice');
       }
       try {
-        this.spill.prepend(inMemory);
+        this.spill.keep(older, behind);
         this.counters.spilled += inMemory.length;
       } catch (err) {
         this.counters.failed += inMemory.length;

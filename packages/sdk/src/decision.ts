@@ -1,4 +1,5 @@
 import { CanonicalJsonError, canonicalJson, sha256Tagged } from '@dlog/contracts';
+import { errorName, messageOf } from './safe-error.js';
 
 /** What the host passes to record(): one decision, in the host's terms. */
 export interface Decision {
@@ -122,14 +123,18 @@ function modelRef(m: ModelRef | string | undefined): ModelRef | string {
  * throws), and these reasons go to onError, which hosts log.
  */
 function whyNotSerialisable(err: unknown): string {
-  if (err instanceof CanonicalJsonError) {
-    const depth = err.path === '' ? 0 : err.path.split('/').length - 1;
-    return `${err.reason} (at depth ${depth})`;
+  try {
+    if (err instanceof CanonicalJsonError) {
+      const depth = err.path === '' ? 0 : err.path.split('/').length - 1;
+      return `${err.reason} (at depth ${depth})`;
+    }
+  } catch {
+    // A value that only looks like one (a Proxy): below.
   }
-  const message = err instanceof Error ? err.message : '';
+  const message = messageOf(err);
   if (/circular/i.test(message)) return 'Cyclic structure';
   if (/BigInt/.test(message)) return 'BigInt is not representable in JSON (send it as a string)';
-  return `${err instanceof Error ? err.name : typeof err} thrown while converting it (a toJSON method or getter)`;
+  return `${errorName(err)} thrown while converting it (a toJSON method or getter)`;
 }
 
 const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
@@ -266,7 +271,7 @@ export function toInferenceEvent(eventId: string, ts: number, d: Decision, defau
       attributes: d.attributes ? { ...defaults.attributes, ...d.attributes } : defaults.attributes,
     };
   } catch (err) {
-    throw new InvalidDecisionError(eventId, (err as Error).message);
+    throw new InvalidDecisionError(eventId, messageOf(err));
   }
 }
 

@@ -4,6 +4,7 @@ import type { Schema } from 'avsc';
 import { createRegistry, registerAvro } from '@dlog/contracts';
 import { clientErrorLog, nativeCall, type NativeKafka } from '@dlog/kafka';
 import { readBack, sdkKafka, type KafkaTransportOptions } from './kafka-transport.js';
+import { messageOf } from './safe-error.js';
 import type { OutMessage, Transport } from './transport.js';
 
 /** One message handed to the producer, until its delivery report. */
@@ -62,6 +63,8 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
    */
   const flights = new WeakMap<Buffer, Flight>();
   let readBackKafka: Kafka | undefined;
+  /** Read-backs under way, ended by disconnect() (one could run for 10 request timeouts). */
+  const readBacks = new Set<AbortController>();
   /** Ends the connect under way (its waiting and its timer), so that close() does not wait for it. */
   let abortConnect: ((err: Error) => void) | undefined;
 
@@ -193,7 +196,7 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
           } catch (err) {
             // What went out is still awaited (it may land); the rest fails this send.
             const e = err as RdKafka.LibrdKafkaError;
-            w.error = failure(s, `producing to ${topic} failed: ${e.message}`, e);
+            w.error = failure(s, `producing to ${topic} failed: ${messageOf(e)}`, e);
             break;
           }
           flights.set(m.value, f);
@@ -217,8 +220,11 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
       }
     },
     written(topic, sinceMs, eventIds) {
+      if (closed) return Promise.reject(new Error('the Kafka transport is closed'));
       readBackKafka ??= sdkKafka(opts);
-      return readBack(readBackKafka, opts.requestTimeoutMs, topic, sinceMs, eventIds);
+      const abort = new AbortController();
+      readBacks.add(abort);
+      return readBack(readBackKafka, opts.requestTimeoutMs, topic, sinceMs, eventIds, abort.signal).finally(() => readBacks.delete(abort));
     },
     delivered(value: Buffer) {
       return flights.get(value)?.state === 'delivered';
@@ -226,6 +232,7 @@ export function nativeTransport(opts: KafkaTransportOptions & { native: NativeKa
     reset: endSession,
     async disconnect() {
       closed = true;
+      for (const a of readBacks) a.abort();
       await endSession();
     },
   };

@@ -4,8 +4,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
+import { spawn } from 'node:child_process';
+import os from 'node:os';
 import { describe, it } from 'node:test';
-import { SpillFile, type Encoded, type SpillLog } from './spill-file.js';
+import { SpillFile, spillFrameBytes, type Encoded, type SpillLog } from './spill-file.js';
 
 const ev = (seq: number, size = 10): Encoded => ({ seq, key: `trace-${seq % 3}`, value: Buffer.alloc(size, seq % 256) });
 
@@ -215,7 +217,8 @@ describe('SpillFile lock', () => {
       const lockFile = path.join(dir, 'spill.lock');
       writeFileSync(lockFile, `${owner} left-behind`);
       const s = new SpillFile(dir);
-      assert.match(readFileSync(lockFile, 'utf8'), new RegExp(`^${process.pid} [0-9a-f]{16}$`));
+      // pid, a random part, the PID namespace, the lease's renewal period and the host.
+      assert.match(readFileSync(lockFile, 'utf8'), new RegExp(`^${process.pid} [0-9a-f]{16} \\S+ 5000 \\S+$`));
       assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('spill.lock')), ['spill.lock'], 'no temporary lock files left');
       s.close();
       assert.equal(existsSync(lockFile), false);
@@ -229,6 +232,94 @@ describe('SpillFile lock', () => {
     writeFileSync(lockFile, `${process.ppid} someone-else`);
     s.close();
     assert.equal(readFileSync(lockFile, 'utf8'), `${process.ppid} someone-else`);
+  });
+});
+
+/** The PID namespace as the lock names it, read as spill-file.ts reads it. */
+function ourNamespace(): string {
+  try {
+    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const ns = /\[(\d+)\]/.exec(fs.readlinkSync('/proc/self/ns/pid'))?.[1];
+    if (boot !== '' && ns !== undefined) return `${boot}/${ns}`;
+  } catch {
+    // below
+  }
+  return `host:${os.hostname().replace(/\s/g, '_') || 'unknown'}`;
+}
+
+describe('SpillFile lock across PID namespaces (a lease)', () => {
+  // A holder in another PID namespace (a container sharing the volume): its pid is some other
+  // process, or none, here. Judged by pid, a live holder's lock was taken and events were lost.
+  const foreign = (pid: number, refreshMs: number) => `${pid} 0123456789abcdef 00000000-0000-0000-0000-000000000000/4026531999 ${refreshMs} other-host`;
+
+  it('refuses a directory whose holder in another PID namespace renews its lease, whatever its pid means here', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const lockFile = path.join(dir, 'spill.lock');
+    writeFileSync(lockFile, foreign(deadPid(), 100));
+    // The holder, renewing: a process of its own, since taking the lock blocks this thread.
+    const holder = spawn(process.execPath, ['-e', `const fs = require('fs'); setInterval(() => { const t = new Date(); fs.utimesSync(${JSON.stringify(lockFile)}, t, t); }, 25);`], { stdio: 'ignore' });
+    try {
+      // Renewing already: its start-up can take longer than the lease.
+      const written = statSync(lockFile).mtimeMs;
+      for (const until = Date.now() + 10_000; statSync(lockFile).mtimeMs === written && Date.now() < until; ) await new Promise((r) => setTimeout(r, 10));
+      const { log, lines } = recordingLog();
+      assert.throws(() => new SpillFile(dir, log), (err: Error) => /in use by process \d+ on other-host \(another PID namespace/.test(err.message));
+      assert.ok(lines.some((l) => /waiting for its lease/.test(l.msg)));
+      assert.equal(readFileSync(lockFile, 'utf8'), foreign(deadPid(), 100), 'the lock left as it was');
+    } finally {
+      holder.kill();
+    }
+  });
+
+  it('takes a lock from another PID namespace once its lease has run out: at once if it has, else after waiting for it', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const lockFile = path.join(dir, 'spill.lock');
+    // A live pid here, which says nothing about a holder elsewhere.
+    writeFileSync(lockFile, foreign(process.ppid, 100));
+    const old = new Date(Date.now() - 1_000);
+    fs.utimesSync(lockFile, old, old);
+    let t0 = Date.now();
+    const a = new SpillFile(dir);
+    assert.ok(Date.now() - t0 < 250, `expired: taken at once (${Date.now() - t0} ms)`);
+    assert.match(readFileSync(lockFile, 'utf8'), new RegExp(`^${process.pid} `));
+    a.close();
+
+    // Renewed just now, then never again (its holder was killed): stale once 3 periods have passed.
+    writeFileSync(lockFile, foreign(process.ppid, 100));
+    t0 = Date.now();
+    const b = new SpillFile(dir);
+    const waited = Date.now() - t0;
+    assert.ok(waited >= 250 && waited < 2_000, `waited ${waited} ms for a lease of 300 ms`);
+    assert.match(readFileSync(lockFile, 'utf8'), new RegExp(`^${process.pid} `));
+    b.close();
+  });
+
+  it('within its own PID namespace a lock is judged by its pid, as before: a dead one at once, a live one refused', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const lockFile = path.join(dir, 'spill.lock');
+    writeFileSync(lockFile, `${process.ppid} 0123456789abcdef ${ourNamespace()} 60000 ${os.hostname()}`);
+    assert.throws(() => new SpillFile(dir), new RegExp(`in use by process ${process.ppid};`));
+    writeFileSync(lockFile, `${deadPid()} 0123456789abcdef ${ourNamespace()} 60000 ${os.hostname()}`);
+    const t0 = Date.now();
+    new SpillFile(dir).close();
+    assert.ok(Date.now() - t0 < 1_000, 'no lease to wait for');
+  });
+
+  it('the holder renews its lease, and says so when its lock is no longer its own', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const lockFile = path.join(dir, 'spill.lock');
+    const { log, lines } = recordingLog();
+    const s = new SpillFile(dir, log, { lockRefreshMs: 20 });
+    const old = new Date(Date.now() - 60_000);
+    fs.utimesSync(lockFile, old, old);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(Date.now() - statSync(lockFile).mtimeMs < 1_000, 'renewed');
+    assert.match(readFileSync(lockFile, 'utf8'), / 20 /, 'the lock names its renewal period, which sets the lease for others');
+    writeFileSync(lockFile, foreign(deadPid(), 20));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(lines.some((l) => l.level === 'error' && /no longer this process/.test(l.msg)), JSON.stringify(lines));
+    s.close();
+    assert.equal(readFileSync(lockFile, 'utf8'), foreign(deadPid(), 20), 'another\'s lock is left alone');
   });
 });
 
@@ -283,5 +374,144 @@ describe('SpillFile upgrade', () => {
     assert.deepEqual(s.readNext(10, 1 << 20).map((e) => [e.key.length, [...e.value]]), [[476, [1, 2, 3]]]);
     s.close();
     assert.deepEqual(readdirSync(dir).filter((f) => f.includes('damaged')), [], 'nothing set aside');
+  });
+});
+
+/** Bytes the spill's segment files take on disk. */
+function onDisk(dir: string): number {
+  return readdirSync(dir)
+    .filter((f) => f === 'spill.log' || /^spill\.log\.\d+$/.test(f))
+    .reduce((n, f) => n + statSync(path.join(dir, f)).size, 0);
+}
+
+/** Replaces a node:fs function for the length of `fn` (named imports follow, see syncBuiltinESMExports). */
+function withFs<K extends 'renameSync' | 'rmSync' | 'writeSync'>(name: K, replacement: (real: (typeof fs)[K]) => (typeof fs)[K], fn: () => void): void {
+  const real = fs[name];
+  (fs as unknown as Record<string, unknown>)[name] = replacement(real);
+  syncBuiltinESMExports();
+  try {
+    fn();
+  } finally {
+    (fs as unknown as Record<string, unknown>)[name] = real;
+    syncBuiltinESMExports();
+  }
+}
+
+describe('SpillFile segments: disk bounded by what is unsent', () => {
+  it('a spill that is never all acknowledged holds on disk what is unsent plus at most one segment', () => {
+    // Under steady traffic after an outage the sender trails the appends: one file was truncated
+    // only once all of it was acknowledged, so it grew for ever (8 MB in 8 s at 1.2k events/s).
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const segmentBytes = 16 * 1024;
+    const spill = new SpillFile(dir, undefined, { segmentBytes });
+    let n = 0;
+    let worst = 0;
+    for (let i = 0; i < 300; i++) {
+      const batch = Array.from({ length: 5 }, () => ev(n++, 1_000));
+      spill.append(batch);
+      spill.ack(bytesOf(spill.readNext(4, 1 << 20)));
+      worst = Math.max(worst, onDisk(dir) - spill.pendingBytes);
+    }
+    // What was sent stays only in the first segment, which an append may have taken past its size.
+    assert.ok(worst <= segmentBytes + 5 * 1_040, `up to ${worst} bytes on disk beyond the ${spill.pendingBytes} unsent`);
+    assert.ok(readdirSync(dir).filter((f) => /^spill\.log\.\d+$/.test(f)).length > 1, 'several segments');
+    spill.close();
+    // A restart resumes at the first unsent event, across segments, in order.
+    const again = new SpillFile(dir, undefined, { segmentBytes });
+    const rest: Encoded[] = [];
+    for (let got = again.readNext(1_000, 1 << 22); got.length > 0; got = again.readNext(1_000, 1 << 22)) rest.push(...got);
+    assert.deepEqual(rest.map((e) => e.value.length === 1_000 && e.value[0]), Array.from({ length: 300 }, (_, i) => (1_200 + i) % 256));
+    again.ack(bytesOf(rest));
+    assert.equal(onDisk(dir), 0, 'emptied once all is acknowledged');
+    assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('spill.log')), ['spill.log'], 'back to one file');
+    again.close();
+  });
+
+  it('deletes, at the next start, a segment acknowledged whole that a killed process had not deleted yet', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    // Two frames a segment.
+    const a = new SpillFile(dir, undefined, { segmentBytes: 1_000 });
+    for (let i = 0; i < 6; i++) a.append([ev(i, 900), ev(i + 100, 900)]);
+    // The position is saved, then the process dies before the deletion.
+    withFs('rmSync', () => () => {
+      throw new Error('killed');
+    }, () => assert.throws(() => a.ack(bytesOf(a.readNext(3, 1 << 20))), /killed/));
+    a.close();
+    assert.equal(readdirSync(dir).filter((f) => f.startsWith('spill.log')).length, 6);
+    const b = new SpillFile(dir, undefined, { segmentBytes: 1_000 });
+    assert.deepEqual(b.readNext(100, 1 << 20).map((e) => e.value[0]), [1, 101], 'from the first unacknowledged frame');
+    assert.equal(readdirSync(dir).filter((f) => f.startsWith('spill.log')).length, 5, 'the acknowledged segment is gone');
+    b.close();
+  });
+
+  it('a rewrite (prepend) killed between saving the position and renaming is finished at the next start: nothing sent twice or lost', () => {
+    // Resetting the position, then renaming, replayed the old file whole after a kill in between.
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const a = new SpillFile(dir, undefined, { segmentBytes: 300 });
+    a.append([1, 2, 3, 4, 5, 6].map((n) => ev(n, 100)));
+    a.ack(bytesOf(a.readNext(2, 1 << 20)));
+    withFs('renameSync', (real) => ((from: fs.PathLike, to: fs.PathLike) => {
+      if (String(from).includes('spill.log.tmp')) throw new Error('killed');
+      real(from, to);
+    }) as typeof fs.renameSync, () => assert.throws(() => a.prepend([ev(10, 90), ev(11, 90)]), /killed/));
+    a.close();
+    const { log, lines } = recordingLog();
+    const b = new SpillFile(dir, log);
+    assert.deepEqual(b.readNext(100, 1 << 20).map((e) => e.value[0]), [10, 11, 3, 4, 5, 6]);
+    assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('spill.log')), ['spill.log']);
+    assert.ok(lines.every((l) => !/replaying/.test(l.msg)), JSON.stringify(lines));
+    b.close();
+  });
+
+  it('a rewrite killed before it was committed leaves the spill as it was', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const a = new SpillFile(dir, undefined, { segmentBytes: 300 });
+    a.append([1, 2, 3, 4].map((n) => ev(n, 100)));
+    a.ack(bytesOf(a.readNext(1, 1 << 20)));
+    let writes = 0;
+    withFs('writeSync', (real) => ((...args: Parameters<typeof fs.writeSync>) => {
+      if (writes++ === 1) throw new Error('killed');
+      return (real as (...a: unknown[]) => number)(...args);
+    }) as typeof fs.writeSync, () => assert.throws(() => a.keep([ev(10, 90)], [ev(11, 90)]), /killed/));
+    a.close();
+    const b = new SpillFile(dir);
+    assert.deepEqual(b.readNext(100, 1 << 20).map((e) => e.value[0]), [2, 3, 4]);
+    assert.ok(!readdirSync(dir).some((f) => f.includes('.tmp')), 'no temporary file left');
+    b.close();
+  });
+
+  it('keep() puts what memory held before everything spilled, or behind what was read back and before what was not', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const a = new SpillFile(dir, undefined, { segmentBytes: 250 });
+    a.append([1, 2, 3, 4, 5].map((n) => ev(n, 100)));
+    a.ack(bytesOf(a.readNext(1, 1 << 20)));
+    a.readNext(2, 1 << 20); // read back, in memory, not acknowledged: 2 and 3
+    a.keep([ev(20, 50)], [ev(30, 50), ev(31, 50)]);
+    a.close();
+    const b = new SpillFile(dir);
+    assert.deepEqual(b.readNext(100, 1 << 20).map((e) => e.value[0]), [20, 2, 3, 30, 31, 4, 5]);
+    b.close();
+  });
+
+  it('moves aside damaged bytes in a segment before the last, with the segments after it, keeping the frames before them', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const a = new SpillFile(dir, undefined, { segmentBytes: 250 });
+    for (let i = 1; i <= 6; i++) a.append([ev(i, 100)]);
+    a.close();
+    const segments = readdirSync(dir).filter((f) => f === 'spill.log' || /^spill\.log\.\d+$/.test(f));
+    assert.equal(segments.length, 3);
+    const first = path.join(dir, 'spill.log');
+    const bytes = readFileSync(first);
+    bytes[bytes.length - 5] = bytes[bytes.length - 5]! ^ 0xff; // inside its second frame
+    writeFileSync(first, bytes);
+    const { log, lines } = recordingLog();
+    const b = new SpillFile(dir, log, { segmentBytes: 250 });
+    assert.deepEqual(b.readNext(100, 1 << 20).map((e) => e.value[0]), [1]);
+    assert.equal(lines.length, 1);
+    assert.equal(lines[0]!.obj.movedBytes, 5 * spillFrameBytes(ev(1, 100)));
+    assert.equal(readdirSync(dir).filter((f) => f.startsWith('spill.log.damaged-')).length, 3, 'the damaged part and both later segments kept aside');
+    b.append([ev(7, 100)]);
+    assert.deepEqual(b.readNext(100, 1 << 20).map((e) => e.value[0]), [7], 'appends go on after what was kept');
+    b.close();
   });
 });
