@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import avro, { type Schema } from 'avsc';
+import type { Schema } from 'avsc';
 import {
   avroType,
   createRegistry,
   encodeFramed,
   loadSchema,
   registerAvro,
-  registryFetcher,
   SchemaIncompatibleError,
   valueSubject,
   type ArtifactEventRecord,

@@ -15,7 +15,7 @@ import {
 import { chunkMessages } from '@dlog/kafka';
 import { cliKafka, libraryLogOf } from './context.js';
 import { AuditInputError, assertKnownModel, modelLabel, modelRef, num, type AuditQuery, type ModelId } from './audit-query.js';
-import { computeScope, isEmptyScope, scopeDecisions, type ScopeOptions, type ScopeResult } from './scope.js';
+import type { ScopeResult } from './scope.js';
 
 /**
  * The events the audit commands append: deployments (deploy, canary, rollback) on

@@ -734,7 +734,7 @@ class DecisionLoggerImpl implements DecisionLogger {
     if (this.stopping) return;
     this.pump();
     // The snapshot goes on its own schedule: a missing artifact topic must not hold up decisions.
-    this.envDone = this.publishEnvironmentUntilDone();
+    void this.publishEnvironmentUntilDone();
     attempt = 0;
     // After a new producer session, the batch in hand may already be (partly) in the topic from
     // the old one, and the broker cannot tell: check before resending (see `withoutWritten`). The
@@ -862,7 +862,6 @@ class DecisionLoggerImpl implements DecisionLogger {
     this.wakeSender = undefined;
   }
 
-  private envDone: Promise<void> = Promise.resolve();
   private envPublished = false;
 
   private async publishEnvironmentUntilDone(): Promise<void> {

@@ -171,7 +171,6 @@ export class TableWriter {
   private readonly sealed: Batch[] = [];
   private flushing: Promise<void> | undefined;
   private inFlightBytes = 0;
-  private inFlightRows = 0;
   /**
    * Partitions whose rows are known not to be in ClickHouse yet. After a start, a rebalance or
    * an insert of unknown outcome, rows already written but not committed form a prefix of each
@@ -288,7 +287,6 @@ export class TableWriter {
         while (this.sealed.length > 0 && !this.held) {
           const batch = this.sealed[0]!;
           this.inFlightBytes = batch.bytes;
-          this.inFlightRows = batch.lines.length;
           try {
             await this.write(batch);
           } catch (err) {
@@ -307,12 +305,10 @@ export class TableWriter {
           // The next batch counts as in flight from here, so the memory check never sees it
           // as gone between two writes.
           this.inFlightBytes = this.held ? 0 : (this.sealed[0]?.bytes ?? 0);
-          this.inFlightRows = this.held ? 0 : (this.sealed[0]?.lines.length ?? 0);
           this.updateFlow();
         }
       } catch (err) {
         this.inFlightBytes = 0;
-        this.inFlightRows = 0;
         if (!(err instanceof StoppedError)) {
           this.fatal = err;
           this.log.fatal({ err, table: this.table }, 'sink cannot write this table; stopping without committing');
@@ -339,7 +335,6 @@ export class TableWriter {
     else {
       this.sealed.length = 0;
       this.inFlightBytes = 0;
-      this.inFlightRows = 0;
     }
     this.settled.clear();
     this.committed.clear();
