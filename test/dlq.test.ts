@@ -152,7 +152,7 @@ describe('dlog dlq replay: dead letters go back once, with their original time',
     await t.abort();
     await tx.disconnect();
 
-    const report = await replayDeadLetters({ kafka, log, topic, replayLog: `${prefix}dlq.replays`, dryRun: true, idleMs: 1_500 });
+    const report = await replayDeadLetters({ kafka, log, topic, replayLog: `${prefix}dlq.replays`, dryRun: true, idleMs: 15_000 });
     assert.equal(report.unknownSource, 2, 'the two committed letters were read (they name no source, so are not replayed)');
     assert.deepEqual(report.stoppedShort, [], 'the aborted tail is the end of the partition, not a read cut short');
   });

@@ -10,7 +10,7 @@ describe('dlog commands end only after their queries', () => {
   it('a query that fails beside a running one: settleQueries waits for the running one', async () => {
     // A command exiting while a sibling query was still in the embedded engine crashed the process
     // (exit 139) instead of exiting 1.
-    const config = loadConfig({ ...process.env, CLICKHOUSE_DATA_DIR: path.join(tempDir('settle'), 'clickhouse'), DLOG_QUERY_PORT: String(await freePort()), DLOG_QUERY_TIMEOUT_MS: '2000' });
+    const config = loadConfig({ ...process.env, CLICKHOUSE_DATA_DIR: path.join(tempDir('settle'), 'clickhouse'), DLOG_QUERY_PORT: String(await freePort()), DLOG_QUERY_TIMEOUT_MS: '8000' });
     const store = await storeFromConfig(config, { createDatabase: true });
     await migrate(store, {});
     await store.close();

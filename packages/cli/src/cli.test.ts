@@ -71,7 +71,8 @@ describe('dlog when a service cannot be reached', () => {
     assert.equal(r.status, 1, r.stderr);
     const line = oneLine(r.stderr);
     assert.match(line, /^dlog: Cannot reach Kafka at 127\.0\.0\.1:1 \(KAFKA_BROKERS\): .*Check KAFKA_BROKERS.*dlog -- stack status/);
-    assert.ok(r.ms < 15_000, `took ${r.ms} ms`);
+    // kafkajs's default retries took ~33 s; a cold tsx start on a loaded machine takes up to ~6 s.
+    assert.ok(r.ms < 25_000, `took ${r.ms} ms`);
   });
 });
 

@@ -120,7 +120,8 @@ describe('waitFor', () => {
     let n = 0;
     const err = await waitFor(
       () => (++n === 1 ? Promise.reject(new Error('connection refused')) : new Promise<number>(() => undefined)),
-      { timeoutMs: 50, intervalMs: 1, what: 'the store' },
+      // Long enough that the rejected first check is always seen before the deadline.
+      { timeoutMs: 500, intervalMs: 1, what: 'the store' },
     ).catch((e: Error) => e);
     assert.match((err as Error).message, /did not answer/);
     assert.match(((err as Error).cause as Error).message, /connection refused/);

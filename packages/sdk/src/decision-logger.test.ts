@@ -314,13 +314,19 @@ describe('createDecisionLogger (no Kafka)', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'dlog-sdk-spill-'));
     const fake = fakeTransport();
     // Every send gives up (as the native transport does after requestTimeoutMs), but the broker
-    // took the first 12 messages: the transport learned that from late delivery reports.
+    // took the first messages of the batch (12, or all but one of a batch cut short by a slow
+    // first turn): the transport learned that from late delivery reports.
     const landed = new Set<Buffer>();
     const offered = new Set<Buffer>();
-    fake.transport.send = async (_topic, messages) => {
-      for (const m of messages) {
-        if (!offered.has(m.value) && offered.size < 12) landed.add(m.value);
-        offered.add(m.value);
+    let firstBatch = 0;
+    fake.transport.send = async (topic, messages) => {
+      if (topic === 'inference.raw') {
+        if (firstBatch === 0) firstBatch = messages.length;
+        const take = Math.min(12, firstBatch - 1);
+        for (const m of messages) {
+          if (!offered.has(m.value) && offered.size < take) landed.add(m.value);
+          offered.add(m.value);
+        }
       }
       await new Promise((r) => setTimeout(r, 1));
       throw new Error('8 of 20 message(s) not acknowledged within 50 ms; they stay in flight');
@@ -331,20 +337,22 @@ describe('createDecisionLogger (no Kafka)', () => {
     let stats;
     try {
       for (let i = 0; i < 50; i++) ids.push(logger.record({ requestId: `req-${i}`, input: { i }, output: { decision: 'ok' } }));
-      await waitFor(() => offered.size >= 20, { timeoutMs: 10_000, what: 'the first batch offered' });
+      await waitFor(() => firstBatch > 0, { timeoutMs: 10_000, what: 'the first batch offered' });
     } finally {
       stats = await logger.close(500);
     }
-    assert.equal(stats.sent, 12, JSON.stringify(stats));
+    assert.ok(firstBatch >= 2, `a first batch of ${firstBatch} leaves nothing both landed and not`);
+    assert.equal(landed.size, Math.min(12, firstBatch - 1));
+    assert.equal(stats.sent, landed.size, JSON.stringify(stats));
     const fake2 = fakeTransport();
     const next = createDecisionLogger(base(fake2.transport, { buffer: { policy: 'spill', spillDir: dir } }));
     assert.deepEqual(await next.flush(10_000), { ok: true, unsent: 0 });
     await next.close();
     const resent = fake2.events().map((e) => String(e.event.event_id));
     const landedIds = new Set([...landed].map((v) => String((eventType.fromBuffer(v.subarray(5)) as { event_id: string }).event_id)));
-    assert.equal(landedIds.size, 12);
+    assert.equal(landedIds.size, landed.size);
     assert.equal(resent.filter((id) => landedIds.has(id)).length, 0, 'nothing that landed is sent again');
-    assert.equal(resent.length, 38);
+    assert.equal(resent.length, 50 - landed.size);
     assert.deepEqual(new Set([...resent, ...landedIds]), new Set(ids), 'nothing lost');
   });
 
@@ -688,10 +696,16 @@ describe('createDecisionLogger: the spill file after an outage', () => {
     const timer = setInterval(() => {
       for (let k = 0; k < 4; k++) logger.record(decision(n++));
     }, 1);
+    // Until the sender has sent a good deal while a backlog sits on disk (about 2 s when the
+    // machine is quiet; a loaded one fires the timers late, so no fixed length).
+    const deadline = Date.now() + 30_000;
     try {
-      for (let t = 0; t < 40; t++) {
+      for (;;) {
         await new Promise((r) => setTimeout(r, 50));
         worst = Math.max(worst, spillOnDisk(dir) - logger.stats().buffered.spillBytes);
+        const now = logger.stats();
+        if (now.sent > 2_000 && now.buffered.spillBytes > segment) break;
+        if (Date.now() > deadline) break;
       }
     } finally {
       clearInterval(timer);
@@ -768,6 +782,7 @@ describe('createDecisionLogger: nothing is sent after close() returns', () => {
     assert.equal((await first.close(200)).spilled, 3, 'kept flagged as of unknown outcome');
 
     const sends: { at: number; n: number }[] = [];
+    let readBackStarted = false;
     let readBackDone = false;
     const slow: Transport = {
       ...scriptedTransport(store).transport,
@@ -775,13 +790,14 @@ describe('createDecisionLogger: nothing is sent after close() returns', () => {
         if (topic === 'inference.raw') sends.push({ at: Date.now(), n: messages.length });
       },
       async written() {
+        readBackStarted = true;
         await new Promise((r) => setTimeout(r, 500));
         readBackDone = true;
         return new Set();
       },
     };
     const second = createDecisionLogger(base(slow, { buffer: { policy: 'spill', spillDir: dir } }));
-    await new Promise((r) => setTimeout(r, 50));
+    await waitFor(() => readBackStarted, { timeoutMs: 5_000, what: 'the read-back under way' });
     const closed = await second.close(100);
     const closedAt = Date.now();
     await waitFor(() => readBackDone, { timeoutMs: 5_000, what: 'the read-back' });
@@ -802,9 +818,12 @@ describe('createDecisionLogger: nothing is sent after close() returns', () => {
     const fake = fakeTransport();
     const register = fake.transport.register.bind(fake.transport);
     let registered = false;
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
     fake.transport.register = async (subject, schema) => {
       if (subject.includes('registry')) {
-        await new Promise((r) => setTimeout(r, 400));
+        // Held until close() has returned, however long flush and close take here.
+        await held;
         registered = true;
       }
       return register(subject, schema);
@@ -813,6 +832,7 @@ describe('createDecisionLogger: nothing is sent after close() returns', () => {
     logger.record(decision(1));
     assert.deepEqual(await logger.flush(5_000), { ok: true, unsent: 0 });
     const stats = await logger.close(100);
+    release();
     await waitFor(() => registered, { timeoutMs: 5_000, what: 'the slow registration' });
     await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(fake.sent.filter((s) => s.topic === 'registry.artifacts'), [], 'no snapshot sent after close()');

@@ -255,7 +255,9 @@ describe('SpillFile lock across PID namespaces (a lease)', () => {
   it('refuses a directory whose holder in another PID namespace renews its lease, whatever its pid means here', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
     const lockFile = path.join(dir, 'spill.lock');
-    writeFileSync(lockFile, foreign(deadPid(), 100));
+    // A lease of 3 s: the verdict "alive" comes at the first renewal, and a loaded machine may
+    // stall the renewing process for a good part of a second.
+    writeFileSync(lockFile, foreign(deadPid(), 1_000));
     // The holder, renewing: a process of its own, since taking the lock blocks this thread.
     const holder = spawn(process.execPath, ['-e', `const fs = require('fs'); setInterval(() => { const t = new Date(); fs.utimesSync(${JSON.stringify(lockFile)}, t, t); }, 25);`], { stdio: 'ignore' });
     try {
@@ -265,7 +267,7 @@ describe('SpillFile lock across PID namespaces (a lease)', () => {
       const { log, lines } = recordingLog();
       assert.throws(() => new SpillFile(dir, log), (err: Error) => /in use by process \d+ on other-host \(another PID namespace/.test(err.message));
       assert.ok(lines.some((l) => /waiting for its lease/.test(l.msg)));
-      assert.equal(readFileSync(lockFile, 'utf8'), foreign(deadPid(), 100), 'the lock left as it was');
+      assert.equal(readFileSync(lockFile, 'utf8'), foreign(deadPid(), 1_000), 'the lock left as it was');
     } finally {
       holder.kill();
     }
@@ -286,9 +288,9 @@ describe('SpillFile lock across PID namespaces (a lease)', () => {
 
     // Renewed just now, then never again (its holder was killed): stale once 3 periods have passed.
     writeFileSync(lockFile, foreign(process.ppid, 100));
-    t0 = Date.now();
+    const renewed = statSync(lockFile).mtimeMs;
     const b = new SpillFile(dir);
-    const waited = Date.now() - t0;
+    const waited = Date.now() - renewed;
     assert.ok(waited >= 250 && waited < 2_000, `waited ${waited} ms for a lease of 300 ms`);
     assert.match(readFileSync(lockFile, 'utf8'), new RegExp(`^${process.pid} `));
     b.close();
@@ -312,11 +314,14 @@ describe('SpillFile lock across PID namespaces (a lease)', () => {
     const s = new SpillFile(dir, log, { lockRefreshMs: 20 });
     const old = new Date(Date.now() - 60_000);
     fs.utimesSync(lockFile, old, old);
-    await new Promise((r) => setTimeout(r, 100));
+    const until = async (ok: () => boolean) => {
+      for (const end = Date.now() + 5_000; !ok() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 10));
+    };
+    await until(() => Date.now() - statSync(lockFile).mtimeMs < 1_000);
     assert.ok(Date.now() - statSync(lockFile).mtimeMs < 1_000, 'renewed');
     assert.match(readFileSync(lockFile, 'utf8'), / 20 /, 'the lock names its renewal period, which sets the lease for others');
     writeFileSync(lockFile, foreign(deadPid(), 20));
-    await new Promise((r) => setTimeout(r, 100));
+    await until(() => lines.some((l) => l.level === 'error'));
     assert.ok(lines.some((l) => l.level === 'error' && /no longer this process/.test(l.msg)), JSON.stringify(lines));
     s.close();
     assert.equal(readFileSync(lockFile, 'utf8'), foreign(deadPid(), 20), 'another\'s lock is left alone');
