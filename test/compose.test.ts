@@ -10,6 +10,7 @@ const root = path.resolve(import.meta.dirname, '..');
 interface ComposeService {
   build?: unknown;
   command?: string[];
+  init?: boolean;
   environment?: Record<string, string | number>;
   ports?: string[];
 }
@@ -52,6 +53,13 @@ describe('docker-compose.yml', () => {
     for (const [name, service] of ours) {
       const entry = service.command?.find((a) => a.endsWith('.ts'));
       assert.ok(entry && existsSync(path.join(root, entry)), `service ${name}: entry ${entry} missing`);
+    }
+  });
+
+  it('runs each of our services as node itself under an init, so docker stop reaches its shutdown', () => {
+    for (const [name, service] of ours) {
+      assert.deepEqual(service.command?.slice(0, 3), ['node', '--import', 'tsx'], `service ${name}: ${service.command?.join(' ')}`);
+      assert.equal(service.init, true, `service ${name} has no init: true`);
     }
   });
 

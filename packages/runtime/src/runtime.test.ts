@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { chmodSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -56,6 +57,25 @@ describe('Shutdown', () => {
     const s = new Shutdown(quiet, 50, () => {});
     s.add('hang', () => new Promise(() => {}));
     assert.equal(await s.run(0), 1);
+  });
+
+  it('a signal starts it; the same Ctrl-C arriving twice at once does not force an exit, a later second signal does', async () => {
+    const codes: number[] = [];
+    const s = new Shutdown(quiet, 5_000, (c) => void codes.push(c));
+    let release!: () => void;
+    s.add('slow flush', () => new Promise<void>((r) => (release = r)));
+    const signals = new EventEmitter();
+    s.install(signals, 200);
+    signals.emit('SIGHUP', 'SIGHUP');
+    assert.equal(s.started, true, 'SIGHUP starts the shutdown');
+    signals.emit('SIGINT', 'SIGINT');
+    assert.deepEqual(codes, [], 'a repeat within the window is the same request');
+    await new Promise((r) => setTimeout(r, 250));
+    signals.emit('SIGINT', 'SIGINT');
+    assert.deepEqual(codes, [130], 'a second signal after the window forces the exit');
+    release();
+    await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(codes, [130, 0]);
   });
 
   it('runs once even when asked twice', async () => {

@@ -16,6 +16,7 @@ export class Shutdown {
   private readonly steps: ShutdownStep[] = [];
   private running: Promise<number> | undefined;
   private installed = false;
+  private firstSignalAt = 0;
 
   constructor(
     private readonly log: Logger,
@@ -31,26 +32,35 @@ export class Shutdown {
     return this.running !== undefined;
   }
 
-  /** SIGTERM / SIGINT start the shutdown; a second signal forces exit. Crashes exit non-zero. */
-  install(): void {
+  /**
+   * SIGTERM, SIGINT and SIGHUP (the terminal or SSH session closed) start the shutdown; a second
+   * signal forces exit. One Ctrl-C often arrives twice within milliseconds (from the terminal to
+   * the process group, and forwarded by `npm start`), so a signal within `repeatMs` of the first
+   * is taken as the same request. Crashes exit non-zero.
+   */
+  install(target: NodeJS.EventEmitter = process, repeatMs = 1_000): void {
     if (this.installed) return;
     this.installed = true;
     const onSignal = (signal: NodeJS.Signals) => {
       if (this.running) {
+        if (Date.now() - this.firstSignalAt < repeatMs) {
+          this.log.debug({ signal }, 'signal repeated right after the first: already shutting down');
+          return;
+        }
         this.log.warn({ signal }, 'second signal during shutdown: exiting now');
         this.exit(130);
         return;
       }
+      this.firstSignalAt = Date.now();
       this.log.info({ signal }, 'shutdown requested');
       void this.run(0);
     };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-    process.on('uncaughtException', (err) => {
+    for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) target.on(signal, onSignal);
+    target.on('uncaughtException', (err) => {
       this.log.fatal({ err }, 'uncaught exception');
       void this.run(1);
     });
-    process.on('unhandledRejection', (err) => {
+    target.on('unhandledRejection', (err) => {
       this.log.fatal({ err }, 'unhandled rejection');
       void this.run(1);
     });
