@@ -40,6 +40,24 @@ describe('local stack', () => {
     assert.ok(again.every((s) => s.state === 'ready' && s.pid !== undefined));
   });
 
+  it('says at once when an earlier `up` runs a component on other ports than configured now', async () => {
+    // Before, it was reused and waited for on the new ports, where it does not listen: 120 s
+    // without a word, then "did not become ready".
+    const moved = { ...config, kafkaPort: await freePort(), kafkaControllerPort: await freePort() };
+    const t0 = Date.now();
+    await assert.rejects(stackUp(moved, log), (err: unknown) => {
+      assert.ok(err instanceof StackError);
+      assert.match(err.message, new RegExp(`^kafka already runs \\(pid \\d+\\) from an earlier \`stack up\` on port\\(s\\) ${config.kafkaPort},${config.kafkaControllerPort}`));
+      assert.match(err.message, /DLOG_KAFKA_PORT/);
+      assert.match(err.message, /stack down/);
+      return true;
+    });
+    assert.ok(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms`);
+    const kafka = (await stackStatus(moved)).find((s) => s.name === 'kafka');
+    assert.equal(kafka?.state, 'elsewhere');
+    assert.deepEqual(kafka?.ports, [config.kafkaPort, config.kafkaControllerPort]);
+  });
+
   it('keeps schema ids across a registry restart, since Kafka keeps the records that name them', async () => {
     const registryPort = await freePort();
     const cfg = { ...config, runDir: tempDir('registry'), only: ['registry'], registryPort };

@@ -17,7 +17,8 @@ export interface CliContext {
 /** The CLI keeps stdout for answers; its structured log goes to stderr, quiet unless LOG_LEVEL asks. */
 export function cliContext(): CliContext {
   const config = loadConfig();
-  const level = process.env.LOG_LEVEL ?? 'warn';
+  // Empty counts as unset, as in the config (a `LOG_LEVEL=` line in an env file).
+  const level = process.env.LOG_LEVEL || 'warn';
   const log = createLogger({ name: 'dlog', level, destination: pino.destination({ dest: 2, sync: true }) });
   return { config, log, libraryLog: libraryLogOf(log) };
 }

@@ -8,7 +8,8 @@ import { cliContext } from './context.js';
 function printStatus(statuses: ComponentStatus[]): void {
   for (const s of statuses) {
     const how = s.started === undefined ? '' : s.started ? ` started in ${((s.readyMs ?? 0) / 1000).toFixed(1)} s` : ' (already running)';
-    const state = s.state === 'foreign' ? 'port taken by another process' : s.state;
+    const state =
+      s.state === 'foreign' ? 'port taken by another process' : s.state === 'elsewhere' ? 'running on other ports (from an earlier stack up; stack down to move it)' : s.state;
     process.stdout.write(
       `${s.name.padEnd(9)} ${state.padEnd(8)} ports ${s.ports.join(',')}${s.pid ? ` pid ${s.pid}` : ''}${how}\n          log ${s.logFile}\n`,
     );
@@ -63,7 +64,7 @@ export function registerUpCommand(program: Command): void {
         process.stderr.write('starting the local stack (the first run fetches Kafka and the registry from Maven Central)...\n');
         printStatus(await stackUp(config, log));
       }
-      const pipeline = await createPipeline({ config, log, workers: 'processes', env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' } });
+      const pipeline = await createPipeline({ config, log, workers: 'processes', env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL || 'warn' } });
       const shutdown = new Shutdown(log, config.shutdownTimeoutMs);
       shutdown.add('stop the pipeline', () => pipeline.stop());
       shutdown.install();

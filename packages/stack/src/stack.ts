@@ -10,6 +10,7 @@ import { stackMarker } from './component.js';
 import { kafkaComponent } from './kafka.js';
 import {
   isAlive,
+  type PidRecord,
   isOurs,
   portIsFree,
   readPidRecord,
@@ -31,7 +32,8 @@ export class StackError extends Error {
   }
 }
 
-export type ComponentState = 'ready' | 'starting' | 'stopped' | 'foreign';
+/** `elsewhere`: ours, running from an earlier `stack up` on other ports than configured now. */
+export type ComponentState = 'ready' | 'starting' | 'stopped' | 'foreign' | 'elsewhere';
 
 export interface ComponentStatus {
   name: string;
@@ -76,10 +78,25 @@ export function stackEndpoints(config: StackConfig): { kafkaBrokers: string[]; s
   return { kafkaBrokers: [`127.0.0.1:${config.kafkaPort}`], schemaRegistryUrl: registryUrl(config.registryPort) };
 }
 
+function samePorts(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((p, i) => p === b[i]);
+}
+
+/** Said when a component of ours runs on other ports than the configuration names now. */
+function movedPortsError(c: Component, record: PidRecord): StackError {
+  const envs = c.ports.map((p) => p.env).join(' / ');
+  return new StackError(
+    `${c.name} already runs (pid ${record.pid}) from an earlier \`stack up\` on port(s) ${record.ports.join(',')}, but ${envs} now say(s) ${c.ports.map((p) => p.port).join(',')}. ` +
+      `Stop it first (npm run dlog -- stack down), or unset ${envs} to use it where it is.`,
+    c.name,
+  );
+}
+
 async function statusOf(config: StackConfig, c: Component): Promise<ComponentStatus> {
   const record = readPidRecord(pidFile(runDirOf(config), c.name));
   const base = { name: c.name, ports: c.ports.map((p) => p.port), logFile: c.logFile };
   if (record && isOurs(record)) {
+    if (!samePorts(record.ports, base.ports)) return { ...base, ports: record.ports, pid: record.pid, state: 'elsewhere' };
     return { ...base, pid: record.pid, state: (await c.probe()) ? 'ready' : 'starting' };
   }
   for (const p of c.ports) {
@@ -223,6 +240,8 @@ async function up(config: StackConfig, log: Logger): Promise<ComponentStatus[]> 
   for (const c of components) {
     const record = readPidRecord(pidFile(runDirOf(config), c.name));
     if (record && isOurs(record)) {
+      // Reusing it would wait for the configured ports, where it does not listen, until the timeout.
+      if (!samePorts(record.ports, c.ports.map((p) => p.port))) throw movedPortsError(c, record);
       plans.push({ c, reuse: record.pid });
       continue;
     }
