@@ -102,7 +102,12 @@ export async function createPipeline(opts: {
       const gateEnv = { ...env, ...pipelineGateThreads(env, usableCores()) };
       // Downstream first, so nothing waits on a stage that is not there yet.
       for (const name of ['alerter', 'enricher', 'gate'] as const) {
-        const w = await startWorkerProcess(name, name === 'gate' ? gateEnv : env);
+        // The alerter replays its input twice before it is ready (closed windows, then open ones),
+        // each within DLOG_ALERTER_REPLAY_TIMEOUT_MS: its limit grows with that setting.
+        const w =
+          name === 'alerter'
+            ? await startWorkerProcess(name, env, 2 * config.alerterReplayTimeoutMs + 60_000, 'twice DLOG_ALERTER_REPLAY_TIMEOUT_MS and a minute')
+            : await startWorkerProcess(name, name === 'gate' ? gateEnv : env);
         processes.push(w);
         void w.exited.then((code) => {
           if (!stopping) failWith(new Error(`${name} exited unexpectedly (${describeExit(code, w.signal())})`));

@@ -28,7 +28,13 @@ const mains: Record<string, string> = {
  * do not touch the store run in their own processes, so they use the second core instead of
  * sharing one event loop with the sink.
  */
-export async function startWorkerProcess(name: keyof typeof mains & string, env: NodeJS.ProcessEnv, readyTimeoutMs = 120_000): Promise<WorkerProcess> {
+export async function startWorkerProcess(
+  name: keyof typeof mains & string,
+  env: NodeJS.ProcessEnv,
+  readyTimeoutMs = 120_000,
+  /** What sets the limit, named in the error when it passes. */
+  limitSetBy?: string,
+): Promise<WorkerProcess> {
   const main = mains[name];
   if (!main) throw new Error(`No worker called ${name}`);
   // WORKER_CPU_PROF_DIR (a developer's switch, see bench/pipeline.ts): a V8 CPU profile per worker.
@@ -49,7 +55,7 @@ export async function startWorkerProcess(name: keyof typeof mains & string, env:
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       killOnExit();
-      reject(new Error(`${name} did not report ready within ${readyTimeoutMs} ms`));
+      reject(new Error(`${name} did not report ready within ${readyTimeoutMs} ms${limitSetBy ? ` (${limitSetBy})` : ''}`));
     }, readyTimeoutMs);
     child.on('message', (m: { type?: string }) => {
       if (m.type === 'ready') {
@@ -59,7 +65,7 @@ export async function startWorkerProcess(name: keyof typeof mains & string, env:
     });
     void exited.then((code) => {
       clearTimeout(timer);
-      reject(new Error(`${name} exited with code ${code} before it was ready`));
+      reject(new Error(`${name} exited (${describeExit(code, child.signalCode)}) before it was ready`));
     });
   });
   return {
