@@ -33,13 +33,24 @@ export function toDecisionObservation(r: ObservedDecision): DecisionObservation 
   };
 }
 
+function headerText(m: Pick<KafkaMessage, 'headers'>, name: string): string | undefined {
+  const h = m.headers?.[name];
+  const raw = Array.isArray(h) ? h[0] : h;
+  return raw === undefined ? undefined : raw.toString();
+}
+
 /**
- * A dead letter's bytes are whatever the producer sent (often unreadable), so its time is the
- * record's timestamp (when the gate refused it) and its reason the gate's `dlog.reason` header.
+ * A dead letter's bytes are whatever the producer sent (often unreadable), so its reason is the
+ * gate's `dlog.reason` header and its time the original record's (`dlog.source.timestamp`, which
+ * the gate copies): the time its decision would have had, so a window compares refusals with the
+ * decisions of the same minutes. By the refusal time instead, a gate working off a backlog put
+ * every refusal of the outage into the current window, against minutes of decisions, and paged.
+ * The refusal time stands in when the header is missing or names a time after the refusal.
  */
 export function toDeadLetterObservation(m: Pick<KafkaMessage, 'timestamp' | 'headers'>): DeadLetterObservation {
-  const h = m.headers?.['dlog.reason'];
-  const raw = Array.isArray(h) ? h[0] : h;
-  const reason = raw === undefined ? 'unknown' : raw.toString();
-  return { ts: Number(m.timestamp), reason: reason.length > 0 ? reason.slice(0, 100) : 'unknown' };
+  const refused = Number(m.timestamp);
+  const sourceText = headerText(m, 'dlog.source.timestamp');
+  const source = sourceText !== undefined && /^\d{1,15}$/.test(sourceText) ? Number(sourceText) : undefined;
+  const reason = headerText(m, 'dlog.reason') ?? '';
+  return { ts: source !== undefined && source <= refused ? source : refused, reason: reason.length > 0 ? reason.slice(0, 100) : 'unknown' };
 }

@@ -24,7 +24,7 @@ export interface AlerterState {
   ownPanes: Set<Pane>;
   /** input partition → newest decision event time read there, and when */
   newest: Map<string, PartitionProgress>;
-  /** dead-letter partition → newest refusal time read there, and when: moves windows on when no decision does */
+  /** dead-letter partition → newest dead-letter time read there (see toDeadLetterObservation), and when: moves windows on when no decision does */
   deadLetterNewest: Map<string, PartitionProgress>;
   /** Windows ending at or before this were evaluated. */
   closedUpTo: number | undefined;
@@ -275,7 +275,8 @@ export function createEngine(doc: RulesDocument): Engine {
     },
 
     observeDeadLetter(state, partition, d, now) {
-      // Their time is when the gate refused them, so they do not hold windows open for decisions;
+      // They are placed at their original record's time (see toDeadLetterObservation), but do not
+      // hold windows open for decisions;
       // but when no decision partition is delivering (the gate refuses everything), they move the
       // watermark on, or no window would close and the dead-letter rule would never fire.
       progress(state.deadLetterNewest, partition, d.ts, now);
