@@ -514,6 +514,75 @@ describe('engine', () => {
     assert.deepEqual(alerts.filter((a) => a.rule === 'dlq'), [], 'a steady 3 % is below the 5 % limit in every window');
   });
 
+  describe('the enricher down while the gate goes on (its counts say decisions are coming)', () => {
+    const quickIdle = parseRules(rulesYaml.replace('idle_partition_after: 1h', 'idle_partition_after: 10s'));
+    const decisionAt = (ts: number): DecisionObservation => ({ ts, endpoint: 'loan-api', model: 'loan-approver', version: '2.4.1', decision: 'approved', confidence: 0.9, weight: 1, resolved: true, unresolvedRefs: [] });
+    /** Minute m of traffic: 1000 accepted events, 30 refused (3 %, under the 5 % limit), the gate's counts. */
+    function gateMinute(engine: Engine, state: AlerterState, m: number, now: number): void {
+      engine.observeGateCounts(state, { minute: t0 + m * min, kept: 1000, dropped: 0 });
+      for (let i = 0; i < 30; i++) engine.observeDeadLetter(state, 'dlq:0', { ts: t0 + m * min + i * 2000, reason: 'invalid_json' }, now);
+    }
+    const decisionsOf = (engine: Engine, state: AlerterState, m: number, now: number) => {
+      for (let i = 0; i < 1000; i++) engine.observeDecision(state, 'p0', decisionAt(t0 + m * min + i * 60), now);
+    };
+
+    it('dead letters do not close windows without the decisions, and the decisions count once they come', () => {
+      const engine = createEngine(quickIdle);
+      const state = engine.newState();
+      let alerts: AlertRecord[] = [];
+      for (let m = 0; m < 10; m++) {
+        decisionsOf(engine, state, m, t0 + m * min + 30_000);
+        gateMinute(engine, state, m, t0 + m * min + 30_000);
+        alerts = alerts.concat(engine.advance(state, t0 + (m + 1) * min));
+      }
+      const before = state.closedUpTo;
+      // Minutes 10-17: the enricher is down; refusals and counts go on, no decision arrives.
+      for (let m = 10; m < 18; m++) {
+        gateMinute(engine, state, m, t0 + m * min + 30_000);
+        alerts = alerts.concat(engine.advance(state, t0 + (m + 1) * min));
+      }
+      assert.ok((state.closedUpTo ?? 0) <= t0 + 10 * min, `held at ${new Date(state.closedUpTo ?? 0).toISOString()} (was ${new Date(before ?? 0).toISOString()})`);
+      // Back: the backlog of decisions arrives, then live traffic.
+      for (let m = 10; m < 18; m++) decisionsOf(engine, state, m, t0 + 18 * min);
+      for (let m = 18; m < 30; m++) {
+        decisionsOf(engine, state, m, t0 + m * min + 30_000);
+        gateMinute(engine, state, m, t0 + m * min + 30_000);
+        alerts = alerts.concat(engine.advance(state, t0 + (m + 1) * min));
+      }
+      assert.equal(state.counters.late, 0, 'no decision came too late');
+      assert.equal(state.counters.decisions, 30_000);
+      assert.ok((state.closedUpTo ?? 0) >= t0 + 25 * min, 'windows closed again');
+      assert.deepEqual(alerts.filter((a) => a.rule === 'dlq'), [], 'a steady 3 % never pages');
+    });
+
+    it('an enricher that stays down: windows close after the longest window, and the rate comes from the gate counts', () => {
+      const engine = createEngine(quickIdle);
+      const state = engine.newState();
+      let alerts: AlertRecord[] = [];
+      for (let m = 0; m < 5; m++) {
+        decisionsOf(engine, state, m, t0 + m * min + 30_000);
+        gateMinute(engine, state, m, t0 + m * min + 30_000);
+        alerts = alerts.concat(engine.advance(state, t0 + (m + 1) * min));
+      }
+      for (let m = 5; m < 40; m++) {
+        gateMinute(engine, state, m, t0 + m * min + 30_000);
+        alerts = alerts.concat(engine.advance(state, t0 + (m + 1) * min));
+      }
+      assert.ok((state.closedUpTo ?? 0) >= t0 + 30 * min, 'no longer held');
+      assert.deepEqual(alerts.filter((a) => a.rule === 'dlq'), [], 'refusals against the gate\'s 1000 a minute: 3 %, no page');
+      // And a real rise still pages: 20 % refused with the enricher down.
+      for (let m = 40; m < 60; m++) {
+        engine.observeGateCounts(state, { minute: t0 + m * min, kept: 1000, dropped: 0 });
+        for (let i = 0; i < 250; i++) engine.observeDeadLetter(state, 'dlq:0', { ts: t0 + m * min + i * 200, reason: 'schema_invalid' }, t0 + m * min + 30_000);
+        alerts = alerts.concat(engine.advance(state, t0 + (m + 1) * min));
+      }
+      const paged = alerts.filter((a) => a.rule === 'dlq');
+      assert.equal(paged.length, 1);
+      assert.equal(paged[0]!.evidence.gate_kept, '10000');
+      assert.match(paged[0]!.summary, /^20(\.00)?% of inference events/);
+    });
+  });
+
   it('drops input that arrives after its windows closed, and counts it', () => {
     const engine = createEngine(rules);
     const state = engine.newState();

@@ -16,7 +16,7 @@ import { createTransactionalProcessor, nativeClientFor, ensureWorkerTopics, pref
 import { applyBaseline, decodeBaseline, encodeBaseline, maxRecordBytes } from './baselines.js';
 import { CheckpointPicker, checkpointKey, encodeCheckpoint, type LatestCheckpoint } from './checkpoint.js';
 import { CommittedState, uncounted } from './committed-state.js';
-import { observationReaderType, toDeadLetterObservation, toDecisionObservation, type ObservedDecision } from './decode.js';
+import { countsReaderType, observationReaderType, toDeadLetterObservation, toDecisionObservation, type GateCountsObservation, type ObservedDecision } from './decode.js';
 import { cloneState, createEngine, type AlerterState } from './engine.js';
 import { parseSubjectKey, splitKey } from './evaluate.js';
 import { soleOwner, type Ownership } from './ownership.js';
@@ -26,6 +26,8 @@ import { loadRules, type RulesDocument } from './rules.js';
 export const defaultAlerterTopics = {
   decisions: 'decisions.enriched.v1',
   deadLetters: 'inference.dlq',
+  /** The gate's exact counts, written with its dead letters: see observeGateCounts. */
+  counts: 'decision.counts.v1',
   output: 'alerts.v1',
   baselines: 'alerter.baselines',
 };
@@ -92,6 +94,7 @@ export async function createAlerter(opts: {
   const outputId = await registerAvro(createRegistry(url), url, valueSubject(topics.output), loadSchema('alert'));
   const outputType = avroType('alert');
   const decoder = new AvroDecoder<ObservedDecision>(observationReaderType(), registryFetcher(url));
+  const countsDecoder = new AvroDecoder<GateCountsObservation>(countsReaderType(), registryFetcher(url));
 
   // The state covering exactly the input whose offsets are committed. A batch works on a copy;
   // the copy replaces it only once the batch's transaction has committed, so an aborted
@@ -117,6 +120,19 @@ export async function createAlerter(opts: {
     if (topic === topics.deadLetters) {
       for (const m of messages) engine.observeDeadLetter(state, `${topic}:${partition}`, toDeadLetterObservation(m), now);
       return 0;
+    }
+    if (topic === topics.counts) {
+      await countsDecoder.prepare(messages.map((m) => m.value));
+      let bad = 0;
+      for (const m of messages) {
+        const r = countsDecoder.decode(m.value);
+        if (!r.ok) {
+          if (bad++ === 0) log.warn({ reason: r.reason, message: r.message, topic, partition, offset: m.offset }, 'undecodable gate counts skipped');
+          continue;
+        }
+        engine.observeGateCounts(state, r.value);
+      }
+      return bad;
     }
     await decoder.prepare(messages.map((m) => m.value));
     let bad = 0;
@@ -248,7 +264,7 @@ export async function createAlerter(opts: {
     return latest;
   }
 
-  const inputs = [topics.decisions, topics.deadLetters];
+  const inputs = [topics.decisions, topics.deadLetters, topics.counts];
   // While the group's input is split, checked again at most this often rather than on every batch.
   const splitRecheckMs = 5_000;
   let split: { since: number; checkedAt: number; reason: string | undefined } | undefined;

@@ -17,6 +17,20 @@ export function observationReaderType(): Type {
   return avro.Type.forSchema({ ...full, fields: full.fields.filter((f) => (observedFields as readonly string[]).includes(f.name)) } as Schema);
 }
 
+/** What the alerter reads of the gate's exact counts (decision.counts.v1). */
+export interface GateCountsObservation {
+  /** Start of the minute of the decisions' event time. */
+  minute: number;
+  kept: number;
+  dropped: number;
+}
+
+/** The decision-counts contract cut down to minute, kept and dropped, as a reader schema. */
+export function countsReaderType(): Type {
+  const full = loadSchema('decision-counts') as { fields: { name: string }[] };
+  return avro.Type.forSchema({ ...full, fields: full.fields.filter((f) => ['minute', 'kept', 'dropped'].includes(f.name)) } as Schema);
+}
+
 /** The few fields the rules read from an enriched decision. */
 export function toDecisionObservation(r: ObservedDecision): DecisionObservation {
   return {

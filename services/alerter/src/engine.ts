@@ -1,7 +1,8 @@
 import { addDecision, emptyAgg, mergeAgg, type DeadLetterObservation, type DecisionObservation, type DeadLetterAgg, type VersionAgg } from './aggregate.js';
 import { joinKey, type AlertRecord } from '@dlog/contracts';
 import { compareVersions } from './aggregate.js';
-import { eligible, evaluateRule, parseSubjectKey, sep, subjectKey, type History, type HistoryEntry, type Subject } from './evaluate.js';
+import { eligible, evaluateRule, parseSubjectKey, sep, subjectKey, type GateCounts, type History, type HistoryEntry, type Subject } from './evaluate.js';
+import type { GateCountsObservation } from './decode.js';
 import type { LatestCheckpoint } from './checkpoint.js';
 import type { RulesDocument } from './rules.js';
 import { admit, expire } from './suppression.js';
@@ -11,6 +12,8 @@ import { closingWindowEnds, floorTo, paneSize } from './windows.js';
 interface Pane {
   subjects: Map<string, VersionAgg>;
   deadLetters: DeadLetterAgg;
+  /** What the gate counted for the pane's minutes: kept ones should all arrive as decisions. */
+  gate: GateCounts;
 }
 
 /**
@@ -130,6 +133,8 @@ export interface Engine {
   /** `now`: wall clock, for telling quiet partitions from slow ones. */
   observeDecision(state: AlerterState, partition: string, d: DecisionObservation, now: number): void;
   observeDeadLetter(state: AlerterState, partition: string, d: DeadLetterObservation, now: number): void;
+  /** The gate's exact counts for a minute: the dead-letter rate's denominator, and what decisions are still to come. */
+  observeGateCounts(state: AlerterState, c: GateCountsObservation): void;
   /** Moves the watermark, evaluates the windows it closes, returns the alerts that pass suppression. */
   advance(state: AlerterState, now: number): AlertRecord[];
 }
@@ -189,7 +194,7 @@ export function createEngine(doc: RulesDocument): Engine {
     let p = state.panes.get(start);
     if (p && state.ownPanes.has(p)) return p;
     // New, or shared with the state this one was copied from: made or copied for this one.
-    p = p ? structuredClone(p) : { subjects: new Map(), deadLetters: { n: 0, byReason: new Map() } };
+    p = p ? structuredClone(p) : { subjects: new Map(), deadLetters: { n: 0, byReason: new Map() }, gate: { kept: 0, dropped: 0 } };
     state.panes.set(start, p);
     state.ownPanes.add(p);
     return p;
@@ -198,8 +203,11 @@ export function createEngine(doc: RulesDocument): Engine {
   function windowInput(state: AlerterState, start: number, end: number) {
     const subjects = new Map<string, VersionAgg>();
     const deadLetters: DeadLetterAgg = { n: 0, byReason: new Map() };
+    const gate: GateCounts = { kept: 0, dropped: 0 };
     for (const [s, p] of state.panes) {
       if (s < start || s >= end) continue;
+      gate.kept += p.gate.kept;
+      gate.dropped += p.gate.dropped;
       for (const [k, agg] of p.subjects) {
         let into = subjects.get(k);
         if (!into) subjects.set(k, (into = emptyAgg()));
@@ -211,7 +219,7 @@ export function createEngine(doc: RulesDocument): Engine {
     const list: Subject[] = [...subjects.entries()]
       .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
       .map(([k, agg]) => ({ ...parseSubjectKey(k), agg }));
-    return { start, end, subjects: list, deadLetters };
+    return { start, end, subjects: list, deadLetters, gate };
   }
 
   /** Ends of the windows `advance` would close at watermark `wm`, in evaluation order. */
@@ -235,7 +243,30 @@ export function createEngine(doc: RulesDocument): Engine {
     }
   }
 
-  const watermarkOf = (state: AlerterState, now: number) => watermark(state.newest, now, lateness, idle, state.deadLetterNewest);
+  /**
+   * Whether decisions the gate kept are still on their way (the enricher is down or behind): its
+   * counts for the open panes hold more kept decisions than have arrived, and some arrived within
+   * the longest window. Dead letters alone then do not close windows: they would close them on
+   * the refusals with the decisions missing, page on a dead-letter rate that never changed, and
+   * count the decisions as late once they came. After the longest window without a decision the
+   * windows close anyway (the gate may be refusing everything, with a few decisions lost).
+   */
+  function awaitingDecisions(state: AlerterState, now: number): boolean {
+    let kept = 0;
+    let seen = 0;
+    for (const p of state.panes.values()) {
+      kept += p.gate.kept;
+      for (const agg of p.subjects.values()) seen += agg.n;
+    }
+    if (kept <= seen) return false;
+    let lastDecision = -Infinity;
+    for (const p of state.newest.values()) lastDecision = Math.max(lastDecision, p.seenAt);
+    return now - lastDecision < maxSize;
+  }
+
+  const noProgress: ReadonlyMap<string, PartitionProgress> = new Map();
+  const watermarkOf = (state: AlerterState, now: number) =>
+    watermark(state.newest, now, lateness, idle, awaitingDecisions(state, now) ? noProgress : state.deadLetterNewest);
 
   const engine: Engine = {
     pane,
@@ -275,10 +306,10 @@ export function createEngine(doc: RulesDocument): Engine {
     },
 
     observeDeadLetter(state, partition, d, now) {
-      // They are placed at their original record's time (see toDeadLetterObservation), but do not
-      // hold windows open for decisions;
-      // but when no decision partition is delivering (the gate refuses everything), they move the
-      // watermark on, or no window would close and the dead-letter rule would never fire.
+      // Placed at their original record's time (see toDeadLetterObservation). They do not hold
+      // windows open for decisions; but when no decision partition is delivering (the gate
+      // refuses everything), they move the watermark on, or no window would close and the
+      // dead-letter rule would never fire (unless decisions are on their way: awaitingDecisions).
       progress(state.deadLetterNewest, partition, d.ts, now);
       const p = paneFor(state, d.ts);
       if (!p) {
@@ -288,6 +319,14 @@ export function createEngine(doc: RulesDocument): Engine {
       state.counters.deadLetters++;
       p.deadLetters.n++;
       p.deadLetters.byReason.set(d.reason, (p.deadLetters.byReason.get(d.reason) ?? 0) + 1);
+    },
+
+    observeGateCounts(state, c) {
+      // Counts of panes already closed changed nothing that was evaluated: not counted as late.
+      const p = paneFor(state, c.minute);
+      if (!p) return;
+      p.gate.kept += c.kept;
+      p.gate.dropped += c.dropped;
     },
 
     checkpoint: (state) => ({ closedUpTo: state.closedUpTo, lastFired: new Map(state.lastFired) }),

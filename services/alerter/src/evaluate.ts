@@ -134,6 +134,13 @@ export interface WindowInput {
   end: number;
   subjects: readonly Subject[];
   deadLetters: DeadLetterAgg;
+  /** The gate's exact counts of the window's accepted events (decision.counts.v1). */
+  gate: GateCounts;
+}
+
+export interface GateCounts {
+  kept: number;
+  dropped: number;
 }
 
 /** Applies one rule to one closed window. Pure: suppression and history are the caller's. */
@@ -252,9 +259,14 @@ export function evaluateRule(rule: Rule, w: WindowInput, history: History | unde
         n += s.agg.n;
         weight += s.agg.weight;
       }
-      if (dl + n < rule.min_samples) break;
-      // Dead letters are never sampled; accepted decisions count by their weight.
-      const rate = dl / (dl + weight);
+      // Accepted events: the gate's exact counts, written in the transactions that wrote the dead
+      // letters, so they are there whatever the enricher's delay; the decisions' weight (Σ 1/rate)
+      // where there are none (counts not read yet, or an older gate). The larger of the two:
+      // counts read for part of the window only must not make the rate look higher.
+      const accepted = Math.max(weight, w.gate.kept + w.gate.dropped);
+      if (dl + Math.max(n, w.gate.kept + w.gate.dropped) < rule.min_samples) break;
+      // Dead letters are never sampled.
+      const rate = dl / (dl + accepted);
       if (!(rate > rule.max_rate)) break;
       const reasons = [...w.deadLetters.byReason.entries()].sort((a, b) => b[1] - a[1]);
       out.push({
@@ -267,6 +279,8 @@ export function evaluateRule(rule: Rule, w: WindowInput, history: History | unde
           dead_letters: String(dl),
           decisions_n: String(n),
           decisions_weight: fmt(weight, 2),
+          gate_kept: String(w.gate.kept),
+          gate_dropped: String(w.gate.dropped),
           ...Object.fromEntries(reasons.map(([r, c]) => [`reason.${r}`, String(c)])),
         },
         evidence_json: JSON.stringify({ by_reason: Object.fromEntries(reasons) }),
