@@ -23,7 +23,7 @@ import { processBatch, type GateDeps, type GateStats, type GateTopics } from './
 import { GateThreads } from './gate-threads.js';
 import { warmUp } from './warm-up.js';
 import { KeyError, localKeyRing, parseKeyRing, type KeyRing } from './keys.js';
-import { loadPolicy } from './policy.js';
+import { parsePolicy, readPolicyText } from './policy.js';
 import { createProtector } from './protect.js';
 
 export const defaultGateTopics: GateTopics & { input: string } = {
@@ -51,20 +51,28 @@ export interface Gate {
 }
 
 function keyRing(config: Config, log: Logger, announce = true): KeyRing {
-  if (config.piiKeys) return parseKeyRing(config.piiKeys);
+  return parseKeyRing(keySpec(config, log, announce));
+}
+
+/** The key ring as configured (DLOG_PII_KEYS), or this machine's local key. */
+function keySpec(config: Config, log: Logger, announce = true): string {
+  if (config.piiKeys) return config.piiKeys;
   // Against a ClickHouse server the gate is a deployment, perhaps of several replicas: each would
   // make its own local key, and their tokens for one customer would never join.
   if (config.clickhouseUrl) {
     throw new KeyError('DLOG_PII_KEYS (or DLOG_PII_KEYS_FILE) must be set when CLICKHOUSE_URL is: a local key is for one machine\'s development pipeline, and replicas would each make their own, so their tokens would not join');
   }
   const file = path.resolve(config.clickhouseDataDir, '..', 'pii-keys');
-  const { ring, created } = localKeyRing(file);
+  const { ring, created, spec } = localKeyRing(file);
   if (announce) log.warn({ file, keyId: ring.active.id, created }, 'no DLOG_PII_KEYS configured: using a local HMAC key (set DLOG_PII_KEYS_FILE in production)');
-  return ring;
+  return spec;
 }
 
 export interface GateWiring {
+  /** With the key ring the gate started with in piiKeys (see createGate). */
   config: Config;
+  /** The policy file's text as read at start (see createGate). */
+  policyText: string;
   topics: GateTopics;
   decisionId: number;
   countsId: number;
@@ -72,7 +80,7 @@ export interface GateWiring {
 
 /** Everything `processBatch` needs; built the same way on the main thread and in gate threads. */
 export function gateDeps(w: GateWiring, log: Logger): GateDeps & { schemas: AvroDecoder<unknown> } {
-  const policy = loadPolicy(w.config.policyFile);
+  const policy = parsePolicy(w.policyText, w.config.policyFile);
   const protector = createProtector(policy.doc.pii, keyRing(w.config, log, false));
   const inputType = avroType('inference-event');
   return {
@@ -96,9 +104,13 @@ export async function createGate(opts: GateOptions): Promise<Gate> {
   const { config, log } = opts;
   const p = config.topicPrefix;
   const topics = prefixedTopics(defaultGateTopics, p, opts.topics);
-  // Policy and keys are checked here, before anything connects, whichever thread uses them.
-  const policy = loadPolicy(config.policyFile);
-  keyRing(config, log);
+  // Policy and keys are read and checked here, before anything connects, and handed to every
+  // thread as read: a thread started later (replacing one that crashed or hung) re-read the file,
+  // so one process could run a policy edited on disk since start, beside the old one, or stop
+  // when the edit was invalid; and it could make itself a new local key were the file gone.
+  const policyText = readPolicyText(config.policyFile);
+  const policy = parsePolicy(policyText, config.policyFile);
+  const piiKeys = keySpec(config, log);
   await ensureWorkerTopics(opts.kafka, defaultGateTopics, topics);
   const registry = createRegistry(config.schemaRegistryUrl);
   const url = config.schemaRegistryUrl;
@@ -108,7 +120,7 @@ export async function createGate(opts: GateOptions): Promise<Gate> {
   ]);
   // The input contract is registered too, so producers in any language find it by subject.
   await registerAvro(registry, url, valueSubject(topics.input), loadSchema('inference-event'));
-  const wiring: GateWiring = { config, topics: { decisions: topics.decisions, counts: topics.counts, deadLetters: topics.deadLetters }, decisionId, countsId };
+  const wiring: GateWiring = { config: { ...config, piiKeys }, policyText, topics: { decisions: topics.decisions, counts: topics.counts, deadLetters: topics.deadLetters }, decisionId, countsId };
   const stats: GateStats = { kept: 0, dropped: 0, deadLettered: 0, byReason: {} };
   log.info({ policy: policy.id, topics, threads: config.gateThreads }, 'gate configured');
 

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 import pino from 'pino';
 import { loadConfig } from '@dlog/config';
@@ -10,8 +13,9 @@ import { createProtector } from './protect.js';
 import { warmUp } from './warm-up.js';
 
 const log = pino({ level: 'silent' });
-const wiring = (policyFile: string) => ({
+const wiring = (policyFile: string, policyText = readFileSync(policyFile, 'utf8')) => ({
   config: { ...loadConfig({ DLOG_PII_KEYS: `t1:${Buffer.alloc(32, 7).toString('base64')}` }), policyFile },
+  policyText,
   topics: { decisions: 'd', counts: 'c', deadLetters: 'q' },
   decisionId: 1,
   countsId: 2,
@@ -25,7 +29,7 @@ describe('gate threads', () => {
   });
 
   it('a thread that cannot start fails the start with the reason, instead of restarting forever', async () => {
-    const threads = new GateThreads(1, wiring('/nonexistent/policy.yaml'), { kept: 0, dropped: 0, deadLettered: 0, byReason: {} }, log);
+    const threads = new GateThreads(1, wiring('/nonexistent/policy.yaml', 'rules: ['), { kept: 0, dropped: 0, deadLettered: 0, byReason: {} }, log);
     await assert.rejects(threads.ready(), /gate thread 0 did not start: .*policy/i);
     await assert.rejects(threads.run([], { topic: 't', partition: 0 }), /no gate thread is running/);
     await threads.close();
@@ -45,6 +49,25 @@ describe('gate threads: a stuck thread', () => {
     while (!(slots[0]!.worker !== first && slots[0]!.started) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     assert.notEqual(slots[0]!.worker, first, 'a new thread was started');
     assert.equal(slots[0]!.started, true, 'and it is running');
+    await threads.close();
+  });
+
+  it('a replacement runs the policy the gate started with, not the file as it is now', async () => {
+    // Before, a replacement read the file again: edited on disk, one process ran two policies;
+    // gone or invalid, the replacement never started and every batch failed.
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-gate-policy-'));
+    const file = path.join(dir, 'policy.yaml');
+    writeFileSync(file, readFileSync('infra/policies/default.yaml', 'utf8'));
+    const threads = new GateThreads(1, wiring(file), { kept: 0, dropped: 0, deadLettered: 0, byReason: {} }, log, { batchTimeoutMs: 20 });
+    await threads.ready();
+    writeFileSync(file, 'rules: [');
+    const slots = (threads as unknown as { slots: { worker: object; started: boolean }[] }).slots;
+    const first = slots[0]!.worker;
+    const junk = Array.from({ length: 200_000 }, (_, i) => ({ key: null, value: Buffer.from('not an event'), headers: {}, offset: String(i), timestamp: String(Date.now()), attributes: 0 }));
+    await assert.rejects(threads.run(junk, { topic: 'raw', partition: 0 }), /stopped with the batch in hand/);
+    const deadline = Date.now() + 30_000;
+    while (!(slots[0]!.worker !== first && slots[0]!.started) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(slots[0]!.started, true, 'the replacement started on the policy read at start');
     await threads.close();
   });
 });

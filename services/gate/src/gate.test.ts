@@ -622,7 +622,7 @@ describe('gate: JSON held in strings, encoded text in ids and labels', () => {
 describe('gate: keys for a deployment', () => {
   it('refuses to start against a ClickHouse server without configured keys (replicas would each make their own)', () => {
     const config = loadConfig({ CLICKHOUSE_URL: 'http://127.0.0.1:8123', CLICKHOUSE_DATA_DIR: mkdtempSync(path.join(tmpdir(), 'dlog-gate-keys-')) });
-    const wiring = { config, topics: deps.topics, decisionId: 1, countsId: 2 };
+    const wiring = { config, policyText: readFileSync('infra/policies/default.yaml', 'utf8'), topics: deps.topics, decisionId: 1, countsId: 2 };
     const quiet = createLogger({ name: 't', level: 'silent' });
     assert.throws(() => gateDeps(wiring, quiet), (err: unknown) => err instanceof KeyError && /DLOG_PII_KEYS/.test(err.message));
     const keyed = loadConfig({ CLICKHOUSE_URL: 'http://127.0.0.1:8123', DLOG_PII_KEYS: `k9:${randomBytes(32).toString('base64')}` });

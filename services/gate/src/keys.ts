@@ -83,7 +83,7 @@ export function parseKeyRing(spec: string): KeyRing {
  * For local runs without configured keys: a random key kept in a 0600 file, so hashes stay
  * stable across restarts of the same local pipeline. Production sets DLOG_PII_KEYS(_FILE).
  */
-export function localKeyRing(file: string): { ring: KeyRing; created: boolean } {
+export function localKeyRing(file: string): { ring: KeyRing; created: boolean; spec: string } {
   const { content, created } = privateFile(file, () => `local-${randomBytes(3).toString('hex')}:${randomBytes(32).toString('base64')}\n`);
-  return { ring: parseKeyRing(content), created };
+  return { ring: parseKeyRing(content), created, spec: content.trim() };
 }

@@ -145,11 +145,14 @@ export function parsePolicy(text: string, file = '<inline>'): Policy {
 }
 
 export function loadPolicy(file: string): Policy {
-  let text: string;
+  return parsePolicy(readPolicyText(file), file);
+}
+
+/** The policy file's text, read once at start: gate threads parse this text, never the file again. */
+export function readPolicyText(file: string): string {
   try {
-    text = readFileSync(file, 'utf8');
+    return readFileSync(file, 'utf8');
   } catch (err) {
     throw new PolicyError(file, '', `cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  return parsePolicy(text, file);
 }
