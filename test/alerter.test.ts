@@ -6,6 +6,7 @@ import { avroType, createRegistry, encodeFramed, loadSchema, registerAvro, value
 import type { AlertRecord, EnrichedDecisionRecord } from '@dlog/contracts';
 import { createKafka } from '@dlog/kafka';
 import { createAlerter, parseRules, type Alerter } from '../services/alerter/src/index.js';
+import { startTopicAt } from '../services/alerter/src/replay.js';
 import { collect, log, unique, waitFor, type Collected } from './helpers.js';
 
 const min = 60_000;
@@ -457,5 +458,34 @@ rules:
     assert.equal(next.stats.alerts, 0);
     assert.equal(next.stats.checkpointsTakenOver, 1);
     assert.deepEqual(alerts().map((a) => a.alert_id), sent);
+  });
+});
+
+describe('an input added by an upgrade', () => {
+  it('starts where the replay does, not at the beginning of its retention; an input with offsets is left alone', async () => {
+    const { kafka } = stack('upgrade');
+    const topic = unique('added-input');
+    const groupId = unique('added-group');
+    const admin = kafka.admin();
+    await admin.connect();
+    const producer = kafka.producer();
+    await producer.connect();
+    try {
+      await admin.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 1 }] });
+      const now = Date.now();
+      const day = 24 * 60 * min;
+      // Five rows of two days ago, three of now.
+      await producer.send({ topic, messages: [0, 1, 2, 3, 4].map((i) => ({ value: `old ${i}`, timestamp: String(now - 2 * day + i) })) });
+      await producer.send({ topic, messages: [5, 6, 7].map((i) => ({ value: `new ${i}`, timestamp: String(now + i) })) });
+      await startTopicAt(kafka, log, groupId, topic, now - day);
+      const offsetOf = async () => Number((await admin.fetchOffsets({ groupId, topics: [topic] }))[0]!.partitions[0]!.offset);
+      assert.equal(await offsetOf(), 5, 'the rows older than the replay are skipped');
+      await admin.setOffsets({ groupId, topic, partitions: [{ partition: 0, offset: '7' }] });
+      await startTopicAt(kafka, log, groupId, topic, now - 3 * day);
+      assert.equal(await offsetOf(), 7, 'offsets the group has are kept');
+    } finally {
+      await producer.disconnect();
+      await admin.disconnect();
+    }
   });
 });

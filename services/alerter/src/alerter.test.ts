@@ -555,6 +555,47 @@ describe('engine', () => {
       assert.deepEqual(alerts.filter((a) => a.rule === 'dlq'), [], 'a steady 3 % never pages');
     });
 
+    it('a decision lost on the way holds nothing: the gate refusing everything still pages at once', () => {
+      const engine = createEngine(quickIdle);
+      const state = engine.newState();
+      let alerts: AlertRecord[] = [];
+      for (let m = 0; m < 6; m++) {
+        decisionsOf(engine, state, m, t0 + m * min + 30_000);
+        // One of minute 3's kept decisions never arrives (the enricher dead-lettered it).
+        engine.observeGateCounts(state, { minute: t0 + m * min, kept: m === 3 ? 1001 : 1000, dropped: 0 });
+        alerts = alerts.concat(engine.advance(state, t0 + (m + 1) * min));
+      }
+      // From minute 6 the gate refuses everything: dead letters only.
+      let pagedAt: number | undefined;
+      for (let sec = 6 * 60; sec < 20 * 60 && pagedAt === undefined; sec += 5) {
+        for (let i = 0; i < 10; i++) engine.observeDeadLetter(state, 'dlq:0', { ts: t0 + sec * 1000 + i * 500, reason: 'schema_invalid' }, t0 + sec * 1000 + 5000);
+        if (engine.advance(state, t0 + sec * 1000 + 5000).some((a) => a.rule === 'dlq')) pagedAt = sec;
+      }
+      assert.ok(pagedAt !== undefined && pagedAt < 11 * 60, `paged at ${pagedAt} s`);
+    });
+
+    it('a window whose edges are not on a minute takes the decisions\' weight, not a minute of counts it half holds', () => {
+      const halfMinute = parseRules(`
+watermark: { allowed_lateness: 0s, idle_partition_after: 1h }
+rules:
+  - { name: dlq, kind: dead_letters, window: { size: 30s }, min_samples: 50, max_rate: 0.02, suppress_for: 1s }
+`);
+      const engine = createEngine(halfMinute);
+      const state = engine.newState();
+      let alerts: AlertRecord[] = [];
+      // 3.8 % refused, every half minute alike.
+      for (let m = 0; m < 10; m++) {
+        decisionsOf(engine, state, m, t0 + m * min + 59_000);
+        engine.observeGateCounts(state, { minute: t0 + m * min, kept: 20_000, dropped: 0 });
+        for (let i = 0; i < 40; i++) engine.observeDeadLetter(state, 'dlq:0', { ts: t0 + m * min + i * 1500, reason: 'invalid_json' }, t0 + m * min + 59_000);
+        alerts = alerts.concat(engine.advance(state, t0 + (m + 1) * min));
+      }
+      const paged = alerts.filter((a) => a.rule === 'dlq');
+      const onTheMinute = paged.filter((a) => a.window_start % min === 0);
+      assert.ok(onTheMinute.length >= 8, `${onTheMinute.length} of the windows starting on the minute paged (${paged.length} in all)`);
+      assert.ok(onTheMinute.every((a) => a.evidence.gate_kept === '0'));
+    });
+
     it('an enricher that stays down: windows close after the longest window, and the rate comes from the gate counts', () => {
       const engine = createEngine(quickIdle);
       const state = engine.newState();

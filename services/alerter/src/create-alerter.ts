@@ -20,7 +20,7 @@ import { countsReaderType, observationReaderType, toDeadLetterObservation, toDec
 import { cloneState, createEngine, type AlerterState } from './engine.js';
 import { parseSubjectKey, splitKey } from './evaluate.js';
 import { soleOwner, type Ownership } from './ownership.js';
-import { groupHasCommitted, replay, replayRanges, unreadPartitions, type ReplayRange } from './replay.js';
+import { groupHasCommitted, replay, replayRanges, startTopicAt, unreadPartitions, type ReplayRange } from './replay.js';
 import { loadRules, type RulesDocument } from './rules.js';
 
 export const defaultAlerterTopics = {
@@ -374,7 +374,11 @@ export async function createAlerter(opts: {
       const latest = await restoreBaselines(rebuilt);
       const restart = await groupHasCommitted(kafka, groupId, inputs);
       const closedUpTo = latest.kind === 'found' ? latest.checkpoint.closedUpTo : undefined;
-      const ranges = await replayRanges(kafka, groupId, inputs, engine.replaySince(latest, Date.now()));
+      const since = engine.replaySince(latest, Date.now());
+      // The first start after an upgrade that added the gate's counts: they start where the
+      // replay does, instead of at the beginning of their retention (days of rows, each let go).
+      if (restart) await startTopicAt(kafka, log, groupId, topics.counts, since);
+      const ranges = await replayRanges(kafka, groupId, inputs, since);
       const result = await replay({
         kafka,
         log,
@@ -409,6 +413,10 @@ export async function createAlerter(opts: {
       // is a transaction marker delivers nothing and is waited for until startup_wait.
       const waitingFor = new Set<string>();
       for (const topic of inputs) {
+        // Counts that come after their window closed only leave its dead-letter rate to the
+        // decisions' weight; and a counts partition of retired versions ends in a transaction
+        // marker at nearly every restart, which would hold windows for startup_wait.
+        if (topic === topics.counts) continue;
         for (const partition of await unreadPartitions(kafka, groupId, topic)) {
           const k = `${topic}:${partition}`;
           if (!rebuilt.newest.has(k)) waitingFor.add(k);

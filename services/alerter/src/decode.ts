@@ -56,9 +56,10 @@ function headerText(m: Pick<KafkaMessage, 'headers'>, name: string): string | un
 /**
  * A dead letter's bytes are whatever the producer sent (often unreadable), so its reason is the
  * gate's `dlog.reason` header and its time the original record's (`dlog.source.timestamp`, which
- * the gate copies): the time its decision would have had, so a window compares refusals with the
- * decisions of the same minutes. By the refusal time instead, a gate working off a backlog put
- * every refusal of the outage into the current window, against minutes of decisions, and paged.
+ * the gate copies): when the producer sent it, near the time its decision would have had (not
+ * after a producer's own backlog, which the refused bytes may not tell). By the refusal time
+ * instead, a gate working off a backlog put every refusal of the outage into the current window,
+ * against minutes of decisions, and paged.
  * The refusal time stands in when the header is missing or names a time after the refusal.
  */
 export function toDeadLetterObservation(m: Pick<KafkaMessage, 'timestamp' | 'headers'>): DeadLetterObservation {

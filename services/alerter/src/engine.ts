@@ -12,8 +12,6 @@ import { closingWindowEnds, floorTo, paneSize } from './windows.js';
 interface Pane {
   subjects: Map<string, VersionAgg>;
   deadLetters: DeadLetterAgg;
-  /** What the gate counted for the pane's minutes: kept ones should all arrive as decisions. */
-  gate: GateCounts;
 }
 
 /**
@@ -29,6 +27,11 @@ export interface AlerterState {
   newest: Map<string, PartitionProgress>;
   /** dead-letter partition → newest dead-letter time read there (see toDeadLetterObservation), and when: moves windows on when no decision does */
   deadLetterNewest: Map<string, PartitionProgress>;
+  /**
+   * pane start → the gate's exact counts of its minutes (decision.counts.v1). Apart from the
+   * panes, so a batch of counts copies two numbers, not a pane of decisions.
+   */
+  gateCounts: Map<number, GateCounts>;
   /** Windows ending at or before this were evaluated. */
   closedUpTo: number | undefined;
   /** suppression key → window end of the last alert that went out */
@@ -194,7 +197,7 @@ export function createEngine(doc: RulesDocument): Engine {
     let p = state.panes.get(start);
     if (p && state.ownPanes.has(p)) return p;
     // New, or shared with the state this one was copied from: made or copied for this one.
-    p = p ? structuredClone(p) : { subjects: new Map(), deadLetters: { n: 0, byReason: new Map() }, gate: { kept: 0, dropped: 0 } };
+    p = p ? structuredClone(p) : { subjects: new Map(), deadLetters: { n: 0, byReason: new Map() } };
     state.panes.set(start, p);
     state.ownPanes.add(p);
     return p;
@@ -203,11 +206,18 @@ export function createEngine(doc: RulesDocument): Engine {
   function windowInput(state: AlerterState, start: number, end: number) {
     const subjects = new Map<string, VersionAgg>();
     const deadLetters: DeadLetterAgg = { n: 0, byReason: new Map() };
+    // The gate counts whole minutes: a window whose edges are not on a minute gets none (the
+    // dead-letter rate then takes the decisions' weight), rather than a minute it half holds.
     const gate: GateCounts = { kept: 0, dropped: 0 };
+    if (start % 60_000 === 0 && end % 60_000 === 0) {
+      for (const [s, g] of state.gateCounts) {
+        if (s < start || s >= end) continue;
+        gate.kept += g.kept;
+        gate.dropped += g.dropped;
+      }
+    }
     for (const [s, p] of state.panes) {
       if (s < start || s >= end) continue;
-      gate.kept += p.gate.kept;
-      gate.dropped += p.gate.dropped;
       for (const [k, agg] of p.subjects) {
         let into = subjects.get(k);
         if (!into) subjects.set(k, (into = emptyAgg()));
@@ -241,32 +251,45 @@ export function createEngine(doc: RulesDocument): Engine {
       state.panes.delete(s);
       state.ownPanes.delete(p);
     }
+    for (const s of state.gateCounts.keys()) if (s + maxSize <= upTo) state.gateCounts.delete(s);
   }
 
+  // How long dead letters alone wait for decisions the gate says are coming: the longest
+  // dead-letter window (the page that waits), else the longest window.
+  const deadLetterRules = rules.filter((r) => r.kind === 'dead_letters');
+  const holdLimit = deadLetterRules.length > 0 ? Math.max(...deadLetterRules.map((r) => r.window.size)) : maxSize;
+
   /**
-   * Whether decisions the gate kept are still on their way (the enricher is down or behind): its
-   * counts for the open panes hold more kept decisions than have arrived, and some arrived within
-   * the longest window. Dead letters alone then do not close windows: they would close them on
-   * the refusals with the decisions missing, page on a dead-letter rate that never changed, and
-   * count the decisions as late once they came. After the longest window without a decision the
-   * windows close anyway (the gate may be refusing everything, with a few decisions lost).
+   * Whether decisions the gate kept are on their way (the enricher is down or behind): its counts
+   * hold kept decisions for a pane after the newest decision's pane, where none has arrived, and
+   * a decision arrived within `holdLimit`. Dead letters alone then do not close windows: they
+   * would close them on the refusals with the decisions missing, page on a dead-letter rate that
+   * never changed, and count the decisions as late once they came. Only panes beyond the newest
+   * decision count, so a decision lost on the way (dead-lettered by the enricher, unreadable here)
+   * does not hold anything. After `holdLimit` without a decision the windows close anyway (the
+   * gate may be refusing everything).
    */
   function awaitingDecisions(state: AlerterState, now: number): boolean {
-    let kept = 0;
-    let seen = 0;
-    for (const p of state.panes.values()) {
-      kept += p.gate.kept;
-      for (const agg of p.subjects.values()) seen += agg.n;
+    let newest = -Infinity;
+    let lastArrival = -Infinity;
+    for (const p of state.newest.values()) {
+      newest = Math.max(newest, p.newest);
+      lastArrival = Math.max(lastArrival, p.seenAt);
     }
-    if (kept <= seen) return false;
-    let lastDecision = -Infinity;
-    for (const p of state.newest.values()) lastDecision = Math.max(lastDecision, p.seenAt);
-    return now - lastDecision < maxSize;
+    if (now - lastArrival >= holdLimit) return false;
+    const newestPane = floorTo(newest, pane);
+    for (const [s, g] of state.gateCounts) if (s > newestPane && g.kept > 0) return true;
+    return false;
   }
 
   const noProgress: ReadonlyMap<string, PartitionProgress> = new Map();
-  const watermarkOf = (state: AlerterState, now: number) =>
-    watermark(state.newest, now, lateness, idle, awaitingDecisions(state, now) ? noProgress : state.deadLetterNewest);
+  const watermarkOf = (state: AlerterState, now: number) => {
+    // Dead letters matter only when every decision partition is quiet; the hold is looked at then.
+    let quiet = true;
+    for (const p of state.newest.values()) if (now - p.seenAt < idle) quiet = false;
+    const hold = quiet && state.deadLetterNewest.size > 0 && awaitingDecisions(state, now);
+    return watermark(state.newest, now, lateness, idle, hold ? noProgress : state.deadLetterNewest);
+  };
 
   const engine: Engine = {
     pane,
@@ -281,6 +304,7 @@ export function createEngine(doc: RulesDocument): Engine {
       ownPanes: new Set(),
       newest: new Map(),
       deadLetterNewest: new Map(),
+      gateCounts: new Map(),
       closedUpTo: undefined,
       lastFired: new Map(),
       written: undefined,
@@ -322,11 +346,12 @@ export function createEngine(doc: RulesDocument): Engine {
     },
 
     observeGateCounts(state, c) {
+      const start = floorTo(c.minute, pane);
       // Counts of panes already closed changed nothing that was evaluated: not counted as late.
-      const p = paneFor(state, c.minute);
-      if (!p) return;
-      p.gate.kept += c.kept;
-      p.gate.dropped += c.dropped;
+      if (state.closedUpTo !== undefined && start + maxSize <= state.closedUpTo) return;
+      const g = state.gateCounts.get(start);
+      // A fresh object: the copy a batch works on shares nothing with the state it came from.
+      state.gateCounts.set(start, { kept: (g?.kept ?? 0) + c.kept, dropped: (g?.dropped ?? 0) + c.dropped });
     },
 
     checkpoint: (state) => ({ closedUpTo: state.closedUpTo, lastFired: new Map(state.lastFired) }),

@@ -41,6 +41,28 @@ export async function replayRanges(kafka: Kafka, groupId: string, topics: string
   }
 }
 
+/**
+ * When the group has committed nothing on `topic` (an input added by an upgrade), commits the
+ * offsets of its first records stamped at or after `since`, so it is read from there rather than
+ * from the beginning. Best effort: a group with a member still in it refuses, and the topic is
+ * then read from the beginning (what it reads of closed windows is let go).
+ */
+export async function startTopicAt(kafka: Kafka, log: Logger, groupId: string, topic: string, since: number): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
+    if (committed?.partitions.some((p) => Number(p.offset) >= 0)) return;
+    const partitions = (await admin.fetchTopicOffsetsByTimestamp(topic, since)).map((p) => ({ partition: p.partition, offset: p.offset }));
+    await admin.setOffsets({ groupId, topic, partitions });
+    log.info({ topic, since: new Date(since).toISOString() }, 'new input read from where the replay starts');
+  } catch (err) {
+    log.warn({ err, topic }, 'could not start a new input where the replay starts: it is read from its beginning');
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 /** Whether the group has committed offsets on any of the topics: a restart, not its first start. */
 export async function groupHasCommitted(kafka: Kafka, groupId: string, topics: string[]): Promise<boolean> {
   const admin = kafka.admin();
