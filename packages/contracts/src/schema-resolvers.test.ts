@@ -35,4 +35,14 @@ describe('AvroDecoder', () => {
     assert.equal((decoder.decode(Buffer.from('{"json":1}')) as { reason: string }).reason, 'wrong_magic_byte');
     assert.equal((decoder.decode(good.subarray(0, good.length - 3)) as { reason: string }).reason, 'invalid_avro');
   });
+
+  it('reads a writer schema that is the contract under another namespace', async () => {
+    const own = { ...(loadSchema('alert') as object), namespace: 'com.acme.alerts' };
+    const decoder = new AvroDecoder(type, async (id: number) => (id === 9 ? JSON.stringify(own) : undefined));
+    const framed = encodeFramed(avroType('alert'), 9, alert);
+    await decoder.prepare([framed]);
+    const r = decoder.decode(framed);
+    assert.ok(r.ok, JSON.stringify(r));
+    assert.equal((r.value as { alert_id: string }).alert_id, 'run-alert-1');
+  });
 });

@@ -72,7 +72,9 @@ export class AvroDecoder<T> implements SchemaResolvers {
         }
         try {
           const writer = avro.Type.forSchema(JSON.parse(text) as avro.Schema);
-          this.entries.set(id, { resolver: this.reader.createResolver(writer), sameAsReader: writer.equals(this.reader), at: now });
+          // Names match without their namespace, as Avro's own compatibility check has it: a
+          // producer's copy of the contract under its own namespace was refused record by record.
+          this.entries.set(id, { resolver: this.reader.createResolver(writer, { ignoreNamespaces: true }), sameAsReader: writer.equals(this.reader), at: now });
         } catch (err) {
           this.entries.set(id, {
             error: 'incompatible_schema',

@@ -196,7 +196,9 @@ export function decodeEvent(bytes: Buffer | null, type: Type, schemas: SchemaRes
   let event: InferenceEventRecord;
   try {
     event = type.clone(raw) as InferenceEventRecord;
-  } catch {
+  } catch (err) {
+    // A lone surrogate (`"\ud800"`) parses as JSON but is no Unicode: not a contract matter.
+    if (err instanceof InvalidUtf8Error) return deadLetter('decode', 'invalid_utf8', `JSON event: ${err.message}`);
     return schemaViolation(type, raw);
   }
   return ok({ event, input, format: 'json', producerHash });

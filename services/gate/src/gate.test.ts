@@ -15,7 +15,7 @@ import { processBatch, type GateDeps, type GateStats } from './gate.js';
 import { KeyError, parseKeyRing } from './keys.js';
 import { loadPolicy, parsePolicy, PolicyError, detectorNames } from './policy.js';
 import { createProtector } from './protect.js';
-import { hash32, keep } from './sample.js';
+import { hash32, keep, sampleKey } from './sample.js';
 
 const policy = loadPolicy(new URL('../../../infra/policies/default.yaml', import.meta.url).pathname);
 const keys = parseKeyRing(`k1:${randomBytes(32).toString('base64')}`);
@@ -80,6 +80,15 @@ describe('sampling', () => {
     for (let i = 0; i < 100_000; i++) if (keep(`trace-${i}`, 0.1)) kept++;
     assert.ok(kept > 9_500 && kept < 10_500, `kept ${kept} of 100000 at 0.1`);
     for (let i = 0; i < 1000; i++) if (keep(`t${i}`, 0.2)) assert.ok(keep(`t${i}`, 0.5), 'a higher rate keeps a superset');
+  });
+
+  it('an empty trace or request id (a zero value) does not put every such event in one bucket', () => {
+    assert.equal(sampleKey('trace-1', 'req-1', 'e1'), 'trace-1');
+    assert.equal(sampleKey('', 'req-1', 'e1'), 'req-1');
+    assert.equal(sampleKey(null, '', 'e1'), 'e1');
+    let kept = 0;
+    for (let i = 0; i < 10_000; i++) if (keep(sampleKey('', '', `event-${i}`), 0.5)) kept++;
+    assert.ok(kept > 4_700 && kept < 5_300, `kept ${kept} of 10000 at 0.5`);
   });
 });
 
@@ -167,6 +176,8 @@ describe('decodeEvent', () => {
     assert.equal(reason(Buffer.from([0, 0, 0])), 'truncated_avro');
     assert.equal(reason(Buffer.from('{"event_id": ')), 'invalid_json');
     assert.equal(reason(Buffer.from([0x7b, 0xff, 0xfe, 0x7d])), 'invalid_utf8');
+    // Valid JSON, valid UTF-8 bytes, but a lone surrogate in a string: no Unicode text.
+    assert.equal(reason(Buffer.from(JSON.stringify(event()).replace('"loan-api"', '"loan-api\\ud800"'))), 'invalid_utf8');
     const { endpoint: _e, ...noEndpoint } = event();
     assert.equal(reason(json(noEndpoint)), 'missing_field');
     assert.equal(reason(json(event({ ts: 'yesterday' }))), 'wrong_type');
@@ -198,12 +209,15 @@ describe('processBatch', () => {
     messages.push(msg(Buffer.from('garbage'), offset++));
     messages.push(msg(Buffer.from(JSON.stringify(event({ ts: 1 }))), offset++));
     messages.push(msg(Buffer.from(JSON.stringify(event({ input_hash: 'sha256-00' }))), offset++));
+    // A record without a timestamp: refused on either client (librdkafka's none, kafkajs's -1).
+    messages.push({ ...msg(Buffer.from(JSON.stringify(event({ event_id: 'no-ts-1' }))), offset++), timestamp: undefined as unknown as string });
+    messages.push(msg(Buffer.from(JSON.stringify(event({ event_id: 'no-ts-2' }))), offset++, -1));
     const stats: GateStats = { kept: 0, dropped: 0, deadLettered: 0, byReason: {} };
     const [decisions, counts, dead] = processBatch(messages, { topic: 'raw', partition: 0 }, deps, stats);
     assert.equal(stats.kept + stats.dropped + stats.deadLettered, messages.length);
     assert.equal(decisions!.messages.length, stats.kept);
-    assert.equal(dead!.messages.length, 3);
-    assert.deepEqual(stats.byReason, { wrong_magic_byte: 1, timestamp_out_of_range: 1, input_hash_mismatch: 1 });
+    assert.equal(dead!.messages.length, 5);
+    assert.deepEqual(stats.byReason, { wrong_magic_byte: 1, timestamp_out_of_range: 3, input_hash_mismatch: 1 });
     assert.ok(stats.dropped > 0, 'recommendations are sampled at 0.1');
 
     const countRows = counts!.messages.map((m) => deps.countsType.type.fromBuffer(Buffer.from(m.value as Buffer).subarray(5)) as { kept: number; dropped: number; batch_id: string });

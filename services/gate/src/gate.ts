@@ -203,7 +203,12 @@ function validate(
   const decoded = decodeEvent(bytes, deps.inputType, deps.schemas, limits.max_event_bytes);
   if (!decoded.ok) return decoded;
   const { event, input, producerHash } = decoded.value;
-  // Checked against the Kafka record timestamp, so a replay next month decides the same way.
+  // Checked against the Kafka record timestamp, so a replay next month decides the same way. A
+  // record without one (-1, which librdkafka hands over as none) cannot be checked: refused on
+  // either client alike, where the comparison with NaN let it through on one.
+  if (!Number.isFinite(messageTs) || messageTs < 0) {
+    return deadLetter('validate', 'timestamp_out_of_range', `the record has no timestamp (${String(messageTs)}) to check ts ${event.ts} against`);
+  }
   if (event.ts < messageTs - limits.max_ts_skew_past_ms || event.ts > messageTs + limits.max_ts_skew_future_ms) {
     return deadLetter('validate', 'timestamp_out_of_range', `ts ${event.ts} is too far from the record's timestamp ${messageTs}`);
   }
@@ -271,7 +276,7 @@ export function processBatch(messages: KafkaMessage[], ctx: BatchContext, deps: 
           decisionType: event.decision_type,
           tenant: event.tenant,
         });
-        const kept = keep(sampleKey(event.trajectory?.trace_id, event.request_id), cls.sampleRate);
+        const kept = keep(sampleKey(event.trajectory?.trace_id, event.request_id, event.event_id), cls.sampleRate);
         // Everything that can throw runs before anything is added, so a failing event leaves
         // neither a decision nor a count behind, only its dead letter.
         // Scrubbed once for the record and the counts alike, so both group one endpoint together.

@@ -3,8 +3,12 @@
  * trajectory is kept or dropped whole, reprocessing gives the same answer, and raising the rate
  * keeps a superset of what a lower rate kept.
  */
-export function sampleKey(traceId: string | null | undefined, requestId: string): string {
-  return traceId ?? requestId;
+export function sampleKey(traceId: string | null | undefined, requestId: string, eventId: string): string {
+  // An empty id (a zero value in Go or Java) names nothing: every event carrying one would share
+  // a single hash, all kept or all dropped. The next id that names something stands in.
+  if (traceId) return traceId;
+  if (requestId) return requestId;
+  return eventId;
 }
 
 /** FNV-1a over UTF-16 code units, finished with murmur3's fmix32 for good avalanche on short keys. */
