@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { readManifest, registerArtifacts, RegistrationConflictError } from '@dlog/artifacts';
+import { parseManifest, readManifest, registerArtifacts, RegistrationConflictError } from '@dlog/artifacts';
 import { loadConfig } from '@dlog/config';
 import { avroType } from '@dlog/contracts';
 import { createEnricher, type Enricher, type EnrichedDecisionRecord } from '@dlog/enricher';
@@ -125,6 +125,44 @@ describe('artifact registry and enricher on the real stack', () => {
       assert.ok(bad.every((r) => !r.resolved && r.unresolved_refs.includes('registry://models/mystery:0.1')));
       assert.equal(enricher.stats.unresolved, 10);
     } finally {
+      await out.stop();
+    }
+  });
+
+  // Last: its decisions may pass unresolved while the enricher's follower reads the registration.
+  it('carries the nearest 1,000 ancestors of a model trained on 1,500 partitions, and counts the cut', async () => {
+    // Uncut, every decision of a model with ~10,000 ancestors was over what Kafka holds.
+    const shards = Array.from({ length: 1500 }, (_, i) => `registry://datasets/clickstream-daily:2023-${String(i).padStart(5, '0')}`);
+    const yaml = [
+      'artifacts:',
+      ...shards.map((ref, i) => `  - {kind: dataset, ref: "${ref}", name: clickstream-daily, version: "2023-${String(i).padStart(5, '0')}", digest: "sha256:${i.toString(16).padStart(64, '0')}"}`),
+      `  - {kind: model, name: wide-model, version: "1", digest: "sha256:${'7'.repeat(64)}", parents: [${shards.map((r) => `"${r}"`).join(', ')}]}`,
+    ].join('\n');
+    await registerArtifacts({ kafka, topic: registryTopic, schemaRegistryUrl: config.schemaRegistryUrl, log, events: parseManifest(yaml, 'wide.yaml', 'test') });
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    const out = await collect(`${prefix}decisions.enriched.v1`);
+    const type = avroType('enriched-decision');
+    try {
+      let n = 0;
+      const wide = await waitFor(
+        async () => {
+          const id = `w${n++}`;
+          const event = { event_id: id, request_id: id, ts: Date.now(), endpoint: 'wide-api', decision_type: 'classification', model: { name: 'wide-model', version: '1' }, input: { x: n }, output: { decision: 'ok' }, producer: { service: 't', sdk: 'custom' } };
+          await producer.send({ topic: `${prefix}inference.raw`, messages: [{ key: id, value: JSON.stringify(event) }] });
+          return out.messages.map((m) => type.fromBuffer(m.value!.subarray(5)) as EnrichedDecisionRecord).find((r) => r.event_id.startsWith('w') && r.resolved);
+        },
+        { timeoutMs: 60_000, intervalMs: 500, what: 'a decision of wide-model enriched with the model registered' },
+      );
+      assert.equal(wide.lineage.length, 1000);
+      assert.deepEqual(
+        wide.lineage.map((l) => [l.ref, l.depth, l.via]),
+        shards.slice(0, 1000).map((ref) => [ref, 1, 'registry://models/wide-model:1']),
+        'the nearest generation, by ref',
+      );
+      assert.ok(enricher.stats.lineageCut >= 1, JSON.stringify(enricher.stats));
+    } finally {
+      await producer.disconnect();
       await out.stop();
     }
   });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import type { Schema } from 'avsc';
 import {
   avroType,
@@ -244,5 +244,84 @@ describe('artifact registry in ClickHouse: the first registration of a ref in th
     assert.deepEqual((await register(lonely)).unknownParents, [{ ref: 'registry://models/lonely:1', parent: 'git://github.com/acme/lonely@abc' }]);
     const again = await register(lonely);
     assert.deepEqual([again.added, again.unchanged, again.unknownParents], [[], ['registry://models/lonely:1'], []]);
+  });
+});
+
+describe('artifact registry topic: a manifest larger than one produce request, and a schema the registry does not serve yet', () => {
+  const prefix = `${unique('reg-big')}.`;
+  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'registry-big-test', log });
+  const url = config.schemaRegistryUrl;
+  const realFetch = globalThis.fetch;
+  const topics = { big: `${prefix}registry.artifacts`, late: `${prefix}late.registry.artifacts` };
+  before(async () => {
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const def = loadTopicDefinitions().find((t) => t.name === 'registry.artifacts')!;
+      await ensureTopics(admin, Object.values(topics).map((name) => ({ ...def, name })));
+    } finally {
+      await admin.disconnect();
+    }
+  });
+  after(() => {
+    globalThis.fetch = realFetch;
+  });
+
+  it('registers 3,000 artifacts of one manifest, in sends the broker takes, and again as a no-op', async () => {
+    // As one send (~1.4 MB) the broker refused the whole manifest (its default limit is 1 MiB).
+    const pad = (i: number) => String(i).padStart(5, '0');
+    const yaml = [
+      'artifacts:',
+      ...Array.from(
+        { length: 3000 },
+        (_, i) => `  - {kind: dataset, name: clickstream-daily, version: "2023-${pad(i)}", digest: "sha256:${i.toString(16).padStart(64, '0')}", uri: "s3://ml-data/clickstream/daily/2023-${pad(i)}/", metadata: {rows: ${1000 + i}, owner: growth}}`,
+      ),
+    ].join('\n');
+    const register = () => registerArtifacts({ kafka, topic: topics.big, schemaRegistryUrl: url, log, events: parseManifest(yaml, 'big.yaml', 'test') });
+    assert.equal((await register()).added.length, 3000);
+    const again = await register();
+    assert.deepEqual([again.added.length, again.unchanged.length], [0, 3000]);
+    const { state, stats } = await loadArtifactState({ kafka, topic: topics.big, schemaRegistryUrl: url, log });
+    assert.deepEqual([state.size, stats.skipped], [3000, 0]);
+  });
+
+  it('reads a registration again, batch redelivered by kafkajs, until the registry serves its schema; a load whose schema never comes ends within its timeout', async () => {
+    const id = await registerAvro(createRegistry(url), url, valueSubject(topics.late), loadSchema('artifact-event'));
+    const ref = 'registry://models/late-schema:1';
+    const event: ArtifactEventRecord = { event_id: unique('e'), kind: 'model', ref, name: 'late-schema', version: '1', digest: `sha256:${'a'.repeat(64)}`, uri: null, metadata: {}, parents: [], registered_at: Date.now(), registered_by: 'test' };
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    await producer.send({ topic: topics.late, acks: -1, messages: [{ key: ref, value: encodeFramed(avroType('artifact-event'), id, event) }] });
+    await producer.disconnect();
+
+    // A registry replica that does not serve the id yet: 404 twice, then the schema.
+    let refused = 0;
+    const notServed = (times: number) =>
+      (async (input: string | URL | Request, init?: RequestInit) => {
+        if (String(input instanceof Request ? input.url : input).endsWith(`/schemas/ids/${id}`) && refused < times) {
+          refused++;
+          return new Response('', { status: 404 });
+        }
+        return realFetch(input, init);
+      }) as typeof fetch;
+    globalThis.fetch = notServed(2);
+    try {
+      const { state, stats } = await loadArtifactState({ kafka, topic: topics.late, schemaRegistryUrl: url, log, timeoutMs: 60_000 });
+      assert.equal(state.get(ref)?.event_id, event.event_id);
+      assert.equal(refused, 2);
+      assert.deepEqual([stats.retried >= 2, stats.skipped], [true, 0]);
+
+      refused = 0;
+      globalThis.fetch = notServed(Infinity);
+      const started = Date.now();
+      await assert.rejects(
+        loadArtifactState({ kafka, topic: topics.late, schemaRegistryUrl: url, log, timeoutMs: 5_000 }),
+        new RegExp(`not read to its end within 5000 ms: schema id ${id} is not in the registry at .*, so the registration at partition 0 offset 0 cannot be read`),
+      );
+      // Joining the throwaway group comes before the timeout starts; a stop held by kafkajs' backoff is not waited for.
+      assert.ok(Date.now() - started < 15_000, `${Date.now() - started} ms`);
+    } finally {
+      globalThis.fetch = realFetch;
+    }
   });
 });

@@ -14,6 +14,37 @@ export interface Ancestor {
 export type ApplyOutcome = 'added' | 'unchanged' | 'conflict';
 
 /**
+ * Generations of ancestors walked: every lineage registered in practice (a fine-tune of a
+ * fine-tune of a base model is a handful) and a bound on the walk.
+ */
+export const MAX_LINEAGE_DEPTH = 32;
+
+/**
+ * Ancestors kept for one artifact, and for one decision record. Every decision of a model carries
+ * them, so they are paid for in every stored row: 1,000 covers a model trained on a year of daily
+ * partitions, or a month of hourly ones, with its code and base models (about 100 KB a record at
+ * ~100 bytes a pointer), where the 10,000 of a decade of daily partitions would take a record past
+ * what Kafka holds. Past it, `dlog lineage` walks the whole graph.
+ */
+export const MAX_LINEAGE_POINTERS = 1_000;
+
+/**
+ * Ancestors held in the lineage cache, summed over the artifacts cached (~64 MB of pointers, a
+ * thousand of the widest lineages): its 100,000 artifacts alone would let it hold 100 million.
+ */
+const MAX_CACHED_POINTERS = 1_000_000;
+
+export interface Lineage {
+  /** Nearest generation first; within one, by ref. */
+  ancestors: Ancestor[];
+  /**
+   * Some ancestor is left out: past MAX_LINEAGE_DEPTH generations, or past MAX_LINEAGE_POINTERS
+   * ancestors (the rest of the generation where it stops).
+   */
+  cut: boolean;
+}
+
+/**
  * What a registration says of its version besides the digest, in a form two registrations of one
  * ref compare by: event_id, registered_at and registered_by say who registered it when, not what
  * the version is; parents and metadata are sets, their order means nothing; a uri of '' is no uri
@@ -54,7 +85,8 @@ export function registrationDifferences(a: ArtifactEventRecord, b: ArtifactEvent
 export class ArtifactState {
   private readonly byRef = new Map<string, ArtifactEventRecord>();
   readonly conflicts: ArtifactEventRecord[] = [];
-  private readonly ancestorCache = new Map<string, Ancestor[]>();
+  private readonly ancestorCache = new Map<string, Lineage>();
+  private cachedPointers = 0;
 
   get size(): number {
     return this.byRef.size;
@@ -81,37 +113,58 @@ export class ArtifactState {
       this.byRef.set(event.ref, event);
       // A new artifact can complete the lineage of ones already cached.
       this.ancestorCache.clear();
+      this.cachedPointers = 0;
     } else if (outcome === 'conflict') {
       this.conflicts.push(event);
     }
     return outcome;
   }
 
-  /**
-   * The ancestors of a ref (parents, their parents ...), nearest first, each once, up to 32
-   * generations: every lineage registered in practice (a fine-tune of a fine-tune of a base
-   * model is a handful), and a bound on what one decision record carries. Deeper ones are cut
-   * here; `dlog lineage` walks the stored graph and says where it stops.
-   */
+  /** The ancestors of a ref, as `lineage` gives them. */
   ancestors(ref: string): Ancestor[] {
+    return this.lineage(ref).ancestors;
+  }
+
+  /**
+   * The ancestors of a ref (parents, their parents ...), breadth first: each generation before the
+   * next, each ancestor once at its nearest depth, and within a generation by ref, so that where
+   * the lineage is cut does not hang on the order a manifest listed parents in (a set, for the
+   * registry). At most MAX_LINEAGE_DEPTH generations and MAX_LINEAGE_POINTERS ancestors; `cut`
+   * says whether that left any out.
+   */
+  lineage(ref: string): Lineage {
     const cached = this.ancestorCache.get(ref);
     if (cached) return cached;
-    const out: Ancestor[] = [];
+    const ancestors: Ancestor[] = [];
     const seen = new Set<string>([ref]);
     let frontier = [ref];
-    for (let depth = 1; frontier.length > 0 && depth <= 32; depth++) {
-      const next: string[] = [];
-      for (const r of frontier) {
-        for (const parent of this.byRef.get(r)?.parents ?? []) {
-          if (seen.has(parent)) continue;
-          seen.add(parent);
-          out.push({ ref: parent, kind: this.byRef.get(parent)?.kind ?? 'unknown', via: ref, depth });
-          next.push(parent);
-        }
+    let cut = false;
+    for (let depth = 1; ; depth++) {
+      const next = new Set<string>();
+      for (const r of frontier) for (const parent of this.byRef.get(r)?.parents ?? []) if (!seen.has(parent)) next.add(parent);
+      if (next.size === 0) break;
+      if (depth > MAX_LINEAGE_DEPTH || ancestors.length === MAX_LINEAGE_POINTERS) {
+        cut = true;
+        break;
       }
-      frontier = next;
+      const generation = [...next].sort();
+      const room = MAX_LINEAGE_POINTERS - ancestors.length;
+      if (generation.length > room) {
+        cut = true;
+        generation.length = room;
+      }
+      for (const parent of generation) {
+        seen.add(parent);
+        ancestors.push({ ref: parent, kind: this.byRef.get(parent)?.kind ?? 'unknown', via: ref, depth });
+      }
+      if (cut) break;
+      frontier = generation;
     }
-    if (this.ancestorCache.size < 100_000) this.ancestorCache.set(ref, out);
+    const out = { ancestors, cut };
+    if (this.ancestorCache.size < 100_000 && this.cachedPointers + ancestors.length <= MAX_CACHED_POINTERS) {
+      this.ancestorCache.set(ref, out);
+      this.cachedPointers += ancestors.length;
+    }
     return out;
   }
 }

@@ -1,10 +1,15 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import path from 'node:path';
+import { afterEach, describe, it } from 'node:test';
+import type { EachBatchPayload, Kafka, Message } from 'kafkajs';
+import pino from 'pino';
 import { ArtifactState, registrationKey, type ArtifactEventRecord } from './artifact-state.js';
-import { RegistrationConflictError } from './registry-topic.js';
-import { ManifestError, parseManifest } from './manifest.js';
+import { loadArtifactState, RegistrationConflictError, writeRegistrations } from './registry-topic.js';
+import { ManifestError, parseManifest, readManifest } from './manifest.js';
 import avro from 'avsc';
 import { avroType, AvroDecoder, encodeFramed, loadSchema } from '@dlog/contracts';
+import { MAX_RECORD_BYTES, recordBytes } from '@dlog/kafka';
+import { waitFor } from '@dlog/runtime';
 
 const d = (c: string) => `sha256:${c.repeat(64)}`;
 
@@ -99,6 +104,44 @@ describe('ArtifactState', () => {
       ],
     );
     assert.deepEqual(s.ancestors('loop-a').map((a) => a.ref), ['loop-b']);
+    assert.equal(s.lineage('model').cut, false);
+  });
+
+  it('cuts a wide lineage at 1,000 ancestors, nearest first and by ref within a generation, and says so', () => {
+    // A model trained on 1,500 daily partitions: uncut, each of its decisions carried ~145 KB of
+    // lineage, and past ~10,000 partitions every one was over what Kafka holds.
+    const shards = Array.from({ length: 1500 }, (_, i) => `registry://datasets/daily:${String(i).padStart(5, '0')}`);
+    const stateOf = (parents: string[]) => {
+      const s = new ArtifactState();
+      s.apply(art('registry://datasets/pretrain', d('1'), [], 'dataset'));
+      s.apply(art('base', d('2'), ['registry://datasets/pretrain']));
+      s.apply(art('model', d('3'), [...parents, 'base']));
+      return s;
+    };
+    const lineageOf = (parents: string[]) => stateOf(parents).lineage('model');
+    assert.equal(stateOf(shards).ancestors('model').length, 1000);
+    const l = lineageOf(shards);
+    assert.equal(l.ancestors.length, 1000);
+    assert.equal(l.cut, true);
+    assert.ok(l.ancestors.every((a) => a.depth === 1 && a.via === 'model'), 'the farther generation (pretrain) is what goes first');
+    assert.deepEqual(l.ancestors.slice(0, 3).map((a) => a.ref), ['base', 'registry://datasets/daily:00000', 'registry://datasets/daily:00001']);
+    assert.equal(l.ancestors.at(-1)!.ref, 'registry://datasets/daily:00998');
+    // Parents are a set: the order a manifest listed them in moves no cut.
+    assert.deepEqual(lineageOf([...shards].reverse()), l);
+    // Exactly the limit is whole; one more is cut, though the generation it fills is not.
+    assert.deepEqual([lineageOf(shards.slice(0, 998)).ancestors.length, lineageOf(shards.slice(0, 998)).cut], [1000, false]);
+    assert.deepEqual([lineageOf(shards.slice(0, 999)).ancestors.length, lineageOf(shards.slice(0, 999)).cut], [1000, true]);
+  });
+
+  it('says when a lineage is cut at 32 generations', () => {
+    const chain = (n: number) => {
+      const s = new ArtifactState();
+      for (let i = 0; i < n; i++) s.apply(art(`d${i}`, d('1'), [`d${i + 1}`], 'dataset'));
+      return s.lineage('d0');
+    };
+    assert.deepEqual([chain(40).ancestors.length, chain(40).cut], [32, true]);
+    // d32 is named by d31 but not registered: still an ancestor, and the lineage ends there.
+    assert.deepEqual([chain(32).ancestors.length, chain(32).cut], [32, false]);
   });
 });
 
@@ -182,6 +225,38 @@ describe('manifest', () => {
     assert.equal(parseManifest(`artifacts:\n  - {kind: dataset, name: a, version: "b:c", digest: "${d('c')}"}\n`, 'm.yaml', 'me')[0]!.ref, 'registry://datasets/a:b:c');
   });
 
+  it('refuses a metadata number or boolean that would not be stored as written, saying how to quote it', () => {
+    // Stored as String(value): a commit 0e12345 became "0", and as versions are immutable the
+    // corrected manifest was then refused as a conflict.
+    const manifest = (metadata: string) => `artifacts:\n  - {kind: dataset, name: x, version: v1, digest: "${d('a')}", metadata: {${metadata}}}\n`;
+    for (const [typed, stored] of [
+      ['0e12345', '0'],
+      ['0.9120', '0.912'],
+      ['0x1F', '31'],
+      ['12345678901234567890', '12345678901234567000'],
+      ['2024.10', '2024.1'],
+      ['1e3', '1000'],
+      ['True', 'true'],
+    ] as const) {
+      assert.throws(
+        () => parseManifest(manifest(`v: ${typed}`), 'm.yaml', 'me'),
+        (e: unknown) =>
+          e instanceof ManifestError &&
+          e.path === 'artifacts.0.metadata.v' &&
+          e.message.includes(`metadata v would be stored as ${stored}, not ${typed}`) &&
+          e.message.includes(`quote it: v: "${typed}"`),
+        typed,
+      );
+    }
+    assert.throws(() => parseManifest(manifest('0x1F: build'), 'm.yaml', 'me'), /metadata key 0x1F would be stored as 31: unquoted YAML reads it as a number; quote it: "0x1F"/);
+    assert.throws(() => parseManifest(`{"artifacts": [{"kind": "dataset", "name": "x", "version": "v1", "digest": "${d('a')}", "metadata": {"auc": 0.9120}}]}`, 'm.json', 'me'), /quote it: auc: "0\.9120"/);
+    // What prints as written is kept, as the project's examples write it; quoted text as it is.
+    const [e] = parseManifest(manifest('rows: 1200000, auc: 0.912, temperature: 0.1, enabled: true, commit: "0e12345", exact: "0.9120"'), 'm.yaml', 'me');
+    assert.deepEqual(e!.metadata, { rows: '1200000', auc: '0.912', temperature: '0.1', enabled: 'true', commit: '0e12345', exact: '0.9120' });
+    const example = readManifest(path.resolve(import.meta.dirname, '../../../infra/examples/artifacts.yaml'), 'me');
+    assert.deepEqual(example.find((a) => a.kind === 'model')?.metadata, { framework: 'xgboost-2.1', auc: '0.912' });
+  });
+
   it('refuses one ref twice in a manifest with other parents', () => {
     assert.throws(
       () => parseManifest(`artifacts:\n  - {kind: dataset, name: a, version: "1", digest: "${d('c')}"}\n  - {kind: dataset, name: a, version: "1", digest: "${d('c')}", parents: [x://y]}\n`, 'm.yaml', 'me'),
@@ -210,5 +285,134 @@ describe('artifact-event contract', () => {
     const [model, prompt] = values.map((v) => decoder.decode(v));
     assert.ok(model?.ok && model.value.kind === 'model', JSON.stringify(model));
     assert.equal(prompt?.ok === false && prompt.reason, 'incompatible_schema', JSON.stringify(prompt));
+  });
+});
+
+describe('registry topic', () => {
+  const silent = pino({ level: 'silent' });
+  const topic = 'registry.artifacts';
+  const t = avroType('artifact-event');
+  const reg = (digest: string, eventId: string): ArtifactEventRecord => ({ ...art('registry://models/loan-approver:2.5.0', digest), event_id: eventId, name: 'loan-approver', version: '2.5.0' });
+  const realFetch = globalThis.fetch;
+  afterEach(() => {
+    globalThis.fetch = realFetch;
+  });
+
+  /** The registry's schema by id, as the stub registry answers for `id`: 404, 500 or the contract. */
+  function registryAnswers(answer: (id: number, call: number) => 404 | 500 | 200): { calls: Map<number, number> } {
+    const calls = new Map<number, number>();
+    globalThis.fetch = (async (url: string | URL | Request) => {
+      const id = Number(String(url).split('/').pop());
+      const call = (calls.get(id) ?? 0) + 1;
+      calls.set(id, call);
+      const status = answer(id, call);
+      if (status !== 200) return new Response('', { status });
+      return new Response(JSON.stringify({ schema: JSON.stringify(loadSchema('artifact-event')) }), { status: 200 });
+    }) as typeof fetch;
+    return { calls };
+  }
+
+  /**
+   * A one-partition topic read as kafkajs reads it: a batch from the last offset handled, and a
+   * batch whose handler throws delivered again after a backoff.
+   */
+  function topicOf(values: Buffer[]) {
+    const log = [...values];
+    let eachBatch: ((p: EachBatchPayload) => Promise<void>) | undefined;
+    let stopped = false;
+    let next = 0;
+    const deliver = async () => {
+      while (!stopped) {
+        if (!eachBatch || next >= log.length) {
+          await new Promise((r) => setTimeout(r, 5));
+          continue;
+        }
+        const from = next;
+        const messages = log.slice(from).map((value, i) => ({ offset: String(from + i), value, key: null, headers: {}, timestamp: '0', attributes: 0 }));
+        const batch = { topic, partition: 0, messages, lastOffset: () => String(log.length - 1) };
+        try {
+          await eachBatch({ batch } as unknown as EachBatchPayload);
+          next = from + messages.length;
+        } catch {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+    };
+    const kafka = {
+      admin: () => ({ connect: async () => {}, disconnect: async () => {}, fetchTopicOffsets: async () => [{ partition: 0, low: '0', high: String(log.length) }] }),
+      consumer: () => ({
+        connect: async () => {},
+        subscribe: async () => {},
+        disconnect: async () => {
+          stopped = true;
+        },
+        run: async (o: { eachBatch: (p: EachBatchPayload) => Promise<void> }) => {
+          eachBatch = o.eachBatch;
+          void deliver();
+        },
+      }),
+    } as unknown as Kafka;
+    return { kafka, append: (v: Buffer) => log.push(v) };
+  }
+
+  it('reads again a registration whose schema the registry does not serve yet, instead of skipping it for good', async () => {
+    // Skipped, the version stayed unknown until a restart, and a later registration of the same
+    // ref with another digest (refused by every other reader) was the one this process kept.
+    registryAnswers((id, call) => (id === 11 && call === 1 ? 404 : id === 11 && call === 2 ? 500 : 200));
+    const topicLog = topicOf([encodeFramed(t, 11, reg(d('a'), 'first'))]);
+    const f = await loadArtifactState({ kafka: topicLog.kafka, topic, schemaRegistryUrl: 'http://sr', log: silent, follow: true, timeoutMs: 5_000 });
+    try {
+      assert.equal(f.state.get('registry://models/loan-approver:2.5.0')?.event_id, 'first');
+      assert.equal(f.stats.skipped, 0);
+      assert.equal(f.stats.retried, 2, 'once for the 404, once for the registry error');
+      topicLog.append(encodeFramed(t, 12, reg(d('b'), 'refused')));
+      await waitFor(() => f.state.conflicts.length === 1, { timeoutMs: 5_000, what: 'the later registration read' });
+      assert.equal(f.state.get('registry://models/loan-approver:2.5.0')?.digest, d('a'));
+    } finally {
+      await f.stop();
+    }
+  });
+
+  it('ends a start-up load whose registration schema never appears with an error naming it, within its timeout', async () => {
+    registryAnswers((id) => (id === 11 ? 404 : 200));
+    const started = Date.now();
+    await assert.rejects(
+      loadArtifactState({ kafka: topicOf([encodeFramed(t, 11, reg(d('a'), 'first'))]).kafka, topic, schemaRegistryUrl: 'http://sr', log: silent, timeoutMs: 300 }),
+      /not read to its end within 300 ms: schema id 11 is not in the registry at http:\/\/sr, so the registration at partition 0 offset 0 cannot be read; point SCHEMA_REGISTRY_URL at the registry/,
+    );
+    assert.ok(Date.now() - started < 1_500, `${Date.now() - started} ms`);
+  });
+
+  it('skips and counts only what can never be read, and reads the rest', async () => {
+    const { calls } = registryAnswers(() => 200);
+    const f = await loadArtifactState({
+      kafka: topicOf([Buffer.from('not framed'), Buffer.concat([encodeFramed(t, 11, reg(d('a'), 'x')).subarray(0, 5), Buffer.from([0xff, 0xff])]), encodeFramed(t, 11, reg(d('a'), 'ok'))]).kafka,
+      topic,
+      schemaRegistryUrl: 'http://sr',
+      log: silent,
+      timeoutMs: 5_000,
+    });
+    assert.equal(f.state.get('registry://models/loan-approver:2.5.0')?.event_id, 'ok');
+    assert.deepEqual([f.stats.skipped, f.stats.skippedBy, f.stats.retried], [2, { wrong_magic_byte: 1, invalid_avro: 1 }, 0]);
+    assert.equal(calls.get(11), 1);
+  });
+
+  it('writes a large manifest in sends the broker takes, and says how far it got when one fails', async () => {
+    // One send of 4,000 registrations was ~1.9 MB, refused whole by the broker's 1 MiB default.
+    const messages: Message[] = Array.from({ length: 4000 }, (_, i) => {
+      const e = { ...art(`registry://datasets/clickstream-daily:2023-${String(i).padStart(5, '0')}`, `sha256:${i.toString(16).padStart(64, '0')}`, [], 'dataset'), uri: `s3://ml-data/clickstream/daily/2023-${i}/`, metadata: { rows: String(1000 + i), owner: 'growth' } };
+      return { key: registrationKey(e), value: encodeFramed(t, 1, e) };
+    });
+    const sends: Message[][] = [];
+    await writeRegistrations({ send: async (r) => (sends.push(r.messages), []) }, topic, messages);
+    assert.ok(sends.length > 1, `${sends.length} sends`);
+    for (const part of sends) assert.ok(part.reduce((n, m) => n + recordBytes(m), 0) < MAX_RECORD_BYTES);
+    assert.deepEqual(sends.flat(), messages, 'all of them, in order');
+
+    let n = 0;
+    await assert.rejects(
+      writeRegistrations({ send: async () => (n++ === 1 ? Promise.reject(new Error('broker gone')) : []) }, topic, messages),
+      new RegExp(`failed after ${sends[0]!.length} of 4000 were written \\(broker gone\\)\\. Register the manifest again`),
+    );
   });
 });

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { isScalar, parseDocument } from 'yaml';
+import { isAlias, isMap, isScalar, parseDocument, type Document } from 'yaml';
 import { z } from 'zod';
 import { environmentRef, modelRef, registrationDifferences, type ArtifactEventRecord } from './artifact-state.js';
 
@@ -45,6 +45,45 @@ function refFor(a: z.infer<typeof artifactSchema>): string {
   return `registry://${plural[a.kind]}/${a.name}:${a.version}`;
 }
 
+/**
+ * Metadata is text, and unquoted YAML turns some text into numbers that print otherwise:
+ * `0e12345` (a commit) is 0, `0.9120` is 0.912, `0x1F` is 31, a 20-digit id loses its last digits,
+ * `True` is true. Stored as printed, the value is not what was written, and as versions are
+ * immutable, the manifest corrected later is refused. So a number or boolean is taken only where
+ * it prints as written (`rows: 1200000`, `auc: 0.912`, `enabled: true`); elsewhere the manifest is
+ * refused with the quoting that keeps it.
+ */
+function checkMetadataAsWritten(doc: Document, text: string, file: string, i: number): void {
+  const map = doc.getIn(['artifacts', i, 'metadata'], true);
+  if (!isMap(map)) return;
+  for (const pair of map.items) {
+    const keyNode = isAlias(pair.key) ? pair.key.resolve(doc) : pair.key;
+    const key = isScalar(keyNode) ? String(keyNode.value) : String(pair.key);
+    const k = writtenOtherwise(keyNode, text);
+    if (k) {
+      throw new ManifestError(file, `artifacts.${i}.metadata`, `metadata key ${k.typed} would be stored as ${k.stored}: unquoted YAML reads it as a ${k.type}; quote it: "${k.typed}"`);
+    }
+    const v = writtenOtherwise(isAlias(pair.value) ? pair.value.resolve(doc) : pair.value, text);
+    if (v) {
+      throw new ManifestError(
+        file,
+        `artifacts.${i}.metadata.${key}`,
+        `metadata ${key} would be stored as ${v.stored}, not ${v.typed}: unquoted YAML reads it as a ${v.type}; quote it: ${key}: "${v.typed}" (a version registered with it unquoted before this check holds "${v.stored}": write ${key}: "${v.stored}" to register that one again unchanged)`,
+      );
+    }
+  }
+}
+
+/** A number or boolean scalar whose source text is not how it prints; undefined for any other node. */
+function writtenOtherwise(node: unknown, text: string): { typed: string; stored: string; type: string } | undefined {
+  if (!isScalar(node) || !node.range) return undefined;
+  const v = node.value;
+  if (typeof v !== 'number' && typeof v !== 'boolean' && typeof v !== 'bigint') return undefined;
+  const typed = text.slice(node.range[0], node.range[1]);
+  const stored = String(v);
+  return typed === stored ? undefined : { typed, stored, type: typeof v };
+}
+
 /** Parses a registration manifest (YAML or JSON) into registration events. */
 export function parseManifest(text: string, file: string, registeredBy: string, now = Date.now()): ArtifactEventRecord[] {
   let raw: unknown;
@@ -79,6 +118,7 @@ export function parseManifest(text: string, file: string, registeredBy: string, 
     throw new ManifestError(file, issue.path.join('.'), issue.message);
   }
   const events = parsed.data.artifacts.map((a, i) => {
+    checkMetadataAsWritten(doc, text, file, i);
     const ref = refFor(a);
     if (a.kind === 'model' && a.ref && a.ref !== ref) {
       throw new ManifestError(file, `artifacts.${i}.ref`, `a model's ref is ${ref} (from its name and version); remove ref or make it match`);

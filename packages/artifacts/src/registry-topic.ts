@@ -1,25 +1,51 @@
 import { randomUUID } from 'node:crypto';
-import type { Kafka } from 'kafkajs';
+import type { Kafka, Message, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import {
   avroType,
   createRegistry,
+  registryEndpoint,
   AvroDecoder,
   encodeFramed,
   loadSchema,
   registerAvro,
   registryFetcher,
   valueSubject,
+  type DecodeFailure,
 } from '@dlog/contracts';
+import { chunkMessages } from '@dlog/kafka';
 import { ArtifactState, registrationDifferences, registrationKey, type ArtifactEventRecord } from './artifact-state.js';
+
+export interface RegistryFollowerStats {
+  /** Registrations read (each time read: a restarted follower reads them again). */
+  read: number;
+  /** Registrations that cannot be read, ever, and were skipped: by reason. */
+  skipped: number;
+  skippedBy: Partial<Record<DecodeFailure, number>>;
+  /** Batches given back to be read again: their schema not (yet) served, or the registry not answering. */
+  retried: number;
+}
 
 export interface RegistryFollower {
   readonly state: ArtifactState;
+  readonly stats: RegistryFollowerStats;
   stop(): Promise<void>;
 }
 
 const artifactType = avroType('artifact-event');
 
+/**
+ * A registration whose writer schema the registry does not serve (yet): a registry replica that
+ * lags the one it was registered on, or a registry restored from an older backup. Skipping it
+ * would lose the version in this process for good, and let a later, refused registration of the
+ * same ref take its place here alone; so the batch is given back to the consumer, which reads it
+ * again after its retry backoff.
+ */
+export class RegistrationNotReadableYetError extends Error {
+  override readonly name = 'RegistrationNotReadableYetError';
+  /** Retriable in the project's taxonomy, and to kafkajs, which restarts a consumer that crashed on it. */
+  readonly retriable = true;
+}
 
 /**
  * Rebuilds the registry from the compacted topic and resolves once it has read up to the end
@@ -36,7 +62,11 @@ export async function loadArtifactState(opts: {
   onEvent?: (event: ArtifactEventRecord, outcome: string) => void;
 }): Promise<RegistryFollower> {
   const state = new ArtifactState();
-  const decoder = new AvroDecoder<ArtifactEventRecord>(artifactType, registryFetcher(opts.schemaRegistryUrl));
+  const stats: RegistryFollowerStats = { read: 0, skipped: 0, skippedBy: {}, retried: 0 };
+  // An unknown id is asked again at every delivery of its batch (TTL 0): the consumer's backoff
+  // paces the asking, and the batch waits on nothing else.
+  const decoder = new AvroDecoder<ArtifactEventRecord>(artifactType, registryFetcher(opts.schemaRegistryUrl), 0);
+  const registryBase = registryEndpoint(opts.schemaRegistryUrl).base;
   const admin = opts.kafka.admin();
   await admin.connect();
   const ends = await admin.fetchTopicOffsets(opts.topic);
@@ -50,21 +80,45 @@ export async function loadArtifactState(opts: {
   let caughtUp!: () => void;
   const ready = new Promise<void>((resolve) => (caughtUp = resolve));
   if (pending.size === 0) caughtUp();
+  /** Why each partition's last batch was given back: what a load that runs out of time failed on. */
+  const failures = new Map<number, string>();
   await consumer.run({
     autoCommit: false,
     eachBatch: async ({ batch }) => {
-      await decoder.prepare(batch.messages.map((m) => m.value));
-      for (const m of batch.messages) {
-        const decoded = decoder.decode(m.value);
-        if (!decoded.ok) {
-          opts.log.warn({ topic: opts.topic, partition: batch.partition, offset: m.offset, reason: decoded.reason }, 'unreadable registration skipped');
+      try {
+        await decoder.prepare(batch.messages.map((m) => m.value));
+      } catch (err) {
+        stats.retried++;
+        failures.set(batch.partition, `the schema registry at ${registryBase} failed: ${(err as Error).message}`);
+        opts.log.warn({ topic: opts.topic, partition: batch.partition, err: (err as Error).message }, 'registrations not read: the schema registry failed; reading them again');
+        throw err;
+      }
+      const decoded = batch.messages.map((m) => ({ m, d: decoder.decode(m.value) }));
+      // Before any of the batch is applied, so that reading it again applies nothing twice.
+      const waiting = decoded.find(({ d }) => !d.ok && d.reason === 'unknown_schema_id');
+      if (waiting && !waiting.d.ok) {
+        stats.retried++;
+        const failure = `${waiting.d.message} at ${registryBase}, so the registration at partition ${batch.partition} offset ${waiting.m.offset} cannot be read; point SCHEMA_REGISTRY_URL at the registry its writer registered the schema in`;
+        failures.set(batch.partition, failure);
+        opts.log.warn({ topic: opts.topic, partition: batch.partition, offset: waiting.m.offset, reason: waiting.d.reason }, 'registration not readable yet: its schema is not in the registry; reading it again');
+        throw new RegistrationNotReadableYetError(failure);
+      }
+      for (const { m, d } of decoded) {
+        stats.read++;
+        if (!d.ok) {
+          // Not a framed registration, or one no schema can turn into this contract's: reading it
+          // again would read the same.
+          stats.skipped++;
+          stats.skippedBy[d.reason] = (stats.skippedBy[d.reason] ?? 0) + 1;
+          opts.log.warn({ topic: opts.topic, partition: batch.partition, offset: m.offset, reason: d.reason, error: d.message }, 'unreadable registration skipped');
           continue;
         }
-        const event = decoded.value;
+        const event = d.value;
         const outcome = state.apply(event);
         if (outcome === 'conflict') opts.log.warn({ ref: event.ref, digest: event.digest }, 'conflicting registration ignored: versions are immutable');
         opts.onEvent?.(event, outcome);
       }
+      failures.delete(batch.partition);
       const last = batch.messages.length ? BigInt(batch.lastOffset()) : -1n;
       if (pending.has(batch.partition) && last >= (targets.get(batch.partition) ?? 0n)) {
         pending.delete(batch.partition);
@@ -78,20 +132,26 @@ export async function loadArtifactState(opts: {
     await Promise.race([
       ready,
       new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Artifact registry ${opts.topic} not read to its end within ${timeout} ms`)), timeout);
+        timer = setTimeout(() => {
+          const why = [...failures.values()];
+          reject(new Error(`Artifact registry ${opts.topic} not read to its end within ${timeout} ms${why.length ? `: ${why.join('; ')}` : ''}`));
+        }, timeout);
       }),
     ]);
   } catch (err) {
-    await consumer.disconnect();
+    // kafkajs stops a consumer between two attempts at a batch, and it may be waiting out a
+    // backoff of up to 10 s: the error is not held that long, the stop goes on behind it.
+    const stopped = consumer.disconnect().catch((e: unknown) => opts.log.warn({ err: (e as Error).message }, 'registry reader did not stop cleanly'));
+    await Promise.race([stopped, new Promise((r) => setTimeout(r, 1_000).unref())]);
     throw err;
   } finally {
     clearTimeout(timer);
   }
   if (!opts.follow) {
     await consumer.disconnect();
-    return { state, stop: async () => {} };
+    return { state, stats, stop: async () => {} };
   }
-  return { state, stop: () => consumer.disconnect() };
+  return { state, stats, stop: () => consumer.disconnect() };
 }
 
 export interface RegistrationConflict {
@@ -172,11 +232,7 @@ export async function registerArtifacts(opts: {
   const producer = opts.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
   try {
-    await producer.send({
-      topic: opts.topic,
-      acks: -1,
-      messages: fresh.map((e) => ({ key: registrationKey(e), value: encodeFramed(artifactType, id, e) })),
-    });
+    await writeRegistrations(producer, opts.topic, fresh.map((e) => ({ key: registrationKey(e), value: encodeFramed(artifactType, id, e) })));
   } finally {
     await producer.disconnect();
   }
@@ -195,6 +251,26 @@ export async function registerArtifacts(opts: {
     );
   }
   return result;
+}
+
+/**
+ * Writes registrations in sends the broker takes whatever their number (one send of 2,200 was
+ * past its default 1 MiB). Sends are not atomic together; a failure says how many were written,
+ * and registering the manifest again writes only the rest, as those are no-ops then.
+ */
+export async function writeRegistrations(producer: Pick<Producer, 'send'>, topic: string, messages: Message[]): Promise<void> {
+  let written = 0;
+  for (const part of chunkMessages(messages)) {
+    try {
+      await producer.send({ topic, acks: -1, messages: part });
+    } catch (err) {
+      throw new Error(
+        `Writing registrations to ${topic} failed after ${written} of ${messages.length} were written (${(err as Error).message}). Register the manifest again: those written are no-ops, the rest is written.`,
+        { cause: err },
+      );
+    }
+    written += part.length;
+  }
 }
 
 function conflictWith(kept: ArtifactEventRecord, refused: ArtifactEventRecord): RegistrationConflict {

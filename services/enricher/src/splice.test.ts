@@ -67,6 +67,34 @@ describe('EnrichmentSplicer', () => {
     assert.deepEqual(e.artifacts.map((a) => a.role), ['model']);
   });
 
+  it('bounds its memo by the bytes it holds, not only by its entries', () => {
+    // Bounded at 50,000 entries alone, 20,000 ref sets of a model with 1,000 ancestors held 1.9 GiB.
+    // Here each tail is as large as lineage gets (256 KiB: long refs), so 64 MiB holds ~250.
+    const sp = splicer();
+    const state = new ArtifactState();
+    const r = decision(sampleEnrichedDecision(1));
+    const shards = Array.from({ length: 1000 }, (_, i) => `s3://ml-data/clickstream/${'daily/'.repeat(40)}2023-${String(i).padStart(5, '0')}`);
+    for (const ref of shards) state.apply(art('dataset', ref, `sha256:${'1'.repeat(64)}`));
+    state.apply(art('model', `registry://models/${r.model.name}:${r.model.version}`, r.model.digest ?? `sha256:${'2'.repeat(64)}`, shards));
+    let last: { body: Buffer; value: Buffer } | undefined;
+    for (let i = 0; i < 300; i++) {
+      // One environment per producer host: a ref set each.
+      const body = decisionType.toBuffer({ ...r, environment_digest: `sha256:${i.toString(16).padStart(64, '0')}` });
+      const out = sp.splice(body, 1, state, 5);
+      assert.ok(!('error' in out));
+      last = { body, value: out.value };
+    }
+    const { entries, bytes } = sp.memoSize;
+    assert.ok(bytes <= 64 * 1024 * 1024, `${bytes} bytes`);
+    assert.ok(entries < 300 && entries > 200, `${entries} entries`);
+    // What the memo still holds is still right, and what it let go is made again.
+    const expected = enrichedType.toBuffer(enrich(decisionType.fromBuffer(last!.body) as DecisionRecordRecord, state, 5));
+    assert.deepEqual(last!.value.subarray(5), expected);
+    const first = decisionType.toBuffer({ ...r, environment_digest: `sha256:${(0).toString(16).padStart(64, '0')}` });
+    const again = sp.splice(first, 1, state, 5);
+    assert.ok(!('error' in again) && again.lineageBytes > 250 * 1024 && again.lineageCutVia.length === 1);
+  });
+
   it('refuses a truncated body, trailing bytes and garbage, saying which', () => {
     const sp = splicer();
     const body = decisionType.toBuffer(decision(sampleEnrichedDecision(2)));

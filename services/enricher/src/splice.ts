@@ -1,7 +1,7 @@
 import avro, { type Schema, type Type } from 'avsc';
 import type { ArtifactState } from '@dlog/artifacts';
 import { loadSchema, writeAvroLong, type DecisionRecordRecord } from '@dlog/contracts';
-import { resolveEnrichment } from './enrich.js';
+import { MAX_LINEAGE_BYTES, resolveEnrichment } from './enrich.js';
 
 type RecordSchema = { type: 'record'; name: string; namespace?: string; fields: { name: string; type: Schema }[] };
 
@@ -26,6 +26,35 @@ function holdsEnum(t: Type, seen = new Set<Type>()): boolean {
   return false;
 }
 
+/**
+ * The memo's bounds. Entries: the ref sets a busy enricher sees (models x images x environments)
+ * fit many times over. Bytes: what the entries hold, mostly their lineage, up to MAX_LINEAGE_BYTES
+ * each. 64 MiB keeps hundreds of the largest lineages, or all 50,000 ordinary tails of a few
+ * hundred bytes, beside the worker's batches; a bound on entries alone let 20,000 tails of 1,000
+ * ancestors each take 1.9 GiB.
+ */
+const MEMO_MAX_ENTRIES = 50_000;
+const MEMO_MAX_BYTES = 64 * 1024 * 1024;
+/** A memo entry's cost besides its tail and key: the Map slot, the entry and its Buffer. */
+const MEMO_ENTRY_OVERHEAD = 256;
+
+/** A spliced record and what its enrichment found. */
+export interface Spliced {
+  value: Buffer;
+  unresolved: boolean;
+  /** A ref's digest or kind differs from its registration (listed in `digest_mismatches`). */
+  mismatch: boolean;
+  /** A ref is registered as another kind than its role. */
+  kindMismatch: boolean;
+  /** As in `ResolvedEnrichment`. */
+  lineageCutVia: string[];
+  lineageBytes: number;
+  /** Pointers in the record's lineage. */
+  lineageKept: number;
+}
+
+type MemoEntry = Omit<Spliced, 'value'> & { tail: Buffer; cost: number };
+
 /** Canonical form of a run of fields: equal forms mean byte-identical encodings. */
 function canonical(namespace: string | undefined, fields: RecordSchema['fields']): string {
   return JSON.stringify(avro.Type.forSchema({ type: 'record', name: 'Probe', namespace, fields } as Schema).schema());
@@ -40,7 +69,8 @@ function canonical(namespace: string | undefined, fields: RecordSchema['fields']
  *   index is checked against the symbols, as decoding does), and skips (but walks) every other
  *   field, so a truncated or malformed body is still refused, as is one with trailing bytes;
  * - the encoded enrichment is memoised per set of references while the registry state does not
- *   grow (it only grows: versions never change), and only `enriched_at` is written per record.
+ *   grow (it only grows: versions never change), and only `enriched_at` is written per record;
+ *   the memo is bounded by entries and by the bytes they hold, the oldest going first.
  *
  * Only bodies written in the contract's own schema qualify; anything else takes the decode path.
  */
@@ -49,7 +79,8 @@ export class EnrichmentSplicer {
   private readonly refsType: Type;
   private readonly resolver: avro.Resolver;
   private readonly tailType: Type;
-  private readonly memo = new Map<string, { tail: Buffer; unresolved: boolean; mismatch: boolean }>();
+  private readonly memo = new Map<string, MemoEntry>();
+  private memoBytes = 0;
   private memoStateSize = -1;
 
   private constructor(decision: RecordSchema, enrichedTail: RecordSchema['fields']) {
@@ -85,9 +116,10 @@ export class EnrichmentSplicer {
 
   /**
    * Framed enriched record for a decision body (without its 5-byte frame), or an error message
-   * when the body is not a complete decision record.
+   * when the body is not a complete decision record. `lineageBytes` lowers the lineage's bound
+   * (MAX_LINEAGE_BYTES) for a decision too large to carry all of it; such records are not memoised.
    */
-  splice(body: Buffer, outputId: number, state: ArtifactState, now: number): { value: Buffer; unresolved: boolean; mismatch: boolean } | { error: string } {
+  splice(body: Buffer, outputId: number, state: ArtifactState, now: number, lineageBytes?: number): Spliced | { error: string } {
     let refs: Refs;
     try {
       const r = this.refsType.decode(body, 0, this.resolver);
@@ -98,24 +130,66 @@ export class EnrichmentSplicer {
     } catch (err) {
       return { error: `invalid Avro record: ${this.whyInvalid(body, err)}` };
     }
-    if (state.size !== this.memoStateSize || this.memo.size > 50_000) {
+    if (state.size !== this.memoStateSize) {
       this.memo.clear();
+      this.memoBytes = 0;
       this.memoStateSize = state.size;
     }
-    const key = memoKey(refs);
-    let tail = this.memo.get(key);
-    if (!tail) {
-      const e = resolveEnrichment(refs, state);
-      tail = { tail: this.tailType.toBuffer(e), unresolved: e.unresolved_refs.length > 0, mismatch: e.digest_mismatches.length > 0 };
-      this.memo.set(key, tail);
-    }
-    const value = Buffer.allocUnsafe(5 + body.length + tail.tail.length + 10);
+    const entry = lineageBytes === undefined ? this.memoised(refs, state) : this.entry(refs, state, lineageBytes, '');
+    const { tail } = entry;
+    const value = Buffer.allocUnsafe(5 + body.length + tail.length + 10);
     value[0] = 0;
     value.writeInt32BE(outputId, 1);
     body.copy(value, 5);
-    tail.tail.copy(value, 5 + body.length);
-    const end = writeAvroLong(value, 5 + body.length + tail.tail.length, now);
-    return { value: value.subarray(0, end), unresolved: tail.unresolved, mismatch: tail.mismatch };
+    tail.copy(value, 5 + body.length);
+    const end = writeAvroLong(value, 5 + body.length + tail.length, now);
+    return {
+      value: value.subarray(0, end),
+      unresolved: entry.unresolved,
+      mismatch: entry.mismatch,
+      kindMismatch: entry.kindMismatch,
+      lineageCutVia: entry.lineageCutVia,
+      lineageBytes: entry.lineageBytes,
+      lineageKept: entry.lineageKept,
+    };
+  }
+
+  private memoised(refs: Refs, state: ArtifactState): MemoEntry {
+    const key = memoKey(refs);
+    const hit = this.memo.get(key);
+    if (hit) return hit;
+    const entry = this.entry(refs, state, MAX_LINEAGE_BYTES, key);
+    // Oldest first (a Map iterates in insertion order): a ref set still in use comes back at once.
+    for (const [k, old] of this.memo) {
+      if (this.memo.size < MEMO_MAX_ENTRIES && this.memoBytes + entry.cost <= MEMO_MAX_BYTES) break;
+      this.memo.delete(k);
+      this.memoBytes -= old.cost;
+    }
+    this.memo.set(key, entry);
+    this.memoBytes += entry.cost;
+    return entry;
+  }
+
+  private entry(refs: Refs, state: ArtifactState, lineageBytes: number, key: string): MemoEntry {
+    const r = resolveEnrichment(refs, state, lineageBytes);
+    const e = r.enrichment;
+    const tail = this.tailType.toBuffer(e);
+    return {
+      tail,
+      unresolved: e.unresolved_refs.length > 0,
+      mismatch: e.digest_mismatches.length > 0,
+      kindMismatch: r.kindMismatches.length > 0,
+      lineageCutVia: r.lineageCutVia,
+      lineageBytes: r.lineageBytes,
+      lineageKept: e.lineage.length,
+      // Strings are UTF-16 in the heap.
+      cost: tail.length + 2 * key.length + MEMO_ENTRY_OVERHEAD,
+    };
+  }
+
+  /** Bytes the memo holds, by the estimate it is bounded by. */
+  get memoSize(): { entries: number; bytes: number } {
+    return { entries: this.memo.size, bytes: this.memoBytes };
   }
 
   /** The decode path's reason (the resolver's own names no type: "invalid undefined enum index"); only on refusal. */
