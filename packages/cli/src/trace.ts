@@ -306,7 +306,13 @@ export function formatTrace(t: TraceResult): string {
     if (d.pii_key_id) out.push(kv('pii key', d.pii_key_id));
     out.push(kv('producer', `${String(d.producer_service)}  ${String(d.producer_sdk)}  ${String(d.producer_host ?? '')}`.trim()));
     if (!d.resolved || (d.unresolved_refs as string[]).length || (d.digest_mismatches as string[]).length) {
-      out.push(kv('⚠ unresolved', [...(d.unresolved_refs as string[]), ...(d.digest_mismatches as string[]).map((m) => `digest mismatch ${m}`)].join(', ') || 'yes'));
+      // A ref is in digest_mismatches for another digest than registered, or for a registered kind
+      // other than the role it fills (the record's artifacts entry shows both).
+      const mismatch = (ref: string) => {
+        const a = p.artifacts.find((x) => x.ref === ref);
+        return a && a.kind !== a.role ? `kind mismatch ${ref} (registered as ${a.kind}, named as ${a.role})` : `digest mismatch ${ref}`;
+      };
+      out.push(kv('⚠ unresolved', [...(d.unresolved_refs as string[]), ...(d.digest_mismatches as string[]).map(mismatch)].join(', ') || 'yes'));
     }
     if (p.registeredSince.length) {
       out.push('');
