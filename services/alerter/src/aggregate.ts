@@ -51,13 +51,80 @@ export interface DeadLetterAgg {
 const maxDistinctDecisions = 200;
 const maxDistinctRefs = 20;
 
+/** What a decision adds to a baseline record besides its text: about its count in JSON. */
+const entryOverheadBytes = 24;
+
+/** A decision's share of a baseline record: its UTF-8 bytes and its count. */
+export function decisionEntryBytes(decision: string): number {
+  return Buffer.byteLength(decision) + entryOverheadBytes;
+}
+
+/**
+ * Bytes the distinct decisions of one version may take in a pane, and so in a window merged from
+ * panes, counted as a baseline record counts them (`decisionEntryBytes`, room for "(other)"
+ * included). A count alone let generated answers of 16 KB keep 3 MiB per version per pane, copied
+ * on every batch that added to it. The same bound as a baseline record's decisions, so the window
+ * a version was judged on is the one its record restores. 200 decisions of up to 300 bytes fit,
+ * kept as they always were; past the budget new decisions are pooled as "(other)", as PSI pools
+ * its tail and its singletons.
+ */
+export const maxDecisionBytes = 64 * 1024;
+const keptDecisionBytes = maxDecisionBytes - decisionEntryBytes(otherCategory);
+
+/**
+ * A decision longer than this is pooled on sight. A label or a step name is far shorter; text this
+ * long is as good as unique, so PSI would pool it anyway; and a few of them must not take the
+ * budget from the categories that come after them. Checked before the map is searched, as looking
+ * up a long string costs its length.
+ */
+const maxDecisionKeyBytes = 1024;
+
+/**
+ * decisions map → `decisionEntryBytes` of its keys but "(other)". Beside the map, not in
+ * VersionAgg, which is compared, copied and written as it is; a map it has not seen (a copied pane,
+ * a decoded baseline) is counted once. Maps of decisions change only through `bumpDecision`.
+ */
+const keptBytes = new WeakMap<ReadonlyMap<string, number>, number>();
+
+function bytesOf(decisions: ReadonlyMap<string, number>): number {
+  let bytes = keptBytes.get(decisions);
+  if (bytes === undefined) {
+    bytes = 0;
+    for (const k of decisions.keys()) if (k !== otherCategory) bytes += decisionEntryBytes(k);
+    keptBytes.set(decisions, bytes);
+  }
+  return bytes;
+}
+
 export function emptyAgg(): VersionAgg {
   return { n: 0, weight: 0, confN: 0, confWeight: 0, confSum: 0, unresolvedN: 0, unresolvedWeight: 0, decisions: new Map(), unresolvedRefs: new Map() };
 }
 
-function bump(map: Map<string, number>, key: string, by: number, cap: number, overflow: string | undefined): void {
-  const k = map.has(key) || map.size < cap ? key : overflow;
-  if (k !== undefined) map.set(k, (map.get(k) ?? 0) + by);
+function bump(map: Map<string, number>, key: string, by: number, cap: number): void {
+  if (map.has(key) || map.size < cap) map.set(key, (map.get(key) ?? 0) + by);
+}
+
+/** Counts a decision in its own bin while the count and byte budgets allow a new one, else in "(other)". */
+function bumpDecision(decisions: Map<string, number>, decision: string, by: number): void {
+  if (decision.length <= maxDecisionKeyBytes) {
+    const count = decisions.get(decision);
+    if (count !== undefined) {
+      decisions.set(decision, count + by);
+      return;
+    }
+    if (decisions.size < maxDistinctDecisions && decision !== otherCategory) {
+      const text = Buffer.byteLength(decision);
+      const cost = text + entryOverheadBytes;
+      const bytes = bytesOf(decisions);
+      // length counts UTF-16 units: a decision of many-byte characters can still be over.
+      if (text <= maxDecisionKeyBytes && bytes + cost <= keptDecisionBytes) {
+        keptBytes.set(decisions, bytes + cost);
+        decisions.set(decision, by);
+        return;
+      }
+    }
+  }
+  decisions.set(otherCategory, (decisions.get(otherCategory) ?? 0) + by);
 }
 
 export function addDecision(agg: VersionAgg, d: DecisionObservation): void {
@@ -72,9 +139,9 @@ export function addDecision(agg: VersionAgg, d: DecisionObservation): void {
   if (!d.resolved) {
     agg.unresolvedN++;
     agg.unresolvedWeight += d.weight;
-    for (const ref of d.unresolvedRefs) bump(agg.unresolvedRefs, ref, 1, maxDistinctRefs, undefined);
+    for (const ref of d.unresolvedRefs) bump(agg.unresolvedRefs, ref, 1, maxDistinctRefs);
   }
-  bump(agg.decisions, d.decision, d.weight, maxDistinctDecisions, otherCategory);
+  bumpDecision(agg.decisions, d.decision, d.weight);
 }
 
 export function mergeAgg(into: VersionAgg, from: VersionAgg): void {
@@ -85,8 +152,8 @@ export function mergeAgg(into: VersionAgg, from: VersionAgg): void {
   into.confSum += from.confSum;
   into.unresolvedN += from.unresolvedN;
   into.unresolvedWeight += from.unresolvedWeight;
-  for (const [k, v] of from.decisions) bump(into.decisions, k, v, maxDistinctDecisions, otherCategory);
-  for (const [k, v] of from.unresolvedRefs) bump(into.unresolvedRefs, k, v, maxDistinctRefs, undefined);
+  for (const [k, v] of from.decisions) bumpDecision(into.decisions, k, v);
+  for (const [k, v] of from.unresolvedRefs) bump(into.unresolvedRefs, k, v, maxDistinctRefs);
 }
 
 export function meanConfidence(agg: VersionAgg): number | undefined {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { VersionAgg } from './aggregate.js';
+import { decisionEntryBytes, maxDecisionBytes, type VersionAgg } from './aggregate.js';
 import { otherCategory } from './psi.js';
 import type { AlerterState } from './engine.js';
 import { parseSubjectKey, splitKey, subjectKey, type HistoryEntry } from './evaluate.js';
@@ -41,26 +41,27 @@ const valueSchema = z
 const keySchema = z.tuple([z.string(), z.string(), z.string(), z.string()]);
 
 /**
- * Bounds on a record. Decisions can be free text (agent steps, up to 200 distinct values of up
- * to the event size each), and one record over the broker's message.max.bytes (1 MiB by default)
- * would fail its batch's transaction every time it is tried again. Beyond `maxDecisionBytes` the
- * least frequent decisions are pooled as "(other)", as PSI pools its tail anyway; a record still
- * over `maxRecordBytes` (identifiers of absurd length) is not written.
+ * Bounds on a record. Decisions can be free text (agent steps), and one record over the broker's
+ * message.max.bytes (1 MiB by default) would fail its batch's transaction every time it is tried
+ * again. Windows already keep their decisions within `maxDecisionBytes` (aggregate.ts), so a
+ * record holds the window as it was judged; an entry over it all the same is cut down here, the
+ * least frequent decisions pooled as "(other)", as PSI pools its tail anyway. A record still over
+ * `maxRecordBytes` (identifiers of absurd length) is not written.
  */
-export const maxDecisionBytes = 64 * 1024;
+export { maxDecisionBytes };
 export const maxRecordBytes = 256 * 1024;
 
 function boundedDecisions(decisions: ReadonlyMap<string, number>): [string, number][] {
   const all = [...decisions];
   let bytes = 0;
-  for (const [k] of all) bytes += Buffer.byteLength(k) + 24;
+  for (const [k] of all) bytes += decisionEntryBytes(k);
   if (bytes <= maxDecisionBytes) return all;
   all.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   const kept: [string, number][] = [];
   let other = 0;
-  bytes = Buffer.byteLength(otherCategory) + 24;
+  bytes = decisionEntryBytes(otherCategory);
   for (const [k, v] of all) {
-    const cost = Buffer.byteLength(k) + 24;
+    const cost = decisionEntryBytes(k);
     if (k === otherCategory || bytes + cost > maxDecisionBytes) other += v;
     else {
       kept.push([k, v]);
