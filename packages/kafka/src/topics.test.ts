@@ -14,11 +14,12 @@ interface Existing {
 
 /**
  * A broker as ensureTopics sees it: `existing` topics, and its answers, in order, to the metadata
- * wait for topics it creates (then every partition has a leader).
+ * wait for topics it creates (then every partition has a leader), and errors its first offset
+ * requests meet.
  */
-function admin(existing: Record<string, Existing>, metadataAnswers: (Error | 'leaderless')[] = []) {
+function admin(existing: Record<string, Existing>, metadataAnswers: (Error | 'leaderless')[] = [], offsetAnswers: Error[] = []) {
   const topics = new Map(Object.entries(existing));
-  const calls = { created: [] as string[][], grown: [] as { topic: string; count: number }[], altered: [] as { name: string; entries: string[] }[], metadataWaits: 0 };
+  const calls = { created: [] as string[][], grown: [] as { topic: string; count: number }[], altered: [] as { name: string; entries: string[] }[], metadataWaits: 0, offsetAsks: 0 };
   const a = {
     listTopics: async () => [...topics.keys()],
     createTopics: async (o: { topics: { topic: string; numPartitions: number; configEntries?: { name: string; value: string }[] }[] }) => {
@@ -39,6 +40,12 @@ function admin(existing: Record<string, Existing>, metadataAnswers: (Error | 'le
           partitions: Array.from({ length: topics.get(name)?.partitions ?? 1 }, (_, partitionId) => ({ partitionId, leader, replicas: [1], isr: [1], partitionErrorCode: 0, offlineReplicas: [] })),
         })),
       };
+    },
+    fetchTopicOffsets: async (topic: string) => {
+      calls.offsetAsks++;
+      const answer = offsetAnswers.shift();
+      if (answer) throw answer;
+      return Array.from({ length: topics.get(topic)?.partitions ?? 1 }, (_, partition) => ({ partition, offset: '0', high: '0', low: '0' }));
     },
     createPartitions: async (o: { topicPartitions: { topic: string; count: number }[] }) => {
       for (const tp of o.topicPartitions) {
@@ -69,6 +76,14 @@ function admin(existing: Record<string, Existing>, metadataAnswers: (Error | 'le
 }
 
 const unknownTopic = () => Object.assign(new Error('This server does not host this topic-partition'), { type: 'UNKNOWN_TOPIC_OR_PARTITION', retriable: true });
+
+test('waits until a created topic\'s leader answers for its offsets, which the metadata announces a moment early', async () => {
+  const notLeader = () => Object.assign(new Error('This server is not the leader for that topic-partition'), { type: 'NOT_LEADER_FOR_PARTITION', retriable: true });
+  const { admin: a, calls } = admin({}, [], [notLeader(), notLeader()]);
+  assert.deepEqual(await ensureTopics(a, defs, 1, { delayMs: 1 }), ['a', 'b']);
+  assert.ok(calls.offsetAsks >= 4, `${calls.offsetAsks} offset requests`);
+  await assert.rejects(ensureTopics(admin({}, [], [new Error('authorization failed')]).admin, defs, 1, { delayMs: 1 }), /authorization failed/);
+});
 
 test('waits out a just-started broker that does not know the topics it has just created', async () => {
   // kafkajs's own wait threw on the first such answer, and the worker starting with it died.

@@ -75,6 +75,20 @@ export async function ensureTopics(admin: TopicAdmin, topics: TopicDefinition[],
       const meta = await admin.fetchTopicMetadata({ topics: [...waitFor] });
       const leaderless = meta.topics.flatMap((t) => t.partitions.filter((p) => p.leader < 0).map((p) => `${t.name}:${p.partitionId}`));
       if (leaderless.length > 0) throw Object.assign(new Error(`partitions without a leader yet: ${leaderless.join(', ')}`), { retriable: true });
+      // The metadata names a leader a moment before that broker acts as one: its offsets were
+      // then refused with NOT_LEADER_FOR_PARTITION, which kafkajs's fetchTopicOffsets does not
+      // retry, and a worker reading them at start (the alerter's replay) failed its start.
+      for (const name of waitFor) {
+        try {
+          await admin.fetchTopicOffsets(name);
+        } catch (err) {
+          const type = (err as { type?: string }).type;
+          if (type === 'NOT_LEADER_FOR_PARTITION' || type === 'LEADER_NOT_AVAILABLE' || type === 'UNKNOWN_TOPIC_OR_PARTITION') {
+            throw Object.assign(new Error(`${name} has no leader answering yet (${type})`, { cause: err }), { retriable: true });
+          }
+          throw err;
+        }
+      }
       return [...new Set(created)];
     } catch (err) {
       if (attempt >= attempts || (err as { retriable?: unknown }).retriable !== true) throw err;
@@ -84,7 +98,7 @@ export async function ensureTopics(admin: TopicAdmin, topics: TopicDefinition[],
 }
 
 /** The admin calls ensureTopics makes (kafkajs's Admin has them). */
-export type TopicAdmin = Pick<Admin, 'listTopics' | 'createTopics' | 'fetchTopicMetadata' | 'createPartitions' | 'describeConfigs' | 'alterConfigs'>;
+export type TopicAdmin = Pick<Admin, 'listTopics' | 'createTopics' | 'fetchTopicMetadata' | 'fetchTopicOffsets' | 'createPartitions' | 'describeConfigs' | 'alterConfigs'>;
 
 /**
  * Topics that exist but fall short of their definition, made right where that loses nothing. A
