@@ -84,7 +84,9 @@ export function registrationDifferences(a: ArtifactEventRecord, b: ArtifactEvent
  */
 export class ArtifactState {
   private readonly byRef = new Map<string, ArtifactEventRecord>();
+  /** Refused registrations, each once however often the topic is read again (by event id). */
   readonly conflicts: ArtifactEventRecord[] = [];
+  private readonly conflictIds = new Set<string>();
   private readonly ancestorCache = new Map<string, Lineage>();
   private cachedPointers = 0;
 
@@ -114,7 +116,8 @@ export class ArtifactState {
       // A new artifact can complete the lineage of ones already cached.
       this.ancestorCache.clear();
       this.cachedPointers = 0;
-    } else if (outcome === 'conflict') {
+    } else if (outcome === 'conflict' && !this.conflictIds.has(event.event_id)) {
+      this.conflictIds.add(event.event_id);
       this.conflicts.push(event);
     }
     return outcome;

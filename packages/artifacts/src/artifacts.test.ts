@@ -22,8 +22,12 @@ describe('ArtifactState', () => {
     const s = new ArtifactState();
     assert.equal(s.apply(art('m', d('a'))), 'added');
     assert.equal(s.apply(art('m', d('a'))), 'unchanged');
-    assert.equal(s.apply(art('m', d('b'))), 'conflict');
+    const refused = art('m', d('b'));
+    assert.equal(s.apply(refused), 'conflict');
     assert.equal(s.get('m')?.digest, d('a'));
+    assert.equal(s.conflicts.length, 1);
+    // The same refused registration read again (a follower reading the topic once more): once.
+    assert.equal(s.apply(refused), 'conflict');
     assert.equal(s.conflicts.length, 1);
   });
 
@@ -314,7 +318,8 @@ describe('registry topic', () => {
 
   /**
    * A one-partition topic read as kafkajs reads it: a batch from the last offset handled, and a
-   * batch whose handler throws delivered again after a backoff.
+   * batch whose handler throws delivered again after a backoff (the follower retries within its
+   * handler; were it to throw, this would still deliver the batch again).
    */
   function topicOf(values: Buffer[]) {
     const log = [...values];
@@ -331,7 +336,7 @@ describe('registry topic', () => {
         const messages = log.slice(from).map((value, i) => ({ offset: String(from + i), value, key: null, headers: {}, timestamp: '0', attributes: 0 }));
         const batch = { topic, partition: 0, messages, lastOffset: () => String(log.length - 1) };
         try {
-          await eachBatch({ batch } as unknown as EachBatchPayload);
+          await eachBatch({ batch, heartbeat: async () => {}, isRunning: () => !stopped, isStale: () => false } as unknown as EachBatchPayload);
           next = from + messages.length;
         } catch {
           await new Promise((r) => setTimeout(r, 20));
@@ -381,6 +386,22 @@ describe('registry topic', () => {
       /not read to its end within 300 ms: schema id 11 is not in the registry at http:\/\/sr, so the registration at partition 0 offset 0 cannot be read; point SCHEMA_REGISTRY_URL at the registry/,
     );
     assert.ok(Date.now() - started < 1_500, `${Date.now() - started} ms`);
+  });
+
+  it('skips a registration whose schema never appears once its grace is over, counts it, and reads on', async () => {
+    // Held for good, it stopped every enricher start (and dlog register's read-back) until the
+    // compacted topic dropped it, which it does not while it is its key's newest record.
+    registryAnswers((id) => (id === 11 ? 404 : 200));
+    const topicLog = topicOf([encodeFramed(t, 11, reg(d('a'), 'lost')), encodeFramed(t, 12, { ...reg(d('c'), 'other'), ref: 'registry://models/other:1', name: 'other', version: '1' })]);
+    const f = await loadArtifactState({ kafka: topicLog.kafka, topic, schemaRegistryUrl: 'http://sr', log: silent, follow: true, timeoutMs: 10_000, unknownSchemaGraceMs: 300 });
+    try {
+      assert.equal(f.state.get('registry://models/loan-approver:2.5.0'), undefined);
+      assert.equal(f.state.get('registry://models/other:1')?.event_id, 'other');
+      assert.deepEqual([f.stats.skipped, f.stats.skippedBy], [1, { unknown_schema_id: 1 }]);
+      assert.ok(f.stats.retried >= 1);
+    } finally {
+      await f.stop();
+    }
   });
 
   it('skips and counts only what can never be read, and reads the rest', async () => {

@@ -17,7 +17,6 @@ export {
   loadArtifactState,
   registerArtifacts,
   RegistrationConflictError,
-  RegistrationNotReadableYetError,
   type RegistrationConflict,
   type RegistryFollower,
   type RegistryFollowerStats,

@@ -34,18 +34,6 @@ export interface RegistryFollower {
 
 const artifactType = avroType('artifact-event');
 
-/**
- * A registration whose writer schema the registry does not serve (yet): a registry replica that
- * lags the one it was registered on, or a registry restored from an older backup. Skipping it
- * would lose the version in this process for good, and let a later, refused registration of the
- * same ref take its place here alone; so the batch is given back to the consumer, which reads it
- * again after its retry backoff.
- */
-export class RegistrationNotReadableYetError extends Error {
-  override readonly name = 'RegistrationNotReadableYetError';
-  /** Retriable in the project's taxonomy, and to kafkajs, which restarts a consumer that crashed on it. */
-  readonly retriable = true;
-}
 
 /**
  * Rebuilds the registry from the compacted topic and resolves once it has read up to the end
@@ -60,11 +48,13 @@ export async function loadArtifactState(opts: {
   follow?: boolean;
   timeoutMs?: number;
   onEvent?: (event: ArtifactEventRecord, outcome: string) => void;
+  /** How long a registration whose schema the registry does not serve is waited for before it is skipped. */
+  unknownSchemaGraceMs?: number;
 }): Promise<RegistryFollower> {
   const state = new ArtifactState();
   const stats: RegistryFollowerStats = { read: 0, skipped: 0, skippedBy: {}, retried: 0 };
-  // An unknown id is asked again at every delivery of its batch (TTL 0): the consumer's backoff
-  // paces the asking, and the batch waits on nothing else.
+  const graceMs = opts.unknownSchemaGraceMs ?? 30_000;
+  // An unknown id is asked again at every attempt (TTL 0): the wait between attempts paces it.
   const decoder = new AvroDecoder<ArtifactEventRecord>(artifactType, registryFetcher(opts.schemaRegistryUrl), 0);
   const registryBase = registryEndpoint(opts.schemaRegistryUrl).base;
   const admin = opts.kafka.admin();
@@ -82,26 +72,42 @@ export async function loadArtifactState(opts: {
   if (pending.size === 0) caughtUp();
   /** Why each partition's last batch was given back: what a load that runs out of time failed on. */
   const failures = new Map<number, string>();
+  let stopping = false;
   await consumer.run({
     autoCommit: false,
-    eachBatch: async ({ batch }) => {
-      try {
-        await decoder.prepare(batch.messages.map((m) => m.value));
-      } catch (err) {
+    // The batch is retried here, with heartbeats, not thrown back to kafkajs: after its retries
+    // kafkajs restarts the consumer, which (this group commits nothing) reads the whole topic
+    // again, every ten seconds while the cause lasts; and a connection error it does not retry at
+    // all, leaving the follower stopped with no word.
+    eachBatch: async ({ batch, heartbeat, isRunning, isStale }) => {
+      const values = batch.messages.map((m) => m.value);
+      let decoded: { m: (typeof batch.messages)[number]; d: ReturnType<typeof decoder.decode> }[] = [];
+      let waitingSince: number | undefined;
+      for (let attempt = 0; ; attempt++) {
+        if (stopping || !isRunning() || isStale()) return;
+        let why: string;
+        try {
+          await decoder.prepare(values);
+          decoded = batch.messages.map((m) => ({ m, d: decoder.decode(m.value) }));
+          // Before any of the batch is applied, so waiting for it applies nothing twice.
+          const waiting = decoded.find(({ d }) => !d.ok && d.reason === 'unknown_schema_id');
+          if (!waiting || waiting.d.ok) break;
+          waitingSince ??= Date.now();
+          why = `${waiting.d.message} at ${registryBase}, so the registration at partition ${batch.partition} offset ${waiting.m.offset} cannot be read; point SCHEMA_REGISTRY_URL at the registry its writer registered the schema in`;
+          if (Date.now() - waitingSince >= graceMs) {
+            // A registry replica lagging has caught up by now; one that never will would hold
+            // every registration behind it, and every start, for good: skipped and counted.
+            opts.log.error({ topic: opts.topic, partition: batch.partition, offset: waiting.m.offset, graceMs }, `registration skipped: ${why}`);
+            break;
+          }
+        } catch (err) {
+          why = `the schema registry at ${registryBase} failed: ${(err as Error).message}`;
+        }
         stats.retried++;
-        failures.set(batch.partition, `the schema registry at ${registryBase} failed: ${(err as Error).message}`);
-        opts.log.warn({ topic: opts.topic, partition: batch.partition, err: (err as Error).message }, 'registrations not read: the schema registry failed; reading them again');
-        throw err;
-      }
-      const decoded = batch.messages.map((m) => ({ m, d: decoder.decode(m.value) }));
-      // Before any of the batch is applied, so that reading it again applies nothing twice.
-      const waiting = decoded.find(({ d }) => !d.ok && d.reason === 'unknown_schema_id');
-      if (waiting && !waiting.d.ok) {
-        stats.retried++;
-        const failure = `${waiting.d.message} at ${registryBase}, so the registration at partition ${batch.partition} offset ${waiting.m.offset} cannot be read; point SCHEMA_REGISTRY_URL at the registry its writer registered the schema in`;
-        failures.set(batch.partition, failure);
-        opts.log.warn({ topic: opts.topic, partition: batch.partition, offset: waiting.m.offset, reason: waiting.d.reason }, 'registration not readable yet: its schema is not in the registry; reading it again');
-        throw new RegistrationNotReadableYetError(failure);
+        failures.set(batch.partition, why);
+        if (attempt % 10 === 0) opts.log.warn({ topic: opts.topic, partition: batch.partition, attempt }, `registrations not read yet, reading them again: ${why}`);
+        await new Promise((r) => setTimeout(r, Math.min(5_000, 200 * 2 ** Math.min(attempt, 5))));
+        await heartbeat();
       }
       for (const { m, d } of decoded) {
         stats.read++;
@@ -141,6 +147,7 @@ export async function loadArtifactState(opts: {
   } catch (err) {
     // kafkajs stops a consumer between two attempts at a batch, and it may be waiting out a
     // backoff of up to 10 s: the error is not held that long, the stop goes on behind it.
+    stopping = true;
     const stopped = consumer.disconnect().catch((e: unknown) => opts.log.warn({ err: (e as Error).message }, 'registry reader did not stop cleanly'));
     await Promise.race([stopped, new Promise((r) => setTimeout(r, 1_000).unref())]);
     throw err;
@@ -148,10 +155,18 @@ export async function loadArtifactState(opts: {
     clearTimeout(timer);
   }
   if (!opts.follow) {
+    stopping = true;
     await consumer.disconnect();
     return { state, stats, stop: async () => {} };
   }
-  return { state, stats, stop: () => consumer.disconnect() };
+  return {
+    state,
+    stats,
+    stop: () => {
+      stopping = true;
+      return consumer.disconnect();
+    },
+  };
 }
 
 export interface RegistrationConflict {

@@ -85,7 +85,8 @@ export async function createEnricher(opts: {
    * The record schema has no field saying its lineage is cut (adding one is a contract change),
    * so it is counted and logged; `dlog lineage` shows the whole of it.
    */
-  const counted = (f: { unresolved: boolean; mismatch: boolean; kindMismatch: boolean; lineageCutVia: string[]; kept: number }, now: number) => {
+  // Fields, not a spread of the splice's result: this runs for every decision.
+  const counted = (f: { unresolved: boolean; mismatch: boolean; kindMismatch: boolean; lineageCutVia: string[] }, kept: number, now: number) => {
     if (f.unresolved) stats.unresolved++;
     if (f.mismatch) stats.digestMismatches++;
     if (f.kindMismatch) stats.kindMismatches++;
@@ -95,7 +96,7 @@ export async function createEnricher(opts: {
     if (now - lastCutWarning < CUT_WARNING_INTERVAL_MS) return;
     lastCutWarning = now;
     log.warn(
-      { via: f.lineageCutVia, kept: f.kept, maxPointers: MAX_LINEAGE_POINTERS, maxBytes: MAX_LINEAGE_BYTES, lineageCut: stats.lineageCut },
+      { via: f.lineageCutVia, kept, maxPointers: MAX_LINEAGE_POINTERS, maxBytes: MAX_LINEAGE_BYTES, lineageCut: stats.lineageCut },
       'lineage cut: decisions carry only the nearest ancestors of these artifacts; dlog lineage <ref> shows all of them',
     );
   };
@@ -144,7 +145,7 @@ export async function createEnricher(opts: {
                 continue;
               }
               if (tooLarge(m, r.value, ctx, now, dead)) continue;
-              counted({ ...r, kept: r.lineageKept }, now);
+              counted(r, r.lineageKept, now);
               out.push({ key: m.key, value: r.value });
               continue;
             }
@@ -171,8 +172,8 @@ export async function createEnricher(opts: {
                 mismatch: e.digest_mismatches.length > 0,
                 kindMismatch: resolved.kindMismatches.length > 0,
                 lineageCutVia: resolved.lineageCutVia,
-                kept: e.lineage.length,
               },
+              e.lineage.length,
               now,
             );
             out.push({ key: m.key, value });

@@ -5,7 +5,7 @@ import { ArtifactState, type ArtifactEventRecord } from '@dlog/artifacts';
 import { avroType, loadSchema, type DecisionRecordRecord, type EnrichedDecisionRecord } from '@dlog/contracts';
 import { sampleEnrichedDecision, sampleEdgeDecision } from '../../sink/src/sample-records.js';
 import { enrich } from './enrich.js';
-import { EnrichmentSplicer } from './splice.js';
+import { MEMO_MAX_BYTES, EnrichmentSplicer } from './splice.js';
 
 const decisionType = avroType('decision-record');
 const enrichedType = avroType('enriched-decision');
@@ -69,7 +69,7 @@ describe('EnrichmentSplicer', () => {
 
   it('bounds its memo by the bytes it holds, not only by its entries', () => {
     // Bounded at 50,000 entries alone, 20,000 ref sets of a model with 1,000 ancestors held 1.9 GiB.
-    // Here each tail is as large as lineage gets (256 KiB: long refs), so 64 MiB holds ~250.
+    // Here each tail is as large as lineage gets (256 KiB: long refs), so 256 MiB holds ~1,000.
     const sp = splicer();
     const state = new ArtifactState();
     const r = decision(sampleEnrichedDecision(1));
@@ -77,16 +77,23 @@ describe('EnrichmentSplicer', () => {
     for (const ref of shards) state.apply(art('dataset', ref, `sha256:${'1'.repeat(64)}`));
     state.apply(art('model', `registry://models/${r.model.name}:${r.model.version}`, r.model.digest ?? `sha256:${'2'.repeat(64)}`, shards));
     let last: { body: Buffer; value: Buffer } | undefined;
-    for (let i = 0; i < 300; i++) {
-      // One environment per producer host: a ref set each.
-      const body = decisionType.toBuffer({ ...r, environment_digest: `sha256:${i.toString(16).padStart(64, '0')}` });
+    const n = Math.ceil(MEMO_MAX_BYTES / (256 * 1024)) + 100;
+    const host = (i: number) => `sha256:${i.toString(16).padStart(64, '0')}`;
+    const busy = decisionType.toBuffer({ ...r, environment_digest: host(1e9) });
+    for (let i = 0; i < n; i++) {
+      // One environment per producer host: a ref set each; and one busy host all along.
+      const body = decisionType.toBuffer({ ...r, environment_digest: host(i) });
       const out = sp.splice(body, 1, state, 5);
       assert.ok(!('error' in out));
       last = { body, value: out.value };
+      assert.ok(!('error' in sp.splice(busy, 1, state, 5)));
     }
     const { entries, bytes } = sp.memoSize;
-    assert.ok(bytes <= 64 * 1024 * 1024, `${bytes} bytes`);
-    assert.ok(entries < 300 && entries > 200, `${entries} entries`);
+    assert.ok(bytes <= MEMO_MAX_BYTES, `${bytes} bytes`);
+    assert.ok(entries < n && entries > n - 300, `${entries} entries of ${n}`);
+    const keys = [...(sp as unknown as { memo: Map<string, unknown> }).memo.keys()];
+    assert.ok(keys.some((k) => k.includes(host(1e9))), 'the busy host, inserted first, is kept: the least recently used go');
+    assert.ok(!keys.some((k) => k.includes(host(0))), 'the first of the rest went');
     // What the memo still holds is still right, and what it let go is made again.
     const expected = enrichedType.toBuffer(enrich(decisionType.fromBuffer(last!.body) as DecisionRecordRecord, state, 5));
     assert.deepEqual(last!.value.subarray(5), expected);

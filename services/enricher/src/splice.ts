@@ -29,12 +29,13 @@ function holdsEnum(t: Type, seen = new Set<Type>()): boolean {
 /**
  * The memo's bounds. Entries: the ref sets a busy enricher sees (models x images x environments)
  * fit many times over. Bytes: what the entries hold, mostly their lineage, up to MAX_LINEAGE_BYTES
- * each. 64 MiB keeps hundreds of the largest lineages, or all 50,000 ordinary tails of a few
- * hundred bytes, beside the worker's batches; a bound on entries alone let 20,000 tails of 1,000
- * ancestors each take 1.9 GiB.
+ * each. 256 MiB keeps about 2,700 ref sets of a model with 1,000 ancestors (one per producer host,
+ * as the environment is one of the refs), or all 50,000 ordinary tails of a few hundred bytes; a
+ * bound on entries alone let 20,000 tails of 1,000 ancestors each take 1.9 GiB. Past it a miss
+ * costs ~12 times a hit, so the least recently used go first.
  */
 const MEMO_MAX_ENTRIES = 50_000;
-const MEMO_MAX_BYTES = 64 * 1024 * 1024;
+export const MEMO_MAX_BYTES = 256 * 1024 * 1024;
 /** A memo entry's cost besides its tail and key: the Map slot, the entry and its Buffer. */
 const MEMO_ENTRY_OVERHEAD = 256;
 
@@ -157,9 +158,15 @@ export class EnrichmentSplicer {
   private memoised(refs: Refs, state: ArtifactState): MemoEntry {
     const key = memoKey(refs);
     const hit = this.memo.get(key);
-    if (hit) return hit;
+    if (hit) {
+      // To the back of the Map's order: eviction takes the least recently used, not the oldest
+      // inserted, so ref sets taken in turn do not push each other out one by one.
+      this.memo.delete(key);
+      this.memo.set(key, hit);
+      return hit;
+    }
     const entry = this.entry(refs, state, MAX_LINEAGE_BYTES, key);
-    // Oldest first (a Map iterates in insertion order): a ref set still in use comes back at once.
+    // Least recently used first (a Map iterates in insertion order, and a hit moves to its end).
     for (const [k, old] of this.memo) {
       if (this.memo.size < MEMO_MAX_ENTRIES && this.memoBytes + entry.cost <= MEMO_MAX_BYTES) break;
       this.memo.delete(k);
