@@ -404,6 +404,24 @@ describe('registry topic', () => {
     }
   });
 
+  it('gives an unserved schema its grace once, not again for every batch of registrations written with it', async () => {
+    // Per batch, a registry topic of several batches under such an id outlasted the load timeout.
+    registryAnswers((id) => (id === 11 ? 404 : 200));
+    const topicLog = topicOf([encodeFramed(t, 11, reg(d('a'), 'lost-1'))]);
+    const f = await loadArtifactState({ kafka: topicLog.kafka, topic, schemaRegistryUrl: 'http://sr', log: silent, follow: true, timeoutMs: 10_000, unknownSchemaGraceMs: 400 });
+    try {
+      assert.equal(f.stats.skippedBy.unknown_schema_id, 1);
+      const started = Date.now();
+      topicLog.append(encodeFramed(t, 11, { ...reg(d('b'), 'lost-2'), ref: 'registry://models/b:1', name: 'b', version: '1' }));
+      topicLog.append(encodeFramed(t, 12, { ...reg(d('c'), 'read'), ref: 'registry://models/c:1', name: 'c', version: '1' }));
+      await waitFor(() => f.state.get('registry://models/c:1') !== undefined, { timeoutMs: 5_000, what: 'the registration behind it' });
+      assert.ok(Date.now() - started < 300, `a later batch waited ${Date.now() - started} ms`);
+      assert.equal(f.stats.skippedBy.unknown_schema_id, 2);
+    } finally {
+      await f.stop();
+    }
+  });
+
   it('skips and counts only what can never be read, and reads the rest', async () => {
     const { calls } = registryAnswers(() => 200);
     const f = await loadArtifactState({

@@ -73,6 +73,9 @@ export async function loadArtifactState(opts: {
   /** Why each partition's last batch was given back: what a load that runs out of time failed on. */
   const failures = new Map<number, string>();
   let stopping = false;
+  /** Schema id → when a registration written with it was first found unserved: its grace runs once, not per batch. */
+  const unservedSince = new Map<number, number>();
+  const unservedReported = new Set<number>();
   await consumer.run({
     autoCommit: false,
     // The batch is retried here, with heartbeats, not thrown back to kafkajs: after its retries
@@ -82,7 +85,6 @@ export async function loadArtifactState(opts: {
     eachBatch: async ({ batch, heartbeat, isRunning, isStale }) => {
       const values = batch.messages.map((m) => m.value);
       let decoded: { m: (typeof batch.messages)[number]; d: ReturnType<typeof decoder.decode> }[] = [];
-      let waitingSince: number | undefined;
       for (let attempt = 0; ; attempt++) {
         if (stopping || !isRunning() || isStale()) return;
         let why: string;
@@ -90,16 +92,32 @@ export async function loadArtifactState(opts: {
           await decoder.prepare(values);
           decoded = batch.messages.map((m) => ({ m, d: decoder.decode(m.value) }));
           // Before any of the batch is applied, so waiting for it applies nothing twice.
-          const waiting = decoded.find(({ d }) => !d.ok && d.reason === 'unknown_schema_id');
-          if (!waiting || waiting.d.ok) break;
-          waitingSince ??= Date.now();
-          why = `${waiting.d.message} at ${registryBase}, so the registration at partition ${batch.partition} offset ${waiting.m.offset} cannot be read; point SCHEMA_REGISTRY_URL at the registry its writer registered the schema in`;
-          if (Date.now() - waitingSince >= graceMs) {
-            // A registry replica lagging has caught up by now; one that never will would hold
-            // every registration behind it, and every start, for good: skipped and counted.
-            opts.log.error({ topic: opts.topic, partition: batch.partition, offset: waiting.m.offset, graceMs }, `registration skipped: ${why}`);
+          // Registrations whose schema is not served and still within its grace. A registry replica
+          // lagging has caught up by then; one that never will would hold every registration
+          // behind it, and every start, for good: past its grace an id's registrations are skipped
+          // and counted, in this batch and every later one.
+          const now = Date.now();
+          let waiting: (typeof decoded)[number] | undefined;
+          for (const x of decoded) {
+            if (x.d.ok || x.d.reason !== 'unknown_schema_id' || !x.m.value) continue;
+            const id = x.m.value.readInt32BE(1);
+            const since = unservedSince.get(id) ?? now;
+            unservedSince.set(id, since);
+            if (now - since < graceMs) {
+              waiting = x;
+              break;
+            }
+          }
+          if (!waiting) {
+            for (const { m, d } of decoded) {
+              if (d.ok || d.reason !== 'unknown_schema_id' || !m.value || unservedReported.has(m.value.readInt32BE(1))) continue;
+              // Once an id: every later registration written with it is skipped too (and counted).
+              unservedReported.add(m.value.readInt32BE(1));
+              opts.log.error({ topic: opts.topic, partition: batch.partition, offset: m.offset, graceMs }, `registration skipped: ${d.message} at ${registryBase}; point SCHEMA_REGISTRY_URL at the registry its writer registered the schema in`);
+            }
             break;
           }
+          why = `${!waiting.d.ok ? waiting.d.message : ''} at ${registryBase}, so the registration at partition ${batch.partition} offset ${waiting.m.offset} cannot be read; point SCHEMA_REGISTRY_URL at the registry its writer registered the schema in`;
         } catch (err) {
           why = `the schema registry at ${registryBase} failed: ${(err as Error).message}`;
         }
