@@ -83,7 +83,8 @@ export async function ensureTopics(admin: TopicAdmin, topics: TopicDefinition[],
           await admin.fetchTopicOffsets(name);
         } catch (err) {
           const type = (err as { type?: string }).type;
-          if (type === 'NOT_LEADER_FOR_PARTITION' || type === 'LEADER_NOT_AVAILABLE' || type === 'UNKNOWN_TOPIC_OR_PARTITION') {
+          // (kafkajs retries UNKNOWN_TOPIC_OR_PARTITION itself; these two it gives up on at once.)
+          if (type === 'NOT_LEADER_FOR_PARTITION' || type === 'LEADER_NOT_AVAILABLE') {
             throw Object.assign(new Error(`${name} has no leader answering yet (${type})`, { cause: err }), { retriable: true });
           }
           throw err;

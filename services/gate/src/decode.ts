@@ -48,6 +48,27 @@ function forbiddenSegments(value: unknown, depth: number): string[] | undefined 
   return undefined;
 }
 
+const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Whether any string or key in a parsed JSON value holds an unpaired surrogate (walked without recursion: nesting may be deep). */
+function holdsLoneSurrogate(value: unknown): boolean {
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v === 'string') {
+      if (loneSurrogate.test(v)) return true;
+    } else if (Array.isArray(v)) {
+      for (const x of v) stack.push(x);
+    } else if (v !== null && typeof v === 'object') {
+      for (const [k, x] of Object.entries(v)) {
+        if (loneSurrogate.test(k)) return true;
+        stack.push(x);
+      }
+    }
+  }
+  return false;
+}
+
 function schemaViolation(type: Type, value: unknown): Result<never> {
   let first: { path: string; missing: boolean; expected: string } | undefined;
   type.isValid(value, {
@@ -168,6 +189,9 @@ export function decodeEvent(bytes: Buffer | null, type: Type, schemas: SchemaRes
   }
   const bad = findForbiddenKey(raw, '');
   if (bad) return deadLetter('validate', 'forbidden_key', `forbidden key at ${bad}`);
+  // Valid UTF-8 bytes carry no lone surrogate; a `\ud800` escape does, and parses. No Unicode
+  // text: refused, where the Avro encoder turned it into U+FFFD in strings over 64 bytes.
+  if (text.includes('\\u') && holdsLoneSurrogate(raw)) return deadLetter('decode', 'invalid_utf8', 'JSON event holds a lone surrogate (an unpaired \\uD800-\\uDFFF escape)');
 
   let input: unknown;
   if (raw.input !== undefined && raw.input_json !== undefined) {

@@ -178,6 +178,11 @@ describe('decodeEvent', () => {
     assert.equal(reason(Buffer.from([0x7b, 0xff, 0xfe, 0x7d])), 'invalid_utf8');
     // Valid JSON, valid UTF-8 bytes, but a lone surrogate in a string: no Unicode text.
     assert.equal(reason(Buffer.from(JSON.stringify(event()).replace('"loan-api"', '"loan-api\\ud800"'))), 'invalid_utf8');
+    // In a long string too (the Avro encoder wrote those as U+FFFD, and the event passed), in a
+    // key, and deep in the input; a pair, and an escaped backslash before u, are fine.
+    assert.equal(reason(Buffer.from(JSON.stringify(event()).replace('"loan-api"', `"${'x'.repeat(100)}\\udc00"`))), 'invalid_utf8');
+    assert.equal(reason(json(event({ input: { a: [{ ['k\ud800']: 1 }] } }))), 'invalid_utf8');
+    assert.notEqual(reason(Buffer.from(JSON.stringify(event()).replace('"loan-api"', '"loan-api\\ud83d\\ude00 \\\\ud800"'))), 'invalid_utf8');
     const { endpoint: _e, ...noEndpoint } = event();
     assert.equal(reason(json(noEndpoint)), 'missing_field');
     assert.equal(reason(json(event({ ts: 'yesterday' }))), 'wrong_type');
