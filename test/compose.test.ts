@@ -11,6 +11,7 @@ interface ComposeService {
   build?: unknown;
   command?: string[];
   init?: boolean;
+  stop_grace_period?: string;
   environment?: Record<string, string | number>;
   ports?: string[];
 }
@@ -60,6 +61,8 @@ describe('docker-compose.yml', () => {
     for (const [name, service] of ours) {
       assert.deepEqual(service.command?.slice(0, 3), ['node', '--import', 'tsx'], `service ${name}: ${service.command?.join(' ')}`);
       assert.equal(service.init, true, `service ${name} has no init: true`);
+      // Longer than the shutdown's own limit (DLOG_SHUTDOWN_TIMEOUT_MS, 15 s by default).
+      assert.match(service.stop_grace_period ?? '', /^(1[6-9]|[2-9]\d)s$/, `service ${name}: stop_grace_period ${service.stop_grace_period}`);
     }
   });
 
