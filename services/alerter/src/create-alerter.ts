@@ -114,6 +114,24 @@ export async function createAlerter(opts: {
   /** Kept connected for the ownership check, which runs about once a hop. */
   let groupAdmin: Admin | undefined;
 
+  /**
+   * Decodes a batch and hands each readable record to `use`; returns how many could not be read.
+   * Our own workers wrote them: one we cannot read is skipped and counted, never fatal.
+   */
+  async function decodeEach<T>(d: AvroDecoder<T>, what: string, topic: string, partition: number, messages: KafkaMessage[], use: (value: T) => void): Promise<number> {
+    await d.prepare(messages.map((m) => m.value));
+    let bad = 0;
+    for (const m of messages) {
+      const r = d.decode(m.value);
+      if (!r.ok) {
+        if (bad++ === 0) log.warn({ reason: r.reason, message: r.message, topic, partition, offset: m.offset }, `undecodable ${what} skipped`);
+        continue;
+      }
+      use(r.value);
+    }
+    return bad;
+  }
+
   /** Feeds a batch into the state; returns how many records could not be read. */
   async function observe(state: AlerterState, topic: string, partition: number, messages: KafkaMessage[]): Promise<number> {
     const now = Date.now();
@@ -121,31 +139,8 @@ export async function createAlerter(opts: {
       for (const m of messages) engine.observeDeadLetter(state, `${topic}:${partition}`, toDeadLetterObservation(m), now);
       return 0;
     }
-    if (topic === topics.counts) {
-      await countsDecoder.prepare(messages.map((m) => m.value));
-      let bad = 0;
-      for (const m of messages) {
-        const r = countsDecoder.decode(m.value);
-        if (!r.ok) {
-          if (bad++ === 0) log.warn({ reason: r.reason, message: r.message, topic, partition, offset: m.offset }, 'undecodable gate counts skipped');
-          continue;
-        }
-        engine.observeGateCounts(state, r.value);
-      }
-      return bad;
-    }
-    await decoder.prepare(messages.map((m) => m.value));
-    let bad = 0;
-    for (const m of messages) {
-      const r = decoder.decode(m.value);
-      if (!r.ok) {
-        // The enricher wrote it; a record we cannot read is skipped and counted, never fatal.
-        if (bad++ === 0) log.warn({ reason: r.reason, message: r.message, topic, partition, offset: m.offset }, 'undecodable enriched decision skipped');
-        continue;
-      }
-      engine.observeDecision(state, `${topic}:${partition}`, toDecisionObservation(r.value), now);
-    }
-    return bad;
+    if (topic === topics.counts) return decodeEach(countsDecoder, 'gate counts', topic, partition, messages, (c) => engine.observeGateCounts(state, c));
+    return decodeEach(decoder, 'enriched decision', topic, partition, messages, (d) => engine.observeDecision(state, `${topic}:${partition}`, toDecisionObservation(d), now));
   }
 
   const toMessage = (a: AlertRecord): Message => ({
