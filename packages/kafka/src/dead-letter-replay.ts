@@ -194,13 +194,23 @@ export async function replayDeadLetters(opts: ReplayOptions): Promise<ReplayRepo
       // at the first transaction, not at connect: one running meanwhile kept committing while
       // this one read the log, and letters went twice. So: fence first, leaving a record this run
       // then reads up to, which makes the read of the log complete by construction.
-      const fence = await producer.transaction();
-      try {
-        await fence.send({ topic: opts.replayLog, messages: [{ key: fenceKey, value: nonce }], acks: -1 });
-        await fence.commit();
-      } catch (err) {
-        await fence.abort().catch(() => undefined);
-        throw err;
+      // The broker answers CONCURRENT_TRANSACTIONS while it settles the earlier run's open
+      // transaction, longer than kafkajs's own retries when that run was mid-batch on a busy
+      // broker: asked again until the transaction timeout would have settled it anyway.
+      const deadline = Date.now() + 75_000;
+      for (let attempt = 1; ; attempt++) {
+        let fence: Awaited<ReturnType<typeof producer.transaction>> | undefined;
+        try {
+          fence = await producer.transaction();
+          await fence.send({ topic: opts.replayLog, messages: [{ key: fenceKey, value: nonce }], acks: -1 });
+          await fence.commit();
+          break;
+        } catch (err) {
+          await fence?.abort().catch(() => undefined);
+          if (!concurrentTransactions(err) || Date.now() > deadline) throw err;
+          if (attempt === 1) log.info('an earlier replay\'s transaction is being settled; waiting for it');
+          await new Promise((r) => setTimeout(r, Math.min(5_000, 250 * attempt)));
+        }
       }
     }
     const done = new Set<string>();
@@ -258,7 +268,9 @@ export async function replayDeadLetters(opts: ReplayOptions): Promise<ReplayRepo
           await tx.commit();
         } catch (err) {
           await tx.abort().catch((abortErr: unknown) => log.warn({ err: abortErr }, 'replay transaction abort failed'));
-          const fenced = /epoch|fenced/i.test(String((err as { type?: string }).type ?? '') + (err as Error).message);
+          // Fenced, or (while a newer run's start settles this one's transaction) told of a
+          // concurrent operation on it: either way another run has this transactional id now.
+          const fenced = /epoch|fenced/i.test(String((err as { type?: string }).type ?? '') + (err as Error).message) || concurrentTransactions(err);
           if (fenced) {
             const so = Object.values(report.replayed).reduce((a, b) => a + b, 0);
             throw new Error(`another dlog dlq replay of this pipeline started and took over; this one stopped after replaying ${so} letter(s). Nothing is replayed twice: run it again once the other is done.`, { cause: err });
@@ -274,4 +286,14 @@ export async function replayDeadLetters(opts: ReplayOptions): Promise<ReplayRepo
     await producer?.disconnect();
   }
   return report;
+}
+
+/** CONCURRENT_TRANSACTIONS, as kafkajs reports it (itself, or as the cause of its retries' end). */
+function concurrentTransactions(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && depth < 5; depth++) {
+    const x = e as { type?: string; message?: string; originalError?: unknown; cause?: unknown };
+    if (x.type === 'CONCURRENT_TRANSACTIONS' || /concurrent operation on the same transaction/i.test(x.message ?? '')) return true;
+    e = x.originalError ?? x.cause;
+  }
+  return false;
 }
