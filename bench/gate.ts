@@ -16,12 +16,14 @@ import { avroType, createRegistry, canonicalJson, inputHash, loadSchema, registe
 import { createKafka, ensureTopics, loadTopicDefinitions, nativeClientFor, withPrefix } from '@dlog/kafka';
 import { createGate } from '@dlog/gate';
 import { createLogger } from '@dlog/runtime';
+import { requireStack } from './require-stack.js';
 
 const events = Number(process.env.BENCH_EVENTS ?? 200_000);
 const runs = Number(process.env.BENCH_RUNS ?? 3);
 const log = createLogger({ name: 'bench', level: 'warn' });
 const prefix = `bench-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}.`;
 const config = loadConfig({ ...process.env, DLOG_TOPIC_PREFIX: prefix, LOG_LEVEL: 'warn' });
+await requireStack(config);
 const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'bench-gate', log });
 const rawTopic = `${prefix}inference.raw`;
 

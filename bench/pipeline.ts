@@ -23,6 +23,7 @@ import { createKafka, ensurePipelineTopics } from '@dlog/kafka';
 import { createLogger } from '@dlog/runtime';
 import { createDecisionLogger } from '@dlog/sdk';
 import { queryViaEndpoint } from '@dlog/store';
+import { requireStack } from './require-stack.js';
 
 const events = Number(process.env.BENCH_EVENTS ?? 100_000);
 /** Decisions per second to record at; 0: as fast as the SDK takes them (measures throughput). */
@@ -35,6 +36,7 @@ const dataDir = path.join(runDir, 'clickhouse');
 const queryPort = 20_000 + Math.floor(Math.random() * 20_000);
 const env = { ...process.env, DLOG_TOPIC_PREFIX: prefix, CLICKHOUSE_DATA_DIR: dataDir, DLOG_QUERY_PORT: String(queryPort), LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn' };
 const config = loadConfig(env);
+await requireStack(config);
 
 function vmHwmMiB(pid: number): number | undefined {
   try {

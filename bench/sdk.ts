@@ -18,6 +18,7 @@ import { canonicalJson, loadSchema, sha256Tagged } from '@dlog/contracts';
 import { createKafka, ensureTopics, nativeCall, pickNativeKafka, type KafkaClientKind } from '@dlog/kafka';
 import { createLogger } from '@dlog/runtime';
 import { createDecisionLogger, type Decision } from '@dlog/sdk';
+import { requireStack } from './require-stack.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -41,6 +42,7 @@ const batchEvents = 5_000;
 const batchBytes = 900 * 1024;
 
 const config = loadConfig();
+await requireStack(config);
 const log = createLogger({ name: 'bench-sdk', level: 'error' });
 const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'bench-sdk', log });
 const admin = kafka.admin();

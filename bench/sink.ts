@@ -22,10 +22,12 @@ import { writeFileSync } from 'node:fs';
 import { avroType, loadSchema } from '@dlog/contracts';
 import { createSink, produceSamples, sampleEnrichedDecision, sinkNativeClient, toDecisionRow } from '../services/sink/src/index.js';
 import { avroInsertSql, avroReaders, ContainerBuilder, decisionColumns, splitForReaders } from '../services/sink/src/avro-rows.js';
+import { requireStack } from './require-stack.js';
 
 const rows = Number(process.argv[2] ?? 300_000);
 const batchRows = Number(process.argv[3] ?? 50_000);
 const config = loadConfig();
+await requireStack(config);
 const log = createLogger({ name: 'bench-sink', level: process.env.LOG_LEVEL ?? 'warn' });
 const run = `bench-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
 const prefix = `${run}.`;
