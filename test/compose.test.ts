@@ -44,7 +44,7 @@ describe('docker-compose.yml', () => {
   it('points our services at the compose components', () => {
     for (const [name, service] of ours) {
       const c = loadConfig(Object.fromEntries(Object.entries(service.environment ?? {}).filter(([k]) => !k.endsWith('_FILE')).map(([k, v]) => [k, String(v)])));
-      assert.deepEqual(c.kafkaBrokers, ['kafka:9092'], name);
+      assert.deepEqual(c.kafkaBrokers, ['kafka:29092'], name);
       assert.match(c.schemaRegistryUrl, /^http:\/\/registry:8080\/apis\/ccompat\/v7$/, name);
       assert.equal(c.clickhouseUrl, 'http://clickhouse:8123', name);
     }
@@ -64,6 +64,32 @@ describe('docker-compose.yml', () => {
       // Longer than the shutdown's own limit (DLOG_SHUTDOWN_TIMEOUT_MS, 15 s by default).
       assert.match(service.stop_grace_period ?? '', /^(1[6-9]|[2-9]\d)s$/, `service ${name}: stop_grace_period ${service.stop_grace_period}`);
     }
+  });
+
+  it('advertises Kafka to the containers and, on the published port, to dlog on the host', () => {
+    const env = compose.services.kafka?.environment ?? {};
+    const listeners = new Map(String(env.KAFKA_LISTENERS).split(',').map((l) => [l.split('://')[0], Number(l.split(':').at(-1))]));
+    const advertised = new Map(String(env.KAFKA_ADVERTISED_LISTENERS).split(',').map((l) => [l.split('://')[0], l.split('://')[1]]));
+    for (const [name, service] of ours) {
+      const broker = String(service.environment?.KAFKA_BROKERS);
+      assert.ok([...advertised.values()].includes(broker), `service ${name}: ${broker} is not an advertised listener`);
+    }
+    const published = (compose.services.kafka?.ports ?? []).map((p) => p.split(':'));
+    assert.ok(published.length > 0, 'Kafka publishes no port');
+    for (const [, hostPort, containerPort] of published) {
+      const listener = [...listeners].find(([, port]) => port === Number(containerPort))?.[0];
+      assert.ok(listener, `published port ${containerPort} is no listener's`);
+      // A client on the host is sent to the advertised address next: it must be the host's.
+      assert.equal(advertised.get(listener), `127.0.0.1:${hostPort}`, `listener ${listener} advertises ${advertised.get(listener)}`);
+    }
+  });
+
+  it('builds an image that installs the way CI does, with what the services run under', () => {
+    const dockerfile = readFileSync(path.join(root, 'Dockerfile'), 'utf8');
+    // npm ci refuses chdb's per-platform optional packages as an out-of-sync lock file.
+    assert.doesNotMatch(dockerfile.replace(/#.*$/gm, ''), /npm ci\b/);
+    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    assert.ok(pkg.dependencies.tsx, 'tsx must be a runtime dependency: the services run as node --import tsx');
   });
 
   it('publishes ports on loopback only', () => {
