@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -142,6 +142,14 @@ describe('loadConfig', () => {
     const missing = configError({ CLICKHOUSE_PASSWORD_FILE: path.join(dir, 'nope') });
     assert.equal(missing.field, 'CLICKHOUSE_PASSWORD_FILE');
     assert.ok(!missing.message.includes('s3cret'));
+  });
+});
+
+describe('README', () => {
+  it('documents every variable the config module reads', () => {
+    const readme = readFileSync(path.resolve(import.meta.dirname, '../../../README.md'), 'utf8');
+    const missing = Object.values(fields).map((f) => f.env).filter((env) => !readme.includes(`\`${env}\``));
+    assert.deepEqual(missing, [], 'add these to the table in README.md (Pointing it at real servers)');
   });
 });
 
