@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { ArtifactEventRecord } from '@dlog/contracts';
 
 export type { ArtifactEventRecord, ArtifactKind } from '@dlog/contracts';
@@ -182,18 +181,14 @@ export function environmentRef(digest: string): string {
 }
 
 /**
- * Kafka key of a registration on the compacted topic: ref, digest and a short hash of what else it
- * says of the version. Compaction keeps only the last message of a key, so any two registrations
- * that readers tell apart must have two keys, or the refused one (later in the log) would replace
- * the one every reader kept: a second digest, and since a same-digest registration with other
- * parents or metadata is refused too, the same digest with other content. Identical ones (a retry,
- * or the same manifest registered again) share the key and collapse. 64 bits of sha256 are
- * plenty: a collision needs two different contents for one ref and digest, not two among all.
+ * Kafka key of a registration on the compacted topic: its ref and its event id, so compaction
+ * removes nothing but a retry of the same write. Compaction keeps only the last message of a key,
+ * and every reader keeps the first registration of a ref in the log: two runs that wrote the same
+ * content under one key, with another digest written between them by a third, lost the earlier
+ * copy to compaction, and the refused one in the middle became the one every restarted reader kept
+ * (while running readers and ClickHouse kept the first). `dlog register` writes only what the
+ * registry does not hold yet, so the topic grows by new registrations and races, not by reruns.
  */
 export function registrationKey(event: ArtifactEventRecord): string {
-  // All of the content, environments' names and metadata too: of two that readers take as one,
-  // compaction would otherwise keep the later and show its name where readers showed the first.
-  const c = registrationContent(event);
-  const hash = createHash('sha256').update(JSON.stringify([c.kind, c.uri, c.name, c.version, c.parents, c.metadata])).digest('hex').slice(0, 16);
-  return `${event.ref}@${event.digest}@${hash}`;
+  return `${event.ref}@${event.event_id}`;
 }
