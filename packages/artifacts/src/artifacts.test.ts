@@ -4,7 +4,7 @@ import { afterEach, describe, it } from 'node:test';
 import type { EachBatchPayload, Kafka, Message } from 'kafkajs';
 import pino from 'pino';
 import { ArtifactState, registrationKey, type ArtifactEventRecord } from './artifact-state.js';
-import { loadArtifactState, RegistrationConflictError, writeRegistrations } from './registry-topic.js';
+import { loadArtifactState, registerArtifacts, RegistrationConflictError, writeRegistrations } from './registry-topic.js';
 import { ManifestError, parseManifest, readManifest } from './manifest.js';
 import avro from 'avsc';
 import { avroType, AvroDecoder, encodeFramed, loadSchema } from '@dlog/contracts';
@@ -58,29 +58,21 @@ describe('ArtifactState', () => {
     assert.equal(s.check({ ...m, metadata: { owner: 'x' } }), 'conflict');
   });
 
-  it('keys each different content of a registration apart on the compacted topic, and an identical retry alike', () => {
-    // Compaction keeps the last message of a key: a refused same-digest registration sharing the
-    // kept one's key would replace it for every reader.
+  it('keys every registration apart on the compacted topic, but a resend of the same write alike', () => {
+    // Compaction keeps the last message of a key. Two runs registering the same content around a
+    // third's other digest (A, B, A) shared a key: compaction dropped the first A, and B, refused
+    // when written, became the first in the log, the one every restarted reader kept.
     const first = { ...art('registry://models/m:1', d('a'), ['ds:1', 'git:x']), metadata: { auc: '0.9', f1: '0.8' } };
     const key = registrationKey(first);
-    assert.ok(key.startsWith(`registry://models/m:1@${d('a')}@`), key);
-    const retry = { ...first, event_id: 'retry', registered_at: 2, registered_by: 'ci', parents: ['git:x', 'ds:1', 'ds:1'], metadata: { f1: '0.8', auc: '0.9' }, uri: '' };
-    assert.equal(registrationKey(retry), key);
-    for (const other of [
-      { ...first, parents: ['ds:2', 'git:x'] },
-      { ...first, metadata: { auc: '0.91', f1: '0.8' } },
-      { ...first, kind: 'dataset' as const },
-      { ...first, uri: 's3://m' },
-      { ...first, name: 'n' },
-      { ...first, version: '2' },
-      { ...first, digest: d('b') },
-    ]) {
-      assert.notEqual(registrationKey(other), key, JSON.stringify(other));
-    }
-    // An environment's other name is the same registration to readers, yet two messages: of two
-    // kept apart the first is what readers keep; under one key compaction would keep the later.
-    const env = art(`registry://environments/${d('e')}`, d('e'), [], 'environment');
-    assert.notEqual(registrationKey({ ...env, name: 'pool-a' }), registrationKey(env));
+    assert.ok(key.startsWith('registry://models/m:1@'), key);
+    assert.equal(registrationKey({ ...first }), key, 'a resend of one write collapses');
+    const again = { ...first, event_id: 'second-run', registered_at: 2 };
+    assert.notEqual(registrationKey(again), key, 'the same content from another run keeps its place in the log');
+    const log = [first, { ...first, event_id: 'other-digest', digest: d('b') }, again];
+    const compacted = [...new Map(log.map((e) => [registrationKey(e), e])).values()];
+    const kept = new ArtifactState();
+    for (const e of compacted) kept.apply(e);
+    assert.equal(kept.get('registry://models/m:1')?.digest, d('a'), 'after compaction readers still keep the first registration');
   });
 
   it('tells the loser of a race what of its manifest was written, and a same-digest change what differs', () => {
@@ -161,6 +153,9 @@ describe('manifest', () => {
     assert.throws(() => parseManifest('artifacts:\n  - {kind: model, name: m, version: "1", digest: sha256:zz}\n', 'm.yaml', 'me'), (e: unknown) => e instanceof ManifestError && e.path === 'artifacts.0.digest');
     assert.throws(() => parseManifest(`artifacts:\n  - {kind: model, name: m, version: "1", ref: registry://models/x:2, digest: "${d('c')}"}\n`, 'm.yaml', 'me'), /a model's ref is registry:\/\/models\/m:1/);
     assert.throws(() => parseManifest('artifacts: []\n', 'm.yaml', 'me'), ManifestError);
+    // A digest in upper-case hex is the same digest (tools print either): stored lower-case.
+    const upper = parseManifest(`artifacts:\n  - {kind: model, name: m, version: "1", digest: "${d('c').toUpperCase()}"}\n`, 'm.yaml', 'me');
+    assert.equal(upper[0]?.digest, d('c'));
     assert.throws(
       () => parseManifest(`artifacts:\n  - {kind: model, name: "fraud:eu", version: "3", digest: "${d('c')}"}\n`, 'm.yaml', 'me'),
       (e: unknown) => e instanceof ManifestError && e.path === 'artifacts.0.name' && /fraud-eu/.test(e.message),
@@ -417,6 +412,36 @@ describe('registry topic', () => {
       await waitFor(() => f.state.get('registry://models/c:1') !== undefined, { timeoutMs: 5_000, what: 'the registration behind it' });
       assert.ok(Date.now() - started < 300, `a later batch waited ${Date.now() - started} ms`);
       assert.equal(f.stats.skippedBy.unknown_schema_id, 2);
+    } finally {
+      await f.stop();
+    }
+  });
+
+  it('refuses to register while a registration on the topic cannot be read, since it may hold the version', async () => {
+    // Checked against the rest, another digest passed and "registered" was printed, while every
+    // reader able to read the first kept it and ignored the new one.
+    registryAnswers((id) => (id === 11 ? 404 : 200));
+    const topicLog = topicOf([encodeFramed(t, 11, reg(d('a'), 'unread'))]);
+    await assert.rejects(
+      registerArtifacts({ kafka: topicLog.kafka, topic, schemaRegistryUrl: 'http://sr', log: silent, events: [reg(d('b'), 'mine')], unknownSchemaGraceMs: 100 }),
+      (err: Error) => /1 registration\(s\) on registry\.artifacts were written with a schema the registry at http:\/\/sr does not serve.*nothing was written.*SCHEMA_REGISTRY_URL/.test(err.message),
+    );
+  });
+
+  it('reports conflicts in the history once, and warns only of one that arrives while following', async () => {
+    // Every dlog register run printed a warning per registration ever refused, anyone's.
+    registryAnswers(() => 200);
+    const lines: { level: number; msg: string; conflicts?: number }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line) as (typeof lines)[number]) });
+    const topicLog = topicOf([encodeFramed(t, 12, reg(d('a'), 'first')), encodeFramed(t, 12, reg(d('b'), 'refused-1')), encodeFramed(t, 12, reg(d('c'), 'refused-2'))]);
+    const f = await loadArtifactState({ kafka: topicLog.kafka, topic, schemaRegistryUrl: 'http://sr', log, follow: true, timeoutMs: 5_000 });
+    try {
+      assert.equal(f.stats.conflicts, 2);
+      assert.deepEqual(lines.filter((l) => l.level >= 40).map((l) => l.msg), []);
+      assert.deepEqual(lines.filter((l) => l.conflicts !== undefined).map((l) => l.conflicts), [2]);
+      topicLog.append(encodeFramed(t, 12, reg(d('e'), 'refused-live')));
+      await waitFor(() => f.stats.conflicts === 3, { timeoutMs: 5_000, what: 'the live conflict read' });
+      assert.deepEqual(lines.filter((l) => l.level >= 40).map((l) => l.msg), ['conflicting registration ignored: versions are immutable']);
     } finally {
       await f.stop();
     }

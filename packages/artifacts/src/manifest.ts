@@ -12,7 +12,8 @@ const artifactSchema = z
     ref: z.string().min(3).max(500).optional(),
     name: z.string().min(1).max(200),
     version: z.string().min(1).max(100),
-    digest: z.string().regex(/^sha256:[0-9a-f]{64}$/, 'must be sha256:<64 hex digits>'),
+    // Lower-cased first, as the enricher compares decisions' digests.
+    digest: z.string().toLowerCase().regex(/^sha256:[0-9a-f]{64}$/, 'must be sha256:<64 hex digits>'),
     uri: z.string().max(2000).optional(),
     metadata: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
     parents: z.array(z.string().min(3).max(500)).default([]),

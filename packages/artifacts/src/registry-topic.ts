@@ -24,6 +24,8 @@ export interface RegistryFollowerStats {
   skippedBy: Partial<Record<DecodeFailure, number>>;
   /** Batches given back to be read again: their schema not (yet) served, or the registry not answering. */
   retried: number;
+  /** Registrations ignored because an earlier one holds their version (refused when written). */
+  conflicts: number;
 }
 
 export interface RegistryFollower {
@@ -52,7 +54,10 @@ export async function loadArtifactState(opts: {
   unknownSchemaGraceMs?: number;
 }): Promise<RegistryFollower> {
   const state = new ArtifactState();
-  const stats: RegistryFollowerStats = { read: 0, skipped: 0, skippedBy: {}, retried: 0 };
+  const stats: RegistryFollowerStats = { read: 0, skipped: 0, skippedBy: {}, retried: 0, conflicts: 0 };
+  // Conflicts in the history are old news, refused when they were written: one line for them once
+  // caught up, not a warning each at every start (and in every `dlog register` run's output).
+  let live = false;
   const graceMs = opts.unknownSchemaGraceMs ?? 30_000;
   // An unknown id is asked again at every attempt (TTL 0): the wait between attempts paces it.
   const decoder = new AvroDecoder<ArtifactEventRecord>(artifactType, registryFetcher(opts.schemaRegistryUrl), 0);
@@ -139,7 +144,10 @@ export async function loadArtifactState(opts: {
         }
         const event = d.value;
         const outcome = state.apply(event);
-        if (outcome === 'conflict') opts.log.warn({ ref: event.ref, digest: event.digest }, 'conflicting registration ignored: versions are immutable');
+        if (outcome === 'conflict') {
+          stats.conflicts++;
+          if (live) opts.log.warn({ ref: event.ref, digest: event.digest }, 'conflicting registration ignored: versions are immutable');
+        }
         opts.onEvent?.(event, outcome);
       }
       failures.delete(batch.partition);
@@ -171,6 +179,10 @@ export async function loadArtifactState(opts: {
     throw err;
   } finally {
     clearTimeout(timer);
+  }
+  live = true;
+  if (stats.conflicts > 0) {
+    opts.log.info({ topic: opts.topic, conflicts: stats.conflicts }, 'registrations in the history that an earlier one of their version overrules, ignored as when they were written (v_artifact_registrations lists them)');
   }
   if (!opts.follow) {
     stopping = true;
@@ -238,6 +250,21 @@ export interface RegisterResult {
 }
 
 /**
+ * A registration the registry could not read (its schema not served here) may be the first of a
+ * version in the log: checking against the rest would let another digest through, which every
+ * reader that can read the first then ignores, after `dlog register` said "registered".
+ */
+function refuseUnread(stats: RegistryFollowerStats, topic: string, schemaRegistryUrl: string, outcome: string): void {
+  const unread = stats.skippedBy.unknown_schema_id ?? 0;
+  if (unread === 0) return;
+  throw new Error(
+    `${unread} registration(s) on ${topic} were written with a schema the registry at ${registryEndpoint(schemaRegistryUrl).base} does not serve, ` +
+      `so what they register is unknown and immutability cannot be checked: ${outcome}. ` +
+      'Point SCHEMA_REGISTRY_URL at the registry their writer registered the schema in (or wait for a lagging replica), then run dlog register again.',
+  );
+}
+
+/**
  * Registers artifacts: the same version registered again identically is a no-op; with another
  * digest, or the same digest and other parents, metadata, kind or uri, it is refused and nothing
  * of the manifest is written. Two registrations of one version
@@ -250,8 +277,12 @@ export async function registerArtifacts(opts: {
   schemaRegistryUrl: string;
   log: Logger;
   events: ArtifactEventRecord[];
+  /** How long a registration whose schema the registry does not serve is waited for (30 s). */
+  unknownSchemaGraceMs?: number;
 }): Promise<RegisterResult> {
-  const { state } = await loadArtifactState({ kafka: opts.kafka, topic: opts.topic, schemaRegistryUrl: opts.schemaRegistryUrl, log: opts.log });
+  const grace = opts.unknownSchemaGraceMs;
+  const { state, stats } = await loadArtifactState({ kafka: opts.kafka, topic: opts.topic, schemaRegistryUrl: opts.schemaRegistryUrl, log: opts.log, unknownSchemaGraceMs: grace });
+  refuseUnread(stats, opts.topic, opts.schemaRegistryUrl, 'nothing was written');
   const conflicts = opts.events.filter((e) => state.check(e) === 'conflict').map((e) => conflictWith(state.get(e.ref)!, e));
   if (conflicts.length > 0) throw new RegistrationConflictError(conflicts);
   const fresh = opts.events.filter((e) => state.check(e) === 'added');
@@ -269,7 +300,8 @@ export async function registerArtifacts(opts: {
   } finally {
     await producer.disconnect();
   }
-  const { state: after } = await loadArtifactState({ kafka: opts.kafka, topic: opts.topic, schemaRegistryUrl: opts.schemaRegistryUrl, log: opts.log });
+  const { state: after, stats: afterStats } = await loadArtifactState({ kafka: opts.kafka, topic: opts.topic, schemaRegistryUrl: opts.schemaRegistryUrl, log: opts.log, unknownSchemaGraceMs: grace });
+  refuseUnread(afterStats, opts.topic, opts.schemaRegistryUrl, `${fresh.map((e) => e.ref).join(', ')} written, but whether it is the registration readers keep is not known`);
   // Kept is ours, or one identical to it written at the same moment: either way what we meant.
   const lost = fresh.filter((e) => {
     const kept = after.get(e.ref);
