@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { copyFileSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -19,6 +19,8 @@ describe('the query endpoint: only the pipeline that holds the token answers, an
       const wide = "SELECT cityHash64('a') AS h, toInt64(9007199254740993) AS i, 7 AS n";
       assert.deepEqual((await queryViaEndpoint({ port: server.port, dataDir, sql: wide, exactIntegers: true }))?.rows, [{ h: 2603192927274642682n, i: 9007199254740993n, n: 7 }]);
       assert.equal(typeof (await queryViaEndpoint({ port: server.port, dataDir, sql: wide }))?.rows[0]?.h, 'number');
+      // Decimals as written, every digit (as a JSON number a double rounded them).
+      assert.deepEqual((await queryViaEndpoint({ port: server.port, dataDir, sql: "SELECT toDecimal128('12345678901234567.89', 2) AS d" }))?.rows, [{ d: '12345678901234567.89' }]);
       // The engine's error code comes along, so the CLI tells the mistake as it does without the pipeline.
       await assert.rejects(queryViaEndpoint({ port: server.port, dataDir, sql: 'SELECT {x:String}' }), (err: unknown) => err instanceof QueryEndpointError && err.code === 456);
 
@@ -27,18 +29,39 @@ describe('the query endpoint: only the pipeline that holds the token answers, an
       const post = (headers: Record<string, string>) =>
         fetch(`http://127.0.0.1:${server.port}/query`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body }).then((r) => r.status);
       const nonce = `${Date.now()}:${'ab'.repeat(16)}`;
-      assert.equal(await post({ 'x-dlog-nonce': nonce, 'x-dlog-signature': querySignature(token, 'request', nonce, body) }), 200);
-      assert.equal(await post({ 'x-dlog-nonce': nonce, 'x-dlog-signature': querySignature(token, 'request', nonce, body) }), 401, 'a nonce is good once');
+      assert.equal(await post({ 'x-dlog-nonce': nonce, 'x-dlog-signature': querySignature(token, 'request', nonce, body, dataDir) }), 200);
+      assert.equal(await post({ 'x-dlog-nonce': nonce, 'x-dlog-signature': querySignature(token, 'request', nonce, body, dataDir) }), 401, 'a nonce is good once');
       // Captured while the pipeline was down and sent a minute later: refused, whatever it has seen.
       const stale = `${Date.now() - 60_000}:${'ef'.repeat(16)}`;
-      assert.equal(await post({ 'x-dlog-nonce': stale, 'x-dlog-signature': querySignature(token, 'request', stale, body) }), 401, 'a request is good only near its time');
+      assert.equal(await post({ 'x-dlog-nonce': stale, 'x-dlog-signature': querySignature(token, 'request', stale, body, dataDir) }), 401, 'a request is good only near its time');
       // Copies sent side by side: one answered.
       const twin = `${Date.now()}:${'12'.repeat(16)}`;
-      const copies = await Promise.all(Array.from({ length: 5 }, () => post({ 'x-dlog-nonce': twin, 'x-dlog-signature': querySignature(token, 'request', twin, body) })));
+      const copies = await Promise.all(Array.from({ length: 5 }, () => post({ 'x-dlog-nonce': twin, 'x-dlog-signature': querySignature(token, 'request', twin, body, dataDir) })));
       assert.deepEqual(copies.sort(), [200, 401, 401, 401, 401]);
       assert.equal(await post({ authorization: `Bearer ${token}` }), 401, 'the token itself is not how to ask');
       const other = `${Date.now()}:${'cd'.repeat(16)}`;
-      assert.equal(await post({ 'x-dlog-nonce': other, 'x-dlog-signature': querySignature('not-the-token', 'request', other, body) }), 401);
+      assert.equal(await post({ 'x-dlog-nonce': other, 'x-dlog-signature': querySignature('not-the-token', 'request', other, body, dataDir) }), 401);
+    } finally {
+      await server.close();
+      await store.close();
+    }
+  });
+
+  it('answers only for its own data directory, even where another store shares the parent or a copy of the token', async () => {
+    // Every store under one parent shared one token file (/tmp/query-token): dlog query for an
+    // empty directory printed another pipeline's rows.
+    const parent = tempDir('qe-two');
+    const mine = path.join(parent, 'clickhouse');
+    const other = path.join(parent, 'clickhouse-2');
+    const store = await createStore({ dataDir: mine, database: 'dlog', createDatabase: true });
+    const server = await startQueryServer({ store, port: await freePort(), dataDir: mine, log });
+    try {
+      assert.notEqual(queryTokenFile(mine), queryTokenFile(other));
+      const answer = (dataDir: string) => queryViaEndpoint({ port: server.port, dataDir, sql: 'SELECT 1 AS n' });
+      assert.deepEqual((await answer(mine))?.rows, [{ n: 1 }]);
+      await assert.rejects(answer(other), (err: unknown) => err instanceof QueryEndpointError && err.message.includes(`not the pipeline that owns ${other}`));
+      copyFileSync(queryTokenFile(mine), queryTokenFile(other));
+      await assert.rejects(answer(other), (err: unknown) => err instanceof QueryEndpointError && err.message.includes(`not the pipeline that owns ${other}`));
     } finally {
       await server.close();
       await store.close();

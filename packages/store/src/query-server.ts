@@ -28,9 +28,14 @@ export interface QueryResponse {
   elapsedMs: number;
 }
 
-/** The token that `dlog query` presents; kept next to the embedded data, readable by its owner only. */
+/**
+ * The token that `dlog query` signs with; kept next to the embedded data, readable by its owner
+ * only, one per data directory: one file for every store under a parent (`/tmp/query-token`) let
+ * a pipeline answer for another store's directory.
+ */
 export function queryTokenFile(dataDir: string): string {
-  return path.join(path.dirname(dataDir), 'query-token');
+  const dir = path.resolve(dataDir);
+  return path.join(path.dirname(dir), `${path.basename(dir)}.query-token`);
 }
 
 function ensureToken(file: string): string {
@@ -44,9 +49,11 @@ function ensureToken(file: string): string {
  * that took 127.0.0.1:8124 while the pipeline was down got the token, and could answer with forged
  * audit results the CLI printed as they came. Without the token neither side can prove itself.
  */
-export function querySignature(token: string | Buffer, direction: 'request' | 'answer', nonce: string, body: string): string {
+export function querySignature(token: string | Buffer, direction: 'request' | 'answer', nonce: string, body: string, dataDir: string): string {
   const digest = createHash('sha256').update(body).digest('hex');
-  return createHmac('sha256', token).update(`dlog-query ${direction}\n${nonce}\n${digest}`).digest('hex');
+  // The data directory is signed too: an answer proves it comes from the store the caller meant,
+  // whatever token files were shared or copied.
+  return createHmac('sha256', token).update(`dlog-query ${direction}\n${path.resolve(dataDir)}\n${nonce}\n${digest}`).digest('hex');
 }
 
 /** How far a request's time may be from the pipeline's clock (one machine: both read the same one). */
@@ -126,7 +133,9 @@ export function parseExactJson(text: string): unknown {
 export async function runReadOnlyQueryText(store: Store, req: QueryRequest, timeoutMs = defaultQueryTimeoutMs): Promise<{ rows: string[]; truncated: boolean; elapsedMs: number }> {
   const query = readOnlyQueryText(req.sql, { readonly: store.mode === 'embedded' ? 1 : 2, limit: maxResultRows + 1, maxSeconds: timeoutMs / 1000 });
   const t0 = Date.now();
-  const run = (text: string) => store.client.query({ query: text, query_params: req.params ?? {}, format: 'JSONEachRow' });
+  // Decimals as strings: as bare JSON numbers they were read as doubles, and
+  // toDecimal128('12345678901234567.89', 2) printed 12345678901234568.
+  const run = (text: string) => store.client.query({ query: text, query_params: req.params ?? {}, format: 'JSONEachRow', clickhouse_settings: { output_format_json_quote_decimals: 1 } });
   let rs: Awaited<ReturnType<typeof run>>;
   try {
     rs = await run(query);
@@ -204,7 +213,7 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
         return;
       }
       const nonce = String(req.headers['x-dlog-nonce'] ?? '');
-      res.writeHead(status, { 'content-type': 'application/json', ...(nonce ? { 'x-dlog-proof': querySignature(token, 'answer', nonce, text) } : {}) });
+      res.writeHead(status, { 'content-type': 'application/json', ...(nonce ? { 'x-dlog-proof': querySignature(token, 'answer', nonce, text, opts.dataDir) } : {}) });
       res.end(text);
     };
     if (req.method === 'GET' && req.url === '/health') return send(200, { status: 'ok', mode: opts.store.mode });
@@ -222,7 +231,7 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
     req.on('end', () => {
       (async () => {
         const text = Buffer.concat(chunks).toString('utf8');
-        if (!sameHex(signature, querySignature(token, 'request', nonce, text))) return send(401, { error: 'wrong signature: dlog query signs with the query-token file beside the data directory' });
+        if (!sameHex(signature, querySignature(token, 'request', nonce, text, opts.dataDir))) return send(401, { error: 'wrong signature: dlog query signs with the data directory\'s query-token file beside it, for that directory (check CLICKHOUSE_DATA_DIR)' });
         // Checked and recorded in one step, once the body is in: copies sent side by side all
         // passed a check made when their headers came.
         if (!fresh(nonce)) return send(401, { error: 'a request is good once, within a minute of its time: check this clock, or ask again' });
@@ -303,7 +312,7 @@ export async function queryViaEndpoint(opts: { port: number; dataDir: string; sq
   try {
     res = await fetch(`http://127.0.0.1:${opts.port}/query`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-dlog-nonce': nonce, 'x-dlog-signature': querySignature(token, 'request', nonce, payload) },
+      headers: { 'content-type': 'application/json', 'x-dlog-nonce': nonce, 'x-dlog-signature': querySignature(token, 'request', nonce, payload, opts.dataDir) },
       body: payload,
       // Longer than the engine's own limit, so its error (which names it) comes back first.
       signal: AbortSignal.timeout((opts.timeoutMs ?? defaultQueryTimeoutMs) + 10_000),
@@ -315,7 +324,7 @@ export async function queryViaEndpoint(opts: { port: number; dataDir: string; sq
   }
   const text = await res.text();
   const proof = res.headers.get('x-dlog-proof') ?? '';
-  if (!token || !sameHex(proof, querySignature(token, 'answer', nonce, text))) {
+  if (!token || !sameHex(proof, querySignature(token, 'answer', nonce, text, opts.dataDir))) {
     throw new QueryEndpointError(
       `What answers on 127.0.0.1:${opts.port} is not the pipeline that owns ${opts.dataDir} (it cannot prove it holds ${file}); its answer is ignored. Check DLOG_QUERY_PORT and CLICKHOUSE_DATA_DIR, and what else listens on that port.`,
       res.status,
