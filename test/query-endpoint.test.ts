@@ -19,6 +19,10 @@ describe('the query endpoint: only the pipeline that holds the token answers, an
       const wide = "SELECT cityHash64('a') AS h, toInt64(9007199254740993) AS i, 7 AS n";
       assert.deepEqual((await queryViaEndpoint({ port: server.port, dataDir, sql: wide, exactIntegers: true }))?.rows, [{ h: 2603192927274642682n, i: 9007199254740993n, n: 7 }]);
       assert.equal(typeof (await queryViaEndpoint({ port: server.port, dataDir, sql: wide }))?.rows[0]?.h, 'number');
+      // Columns in the engine's order, which a row object loses for integer-like names.
+      const ordered = await queryViaEndpoint({ port: server.port, dataDir, sql: "SELECT 'x' AS b, 1 AS `1`, [map('k', 'v')] AS `a,\"q` , 0 AS `0`" });
+      assert.deepEqual(ordered?.columns, ['b', '1', 'a,"q', '0']);
+      assert.deepEqual(Object.keys(ordered?.rows[0] ?? {}), ['0', '1', 'b', 'a,"q'], 'what the columns are for');
       // Decimals as written, every digit (as a JSON number a double rounded them).
       assert.deepEqual((await queryViaEndpoint({ port: server.port, dataDir, sql: "SELECT toDecimal128('12345678901234567.89', 2) AS d" }))?.rows, [{ d: '12345678901234567.89' }]);
       // The engine's error code comes along, so the CLI tells the mistake as it does without the pipeline.

@@ -126,7 +126,7 @@ for (const mode of modes) {
       assert.equal(union.rows.length, maxResultRows);
       assert.equal(union.truncated, true);
       const small = await runReadOnlyQuery(store, { sql: 'SELECT number FROM numbers(3) ORDER BY number;' });
-      assert.deepEqual(small, { rows: [{ number: 0 }, { number: 1 }, { number: 2 }], truncated: false, elapsedMs: small.elapsedMs });
+      assert.deepEqual(small, { rows: [{ number: 0 }, { number: 1 }, { number: 2 }], columns: ['number'], truncated: false, elapsedMs: small.elapsedMs });
     });
 
     it('cuts an answer too large to send within the row limit, and says it was cut', async () => {

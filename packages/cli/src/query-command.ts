@@ -4,19 +4,45 @@ import type { Config } from '@dlog/config';
 import { cliContext } from './context.js';
 import { csvLine, jsonText } from './csv.js';
 
-export function formatTable(rows: Record<string, unknown>[]): string {
-  if (rows.length === 0) return '(no rows)\n';
-  const cols = Object.keys(rows[0]!);
-  const cell = (v: unknown) => (v === null || v === undefined ? '' : typeof v === 'object' ? jsonText(v) : String(v));
-  const widths = cols.map((c) => Math.min(60, Math.max(c.length, ...rows.map((r) => cell(r[c]).length))));
-  const line = (vals: string[]) => vals.map((v, i) => (v.length > widths[i]! ? `${v.slice(0, widths[i]! - 1)}…` : v.padEnd(widths[i]!))).join('  ').trimEnd();
-  return [line(cols), line(widths.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join('\n') + '\n';
+type Rows = Record<string, unknown>[];
+
+/**
+ * An answer's columns in the order the engine gave them. A row object cannot say: JavaScript puts
+ * integer-like keys first, so `SELECT 'x' AS b, 1 AS \`1\`` printed column 1 before b, and an
+ * answer with no rows has no row to ask. `columns` is that order, from the engine's own header;
+ * the store's QueryResponse does not carry it yet, and until it does the first row's keys are the
+ * best left (and an empty answer has none).
+ */
+export function columnsOf(answer: { rows: Rows; columns?: readonly string[] | undefined }): readonly string[] {
+  return answer.columns ?? (answer.rows[0] ? Object.keys(answer.rows[0]) : []);
 }
 
-function formatCsv(rows: Record<string, unknown>[]): string {
-  if (rows.length === 0) return '';
-  const cols = Object.keys(rows[0]!);
+const cellText = (v: unknown) => (v === null || v === undefined ? '' : typeof v === 'object' ? jsonText(v) : String(v));
+
+export function formatTable(rows: Rows, cols: readonly string[]): string {
+  if (rows.length === 0) return '(no rows)\n';
+  const widths = cols.map((c) => Math.min(60, Math.max(c.length, ...rows.map((r) => cellText(r[c]).length))));
+  const line = (vals: string[]) => vals.map((v, i) => (v.length > widths[i]! ? `${v.slice(0, widths[i]! - 1)}…` : v.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [line([...cols]), line(widths.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => cellText(r[c]))))].join('\n') + '\n';
+}
+
+/** The header line even with no rows: a script reading the file learns the columns either way. */
+export function formatCsv(rows: Rows, cols: readonly string[]): string {
+  if (cols.length === 0) return '';
   return [csvLine(cols), ...rows.map((r) => csvLine(cols.map((c) => r[c])))].join('\n') + '\n';
+}
+
+/** One JSON object a line, members in the columns' order (jsonText of the row would put `1` first). */
+export function formatJsonLines(rows: Rows, cols: readonly string[]): string {
+  return rows.map((r) => `{${cols.map((c) => `${JSON.stringify(c)}:${jsonText(r[c])}`).join(',')}}\n`).join('');
+}
+
+/**
+ * -p as commander's collector: one name=value each time, repeated for more. A variadic -p took
+ * every word after it, the SQL too, so `dlog query -p m=x "SELECT ..."` lacked its SQL.
+ */
+export function collectParam(value: string, previous: string[]): string[] {
+  return [...previous, value];
 }
 
 /** Parses `--param name=value`; values stay strings and ClickHouse converts them to the declared {name:Type}. */
@@ -129,9 +155,16 @@ export function registerQueryCommand(program: Command): void {
     .command('query')
     .description('run a read-only SQL query on the decision store (parameters are bound, never pasted)')
     .argument('<sql>', 'e.g. "SELECT model_version, count() FROM v_decisions WHERE model_name = {model:String} GROUP BY 1"')
-    .option('-p, --param <name=value...>', 'bind {name:Type} placeholders', [])
+    // Words past the SQL are caught here, to say how -p is repeated, not commander's "too many arguments".
+    .argument('[extra...]')
+    .option('-p, --param <name=value>', 'bind a {name:Type} placeholder; repeat for more: -p a=1 -p b=2', collectParam, [])
     .option('-f, --format <format>', 'table | json | csv', 'table')
-    .action(async (sql: string, opts: { param: string[]; format: string }) => {
+    .action(async (sql: string, extra: string[], opts: { param: string[]; format: string }) => {
+      if (extra.length > 0) {
+        throw new QueryInputError(
+          `The SQL is one argument, in quotes, and -p comes once for each parameter (got ${[sql, ...extra].map((w) => JSON.stringify(w)).join(' ')}), e.g. dlog query "SELECT {a:String} AS a, {b:String} AS b" -p a=1 -p b=2`,
+        );
+      }
       if (!['table', 'json', 'csv'].includes(opts.format)) throw new Error(`--format is table, json or csv (got ${opts.format})`);
       const { config } = cliContext();
       const result = await readOnlyQuery(config, sql, parseParams(opts.param), { exactIntegers: true }).catch((err: unknown) => {
@@ -144,9 +177,10 @@ export function registerQueryCommand(program: Command): void {
         if (!/Timeout exceeded|TIMEOUT_EXCEEDED/i.test(message)) throw err;
         throw new Error(`${message.trimEnd()} The limit is DLOG_QUERY_TIMEOUT_MS (${config.queryTimeoutMs} ms): narrow the query (a time range, a model) or raise it.`, { cause: err });
       });
-      if (opts.format === 'json') process.stdout.write(result.rows.map((r) => jsonText(r)).join('\n') + (result.rows.length ? '\n' : ''));
-      else if (opts.format === 'csv') process.stdout.write(formatCsv(result.rows));
-      else process.stdout.write(formatTable(result.rows));
+      const columns = columnsOf(result);
+      if (opts.format === 'json') process.stdout.write(formatJsonLines(result.rows, columns));
+      else if (opts.format === 'csv') process.stdout.write(formatCsv(result.rows, columns));
+      else process.stdout.write(formatTable(result.rows, columns));
       if (result.truncated) process.stderr.write('(result truncated: add a LIMIT or aggregate)\n');
       if (opts.format === 'table') process.stderr.write(`${result.rows.length} row(s) in ${result.elapsedMs} ms\n`);
     });

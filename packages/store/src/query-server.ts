@@ -24,8 +24,43 @@ export interface QueryRequest {
 
 export interface QueryResponse {
   rows: Record<string, unknown>[];
+  /**
+   * The columns in the engine's order (empty with no rows). A row object cannot keep it:
+   * JavaScript lists integer-like keys first, so a column named `1` was printed before `b`.
+   */
+  columns?: string[];
   truncated: boolean;
   elapsedMs: number;
+}
+
+/**
+ * The top-level keys of one JSON object's text, in the order written (JSON.parse's object lists
+ * integer-like keys first). The text is the engine's own JSONEachRow row, so it is well formed.
+ */
+export function keysInOrder(text: string): string[] {
+  const keys: string[] = [];
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      let j = i + 1;
+      while (j < text.length && text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c ? 2 : 1;
+      if (depth === 1 && expectKey) {
+        keys.push(JSON.parse(text.slice(i, j + 1)) as string);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === 0x7b || c === 0x5b) {
+      depth++;
+      if (depth === 1) expectKey = c === 0x7b;
+    } else if (c === 0x7d || c === 0x5d) {
+      depth--;
+    } else if (c === 0x2c && depth === 1) {
+      expectKey = true;
+    }
+  }
+  return keys;
 }
 
 /**
@@ -76,7 +111,7 @@ function sameHex(a: string, b: string): boolean {
 export async function runReadOnlyQuery(store: Store, req: QueryRequest, timeoutMs = defaultQueryTimeoutMs, opts: ReadOptions = {}): Promise<QueryResponse> {
   const { rows, truncated, elapsedMs } = await runReadOnlyQueryText(store, req, timeoutMs);
   const parse = opts.exactIntegers ? parseExactJson : JSON.parse;
-  return { rows: rows.map((r) => parse(r) as Record<string, unknown>), truncated, elapsedMs };
+  return { rows: rows.map((r) => parse(r) as Record<string, unknown>), columns: rows[0] === undefined ? [] : keysInOrder(rows[0]), truncated, elapsedMs };
 }
 
 export interface ReadOptions {
@@ -244,7 +279,8 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
         }
         try {
           const answer = await runReadOnlyQueryText(opts.store, body, opts.queryTimeoutMs);
-          send(200, new RawJson(`{"rows":[${answer.rows.join(',')}],"truncated":${answer.truncated},"elapsedMs":${answer.elapsedMs}}`));
+          const columns = JSON.stringify(answer.rows[0] === undefined ? [] : keysInOrder(answer.rows[0]));
+          send(200, new RawJson(`{"rows":[${answer.rows.join(',')}],"columns":${columns},"truncated":${answer.truncated},"elapsedMs":${answer.elapsedMs}}`));
         } catch (err) {
           if (err instanceof ReadOnlySqlError) return send(400, { error: err.message });
           const code = clickHouseErrorCode(err);
