@@ -153,8 +153,21 @@ export async function knownVersions(q: AuditQuery, name?: string): Promise<Known
     .sort((a, b) => (a.model < b.model ? -1 : a.model > b.model ? 1 : compareVersions(a.version, b.version)));
 }
 
+/** How an "unknown version" message names the mistake and what to type instead. */
+export interface UnknownModelHint {
+  /** The option that named the version (`--model` unless said). */
+  option?: string;
+  /**
+   * The whole command to suggest for a version that exists. The default, `dlog <command> --model
+   * <version>`, runs only where --model is all the command needs: `dlog diff` needs --vs too.
+   */
+  suggest?: (m: ModelId) => string;
+  /** Versions never to suggest: diff refuses --vs naming --model's own version. */
+  exclude?: ModelId[];
+}
+
 /** Throws the "unknown version" message unless the version made decisions (or, with `registered`, is in the registry). */
-export async function assertKnownModel(q: AuditQuery, m: ModelId, command: string, opts: { registered?: boolean } = {}): Promise<void> {
+export async function assertKnownModel(q: AuditQuery, m: ModelId, command: string, opts: { registered?: boolean } & UnknownModelHint = {}): Promise<void> {
   // The happy path reads one granule of the counts (model and version lead their sorting key);
   // listing every version scans all the counts and is only worth it for the error message.
   const hit = await q('SELECT 1 AS ok FROM decision_counts WHERE model_name = {name:String} AND model_version = {version:String} LIMIT 1', { name: m.name, version: m.version });
@@ -165,17 +178,24 @@ export async function assertKnownModel(q: AuditQuery, m: ModelId, command: strin
     const reg = await q(`SELECT count() AS n FROM v_artifacts WHERE kind = 'model' AND ref = {ref:String}`, { ref: modelRef(m) });
     if (Number(reg[0]?.n ?? 0) > 0) return;
   }
+  const option = opts.option ?? '--model';
+  // Which option is wrong, when a command takes more than one version.
+  const said = opts.option ? `${opts.option}: ` : '';
+  const suggest = opts.suggest ?? ((v: ModelId) => `dlog ${command} ${option} ${modelLabel(v)}`);
+  const allowed = (v: KnownVersion) => !(opts.exclude ?? []).some((x) => x.name === v.model && x.version === v.version);
+  const typeEg = (v: KnownVersion | undefined) => (v ? [`Type e.g. ${suggest({ name: v.model, version: v.version })}`] : []);
   const same = all.filter((v) => v.model === m.name);
   const lines: string[] = [];
   if (same.length > 0) {
-    lines.push(`${m.name} has no version ${JSON.stringify(m.version)} with decisions. Versions that exist:`);
+    lines.push(`${said}${m.name} has no version ${JSON.stringify(m.version)} with decisions. Versions that exist:`);
     for (const v of same) lines.push(`  ${v.model}:${v.version}  ${v.decisions} decisions  ${v.first} .. ${v.last}`);
-    lines.push(`Type e.g. dlog ${command} --model ${same[same.length - 1]!.model}:${same[same.length - 1]!.version}`);
+    lines.push(...typeEg(same.filter(allowed).at(-1)));
   } else if (all.length > 0) {
-    lines.push(`No model named ${JSON.stringify(m.name)} made decisions. Models and versions that exist:`);
+    lines.push(`${said}No model named ${JSON.stringify(m.name)} made decisions. Models and versions that exist:`);
     for (const v of all) lines.push(`  ${v.model}:${v.version}  ${v.decisions} decisions`);
-    const first = all.filter((v) => v.model === all[0]!.model).at(-1)!;
-    lines.push(`Type e.g. dlog ${command} --model ${first.model}:${first.version}`);
+    // The newest version of the first model listed that may be suggested.
+    const candidates = all.filter(allowed);
+    lines.push(...typeEg(candidates.filter((v) => v.model === candidates[0]?.model).at(-1)));
   } else {
     lines.push('The store holds no decisions yet: start the pipeline (dlog up) and send some (dlog simulate).');
   }

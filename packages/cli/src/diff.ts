@@ -1,4 +1,4 @@
-import { assertKnownModel, chTime, fmt, modelLabel, num, type AuditQuery, type ModelId } from './audit-query.js';
+import { assertKnownModel, chTime, fmt, modelLabel, modelRef, num, type AuditQuery, type ModelId } from './audit-query.js';
 
 /**
  * `dlog diff`: two versions on the same inputs (joined on input_hash: the same applicant seen by
@@ -61,9 +61,28 @@ export function psi(expected: number[], actual: number[], epsilon = psiEpsilon):
   return total;
 }
 
+/** Confidence bins of a diff: tenths, the first and last open-ended, as the engine clamps into them. */
+export const confidenceBins = 10;
+
+/** Bin 0 holds every confidence below 0.1 (negatives too), the last every one from 0.9 up (above 1 too). */
+export function confidenceBinLabel(i: number): string {
+  const edge = (k: number) => (k / confidenceBins).toFixed(1);
+  if (i === 0) return `<${edge(1)}`;
+  if (i === confidenceBins - 1) return `>=${edge(i)}`;
+  return `${edge(i)}-${edge(i + 1)}`;
+}
+
 export function psiLabel(v: number): string {
   if (!Number.isFinite(v)) return 'n/a';
   return v < 0.1 ? 'no significant shift' : v < 0.25 ? 'moderate shift' : 'large shift';
+}
+
+/**
+ * `dlog diff --model a --vs b`, as parseVs reads it back: --vs as name:version for --model's own
+ * model (a bare version holding a colon could read as another name), else as a registry reference.
+ */
+export function diffCommandLine(a: ModelId, b: ModelId): string {
+  return `dlog diff --model ${modelLabel(a)} --vs ${b.name === a.name ? modelLabel(b) : modelRef(b)}`;
 }
 
 function filters(o: DiffOptions, timeCol: 'ts' | 'minute'): { sql: string; params: Record<string, unknown> } {
@@ -77,8 +96,9 @@ function filters(o: DiffOptions, timeCol: 'ts' | 'minute'): { sql: string; param
 }
 
 export async function computeDiff(q: AuditQuery, o: DiffOptions): Promise<DiffResult> {
-  await assertKnownModel(q, o.a, 'diff');
-  await assertKnownModel(q, o.b, 'diff');
+  // --vs is required: a suggestion names both options, the side that was wrong replaced.
+  await assertKnownModel(q, o.a, 'diff', { suggest: (a) => diffCommandLine(a, o.b), exclude: [o.b] });
+  await assertKnownModel(q, o.b, 'diff', { option: '--vs', suggest: (b) => diffCommandLine(o.a, b), exclude: [o.a] });
   const f = filters(o, 'ts');
   const fc = filters(o, 'minute');
   const isA = 'model_name = {a_name:String} AND model_version = {a_version:String}';
@@ -157,7 +177,9 @@ export async function computeDiff(q: AuditQuery, o: DiffOptions): Promise<DiffRe
       { ...fc.params, eps: psiEpsilon, lines: o.mixLines ?? defaultMixLines },
     ),
     q(
-      `SELECT least(9, toUInt8(floor(assumeNotNull(confidence) * 10))) AS bin,
+      // Clamped before the cast: toUInt8 wraps, so -0.2 (floor -2) landed in the top bin and 25.6
+      // (floor 256) in bin 0. The gate takes any finite confidence (a score, a logit), not only 0..1.
+      `SELECT toUInt8(least(${confidenceBins - 1}, greatest(0, floor(assumeNotNull(confidence) * ${confidenceBins})))) AS bin,
               sumIf(1 / sample_rate, ${isA}) AS a, sumIf(1 / sample_rate, ${isB}) AS b,
               sumIf(assumeNotNull(confidence) / sample_rate, ${isA}) AS wa, sumIf(assumeNotNull(confidence) / sample_rate, ${isB}) AS wb
        FROM
@@ -182,7 +204,7 @@ export async function computeDiff(q: AuditQuery, o: DiffOptions): Promise<DiffRe
   const mix = mixRows.map((r) => ({ decision: String(r.decision), a: num(r.a), b: num(r.b), shareA: totalA ? num(r.a) / totalA : 0, shareB: totalB ? num(r.b) / totalB : 0 }));
   const mixDecisions = m0 ? num(m0.decisions) : 0;
   const shownCells = pairs.reduce((s, r) => s + num(r.inputs), 0);
-  const bins = Array.from({ length: 10 }, (_, i) => confRows.find((r) => num(r.bin) === i));
+  const bins = Array.from({ length: confidenceBins }, (_, i) => confRows.find((r) => num(r.bin) === i));
   const ca = bins.map((r) => (r ? num(r.a) : 0));
   const cb = bins.map((r) => (r ? num(r.b) : 0));
   const sumA = ca.reduce((s, v) => s + v, 0);
@@ -204,7 +226,7 @@ export async function computeDiff(q: AuditQuery, o: DiffOptions): Promise<DiffRe
     mixRest: mixDecisions > mix.length ? { decisions: mixDecisions - mix.length, a: totalA - mix.reduce((s, m) => s + m.a, 0), b: totalB - mix.reduce((s, m) => s + m.b, 0) } : null,
     // As psi(): no distribution to compare when either version has no decisions.
     mixPsi: m0 && totalA > 0 && totalB > 0 ? num(m0.psi) : NaN,
-    confidence: bins.map((_, i) => ({ bin: `${(i / 10).toFixed(1)}-${((i + 1) / 10).toFixed(1)}`, shareA: sumA ? ca[i]! / sumA : 0, shareB: sumB ? cb[i]! / sumB : 0 })),
+    confidence: bins.map((_, i) => ({ bin: confidenceBinLabel(i), shareA: sumA ? ca[i]! / sumA : 0, shareB: sumB ? cb[i]! / sumB : 0 })),
     confidencePsi: sumA && sumB ? psi(ca, cb) : null,
     overallConfidence: {
       a: sumA ? confRows.reduce((s, r) => s + num(r.wa), 0) / sumA : null,
