@@ -4,7 +4,7 @@ import { AuditInputError, configQuery, knownVersions, parseModel, parseTime, sin
 import { cliContext } from './context.js';
 import { OutputFile } from './output-file.js';
 import { csvLine } from './csv.js';
-import { computeScope, emptyScopeMessage, exportColumnsOf, formatScope, isArtifactScope, isEmptyScope, parseArtifactRef, resolveScope, scopeDecisions, shortfallNote, type ScopeFilters, type ScopeRequest } from './scope.js';
+import { computeScope, emptyScopeMessage, exportColumnsOf, formatScope, isArtifactScope, isEmptyScope, parseArtifactRef, resolveScope, scopeDecisions, scopeHints, shortfallNote, type ScopeFilters, type ScopeRequest } from './scope.js';
 import { compileWhere, filterGrammar } from './where-filter.js';
 
 /** What `dlog scope` and `dlog remediate` are given. */
@@ -80,7 +80,8 @@ export function registerScopeCommand(program: Command): void {
         const scope = await computeScope(q, resolved);
         if (isEmptyScope(scope)) {
           const known = isArtifactScope(o) ? undefined : (await knownVersions(q, o.model.name)).find((v) => v.version === o.model.version);
-          process.stderr.write(`${emptyScopeMessage(scope, known)}\n`);
+          const hints = o.endpoint !== undefined || o.where !== undefined ? await scopeHints(q, o) : undefined;
+          process.stderr.write(`${emptyScopeMessage(scope, known, hints)}\n`);
           process.exitCode = 3;
           await file?.discard();
           return;

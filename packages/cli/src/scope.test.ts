@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
-import { AuditInputError, TruncatedAnswerError, wholeAnswers, type AuditQuery, type Row } from './audit-query.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createStore, migrate, type Store } from '@dlog/store';
+import { AuditInputError, chTime, storeQuery, TruncatedAnswerError, wholeAnswers, type AuditQuery, type Row } from './audit-query.js';
 import { decisionsText, formatLineageTree, type LineageGraph } from './lineage.js';
-import { deploymentWindowsOf, formatScope, scopeDecisions, scopePredicate, type ResolvedScope, type ScopeResult } from './scope.js';
+import { computeScope, deploymentWindowsOf, emptyScopeMessage, formatScope, isEmptyScope, scopeDecisions, scopeHints, scopePredicate, shortfallNote, type ResolvedScope, type ScopeResult } from './scope.js';
 import { scopeOptionsFrom } from './scope-command.js';
 
 /** Stored decisions e0 … e{n-1}, one a second, as the export's page query answers them. */
@@ -178,6 +182,7 @@ describe('formatting', () => {
     windows: [{ model: 'loan:2', endpoint: 'loan-api', environment: 'prod', from: 't1', to: null, share: 1, action: 'deploy' }],
     byDecision: [{ decision: 'approved', exact: null, sampled: 30, weighted: 40 }],
     byDecisionRest: { lines: 99_985, exact: null, sampled: 10, weighted: 18 },
+    pastRetention: [],
   };
 
   it("shows an artifact's scope by model version, whole or not, and the lines left out as one", () => {
@@ -205,5 +210,89 @@ describe('formatting', () => {
       refused: [],
     };
     assert.match(formatLineageTree(g), /└─ p {2}\(preprocessing, ~400 decisions, 40 stored\)/);
+  });
+});
+
+/** A store of model m's decisions, as the reviewer's: version 1 on endpoints ep and rec, version 3 minimal-tier, one of its decisions 100 days old. */
+describe('scope on an embedded store', () => {
+  let store: Store;
+  let q: AuditQuery;
+  const day = 86_400_000;
+  const old = Date.now() - 100 * day;
+
+  before(async () => {
+    store = await createStore({ database: 'dlog', dataDir: path.join(mkdtempSync(path.join(tmpdir(), 'dlog-scope-')), 'clickhouse') });
+    await migrate(store);
+    q = storeQuery(store);
+    let offset = 0;
+    const decision = (version: string, ts: string, o: Record<string, unknown> = {}) => ({
+      event_id: `e${offset}`, request_id: `r${offset}`, ts, endpoint: 'ep', decision_type: 'loan', model_name: 'm', model_version: version, input_hash: 'sha256-x',
+      decision: 'approved', confidence: 0.6, tier: 'standard', sample_rate: 1, policy_version: 'p1', resolved: true, source_partition: 0, source_offset: offset++, gate_ts: ts, enriched_at: ts, ...o,
+    });
+    const counted = (version: string, minute: string, o: Record<string, unknown> = {}) => ({
+      minute, model_name: 'm', model_version: version, endpoint: 'ep', decision_type: 'loan', tier: 'standard', decision: 'approved', policy_version: 'p1', kept: 1, dropped: 0, batch_id: `b${offset}`, row_key: `k${offset++}`, ...o,
+    });
+    const oldTs = chTime(old);
+    const now = chTime(Date.now());
+    await store.client.insert({
+      table: 'decisions',
+      format: 'JSONEachRow',
+      values: [
+        decision('1', '2026-11-27 06:00:59.999'),
+        decision('1', '2026-11-27 06:01:00.000'),
+        decision('1', '2026-11-27 06:02:00.000', { decision: 'declined' }),
+        decision('1', '2026-11-27 06:01:30.000', { endpoint: 'rec', sample_rate: 0.1 }),
+        decision('3', oldTs, { tier: 'minimal' }),
+        decision('3', now, { tier: 'minimal' }),
+      ],
+    });
+    await store.client.insert({
+      table: 'decision_counts',
+      format: 'JSONEachRow',
+      values: [
+        counted('1', '2026-11-27 06:00:00.000'),
+        counted('1', '2026-11-27 06:01:00.000'),
+        counted('1', '2026-11-27 06:02:00.000', { decision: 'declined' }),
+        counted('1', '2026-11-27 06:01:00.000', { endpoint: 'rec', dropped: 9 }),
+        counted('3', `${oldTs.slice(0, 16)}:00.000`, { tier: 'minimal' }),
+        counted('3', `${now.slice(0, 16)}:00.000`, { tier: 'minimal' }),
+      ],
+    });
+    // The merge runs the TTL: the 100-day-old minimal-tier decision goes; its count stays.
+    await store.client.command({ query: 'OPTIMIZE TABLE decisions FINAL' });
+  });
+  after(() => store?.close());
+
+  it('an empty scope lists what the version has, asked without the filter that matched nothing', async () => {
+    const m1 = { name: 'm', version: '1' };
+    const byEndpoint = await computeScope(q, { model: m1, endpoint: 'nope' });
+    assert.ok(isEmptyScope(byEndpoint));
+    assert.match(emptyScopeMessage(byEndpoint, undefined, await scopeHints(q, { model: m1, endpoint: 'nope' })), /\nDrop --endpoint nope to see every endpoint; m:1 decided on rec \(10\), ep \(3\) \(all time\)\.$/);
+    const byWhere = await computeScope(q, { model: m1, where: 'decision=Approved' });
+    assert.ok(isEmptyScope(byWhere));
+    assert.match(emptyScopeMessage(byWhere, undefined, await scopeHints(q, { model: m1, where: 'decision=Approved' })), /\nLoosen --where "decision=Approved"; m:1's most common decisions are approved \(12\), declined \(1\) \(all time\)\.$/);
+  });
+
+  it('says decisions older than their tier\'s retention may have expired, not only that they were sampled out', async () => {
+    const m3 = { name: 'm', version: '3' };
+    const all = await computeScope(q, { model: m3 });
+    assert.equal(all.exact, 2);
+    assert.equal(all.sampled, 1, 'the TTL deleted the old one');
+    assert.deepEqual(all.pastRetention, [{ tier: 'minimal', days: 90, decisions: 1 }]);
+    assert.equal(shortfallNote(all, 1), '1 more are counted but not stored: they may have expired (minimal-tier decisions are kept 90 days, and 1 counted here is older), or were sampled out');
+    // A window inside the retention: sampling is all that explains a shortfall there.
+    const recent = await computeScope(q, { model: m3, since: Date.now() - 30 * day });
+    assert.deepEqual(recent.pastRetention, []);
+    // Standard-tier decisions of 2026-11-27 are within their 730 days.
+    assert.deepEqual((await computeScope(q, { model: { name: 'm', version: '1' } })).pastRetention, []);
+  });
+
+  it('says the window is widened to whole minutes only when an edge is between minutes', async () => {
+    const m1 = { name: 'm', version: '1' };
+    const whole = await computeScope(q, { model: m1, since: Date.UTC(2026, 10, 27, 6, 1), until: Date.UTC(2026, 10, 27, 6, 2) });
+    assert.equal(whole.exactNote, null);
+    assert.equal(whole.exact, 11, 'the minute 06:01, both endpoints');
+    const between = await computeScope(q, { model: m1, since: Date.UTC(2026, 10, 27, 6, 1, 30), until: Date.UTC(2026, 10, 27, 6, 2) });
+    assert.match(between.exactNote ?? '', /widened to whole minutes/);
   });
 });

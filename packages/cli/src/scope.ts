@@ -1,5 +1,6 @@
 import { AuditInputError, assertKnownModel, chTime, fmt, fromChTime, modelLabel, modelRef, num, TruncatedAnswerError, type AuditQuery, type ModelId, type Row } from './audit-query.js';
 import { lineageEdges, namedRefsSql, unknownArtifact } from './lineage.js';
+import { decisionRetention, type TierRetention } from './retention.js';
 import { compileWhere, countColumns } from './where-filter.js';
 
 /**
@@ -134,6 +135,12 @@ export interface ScopeResult {
   /** Most decided first, up to the breakdown limit; `byDecisionRest` sums the others. */
   byDecision: ScopeBreakdown[];
   byDecisionRest: ScopeRest | null;
+  /**
+   * Counted decisions of the scope older than their tier's retention: the decisions table's TTL
+   * may have deleted their records, while the counts keep them. Empty when the window reaches
+   * past no retention, or the scope has no exact count.
+   */
+  pastRetention: (TierRetention & { decisions: number })[];
 }
 
 /**
@@ -467,10 +474,12 @@ export async function computeScope(q: AuditQuery, o: ScopeRequest | ResolvedScop
   const sets: LineSet[] = artifact ? ['total', 'decision', 'endpoint', 'model'] : ['total', 'decision', 'endpoint'];
   const countSets: LineSet[] = !countable ? [] : r.partial.length > 0 ? ['model'] : sets;
   const scopeExact = countable !== undefined && r.partial.length === 0;
-  const [lines, windows] = await Promise.all([
+  const [lines, windows, retention] = await Promise.all([
     models.length > 0 ? scopeLines(q, sets, pred, countable ? { ...countable, sets: countSets } : undefined, limit) : Promise.resolve(undefined),
     deploymentWindowsOf(q, models, request.endpoint),
+    scopeExact ? decisionRetention(q) : Promise.resolve([]),
   ]);
+  const pastRetention = scopeExact && countable ? await countedPastRetention(q, countable, retention, request.since) : [];
   const totalLine = lines?.get('total')?.rows[0];
   const total: ScopeCounts = { exact: scopeExact || (artifact && models.length === 0) ? (totalLine?.exact ?? 0) : null, sampled: totalLine?.sampled ?? 0, weighted: totalLine?.weighted ?? 0 };
   let exactNote: string | null = null;
@@ -478,7 +487,7 @@ export async function computeScope(q: AuditQuery, o: ScopeRequest | ResolvedScop
     exactNote = `exact counts are per model version, and ${r.partial.length === 1 ? 'one version is in scope for some of its decisions' : `${r.partial.length} versions are in scope for some of their decisions`} only (see below): stored decisions and their weighted estimate`;
   } else if (counts && 'unsupported' in counts) {
     exactNote = counts.unsupported;
-  } else if (request.since !== undefined || request.until !== undefined) {
+  } else if (offMinute(request.since) || offMinute(request.until)) {
     exactNote = 'exact counts are per minute: the window is widened to whole minutes';
   }
   const wholeLabels = new Set(r.whole.map(modelLabel));
@@ -512,7 +521,41 @@ export async function computeScope(q: AuditQuery, o: ScopeRequest | ResolvedScop
     windows,
     byDecision,
     byDecisionRest: restOf(set('decision').lines, byDecision, total),
+    pastRetention,
   };
+}
+
+/** A window edge the counts' minutes do not fall on: they widen it (countsPredicate). */
+const offMinute = (t: number | undefined) => t !== undefined && t % 60_000 !== 0;
+
+/**
+ * The scope's counted decisions older than their tier's retention, per tier: those whose records
+ * the decisions table's TTL may have deleted. A tier is asked about only when the window reaches
+ * back past its retention. The counts are per minute, so a minute straddling the cut-off counts
+ * as older: an upper bound, which "may have expired" allows.
+ */
+async function countedPastRetention(
+  q: AuditQuery,
+  counts: { sql: string; params: Record<string, unknown> },
+  retention: TierRetention[],
+  since: number | undefined,
+  now = Date.now(),
+): Promise<(TierRetention & { decisions: number })[]> {
+  const reached = retention.map((r) => ({ ...r, before: now - r.days * 86_400_000 })).filter((r) => since === undefined || since < r.before);
+  if (reached.length === 0) return [];
+  const params: Record<string, unknown> = { ...counts.params };
+  const older = reached.map((r, i) => {
+    params[`r${i}_tier`] = r.tier;
+    params[`r${i}_before`] = chTime(r.before);
+    return `(tier = {r${i}_tier:String} AND minute < {r${i}_before:DateTime64(3, 'UTC')})`;
+  });
+  const rows = await q(
+    `SELECT toString(tier) AS tier, toUInt64(sum(kept + dropped)) AS decisions FROM decision_counts FINAL WHERE ${counts.sql} AND (${older.join(' OR ')}) GROUP BY tier`,
+    params,
+  );
+  return reached
+    .map((r) => ({ tier: r.tier, days: r.days, decisions: num(rows.find((x) => String(x.tier) === r.tier)?.decisions ?? 0) }))
+    .filter((r) => r.decisions > 0);
 }
 
 export function isEmptyScope(s: ScopeResult): boolean {
@@ -521,20 +564,73 @@ export function isEmptyScope(s: ScopeResult): boolean {
 
 /**
  * Why `written` stored decisions fall short of the exact count, for the line after an export or
- * a remediation. Only sampling explains it when the counts cover the window itself; with
- * --since/--until between minutes, the counts cover whole minutes around it, so part of the
- * difference is decisions outside the window.
+ * a remediation. Sampling explains it, and expiry where the window reaches past a tier's
+ * retention (the counts outlive the records). With --since/--until between minutes, the counts
+ * cover whole minutes around the window, so part of the difference is decisions outside it.
  */
-export function shortfallNote(s: Pick<ScopeResult, 'exact' | 'exactNote'>, written: number): string {
+export function shortfallNote(s: Pick<ScopeResult, 'exact' | 'exactNote'> & Partial<Pick<ScopeResult, 'pastRetention'>>, written: number): string {
   if (s.exact === null || s.exact <= written) return '';
   const more = s.exact - written;
-  return s.exactNote
-    ? `${more} more are counted for the whole minutes around the window: sampled out (counted, not stored), or outside --since/--until`
-    : `${more} more were sampled out: counted, not stored`;
+  const past = s.pastRetention ?? [];
+  if (past.length === 0) {
+    return s.exactNote
+      ? `${more} more are counted for the whole minutes around the window: sampled out (counted, not stored), or outside --since/--until`
+      : `${more} more were sampled out: counted, not stored`;
+  }
+  const older = past.reduce((n, t) => n + t.decisions, 0);
+  const kept = past.map((t) => `${t.tier}-tier decisions are kept ${t.days} days`).join(', ');
+  const why = `(${kept}, and ${older} counted here ${older === 1 ? 'is' : 'are'} older)`;
+  const outside = s.exactNote ? ' or are outside --since/--until' : '';
+  return older >= more
+    ? `${more} more are counted but not stored: they may have expired ${why}, or were sampled out${outside}`
+    : `${more} more are counted but not stored: up to ${older} may have expired ${why}; the others were sampled out${outside}`;
+}
+
+/**
+ * What a model version has, for the message of an empty scope: its endpoints and most common
+ * decisions, from the exact counts with none of the scope's filters (one of which matched
+ * nothing). Each list is the top `limit`, with how many lines it has.
+ */
+export interface ScopeHints {
+  endpoints: { name: string; decisions: number }[];
+  endpointLines: number;
+  decisions: { name: string; decisions: number }[];
+  decisionLines: number;
+}
+
+export async function scopeHints(q: AuditQuery, o: ScopeRequest, limit = 8): Promise<ScopeHints | undefined> {
+  // An artifact's scope spans versions partly in scope, which the counts cannot single out.
+  if (isArtifactScope(o)) return undefined;
+  const params: Record<string, unknown> = { h_limit: limit };
+  const rows = await q(
+    `SELECT s, key, decisions, lines FROM
+     (
+       SELECT s, key, sum(n) AS decisions, count() OVER (PARTITION BY s) AS lines
+       FROM
+       (
+         SELECT sk.1 AS s, sk.2 AS key, kept + dropped AS n
+         FROM (SELECT endpoint, decision, kept, dropped FROM decision_counts FINAL WHERE ${versionsSql('h', [o.model], params)})
+         ARRAY JOIN [('endpoint', toString(endpoint)), ('decision', toString(decision))] AS sk
+       )
+       GROUP BY s, key HAVING decisions > 0
+     )
+     ORDER BY s, decisions DESC, key
+     LIMIT {h_limit:UInt32} BY s`,
+    params,
+  );
+  const of = (set: string) => rows.filter((r) => r.s === set);
+  const list = (set: string) => of(set).map((r) => ({ name: String(r.key), decisions: num(r.decisions) }));
+  return { endpoints: list('endpoint'), endpointLines: num(of('endpoint')[0]?.lines ?? 0), decisions: list('decision'), decisionLines: num(of('decision')[0]?.lines ?? 0) };
+}
+
+/** A list of hints for a message line: `ep (12), rec (3), … 4 more`. Decisions are free text: quoted when not one plain word. */
+function hintList(items: { name: string; decisions: number }[], lines: number): string {
+  const shown = items.map((x) => `${/^[\w.:@/-]+$/.test(x.name) ? x.name : JSON.stringify(x.name).replace(/[\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16)}`)} (${x.decisions})`);
+  return `${shown.join(', ')}${lines > items.length ? `, … ${lines - items.length} more` : ''}`;
 }
 
 /** What to say when nothing matched: the filters, and how to widen them. */
-export function emptyScopeMessage(s: ScopeResult, known: { first: string; last: string } | undefined): string {
+export function emptyScopeMessage(s: ScopeResult, known: { first: string; last: string } | undefined, hints?: ScopeHints): string {
   const f = s.filters;
   const lines = [
     s.artifact === null
@@ -543,8 +639,10 @@ export function emptyScopeMessage(s: ScopeResult, known: { first: string; last: 
   ];
   if (known) lines.push(`${s.label} made decisions from ${known.first} to ${known.last} (UTC).`);
   if (f.since || f.until) lines.push(`Widen the window: drop --since/--until, or e.g. --since ${known ? known.first.replace(' ', 'T') + 'Z' : '7d'}.`);
-  if (f.endpoint) lines.push(`Drop --endpoint ${f.endpoint} to see every endpoint (${s.windows.map((w) => w.endpoint).filter((e, i, a) => a.indexOf(e) === i).join(', ') || 'none recorded'}).`);
-  if (f.where) lines.push(`Loosen --where ${JSON.stringify(f.where)}.`);
+  // What exists is listed without the filters: asked with them (the scope's deployment windows
+  // on --endpoint nope), the list said "none recorded" of a version that served two endpoints.
+  if (f.endpoint) lines.push(`Drop --endpoint ${f.endpoint} to see every endpoint${hints?.endpoints.length ? `; ${s.label} decided on ${hintList(hints.endpoints, hints.endpointLines)} (all time)` : ''}.`);
+  if (f.where) lines.push(`Loosen --where ${JSON.stringify(f.where)}${hints?.decisions.length ? `; ${s.label}'s most common decisions are ${hintList(hints.decisions, hints.decisionLines)} (all time)` : ''}.`);
   if (s.artifact !== null && !f.since && !f.until && !f.endpoint && !f.where) lines.push(`See what is registered around it: dlog lineage ${s.label}`);
   return lines.join('\n');
 }
