@@ -269,7 +269,7 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
         if (!sameHex(signature, querySignature(token, 'request', nonce, text, opts.dataDir))) return send(401, { error: 'wrong signature: dlog query signs with the data directory\'s query-token file beside it, for that directory (check CLICKHOUSE_DATA_DIR)' });
         // Checked and recorded in one step, once the body is in: copies sent side by side all
         // passed a check made when their headers came.
-        if (!fresh(nonce)) return send(401, { error: 'a request is good once, within a minute of its time: check this clock, or ask again' });
+        if (!fresh(nonce)) return send(401, { error: 'a request is good once, within 30 s of its time: check this clock, or ask again' });
         let body: QueryRequest;
         try {
           body = JSON.parse(text) as QueryRequest;
