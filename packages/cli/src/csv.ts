@@ -29,3 +29,14 @@ export function jsonText(v: unknown): string {
   }
   return JSON.stringify(v) ?? 'null';
 }
+
+const lineBreaking = /[\u0000-\u001f\u007f\u2028\u2029]/g;
+
+/**
+ * Text for one cell of a table printed to a terminal: control characters and line separators as
+ * their JSON escapes (`\n`, `\u0007`). A decision holding a newline (free text, an agent's answer)
+ * broke the table's lines, and an escape sequence in one could restyle the terminal.
+ */
+export function oneLine(text: string): string {
+  return text.replace(lineBreaking, (c) => JSON.stringify(c).slice(1, -1));
+}

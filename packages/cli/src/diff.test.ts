@@ -32,6 +32,13 @@ describe('dlog diff output', () => {
     assert.match(cut, /approved\s+→\s+declined\s+\(30\)\n\s+… and 7 less common pairs \(30 inputs\), counted in the agreement above/);
   });
 
+  it('keeps a decision with a line break on one line of its tables', () => {
+    const text = formatDiff({ ...base, confusion: [{ a: 'yes\nbut', b: 'no', inputs: 3 }], mix: [{ decision: 'yes\nbut', a: 3, b: 0, shareA: 1, shareB: 0 }] });
+    assert.doesNotMatch(text, /yes\nbut/);
+    assert.match(text, /yes\\nbut\s+3\n/);
+    assert.match(text, /yes\\nbut\s+3 100\.0%/);
+  });
+
   it('counts the decisions not shown, those left out by the engine too', () => {
     const mix = Array.from({ length: 20 }, (_, i) => ({ decision: `item-${String(i).padStart(2, '0')}`, a: i, b: 20 - i, shareA: i / 200, shareB: (20 - i) / 200 }));
     const text = formatDiff({ ...base, mix, mixRest: { decisions: 99_990, a: 5, b: 5 } });

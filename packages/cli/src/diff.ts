@@ -1,4 +1,5 @@
 import { assertKnownModel, chTime, fmt, modelLabel, modelRef, num, type AuditQuery, type ModelId } from './audit-query.js';
+import { oneLine } from './csv.js';
 
 /**
  * `dlog diff`: two versions on the same inputs (joined on input_hash: the same applicant seen by
@@ -237,7 +238,13 @@ export async function computeDiff(q: AuditQuery, o: DiffOptions): Promise<DiffRe
 
 const pct = (v: number | null) => (v === null || !Number.isFinite(v) ? '-' : `${(v * 100).toFixed(1)}%`);
 
-export function formatDiff(d: DiffResult): string {
+export function formatDiff(result: DiffResult): string {
+  // Decisions are free text: one line each in the tables below.
+  const d: DiffResult = {
+    ...result,
+    confusion: result.confusion.map((c) => ({ ...c, a: oneLine(c.a), b: oneLine(c.b) })),
+    mix: result.mix.map((m) => ({ ...m, decision: oneLine(m.decision) })),
+  };
   const out: string[] = [];
   out.push(`${d.a}  vs  ${d.b}`);
   out.push('');

@@ -15,6 +15,14 @@ describe('dlog query output', () => {
     assert.equal(formatJsonLines(rows, columns), '{"b":"x","1":2,"0":3}\n');
   });
 
+  it('prints a multi-line or control-character value on its own line of the table, escaped', () => {
+    const text = formatTable([{ d: 'approve\nwith conditions', e: 'bell\u0007\u001b[31m' }], ['d', 'e']);
+    assert.equal(text.split('\n').length, 4, text);
+    assert.match(text, /approve\\nwith conditions\s+bell\\u0007\\u001b\[31m/);
+    // CSV keeps the value as it is (quoted), for the program that reads it.
+    assert.equal(formatCsv([{ d: 'a\nb' }], ['d']), 'd\n"a\nb"\n');
+  });
+
   it('a CSV of no rows still has its header', () => {
     assert.equal(formatCsv([], ['a', 'n']), 'a,n\n');
     assert.equal(formatJsonLines([], ['a']), '');

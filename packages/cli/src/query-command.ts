@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { assertReadOnlySql, clickHouseErrorCode, loadMigrations, pendingMigrations, queryViaEndpoint, readAppliedMigrations, runReadOnlyQuery, storeFromConfig, storeUnavailable, type QueryResponse } from '@dlog/store';
 import type { Config } from '@dlog/config';
 import { cliContext } from './context.js';
-import { csvLine, jsonText } from './csv.js';
+import { csvLine, jsonText, oneLine } from './csv.js';
 
 type Rows = Record<string, unknown>[];
 
@@ -17,13 +17,13 @@ export function columnsOf(answer: { rows: Rows; columns?: readonly string[] | un
   return answer.columns ?? (answer.rows[0] ? Object.keys(answer.rows[0]) : []);
 }
 
-const cellText = (v: unknown) => (v === null || v === undefined ? '' : typeof v === 'object' ? jsonText(v) : String(v));
+const cellText = (v: unknown) => (v === null || v === undefined ? '' : typeof v === 'object' ? jsonText(v) : oneLine(String(v)));
 
 export function formatTable(rows: Rows, cols: readonly string[]): string {
   if (rows.length === 0) return '(no rows)\n';
-  const widths = cols.map((c) => Math.min(60, Math.max(c.length, ...rows.map((r) => cellText(r[c]).length))));
+  const widths = cols.map((c) => Math.min(60, Math.max(oneLine(c).length, ...rows.map((r) => cellText(r[c]).length))));
   const line = (vals: string[]) => vals.map((v, i) => (v.length > widths[i]! ? `${v.slice(0, widths[i]! - 1)}…` : v.padEnd(widths[i]!))).join('  ').trimEnd();
-  return [line([...cols]), line(widths.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => cellText(r[c]))))].join('\n') + '\n';
+  return [line(cols.map(oneLine)), line(widths.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => cellText(r[c]))))].join('\n') + '\n';
 }
 
 /** The header line even with no rows: a script reading the file learns the columns either way. */

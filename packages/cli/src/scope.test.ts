@@ -193,6 +193,8 @@ describe('formatting', () => {
     assert.match(text, /model\s+exact\s+sampled\s+weighted\s+in scope\n\s+loan:2\s+30\s+21\s+30\s+whole version\n\s+loan:1\s+n\/a\s+19\s+28\s+decisions naming it\n/);
     assert.match(text, /loan:2 on loan-api \(prod\)/);
     assert.match(text, /\(99985 more decisions\)\s+n\/a\s+10\s+18/);
+    const multiLine = formatScope({ ...base, byDecision: [{ decision: 'approved\r\nlater', exact: null, sampled: 30, weighted: 40 }] });
+    assert.match(multiLine, /\n\s+approved\\r\\nlater\s+n\/a\s+30\s+40\n/);
   });
 
   it("says how a lineage node's decisions were counted", () => {

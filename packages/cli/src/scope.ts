@@ -1,5 +1,6 @@
 import { AuditInputError, assertKnownModel, chTime, fmt, fromChTime, modelLabel, modelRef, num, TruncatedAnswerError, type AuditQuery, type ModelId, type Row } from './audit-query.js';
 import { lineageEdges, namedRefsSql, unknownArtifact } from './lineage.js';
+import { oneLine } from './csv.js';
 import { decisionRetention, type TierRetention } from './retention.js';
 import { compileWhere, countColumns } from './where-filter.js';
 
@@ -650,7 +651,7 @@ export function emptyScopeMessage(s: ScopeResult, known: { first: string; last: 
 /** A table of lines with exact, sampled and weighted columns, and the line for the rest. */
 function countsTable(head: string, rows: { name: string; exact: number | null; sampled: number; weighted: number; extra?: string }[], rest: ScopeRest | null, noun: string, extraHead?: string): string[] {
   const all = [...rows, ...(rest ? [{ name: `(${rest.lines} more ${noun})`, exact: rest.exact, sampled: rest.sampled, weighted: rest.weighted }] : [])];
-  const text = all.map((r) => ({ name: r.name, exact: r.exact === null ? 'n/a' : String(r.exact), sampled: String(r.sampled), weighted: fmt(r.weighted, 1), extra: 'extra' in r && r.extra ? r.extra : '' }));
+  const text = all.map((r) => ({ name: oneLine(r.name), exact: r.exact === null ? 'n/a' : String(r.exact), sampled: String(r.sampled), weighted: fmt(r.weighted, 1), extra: 'extra' in r && r.extra ? r.extra : '' }));
   const w = { name: Math.max(head.length, ...text.map((r) => r.name.length)), exact: Math.max(5, ...text.map((r) => r.exact.length)), sampled: 7, weighted: Math.max(8, ...text.map((r) => r.weighted.length)) };
   const line = (name: string, exact: string, sampled: string, weighted: string, extra: string) =>
     `  ${name.padEnd(w.name)}  ${exact.padStart(w.exact)}  ${sampled.padStart(w.sampled)}  ${extraHead ? `${weighted.padEnd(w.weighted)}  ${extra}` : weighted}`.trimEnd();
