@@ -4,7 +4,7 @@ import { afterEach, describe, it } from 'node:test';
 import type { EachBatchPayload, Kafka, Message } from 'kafkajs';
 import pino from 'pino';
 import { ArtifactState, registrationKey, type ArtifactEventRecord } from './artifact-state.js';
-import { loadArtifactState, registerArtifacts, RegistrationConflictError, writeRegistrations } from './registry-topic.js';
+import { ancestryCycle, loadArtifactState, registerArtifacts, RegistrationConflictError, writeRegistrations } from './registry-topic.js';
 import { ManifestError, parseManifest, readManifest } from './manifest.js';
 import avro from 'avsc';
 import { avroType, AvroDecoder, encodeFramed, loadSchema } from '@dlog/contracts';
@@ -425,6 +425,22 @@ describe('registry topic', () => {
     await assert.rejects(
       registerArtifacts({ kafka: topicLog.kafka, topic, schemaRegistryUrl: 'http://sr', log: silent, events: [reg(d('b'), 'mine')], unknownSchemaGraceMs: 100 }),
       (err: Error) => /1 registration\(s\) on registry\.artifacts were written with a schema the registry at http:\/\/sr does not serve.*nothing was written.*SCHEMA_REGISTRY_URL/.test(err.message),
+    );
+  });
+
+  it('refuses a registration that would make a version its own ancestor, in the manifest or with what is registered', async () => {
+    const parents = new Map<string, string[]>([['m:1', ['ds:1', 'git:a']], ['ds:1', ['raw:1']], ['raw:1', ['m:1']], ['git:a', []]]);
+    assert.deepEqual(ancestryCycle('m:1', (r) => parents.get(r)), ['m:1', 'ds:1', 'raw:1', 'm:1']);
+    assert.equal(ancestryCycle('git:a', (r) => parents.get(r)), undefined);
+    assert.deepEqual(ancestryCycle('self:1', () => ['self:1']), ['self:1', 'self:1']);
+    // The child is registered already, naming a parent not registered yet; the parent then names the child.
+    registryAnswers(() => 200);
+    const child = { ...art('registry://models/child:1', d('a'), ['registry://datasets/p:1']), event_id: 'child', name: 'child', version: '1' };
+    const topicLog = topicOf([encodeFramed(t, 12, child)]);
+    const parent = { ...art('registry://datasets/p:1', d('b'), ['registry://models/child:1'], 'dataset'), event_id: 'p', name: 'p', version: '1' };
+    await assert.rejects(
+      registerArtifacts({ kafka: topicLog.kafka, topic, schemaRegistryUrl: 'http://sr', log: silent, events: [parent] }),
+      /registry:\/\/datasets\/p:1 would be its own ancestor \(registry:\/\/datasets\/p:1 → registry:\/\/models\/child:1 → registry:\/\/datasets\/p:1\): nothing was written/,
     );
   });
 

@@ -265,6 +265,26 @@ function refuseUnread(stats: RegistryFollowerStats, topic: string, schemaRegistr
 }
 
 /**
+ * A registration that would make a version its own ancestor, as the path from it back to itself.
+ * Causally impossible (an ancestor exists before what is made from it), so a typo; and since
+ * versions never change, one written could never be undone.
+ */
+export function ancestryCycle(ref: string, parentsOf: (ref: string) => readonly string[] | undefined): string[] | undefined {
+  const seen = new Set<string>();
+  const walk = (at: string, path: string[]): string[] | undefined => {
+    for (const parent of parentsOf(at) ?? []) {
+      if (parent === ref) return [...path, parent];
+      if (seen.has(parent)) continue;
+      seen.add(parent);
+      const found = walk(parent, [...path, parent]);
+      if (found) return found;
+    }
+    return undefined;
+  };
+  return walk(ref, [ref]);
+}
+
+/**
  * Registers artifacts: the same version registered again identically is a no-op; with another
  * digest, or the same digest and other parents, metadata, kind or uri, it is refused and nothing
  * of the manifest is written. Two registrations of one version
@@ -287,6 +307,13 @@ export async function registerArtifacts(opts: {
   if (conflicts.length > 0) throw new RegistrationConflictError(conflicts);
   const fresh = opts.events.filter((e) => state.check(e) === 'added');
   const inManifest = new Set(opts.events.map((e) => e.ref));
+  const manifestParents = new Map(opts.events.map((e) => [e.ref, e.parents]));
+  for (const e of fresh) {
+    const cycle = ancestryCycle(e.ref, (ref) => state.get(ref)?.parents ?? manifestParents.get(ref));
+    if (cycle) {
+      throw new Error(`${e.ref} would be its own ancestor (${cycle.join(' → ')}): nothing was written. Versions never change, so a cycle could never be undone; fix the parents in the manifest.`);
+    }
+  }
   // Only of what this run writes: an unchanged registration was warned of when it was written.
   const unknownParents = fresh.flatMap((e) => e.parents.filter((p) => !inManifest.has(p) && !state.get(p)).map((parent) => ({ ref: e.ref, parent })));
   const result = { added: fresh.map((e) => e.ref), unchanged: opts.events.filter((e) => state.check(e) === 'unchanged').map((e) => e.ref), unknownParents };
