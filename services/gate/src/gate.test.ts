@@ -164,6 +164,12 @@ describe('decodeEvent', () => {
     assert.equal(bad(Buffer.from(JSON.stringify(event({ input: { a: 9007199254740992, b: 1e21, card: '4111111111111111', s: `x${big}` } })))), 'ok');
     assert.equal(bad(Buffer.from(JSON.stringify(event({ input: undefined, input_json: `{"a":"${big}","b":1.2345678901234567890}` })))), 'ok');
     assert.equal(bad(Buffer.from(JSON.stringify(event({ input: undefined, input_json: `{"a":"\\\"${big}"}` })))), 'ok');
+    // A double's own shortest form reads back as the same text: the hash is the producer's. The
+    // SDK writes a nanosecond clock read into a number so, as does every RFC 8785 writer.
+    const nanos = Number(1764330123456789012n);
+    assert.equal(String(nanos), '1764330123456789000');
+    assert.equal(bad(Buffer.from(JSON.stringify(event({ input: { t: nanos, u: -12345678901234567000, v: 2 ** 64 } })))), 'ok');
+    assert.match(bad(Buffer.from(JSON.stringify(event({ input: undefined, input_json: '{"n":9007199254740993}' })))), /holds the number 9007199254740993/);
   });
   it('refuses an event that gives both input and input_json instead of silently using one', () => {
     const r = decodeEvent(json(event({ input_json: '{"amount":1}' })), inputType, noSchemas, max);
