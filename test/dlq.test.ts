@@ -44,7 +44,8 @@ describe('dlog dlq replay: dead letters go back once, with their original time',
     await producer.send({
       topic: `${prefix}inference.raw`,
       messages: [
-        { key: 'k1', value: JSON.stringify(event('big-1', then, 'x'.repeat(3000))), timestamp: String(then), headers: { traceparent: 'tp-1' } },
+        // A binary header: librdkafka, writing the dead letter, made ff 00 fe into U+FFFD.
+        { key: 'k1', value: JSON.stringify(event('big-1', then, 'x'.repeat(3000))), timestamp: String(then), headers: { traceparent: 'tp-1', bin: Buffer.from([0xff, 0x00, 0xfe]) } },
         { key: 'k2', value: JSON.stringify(event('big-2', then, 'y'.repeat(3000))), timestamp: String(then) },
         { key: 'k3', value: '{"event_id": ', timestamp: String(then) },
         { key: 'k4', value: JSON.stringify(event('small-1', then, 'ok')), timestamp: String(then) },
@@ -56,6 +57,7 @@ describe('dlog dlq replay: dead letters go back once, with their original time',
     await gate.start();
     const dlq = await collect(`${prefix}inference.dlq`);
     const decisions = await collect(`${prefix}decisions.v1`);
+    const raw = await collect(`${prefix}inference.raw`);
     try {
       await waitFor(() => dlq.messages.length >= 3 && decisions.messages.length >= 1, { timeoutMs: 60_000, what: 'three dead letters and one decision' });
       await gate.stop();
@@ -90,9 +92,12 @@ describe('dlog dlq replay: dead letters go back once, with their original time',
       const ids = decisions.messages.map((m) => (type.fromBuffer(m.value!.subarray(5)) as { event_id: string }).event_id).sort();
       assert.deepEqual(ids, ['big-1', 'big-2', 'small-1'], 'each replayed event became one decision');
       assert.equal(dlq.messages.length, 3, 'nothing failed again');
+      const replayed = raw.messages.find((m) => String(m.key) === 'k1' && m.headers?.['dlog.replay.of'] !== undefined);
+      assert.equal(String(replayed?.headers?.traceparent), 'tp-1');
+      assert.deepEqual(replayed?.headers?.bin, Buffer.from([0xff, 0x00, 0xfe]), 'the original header bytes, through the dead letter and back');
     } finally {
       await gate?.stop();
-      await Promise.all([dlq.stop(), decisions.stop()]);
+      await Promise.all([dlq.stop(), decisions.stop(), raw.stop()]);
     }
   });
 

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { IHeaders, Kafka, KafkaMessage, Message } from 'kafkajs';
 import type { Logger } from 'pino';
 import { chunkMessages } from './transactional-processor.js';
+import { originalHeaders } from './dead-letter.js';
 
 /**
  * Replays dead letters to the topic they came from, each at most once.
@@ -247,8 +248,7 @@ export async function replayDeadLetters(opts: ReplayOptions): Promise<ReplayRepo
         }
         // The original key, bytes and headers; our own headers stay behind, but one says this is
         // a replay, of which letter.
-        const headers: IHeaders = {};
-        for (const [k, v] of Object.entries(m.headers ?? {})) if (!k.startsWith('dlog.') && v !== undefined) headers[k] = v;
+        const headers = originalHeaders(m.headers);
         headers['dlog.replay.of'] = id;
         const timestamp = header(m.headers, 'dlog.source.timestamp') ?? m.timestamp;
         const list = out.get(source) ?? [];

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { deadLetterMessage, MAX_RECORD_BYTES, recordBytes } from './dead-letter.js';
+import { deadLetterMessage, ENCODED_HEADERS, MAX_RECORD_BYTES, originalHeaders, recordBytes } from './dead-letter.js';
 
 const source = { topic: 'inference.raw', partition: 4 };
 const failure = { reason: 'payload_too_large', message: 'event is 3000000 bytes; the policy allows 262144', step: 'decode' };
@@ -16,6 +16,27 @@ test('a dead letter keeps the original key, bytes and headers, and says why and 
   assert.equal(m.headers?.['dlog.source.offset'], '17');
   assert.equal(m.headers?.['dlog.source.partition'], '4');
   assert.equal(m.headers?.['dlog.value_dropped'], undefined);
+});
+
+test('headers no client carries as they are (not UTF-8, a zero byte, null) travel encoded and come back for a replay', () => {
+  // librdkafka wrote ff 00 fe as U+FFFD and a null as ''; kafkajs could not send a null at all.
+  const bin = Buffer.from([0xff, 0x00, 0xfe]);
+  const original = { traceparent: Buffer.from('abc'), bin, trace: null, multi: [Buffer.from('a'), null, 'b'], zero: 'x\u0000y', lone: '\ud800' } as unknown as Record<string, unknown>;
+  const m = deadLetterMessage({ key: 'k1', value: Buffer.from('{}'), offset: '3', headers: original }, source, failure, 'gate', 5);
+  const sent = m.headers ?? {};
+  assert.equal(String(sent.traceparent), 'abc', 'what every client carries stays as it is');
+  for (const k of ['bin', 'trace', 'multi', 'zero', 'lone']) assert.equal(sent[k], undefined, k);
+  for (const v of Object.values(sent)) for (const x of Array.isArray(v) ? v : [v]) assert.ok(x !== null && !String(x).includes('\u0000'));
+  const back = originalHeaders(sent);
+  assert.deepEqual(back.bin, bin);
+  assert.deepEqual(back.trace, Buffer.alloc(0), 'a null comes back empty: kafkajs sends no null');
+  assert.deepEqual((back.multi as Buffer[]).map(String), ['a', '', 'b']);
+  assert.equal(String(back.zero), 'x\u0000y');
+  assert.equal(String(back.traceparent), 'abc');
+  assert.equal(back[ENCODED_HEADERS], undefined);
+  assert.equal(Object.keys(back).some((k) => k.startsWith('dlog.')), false);
+  // A letter written before the encoding, holding a null: sent back as an empty value.
+  assert.deepEqual(originalHeaders({ h: null, a: [null, Buffer.from('x')] } as unknown as Record<string, Buffer>), { h: Buffer.alloc(0), a: [Buffer.alloc(0), Buffer.from('x')] });
 });
 
 test('an original too large for a record goes without its value, so the dead letter can be written at all', () => {

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { IHeaders, Message } from 'kafkajs';
 
 export interface DeadLetterFailure {
@@ -39,7 +40,65 @@ export function recordBytes(m: Pick<Message, 'key' | 'value' | 'headers'>): numb
 }
 
 /**
- * The one dead-letter format of the pipeline: the original key, value and headers untouched, plus
+ * Original headers whose values a dead letter cannot carry as they are, moved into this one
+ * header as JSON: `{ name: [base64 | null, ...] }`, every value of such a name in order. librdkafka
+ * (node-rdkafka) writes each header value as a UTF-8 string: bytes that are not UTF-8 came out as
+ * U+FFFD, cut at a zero byte; a null value came out as '' on librdkafka and stopped kafkajs, which
+ * cannot send one (the gate's loop, and the sink's dead-letter sends, failed on it for good).
+ * `dlog dlq replay` puts them back (a null as an empty value: kafkajs sends none).
+ */
+export const ENCODED_HEADERS = 'dlog.encoded_headers';
+
+type HeaderValue = Buffer | string | null | undefined;
+
+/** Whether every Kafka client writes the value as it is. */
+function carriedAsIs(v: HeaderValue): boolean {
+  if (v === null || v === undefined) return false;
+  if (typeof v === 'string') return !v.includes('\u0000') && (v as unknown as { isWellFormed(): boolean }).isWellFormed();
+  return !v.includes(0) && isUtf8(v);
+}
+
+/** The original headers as a dead letter carries them (see ENCODED_HEADERS). */
+function letterHeaders(original: Record<string, unknown> | undefined): IHeaders {
+  const headers: IHeaders = {};
+  let encoded: Record<string, (string | null)[]> | undefined;
+  for (const [k, v] of Object.entries(original ?? {})) {
+    if (v === undefined) continue;
+    const values = (Array.isArray(v) ? v : [v]) as HeaderValue[];
+    if (values.every(carriedAsIs)) {
+      headers[k] = v as IHeaders[string];
+      continue;
+    }
+    encoded ??= {};
+    encoded[k] = values.map((x) => (x === null || x === undefined ? null : (typeof x === 'string' ? Buffer.from(x) : x).toString('base64')));
+  }
+  if (encoded) headers[ENCODED_HEADERS] = JSON.stringify(encoded);
+  return headers;
+}
+
+/** Headers of a dead letter back as the original had them (a null as an empty value). */
+export function originalHeaders(letter: IHeaders | undefined): IHeaders {
+  const headers: IHeaders = {};
+  for (const [k, v] of Object.entries(letter ?? {})) {
+    if (k.startsWith('dlog.') || v === undefined) continue;
+    // A letter written before ENCODED_HEADERS may hold a null, which kafkajs cannot send.
+    headers[k] = Array.isArray(v) ? v.map((x) => x ?? Buffer.alloc(0)) : (v ?? Buffer.alloc(0));
+  }
+  const raw = letter?.[ENCODED_HEADERS];
+  const text = raw === undefined ? undefined : (Array.isArray(raw) ? raw[0] : raw)?.toString();
+  if (text) {
+    const encoded = JSON.parse(text) as Record<string, (string | null)[]>;
+    for (const [k, values] of Object.entries(encoded)) {
+      const bytes = values.map((b) => (b === null ? Buffer.alloc(0) : Buffer.from(b, 'base64')));
+      headers[k] = bytes.length === 1 ? bytes[0] : bytes;
+    }
+  }
+  return headers;
+}
+
+/**
+ * The one dead-letter format of the pipeline: the original key, value and headers untouched (those
+ * no client carries as they are in ENCODED_HEADERS), plus
  * `dlog.*` headers with the reason and where the record was read. `worker` names the stage that
  * wrote it (`dlog.<worker>.ts`).
  *
@@ -55,8 +114,7 @@ export function deadLetterMessage(
   worker: string,
   now = Date.now(),
 ): Message {
-  const headers: IHeaders = {};
-  for (const [k, v] of Object.entries(original.headers ?? {})) if (v !== undefined) headers[k] = v as IHeaders[string];
+  const headers = letterHeaders(original.headers);
   headers['dlog.reason'] = failure.reason;
   headers['dlog.message'] = failure.message.slice(0, 1000);
   headers['dlog.step'] = failure.step;
@@ -73,7 +131,7 @@ export function deadLetterMessage(
   const valueBytes = original.value?.length ?? 0;
   letter.value = null;
   if (recordBytes(letter) > MAX_RECORD_BYTES - 200) {
-    for (const k of Object.keys(headers)) if (!k.startsWith('dlog.')) delete headers[k];
+    for (const k of Object.keys(headers)) if (!k.startsWith('dlog.') || k === ENCODED_HEADERS) delete headers[k];
     headers['dlog.headers_dropped'] = 'the original headers were too large to keep';
   }
   // A key that alone is too large was refused by the broker on the way in; this only guards a

@@ -8,7 +8,7 @@ export {
   type OutputRecord,
   type BatchContext,
 } from './transactional-processor.js';
-export { deadLetterMessage, prefixedTopics, MAX_RECORD_BYTES, recordBytes, type DeadLetterFailure } from './dead-letter.js';
+export { deadLetterMessage, ENCODED_HEADERS, originalHeaders, prefixedTopics, MAX_RECORD_BYTES, recordBytes, type DeadLetterFailure } from './dead-letter.js';
 export { packMessages, unpackMessages, transferables, type PackedMessages } from './thread-wire.js';
 export { loadNativeKafka, pickNativeKafka, nativeClientFor, nativeKafkaLoadError, type NativeKafka, type KafkaClientKind } from './native.js';
 export { byPartition, clientErrorLog, createNativeProcessor, RebalanceBarrier, fromNative, nativeCall, nativeConsumerSettings, metadataRefreshMs, pollMessages, workUnits } from './native-processor.js';

@@ -13,10 +13,10 @@ describe('thread wire', () => {
     const messages = [
       { key: response.subarray(0, 4), value: response.subarray(100, 109), headers: { a: Buffer.from('x'), multi: [Buffer.from('m1'), 'm2'] }, offset: '41', timestamp: '1700000000000', attributes: 0 },
       { key: pooled, value: null, headers: {}, offset: '42', timestamp: '1700000000001', attributes: 0 },
-      { key: 'string-key', value: Buffer.from([0, 1, 2, 255]), headers: { s: 'text' } },
+      { key: 'string-key', value: Buffer.from([0, 1, 2, 255]), headers: { s: 'text', none: null, some: [Buffer.from('p'), null] } as unknown as Record<string, Buffer> },
     ];
     const packed = packMessages(messages);
-    assert.equal(packed.blob.byteLength, 4 + 9 + 1 + 2 + 2 + 4);
+    assert.equal(packed.blob.byteLength, 4 + 9 + 1 + 2 + 2 + 4 + 1);
 
     const { port1, port2 } = new MessageChannel();
     port1.postMessage(packed, transferables(packed));
@@ -37,6 +37,9 @@ describe('thread wire', () => {
     assert.equal(out[2]!.key as unknown, 'string-key');
     assert.deepEqual([...out[2]!.value!], [0, 1, 2, 255]);
     assert.equal(out[2]!.headers!.s, 'text');
+    // Null header values as the consumer gave them (a dead letter must say null, not '' or nothing).
+    assert.equal(out[2]!.headers!.none as unknown, null);
+    assert.deepEqual((out[2]!.headers!.some as unknown[]).map((x) => (x === null ? null : String(x))), ['p', null]);
     // An output message without a timestamp must not come back stamped (kafkajs would send '0': 1970).
     assert.equal(out[2]!.timestamp, undefined);
     assert.equal(out[2]!.offset, '0');

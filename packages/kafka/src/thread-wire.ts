@@ -138,7 +138,9 @@ export function unpackMessages(packed: PackedMessages): KafkaMessage[] {
   }
   for (const [n, entries] of packed.headers) {
     const h: IHeaders = {};
-    for (const [name, v] of entries) h[name] = Array.isArray(v) ? v.map((x) => val(x) ?? '') : (val(v) ?? undefined);
+    // A null value stays null, as the consumer gave it (kafkajs's types leave it out): dropped or
+    // made '' here, a dead letter said something else than the original.
+    for (const [name, v] of entries) h[name] = (Array.isArray(v) ? v.map(val) : val(v)) as IHeaders[string];
     out[n]!.headers = h;
   }
   return out;
