@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import kafkajs from 'kafkajs';
 import { loadConfig } from '@dlog/config';
 import { avroType, inputHash } from '@dlog/contracts';
 import { createKafka, ensurePipelineTopics, replayDeadLetters } from '@dlog/kafka';
@@ -37,7 +38,19 @@ describe('dlog dlq replay: dead letters go back once, with their original time',
     const env = { ...process.env, DLOG_TOPIC_PREFIX: prefix, LOG_LEVEL: 'warn' };
     const kafka = createKafka({ brokers: loadConfig(env).kafkaBrokers, clientId: 'test-dlq', log });
     await ensurePipelineTopics(kafka, prefix);
-    // Ten days ago: the gate checks ts against the record's time, which a replay must keep.
+    // Ten days ago: the gate checks ts against the record's time, which a replay must keep. The
+    // raw topic keeps records 3 days, so a record that old lasts there until the broker's next
+    // retention check: raised here, as an operator would before such a replay (said below).
+    const setRetention = async (ms: number) => {
+      const admin = kafka.admin();
+      await admin.connect();
+      try {
+        await admin.alterConfigs({ validateOnly: false, resources: [{ type: kafkajs.ConfigResourceTypes.TOPIC, name: `${prefix}inference.raw`, configEntries: [{ name: 'retention.ms', value: String(ms) }, { name: 'compression.type', value: 'producer' }] }] });
+      } finally {
+        await admin.disconnect();
+      }
+    };
+    await setRetention(30 * 86_400_000);
     const then = Date.now() - 10 * 86_400_000;
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();
@@ -70,6 +83,14 @@ describe('dlog dlq replay: dead letters go back once, with their original time',
       const bare = cli('inference.dlq');
       assert.equal(bare.status, 1);
       assert.match(bare.stderr, /--reason <code>.*or --all/);
+      // With the raw topic's own 3 days, letters of 10 days ago are not written back: the broker
+      // would delete them before the gate read them, while the replay log marked them done.
+      await setRetention(259_200_000);
+      const tooOld = cli('inference.dlq', '--reason', 'payload_too_large', '--dry-run');
+      assert.equal(tooOld.status, 0, tooOld.stderr);
+      assert.match(tooOld.stdout, /would replay 0\b/);
+      assert.match(tooOld.stdout, /not replayed: 2 letter\(s\) for \S+inference\.raw up to 10 days old, and \S+inference\.raw keeps records 3 days.*retention\.ms=/);
+      await setRetention(30 * 86_400_000);
       const dry = cli('inference.dlq', '--reason', 'payload_too_large', '--dry-run');
       assert.equal(dry.status, 0, dry.stderr);
       assert.match(dry.stdout, /would replay 2 \(payload_too_large 2\)/);

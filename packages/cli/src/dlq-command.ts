@@ -34,6 +34,16 @@ export function formatReplay(r: ReplayReport, dryRun: boolean): string {
   if (r.otherReason > 0) lines.push(`left alone ${r.otherReason} of other reasons`);
   if (r.unknownSource > 0) lines.push(`left alone ${r.unknownSource} without dlog.source.topic (not written by decision-log)`);
   if (r.stoppedShort.length > 0) lines.push(`partition(s) ${r.stoppedShort.join(', ')} went quiet before the end they had at the start: if letters are missing, run again (nothing is replayed twice)`);
+  for (const t of r.pastRetention) {
+    const days = (ms: number) => `${Math.round((ms / 86_400_000) * 10) / 10} days`;
+    const keep = Math.ceil((Date.now() - t.oldest) / 86_400_000) + 2;
+    lines.push(
+      `not replayed: ${t.letters} letter(s) for ${t.source} up to ${days(Date.now() - t.oldest)} old, and ${t.source} keeps records ${days(t.retentionMs)}: ` +
+        `written back with their original time, the broker would delete them before the gate read them. Raise its retention for the replay, ` +
+        `e.g. kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name ${t.source} --add-config retention.ms=${keep * 86_400_000}, ` +
+        'run the replay again, and put the retention back once they are read',
+    );
+  }
   for (const w of r.withoutValue) lines.push(`not replayed: ${w.reason} letter without its value (too large for a record); the original is at ${w.source} while its topic keeps it`);
   return `${lines.join('\n')}\n`;
 }

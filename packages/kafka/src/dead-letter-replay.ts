@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { IHeaders, Kafka, KafkaMessage, Message } from 'kafkajs';
+import kafkajs, { type IHeaders, type Kafka, type KafkaMessage, type Message } from 'kafkajs';
 import type { Logger } from 'pino';
 import { chunkMessages } from './transactional-processor.js';
 import { originalHeaders } from './dead-letter.js';
@@ -50,6 +50,43 @@ export interface ReplayReport {
   unknownSource: number;
   /** Partitions whose read stopped before the end they had at the start (nothing new came for a while): run again. */
   stoppedShort: number[];
+  /**
+   * Letters not replayed because their original time is so old that their source topic's
+   * retention would delete them, written back with it, before a worker read them (see pastRetention).
+   */
+  pastRetention: { source: string; letters: number; oldest: number; retentionMs: number }[];
+}
+
+// kafkajs is CommonJS: its enums come through the default export.
+const { ConfigResourceTypes } = kafkajs;
+
+/**
+ * How long a replayed record must survive its source topic's retention: the time a stopped or
+ * lagging worker may take to read it. A letter is written back with its original record time (the
+ * gate checks an event's ts against it); a letter older than the topic's retention was deleted by
+ * the broker's next retention check, often before the gate was back to read it, while the replay
+ * log already marked it replayed: lost for good.
+ */
+const retentionMarginMs = 3_600_000;
+
+/** The retention.ms of each topic, or undefined where records are not deleted by time. */
+async function timeRetention(kafka: Kafka, topics: string[]): Promise<Map<string, number | undefined>> {
+  const out = new Map<string, number | undefined>();
+  if (topics.length === 0) return out;
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const described = await admin.describeConfigs({ includeSynonyms: false, resources: topics.map((name) => ({ type: ConfigResourceTypes.TOPIC, name })) });
+    for (const r of described.resources) {
+      const entry = (name: string) => r.configEntries.find((e) => e.configName === name)?.configValue;
+      const deletes = (entry('cleanup.policy') ?? 'delete').split(',').includes('delete');
+      const ms = Number(entry('retention.ms'));
+      out.set(r.resourceName, deletes && Number.isFinite(ms) && ms > 0 ? ms : undefined);
+    }
+  } finally {
+    await admin.disconnect();
+  }
+  return out;
 }
 
 /**
@@ -165,7 +202,9 @@ async function readToEnd(
 export async function replayDeadLetters(opts: ReplayOptions): Promise<ReplayReport> {
   const idleMs = opts.idleMs ?? 3_000;
   const reasons = new Set(opts.reasons ?? []);
-  const report: ReplayReport = { replayed: {}, alreadyReplayed: 0, otherReason: 0, withoutValue: [], unknownSource: 0, stoppedShort: [] };
+  const report: ReplayReport = { replayed: {}, alreadyReplayed: 0, otherReason: 0, withoutValue: [], unknownSource: 0, stoppedShort: [], pastRetention: [] };
+  const retention = new Map<string, number | undefined>();
+  const tooOld = new Map<string, { letters: number; oldest: number; retentionMs: number }>();
   const log = opts.log.child({ component: 'dlq-replay', topic: opts.topic });
   // One transactional id for every replay of the pipeline (its replay log's name), whichever
   // dead-letter topic: a replay of another topic killed mid-transaction held the log's end back
@@ -223,6 +262,13 @@ export async function replayDeadLetters(opts: ReplayOptions): Promise<ReplayRepo
     log.info({ replayedBefore: [...done].filter((k) => k.startsWith(`${opts.topic}/`)).length }, 'replay log read');
 
     const read = await readToEnd(opts.kafka, opts.topic, idleMs, async (partition, messages) => {
+      const sources = new Set<string>();
+      for (const m of messages) {
+        const source = header(m.headers, 'dlog.source.topic');
+        if (source && !retention.has(source)) sources.add(source);
+      }
+      for (const [topic, ms] of await timeRetention(opts.kafka, [...sources])) retention.set(topic, ms);
+      const now = Date.now();
       const out = new Map<string, Message[]>();
       const marks: Message[] = [];
       const counted: string[] = [];
@@ -251,6 +297,14 @@ export async function replayDeadLetters(opts: ReplayOptions): Promise<ReplayRepo
         const headers = originalHeaders(m.headers);
         headers['dlog.replay.of'] = id;
         const timestamp = header(m.headers, 'dlog.source.timestamp') ?? m.timestamp;
+        const keptFor = retention.get(source);
+        if (keptFor !== undefined && Number(timestamp) < now - keptFor + retentionMarginMs) {
+          const t = tooOld.get(source) ?? { letters: 0, oldest: Number(timestamp), retentionMs: keptFor };
+          t.letters++;
+          t.oldest = Math.min(t.oldest, Number(timestamp));
+          tooOld.set(source, t);
+          continue;
+        }
         const list = out.get(source) ?? [];
         list.push({ key: m.key, value: m.value, headers, timestamp });
         out.set(source, list);
@@ -282,6 +336,7 @@ export async function replayDeadLetters(opts: ReplayOptions): Promise<ReplayRepo
       for (const mk of marks) done.add(String(mk.key));
     });
     report.stoppedShort = read.short;
+    report.pastRetention = [...tooOld].map(([source, t]) => ({ source, ...t }));
   } finally {
     await producer?.disconnect();
   }
