@@ -6,11 +6,16 @@ import { cliContext } from './context.js';
 
 const defaultActor = () => `${os.userInfo().username}@${os.hostname()}`;
 
-function describe(e: DeploymentEvent): string {
+/**
+ * What `dlog deploy` / `dlog rollback` print once the event is sent. The environment is named
+ * because it may have been inferred: a prod rollback once went to staging's history unseen.
+ */
+export function describeDeployment(e: DeploymentEvent): string {
   const m = e.model_ref.replace('registry://models/', '');
   const prev = e.previous_model_ref ? e.previous_model_ref.replace('registry://models/', '') : null;
+  const where = e.environment ? `${e.endpoint} in ${e.environment}` : `${e.endpoint} (no environment)`;
   const what =
-    e.action === 'rollback' ? `rolled ${e.endpoint} back to ${m}${prev ? ` (from ${prev})` : ''}` : `${e.action === 'canary' ? 'canary' : 'deployed'} ${m} on ${e.endpoint} at ${(e.traffic_share * 100).toFixed(1)}%${prev ? ` (next to / replacing ${prev})` : ''}`;
+    e.action === 'rollback' ? `rolled ${where} back to ${m}${prev ? ` (from ${prev})` : ''}` : `${e.action === 'canary' ? 'canary' : 'deployed'} ${m} on ${where} at ${(e.traffic_share * 100).toFixed(1)}%${prev ? ` (next to / replacing ${prev})` : ''}`;
   return `${what}\n  event ${e.event_id} at ${new Date(e.ts).toISOString()}; scopes and windows include it once the sink has written it.\n`;
 }
 
@@ -34,7 +39,7 @@ export function registerDeployCommands(program: Command): void {
       const { config, log } = cliContext();
       const e = await planDeploy(configQuery(config), { endpoint: opts.endpoint, model, share, canary: opts.canary, environment: opts.environment, image: opts.image, configRef: opts.config, reason: opts.reason, actor: opts.actor });
       await publishDeployment(config, log, e);
-      process.stdout.write(describe(e));
+      process.stdout.write(describeDeployment(e));
     });
 
   program
@@ -50,6 +55,6 @@ export function registerDeployCommands(program: Command): void {
       const { config, log } = cliContext();
       const e = await planRollback(configQuery(config), { endpoint: opts.endpoint, to, reason: opts.reason, actor: opts.actor, environment: opts.environment });
       await publishDeployment(config, log, e);
-      process.stdout.write(describe(e));
+      process.stdout.write(describeDeployment(e));
     });
 }
