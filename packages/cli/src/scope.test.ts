@@ -157,6 +157,13 @@ describe('deployment windows of several versions', () => {
       ],
     );
   });
+
+  it('closes the window of a version a canary at share 1 left at 0%', async () => {
+    const ev = (action: string, model: string, share: number, ts: string) => ({ action, endpoint: 'loan-api', environment: 'prod', model_ref: `registry://models/${model}`, previous_model_ref: null, traffic_share: share, ts });
+    const q: AuditQuery = async () => [ev('deploy', 'loan:1', 1, 't1'), ev('canary', 'loan:2', 1, 't2')];
+    const w = await deploymentWindowsOf(q, [{ name: 'loan', version: '1' }]);
+    assert.deepEqual(w.map((x) => [x.model, x.from, x.to, x.share]), [['loan:1', 't1', 't2', 1]]);
+  });
 });
 
 describe('formatting', () => {

@@ -350,6 +350,9 @@ export async function deploymentWindowsOf(q: AuditQuery, models: ModelId[], endp
         // deploy at full share or rollback: the target takes the endpoint (a partial deploy is a canary).
         serving = share >= 1 || action === 'rollback' ? new Map([[target, 1]]) : new Map([...serving, [target, share]]);
       }
+      // A version left at share 0 (a canary at share 1 took everything) serves nothing: its
+      // window closes here, as servingNow leaves it out (it stayed open at 0% for good).
+      for (const [k, v] of serving) if (!(v > 0)) serving.delete(k);
       const ts = String(e.ts);
       for (const [ref, model] of wanted) {
         const now = serving.get(ref);
