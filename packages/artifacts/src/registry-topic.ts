@@ -26,6 +26,8 @@ export interface RegistryFollowerStats {
   retried: number;
   /** Registrations ignored because an earlier one holds their version (refused when written). */
   conflicts: number;
+  /** Where the first registrations skipped as `unknown_schema_id` are, with their Kafka key (which names their ref). */
+  unserved: { partition: number; offset: string; key: string }[];
 }
 
 export interface RegistryFollower {
@@ -54,7 +56,7 @@ export async function loadArtifactState(opts: {
   unknownSchemaGraceMs?: number;
 }): Promise<RegistryFollower> {
   const state = new ArtifactState();
-  const stats: RegistryFollowerStats = { read: 0, skipped: 0, skippedBy: {}, retried: 0, conflicts: 0 };
+  const stats: RegistryFollowerStats = { read: 0, skipped: 0, skippedBy: {}, retried: 0, conflicts: 0, unserved: [] };
   // Conflicts in the history are old news, refused when they were written: one line for them once
   // caught up, not a warning each at every start (and in every `dlog register` run's output).
   let live = false;
@@ -139,6 +141,7 @@ export async function loadArtifactState(opts: {
           // again would read the same.
           stats.skipped++;
           stats.skippedBy[d.reason] = (stats.skippedBy[d.reason] ?? 0) + 1;
+          if (d.reason === 'unknown_schema_id' && stats.unserved.length < 1_000) stats.unserved.push({ partition: batch.partition, offset: m.offset, key: m.key?.toString() ?? '' });
           opts.log.warn({ topic: opts.topic, partition: batch.partition, offset: m.offset, reason: d.reason, error: d.message }, 'unreadable registration skipped');
           continue;
         }
@@ -251,14 +254,19 @@ export interface RegisterResult {
 
 /**
  * A registration the registry could not read (its schema not served here) may be the first of a
- * version in the log: checking against the rest would let another digest through, which every
- * reader that can read the first then ignores, after `dlog register` said "registered".
+ * version this manifest registers: checking against the rest would let another digest through,
+ * which every reader that can read the first then ignores, after `dlog register` said
+ * "registered". Its Kafka key names its ref (`<ref>@...`, or the ref alone for the SDK's
+ * environments), so only unread registrations of the manifest's refs stop it; one of another
+ * version (an old record whose schema a registry lost) does not block every registration for good.
  */
-function refuseUnread(stats: RegistryFollowerStats, topic: string, schemaRegistryUrl: string, outcome: string): void {
-  const unread = stats.skippedBy.unknown_schema_id ?? 0;
-  if (unread === 0) return;
+function refuseUnread(stats: RegistryFollowerStats, refs: ReadonlySet<string>, topic: string, schemaRegistryUrl: string, outcome: string): void {
+  // A ref may hold '@' itself (git://host/repo@commit): the key is tried against each ref whole.
+  const mine = stats.unserved.filter((u) => refs.has(u.key) || [...refs].some((r) => u.key.startsWith(`${r}@`)));
+  if (mine.length === 0) return;
+  const where = mine.slice(0, 5).map((u) => `${u.key} at partition ${u.partition} offset ${u.offset}`).join('; ');
   throw new Error(
-    `${unread} registration(s) on ${topic} were written with a schema the registry at ${registryEndpoint(schemaRegistryUrl).base} does not serve, ` +
+    `${mine.length} registration(s) of this manifest's versions on ${topic} were written with a schema the registry at ${registryEndpoint(schemaRegistryUrl).base} does not serve (${where}), ` +
       `so what they register is unknown and immutability cannot be checked: ${outcome}. ` +
       'Point SCHEMA_REGISTRY_URL at the registry their writer registered the schema in (or wait for a lagging replica), then run dlog register again.',
   );
@@ -270,18 +278,24 @@ function refuseUnread(stats: RegistryFollowerStats, topic: string, schemaRegistr
  * versions never change, one written could never be undone.
  */
 export function ancestryCycle(ref: string, parentsOf: (ref: string) => readonly string[] | undefined): string[] | undefined {
-  const seen = new Set<string>();
-  const walk = (at: string, path: string[]): string[] | undefined => {
+  // Iterative, each ancestor visited once, remembering only whom it was reached from: a lineage
+  // thousands of generations deep (a dataset snapshotted hourly) overflowed a recursive walk.
+  const from = new Map<string, string>();
+  const stack = [ref];
+  while (stack.length > 0) {
+    const at = stack.pop()!;
     for (const parent of parentsOf(at) ?? []) {
-      if (parent === ref) return [...path, parent];
-      if (seen.has(parent)) continue;
-      seen.add(parent);
-      const found = walk(parent, [...path, parent]);
-      if (found) return found;
+      if (parent === ref) {
+        const path = [parent];
+        for (let x: string | undefined = at; x !== undefined; x = x === ref ? undefined : from.get(x)) path.push(x);
+        return path.reverse();
+      }
+      if (from.has(parent)) continue;
+      from.set(parent, at);
+      stack.push(parent);
     }
-    return undefined;
-  };
-  return walk(ref, [ref]);
+  }
+  return undefined;
 }
 
 /**
@@ -302,7 +316,8 @@ export async function registerArtifacts(opts: {
 }): Promise<RegisterResult> {
   const grace = opts.unknownSchemaGraceMs;
   const { state, stats } = await loadArtifactState({ kafka: opts.kafka, topic: opts.topic, schemaRegistryUrl: opts.schemaRegistryUrl, log: opts.log, unknownSchemaGraceMs: grace });
-  refuseUnread(stats, opts.topic, opts.schemaRegistryUrl, 'nothing was written');
+  const refs = new Set(opts.events.map((e) => e.ref));
+  refuseUnread(stats, refs, opts.topic, opts.schemaRegistryUrl, 'nothing was written');
   const conflicts = opts.events.filter((e) => state.check(e) === 'conflict').map((e) => conflictWith(state.get(e.ref)!, e));
   if (conflicts.length > 0) throw new RegistrationConflictError(conflicts);
   const fresh = opts.events.filter((e) => state.check(e) === 'added');
@@ -328,7 +343,7 @@ export async function registerArtifacts(opts: {
     await producer.disconnect();
   }
   const { state: after, stats: afterStats } = await loadArtifactState({ kafka: opts.kafka, topic: opts.topic, schemaRegistryUrl: opts.schemaRegistryUrl, log: opts.log, unknownSchemaGraceMs: grace });
-  refuseUnread(afterStats, opts.topic, opts.schemaRegistryUrl, `${fresh.map((e) => e.ref).join(', ')} written, but whether it is the registration readers keep is not known`);
+  refuseUnread(afterStats, refs, opts.topic, opts.schemaRegistryUrl, `${fresh.map((e) => e.ref).join(', ')} written, but whether it is the registration readers keep is not known`);
   // Kept is ours, or one identical to it written at the same moment: either way what we meant.
   const lost = fresh.filter((e) => {
     const kept = after.get(e.ref);
