@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, readFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, symlinkSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -66,6 +66,10 @@ describe('the query endpoint: only the pipeline that holds the token answers, an
       await assert.rejects(answer(other), (err: unknown) => err instanceof QueryEndpointError && err.message.includes(`not the pipeline that owns ${other}`));
       copyFileSync(queryTokenFile(mine), queryTokenFile(other));
       await assert.rejects(answer(other), (err: unknown) => err instanceof QueryEndpointError && err.message.includes(`not the pipeline that owns ${other}`));
+      // The same directory through a symlink (a release directory) is the same store.
+      const linked = `${parent}-current`;
+      symlinkSync(parent, linked);
+      assert.deepEqual((await answer(path.join(linked, 'clickhouse')))?.rows, [{ n: 1 }]);
     } finally {
       await server.close();
       await store.close();

@@ -1,5 +1,5 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -88,7 +88,16 @@ export function querySignature(token: string | Buffer, direction: 'request' | 'a
   const digest = createHash('sha256').update(body).digest('hex');
   // The data directory is signed too: an answer proves it comes from the store the caller meant,
   // whatever token files were shared or copied.
-  return createHmac('sha256', token).update(`dlog-query ${direction}\n${path.resolve(dataDir)}\n${nonce}\n${digest}`).digest('hex');
+  return createHmac('sha256', token).update(`dlog-query ${direction}\n${canonicalDir(dataDir)}\n${nonce}\n${digest}`).digest('hex');
+}
+
+/** The directory as the file system names it: reached through a symlink (a release directory), the pipeline's path and the CLI's differed. */
+function canonicalDir(dataDir: string): string {
+  try {
+    return realpathSync(dataDir);
+  } catch {
+    return path.resolve(dataDir);
+  }
 }
 
 /** How far a request's time may be from the pipeline's clock (one machine: both read the same one). */
