@@ -263,7 +263,8 @@ describe('scope on an embedded store', () => {
         counted('1', '2026-11-27 06:01:00.000'),
         counted('1', '2026-11-27 06:02:00.000', { decision: 'declined' }),
         counted('1', '2026-11-27 06:01:00.000', { endpoint: 'rec', dropped: 9 }),
-        counted('3', `${oldTs.slice(0, 16)}:00.000`, { tier: 'minimal' }),
+        // Five more of that minute were sampled out: never stored, so none of them can have expired.
+        counted('3', `${oldTs.slice(0, 16)}:00.000`, { tier: 'minimal', dropped: 5 }),
         counted('3', `${now.slice(0, 16)}:00.000`, { tier: 'minimal' }),
       ],
     });
@@ -285,10 +286,10 @@ describe('scope on an embedded store', () => {
   it('says decisions older than their tier\'s retention may have expired, not only that they were sampled out', async () => {
     const m3 = { name: 'm', version: '3' };
     const all = await computeScope(q, { model: m3 });
-    assert.equal(all.exact, 2);
+    assert.equal(all.exact, 7);
     assert.equal(all.sampled, 1, 'the TTL deleted the old one');
     assert.deepEqual(all.pastRetention, [{ tier: 'minimal', days: 90, decisions: 1 }]);
-    assert.equal(shortfallNote(all, 1), '1 more are counted but not stored: they may have expired (minimal-tier decisions are kept 90 days, and 1 counted here is older), or were sampled out');
+    assert.equal(shortfallNote(all, 1), '6 more are counted but not stored: up to 1 may have expired (minimal-tier decisions are kept 90 days, and 1 counted here is older); the others were sampled out');
     // A window inside the retention: sampling is all that explains a shortfall there.
     const recent = await computeScope(q, { model: m3, since: Date.now() - 30 * day });
     assert.deepEqual(recent.pastRetention, []);

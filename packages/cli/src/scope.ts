@@ -554,7 +554,8 @@ async function countedPastRetention(
     return `(tier = {r${i}_tier:String} AND minute < {r${i}_before:DateTime64(3, 'UTC')})`;
   });
   const rows = await q(
-    `SELECT toString(tier) AS tier, toUInt64(sum(kept + dropped)) AS decisions FROM decision_counts FINAL WHERE ${counts.sql} AND (${older.join(' OR ')}) GROUP BY tier`,
+    // Kept only: what was sampled out was never stored, so it cannot have expired.
+    `SELECT toString(tier) AS tier, toUInt64(sum(kept)) AS decisions FROM decision_counts FINAL WHERE ${counts.sql} AND (${older.join(' OR ')}) GROUP BY tier`,
     params,
   );
   return reached
