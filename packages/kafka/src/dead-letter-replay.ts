@@ -70,18 +70,26 @@ const { ConfigResourceTypes } = kafkajs;
 const retentionMarginMs = 3_600_000;
 
 /** The retention.ms of each topic, or undefined where records are not deleted by time. */
-async function timeRetention(kafka: Kafka, topics: string[]): Promise<Map<string, number | undefined>> {
+async function timeRetention(kafka: Kafka, topics: string[], log: Logger): Promise<Map<string, number | undefined>> {
   const out = new Map<string, number | undefined>();
   if (topics.length === 0) return out;
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const described = await admin.describeConfigs({ includeSynonyms: false, resources: topics.map((name) => ({ type: ConfigResourceTypes.TOPIC, name })) });
-    for (const r of described.resources) {
-      const entry = (name: string) => r.configEntries.find((e) => e.configName === name)?.configValue;
-      const deletes = (entry('cleanup.policy') ?? 'delete').split(',').includes('delete');
-      const ms = Number(entry('retention.ms'));
-      out.set(r.resourceName, deletes && Number.isFinite(ms) && ms > 0 ? ms : undefined);
+    // One topic at a time: a source topic deleted since, or a user without DescribeConfigs on it,
+    // fails only its own letters' check (then unknown: replayed as before), not the whole replay.
+    for (const name of topics) {
+      try {
+        const described = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name }] });
+        const entries = described.resources[0]?.configEntries ?? [];
+        const entry = (key: string) => entries.find((e) => e.configName === key)?.configValue;
+        const deletes = (entry('cleanup.policy') ?? 'delete').split(',').map((x) => x.trim()).includes('delete');
+        const ms = Number(entry('retention.ms'));
+        out.set(name, deletes && Number.isFinite(ms) && ms > 0 ? ms : undefined);
+      } catch (err) {
+        log.warn({ source: name, err: (err as Error).message }, "source topic's retention unknown: its letters are replayed without the retention check");
+        out.set(name, undefined);
+      }
     }
   } finally {
     await admin.disconnect();
@@ -267,7 +275,7 @@ export async function replayDeadLetters(opts: ReplayOptions): Promise<ReplayRepo
         const source = header(m.headers, 'dlog.source.topic');
         if (source && !retention.has(source)) sources.add(source);
       }
-      for (const [topic, ms] of await timeRetention(opts.kafka, [...sources])) retention.set(topic, ms);
+      for (const [topic, ms] of await timeRetention(opts.kafka, [...sources], log)) retention.set(topic, ms);
       const now = Date.now();
       const out = new Map<string, Message[]>();
       const marks: Message[] = [];

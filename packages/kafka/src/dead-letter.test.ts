@@ -35,6 +35,11 @@ test('headers no client carries as they are (not UTF-8, a zero byte, null) trave
   assert.equal(String(back.traceparent), 'abc');
   assert.equal(back[ENCODED_HEADERS], undefined);
   assert.equal(Object.keys(back).some((k) => k.startsWith('dlog.')), false);
+  // A producer's own header of our name is not taken for ours, and a malformed one restores nothing.
+  const own = deadLetterMessage({ key: 'k', value: null, offset: '1', headers: { [ENCODED_HEADERS]: 'not json', ok: 'x' } }, source, failure, 'gate', 5);
+  assert.equal(own.headers?.[ENCODED_HEADERS], undefined);
+  assert.deepEqual(originalHeaders({ [ENCODED_HEADERS]: 'not json', ok: 'x' }), { ok: 'x' });
+  assert.deepEqual(originalHeaders({ [ENCODED_HEADERS]: JSON.stringify({ 'dlog.reason': ['eA=='], b: ['AP8='] }) }), { b: Buffer.from([0x00, 0xff]) });
   // A letter written before the encoding, holding a null: sent back as an empty value.
   assert.deepEqual(originalHeaders({ h: null, a: [null, Buffer.from('x')] } as unknown as Record<string, Buffer>), { h: Buffer.alloc(0), a: [Buffer.alloc(0), Buffer.from('x')] });
 });

@@ -63,7 +63,8 @@ function letterHeaders(original: Record<string, unknown> | undefined): IHeaders 
   const headers: IHeaders = {};
   let encoded: Record<string, (string | null)[]> | undefined;
   for (const [k, v] of Object.entries(original ?? {})) {
-    if (v === undefined) continue;
+    // A producer's own header of that name would be read back as ours (and fail as JSON).
+    if (v === undefined || k === ENCODED_HEADERS) continue;
     const values = (Array.isArray(v) ? v : [v]) as HeaderValue[];
     if (values.every(carriedAsIs)) {
       headers[k] = v as IHeaders[string];
@@ -86,12 +87,17 @@ export function originalHeaders(letter: IHeaders | undefined): IHeaders {
   }
   const raw = letter?.[ENCODED_HEADERS];
   const text = raw === undefined ? undefined : (Array.isArray(raw) ? raw[0] : raw)?.toString();
-  if (text) {
-    const encoded = JSON.parse(text) as Record<string, (string | null)[]>;
-    for (const [k, values] of Object.entries(encoded)) {
-      const bytes = values.map((b) => (b === null ? Buffer.alloc(0) : Buffer.from(b, 'base64')));
-      headers[k] = bytes.length === 1 ? bytes[0] : bytes;
-    }
+  let encoded: Record<string, (string | null)[]> = {};
+  try {
+    if (text) encoded = JSON.parse(text) as Record<string, (string | null)[]>;
+  } catch {
+    // Not ours (a letter written before a producer's header of this name was left out): nothing to restore.
+  }
+  for (const [k, values] of Object.entries(encoded)) {
+    // Like the plain ones: dlog.* headers are the pipeline's, not the original's.
+    if (k.startsWith('dlog.') || !Array.isArray(values)) continue;
+    const bytes = values.map((b) => (typeof b === 'string' ? Buffer.from(b, 'base64') : Buffer.alloc(0)));
+    headers[k] = bytes.length === 1 ? bytes[0] : bytes;
   }
   return headers;
 }
