@@ -88,7 +88,8 @@ function schemaViolation(type: Type, value: unknown): Result<never> {
  * The first integer literal in a JSON text that a double cannot hold exactly, if any (outside
  * strings). JSON.parse rounds `12345678901234567890` to `12345678901234567000` without a word: the
  * stored input and its hash would then name another account than the one the model saw, and a
- * producer's exact hash would not match. A literal that is a double's own shortest form passes:
+ * producer's exact hash would not match. A literal a double holds exactly passes (2^60 spelled
+ * out), and so does one that is a double's own shortest form:
  * `1764330123456789000` (a nanosecond clock read into a double, as JavaScript and every RFC 8785
  * writer print it) reads back as the same text, so the stored input and its hash are the
  * producer's. Only texts with a run of 16 digits are tokenised, so the common case costs one
@@ -113,7 +114,7 @@ export function lossyInteger(text: string): string | undefined {
       while (j < text.length && /[0-9.eE+-]/.test(text[j]!)) j++;
       const token = text.slice(i, j);
       i = j - 1;
-      if (/^-?\d{16,}$/.test(token) && String(Number(token)) !== token) return token;
+      if (/^-?\d{16,}$/.test(token) && String(Number(token)) !== token && BigInt(token) !== BigInt(Number(token))) return token;
     }
   }
   return undefined;
