@@ -181,3 +181,60 @@ describe('inputHashOfText', () => {
     assert.throws(() => inputHashOfText(deep, JSON.parse(deep)), (err: unknown) => err instanceof CanonicalJsonError && /Deeper/.test(err.message));
   });
 });
+
+describe('canonicalJson: what JSON.stringify would write as {} silently', () => {
+  it('refuses Map, Set, WeakMap and WeakSet, naming the path and what to do', () => {
+    const cases: [unknown, RegExp][] = [
+      [{ features: new Map([['income', 52000]]) }, /^Map is not representable in JSON .*Object\.fromEntries\(map\) at \/features$/],
+      [{ tags: [new Set(['vip'])] }, /^Set is not representable in JSON .*Array\.from\(set\) at \/tags\/0$/],
+      [{ w: new WeakMap() }, /^WeakMap is not representable in JSON/],
+      [new WeakSet(), /^WeakSet is not representable in JSON/],
+      [{ empty: new Map() }, /^Map /],
+    ];
+    for (const [value, message] of cases) {
+      assert.throws(() => canonicalJson(value), (err: unknown) => err instanceof CanonicalJsonError && message.test(err.message), String(message));
+    }
+    // A collection that says how it is written is taken at its word, as JSON.stringify does.
+    const withToJSON = Object.assign(new Map([['a', 1]]), { toJSON(this: Map<string, number>) { return Object.fromEntries(this); } });
+    assert.equal(canonicalJson({ m: withToJSON }), '{"m":{"a":1}}');
+  });
+});
+
+describe('canonicalJson options', () => {
+  it('maxLength: refuses text over it (tooLong), exactly at the boundary, before building all of it', () => {
+    const value = { a: 'xyz', b: [1, 2, { c: true }] };
+    const text = canonicalJson(value);
+    assert.equal(canonicalJson(value, { maxLength: text.length }), text);
+    for (const maxLength of [text.length - 1, 10, 1]) {
+      assert.throws(() => canonicalJson(value, { maxLength }), (err: unknown) => err instanceof CanonicalJsonError && err.tooLong && new RegExp(`longer than ${maxLength} characters`).test(err.message));
+    }
+    // A string is measured before its escape check; a table is refused as the text grows.
+    const t = performance.now();
+    assert.throws(() => canonicalJson({ blob: 'x'.repeat(16 << 20) }, { maxLength: 262_144 }), (err: unknown) => err instanceof CanonicalJsonError && err.tooLong && err.path === '/blob');
+    const rows = Array.from({ length: 200_000 }, (_, i) => ({ id: i, name: `customer ${i}` }));
+    assert.throws(() => canonicalJson({ rows }, { maxLength: 262_144 }), (err: unknown) => err instanceof CanonicalJsonError && err.tooLong && /^\/rows\/\d+$/.test(err.path));
+    assert.ok(performance.now() - t < 150, `refused in ${(performance.now() - t).toFixed(0)} ms (whole, the table takes ~400)`);
+    // Other problems are not "too long".
+    assert.throws(() => canonicalJson({ n: 1n }, { maxLength: 100 }), (err: unknown) => err instanceof CanonicalJsonError && !err.tooLong);
+  });
+
+  it('refuseKeys: refuses those keys at any depth, naming the key and path; keys of values left out do not count', () => {
+    const refuseKeys = new Set(['constructor']);
+    const value = JSON.parse('{"a":[{"constructor":1}]}') as unknown;
+    assert.equal(canonicalJson(value), '{"a":[{"constructor":1}]}', 'without the option, as before');
+    assert.throws(() => canonicalJson(value, { refuseKeys }), (err: unknown) => err instanceof CanonicalJsonError && err.refusedKey === 'constructor' && err.path === '/a/0/constructor');
+    assert.equal(canonicalJson({ constructor: undefined, b: 1 }, { refuseKeys }), '{"b":1}');
+    // The quoted-key cache does not let a refused key through once another call has cached it.
+    canonicalJson({ constructor: 1 });
+    assert.throws(() => canonicalJson({ constructor: 1 }, { refuseKeys }), CanonicalJsonError);
+  });
+
+  it('a toJSON that calls canonicalJson neither sees nor clobbers the outer call\'s options', () => {
+    const inner = { toJSON: () => canonicalJson({ constructor: 'x'.repeat(50) }) };
+    // The inner text holds the key the outer call refuses; the outer budget holds after it returns.
+    assert.equal(canonicalJson({ i: inner }, { maxLength: 80, refuseKeys: new Set(['constructor']) }).length, 80);
+    assert.throws(() => canonicalJson({ i: inner }, { maxLength: 79 }), (err: unknown) => err instanceof CanonicalJsonError && err.tooLong);
+    assert.throws(() => canonicalJson({ i: inner, constructor: 1 }, { refuseKeys: new Set(['constructor']) }), (err: unknown) => err instanceof CanonicalJsonError && err.refusedKey === 'constructor');
+    assert.equal(canonicalJson({ blob: 'x'.repeat(100) }), `{"blob":"${'x'.repeat(100)}"}`, 'no budget left behind');
+  });
+});

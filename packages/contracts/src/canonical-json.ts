@@ -6,8 +6,10 @@ import { hash } from 'node:crypto';
  * The value is read the way JSON.stringify reads it (toJSON is called, `undefined`, functions and
  * symbols are left out of objects and become null in arrays), so hashing an object gives the same
  * result as hashing its JSON text after a round trip. What JSON cannot carry losslessly is refused
- * rather than guessed: BigInt, NaN and ±Infinity, cycles, and strings with lone surrogates (I-JSON,
- * which RFC 8785 requires, forbids them, and other languages could not encode them to UTF-8).
+ * rather than guessed: BigInt, NaN and ±Infinity, cycles, strings with lone surrogates (I-JSON,
+ * which RFC 8785 requires, forbids them, and other languages could not encode them to UTF-8), and
+ * Map, Set, WeakMap and WeakSet (JSON.stringify writes each as `{}`: the record and its hash would
+ * silently say nothing of the content).
  *
  * Numbers use ECMAScript's Number-to-String, which is what RFC 8785 specifies, so JSON.stringify
  * already prints them canonically (-0 as 0, 1e21 as 1e+21, 1e-7 as 1e-7). Keys sort by UTF-16 code
@@ -17,7 +19,13 @@ import { hash } from 'node:crypto';
 export class CanonicalJsonError extends Error {
   /** Where in the value the problem is, as a JSON pointer ('' is the root). */
   path = '';
-  constructor(readonly reason: string) {
+  /** The key, one of the caller's `refuseKeys`, that was found. */
+  refusedKey: string | undefined;
+  constructor(
+    readonly reason: string,
+    /** The text would exceed the caller's `maxLength`: the value may well be representable. */
+    readonly tooLong = false,
+  ) {
     super(reason);
     this.name = 'CanonicalJsonError';
   }
@@ -41,7 +49,17 @@ interface WellFormed {
 /** Characters that need an escape, or a check for lone surrogates; most strings have none. */
 const needsCare = /[\u0000-\u001f"\\\ud800-\udfff]/;
 
+/** Options of one canonicalJson call, kept here for its walk (see canonicalJson). */
+let maxLength = Infinity;
+let refusedKeys: ReadonlySet<string> | undefined;
+
+function tooLong(): CanonicalJsonError {
+  return new CanonicalJsonError(`Canonical JSON longer than ${maxLength} characters`, true);
+}
+
 function str(s: string): string {
+  // Before the escape check: that alone reads all of a 16 MB string (and its quotes count too).
+  if (s.length + 2 > maxLength) throw tooLong();
   if (!needsCare.test(s)) return `"${s}"`;
   // Node 20 has String.prototype.isWellFormed (ES2024); the project's lib setting is ES2023.
   if (!(s as unknown as WellFormed).isWellFormed()) throw new CanonicalJsonError('String with a lone surrogate');
@@ -92,6 +110,7 @@ function walk(value: unknown, depth: number): string | undefined {
   const obj = value as Record<string, unknown> & { toJSON?: unknown };
   if (typeof obj.toJSON === 'function') return walk((obj.toJSON as (key: string) => unknown)(''), depth + 1);
   if (value instanceof Number || value instanceof String || value instanceof Boolean) return walk(value.valueOf(), depth);
+  if (value instanceof Map || value instanceof Set || value instanceof WeakMap || value instanceof WeakSet) throw new CanonicalJsonError(collectionProblem(value));
   // Tracking ancestors costs on every object; a depth limit costs nothing, and only a value that
   // hits it is walked again to tell a cycle (with its path) from a merely deep structure.
   if (depth > maxDepth) throw new CanonicalJsonError(tooDeep);
@@ -102,11 +121,15 @@ function walk(value: unknown, depth: number): string | undefined {
       if (i > 0) out += ',';
       try {
         out += walk(obj[i], depth + 1) ?? 'null';
+        // Checked as the text grows, so a huge value is refused after maxLength characters of
+        // work, not after all of it (200k rows: ~0.5 s of the host's event loop).
+        if (out.length > maxLength) throw tooLong();
       } catch (err) {
         throw inside(err, String(i));
       }
     }
     out += ']';
+    if (out.length > maxLength) throw tooLong();
   } else {
     const keys = Object.keys(obj);
     // Often already in order (objects built from sorted or canonical data): sort only if not.
@@ -130,15 +153,30 @@ function walk(value: unknown, depth: number): string | undefined {
       first = false;
       let quoted: string;
       try {
+        if (refusedKeys !== undefined && refusedKeys.has(key)) throw refusedKey(key);
         quoted = quotedKey(key);
+        out += quoted + ':' + child;
+        if (out.length > maxLength) throw tooLong();
       } catch (err) {
         throw inside(err, key);
       }
-      out += quoted + ':' + child;
     }
     out += '}';
+    if (out.length > maxLength) throw tooLong();
   }
   return out;
+}
+
+function refusedKey(key: string): CanonicalJsonError {
+  const err = new CanonicalJsonError(`Key ${JSON.stringify(key)} is refused`);
+  err.refusedKey = key;
+  return err;
+}
+
+function collectionProblem(value: Map<unknown, unknown> | Set<unknown> | WeakMap<object, unknown> | WeakSet<object>): string {
+  if (value instanceof Map) return 'Map is not representable in JSON (JSON.stringify writes {}): convert it, e.g. Object.fromEntries(map)';
+  if (value instanceof Set) return 'Set is not representable in JSON (JSON.stringify writes {}): convert it, e.g. Array.from(set)';
+  return `${value instanceof WeakMap ? 'WeakMap' : 'WeakSet'} is not representable in JSON (its entries cannot be listed): copy what it holds into an object or array`;
 }
 
 const maxDepth = 512;
@@ -163,8 +201,25 @@ function findCycle(value: unknown, ancestors: object[]): string | undefined {
   }
 }
 
+export interface CanonicalJsonOptions {
+  /**
+   * Refuse the value (CanonicalJsonError with `tooLong`) once its text would be longer than this
+   * many characters, after about that much work rather than after building and hashing all of it.
+   * A character is at least one UTF-8 byte, so text over N characters is over N bytes.
+   */
+  maxLength?: number;
+  /** Object keys refused wherever they appear (keys a consumer of the text will not take). */
+  refuseKeys?: ReadonlySet<string>;
+}
+
 /** The RFC 8785 canonical JSON text of a value. Throws CanonicalJsonError for what JSON cannot hold. */
-export function canonicalJson(value: unknown): string {
+export function canonicalJson(value: unknown, options?: CanonicalJsonOptions): string {
+  // Module state rather than walk parameters, which cost the default path; saved and restored
+  // because a toJSON may call canonicalJson itself.
+  const outerMax = maxLength;
+  const outerKeys = refusedKeys;
+  maxLength = options?.maxLength ?? Infinity;
+  refusedKeys = options?.refuseKeys;
   let out: string | undefined;
   try {
     out = walk(value, 0);
@@ -175,6 +230,9 @@ export function canonicalJson(value: unknown): string {
     refused.path = cycle ?? (err as CanonicalJsonError).path;
     refused.message = `${refused.reason} at ${refused.path}`;
     throw refused;
+  } finally {
+    maxLength = outerMax;
+    refusedKeys = outerKeys;
   }
   if (out === undefined) throw new CanonicalJsonError(`${typeof value} is not representable in JSON`);
   return out;

@@ -9,6 +9,7 @@ import { createLogger, waitFor } from '@dlog/runtime';
 import { createDecisionLogger, DecisionLoggerError, placeholderSchemaId, type DecisionLoggerOptions } from './decision-logger.js';
 import { SessionLostError } from './native-transport.js';
 import { SpillFile } from './spill-file.js';
+import type { Decision } from './decision.js';
 import type { OutMessage, Transport } from './transport.js';
 
 const eventType = avro.Type.forSchema(loadSchema('inference-event'));
@@ -573,6 +574,70 @@ describe('createDecisionLogger: no duplicates, no lost events, never throwing', 
     assert.throws(make({ requestTimeoutMs: 3_000_000_000 }), /option requestTimeoutMs/);
     assert.throws(make({ buffer: { policy: 'drop', spillDir: '/tmp/x' } }), /option buffer\.spillDir/);
     assert.doesNotThrow(() => make({ model: 'registry://models/loan-approver:2.4.1' })().close());
+  });
+
+  it('option errors say what is wrong and what to do', () => {
+    const fake = fakeTransport();
+    const make = (extra: Record<string, unknown>) => () => createDecisionLogger(base(fake.transport, extra as Partial<DecisionLoggerOptions>)).close();
+    assert.throws(make({ model: { name: 'loan-approver' } }), /option model: needs a version \(a non-empty string\)/);
+    assert.throws(make({ model: { version: '1' } }), /option model: needs a name/);
+    assert.throws(make({ model: { name: 'fraud:eu', version: '3' } }), /option model: name "fraud:eu" cannot contain ':'/);
+    // console has no child(): it used to fail later with "TypeError: ...child is not a function".
+    assert.throws(make({ log: console }), /^Error: Invalid decision logger option log: must be a pino logger .*child, info, warn, error, debug/);
+    assert.throws(make({ buffer: { maxBytes: 1000 } }), /option buffer\.maxBytes: 1000 is smaller than maxEventBytes \(262144, the default\): every event larger than buffer\.maxBytes would be dropped; raise buffer\.maxBytes .* or lower maxEventBytes/);
+    assert.throws(make({ buffer: { maxBytes: 100_000 }, maxEventBytes: 200_000 }), /option buffer\.maxBytes: 100000 is smaller than maxEventBytes \(200000\)/);
+    assert.doesNotThrow(make({ buffer: { maxBytes: 100_000 }, maxEventBytes: 100_000 }));
+    // Defaults with a lone surrogate or a prototype key would refuse every event: refused here.
+    assert.throws(make({ attributes: { note: 'é🎉'.slice(0, 2) } }), /option attributes\.note: holds a lone surrogate/);
+    assert.throws(make({ attributes: JSON.parse('{"__proto__":"x"}') as Record<string, string> }), /option attributes\.__proto__: .*prototype key/);
+    assert.throws(make({ service: 'svc👍'.slice(0, 4) }), /option service: holds a lone surrogate/);
+  });
+
+  it('takes a bracketed IPv6 broker ([::1]:9092), and refuses one that is not host:port', () => {
+    const ok = { service: 'x', registryUrl: 'http://127.0.0.1:8081', kafkaClient: 'native' as const };
+    for (const broker of ['localhost', '::1:9092', '[::1]', 'host:port']) {
+      assert.throws(() => createDecisionLogger({ ...ok, brokers: [broker] }), /option brokers\.0: must be host:port, or \[IPv6 address\]:port/, broker);
+    }
+    // Taken as an option (a transport stands in for Kafka here: no broker is contacted) ...
+    const fake = fakeTransport();
+    assert.doesNotThrow(() => void createDecisionLogger(base(fake.transport, { brokers: ['[::1]:9092', '[2001:db8::7]:9093', 'kafka-1:9092'] })).close());
+    // ... but kafkajs splits a broker at its first ':', so it cannot connect to one: said at creation.
+    assert.throws(() => createDecisionLogger({ ...ok, brokers: ['[::1]:9092'], kafkaClient: 'kafkajs' }), /option brokers: \[::1\]:9092 is an IPv6 address, which kafkajs cannot connect to; install node-rdkafka/);
+  });
+
+  it('by default refuses an event over 256 KiB, the gate\'s default policy (it was 512 KiB, and the gate dead-lettered those)', async () => {
+    const policy = readFileSync(new URL('../../../infra/policies/default.yaml', import.meta.url), 'utf8');
+    assert.equal(Number(/max_event_bytes:\s*(\d+)/.exec(policy)?.[1]), 262_144, 'the SDK default follows the gate policy');
+    const fake = fakeTransport();
+    const errors: DecisionLoggerError[] = [];
+    const logger = createDecisionLogger(base(fake.transport, { onError: (e) => void errors.push(e) }));
+    logger.record({ input: { text: 'x'.repeat(300_000) }, output: { decision: 'ok' } });
+    logger.record({ input: { text: 'x'.repeat(200_000) }, output: { decision: 'ok' } });
+    const stats = await logger.close();
+    assert.deepEqual([stats.sent, stats.invalid], [1, 1]);
+    assert.match(errors[0]?.message ?? '', /oversized: the input's JSON alone is over 262144 characters/);
+  });
+
+  it('counts as invalid, and reports, decisions the gate would dead-letter: they are not sent', async () => {
+    const fake = fakeTransport();
+    const errors: DecisionLoggerError[] = [];
+    const logger = createDecisionLogger(base(fake.transport, { onError: (e) => void errors.push(e) }));
+    const bad: Decision[] = [
+      { input: { q: 1 }, output: { decision: 'Approved 👍'.slice(0, 10) } },
+      { input: { q: 1 }, output: { decision: 'ok' }, attributes: { note: 'é🎉'.slice(0, 2) } },
+      { input: { constructor: 'Acme Builders Ltd', amount: 5 }, output: { decision: 'ok' } },
+      { input: { q: 1 }, output: { decision: 'ok' }, ts: Math.floor(Date.now() / 1000) },
+      { input: { features: new Map([['income', 1]]) }, output: { decision: 'ok' } },
+    ];
+    for (const d of bad) logger.record(d);
+    logger.record({ input: { q: 1 }, output: { decision: 'ok', tokenLogprobs: [-0.1, -Infinity] } });
+    const stats = await logger.close();
+    assert.deepEqual([stats.sent, stats.invalid], [1, bad.length]);
+    const reasons = errors.map((e) => `${e.kind}: ${e.message}`).join('\n');
+    for (const r of [/invalid: .*output\.decision holds a lone surrogate/, /invalid: .*attributes\["note"\] holds a lone surrogate/, /invalid: .*the key "constructor", which the gate refuses/, /invalid: .*this looks like seconds/, /invalid: .*Map is not representable/]) {
+      assert.match(reasons, r);
+    }
+    assert.deepEqual(fake.events()[0]?.event.output.token_logprobs, [-0.1, -Infinity]);
   });
 
   it('spill policy past its bound: one record() encodes a small slice of what waits, not all of it', async () => {

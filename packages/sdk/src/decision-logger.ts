@@ -5,6 +5,7 @@ import { loadSchema, valueSubject } from '@dlog/contracts';
 import { backoffDelay, createLogger, type Logger } from '@dlog/runtime';
 import {
   eventKey,
+  gateForbiddenKeys,
   InvalidDecisionError,
   toInferenceEvent,
   type ConfigRef,
@@ -52,7 +53,7 @@ export interface DecisionLoggerOptions {
   buffer?: {
     /** Events held (waiting to be encoded or sent) before the policy applies. */
     maxEvents?: number;
-    /** Encoded bytes held in memory before the policy applies. */
+    /** Encoded bytes held in memory before the policy applies; at least maxEventBytes. */
     maxBytes?: number;
     /** drop: newest events are dropped and counted; spill: written to spillDir and replayed in order. */
     policy?: BufferPolicy;
@@ -70,7 +71,11 @@ export interface DecisionLoggerOptions {
     /** Kept below the broker's message.max.bytes (1 MiB by default), which bounds one partition's batch. */
     maxBytes?: number;
   };
-  /** Larger encoded events are refused as invalid. */
+  /**
+   * Larger encoded events are refused as invalid (default 262144, 256 KiB). Must not exceed the
+   * gate policy's limits.max_event_bytes (262144 in infra/policies/default.yaml): a larger event
+   * would be sent, counted as sent and then dead-lettered by the gate.
+   */
   maxEventBytes?: number;
   compression?: 'none' | 'gzip';
   /**
@@ -83,44 +88,102 @@ export interface DecisionLoggerOptions {
   requestTimeoutMs?: number;
   /** Called for every refused decision, every batch of drops and every failed send; never throws back. */
   onError?: (err: DecisionLoggerError) => void;
+  /** A pino logger (or one with its child / info / warn / error / debug methods); console is not one. */
   log?: Logger;
   /** Replaces Kafka and the registry (tests). */
   transport?: Transport;
 }
 
-const refSchema = z.object({ ref: z.string().min(1), digest: z.string().nullable().optional() }).strict();
 // The same rules decision.ts applies to every event: a logger-wide default that breaks them would
-// otherwise be accepted here and then refuse every event in the background.
+// otherwise be accepted here and then refuse every event in the background. decision.ts checks
+// the strings a decision sets; the defaults' are checked here, once.
+interface WellFormed {
+  isWellFormed(): boolean;
+}
+/** Node 20 has String.prototype.isWellFormed (ES2024); the project's lib setting is ES2023. */
+const isWellFormed = (s: string): boolean => (s as unknown as WellFormed).isWellFormed();
+const loneSurrogate = 'holds a lone surrogate (half of a character, as slice() leaves when it cuts an emoji), which the gate refuses; fix it with toWellFormed()';
+const text = z.string().refine(isWellFormed, loneSurrogate);
+/**
+ * A map whose keys the gate takes: no prototype key (decision.ts gateForbiddenKeys), no lone
+ * surrogate. Checked on the raw object: z.record leaves an own `__proto__` out of what it parses,
+ * and the logger uses the options as given.
+ */
+const gateKeys = z.unknown().superRefine((m, ctx) => {
+  if (typeof m !== 'object' || m === null) return;
+  for (const k of Object.keys(m)) {
+    if (gateForbiddenKeys.has(k)) ctx.addIssue({ code: 'custom', path: [k], message: 'is a prototype key, which the gate refuses (forbidden_key); rename it' });
+    else if (!isWellFormed(k)) ctx.addIssue({ code: 'custom', path: [k], message: `the key ${loneSurrogate}` });
+  }
+});
+const gateMap = <T extends z.ZodType>(values: T) => gateKeys.pipe(z.record(z.string(), values));
+const refSchema = z.object({ ref: text.min(1), digest: text.nullable().optional() }).strict();
 const modelUriPattern = /^registry:\/\/models\/([^:\s]+):(\S+)$/;
+const modelSchema = z.unknown().superRefine((m, ctx) => {
+  const problem = modelProblem(m);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+/** Why a logger-wide model reference would refuse every event; undefined when it is fine. */
+function modelProblem(m: unknown): string | undefined {
+  const form = "a string registry://models/<name>:<version>, or { name, version, digest? }";
+  if (typeof m === 'string') {
+    if (!modelUriPattern.test(m)) return `${JSON.stringify(m)} is not registry://models/<name>:<version>; pass ${form}`;
+    return isWellFormed(m) ? undefined : loneSurrogate;
+  }
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) return `must be ${form}`;
+  const o = m as Record<string, unknown>;
+  const unknown = Object.keys(o).filter((k) => k !== 'name' && k !== 'version' && k !== 'digest');
+  if (unknown.length > 0) return `has unknown key(s) ${unknown.join(', ')}; it takes name, version and digest`;
+  if (typeof o.name !== 'string' || o.name === '') return "needs a name (a non-empty string), e.g. { name: 'loan-approver', version: '2.4.1' }";
+  if (typeof o.version !== 'string' || o.version === '') return `needs a version (a non-empty string): { name: ${JSON.stringify(o.name)}, version: '<the version deployed>' }`;
+  if (o.digest !== undefined && o.digest !== null && typeof o.digest !== 'string') return 'digest must be a string or null';
+  // registry://models/<name>:<version> would name another model; decision.ts refuses it too.
+  if (o.name.includes(':')) return `name ${JSON.stringify(o.name)} cannot contain ':' (it separates name and version in registry://models/<name>:<version>)`;
+  for (const v of [o.name, o.version, o.digest]) if (typeof v === 'string' && !isWellFormed(v)) return loneSurrogate;
+  return undefined;
+}
+
+/** What the logger calls on `log`: pino's shape. */
+const logMethods = ['child', 'info', 'warn', 'error', 'debug'] as const;
+const logSchema = z.custom<Logger>(
+  (v) => typeof v === 'object' && v !== null && logMethods.every((k) => typeof (v as Record<string, unknown>)[k] === 'function'),
+  `must be a pino logger (or like one: ${logMethods.join(', ')} functions); console has no child(): pass pino(), or leave log out`,
+);
 const optionalNumber = z.number().nullable().optional();
 const paramsSchema = z
   .object({
     temperature: optionalNumber,
     topP: optionalNumber,
     maxTokens: z.number().int().nullable().optional(),
-    thresholds: z.record(z.string(), z.number()).optional(),
-    extra: z.record(z.string(), z.string()).optional(),
+    thresholds: gateMap(z.number()).optional(),
+    extra: gateMap(text).optional(),
   })
   .strict();
+/** Must not exceed the gate's default policy, limits.max_event_bytes in infra/policies/default.yaml. */
+const defaultMaxEventBytes = 256 * 1024;
+const defaultBatchBytes = 900 * 1024;
+/** host:port, or [IPv6]:port (librdkafka's form for an IPv6 literal). */
+const brokerPattern = /^(?:[^\s:[\]]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/;
 /** Bounded so one hung send cannot hold a batch (and close()) for longer; also setTimeout's limit. */
 const maxRequestTimeoutMs = 300_000;
 /** setTimeout fires at once for anything longer (it overflows to 1 ms). */
 const maxTimerMs = 2 ** 31 - 1;
 const optionsSchema = z
   .object({
-    service: z.string().min(1),
-    brokers: z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, 'host:port')).min(1).optional(),
+    service: text.min(1),
+    brokers: z.array(z.string().regex(brokerPattern, 'must be host:port, or [IPv6 address]:port')).min(1).optional(),
     registryUrl: z.string().url().optional(),
     topic: z.string().regex(/^[A-Za-z0-9._-]{1,249}$/).optional(),
     artifactTopic: z.string().regex(/^[A-Za-z0-9._-]{1,249}$/).optional(),
-    endpoint: z.string().min(1).optional(),
-    decisionType: z.string().min(1).optional(),
-    tenant: z.string().nullable().optional(),
-    model: z.union([z.string().regex(modelUriPattern, 'a string model is registry://models/<name>:<version>; or pass { name, version }'), z.object({ name: z.string().min(1), version: z.string().min(1), digest: z.string().nullable().optional() }).strict()]).optional(),
+    endpoint: text.min(1).optional(),
+    decisionType: text.min(1).optional(),
+    tenant: text.nullable().optional(),
+    model: modelSchema.optional(),
     image: refSchema.nullable().optional(),
-    config: z.object({ ref: z.string().min(1), params: paramsSchema.optional() }).strict().nullable().optional(),
+    config: z.object({ ref: text.min(1), params: paramsSchema.optional() }).strict().nullable().optional(),
     preprocessing: refSchema.nullable().optional(),
-    attributes: z.record(z.string(), z.string()).optional(),
+    attributes: gateMap(text).optional(),
     environment: z
       .object({ libraries: z.record(z.string(), z.string()).optional(), hardware: z.record(z.string(), z.string()).optional() })
       .strict()
@@ -143,14 +206,32 @@ const optionsSchema = z
     kafkaClient: z.enum(['auto', 'native', 'kafkajs']).optional(),
     requestTimeoutMs: z.number().int().positive().max(maxRequestTimeoutMs).optional(),
     onError: z.custom<(err: DecisionLoggerError) => void>((v) => typeof v === 'function', 'must be a function').optional(),
-    log: z.unknown().optional(),
+    log: logSchema.optional(),
     transport: z.unknown().optional(),
   })
   .strict()
   .refine((o) => o.transport !== undefined || (o.brokers !== undefined && o.registryUrl !== undefined), {
     message: 'brokers and registryUrl are required (or a transport)',
     path: ['brokers'],
+  })
+  .superRefine((o, ctx) => {
+    // Past this bound an event is dropped (or spilled) whatever else is held: every event larger
+    // than buffer.maxBytes would be, though maxEventBytes lets it through.
+    const maxBytes = o.buffer?.maxBytes;
+    const maxEvent = effectiveMaxEventBytes(o.maxEventBytes, o.batch?.maxBytes);
+    if (maxBytes !== undefined && maxBytes < maxEvent) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['buffer', 'maxBytes'],
+        message: `${maxBytes} is smaller than maxEventBytes (${maxEvent}${o.maxEventBytes === undefined ? ', the default' : ''}): every event larger than buffer.maxBytes would be ${o.buffer?.policy === 'spill' ? 'spilled' : 'dropped'}; raise buffer.maxBytes to at least ${maxEvent}, or lower maxEventBytes`,
+      });
+    }
   });
+
+/** maxEventBytes as the logger applies it: one event must also fit a batch. */
+function effectiveMaxEventBytes(maxEventBytes: number | undefined, batchBytes: number | undefined): number {
+  return Math.min(maxEventBytes ?? defaultMaxEventBytes, batchBytes ?? defaultBatchBytes);
+}
 
 export type DecisionLoggerErrorKind = 'invalid' | 'dropped' | 'send' | 'spill' | 'startup' | 'failed';
 
@@ -369,8 +450,8 @@ class DecisionLoggerImpl implements DecisionLogger {
     this.maxBytes = opts.buffer?.maxBytes ?? 64 * 1024 * 1024;
     this.maxSpillBytes = opts.buffer?.maxSpillBytes ?? 4 * 1024 ** 3;
     this.batchEvents = opts.batch?.maxEvents ?? 5_000;
-    this.batchBytes = opts.batch?.maxBytes ?? 900 * 1024;
-    this.maxEventBytes = Math.min(opts.maxEventBytes ?? 512 * 1024, this.batchBytes);
+    this.batchBytes = opts.batch?.maxBytes ?? defaultBatchBytes;
+    this.maxEventBytes = effectiveMaxEventBytes(opts.maxEventBytes, opts.batch?.maxBytes);
     this.environment = captureEnvironment(opts.environment);
     this.defaults = {
       service: opts.service,
@@ -385,6 +466,7 @@ class DecisionLoggerImpl implements DecisionLogger {
       preprocessing: opts.preprocessing ?? null,
       attributes: opts.attributes ?? {},
       environmentDigest: this.environment.digest,
+      maxEventBytes: this.maxEventBytes,
     };
     if (opts.transport) this.transport = opts.transport;
     else {
@@ -401,6 +483,12 @@ class DecisionLoggerImpl implements DecisionLogger {
         throw new Error(`Invalid decision logger option kafkaClient: 'native' needs node-rdkafka, which does not load (${nativeKafkaLoadError()}); use 'auto' or 'kafkajs'`);
       }
       const native = pickNativeKafka(kind);
+      // kafkajs splits a broker at its first ':' (connectionPoolBuilder.js): `[::1]:9092` would
+      // become host '[' and never connect.
+      const ipv6 = opts.brokers!.find((b) => b.startsWith('['));
+      if (!native && ipv6 !== undefined) {
+        throw new Error(`Invalid decision logger option brokers: ${ipv6} is an IPv6 address, which kafkajs cannot connect to; install node-rdkafka (kafkaClient 'auto' or 'native' then uses it), or name the broker by a host name`);
+      }
       this.transport = native ? nativeTransport({ ...common, native }) : kafkaTransport(common);
     }
     if (this.policy === 'spill') {

@@ -22,7 +22,7 @@ export interface Decision {
   attributes?: Record<string, string>;
   /** Agent step context; trace() fills it for you. */
   trajectory?: TrajectoryContext;
-  /** When the decision was made (ms since the epoch); defaults to now. */
+  /** When the decision was made, in milliseconds since the epoch (not seconds); defaults to now. */
   ts?: number;
 }
 
@@ -30,6 +30,7 @@ export interface DecisionOutput {
   decision: string;
   confidence?: number | null;
   scores?: Record<string, number>;
+  /** Finite numbers, or -Infinity for a token of probability 0. */
   tokenLogprobs?: number[] | null;
   /** Free-form output (generated text, structured result), stored as JSON text. */
   detail?: unknown;
@@ -88,7 +89,51 @@ export interface EventDefaults {
   preprocessing: PreprocessingRef | null;
   attributes: Record<string, string>;
   environmentDigest: string;
+  /** The logger's maxEventBytes: an input whose JSON alone is longer is refused before it is all built. */
+  maxEventBytes: number;
 }
+
+/**
+ * Keys the gate dead-letters as `forbidden_key` (prototype keys: a consumer that assigns them
+ * pollutes or replaces an object's prototype), in the input at any depth and in attributes and
+ * output.scores. The same set as `forbidden` in services/gate/src/decode.ts and `forbiddenKeys`
+ * in services/gate/src/protect.ts: refused here, at record() time, rather than sent, counted as
+ * sent and dead-lettered. decision.test.ts asserts the three agree.
+ */
+export const gateForbiddenKeys: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
+
+interface WellFormed {
+  isWellFormed(): boolean;
+}
+
+/**
+ * Throws unless `s` is well-formed UTF-16. A lone surrogate (half of an emoji, from text cut with
+ * slice()) has no UTF-8 encoding: the gate dead-letters the event as invalid_utf8.
+ */
+function wellFormed(s: string, field: string): void {
+  // Node 20 has String.prototype.isWellFormed (ES2024); the project's lib setting is ES2023.
+  if (!(s as unknown as WellFormed).isWellFormed()) {
+    throw new Error(`${field} holds a lone surrogate (half of a character, as slice() leaves when it cuts an emoji): it has no UTF-8 form and the gate refuses it; cut text with Array.from(text) or fix it with text.toWellFormed()`);
+  }
+}
+
+function optWellFormed(s: string | null | undefined, field: string): void {
+  if (typeof s === 'string') wellFormed(s, field);
+}
+
+/** A map's keys (and string values) as the gate takes them: no prototype keys, no lone surrogates. */
+function mapKeysAndText(m: Record<string, unknown> | undefined, field: string): void {
+  if (m === undefined) return;
+  for (const k in m) {
+    if (gateForbiddenKeys.has(k)) throw new Error(`${field} has the key ${JSON.stringify(k)}, which the gate refuses (forbidden_key: a prototype key); rename it`);
+    wellFormed(k, `a key of ${field}`);
+    const v = m[k];
+    if (typeof v === 'string') wellFormed(v, `${field}[${JSON.stringify(k)}]`);
+  }
+}
+
+/** Below this, a positive ts is seconds, not ms: 1e12 ms is 2001-09-09, 1e12 s is 33,658 AD. */
+const minMillisTs = 1e12;
 
 /** A refused decision: never thrown at the caller, counted as `invalid` and reported. */
 export class InvalidDecisionError extends Error {
@@ -125,6 +170,10 @@ function modelRef(m: ModelRef | string | undefined): ModelRef | string {
 function whyNotSerialisable(err: unknown): string {
   try {
     if (err instanceof CanonicalJsonError) {
+      // The key is one of gateForbiddenKeys, none of the host's data.
+      if (err.refusedKey !== undefined) {
+        return `it has the key ${JSON.stringify(err.refusedKey)}, which the gate refuses (forbidden_key: a prototype key), at depth ${err.path.split('/').length - 1}; rename it`;
+      }
       const depth = err.path === '' ? 0 : err.path.split('/').length - 1;
       return `${err.reason} (at depth ${depth})`;
     }
@@ -161,6 +210,18 @@ function refOrNull(r: { ref: string; digest?: string | null } | null | undefined
   return { ref: r.ref, digest: r.digest ?? null };
 }
 
+/** refOrNull for a reference the decision sets: its strings checked too. */
+function checkedRef(r: { ref: string; digest?: string | null } | null, what: string): { ref: string; digest: string | null } | null {
+  const ref = refOrNull(r, what);
+  if (ref !== null) {
+    wellFormed(ref.ref, `${what}.ref`);
+    optWellFormed(ref.digest, `${what}.digest`);
+  }
+  return ref;
+}
+
+const isLogprob = (v: unknown): boolean => v === -Infinity || isNum(v);
+
 /**
  * Builds the Avro record (schemas/inference-event.avsc) for a decision: validates what the host
  * gave, serialises and hashes the input. Runs in the background loop, never on the caller.
@@ -172,24 +233,49 @@ export function toInferenceEvent(eventId: string, ts: number, d: Decision, defau
     const model = modelRef(d.model ?? defaults.model);
     if (typeof model === 'string') throw new Error(model);
     if (!optStr(model.digest)) throw new Error('model.digest must be a string');
+    // Strings are checked for lone surrogates where the decision sets them; the logger's defaults
+    // were checked once, when it was created.
+    if (d.model !== undefined) {
+      wellFormed(model.name, 'model name');
+      wellFormed(model.version, 'model version');
+      optWellFormed(model.digest, 'model.digest');
+    }
     const out = d.output;
     if (typeof out !== 'object' || out === null || typeof out.decision !== 'string') throw new Error('output.decision must be a string');
+    wellFormed(out.decision, 'output.decision');
     if (!optNum(out.confidence)) throw new Error('output.confidence must be a finite number');
     if (!numMap(out.scores)) throw new Error('output.scores must map names to finite numbers');
-    if (out.tokenLogprobs != null && !(Array.isArray(out.tokenLogprobs) && out.tokenLogprobs.every(isNum))) {
-      throw new Error('output.tokenLogprobs must be an array of finite numbers');
+    mapKeysAndText(out.scores, 'output.scores');
+    // -Infinity is a real log-probability (a token of probability 0); the contract's doubles and
+    // the gate (numberProblem) take it. NaN and +Infinity are no log-probability.
+    if (out.tokenLogprobs != null && !(Array.isArray(out.tokenLogprobs) && out.tokenLogprobs.every(isLogprob))) {
+      throw new Error('output.tokenLogprobs must be an array of finite numbers (or -Infinity)');
     }
     if (!strMap(d.attributes)) throw new Error('attributes must map names to strings');
+    mapKeysAndText(d.attributes, 'attributes');
     if (!optStr(d.requestId) || !optStr(d.tenant) || !optStr(d.endpoint) || !optStr(d.decisionType)) {
       throw new Error('requestId, tenant, endpoint and decisionType must be strings');
     }
-    if (d.ts !== undefined && !Number.isSafeInteger(d.ts)) throw new Error('ts must be an integer, ms since the epoch');
+    optWellFormed(d.requestId, 'requestId');
+    optWellFormed(d.tenant, 'tenant');
+    optWellFormed(d.endpoint, 'endpoint');
+    optWellFormed(d.decisionType, 'decisionType');
+    if (d.ts !== undefined) {
+      if (!Number.isSafeInteger(d.ts)) throw new Error('ts must be an integer, ms since the epoch');
+      // Date.now() / 1000 is a common slip: stored as ms, the decision would date from January 1970.
+      if (d.ts > 0 && d.ts < minMillisTs) throw new Error('ts is in milliseconds since the epoch; this looks like seconds (multiply by 1000)');
+    }
     if (d.input === undefined) throw new Error('input is missing');
 
     let inputJson: string;
     try {
-      inputJson = canonicalJson(d.input);
+      // Bounded: an input whose text alone is over maxEventBytes characters (so over that many
+      // bytes) is refused after that much work, not after all of it was built and hashed.
+      inputJson = canonicalJson(d.input, { maxLength: defaults.maxEventBytes, refuseKeys: gateForbiddenKeys });
     } catch (err) {
+      if (err instanceof CanonicalJsonError && err.tooLong) {
+        throw new Error(`oversized: the input's JSON alone is over ${defaults.maxEventBytes} characters, more than maxEventBytes (${defaults.maxEventBytes} bytes)`);
+      }
       throw new Error(`input is not serialisable: ${whyNotSerialisable(err)}`);
     }
     let outputJson: string | null = null;
@@ -210,6 +296,11 @@ export function toInferenceEvent(eventId: string, ts: number, d: Decision, defau
         throw new Error('config.params temperature / topP must be numbers, maxTokens an integer');
       }
       if (!numMap(p.thresholds) || !strMap(p.extra)) throw new Error('config.params thresholds map to numbers, extra to strings');
+      if (d.config !== undefined) {
+        wellFormed(cfg.ref, 'config.ref');
+        mapKeysAndText(p.thresholds, 'config.params.thresholds');
+        mapKeysAndText(p.extra, 'config.params.extra');
+      }
       config = {
         ref: cfg.ref,
         params: {
@@ -228,6 +319,9 @@ export function toInferenceEvent(eventId: string, ts: number, d: Decision, defau
       if (typeof t.traceId !== 'string' || t.traceId === '' || !Number.isInteger(t.step) || !optStr(t.parentEventId) || !optStr(t.toolName)) {
         throw new Error('trajectory needs a traceId, an integer step, and string parentEventId / toolName');
       }
+      wellFormed(t.traceId, 'trajectory.traceId');
+      optWellFormed(t.parentEventId, 'trajectory.parentEventId');
+      optWellFormed(t.toolName, 'trajectory.toolName');
       let toolArgsHash: string | null = null;
       if (t.toolArgs !== undefined) {
         try {
@@ -253,9 +347,9 @@ export function toInferenceEvent(eventId: string, ts: number, d: Decision, defau
       decision_type: d.decisionType ?? defaults.decisionType,
       tenant: d.tenant === undefined ? defaults.tenant : d.tenant,
       model: { name: model.name, version: model.version, digest: model.digest ?? null },
-      image: refOrNull(d.image === undefined ? defaults.image : d.image, 'image'),
+      image: d.image === undefined ? refOrNull(defaults.image, 'image') : checkedRef(d.image, 'image'),
       config,
-      preprocessing: refOrNull(d.preprocessing === undefined ? defaults.preprocessing : d.preprocessing, 'preprocessing'),
+      preprocessing: d.preprocessing === undefined ? refOrNull(defaults.preprocessing, 'preprocessing') : checkedRef(d.preprocessing, 'preprocessing'),
       environment_digest: defaults.environmentDigest,
       input_json: inputJson,
       input_hash: sha256Tagged(inputJson),

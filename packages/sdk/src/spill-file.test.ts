@@ -7,6 +7,7 @@ import { syncBuiltinESMExports } from 'node:module';
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import { describe, it } from 'node:test';
+import { threadId, Worker } from 'node:worker_threads';
 import { SpillFile, spillFrameBytes, type Encoded, type SpillLog } from './spill-file.js';
 
 const ev = (seq: number, size = 10): Encoded => ({ seq, key: `trace-${seq % 3}`, value: Buffer.alloc(size, seq % 256) });
@@ -217,8 +218,9 @@ describe('SpillFile lock', () => {
       const lockFile = path.join(dir, 'spill.lock');
       writeFileSync(lockFile, `${owner} left-behind`);
       const s = new SpillFile(dir);
-      // pid, a random part, the PID namespace, the lease's renewal period and the host.
-      assert.match(readFileSync(lockFile, 'utf8'), new RegExp(`^${process.pid} [0-9a-f]{16} \\S+ 5000 \\S+$`));
+      // pid, a random part, the PID namespace, the lease's renewal period, the host, and the
+      // process's start time with the thread.
+      assert.match(readFileSync(lockFile, 'utf8'), new RegExp(`^${process.pid} [0-9a-f]{16} \\S+ 5000 \\S+ (\\d+|-)\\.${threadId}$`));
       assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('spill.lock')), ['spill.lock'], 'no temporary lock files left');
       s.close();
       assert.equal(existsSync(lockFile), false);
@@ -325,6 +327,66 @@ describe('SpillFile lock across PID namespaces (a lease)', () => {
     assert.ok(lines.some((l) => l.level === 'error' && /no longer this process/.test(l.msg)), JSON.stringify(lines));
     s.close();
     assert.equal(readFileSync(lockFile, 'utf8'), foreign(deadPid(), 20), 'another\'s lock is left alone');
+  });
+});
+
+describe('SpillFile lock across worker threads of one process', () => {
+  /** Tries to take `dir` in a worker thread; resolves to what happened, once the thread has ended. */
+  function inWorker(dir: string, close: boolean): Promise<string> {
+    const code = `
+      const { parentPort, workerData } = require('node:worker_threads');
+      (async () => {
+        // Worker threads do not inherit the tsx loader (see packages/runtime/src/thread-boot.mjs).
+        (await import(workerData.tsx)).register();
+        const { SpillFile } = await import(workerData.spill);
+        try {
+          const s = new SpillFile(workerData.dir, undefined, { lockRefreshMs: 50 });
+          if (workerData.close) s.close();
+          parentPort.postMessage('took');
+        } catch (err) {
+          parentPort.postMessage('refused: ' + err.message);
+        }
+      })();`;
+    const workerData = { tsx: import.meta.resolve('tsx/esm/api'), spill: new URL('./spill-file.ts', import.meta.url).href, dir, close };
+    return new Promise((resolve, reject) => {
+      let said = 'ended without a word';
+      const w = new Worker(code, { eval: true, workerData });
+      w.on('message', (m) => (said = String(m)));
+      w.on('error', reject);
+      w.on('exit', () => resolve(said));
+    });
+  }
+
+  it('refuses a directory another thread holds (its lease renewed); takes one a thread left without closing once the lease runs out', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const lockFile = path.join(dir, 'spill.lock');
+    // This thread holds it and renews every 50 ms while the worker judges the lease (150 ms).
+    const held = new SpillFile(dir, undefined, { lockRefreshMs: 50 });
+    const token = readFileSync(lockFile, 'utf8');
+    assert.match(await inWorker(dir, true), /^refused: Spill directory .* is in use by another thread of this process \(thread \d+; it renews its lease\)/);
+    assert.equal(readFileSync(lockFile, 'utf8'), token, 'the holder keeps its lock');
+    held.close();
+
+    // A worker takes it and ends without closing: its lease is no longer renewed.
+    assert.equal(await inWorker(dir, false), 'took');
+    const left = readFileSync(lockFile, 'utf8');
+    assert.match(left, new RegExp(`^${process.pid} .*\\.\\d+$`));
+    assert.notEqual(left.split(' ')[5], `${token.split(' ')[5]}`, 'the worker\'s thread id is in its lock');
+    const t0 = Date.now();
+    const after = new SpillFile(dir);
+    assert.ok(Date.now() - t0 < 2_000, `waited ${Date.now() - t0} ms for a lease of 150 ms`);
+    assert.match(readFileSync(lockFile, 'utf8'), new RegExp(`^${process.pid} [0-9a-f]{16} .* \\S+\\.${threadId}$`));
+    after.close();
+  });
+
+  it('takes at once a lock of an earlier process that had this pid (pid 1 in a container): its start time is another', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dlog-spill-'));
+    const lockFile = path.join(dir, 'spill.lock');
+    // Renewed just now, with a long lease: judged by its lease, it would hold for a minute.
+    writeFileSync(lockFile, `${process.pid} 0123456789abcdef ${ourNamespace()} 20000 ${os.hostname()} 1.0`);
+    const t0 = Date.now();
+    new SpillFile(dir).close();
+    assert.ok(Date.now() - t0 < 1_000, `no lease to wait for (${Date.now() - t0} ms)`);
   });
 });
 

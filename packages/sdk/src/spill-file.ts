@@ -22,6 +22,7 @@ import {
 } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { threadId } from 'node:worker_threads';
 import * as zlib from 'node:zlib';
 import type { Logger } from '@dlog/runtime';
 import { messageOf } from './safe-error.js';
@@ -87,7 +88,10 @@ function frameCrc(header: Buffer, hOff: number, payload: Buffer, pOff: number, p
 export type SpillLog = Pick<Logger, 'warn' | 'error'>;
 const silent: SpillLog = { warn: () => undefined, error: () => undefined } as unknown as SpillLog;
 
-/** Directories held by a SpillFile of this process: the lock file cannot tell two of them apart. */
+/**
+ * Directories held by a SpillFile of this thread (module state is per worker thread): the lock
+ * file cannot tell two of them apart. Another thread's hold is told from the lock (see lock()).
+ */
 const held = new Set<string>();
 
 export interface SpillFileOptions {
@@ -816,16 +820,39 @@ function hostName(): string {
   return os.hostname().replace(/\s/g, '_') || 'unknown';
 }
 
-/** A lock's content: `pid random namespace refreshMs host`; an earlier version wrote `pid random`. */
-function parseLock(text: string): { pid: number; ns: string | undefined; refreshMs: number; host: string } {
-  const [pid = '', , ns, refresh, host] = text.trim().split(' ');
+/**
+ * When this process started, in clock ticks after boot (/proc/self/stat, field 22): with the pid
+ * and the boot id (in the namespace), it tells this process from an earlier one that had the same
+ * pid. Undefined without /proc.
+ */
+function processStart(): string | undefined {
+  try {
+    // The command name (field 2) may hold spaces and parentheses: fields are counted after its ')'.
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    return start !== undefined && /^\d+$/.test(start) ? start : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A lock's content: `pid random namespace refreshMs host start.thread` (`start` is '-' when
+ * unknown); earlier versions wrote the first five fields, or `pid random`.
+ */
+function parseLock(text: string): { pid: number; ns: string | undefined; refreshMs: number; host: string; start: string | undefined; thread: string | undefined } {
+  const [pid = '', , ns, refresh, host, proc] = text.trim().split(' ');
   const refreshMs = Number(refresh);
+  const dot = proc?.lastIndexOf('.') ?? -1;
+  const start = proc !== undefined && dot > 0 ? proc.slice(0, dot) : undefined;
   return {
     pid: Number.parseInt(pid, 10),
     ns,
     // Bounded: a lock must not make a taker wait for ever.
     refreshMs: Number.isFinite(refreshMs) && refreshMs > 0 ? Math.min(refreshMs, 60_000) : defaultLockRefreshMs,
     host: host ?? 'this host',
+    start: start === '-' ? undefined : start,
+    thread: proc !== undefined && dot > 0 ? proc.slice(dot + 1) : undefined,
   };
 }
 
@@ -840,10 +867,10 @@ function sleepSync(ms: number): void {
  * the lock changes; at most one lease, only while a lock from elsewhere is fresh (after the holder
  * was killed, say), so that a restarted process waits rather than fails.
  */
-function judgeLease(file: string, seen: string, mtime: number, leaseMs: number, log: SpillLog): 'alive' | 'stale' | 'changed' {
+function judgeLease(file: string, seen: string, mtime: number, leaseMs: number, log: SpillLog, holder: string): 'alive' | 'stale' | 'changed' {
   const deadline = Math.min(mtime + leaseMs, Date.now() + leaseMs);
   if (Date.now() >= deadline) return 'stale';
-  log.warn({ file, lock: seen, waitMs: deadline - Date.now() }, 'spill directory is locked by a process in another PID namespace or on another host; waiting for its lease to be renewed or to run out');
+  log.warn({ file, lock: seen, waitMs: deadline - Date.now() }, `spill directory is locked by ${holder}; waiting for its lease to be renewed or to run out`);
   const step = Math.min(250, Math.max(5, leaseMs / (leasePeriods * 4)));
   while (Date.now() < deadline) {
     sleepSync(Math.min(step, deadline - Date.now()));
@@ -871,7 +898,8 @@ function judgeLease(file: string, seen: string, mtime: number, leaseMs: number, 
 function lock(file: string, refreshMs: number, log: SpillLog): string {
   const dir = path.dirname(file);
   const ns = pidNamespace();
-  const token = `${process.pid} ${randomBytes(8).toString('hex')} ${ns} ${refreshMs} ${hostName()}`;
+  const start = processStart();
+  const token = `${process.pid} ${randomBytes(8).toString('hex')} ${ns} ${refreshMs} ${hostName()} ${start ?? '-'}.${threadId}`;
   const mine = `${file}.${process.pid}.${token.split(' ')[1]}`;
   writeFileSync(mine, token, { mode: 0o600 });
   try {
@@ -894,17 +922,29 @@ function lock(file: string, refreshMs: number, log: SpillLog): string {
       const holder = parseLock(seen);
       // An earlier version's lock names no namespace: judged as before, by its pid.
       const sameNamespace = holder.ns === undefined || holder.ns === ns;
-      if (sameNamespace) {
-        // A lock with this process's pid is from an earlier process that had the same pid (pid 1
-        // in a container): this process's own holds are in `held`, checked before.
-        if (Number.isInteger(holder.pid) && holder.pid > 0 && holder.pid !== process.pid && alive(holder.pid)) {
-          throw new Error(`Spill directory ${dir} is in use by process ${holder.pid}; give each process its own spillDir.`);
-        }
-      } else {
-        const verdict = judgeLease(file, seen, mtime, leasePeriods * holder.refreshMs, log);
+      // This thread's own holds are in `held`, checked before. A lock with this process's pid and
+      // start time is another thread's (module state, `held` included, is per thread: two worker
+      // threads both took the directory); with another start time, or from an earlier version
+      // that wrote none, it is an earlier process's with the same pid (pid 1 in a container),
+      // taken at once as before. Whether another thread is alive shows only in its lease, which a
+      // thread that ended without closing its logger no longer renews. (Without /proc neither
+      // start is known, and a lock with this pid is judged by its lease: it may be another thread's.)
+      const otherThread = sameNamespace && holder.pid === process.pid && holder.thread !== undefined && holder.start === start;
+      const byLease = !sameNamespace || otherThread;
+      if (byLease) {
+        const who = otherThread ? `another thread of this process (thread ${holder.thread ?? 'unknown'})` : 'a process in another PID namespace or on another host';
+        const verdict = judgeLease(file, seen, mtime, leasePeriods * holder.refreshMs, log, who);
         if (verdict === 'changed') continue;
         if (verdict === 'alive') {
-          throw new Error(`Spill directory ${dir} is in use by process ${holder.pid} on ${holder.host} (another PID namespace or host; it renews its lease); give each process its own spillDir.`);
+          throw new Error(
+            otherThread
+              ? `Spill directory ${dir} is in use by another thread of this process (thread ${holder.thread ?? 'unknown'}; it renews its lease); give each logger its own buffer.spillDir.`
+              : `Spill directory ${dir} is in use by process ${holder.pid} on ${holder.host} (another PID namespace or host; it renews its lease); give each process its own spillDir.`,
+          );
+        }
+      } else if (sameNamespace) {
+        if (Number.isInteger(holder.pid) && holder.pid > 0 && holder.pid !== process.pid && alive(holder.pid)) {
+          throw new Error(`Spill directory ${dir} is in use by process ${holder.pid}; give each process its own spillDir.`);
         }
       }
       const aside = `${mine}.stale`;
@@ -914,7 +954,7 @@ function lock(file: string, refreshMs: number, log: SpillLog): string {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
         throw err;
       }
-      if (readFileSync(aside, 'utf8') !== seen || (!sameNamespace && statSync(aside).mtimeMs !== mtime)) {
+      if (readFileSync(aside, 'utf8') !== seen || (byLease && statSync(aside).mtimeMs !== mtime)) {
         // Another process took the lock after it was read, or its holder renewed it: put it back.
         try {
           linkSync(aside, file);
