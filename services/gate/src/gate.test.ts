@@ -536,7 +536,10 @@ describe('gate: ids, JSON in strings and text that hides what it holds', () => {
         },
       }),
     ]);
-    const text = JSON.stringify(records[0]);
+    // Tokens and hashes are hex made with a random key: one held "1234" by chance and failed a CI
+    // run. They are taken out before looking for what the input said.
+    const text = JSON.stringify(records[0]).replace(/\[[a-z_]+:[0-9a-f]{16}\]|hmac:k1:[0-9a-f]{32}|sha256-[0-9a-f]{64}/g, '<token>');
+    assert.ok(text.includes('<token>'));
     for (const raw of ['Jane Doe', '1 Main St', 'jane', '1234', '4111', '𝟒𝟏𝟏𝟏', 'ab123456c', 'brien', 'john']) {
       assert.ok(!text.includes(raw), `raw "${raw}" in ${text}`);
     }
