@@ -109,8 +109,12 @@ function walk(value: unknown, depth: number): string | undefined {
   if (value === null) return 'null';
   const obj = value as Record<string, unknown> & { toJSON?: unknown };
   if (typeof obj.toJSON === 'function') return walk((obj.toJSON as (key: string) => unknown)(''), depth + 1);
-  if (value instanceof Number || value instanceof String || value instanceof Boolean) return walk(value.valueOf(), depth);
-  if (value instanceof Map || value instanceof Set || value instanceof WeakMap || value instanceof WeakSet) throw new CanonicalJsonError(collectionProblem(value));
+  // Plain objects and arrays (all of JSON.parse's) skip the checks for other kinds.
+  const proto: unknown = Object.getPrototypeOf(obj);
+  if (proto !== Object.prototype && proto !== Array.prototype) {
+    if (value instanceof Number || value instanceof String || value instanceof Boolean) return walk(value.valueOf(), depth);
+    if (value instanceof Map || value instanceof Set || value instanceof WeakMap || value instanceof WeakSet) throw new CanonicalJsonError(collectionProblem(value));
+  }
   // Tracking ancestors costs on every object; a depth limit costs nothing, and only a value that
   // hits it is walked again to tell a cycle (with its path) from a merely deep structure.
   if (depth > maxDepth) throw new CanonicalJsonError(tooDeep);
@@ -155,11 +159,11 @@ function walk(value: unknown, depth: number): string | undefined {
       try {
         if (refusedKeys !== undefined && refusedKeys.has(key)) throw refusedKey(key);
         quoted = quotedKey(key);
-        out += quoted + ':' + child;
-        if (out.length > maxLength) throw tooLong();
       } catch (err) {
         throw inside(err, key);
       }
+      out += quoted + ':' + child;
+      if (out.length > maxLength) throw inside(tooLong(), key);
     }
     out += '}';
     if (out.length > maxLength) throw tooLong();

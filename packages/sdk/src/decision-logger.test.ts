@@ -634,7 +634,7 @@ describe('createDecisionLogger: no duplicates, no lost events, never throwing', 
     const stats = await logger.close();
     assert.deepEqual([stats.sent, stats.invalid], [1, bad.length]);
     const reasons = errors.map((e) => `${e.kind}: ${e.message}`).join('\n');
-    for (const r of [/invalid: .*output\.decision holds a lone surrogate/, /invalid: .*attributes\["note"\] holds a lone surrogate/, /invalid: .*the key "constructor", which the gate refuses/, /invalid: .*this looks like seconds/, /invalid: .*Map is not representable/]) {
+    for (const r of [/invalid: .*output\.decision holds a lone surrogate/, /invalid: .*a value of attributes holds a lone surrogate/, /invalid: .*the key "constructor", which the gate refuses/, /invalid: .*this looks like seconds/, /invalid: .*Map is not representable/]) {
       assert.match(reasons, r);
     }
     assert.deepEqual(fake.events()[0]?.event.output.token_logprobs, [-0.1, -Infinity]);

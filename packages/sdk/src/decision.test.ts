@@ -41,7 +41,7 @@ describe('toInferenceEvent refuses what the gate would dead-letter', () => {
   it('a lone surrogate in any string the decision sets, naming the field', () => {
     const cases: [string, Decision][] = [
       ['output.decision', { ...ok, output: { decision: cut } }],
-      ['attributes["note"]', { ...ok, attributes: { note: cut } }],
+      ['a value of attributes', { ...ok, attributes: { note: cut } }],
       ['a key of attributes', { ...ok, attributes: { [cut]: 'x' } }],
       ['a key of output.scores', { ...ok, output: { decision: 'x', scores: { [cut]: 0.5 } } }],
       ['requestId', { ...ok, requestId: cut }],
@@ -54,7 +54,7 @@ describe('toInferenceEvent refuses what the gate would dead-letter', () => {
       ['image.ref', { ...ok, image: { ref: cut } }],
       ['preprocessing.digest', { ...ok, preprocessing: { ref: 'p', digest: cut } }],
       ['config.ref', { ...ok, config: { ref: cut } }],
-      ['config.params.extra["k"]', { ...ok, config: { ref: 'c', params: { extra: { k: cut } } } }],
+      ['a value of config.params.extra', { ...ok, config: { ref: 'c', params: { extra: { k: cut } } } }],
       ['a key of config.params.thresholds', { ...ok, config: { ref: 'c', params: { thresholds: { [cut]: 1 } } } }],
       ['trajectory.traceId', { ...ok, trajectory: { traceId: cut, step: 1 } }],
       ['trajectory.parentEventId', { ...ok, trajectory: { traceId: 't', step: 1, parentEventId: cut } }],

@@ -125,10 +125,11 @@ function optWellFormed(s: string | null | undefined, field: string): void {
 function mapKeysAndText(m: Record<string, unknown> | undefined, field: string): void {
   if (m === undefined) return;
   for (const k in m) {
-    if (gateForbiddenKeys.has(k)) throw new Error(`${field} has the key ${JSON.stringify(k)}, which the gate refuses (forbidden_key: a prototype key); rename it`);
+    if (gateForbiddenKeys.has(k)) throw new Error(`${field} has the key ${JSON.stringify(k)}, which the gate will not take (a prototype key); rename it`);
     wellFormed(k, `a key of ${field}`);
     const v = m[k];
-    if (typeof v === 'string') wellFormed(v, `${field}[${JSON.stringify(k)}]`);
+    // Not named by its key: keys are the host's data, and may be personal (an address as a key).
+    if (typeof v === 'string') wellFormed(v, `a value of ${field}`);
   }
 }
 

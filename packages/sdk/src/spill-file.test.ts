@@ -295,6 +295,9 @@ describe('SpillFile lock across PID namespaces (a lease)', () => {
     const waited = Date.now() - renewed;
     assert.ok(waited >= 250 && waited < 2_000, `waited ${waited} ms for a lease of 300 ms`);
     assert.match(readFileSync(lockFile, 'utf8'), new RegExp(`^${process.pid} `));
+    // Taken now, so its lease starts now: written before the wait, it looked as old as the wait to
+    // the next claimant, which found it expired and took it too (two holders).
+    assert.ok(Date.now() - statSync(lockFile).mtimeMs < 150, `the new lock is ${Date.now() - statSync(lockFile).mtimeMs} ms old`);
     b.close();
   });
 

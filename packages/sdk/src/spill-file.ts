@@ -905,6 +905,10 @@ function lock(file: string, refreshMs: number, log: SpillLog): string {
   try {
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
+        // Its lease starts now: written before a wait of up to a lease, the lock looked that old to
+        // the next claimant judging by lease, which found it expired and took it too.
+        const now = new Date();
+        utimesSync(mine, now, now);
         linkSync(mine, file);
         return token;
       } catch (err) {
@@ -932,7 +936,11 @@ function lock(file: string, refreshMs: number, log: SpillLog): string {
       const otherThread = sameNamespace && holder.pid === process.pid && holder.thread !== undefined && holder.start === start;
       const byLease = !sameNamespace || otherThread;
       if (byLease) {
-        const who = otherThread ? `another thread of this process (thread ${holder.thread ?? 'unknown'})` : 'a process in another PID namespace or on another host';
+        const who = !otherThread
+          ? 'a process in another PID namespace or on another host'
+          : holder.thread === String(threadId)
+            ? 'an earlier logger of this thread that was not closed (or a second copy of the SDK loaded in it)'
+            : `another thread of this process (thread ${holder.thread ?? 'unknown'})`;
         const verdict = judgeLease(file, seen, mtime, leasePeriods * holder.refreshMs, log, who);
         if (verdict === 'changed') continue;
         if (verdict === 'alive') {
