@@ -306,7 +306,9 @@ export async function replayDeadLetters(opts: ReplayOptions): Promise<ReplayRepo
         headers['dlog.replay.of'] = id;
         const timestamp = header(m.headers, 'dlog.source.timestamp') ?? m.timestamp;
         const keptFor = retention.get(source);
-        if (keptFor !== undefined && Number(timestamp) < now - keptFor + retentionMarginMs) {
+        // Half the retention at most as the margin: a topic that keeps records under an hour would
+        // otherwise have every letter held back.
+        if (keptFor !== undefined && Number(timestamp) < now - keptFor + Math.min(retentionMarginMs, keptFor / 2)) {
           const t = tooOld.get(source) ?? { letters: 0, oldest: Number(timestamp), retentionMs: keptFor };
           t.letters++;
           t.oldest = Math.min(t.oldest, Number(timestamp));
