@@ -46,6 +46,11 @@ interface WellFormed {
   isWellFormed(): boolean;
 }
 
+/** Whether a string has no lone surrogate, i.e. a UTF-8 form. Node 20 has String.prototype.isWellFormed (ES2024); the project's lib setting is ES2023. */
+export function isWellFormed(s: string): boolean {
+  return (s as unknown as WellFormed).isWellFormed();
+}
+
 /** Characters that need an escape, or a check for lone surrogates; most strings have none. */
 const needsCare = /[\u0000-\u001f"\\\ud800-\udfff]/;
 
@@ -61,8 +66,7 @@ function str(s: string): string {
   // Before the escape check: that alone reads all of a 16 MB string (and its quotes count too).
   if (s.length + 2 > maxLength) throw tooLong();
   if (!needsCare.test(s)) return `"${s}"`;
-  // Node 20 has String.prototype.isWellFormed (ES2024); the project's lib setting is ES2023.
-  if (!(s as unknown as WellFormed).isWellFormed()) throw new CanonicalJsonError('String with a lone surrogate');
+  if (!isWellFormed(s)) throw new CanonicalJsonError('String with a lone surrogate');
   // JSON.stringify escapes exactly what RFC 8785 asks for: " \ and control characters, with the
   // short forms \b \f \n \r \t and lowercase \u00xx for the rest; everything else is literal.
   return JSON.stringify(s);

@@ -12,7 +12,7 @@ export {
   SchemaIncompatibleError,
   type Compatibility,
 } from './registry.js';
-export { canonicalJson, inputHash, inputHashOfText, sha256Tagged, CanonicalJsonError } from './canonical-json.js';
+export { canonicalJson, inputHash, inputHashOfText, isWellFormed, sha256Tagged, CanonicalJsonError } from './canonical-json.js';
 export type * from './records.js';
 export {
   AvroDecoder,

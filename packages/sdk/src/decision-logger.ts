@@ -1,7 +1,7 @@
 import os from 'node:os';
 import avro from 'avsc';
 import { z } from 'zod';
-import { loadSchema, valueSubject } from '@dlog/contracts';
+import { isWellFormed, loadSchema, valueSubject } from '@dlog/contracts';
 import { backoffDelay, createLogger, type Logger } from '@dlog/runtime';
 import {
   eventKey,
@@ -97,11 +97,6 @@ export interface DecisionLoggerOptions {
 // The same rules decision.ts applies to every event: a logger-wide default that breaks them would
 // otherwise be accepted here and then refuse every event in the background. decision.ts checks
 // the strings a decision sets; the defaults' are checked here, once.
-interface WellFormed {
-  isWellFormed(): boolean;
-}
-/** Node 20 has String.prototype.isWellFormed (ES2024); the project's lib setting is ES2023. */
-const isWellFormed = (s: string): boolean => (s as unknown as WellFormed).isWellFormed();
 const loneSurrogate = 'holds a lone surrogate (half of a character, as slice() leaves when it cuts an emoji), which the gate refuses; fix it with toWellFormed()';
 const text = z.string().refine(isWellFormed, loneSurrogate);
 /**

@@ -1,4 +1,4 @@
-import { CanonicalJsonError, canonicalJson, sha256Tagged } from '@dlog/contracts';
+import { CanonicalJsonError, canonicalJson, isWellFormed, sha256Tagged } from '@dlog/contracts';
 import { errorName, messageOf } from './safe-error.js';
 
 /** What the host passes to record(): one decision, in the host's terms. */
@@ -102,17 +102,12 @@ export interface EventDefaults {
  */
 export const gateForbiddenKeys: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
 
-interface WellFormed {
-  isWellFormed(): boolean;
-}
-
 /**
  * Throws unless `s` is well-formed UTF-16. A lone surrogate (half of an emoji, from text cut with
  * slice()) has no UTF-8 encoding: the gate dead-letters the event as invalid_utf8.
  */
 function wellFormed(s: string, field: string): void {
-  // Node 20 has String.prototype.isWellFormed (ES2024); the project's lib setting is ES2023.
-  if (!(s as unknown as WellFormed).isWellFormed()) {
+  if (!isWellFormed(s)) {
     throw new Error(`${field} holds a lone surrogate (half of a character, as slice() leaves when it cuts an emoji): it has no UTF-8 form and the gate refuses it; cut text with Array.from(text) or fix it with text.toWellFormed()`);
   }
 }

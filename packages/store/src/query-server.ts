@@ -118,9 +118,9 @@ function sameHex(a: string, b: string): boolean {
  * in embedded mode on the engine the sink writes with.
  */
 export async function runReadOnlyQuery(store: Store, req: QueryRequest, timeoutMs = defaultQueryTimeoutMs, opts: ReadOptions = {}): Promise<QueryResponse> {
-  const { rows, truncated, elapsedMs } = await runReadOnlyQueryText(store, req, timeoutMs);
+  const { rows, columns, truncated, elapsedMs } = await runReadOnlyQueryText(store, req, timeoutMs);
   const parse = opts.exactIntegers ? parseExactJson : JSON.parse;
-  return { rows: rows.map((r) => parse(r) as Record<string, unknown>), columns: rows[0] === undefined ? [] : keysInOrder(rows[0]), truncated, elapsedMs };
+  return { rows: rows.map((r) => parse(r) as Record<string, unknown>), columns, truncated, elapsedMs };
 }
 
 export interface ReadOptions {
@@ -174,7 +174,7 @@ export function parseExactJson(text: string): unknown {
  * characters each and some 40 bytes each as objects) took a gigabyte of heap in the process that
  * also runs the sink.
  */
-export async function runReadOnlyQueryText(store: Store, req: QueryRequest, timeoutMs = defaultQueryTimeoutMs): Promise<{ rows: string[]; truncated: boolean; elapsedMs: number }> {
+export async function runReadOnlyQueryText(store: Store, req: QueryRequest, timeoutMs = defaultQueryTimeoutMs): Promise<{ rows: string[]; columns: string[]; truncated: boolean; elapsedMs: number }> {
   const query = readOnlyQueryText(req.sql, { readonly: store.mode === 'embedded' ? 1 : 2, limit: maxResultRows + 1, maxSeconds: timeoutMs / 1000 });
   const t0 = Date.now();
   // Decimals as strings: as bare JSON numbers they were read as doubles, and
@@ -207,7 +207,7 @@ export async function runReadOnlyQueryText(store: Store, req: QueryRequest, time
   } finally {
     rs.close();
   }
-  return { rows, truncated, elapsedMs: Date.now() - t0 };
+  return { rows, columns: rows[0] === undefined ? [] : keysInOrder(rows[0]), truncated, elapsedMs: Date.now() - t0 };
 }
 
 /** An answer already written as JSON (rows as the engine wrote them). */
@@ -288,8 +288,7 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
         }
         try {
           const answer = await runReadOnlyQueryText(opts.store, body, opts.queryTimeoutMs);
-          const columns = JSON.stringify(answer.rows[0] === undefined ? [] : keysInOrder(answer.rows[0]));
-          send(200, new RawJson(`{"rows":[${answer.rows.join(',')}],"columns":${columns},"truncated":${answer.truncated},"elapsedMs":${answer.elapsedMs}}`));
+          send(200, new RawJson(`{"rows":[${answer.rows.join(',')}],"columns":${JSON.stringify(answer.columns)},"truncated":${answer.truncated},"elapsedMs":${answer.elapsedMs}}`));
         } catch (err) {
           if (err instanceof ReadOnlySqlError) return send(400, { error: err.message });
           const code = clickHouseErrorCode(err);
