@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pino from 'pino';
-import { TableWriter, type DeadLetter, type WriterIo } from './table-writer.js';
+import { TableWriter, utcMonth, type DeadLetter, type WriterIo } from './table-writer.js';
 
 const log = pino({ level: 'silent' });
 const limits = { batchRows: 4, batchBytes: 1 << 20, flushIntervalMs: 10, maxBufferedBytes: 1 << 20, retryInitialMs: 1, retryMaxMs: 5 };
@@ -92,6 +92,30 @@ describe('TableWriter', () => {
     await w.drain();
     assert.deepEqual(events.filter((e) => e.startsWith('insert')).map((e) => e.split(' ')[1]), ['g']);
     assert.deepEqual(letters.map((l) => l.message.offset), ['2']);
+  });
+
+  it('after a crash inside an insert spanning two months, the month that landed is not written again', async () => {
+    // The killed run's batch held offsets 0-5, January and February rows interleaved. ClickHouse
+    // stores and commits one part per month: the January part landed, then the run died. The new
+    // run reads the partition again in batches of two, each holding one row of each month.
+    const jan = Date.UTC(2026, 0, 31, 23, 59);
+    const feb = Date.UTC(2026, 1, 1, 0, 1);
+    const { io, events, stored } = fakeIo();
+    for (const k of ['a1', 'a2', 'a3']) stored.add(k);
+    const w = new TableWriter('t', 'topic', { keyColumn: 'k', timeColumn: 'ts' }, { ...limits, batchRows: 2 }, io, log, 'dlq');
+    const rows: [string, number][] = [['a1', jan], ['b1', feb], ['a2', jan], ['b2', feb], ['a3', jan], ['b3', feb], ['a4', jan], ['b4', feb]];
+    rows.forEach(([k, t], i) => w.addRow({ partition: 0, offset: String(i), key: null, value: Buffer.from(k) }, k, k, t));
+    await w.drain();
+    assert.deepEqual(events.filter((e) => e.startsWith('insert')).map((e) => e.split(' ')[1]), ['b1', 'b2', 'b3', 'a4,b4']);
+    assert.deepEqual(w.getStats().rowsSkippedAsReplay, 3);
+  });
+
+  it('files times under the UTC month ClickHouse partitions by', () => {
+    assert.equal(utcMonth(Date.UTC(2026, 0, 31, 23, 59, 59, 999)), 202601);
+    assert.equal(utcMonth(Date.UTC(2026, 1, 1)), 202602);
+    assert.equal(utcMonth(Date.UTC(2026, 0, 15)), 202601, 'back to a month seen before the last');
+    assert.equal(utcMonth(Date.UTC(1999, 11, 31, 12)), 199912);
+    assert.equal(utcMonth(Number.NaN), 0);
   });
 
   it('commits only after the insert, in order, and isolates a bad row as a dead letter', async () => {

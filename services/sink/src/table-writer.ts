@@ -143,6 +143,36 @@ function statementToken(batch: Batch, rows: readonly number[], token: string): s
   return `${token}@${createHash('sha1').update(offsets).digest('hex').slice(0, 16)}`;
 }
 
+let monthFrom = 0;
+let monthUntil = -1;
+let monthNumber = 0;
+
+/**
+ * The UTC month of a time in ms as a number (202611), as ClickHouse's `toYYYYMM` puts a
+ * `DateTime64(3, 'UTC')` row in a partition. The last month seen is kept: a batch's rows are
+ * nearly all in one.
+ */
+export function utcMonth(ms: number): number {
+  if (ms >= monthFrom && ms < monthUntil) return monthNumber;
+  const d = new Date(ms);
+  const y = d.getUTCFullYear();
+  const m = d.getUTCMonth();
+  if (Number.isNaN(y)) return 0;
+  monthFrom = Date.UTC(y, m, 1);
+  monthUntil = Date.UTC(y, m + 1, 1);
+  monthNumber = y * 100 + m + 1;
+  return monthNumber;
+}
+
+/**
+ * The replay check's unit for row `i` (see TableWriter.settled): its Kafka partition and the
+ * month ClickHouse files it under. Tables with no month partitions get the finer unit too, which
+ * costs at most one more lookup when a month begins.
+ */
+function settleKey(batch: Batch, i: number): number {
+  return batch.sources[i]!.partition * 100_000_000 + utcMonth(batch.times[i]!);
+}
+
 /** A statement that kept failing for its size: its rows are split and inserted in two. */
 class TooLargeError extends Error {
   constructor(cause: unknown) {
@@ -172,14 +202,18 @@ export class TableWriter {
   private flushing: Promise<void> | undefined;
   private inFlightBytes = 0;
   /**
-   * Partitions whose rows are known not to be in ClickHouse yet. After a start, a rebalance or
-   * an insert of unknown outcome, rows already written but not committed form a prefix of each
+   * Partition-months whose rows are known not to be in ClickHouse yet. After a start, a rebalance
+   * or an insert of unknown outcome, rows already written but not committed form a prefix of each
    * partition's redelivered offsets, and that prefix can span several batches (the killed run's
-   * batch may have been larger than the new one). Not quite a prefix, though: a bad row isolated
-   * from its batch is missing among written rows. So a partition is checked batch by batch until
-   * one of its rows is neither found nor refused by ClickHouse: from there on it is past what was
-   * written (see write). A batch holds one kind of row (JSON lines or Avro bodies, see addRow), so
-   * its rows are written in offset order.
+   * batch may have been larger than the new one). Not quite a prefix, though:
+   * - a bad row isolated from its batch is missing among written rows;
+   * - ClickHouse stores an insert as one part per month of its rows (the partitioned tables go by
+   *   UTC month) and commits each part on its own, so a run killed inside an insert may have
+   *   written its January rows and not its February ones, interleaved in offset order.
+   * Within one partition and one month the written rows are still a prefix, less refused rows. So
+   * each partition-month is checked batch by batch until one of its rows is neither found nor
+   * refused by ClickHouse: from there on it is past what was written (see write). A batch holds
+   * one kind of row (JSON lines or Avro bodies, see addRow), so its rows are written in offset order.
    */
   private readonly settled = new Set<number>();
   private failing = false;
@@ -415,20 +449,21 @@ export class TableWriter {
     const token = batch.token(this.topic);
     if (rows.length > 0) {
       let checked: Set<number> | undefined;
-      if (rows.some((i) => !this.settled.has(batch.sources[i]!.partition))) {
+      if (rows.some((i) => !this.settled.has(settleKey(batch, i)))) {
         ({ keep: rows, checked } = await this.withRetry('replay check', () => this.dropExisting(batch, rows), false, batch));
       }
       const t0 = Date.now();
       const rejected = new Set<number>();
       await this.insertRows(batch, rows, token, rejected);
-      // A checked partition is past what an earlier run wrote once one of its rows was neither
-      // found nor refused: that run wrote each partition's rows in order, leaving out only rows
-      // ClickHouse refuses, so it never got to this one nor to any after it. Not when its rows
-      // were all refused: those are the holes in what it wrote, and rows after them may be there.
+      // A checked partition-month is past what an earlier run wrote once one of its rows was
+      // neither found nor refused: that run wrote each partition's rows of a month in order,
+      // leaving out only rows ClickHouse refuses, so it never got to this one nor to any after it.
+      // Not when its rows were all refused: those are the holes in what it wrote, and rows after
+      // them may be there. Another month of the same partition may still hold written rows.
       if (checked && batch.assignment === this.assignment) {
         for (const i of rows) {
-          const p = batch.sources[i]!.partition;
-          if (checked.has(p) && !rejected.has(i)) this.settled.add(p);
+          const k = settleKey(batch, i);
+          if (checked.has(k) && !rejected.has(i)) this.settled.add(k);
         }
       }
       this.stats.batchesWritten++;
@@ -450,9 +485,9 @@ export class TableWriter {
     await this.commit(batch);
   }
 
-  /** The rows not already stored, and the partitions whose rows were looked for. */
+  /** The rows not already stored, and the partition-months whose rows were looked for. */
   private async dropExisting(batch: Batch, all: number[]): Promise<{ keep: number[]; checked: Set<number> }> {
-    const rows = all.filter((i) => !this.settled.has(batch.sources[i]!.partition));
+    const rows = all.filter((i) => !this.settled.has(settleKey(batch, i)));
     let lo = Infinity;
     let hi = -Infinity;
     for (const i of rows) {
@@ -462,7 +497,7 @@ export class TableWriter {
     }
     const found = await this.io.existing(this.table, this.spec.keyColumn, this.spec.timeColumn, rows.map((i) => batch.keys[i]!), lo, hi);
     const checked = new Set<number>();
-    for (const i of rows) checked.add(batch.sources[i]!.partition);
+    for (const i of rows) checked.add(settleKey(batch, i));
     // A key repeated inside the batch (an upstream replay) is written once.
     const seen = new Set<string>(found);
     const keep: number[] = [];
