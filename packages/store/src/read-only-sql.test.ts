@@ -52,6 +52,18 @@ describe('assertReadOnlySql', () => {
     refused("SELECT * FROM file\u00A0('/etc/passwd')", /file\(\)/);
   });
 
+  it('ends numbers where the engine does, so a name after an exponent-like letter is seen (reviewer repro)', () => {
+    // `0x1e+file(...)`: `e` is a hex digit, not an exponent, so the engine reads 0x1e + file(...).
+    refused("SELECT 0x1e+file('/etc/hostname')::UInt64", /file\(\) reaches outside/);
+    refused("SELECT 0x1E-url('http://127.0.0.1:8081/')", /url\(\)/);
+    refused("SELECT 0b1e+file('/etc/passwd')", /file\(\)/);
+    refused("SELECT 1_e+file('/etc/passwd')", /file\(\)/);
+    refused("SELECT 1.5E-3+file('/etc/passwd')", /file\(\)/);
+    for (const q of ['SELECT 1e+5, 1E-3, 0x1p-3, 0x1P+4, 1_000_000, 0x1e, 0b101, 1.5e-3, .5e+2 FROM numbers(2)', 'SELECT t.1.2 FROM (SELECT ((1, 2), 3) AS t)']) {
+      assert.doesNotThrow(() => assertReadOnlySql(q), q);
+    }
+  });
+
   it('reads $$ heredocs and Unicode quotes as strings, so a quote inside one cannot hide SQL', () => {
     refused("SELECT $$'$$ AS x INTO OUTFILE '/tmp/out.txt' --'", /INTO OUTFILE/);
     refused("SELECT $a$'$a$ AS x, file('/etc/passwd') AS y --'", /file\(\)/);

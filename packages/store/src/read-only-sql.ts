@@ -130,9 +130,13 @@ function tokenize(sql: string): Token[] {
     } else if (c === '$' && heredocEnd(sql, i) !== undefined) {
       push('string', heredocEnd(sql, i)!);
     } else if (/[0-9]/.test(c)) {
-      let j = i + 1;
-      while (j < n && (isWordChar(sql[j]) || sql[j] === '.' || ((sql[j] === '-' || sql[j] === '+') && /[eEpP]/.test(sql[j - 1]!)))) j++;
-      push('number', j);
+      const prev = tokens.findLast(significant);
+      const numberEnds = numberEnd(sql, i, prev?.kind === 'punct' && prev.text === '.');
+      // A word character right after the number makes the whole run one word (`1abc`), as in the
+      // engine (which refuses one with a `.` or a sign inside).
+      let j = numberEnds;
+      while (j < n && isWordChar(sql[j])) j++;
+      push(j > numberEnds ? 'word' : 'number', j);
     } else if (isWordChar(c) || c === '$') {
       let j = i + 1;
       while (j < n && (isWordChar(sql[j]) || sql[j] === '$')) j++;
@@ -142,6 +146,66 @@ function tokenize(sql: string): Token[] {
     }
   }
   return tokens;
+}
+
+const isDigitOf = (c: string | undefined, hex: boolean) => c !== undefined && (hex ? /[0-9A-Fa-f]/ : /[0-9]/).test(c);
+
+/**
+ * Where a number starting at `i` ends, as the engine's lexer has it: `0x`/`0b` prefixes, `_`
+ * only between digits, a fraction, and an exponent whose sign follows `e` in a decimal number and
+ * `p` in a hex one only (`0x1e+file` is the number `0x1e`, then `+`, then `file`). Right after a
+ * `.` only digits (tuple access, `t.1.2`).
+ */
+function numberEnd(sql: string, i: number, afterDot: boolean): number {
+  const n = sql.length;
+  let j = i;
+  const digits = (hex: boolean, startOfBlock: boolean) => {
+    let start = startOfBlock;
+    while (j < n && (isDigitOf(sql[j], hex) || (sql[j] === '_' && !start && isDigitOf(sql[j + 1], hex)))) {
+      j++;
+      start = false;
+    }
+  };
+  if (afterDot) {
+    j++;
+    digits(false, false);
+  } else {
+    let hex = false;
+    let startOfBlock = false;
+    const p1 = sql[j + 1];
+    if (j + 2 < n && sql[j] === '0' && (p1 === 'x' || p1 === 'X' || p1 === 'b' || p1 === 'B')) {
+      const valid = p1 === 'x' || p1 === 'X' ? isDigitOf(sql[j + 2], true) : sql[j + 2] === '0' || sql[j + 2] === '1';
+      if (valid) {
+        hex = p1 === 'x' || p1 === 'X';
+        j += 2;
+        startOfBlock = true;
+      } else j++;
+    } else j++;
+    digits(hex, startOfBlock);
+    if (sql[j] === '.') {
+      j++;
+      digits(hex, true);
+    }
+    if (j + 1 < n && (hex ? sql[j] === 'p' || sql[j] === 'P' : sql[j] === 'e' || sql[j] === 'E')) {
+      j++;
+      if (j + 1 < n && (sql[j] === '-' || sql[j] === '+')) j++;
+      digits(false, true);
+    }
+  }
+  return j;
+}
+
+/**
+ * The name a token would call if a `(` followed it: a word's or a quoted identifier's own, else
+ * the last run of word characters in it. The second reading is a guard of its own: should the
+ * tokenizer above ever end a token later than the engine does, the word the engine sees last is
+ * still the one compared with the denied functions.
+ */
+function calledNames(t: Token): string[] {
+  if (t.kind === 'quoted') return [t.name!];
+  if (t.kind !== 'word' && t.kind !== 'number') return [];
+  const last = /[A-Za-z_$][A-Za-z0-9_$]*$/.exec(t.text)?.[0];
+  return last === undefined || last === t.text ? [t.text] : [t.text, last];
 }
 
 /**
@@ -194,9 +258,9 @@ export function checkReadOnlySql(sql: string): CheckedSql {
     if (t.kind === 'punct' && t.text === '(') depth++;
     if (t.kind === 'punct' && t.text === ')') depth--;
     if (depth === 0 && (upper === 'UNION' || upper === 'EXCEPT' || upper === 'INTERSECT')) setOperation = true;
-    const name = t.kind === 'word' ? t.text : t.kind === 'quoted' ? t.name! : undefined;
-    if (name !== undefined && next?.kind === 'punct' && next.text === '(' && deniedFunctions.has(name.toLowerCase())) {
-      throw new ReadOnlySqlError(`${name}() reaches outside the database and is not allowed in analyst queries.`);
+    if (next?.kind === 'punct' && next.text === '(') {
+      const denied = calledNames(t).find((name) => deniedFunctions.has(name.toLowerCase()));
+      if (denied !== undefined) throw new ReadOnlySqlError(`${denied}() reaches outside the database and is not allowed in analyst queries.`);
     }
     if (upper === 'OUTFILE') throw new ReadOnlySqlError('INTO OUTFILE writes files and is not allowed in analyst queries: use --format csv and redirect the output.');
     if (upper === 'SETTINGS') throw new ReadOnlySqlError('SETTINGS is not allowed in analyst queries: dlog sets the read-only mode and the row limit itself.');
