@@ -122,6 +122,11 @@ describe('sink: enriched decisions, counts, artifacts, deployments, alerts into 
       config: { ...config, sinkGroupId: groupId, topicPrefix: prefix, sinkBatchRows: 1000, sinkFlushIntervalMs: 200 },
     });
     await sink.start();
+    // Made as topics.yaml defines it: a sink that made it otherwise drew a warning to recreate it
+    // at every later `dlog up`.
+    const dlqMeta = await admin.fetchTopicMetadata({ topics: [`${prefix}sink.dlq`] });
+    const { loadTopicDefinitions } = await import('@dlog/kafka');
+    assert.equal(dlqMeta.topics[0]!.partitions.length, loadTopicDefinitions().find((d) => d.name === 'sink.dlq')!.partitions);
     await waitFor(async () => (await scalar(store, 'SELECT count() AS n FROM decisions')) >= 5000 || undefined, {
       timeoutMs: 60_000,
       what: 'decisions in ClickHouse',
@@ -395,6 +400,43 @@ describe('sink: ClickHouse reading the Avro records itself (embedded) lands exac
     assert.equal(await scalar(store, `SELECT count() AS n FROM (SELECT * EXCEPT (ingested_at) REPLACE (step + 1 AS step) FROM decisions EXCEPT ALL SELECT * EXCEPT (ingested_at) FROM decisions_json)`) > 0, true);
     assert.equal(await scalar(store, `SELECT countIf(step IS NULL) AS n FROM decisions`), await scalar(store, `SELECT countIf(step IS NULL) AS n FROM decisions_json`));
     assert.equal(await scalar(store, `SELECT count() AS n FROM decisions WHERE step = 0`) > 0, true);
+  });
+});
+
+describe('sink: a backfill spanning ten years', () => {
+  it('lands a batch whose rows fall in more than 100 monthly partitions instead of retrying it for good', async () => {
+    const { kafka, admin, store, prefix } = await testBed('sink-months');
+    const runId = unique('run');
+    // 120 months, one decision and one counts row each, all in one batch per table. Full tier:
+    // the retention TTL would delete older standard and minimal rows at their next merge.
+    const month = (i: number) => Date.UTC(2016 + Math.floor(i / 12), i % 12, 15, 12);
+    const decisions = Array.from({ length: 120 }, (_, i) => ({ ...sampleEnrichedDecision(i, { runId, ts: month(i) }), tier: 'full' as const }));
+    const counts = Array.from({ length: 120 }, (_, i) => sampleCounts(i, { minute: month(i), batchId: `${runId}-b${i}` }));
+    await produceSamples(kafka, config.schemaRegistryUrl, `${prefix}decisions.enriched.v1`, 'enriched-decision', decisions, (r) => r.event_id);
+    await produceSamples(kafka, config.schemaRegistryUrl, `${prefix}decision.counts.v1`, 'decision-counts', counts, (r) => r.batch_id);
+    const sink = createSink({
+      kafka,
+      store,
+      log,
+      native: native(),
+      tables: sinkTables.filter((t) => t.table === 'decisions' || t.table === 'decision_counts'),
+      config: { ...config, sinkGroupId: unique('sink-group'), topicPrefix: prefix, sinkBatchRows: 1000, sinkFlushIntervalMs: 500 },
+    });
+    try {
+      await sink.start();
+      await waitFor(
+        async () =>
+          ((await scalar(store, 'SELECT count() AS n FROM decisions')) === 120 && (await scalar(store, 'SELECT count() AS n FROM decision_counts')) === 120) || undefined,
+        { timeoutMs: 60_000, what: '120 months of decisions and counts' },
+      );
+      assert.equal(await scalar(store, 'SELECT uniqExact(toYYYYMM(ts)) AS n FROM decisions'), 120);
+      const stats = sink.stats().filter((t) => t.table === 'decisions' || t.table === 'decision_counts');
+      assert.deepEqual(stats.map((t) => t.insertFailures), [0, 0], 'written at the first attempt');
+    } finally {
+      await sink.stop();
+      await admin.disconnect();
+      await store.close();
+    }
   });
 });
 

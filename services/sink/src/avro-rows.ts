@@ -115,6 +115,10 @@ export function avroInsertSql(table: string, mapping: AvroMapping, files: readon
     'min_insert_block_size_rows = 1000000000000',
     'min_insert_block_size_bytes = 1000000000000',
     `insert_deduplication_token = ${sqlString(token)}`,
+    // A batch of sparse old records (a backfill, a replay) spans many months, one part each:
+    // over the default 100, ClickHouse refuses the insert with the code of a passing overload
+    // (252), and the writer retried it for good. The JSON inserts (create-sink) lift it too.
+    'max_partitions_per_insert_block = 0',
   ].join(', ');
   return `INSERT INTO ${table} (${cols}) SELECT ${exprs} FROM file(${sqlString(source)}, 'Avro') SETTINGS ${settings}`;
 }

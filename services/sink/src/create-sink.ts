@@ -53,7 +53,7 @@ export interface Sink {
 }
 
 /** Errors every row would hit again: the schema or the credentials, not the data. */
-const fatalCodes = new Set([16, 47, 60, 62, 81, 115, 192, 497, 516]);
+const fatalCodes = new Set([16, 47, 60, 62, 81, 115, 192, 193, 194, 497, 516]);
 
 /** For a config built in code (loadConfig already refuses these sizes, naming the variable). */
 export function validateSinkConfig(config: SinkOptions['config']): void {
@@ -139,13 +139,13 @@ function clickhouseIo(store: Store, avroTables: ReadonlyMap<string, AvroMapping>
     for (const l of lines) body += l + '\n';
     if (rawInsert) {
       // Per-insert settings here are scoped to this statement (checked: no session leak).
-      await rawInsert({ table, values: Buffer.from(body), format: 'JSONEachRow', settings: { insert_deduplication_token: token } });
+      await rawInsert({ table, values: Buffer.from(body), format: 'JSONEachRow', settings: { insert_deduplication_token: token, max_partitions_per_insert_block: '0' } });
       return;
     }
     // Settings in the statement, not clickhouse_settings: chDB applies the latter as a session
     // SET, which would leak the token into every later insert of the process.
     const rs = await store.client.exec({
-      query: `INSERT INTO ${table} SETTINGS insert_deduplication_token = ${sqlString(token)} FORMAT JSONEachRow`,
+      query: `INSERT INTO ${table} SETTINGS insert_deduplication_token = ${sqlString(token)}, max_partitions_per_insert_block = 0 FORMAT JSONEachRow`,
       values: Readable.from([body]),
     });
     rs.stream.destroy();
@@ -373,12 +373,11 @@ export function createSink(opts: SinkOptions): Sink {
           const d = known.get(s.topic);
           return { name: `${prefix}${s.topic}`, partitions: d?.partitions ?? 1, doc: d?.doc ?? s.topic, config: d?.config ?? {} };
         });
-        defs.push({
-          name: dlqTopic,
-          partitions: 3,
-          doc: 'Rows the sink could not decode or ClickHouse refused: original key and bytes, reason in headers.',
-          config: { 'retention.ms': '1209600000' },
-        });
+        // The dead-letter topic as infra/kafka/topics.yaml defines it: made here with 3
+        // partitions, it drew a warning to recreate it at every later `dlog up`.
+        const dlqDef = known.get(deadLetterTopic);
+        if (!dlqDef) throw new Error(`internal: ${deadLetterTopic} is missing from infra/kafka/topics.yaml`);
+        defs.push({ ...dlqDef, name: dlqTopic });
         // A broker that just created topics may briefly deny knowing them; that is retriable.
         await retry(() => ensureTopics(admin, defs), { attempts: 6, initialMs: 200, maxMs: 2_000 });
       } finally {
