@@ -275,5 +275,106 @@ describe('transactional processor on the real broker', () => {
       await b.stop();
     }
   });
+
+  it('kafkajs: a batch worked on for longer than the session, while another member joins: every input exactly once', { timeout: 120_000 }, async () => {
+    // kafkajs heartbeats only between batches and its transactional offset commits name no
+    // member or generation: a batch that outlived its session was committed by the member the
+    // partitions moved to and then by this one too (reviewer repro: every input of it twice).
+    const input = unique('proc-slow-in');
+    const output = unique('proc-slow-out');
+    await createTopics(kafka, input, output);
+    const n = 600;
+    await produceNumbered(kafka, input, n);
+    const groupId = unique('proc-slow-g');
+    let slowStarted = false;
+    let slowDone = false;
+    const instance = (id: string, slow: boolean) =>
+      createTransactionalProcessor({
+        kafka,
+        log,
+        groupId,
+        topics: [input],
+        transactionalId: unique(`proc-slow-tx-${id}`),
+        sessionTimeoutMs: 6_000,
+        heartbeatIntervalMs: 1_000,
+        process: async (batch) => {
+          if (slow && !slowStarted) {
+            slowStarted = true;
+            // Past the 6 s session: the broker's smallest allowed by default.
+            await new Promise((r) => setTimeout(r, 10_000));
+            slowDone = true;
+          }
+          return [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }];
+        },
+      });
+    const a = instance('a', true);
+    const b = instance('b', false);
+    try {
+      await a.start();
+      await waitFor(() => slowStarted, { timeoutMs: 60_000, what: 'the slow batch to begin' });
+      await b.start();
+      await waitFor(() => slowDone, { timeoutMs: 30_000, what: 'the slow batch to end' });
+      await expectEachOnce(output, config.kafkaBrokers, n, 90_000);
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+
+  it('kafkajs: a commit that fails on the wire does not stop the worker for good', { timeout: 120_000 }, async () => {
+    // kafkajs left its transaction "committing" after a failed EndTxn: abort was refused and
+    // every later transaction() threw, so the worker held its partitions and committed nothing
+    // until restarted. The failure is injected into the client's EndTxn call, once; the broker is real.
+    const { createRequire } = await import('node:module');
+    const require = createRequire(import.meta.resolve('kafkajs'));
+    const Broker = require('./src/broker/index.js') as { prototype: { endTxn(args: { transactionResult: boolean }): Promise<unknown> } };
+    const { KafkaJSConnectionError } = require('./src/errors.js') as { KafkaJSConnectionError: new (m: string) => Error };
+    const realEndTxn = Broker.prototype.endTxn;
+    let failNextCommit = false;
+    let injected = 0;
+    Broker.prototype.endTxn = async function (this: unknown, args: { transactionResult: boolean }) {
+      if (args.transactionResult && failNextCommit) {
+        failNextCommit = false;
+        injected++;
+        throw new KafkaJSConnectionError('Connection error: read ECONNRESET (injected)');
+      }
+      return realEndTxn.call(this, args);
+    };
+    const input = unique('proc-endtxn-in');
+    const output = unique('proc-endtxn-out');
+    await createTopics(kafka, input, output);
+    let committed = 0;
+    const processor = createTransactionalProcessor({
+      kafka,
+      log,
+      groupId: unique('proc-endtxn-g'),
+      topics: [input],
+      transactionalId: unique('proc-endtxn-tx'),
+      process: async (batch) => [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }],
+      onCommitted: (info) => (committed += info.count),
+    });
+    try {
+      await processor.start();
+      await produceNumbered(kafka, input, 100);
+      await waitFor(() => committed >= 100, { timeoutMs: 60_000, what: 'the first 100 inputs committed' });
+      failNextCommit = true;
+      await produceNumbered(kafka, input, 100);
+      await waitFor(() => injected === 1, { timeoutMs: 30_000, what: 'the injected EndTxn failure' });
+      await produceNumbered(kafka, input, 100);
+      await waitFor(() => committed >= 300, { timeoutMs: 60_000, what: 'commits to go on after the failed one' });
+    } finally {
+      Broker.prototype.endTxn = realEndTxn;
+      await processor.stop();
+    }
+    // produceNumbered writes v0 … v99 each time: 300 outputs, each of the three sends once.
+    const seen = await collect(output);
+    try {
+      await waitFor(() => seen.messages.length >= 300, { timeoutMs: 30_000, what: '300 outputs' });
+      await new Promise((r) => setTimeout(r, 1_500));
+    } finally {
+      await seen.stop();
+    }
+    assert.equal(seen.messages.length, 300, 'each input once: the failed commit left nothing behind twice');
+  });
 });
 

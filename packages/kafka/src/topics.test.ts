@@ -19,11 +19,12 @@ interface Existing {
  */
 function admin(existing: Record<string, Existing>, metadataAnswers: (Error | 'leaderless')[] = [], offsetAnswers: Error[] = []) {
   const topics = new Map(Object.entries(existing));
-  const calls = { created: [] as string[][], grown: [] as { topic: string; count: number }[], altered: [] as { name: string; entries: string[] }[], metadataWaits: 0, offsetAsks: 0 };
+  const calls = { created: [] as string[][], factors: [] as number[], grown: [] as { topic: string; count: number }[], altered: [] as { name: string; entries: string[] }[], metadataWaits: 0, offsetAsks: 0 };
   const a = {
     listTopics: async () => [...topics.keys()],
-    createTopics: async (o: { topics: { topic: string; numPartitions: number; configEntries?: { name: string; value: string }[] }[] }) => {
+    createTopics: async (o: { topics: { topic: string; numPartitions: number; replicationFactor?: number; configEntries?: { name: string; value: string }[] }[] }) => {
       calls.created.push(o.topics.map((t) => t.topic));
+      calls.factors.push(...o.topics.map((t) => t.replicationFactor ?? Number.NaN));
       for (const t of o.topics) topics.set(t.topic, { partitions: t.numPartitions, policy: t.configEntries?.find((e) => e.name === 'cleanup.policy')?.value ?? 'delete' });
       return true;
     },
@@ -91,6 +92,14 @@ test('waits out a just-started broker that does not know the topics it has just 
   assert.deepEqual(await ensureTopics(a, defs, 1, { delayMs: 1 }), ['a', 'b']);
   assert.deepEqual(calls.created, [['a', 'b']], 'created once, not again on each retry');
   assert.equal(calls.metadataWaits, 3);
+});
+
+test("creates topics with the cluster's own replication factor, not 1", async () => {
+  // With 1, every pipeline topic on a three-broker cluster had one copy: one lost disk lost
+  // committed decisions. -1 asks the broker for its default.replication.factor.
+  const { admin: a, calls } = admin({});
+  await ensureTopics(a, defs, undefined, { delayMs: 1 });
+  assert.deepEqual(calls.factors, [-1, -1]);
 });
 
 test('leaves topics as defined alone', async () => {

@@ -31,16 +31,18 @@ export function loadTopicDefinitions(file = defaultTopicsFile): TopicDefinition[
   return parsed.data.topics;
 }
 
-/**
- * Creates the topics that are missing; existing ones are left as they are (their data is the
- * audit trail). Returns the names it created.
- */
 /** The same definitions under a prefix (DLOG_TOPIC_PREFIX): several pipelines on one cluster. */
 export function withPrefix(topics: TopicDefinition[], prefix: string): TopicDefinition[] {
   return prefix ? topics.map((t) => ({ ...t, name: prefix + t.name })) : topics;
 }
 
-export async function ensureTopics(admin: TopicAdmin, topics: TopicDefinition[], replicationFactor = 1, opts: { attempts?: number; delayMs?: number } = {}): Promise<string[]> {
+/**
+ * Creates the topics that are missing; existing ones are left as they are (their data is the
+ * audit trail). Returns the names it created. `replicationFactor` -1 (the default) takes the
+ * broker's `default.replication.factor`: a cluster of three keeps three copies where its operator
+ * said so, a single local broker one. It was 1, whatever the cluster.
+ */
+export async function ensureTopics(admin: TopicAdmin, topics: TopicDefinition[], replicationFactor = -1, opts: { attempts?: number; delayMs?: number } = {}): Promise<string[]> {
   const attempts = opts.attempts ?? 8;
   const created: string[] = [];
   // Found missing on any attempt: a create whose answer was lost still needs its leaders.

@@ -34,6 +34,9 @@ export interface TransactionalProcessorOptions {
   concurrency?: number;
   /** Bigger fetches amortise the transaction round trips over more records. */
   maxBytesPerPartition?: number;
+  /** kafkajs only: the group session (default 30 s) and heartbeat interval (default 3 s); tests shorten them. */
+  sessionTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
   fromBeginning?: boolean;
   onCommitted?: (info: BatchContext & { count: number; lastOffset: string; ms: number }) => void;
   /**
@@ -100,34 +103,40 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
   let consumer: Consumer | undefined;
   let producer: Producer | undefined;
   let memberId: string | undefined;
+  const sessionTimeout = opts.sessionTimeoutMs ?? 30_000;
+  const heartbeatInterval = opts.heartbeatIntervalMs ?? 3_000;
+
+  const connectProducer = async (): Promise<Producer> => {
+    const p = opts.kafka.producer({
+      transactionalId: opts.transactionalId,
+      idempotent: true,
+      maxInFlightRequests: 1,
+      transactionTimeout: 60_000,
+      // A transaction begun right after the previous commit can meet CONCURRENT_TRANSACTIONS
+      // while the broker finishes writing markers; kafkajs's default first retry waits ~300 ms.
+      retry: { initialRetryTime: 20, maxRetryTime: 2_000, retries: 10 },
+    });
+    await p.connect();
+    return p;
+  };
 
   return {
     memberId: () => memberId,
     async start() {
-      producer = opts.kafka.producer({
-        transactionalId: opts.transactionalId,
-        idempotent: true,
-        maxInFlightRequests: 1,
-        transactionTimeout: 60_000,
-        // A transaction begun right after the previous commit can meet CONCURRENT_TRANSACTIONS
-        // while the broker finishes writing markers; kafkajs's default first retry waits ~300 ms.
-        retry: { initialRetryTime: 20, maxRetryTime: 2_000, retries: 10 },
-      });
-      await producer.connect();
+      producer = await connectProducer();
       consumer = opts.kafka.consumer({
         groupId: opts.groupId,
         readUncommitted: false,
         maxBytesPerPartition: opts.maxBytesPerPartition ?? 8 * 1024 * 1024,
         maxBytes: 32 * 1024 * 1024,
         maxWaitTimeInMs: 200,
-        sessionTimeout: 30_000,
-        heartbeatInterval: 3_000,
+        sessionTimeout,
+        heartbeatInterval,
         metadataMaxAge: metadataRefreshMs,
       });
       consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => (memberId = payload.memberId));
       await consumer.connect();
       for (const topic of opts.topics) await consumer.subscribe({ topic, fromBeginning: opts.fromBeginning ?? true });
-      const p = producer;
       // One open transaction per producer: batches processed side by side take turns here.
       let txTail: Promise<unknown> = Promise.resolve();
       const inTurn = <T>(fn: () => Promise<T>): Promise<T> => {
@@ -143,22 +152,53 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
           if (batch.messages.length === 0 || !isRunning() || isStale()) return;
           const t0 = Date.now();
           const ctx = { topic: batch.topic, partition: batch.partition };
-          const outputs = await opts.process(batch.messages, ctx);
+          // kafkajs heartbeats only between batches, and its offset commits in a transaction
+          // carry neither member id nor generation, so the broker cannot refuse them from a
+          // member the group has dropped. A batch that outlived the session (30 s; a gate thread
+          // may take 60) had its partition handed to another member, which read it again from
+          // the committed offset and committed it; then this one committed it too, and every
+          // input of the batch came out twice. So the session is kept alive while the batch is
+          // worked on, and a heartbeat the coordinator refuses (a rebalance under way, or this
+          // member gone) means the batch is not committed here.
+          let lost: unknown;
+          const keeper = setInterval(() => {
+            heartbeat().catch((err: unknown) => (lost ??= err));
+          }, heartbeatInterval);
+          let outputs: OutputRecord[];
+          try {
+            outputs = await opts.process(batch.messages, ctx);
+          } finally {
+            clearInterval(keeper);
+          }
           const last = batch.messages[batch.messages.length - 1]!.offset;
           const committed = await inTurn(async () => {
             // Offsets moved under this batch (a seek) while it waited its turn: not ours to commit.
-            // A rebalance cannot complete meanwhile: this member rejoins only after its batches.
             if (isStale()) return false;
+            if (lost !== undefined) throw lost;
+            // Made again here after a failed transaction (see below), once the broker answers.
+            const p = (producer ??= await connectProducer());
             const tx = await p.transaction();
             try {
               for (const chunk of chunks(outputs)) await tx.send({ ...chunk, acks: -1 });
+              // Last check before the offsets go: after an accepted heartbeat the coordinator
+              // keeps this member's partitions for a session's length, and a rebalance waits for
+              // this member to rejoin, which it does only after this batch.
+              await heartbeat();
+              if (lost !== undefined) throw lost;
               await tx.sendOffsets({
                 consumerGroupId: opts.groupId,
                 topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: (BigInt(last) + 1n).toString() }] }],
               });
               await tx.commit();
             } catch (err) {
-              await tx.abort().catch((abortErr: unknown) => log.warn({ err: abortErr }, 'transaction abort failed'));
+              await tx.abort().catch(() => undefined);
+              // After a failed EndTxn, kafkajs's transaction stays "committing" for good: abort is
+              // refused and every later transaction() throws, so the worker held its partitions
+              // and committed nothing until restarted. A new producer with the same transactional
+              // id fences this one and has the broker abort whatever it left open.
+              log.warn({ err, topic: batch.topic, partition: batch.partition }, 'transaction failed: aborted; the batch is read again on a new producer');
+              producer = undefined;
+              await p.disconnect().catch(() => undefined);
               throw err;
             }
             return true;
