@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
 import { loadConfig } from '@dlog/config';
 import { createPipeline, type Pipeline } from '@dlog/pipeline';
 import { simulate, simulatedModels, type SimulateSummary } from '../packages/cli/src/simulate.js';
@@ -80,5 +81,21 @@ describe('pipeline end to end: simulated traffic through gate, enricher and sink
     assert.ok(refs.includes('dataset registry://datasets/loan-applications:v6'), refs.join('\n'));
     assert.ok(refs.includes('code git://example.com/acme/loan-model@8d41e07'), refs.join('\n'));
     assert.ok(refs.includes('dataset registry://datasets/loan-applications:v5'), 'and the dataset v6 was derived from');
+  });
+});
+
+describe('pipeline logging', () => {
+  it("gives kafkajs's own log to the library logger, not the host's", async () => {
+    // `dlog up` printed kafkajs's error-level retries of new topics ("not the leader") among its
+    // status lines: it handed its own logger to kafkajs instead of the quieter library one.
+    const config = loadConfig({ ...process.env, DLOG_TOPIC_PREFIX: `${unique('pipe-log')}.`, CLICKHOUSE_DATA_DIR: `${tempDir('pipe-log')}/clickhouse`, LOG_LEVEL: 'warn' });
+    const entries = (into: Record<string, unknown>[]) => pino({ level: 'debug' }, { write: (line: string) => void into.push(JSON.parse(line) as Record<string, unknown>) });
+    const hostLines: Record<string, unknown>[] = [];
+    const libraryLines: Record<string, unknown>[] = [];
+    const p = await createPipeline({ config, log: entries(hostLines), libraryLog: entries(libraryLines), queryServer: false });
+    await finishes('pipeline.stop()', 90_000, p.stop());
+    assert.deepEqual(hostLines.filter((l) => l.component === 'kafkajs'), []);
+    assert.ok(libraryLines.some((l) => l.component === 'kafkajs'), 'kafkajs logged through the library logger (its consumers start at info, logged at debug)');
+    assert.ok(hostLines.some((l) => l.msg === 'schema current'), 'the host keeps its own lines');
   });
 });

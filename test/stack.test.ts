@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
+import pino, { type Logger } from 'pino';
 import { describe, it } from 'node:test';
 import { stackDown, stackStatus, stackUp, StackError } from '@dlog/stack';
 import { createRegistry, loadSchema, registerAvro } from '@dlog/contracts';
@@ -38,6 +39,22 @@ describe('local stack', () => {
     );
     const again = await stackStatus(config);
     assert.ok(again.every((s) => s.state === 'ready' && s.pid !== undefined));
+  });
+
+  it("gives kafkajs's own log to the library logger, not the host's", async () => {
+    // `npm start` printed kafkajs's error-level retries of new topics ("not the leader") among its
+    // status lines: `up` handed kafkajs the CLI's logger instead of its quieter library one. Its
+    // topics exist here, so kafkajs has nothing to say: which logger it was given is what is seen.
+    const givenToKafkajs: string[] = [];
+    const logger = (name: string): Logger =>
+      pino({
+        level: 'silent',
+        onChild: (child) => {
+          if (child.bindings().component === 'kafkajs') givenToKafkajs.push(name);
+        },
+      });
+    await stackUp(config, logger('host'), logger('library'));
+    assert.deepEqual(givenToKafkajs, ['library']);
   });
 
   it('says at once when an earlier `up` runs a component on other ports than configured now', async () => {

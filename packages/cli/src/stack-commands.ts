@@ -23,9 +23,9 @@ export function registerStackCommands(program: Command): void {
     .command('up')
     .description('start what is not running (reuses what runs), wait until ready, create topics')
     .action(async () => {
-      const { config, log } = cliContext();
+      const { config, log, libraryLog } = cliContext();
       process.stderr.write('starting the local stack (the first run fetches Kafka and the registry from Maven Central)...\n');
-      printStatus(await stackUp(config, log));
+      printStatus(await stackUp(config, log, libraryLog));
       const ep = stackEndpoints(config);
       process.stdout.write(`\nKAFKA_BROKERS=${ep.kafkaBrokers.join(',')}\nSCHEMA_REGISTRY_URL=${ep.schemaRegistryUrl}\n`);
     });
@@ -57,14 +57,14 @@ export function registerUpCommand(program: Command): void {
     .option('--no-stack', 'do not start the local stack (use KAFKA_BROKERS and SCHEMA_REGISTRY_URL as given)')
     .option('--status-every <seconds>', 'print a status line this often (0: never)', '10')
     .action(async (opts: { stack: boolean; statusEvery: string }) => {
-      const { config, log } = cliContext();
+      const { config, log, libraryLog } = cliContext();
       // Checked before anything starts.
       const every = numberOption('--status-every', opts.statusEvery, { min: 0, example: '30' }) * 1000;
       if (opts.stack) {
         process.stderr.write('starting the local stack (the first run fetches Kafka and the registry from Maven Central)...\n');
-        printStatus(await stackUp(config, log));
+        printStatus(await stackUp(config, log, libraryLog));
       }
-      const pipeline = await createPipeline({ config, log, workers: 'processes', env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL || 'warn' } });
+      const pipeline = await createPipeline({ config, log, libraryLog, workers: 'processes', env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL || 'warn' } });
       const shutdown = new Shutdown(log, config.shutdownTimeoutMs);
       shutdown.add('stop the pipeline', () => pipeline.stop());
       shutdown.install();

@@ -55,16 +55,25 @@ export function removePidRecord(file: string): void {
   rmSync(file, { force: true });
 }
 
-/** Resolves true when nothing listens on host:port (we could bind it ourselves). */
-export function portIsFree(port: number, host = '127.0.0.1'): Promise<boolean> {
+/**
+ * Why host:port cannot be listened on, as the listen error's code, or undefined when we could
+ * bind it ourselves. Only EADDRINUSE means another process holds it: EACCES is a privileged port
+ * (below 1024 without root), EADDRNOTAVAIL an address this machine does not have.
+ */
+export function portBlocked(port: number, host = '127.0.0.1'): Promise<string | undefined> {
   return new Promise((resolve) => {
     const server = net.createServer();
     server.unref();
-    server.once('error', () => resolve(false));
+    server.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
     server.listen({ port, host, exclusive: true }, () => {
-      server.close(() => resolve(true));
+      server.close(() => resolve(undefined));
     });
   });
+}
+
+/** Resolves true when we could bind host:port ourselves. */
+export async function portIsFree(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return (await portBlocked(port, host)) === undefined;
 }
 
 export interface SpawnSpec {

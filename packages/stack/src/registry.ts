@@ -1,8 +1,8 @@
-import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stackMarker, type Component } from './component.js';
-import { runMaven } from './maven.js';
+import { isWholeJar, runMaven } from './maven.js';
 
 /**
  * Apicurio Registry 3.0.9: its prebuilt Quarkus distribution from Maven Central, serving the
@@ -22,8 +22,8 @@ const pom = fileURLToPath(new URL('../../../infra/stack/apicurio/pom.xml', impor
 const apicurioLibraries = 359;
 
 /**
- * The jars in `dir` that end as a zip ends (with its end-of-central-directory record): a jar cut
- * short while it was unpacked does not, and one such jar among the 359 failed every start.
+ * The jars in `dir` that are whole (isWholeJar): a jar cut short while it was unpacked is not, and
+ * one such jar among the 359 failed every start.
  */
 export function wholeJars(dir: string): number {
   let names: string[];
@@ -32,23 +32,7 @@ export function wholeJars(dir: string): number {
   } catch {
     return 0;
   }
-  let whole = 0;
-  const tail = Buffer.alloc(65_557); // the record (22 bytes) plus the longest zip comment
-  for (const name of names) {
-    let fd: number | undefined;
-    try {
-      fd = openSync(path.join(dir, name), 'r');
-      const size = fstatSync(fd).size;
-      const n = Math.min(size, tail.length);
-      readSync(fd, tail, 0, n, size - n);
-      if (tail.subarray(0, n).lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06])) >= 0) whole++;
-    } catch {
-      // unreadable: not whole
-    } finally {
-      if (fd !== undefined) closeSync(fd);
-    }
-  }
-  return whole;
+  return names.filter((name) => isWholeJar(path.join(dir, name))).length;
 }
 
 export function registryComponent(opts: { stackDir: string; runDir: string; port: number }): Component {

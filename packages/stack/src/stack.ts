@@ -5,14 +5,14 @@ import path from 'node:path';
 import type { Config } from '@dlog/config';
 import { createKafka, ensureTopics, loadTopicDefinitions } from '@dlog/kafka';
 import type { Logger } from 'pino';
-import type { Component } from './component.js';
+import type { Component, ComponentPort } from './component.js';
 import { stackMarker } from './component.js';
 import { kafkaComponent } from './kafka.js';
 import {
   isAlive,
   type PidRecord,
   isOurs,
-  portIsFree,
+  portBlocked,
   readPidRecord,
   removePidRecord,
   spawnDetached,
@@ -92,6 +92,35 @@ function movedPortsError(c: Component, record: PidRecord): StackError {
   );
 }
 
+/**
+ * Why a component cannot listen on its port, by the listen error's code, naming the setting that
+ * moves it. Every code used to read "taken by another process", which sent a user whose port was
+ * privileged looking for a process that did not exist.
+ */
+export function portError(component: string, p: ComponentPort, code: string): StackError {
+  const where = `Port ${p.port} on 127.0.0.1`;
+  switch (code) {
+    case 'EADDRINUSE':
+      return new StackError(`${where} is already taken by another process, so ${component} cannot start. Stop that process, or pick a free port with ${p.env}=<port>.`, component);
+    case 'EACCES':
+      return new StackError(
+        p.port < 1024
+          ? `${where} is privileged: only root may listen on ports below 1024 (EACCES), so ${component} cannot start. Pick a port from 1024 up with ${p.env}=<port>.`
+          : `${where} may not be listened on by this user (EACCES: a security policy refuses it), so ${component} cannot start. Pick another port with ${p.env}=<port>.`,
+        component,
+      );
+    case 'EADDRNOTAVAIL':
+      return new StackError(
+        `${component} cannot listen on ${where.toLowerCase()}: 127.0.0.1 is not an address of this machine (EADDRNOTAVAIL: its loopback interface is down or missing), ` +
+          `and the local stack listens on loopback only, so no port setting (${p.env}) changes that. Bring the loopback interface up (ip link set lo up), ` +
+          'or use servers elsewhere: set KAFKA_BROKERS and SCHEMA_REGISTRY_URL and run dlog up --no-stack.',
+        component,
+      );
+    default:
+      return new StackError(`${component} cannot listen on ${where.toLowerCase()} (${code}). Pick another port with ${p.env}=<port>.`, component);
+  }
+}
+
 async function statusOf(config: StackConfig, c: Component): Promise<ComponentStatus> {
   const record = readPidRecord(pidFile(runDirOf(config), c.name));
   const base = { name: c.name, ports: c.ports.map((p) => p.port), logFile: c.logFile };
@@ -100,7 +129,9 @@ async function statusOf(config: StackConfig, c: Component): Promise<ComponentSta
     return { ...base, pid: record.pid, state: (await c.probe()) ? 'ready' : 'starting' };
   }
   for (const p of c.ports) {
-    if (!(await portIsFree(p.port))) return { ...base, state: 'foreign' };
+    // A port we may not listen on (privileged, or on an address this machine lacks) holds nothing:
+    // `up` says why it cannot start there.
+    if ((await portBlocked(p.port)) === 'EADDRINUSE') return { ...base, state: 'foreign' };
   }
   return { ...base, state: 'stopped' };
 }
@@ -131,9 +162,13 @@ async function waitReady(c: Component, pid: number, timeoutMs: number): Promise<
  * Starts what is not running, reuses what an earlier `up` started, and refuses a port that some
  * other process holds. Components start in parallel (Kafka and the registry do not depend on each
  * other); topics are ensured once Kafka answers.
+ *
+ * `libraryLog` takes kafkajs's own log (`log` when not given). The CLI gives it a quieter one: on a
+ * broker whose topics are new kafkajs logs "not the leader" and "coordinator is loading" at error
+ * level while it retries them, and they buried the status lines of a first `npm start`.
  */
-export async function stackUp(config: StackConfig, log: Logger): Promise<ComponentStatus[]> {
-  return withUpLock(config, log, () => up(config, log));
+export async function stackUp(config: StackConfig, log: Logger, libraryLog: Logger = log): Promise<ComponentStatus[]> {
+  return withUpLock(config, log, () => up(config, log, libraryLog));
 }
 
 /**
@@ -233,7 +268,7 @@ async function fileLock(stackDir: string, log: Logger): Promise<() => Promise<vo
   };
 }
 
-async function up(config: StackConfig, log: Logger): Promise<ComponentStatus[]> {
+async function up(config: StackConfig, log: Logger, libraryLog: Logger): Promise<ComponentStatus[]> {
   const components = stackComponents(config);
   // Check every port before starting anything, so a conflict leaves nothing half-started.
   const plans: { c: Component; reuse: number | undefined }[] = [];
@@ -247,12 +282,8 @@ async function up(config: StackConfig, log: Logger): Promise<ComponentStatus[]> 
     }
     if (record) removePidRecord(pidFile(runDirOf(config), c.name));
     for (const p of c.ports) {
-      if (!(await portIsFree(p.port))) {
-        throw new StackError(
-          `Port ${p.port} on 127.0.0.1 is already taken by another process, so ${c.name} cannot start. Stop that process, or pick a free port with ${p.env}=<port>.`,
-          c.name,
-        );
-      }
+      const blocked = await portBlocked(p.port);
+      if (blocked !== undefined) throw portError(c.name, p, blocked);
     }
     plans.push({ c, reuse: undefined });
   }
@@ -292,7 +323,7 @@ async function up(config: StackConfig, log: Logger): Promise<ComponentStatus[]> 
   );
 
   if (!components.some((c) => c.name === 'kafka')) return statuses;
-  const kafka = createKafka({ brokers: stackEndpoints(config).kafkaBrokers, clientId: 'dlog-stack', log });
+  const kafka = createKafka({ brokers: stackEndpoints(config).kafkaBrokers, clientId: 'dlog-stack', log: libraryLog });
   const admin = kafka.admin();
   await admin.connect();
   try {

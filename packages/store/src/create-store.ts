@@ -1,4 +1,5 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { ClickHouseLogLevel, createClient, type ClickHouseClient, type Logger as ClickHouseLogger } from '@clickhouse/client';
 import { createChdbConnection } from 'chdb/connection';
 import type { Logger } from 'pino';
@@ -68,6 +69,33 @@ function clientLog(log: Logger | undefined): { LoggerClass: new () => ClickHouse
     }
   }
   return { LoggerClass: Forward, level: ClickHouseLogLevel.WARN };
+}
+
+/**
+ * The live process that holds an embedded data directory, from the status file the engine keeps
+ * in it while open ("PID: 123"; removed on a clean close, left stale by a crash, hence the check
+ * that the pid lives), and whether it is a `dlog up`; undefined when none is known.
+ */
+function embeddedHolder(dataDir: string): { pid: number; up: boolean } | undefined {
+  let pid: number;
+  try {
+    pid = Number(/^PID: (\d+)$/m.exec(readFileSync(path.join(dataDir, 'status'), 'utf8'))?.[1]);
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return undefined;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return undefined;
+  }
+  let up = false;
+  try {
+    up = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('up');
+  } catch {
+    // not Linux, or gone: named by pid alone
+  }
+  return { pid, up };
 }
 
 type StoreConfig = Pick<Config, 'clickhouseUrl' | 'clickhouseUser' | 'clickhousePassword' | 'clickhouseDatabase' | 'clickhouseDataDir'>;
@@ -154,8 +182,22 @@ export async function createStore(opts: StoreOptions): Promise<Store> {
     await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${opts.database}` });
     await client.command({ query: `USE ${opts.database}` });
   } catch (err) {
+    const reason = (err as Error).message;
+    // A caller that may create the database means to own the store (`dlog up`, `dlog migrate`), not
+    // to read it as `dlog query` does after finding no pipeline on DLOG_QUERY_PORT: a second
+    // `dlog up` was told that no pipeline answered, beside a first one that did. chDB's error says
+    // only "Failed to create connection"; the engine's status file names the process holding it.
+    const holder = opts.createDatabase ? embeddedHolder(opts.dataDir) : undefined;
+    if (holder) {
+      throw new Error(
+        `Cannot open embedded ClickHouse at ${opts.dataDir}: ${holder.up ? `another \`dlog up\` (pid ${holder.pid})` : `another process (pid ${holder.pid})`} already owns this data directory, and only one process at a time may open it. ` +
+          `Stop it first (Ctrl-C in its terminal, or kill ${holder.pid}), or leave it running and query through it: \`npm run dlog -- query "..."\` reaches it on DLOG_QUERY_PORT. ` +
+          `To run a second pipeline beside it, give this one its own CLICKHOUSE_DATA_DIR and DLOG_QUERY_PORT, or set CLICKHOUSE_URL to use a server. (${reason.trim()})`,
+        { cause: err },
+      );
+    }
     throw new Error(
-      `Cannot open embedded ClickHouse at ${opts.dataDir}: ${(err as Error).message}. ` +
+      `Cannot open embedded ClickHouse at ${opts.dataDir}: ${reason}. ` +
         'Only one process may open an embedded data directory; if the pipeline is running, query it through `dlog query` ' +
         '(which found no pipeline answering on DLOG_QUERY_PORT: give it the port the pipeline was started with), or set CLICKHOUSE_URL to use a server.',
       { cause: err },

@@ -66,9 +66,15 @@ export async function createPipeline(opts: {
   workers?: 'in-process' | 'processes';
   /** Environment for worker processes; defaults to this process's. */
   env?: NodeJS.ProcessEnv;
+  /**
+   * kafkajs's own log; `log` when not given. `dlog up` gives it the CLI's quieter library log: on
+   * new topics kafkajs logs "not the leader" and "coordinator is loading" at error level while it
+   * retries them, which buried the first start's output.
+   */
+  libraryLog?: Logger;
 }): Promise<Pipeline> {
   const { config, log } = opts;
-  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-pipeline`, log });
+  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-pipeline`, log: opts.libraryLog ?? log });
   await ensurePipelineTopics(kafka, config.topicPrefix);
   const store = await storeFromConfig(config, { createDatabase: true, log });
   const applied = await migrate(store, { log });
