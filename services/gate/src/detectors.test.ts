@@ -80,3 +80,64 @@ describe('detectors: percent-encoded and HTML-escaped text', () => {
     for (const text of ['50% off & more', 'Q&A at 100%', 'a%2Fb', 'x &#0; y']) assert.equal(scrubText(text, all, tok), text, text);
   });
 });
+
+// Found in the security review of the gate: each fails on the gate before it.
+describe('detectors: Unicode dashes, and cards with other separators between their groups', () => {
+  // Hyphen, non-breaking hyphen, figure dash, en dash, em dash, horizontal bar, minus, small em
+  // dash, hyphen bullet.
+  const dashes = ['\u2010', '\u2011', '\u2012', '\u2013', '\u2014', '\u2015', '\u2212', '\ufe58', '\u2043'];
+
+  it('reads Unicode dashes as hyphens: SSNs, cards and phone numbers written with them are found', () => {
+    for (const d of dashes) {
+      const name = `U+${d.codePointAt(0)!.toString(16)}`;
+      assert.equal(scrubText(`ssn 078${d}05${d}1120`, all, tok), 'ssn <national_id>', name);
+      assert.equal(scrubText(`card 4111${d}1111${d}1111${d}1111`, all, tok), 'card <card>', name);
+      assert.equal(scrubText(`call 415${d}555${d}0123 today`, all, tok), 'call <phone> today', name);
+    }
+    assert.equal(scrubText('ssn 078&#8211;05&#8211;1120', all, tok), 'ssn <national_id>', 'an en dash as an HTML reference');
+    // The value tokenized is the ASCII one, so the pseudonym joins with the number written plainly.
+    assert.deepEqual(seen('078\u201305\u20131120 078-05-1120'), ['national_id 078-05-1120', 'national_id 078-05-1120']);
+    // Dashed dates and ranges are no more personal data than with hyphens; nothing found, nothing folded.
+    for (const text of ['from 2026\u201311\u201328 to 2026\u201311\u201329', 'pages 10\u201312 \u2014 and \u22123.5']) {
+      assert.equal(scrubText(text, all, tok), text, text);
+    }
+  });
+
+  it('finds cards with a run of up to three separators, or slashes, between groups as cards are printed', () => {
+    for (const card of [
+      '4111  1111  1111  1111',
+      '4111 - 1111 - 1111 - 1111',
+      '4111--1111--1111--1111',
+      '4111/1111/1111/1111',
+      '4111 / 1111 / 1111 / 1111',
+      '4111\u00a0\u00a01111\u00a0\u00a01111\u00a0\u00a01111',
+      '4111 \u2013 1111 \u2013 1111 \u2013 1111',
+      '3782 - 822463 - 10005',
+      '6212  3456  7890  1234  569',
+    ]) {
+      assert.equal(scrubText(`card ${card} ok`, all, tok), 'card <card> ok', card);
+    }
+    assert.deepEqual(seen('4111 - 1111 - 1111 - 1111'), ['card 4111111111111111']);
+    // Next to other digits, the card is still found in the run (an expiry, a CVV, a reference).
+    assert.equal(scrubText('card 4111 - 1111 - 1111 - 1111 - 123', all, tok), 'card <card> - 123');
+    assert.equal(scrubText('1234  4111  1111  1111  1111', all, tok), '1234  <card>');
+    assert.equal(scrubText('card 4111/1111/1111/1111 12/25', all, tok), 'card <card> 12/25');
+    assert.equal(scrubText('on 25/11/2026 4111 1111 1111 1111', all, tok), 'on 25/11/2026 <card>', 'a date before a card does not cut it off');
+  });
+
+  it('dates, ranges, versions and counts written with those separators stay as they are', () => {
+    for (const text of [
+      'due 2026 / 11 / 28',
+      'due 2026/11/28 or 2026/11/29',
+      // Luhn-valid and begun like a Visa number: slashes and ` - ` alone would have made it one.
+      'from 4/11/2026 - 4/12/2026',
+      'on 28 / 11 / 2026 - 10 / 12 / 2027',
+      'versions 1.2.3 / 4.5.6 / 7.8.9 - 10.11.12',
+      'steps 1 - 2 - 3',
+      'GET /orders/2024/11/123456',
+      'release 2.4.1  build 1.2.3.4.5',
+    ]) {
+      assert.equal(scrubText(text, all, tok), text, text);
+    }
+  });
+});

@@ -35,11 +35,21 @@ function ibanValid(s: string): boolean {
 // Bounded repeats throughout: an unbounded local part made a long run of such characters before
 // an `@` quadratic (64k characters took ~4 s), and a thread stuck on one string stalls its batch.
 // Letters and digits of any script: `jané@exämple.com` is an address too.
-// `&` and `'` too (o'brien@, jane&john@): left out, the part before them stayed in the text.
-const emailRe = /[\p{L}\p{N}._%+'&-]{1,64}@[\p{L}\p{N}-]{1,63}(?:\.[\p{L}\p{N}-]{1,63}){0,8}\.\p{L}{2,24}/gu;
+// `&` and `'` too (o'brien@, jane&john@): left out, the part before them stayed in the text; and
+// `! $ * ^ ~`, which RFC 5322 allows there too (`jane!doe@` left `jane!`). Not its `/ = ? #`,
+// `{|}` or backtick: a URL's path or query, or a template, before an address would join it.
+const emailRe = /[\p{L}\p{N}._%+'&!$*^~-]{1,64}@[\p{L}\p{N}-]{1,63}(?:\.[\p{L}\p{N}-]{1,63}){0,8}\.\p{L}{2,24}/gu;
 // Separators: space, no-break space, dot, dash. Not begun or ended beside a digit, nor beside a
 // separator and a digit; a dash beside a letter (`ref-4111…`, `…1111-exp`) no longer hides one.
-const cardRe = /(?<!\d)(?<!\d[.-])(?:\d[ \u00a0.-]?){12,22}\d(?!\d)(?![.-]\d)/g;
+// Or, in the groups cards are printed in (fours, the last perhaps shorter, and one more group for
+// digits next to the card; Amex 4-6-5, Diners 4-6-4), a run of up to three separators, slashes
+// too, between groups: `4111  1111 …`, `4111 - 1111 - …`, `4111/1111/…`. Only between such groups:
+// between any digits, slashes and ` - ` joined dates into runs (`4/11/2026 - 4/12/2026` is 14
+// digits from a Visa prefix that pass Luhn), and a date before a card (`25/11/2026 4111 1111 1111
+// 1111`) made a run past 23 digits that cut the card off. No separator is a digit, so each repeat
+// can end only one way and backtracking stays bounded per start: linear on any input.
+const cardRe =
+  /(?<!\d)(?<!\d[.-])(?:(?:\d[ \u00a0.-]?){12,22}\d|\d{4}[ \u00a0./-]{1,3}(?:\d{6}[ \u00a0./-]{1,3}\d{4,5}|\d{4}(?:[ \u00a0./-]{1,3}\d{4}){1,2}(?:[ \u00a0./-]{1,3}\d{1,4})?))(?!\d)(?![.-]\d)/g;
 // Either case: `de89 3704 0044 0532 0130 00` typed in a chat is an IBAN too (see ibanIn).
 const ibanRe = /\b[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}\b/g;
 
@@ -405,6 +415,17 @@ function invisible(c: number): boolean {
   return c === 0xad || c === 0x180e || (c >= 0x200b && c <= 0x200f) || (c >= 0x2060 && c <= 0x2064) || c === 0xfeff;
 }
 
+/**
+ * Dashes typed (or put in by a word processor) where a hyphen was meant: U+2010 to U+2015 (hyphen,
+ * figure, en and em dash, horizontal bar; the non-breaking hyphen's NFKC is U+2010), U+2212 minus
+ * (also the NFKC of super- and subscript minus), U+2043 hyphen bullet, the two- and three-em dashes
+ * U+2E3A/B. Small and vertical forms (U+FE58, U+FE31/2) reach these through NFKC. Not the dashes
+ * that are a script's own punctuation (Hebrew maqaf, Armenian hyphen) nor wave dashes (`10〜20`).
+ */
+function dash(c: number): boolean {
+  return (c >= 0x2010 && c <= 0x2015) || c === 0x2212 || c === 0x2043 || c === 0x2e3a || c === 0x2e3b;
+}
+
 /** Folded characters, by character: the text's own mix of them repeats. */
 const folds = new Map<string, string>();
 
@@ -412,8 +433,9 @@ const folds = new Map<string, string>();
  * One character as the detectors read it: its compatibility form (NFKC: `０`→`0`, `﹫`→`@`, `𝟒`→`4`)
  * when that is no longer in UTF-8 (so folded text never outgrows the event: U+FDFA alone is 18
  * characters), any space as a space, a decimal digit of any script as 0-9 (its place in its
- * script's run of ten; every such run starts after a non-digit). One character at a time, so a
- * long run of combining marks costs what its length does (NFKC over the whole text was quadratic).
+ * script's run of ten; every such run starts after a non-digit), a dash as `-` (the patterns
+ * know only ASCII's, so `123–45–6789` hid an SSN). One character at a time, so a long run of
+ * combining marks costs what its length does (NFKC over the whole text was quadratic).
  */
 function foldChar(ch: string): string {
   let f = folds.get(ch);
@@ -426,7 +448,8 @@ function foldChar(ch: string): string {
     f = String.fromCharCode(48 + k);
   } else {
     const n = ch.normalize('NFKC');
-    f = Buffer.byteLength(n) <= Buffer.byteLength(ch) ? n : ch;
+    if (n.length === 1 && dash(n.charCodeAt(0))) f = '-';
+    else f = Buffer.byteLength(n) <= Buffer.byteLength(ch) ? n : ch;
   }
   if (folds.size < 20_000) folds.set(ch, f);
   return f;
@@ -466,6 +489,29 @@ function foldForDetection(text: string, escaped: boolean, wide: boolean): string
     if (pair) i++;
   }
   return out;
+}
+
+/**
+ * A key as field rules match it: each character folded as the detectors fold text (foldChar:
+ * `ｎａｍｅ` is `name`), invisible characters dropped wherever they are (`na\u200bme`; in a key
+ * they join nothing), spaces at either end trimmed, in lower case. Compared as written, such keys
+ * missed `**.name` and `**.*phone*`, and their values were stored as they came.
+ */
+export function foldKey(key: string): string {
+  let i = 0;
+  while (i < key.length && key.charCodeAt(i) < 0x80) i++;
+  if (i === key.length) return key.trim().toLowerCase();
+  let out = key.slice(0, i);
+  for (; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    if (c < 0x80) out += key[i];
+    else if (!invisible(c)) {
+      const pair = c >= 0xd800 && c <= 0xdbff && i + 1 < key.length;
+      out += foldChar(pair ? key.slice(i, i + 2) : key[i]!);
+      if (pair) i++;
+    }
+  }
+  return out.trim().toLowerCase();
 }
 
 /**

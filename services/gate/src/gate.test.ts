@@ -530,6 +530,10 @@ describe('gate: ids, JSON in strings and text that hides what it holds', () => {
           after_decimal: 'paid 12.50 4111 1111 1111 1111',
           nino: 'ni ab123456c',
           quoted: "o'brien@example.com and jane&john@example.com",
+          bang: 'mail jane!doe@example.com or ~mary@example.com',
+          social_security_number: 123456789,
+          applicant_ssn: '123456789',
+          passport_no: 'X1234567',
           negative: -4111111111111111,
           plain_decimal: 'p=0.30000000000000004',
           not_json: '[INST] hello [/INST]',
@@ -540,7 +544,7 @@ describe('gate: ids, JSON in strings and text that hides what it holds', () => {
     // run. They are taken out before looking for what the input said.
     const text = JSON.stringify(records[0]).replace(/\[[a-z_]+:[0-9a-f]{16}\]|hmac:k1:[0-9a-f]{32}|sha256-[0-9a-f]{64}/g, '<token>');
     assert.ok(text.includes('<token>'));
-    for (const raw of ['Jane Doe', '1 Main St', 'jane', '1234', '4111', '𝟒𝟏𝟏𝟏', 'ab123456c', 'brien', 'john']) {
+    for (const raw of ['Jane Doe', '1 Main St', 'jane', '1234', '4111', '𝟒𝟏𝟏𝟏', 'ab123456c', 'brien', 'john', 'mary', 'X12']) {
       assert.ok(!text.includes(raw), `raw "${raw}" in ${text}`);
     }
     const input = JSON.parse(records[0]!.input_json!);
@@ -627,6 +631,30 @@ describe('gate: JSON held in strings, encoded text in ids and labels', () => {
     const outputJson = JSON.stringify({ decision: 'approved', args: cut });
     const { records } = runLeaks([event({ output: { decision: 'approved', confidence: 0.9, output_json: outputJson } })]);
     assert.deepEqual(JSON.parse(records[0]!.output.output_json!), { decision: 'approved', args: '[redacted]' });
+  });
+
+  // Found in the security review of the gate: fails on the gate before it.
+  it('JSON stringified twice (a string literal holding JSON) gets the field rules, in the input and in output_json', () => {
+    const twice = JSON.stringify(JSON.stringify({ name: 'Jane Doe', phone: 4155550123, q: 'loans' }));
+    const { records } = runLeaks([
+      event({
+        input: { args: twice, thrice: JSON.stringify(twice), cut: JSON.stringify(cut), quoted: '"hello"', said: '"I agree" she wrote' },
+        output: { decision: 'approved', confidence: 0.9, output_json: twice },
+      }),
+    ]);
+    const r = records[0]!;
+    assertNoRaw(r);
+    assert.ok(!JSON.stringify(r).includes('4155550123'));
+    const input = JSON.parse(r.input_json!);
+    const args = JSON.parse(JSON.parse(input.args));
+    assert.equal(args.name, '[redacted]');
+    assert.match(args.phone, /^hmac:k1:/);
+    assert.equal(args.q, 'loans');
+    assert.equal(JSON.parse(JSON.parse(JSON.parse(input.thrice))).name, '[redacted]');
+    assert.equal(input.cut, '[redacted]', 'JSON cut off inside the literal is withheld, as outside one');
+    assert.equal(JSON.parse(JSON.parse(r.output.output_json!)).name, '[redacted]');
+    assert.equal(input.quoted, '"hello"', 'a quoted word is not JSON to walk');
+    assert.equal(input.said, '"I agree" she wrote');
   });
 
   it('percent-encoded and HTML-escaped addresses and numbers in ids, labels and text are found', () => {

@@ -85,4 +85,31 @@ describe('policy: the default policy names the usual spellings of personal field
     };
     assert.deepEqual(protector.protectInput(input).value, input);
   });
+
+  // Found in the security review of the gate: fails on the gate before it.
+  it('matches rules on keys as they read: invisible characters, full-width letters, spaces at the ends', () => {
+    const applicant = {
+      'na\u200bme': 'Jane Doe', 'ｎａｍｅ': 'Jane Doe', 'name ': 'Jane Doe', '\u00a0Surname': 'Doe', 'ｆｉｒｓｔ_ｎａｍｅ': 'Jane', 'date\u2060of\u2060birth': '1985-03-12',
+      'pho\u200bne': 4155550123, 'ＭＯＢＩＬＥ': 447911123456, 'ss\u200bn': '078-05-1120',
+    };
+    // Twice through one protector: the second time the rules come from the nodes made the first.
+    for (let pass = 0; pass < 2; pass++) {
+      const { value, fields } = protector.protectInput({ applicant });
+      const out = (value as { applicant: Record<string, unknown> }).applicant;
+      for (const key of ['na\u200bme', 'ｎａｍｅ', 'name ', '\u00a0Surname', 'ｆｉｒｓｔ_ｎａｍｅ', 'date\u2060of\u2060birth']) assert.equal(out[key], '[redacted]', key);
+      for (const key of ['pho\u200bne', 'ＭＯＢＩＬＥ']) {
+        assert.match(String(out[key]), /^hmac:k1:[0-9a-f]{32}$/, key);
+        assert.equal(fields[`applicant.${key}`], out[key], 'named by the key as written');
+      }
+      assert.equal('ss\u200bn' in out, false);
+    }
+  });
+
+  it('keep needs the key as written: a look-alike of a kept field is scanned, not kept', () => {
+    const note = 'mail jane@example.com';
+    const out = protector.protectInput({ model_features: { note }, 'model_features\u200b': { note }, ' model_features': { note } }).value as Record<string, { note: string }>;
+    assert.equal(out.model_features!.note, note);
+    assert.match(out['model_features\u200b']!.note, /^mail \[email:[0-9a-f]{16}\]$/);
+    assert.match(out[' model_features']!.note, /^mail \[email:[0-9a-f]{16}\]$/);
+  });
 });

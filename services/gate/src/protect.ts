@@ -1,5 +1,5 @@
 import type { DetectorName, FieldRule, PolicyDocument } from './policy.js';
-import { looksLikeCardNumber, scrubText, type Tokenize } from './detectors.js';
+import { foldKey, looksLikeCardNumber, scrubText, type Tokenize } from './detectors.js';
 import { compileFieldPath, fieldPathMatches } from './field-path.js';
 import type { KeyRing } from './keys.js';
 
@@ -47,10 +47,16 @@ export interface Protector {
  * Rules looked up along the path, one node per key: a node holds the rule for the path that leads
  * to it and its children by key. Keys may contain dots or any other character, so paths are never
  * joined into strings to look rules up (`{"a.name": 1}` and `{"a": {"name": 1}}` once shared a
- * cache entry, and whichever came first decided for both).
+ * cache entry, and whichever came first decided for both). Children are found by the key as
+ * written; the forms rules match are made once, when a node is made, and the path is read back
+ * through `parent` only then, so a key costs its folding once per distinct path, not per event.
  */
 interface RuleNode {
   rule: FieldRule | null;
+  parent: RuleNode | undefined;
+  /** The key as protective rules match it (foldKey), and as `keep` rules do: lower-cased only. */
+  folded: string;
+  written: string;
   children: Map<string, RuleNode> | undefined;
 }
 
@@ -85,7 +91,7 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
   const rules = pii.fields.map((f) => ({ pattern: compileFieldPath(f.path), rule: f.rule as FieldRule }));
   const enabled = new Set<DetectorName>(pii.detectors);
   const kid = keys.active.id;
-  const root: RuleNode = { rule: null, children: undefined };
+  const root: RuleNode = { rule: null, parent: undefined, folded: '', written: '', children: undefined };
   let nodes = 0;
 
   const tokenize: Tokenize = (type, value) => `[${type}:${keys.hmac(type, value).slice(0, 16)}]`;
@@ -112,11 +118,30 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
     return scrubText(text, enabled, tokenize, true);
   };
 
-  /** The node of `key` under `parent`, whose path (lower-cased) is `path`. */
-  function child(parent: RuleNode, path: string[], key: string): RuleNode {
+  /**
+   * The first rule for `node`'s path. Hash, redact and drop match the folded keys, so a key spelled
+   * in full-width letters, with a zero-width space or a trailing space, is still `name`. `keep`
+   * matches the keys as written: folding is there so that no spelling escapes a rule, and it must
+   * not let one (`model_features\u200b`) gain a subtree that is stored unscanned.
+   */
+  function ruleFor(node: RuleNode): FieldRule | null {
+    const folded: string[] = [];
+    const written: string[] = [];
+    for (let n = node; n.parent !== undefined; n = n.parent) {
+      folded.push(n.folded);
+      written.push(n.written);
+    }
+    folded.reverse();
+    written.reverse();
+    return rules.find((r) => fieldPathMatches(r.pattern, r.rule === 'keep' ? written : folded))?.rule ?? null;
+  }
+
+  /** The node of `key` under `parent`. */
+  function child(parent: RuleNode, key: string): RuleNode {
     let node = parent.children?.get(key);
     if (node === undefined) {
-      node = { rule: rules.find((r) => fieldPathMatches(r.pattern, path))?.rule ?? null, children: undefined };
+      node = { rule: null, parent, folded: foldKey(key), written: key.toLowerCase(), children: undefined };
+      node.rule = ruleFor(node);
       if (nodes < maxRuleNodes) {
         nodes++;
         (parent.children ??= new Map()).set(key, node);
@@ -140,9 +165,10 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
    * not JSON among JSON lines, a `constructor` key, nesting too deep to write out. The caller
    * withholds that whole.
    */
-  function jsonText(text: string, node: RuleNode, path: string[], outPath: string, ctx: Context): string | null | undefined {
+  function jsonText(text: string, node: RuleNode, outPath: string, ctx: Context): string | null | undefined {
     // Most strings start with neither a bracket nor a space: one character decides for them.
     const first = text.charCodeAt(0);
+    if (first === 34) return quotedJsonText(text, node, outPath, ctx);
     if (first !== 123 && first !== 91 && !(first <= 32)) return undefined;
     const started = jsonStart.test(text);
     if (!started && !maybeJson(text)) return undefined;
@@ -150,12 +176,33 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
     try {
       parsed = JSON.parse(text);
     } catch {
-      return started ? jsonLines(text, node, path, outPath, ctx) : undefined;
+      return started ? jsonLines(text, node, outPath, ctx) : undefined;
     }
-    return parsedJsonText(text, parsed, node, path, outPath, ctx);
+    return parsedJsonText(text, parsed, node, outPath, ctx);
   }
 
-  function jsonLines(text: string, node: RuleNode, path: string[], outPath: string, ctx: Context): string | null {
+  /**
+   * A JSON string literal whose content is JSON: tool-call arguments stringified twice
+   * (`"{\"name\":\"Jane Doe\"}"`), which as text got no field rules. Its content is read as any
+   * string is, so a third layer gets one more read: each layer's content is shorter than it, and
+   * a layer's quotes need twice the backslashes of the one inside, so layers are few.
+   * Written out again, as a string literal, only when the content changed.
+   */
+  function quotedJsonText(text: string, node: RuleNode, outPath: string, ctx: Context): string | null | undefined {
+    if (text.length < 4 || text.charCodeAt(text.length - 1) !== 34) return undefined;
+    let inner: unknown;
+    try {
+      inner = JSON.parse(text);
+    } catch {
+      return undefined;
+    }
+    if (typeof inner !== 'string') return undefined;
+    const out = jsonText(inner, node, outPath, ctx);
+    if (out === undefined || out === null) return out;
+    return out === inner ? scrub(text) : JSON.stringify(out);
+  }
+
+  function jsonLines(text: string, node: RuleNode, outPath: string, ctx: Context): string | null {
     const lines = text.split('\n');
     if (lines.length < 2) return null;
     const out: string[] = [];
@@ -170,7 +217,7 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
       } catch {
         return null;
       }
-      const p = parsedJsonText(line, parsed, node, path, outPath, ctx);
+      const p = parsedJsonText(line, parsed, node, outPath, ctx);
       if (p === null) return null;
       out.push(p);
     }
@@ -185,11 +232,11 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
    * the producer's own text stays, scrubbed as text: re-serialising would turn
    * 12345678901234567890 into …7000 and 1.0 into 1.
    */
-  function parsedJsonText(text: string, parsed: unknown, node: RuleNode, path: string[], outPath: string, ctx: Context): string | null {
+  function parsedJsonText(text: string, parsed: unknown, node: RuleNode, outPath: string, ctx: Context): string | null {
     const ruledBefore = ctx.ruled;
     let out: string;
     try {
-      out = JSON.stringify(walk(parsed, node, path, outPath, ctx));
+      out = JSON.stringify(walk(parsed, node, outPath, ctx));
     } catch {
       return null;
     }
@@ -197,12 +244,12 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
   }
 
   /**
-   * `path` holds the lower-cased keys leading here, for matching; `outPath` the keys as they are
-   * written out (scrubbed), naming hashed fields.
+   * `node` holds the rule for the path that leads here; `outPath` the keys as they are written out
+   * (scrubbed), naming hashed fields.
    */
-  function walk(value: unknown, node: RuleNode, path: string[], outPath: string, ctx: Context): unknown {
+  function walk(value: unknown, node: RuleNode, outPath: string, ctx: Context): unknown {
     if (typeof value === 'string') {
-      const json = jsonText(value, node, path, outPath, ctx);
+      const json = jsonText(value, node, outPath, ctx);
       if (json === undefined) return scrub(value);
       if (json !== null) return json;
       // Withheld as output_json is; counted as a rule that fired, so JSON around it is written out again.
@@ -213,13 +260,12 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
     if (value === null || typeof value !== 'object') return value;
     // An element's hashed fields are named with its index (applicants[1].email): under one name
     // for all, each element's token overwrote the one before, and only the last was a join key.
-    if (Array.isArray(value)) return value.map((v, i) => walk(v, node, path, `${outPath}[${i}]`, ctx));
+    if (Array.isArray(value)) return value.map((v, i) => walk(v, node, `${outPath}[${i}]`, ctx));
     const out: Record<string, unknown> = {};
     for (const key of Object.keys(value)) {
       if (forbiddenKeys.has(key)) throw new ForbiddenKeyError(outPath ? `${outPath}.${scrub(key)}` : scrub(key));
-      path.push(key.toLowerCase());
       const v = (value as Record<string, unknown>)[key];
-      const next = child(node, path, key);
+      const next = child(node, key);
       // Keys are labels, but an email or a phone number used as a key is still personal data.
       const outKey = scrub(key);
       const childPath = outPath ? `${outPath}.${outKey}` : outKey;
@@ -243,9 +289,8 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
           break;
         }
         default:
-          out[outKey] = walk(v, next, path, childPath, ctx);
+          out[outKey] = walk(v, next, childPath, ctx);
       }
-      path.pop();
     }
     return out;
   }
@@ -257,11 +302,11 @@ export function createProtector(pii: PolicyDocument['pii'], keys: KeyRing): Prot
     pseudonym: hashToken,
     protectInput(input) {
       const ctx: Context = { fields: {}, ruled: 0 };
-      const value = walk(input, root, [], '', ctx);
+      const value = walk(input, root, '', ctx);
       return { value, fields: ctx.fields, ruled: ctx.ruled > 0 };
     },
     protectJsonText(text) {
-      const json = jsonText(text, root, [], '', { fields: {}, ruled: 0 });
+      const json = jsonText(text, root, '', { fields: {}, ruled: 0 });
       return json === undefined ? scrub(text) : json;
     },
   };
