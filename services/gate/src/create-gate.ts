@@ -134,7 +134,7 @@ export async function createGate(opts: GateOptions): Promise<Gate> {
       await threads.close();
       throw err;
     }
-    process = (messages, ctx) => threads!.run(messages, ctx);
+    process = (messages, ctx) => threads!.process(messages, ctx);
   } else {
     const deps = gateDeps(wiring, log);
     await warmUp(deps);

@@ -72,6 +72,40 @@ describe('gate threads: a stuck thread', () => {
   });
 });
 
+describe('gate threads: a message that stops every thread', () => {
+  it('is found by halving the batch and dead-lettered with its bytes; the rest of the batch goes through', async () => {
+    // Read again whole, such a batch stopped every new thread, and the partition for good.
+    const stats = { kept: 0, dropped: 0, deadLettered: 0, byReason: {} as Record<string, number> };
+    const threads = new GateThreads(1, wiring('infra/policies/default.yaml'), stats, log, { threadUrl: new URL('./gate-thread-poisoned.fixture.ts', import.meta.url) });
+    await threads.ready();
+    try {
+      const messages = Array.from({ length: 8 }, (_, i) => ({
+        key: Buffer.from(`k${i}`),
+        value: Buffer.from(i === 5 ? 'poison' : 'not an event'),
+        headers: {},
+        offset: String(100 + i),
+        timestamp: String(Date.now()),
+        attributes: 0,
+      }));
+      const outputs = await threads.process(messages, { topic: 'raw', partition: 2 });
+      const letters = outputs.filter((o) => o.topic === 'q').flatMap((o) => o.messages);
+      assert.deepEqual(
+        letters.map((l) => l.headers!['dlog.source.offset']),
+        ['100', '101', '102', '103', '104', '105', '106', '107'],
+        'every message once, in order',
+      );
+      const poison = letters.find((l) => l.headers!['dlog.reason'] === 'gate_thread_failed');
+      assert.equal(poison?.headers!['dlog.source.offset'], '105');
+      assert.equal(poison?.value?.toString(), 'poison', 'with its bytes');
+      assert.equal(letters.filter((l) => l.headers!['dlog.reason'] === 'gate_thread_failed').length, 1, 'the others are dead-lettered for what they are');
+      assert.equal(stats.byReason['gate_thread_failed'], 1);
+      assert.equal(outputs.filter((o) => o.topic === 'q').length, 1, 'one output per topic');
+    } finally {
+      await threads.close();
+    }
+  });
+});
+
 describe('gate warm-up', () => {
   it('takes its synthetic events through the real paths (kept or sampled, none dead-lettered)', async () => {
     const policy = loadPolicy('infra/policies/default.yaml');

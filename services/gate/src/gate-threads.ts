@@ -1,7 +1,7 @@
 import type { Worker } from 'node:worker_threads';
 import type { KafkaMessage } from 'kafkajs';
 import type { Logger } from 'pino';
-import { packMessages, transferables, unpackMessages, type BatchContext, type OutputRecord, type PackedMessages } from '@dlog/kafka';
+import { deadLetterMessage, packMessages, transferables, unpackMessages, type BatchContext, type OutputRecord, type PackedMessages } from '@dlog/kafka';
 import { backoffDelay, startThread } from '@dlog/runtime';
 import type { GateWiring } from './create-gate.js';
 import type { GateStats } from './gate.js';
@@ -40,7 +40,22 @@ export interface GateThreadOptions {
    * healthy thread answers a full fetch in well under a second.
    */
   batchTimeoutMs?: number;
+  /** The thread's script; tests give one that stops on a marked message. */
+  threadUrl?: URL;
 }
+
+/** A batch's thread died or was terminated (stuck) with the batch in hand. */
+export class ThreadLostError extends Error {
+  constructor(message: string, cause: unknown) {
+    super(message, { cause });
+    this.name = 'ThreadLostError';
+  }
+}
+
+const running = (s: Slot) => s.started && !s.dead;
+
+/** How long `process` waits for a replacement thread while it isolates a batch's culprit. */
+const replacementWaitMs = 60_000;
 
 /**
  * Gate worker threads. Each batch goes to the least busy running thread as one transferred buffer
@@ -57,6 +72,7 @@ export class GateThreads {
   /** Set once the first threads all started: from then on a dead thread is replaced. */
   private startedAll = false;
   private readonly batchTimeoutMs: number;
+  private readonly threadUrl: URL;
 
   constructor(
     count: number,
@@ -66,6 +82,7 @@ export class GateThreads {
     opts: GateThreadOptions = {},
   ) {
     this.batchTimeoutMs = opts.batchTimeoutMs ?? 60_000;
+    this.threadUrl = opts.threadUrl ?? new URL('./gate-thread.ts', import.meta.url);
     for (let i = 0; i < count; i++) {
       this.restarts.push(0);
       this.slots.push(this.spawn(i));
@@ -73,7 +90,7 @@ export class GateThreads {
   }
 
   private spawn(index: number): Slot {
-    const worker = startThread(new URL('./gate-thread.ts', import.meta.url), { ...this.wiring }, `gate-${index}`);
+    const worker = startThread(this.threadUrl, { ...this.wiring }, `gate-${index}`);
     let readyResolve!: () => void;
     let readyReject!: (err: Error) => void;
     const ready = new Promise<void>((resolve, reject) => {
@@ -113,7 +130,7 @@ export class GateThreads {
         if (p.thread !== slot) continue;
         this.pending.delete(id);
         clearTimeout(p.timer);
-        p.reject(new Error(`gate thread ${index} stopped with the batch in hand: ${err.message}`, { cause: err }));
+        p.reject(new ThreadLostError(`gate thread ${index} stopped with the batch in hand: ${err.message}`, err));
       }
       if (this.closing) return;
       // The first threads failing to start is the gate's start failing (createGate rejects);
@@ -164,13 +181,78 @@ export class GateThreads {
       timer.unref();
       this.pending.set(id, {
         resolve,
-        reject: (err) => reject(new Error(`gate batch ${where} on thread ${slot.index}: ${err.message}`, { cause: err })),
+        reject: (err) => {
+          const message = `gate batch ${where} on thread ${slot.index}: ${err.message}`;
+          reject(err instanceof ThreadLostError ? new ThreadLostError(message, err) : new Error(message, { cause: err }));
+        },
         thread: slot,
         timer,
       });
       slot.inFlight++;
       slot.worker.postMessage(req, transferables(req.batch));
     });
+  }
+
+  /**
+   * A batch through the threads, as the gate's transactional loop runs it. A thread that dies or
+   * hangs with the batch in hand fails it, and the loop reads it again; were one message the cause
+   * (no input found so far does it: processBatch dead-letters what throws, but a thread can still
+   * run out of memory or loop), every new thread would die on the same batch and the partition
+   * would stop for good. So a lost batch is tried again in halves, down to the message that stops a
+   * thread on its own, twice; that one goes to the dead-letter topic (`gate_thread_failed`) with
+   * its bytes, the rest as usual, all in the one transaction. A thread lost for a cause of its own
+   * costs a split batch (more, smaller counts records), nothing else.
+   */
+  async process(messages: KafkaMessage[], ctx: BatchContext): Promise<OutputRecord[]> {
+    if (!this.slots.some(running)) await this.replacement();
+    try {
+      return await this.run(messages, ctx);
+    } catch (err) {
+      if (!(err instanceof ThreadLostError) || this.closing) throw err;
+      return this.isolate(messages, ctx, err);
+    }
+  }
+
+  private async isolate(messages: KafkaMessage[], ctx: BatchContext, lost: ThreadLostError): Promise<OutputRecord[]> {
+    if (messages.length === 1) {
+      await this.replacement();
+      const m = messages[0]!;
+      try {
+        return await this.run(messages, ctx);
+      } catch (err) {
+        if (!(err instanceof ThreadLostError) || this.closing) throw err;
+        // Not the input's content: nothing of it is logged or put in the letter's reason.
+        this.log.error({ batch: `${ctx.topic}[${ctx.partition}]`, offset: m.offset, err: err.message }, 'a message stopped a gate thread twice on its own: dead-lettered');
+        this.stats.deadLettered++;
+        this.stats.byReason['gate_thread_failed'] = (this.stats.byReason['gate_thread_failed'] ?? 0) + 1;
+        const failure = { reason: 'gate_thread_failed', message: `the gate thread stopped twice with this message alone in hand (${lost.message.replace(/^.*?: /, '')}; then ${err.message.replace(/^.*?: /, '')})`, step: 'gate' };
+        return [{ topic: this.wiring.topics.deadLetters, messages: [deadLetterMessage(m, ctx, failure, 'gate')] }];
+      }
+    }
+    this.log.warn({ batch: `${ctx.topic}[${ctx.partition}]`, messages: messages.length, err: lost.message }, 'a gate thread stopped with this batch in hand: trying it again in halves');
+    const mid = messages.length >>> 1;
+    const outputs = [...(await this.process(messages.slice(0, mid), ctx)), ...(await this.process(messages.slice(mid), ctx))];
+    // One output per topic, in order, as a whole batch gives.
+    const byTopic = new Map<string, OutputRecord>();
+    for (const o of outputs) {
+      const seen = byTopic.get(o.topic);
+      if (seen) seen.messages.push(...o.messages);
+      else byTopic.set(o.topic, { topic: o.topic, messages: [...o.messages] });
+    }
+    return [...byTopic.values()];
+  }
+
+  /**
+   * Until some thread runs: a lost one is replaced on the next turn of the loop, or after a backoff.
+   * Running, not only started: one that stopped before it was ready counts towards the backoff
+   * between replacements, which is there for threads that cannot start.
+   */
+  private async replacement(): Promise<void> {
+    const deadline = Date.now() + replacementWaitMs;
+    while (!this.closing && !this.slots.some(running)) {
+      if (Date.now() > deadline) throw new Error(`no gate thread came back within ${replacementWaitMs / 1000} s (see the log)`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   async close(): Promise<void> {
