@@ -376,5 +376,92 @@ describe('transactional processor on the real broker', () => {
     }
     assert.equal(seen.messages.length, 300, 'each input once: the failed commit left nothing behind twice');
   });
+
+  it('kafkajs: a commit the broker took whose answer was lost is not written again', { timeout: 120_000 }, async () => {
+    // The worst case of a failed EndTxn: the broker committed, the answer never came. Read again
+    // from kafkajs's own position (the batch's start), the batch was written and committed twice.
+    const { createRequire } = await import('node:module');
+    const require = createRequire(import.meta.resolve('kafkajs'));
+    const Broker = require('./src/broker/index.js') as { prototype: { endTxn(args: { transactionResult: boolean }): Promise<unknown> } };
+    const { KafkaJSConnectionError } = require('./src/errors.js') as { KafkaJSConnectionError: new (m: string) => Error };
+    const realEndTxn = Broker.prototype.endTxn;
+    let loseNextAnswer = false;
+    let injected = 0;
+    Broker.prototype.endTxn = async function (this: unknown, args: { transactionResult: boolean }) {
+      const answer = await realEndTxn.call(this, args);
+      if (args.transactionResult && loseNextAnswer) {
+        loseNextAnswer = false;
+        injected++;
+        throw new KafkaJSConnectionError('Connection error: read ECONNRESET (injected, after the broker committed)');
+      }
+      return answer;
+    };
+    const input = unique('proc-lost-in');
+    const output = unique('proc-lost-out');
+    await createTopics(kafka, input, output);
+    let committed = 0;
+    const processor = createTransactionalProcessor({
+      kafka,
+      log,
+      groupId: unique('proc-lost-g'),
+      topics: [input],
+      transactionalId: unique('proc-lost-tx'),
+      process: async (batch) => [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }],
+      onCommitted: (info) => (committed += info.count),
+    });
+    try {
+      await processor.start();
+      loseNextAnswer = true;
+      await produceNumbered(kafka, input, 100);
+      await waitFor(() => injected === 1, { timeoutMs: 60_000, what: 'the lost answer' });
+      await produceNumbered(kafka, input, 100);
+      await waitFor(() => committed >= 100, { timeoutMs: 60_000, what: 'commits to go on after it' });
+    } finally {
+      Broker.prototype.endTxn = realEndTxn;
+      await processor.stop();
+    }
+    const seen = await collect(output);
+    try {
+      await waitFor(() => seen.messages.length >= 200, { timeoutMs: 30_000, what: '200 outputs' });
+      await new Promise((r) => setTimeout(r, 1_500));
+    } finally {
+      await seen.stop();
+    }
+    assert.equal(seen.messages.length, 200, 'each input once: the batch whose answer was lost is not in the output twice');
+  });
+
+  it('kafkajs: a consumer kafkajs gives up on is replaced, and reading goes on', { timeout: 120_000 }, async () => {
+    // kafkajs stops a consumer for good on an error it deems not retriable, and then reads nothing
+    // more, silently: the worker looked alive while its lag grew.
+    const { createRequire } = await import('node:module');
+    const require = createRequire(import.meta.resolve('kafkajs'));
+    const { KafkaJSNonRetriableError } = require('./src/errors.js') as { KafkaJSNonRetriableError: new (m: string) => Error };
+    const input = unique('proc-crash-in');
+    const output = unique('proc-crash-out');
+    await createTopics(kafka, input, output);
+    let thrown = 0;
+    const processor = createTransactionalProcessor({
+      kafka,
+      log,
+      groupId: unique('proc-crash-g'),
+      topics: [input],
+      transactionalId: unique('proc-crash-tx'),
+      process: async (batch) => {
+        if (thrown === 0) {
+          thrown++;
+          throw new KafkaJSNonRetriableError('injected: not retriable');
+        }
+        return [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }];
+      },
+    });
+    try {
+      await processor.start();
+      await produceNumbered(kafka, input, 300);
+      await expectEachOnce(output, config.kafkaBrokers, 300, 60_000);
+      assert.equal(thrown, 1);
+    } finally {
+      await processor.stop();
+    }
+  });
 });
 

@@ -116,27 +116,57 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
       // while the broker finishes writing markers; kafkajs's default first retry waits ~300 ms.
       retry: { initialRetryTime: 20, maxRetryTime: 2_000, retries: 10 },
     });
-    await p.connect();
+    try {
+      await p.connect();
+    } catch (err) {
+      // Half connected (its InitProducerId refused): its sockets would stay open, out of stop()'s reach.
+      await p.disconnect().catch(() => undefined);
+      throw err;
+    }
     return p;
+  };
+
+  let stopping = false;
+  // Reads the group's committed offsets after a commit whose outcome is unknown (see recover).
+  const admin = opts.kafka.admin();
+
+  /**
+   * After a transaction whose commit may or may not have happened (EndTxn sent, no answer; or
+   * kafkajs left unable to abort). kafkajs's transaction stays "committing" for good then, so a
+   * new producer is made with the same transactional id: its InitProducerId waits until the
+   * broker has finished the old transaction, committed or aborted, and fences the old producer.
+   * Only then does the group's committed offset say which, and reading goes on from there. From
+   * kafkajs's own position (the batch's start) a commit that landed with its answer lost was
+   * read, written and committed again. Until the broker answers, nothing is read further here;
+   * a rebalance meanwhile has the partition's next owner start from the committed offset too.
+   */
+  const recover = async (old: Producer, topic: string, partition: number, first: string): Promise<void> => {
+    producer = undefined;
+    await old.disconnect().catch(() => undefined);
+    for (let attempt = 0; !stopping; attempt++) {
+      try {
+        producer = await connectProducer();
+        const [t] = await admin.fetchOffsets({ groupId: opts.groupId, topics: [topic] });
+        const at = t?.partitions.find((x) => x.partition === partition)?.offset;
+        // No offset yet for the group: the transaction did not commit, so from the batch's start.
+        const offset = at === undefined || BigInt(at) < 0n ? first : at;
+        consumer?.seek({ topic, partition, offset });
+        log.info({ topic, partition, offset }, 'reading again from the committed offset after a transaction of unknown outcome');
+        return;
+      } catch (err) {
+        const delay = Math.min(5_000, 200 * 2 ** attempt);
+        log.warn({ err, topic, partition, retryInMs: delay }, 'cannot learn the outcome of the last transaction yet; waiting');
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
   };
 
   return {
     memberId: () => memberId,
     async start() {
+      stopping = false;
       producer = await connectProducer();
-      consumer = opts.kafka.consumer({
-        groupId: opts.groupId,
-        readUncommitted: false,
-        maxBytesPerPartition: opts.maxBytesPerPartition ?? 8 * 1024 * 1024,
-        maxBytes: 32 * 1024 * 1024,
-        maxWaitTimeInMs: 200,
-        sessionTimeout,
-        heartbeatInterval,
-        metadataMaxAge: metadataRefreshMs,
-      });
-      consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => (memberId = payload.memberId));
-      await consumer.connect();
-      for (const topic of opts.topics) await consumer.subscribe({ topic, fromBeginning: opts.fromBeginning ?? true });
+      await admin.connect();
       // One open transaction per producer: batches processed side by side take turns here.
       let txTail: Promise<unknown> = Promise.resolve();
       const inTurn = <T>(fn: () => Promise<T>): Promise<T> => {
@@ -144,78 +174,119 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
         txTail = run.catch(() => undefined);
         return run;
       };
-      await consumer.run({
-        autoCommit: false,
-        eachBatchAutoResolve: false,
-        partitionsConsumedConcurrently: opts.concurrency ?? 1,
-        eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
-          if (batch.messages.length === 0 || !isRunning() || isStale()) return;
-          const t0 = Date.now();
-          const ctx = { topic: batch.topic, partition: batch.partition };
-          // kafkajs heartbeats only between batches, and its offset commits in a transaction
-          // carry neither member id nor generation, so the broker cannot refuse them from a
-          // member the group has dropped. A batch that outlived the session (30 s; a gate thread
-          // may take 60) had its partition handed to another member, which read it again from
-          // the committed offset and committed it; then this one committed it too, and every
-          // input of the batch came out twice. So the session is kept alive while the batch is
-          // worked on, and a heartbeat the coordinator refuses (a rebalance under way, or this
-          // member gone) means the batch is not committed here.
-          let lost: unknown;
-          const keeper = setInterval(() => {
-            heartbeat().catch((err: unknown) => (lost ??= err));
-          }, heartbeatInterval);
-          let outputs: OutputRecord[];
-          try {
-            outputs = await opts.process(batch.messages, ctx);
-          } finally {
-            clearInterval(keeper);
-          }
-          const last = batch.messages[batch.messages.length - 1]!.offset;
-          const committed = await inTurn(async () => {
-            // Offsets moved under this batch (a seek) while it waited its turn: not ours to commit.
-            if (isStale()) return false;
-            if (lost !== undefined) throw lost;
-            // Made again here after a failed transaction (see below), once the broker answers.
-            const p = (producer ??= await connectProducer());
-            const tx = await p.transaction();
-            try {
-              for (const chunk of chunks(outputs)) await tx.send({ ...chunk, acks: -1 });
-              // Last check before the offsets go: after an accepted heartbeat the coordinator
-              // keeps this member's partitions for a session's length, and a rebalance waits for
-              // this member to rejoin, which it does only after this batch.
-              await heartbeat();
-              if (lost !== undefined) throw lost;
-              await tx.sendOffsets({
-                consumerGroupId: opts.groupId,
-                topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: (BigInt(last) + 1n).toString() }] }],
-              });
-              await tx.commit();
-            } catch (err) {
-              await tx.abort().catch(() => undefined);
-              // After a failed EndTxn, kafkajs's transaction stays "committing" for good: abort is
-              // refused and every later transaction() throws, so the worker held its partitions
-              // and committed nothing until restarted. A new producer with the same transactional
-              // id fences this one and has the broker abort whatever it left open.
-              log.warn({ err, topic: batch.topic, partition: batch.partition }, 'transaction failed: aborted; the batch is read again on a new producer');
-              producer = undefined;
-              await p.disconnect().catch(() => undefined);
-              throw err;
+      const runConsumer = async (): Promise<void> => {
+        const c = opts.kafka.consumer({
+          groupId: opts.groupId,
+          readUncommitted: false,
+          maxBytesPerPartition: opts.maxBytesPerPartition ?? 8 * 1024 * 1024,
+          maxBytes: 32 * 1024 * 1024,
+          maxWaitTimeInMs: 200,
+          sessionTimeout,
+          heartbeatInterval,
+          metadataMaxAge: metadataRefreshMs,
+        });
+        consumer = c;
+        c.on(c.events.GROUP_JOIN, ({ payload }) => (memberId = payload.memberId));
+        // kafkajs gives up on a consumer after a non-retriable error (or retries exhausted) and
+        // then reads nothing more, silently: the worker looked alive with its lag growing. A new
+        // consumer takes its place and reads from the group's committed offsets.
+        c.on(c.events.CRASH, ({ payload }) => {
+          if (payload.restart || stopping) return;
+          log.error({ err: payload.error }, 'the Kafka consumer stopped for good; starting a new one, from the committed offsets');
+          void (async () => {
+            await c.disconnect().catch(() => undefined);
+            for (let attempt = 0; !stopping; attempt++) {
+              try {
+                await runConsumer();
+                return;
+              } catch (err) {
+                const delay = Math.min(30_000, 500 * 2 ** attempt);
+                log.error({ err, retryInMs: delay }, 'starting a new Kafka consumer failed');
+                await new Promise((r) => setTimeout(r, delay));
+              }
             }
-            return true;
-          });
-          if (!committed) return;
-          resolveOffset(last);
-          // Reported before the heartbeat, which throws when a rebalance is pending.
-          opts.onCommitted?.({ ...ctx, count: batch.messages.length, lastOffset: last, ms: Date.now() - t0 });
-          await heartbeat();
-        },
-      });
+          })();
+        });
+        await c.connect();
+        for (const topic of opts.topics) await c.subscribe({ topic, fromBeginning: opts.fromBeginning ?? true });
+        await c.run({
+          autoCommit: false,
+          eachBatchAutoResolve: false,
+          partitionsConsumedConcurrently: opts.concurrency ?? 1,
+          eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+            if (batch.messages.length === 0 || !isRunning() || isStale()) return;
+            const t0 = Date.now();
+            const ctx = { topic: batch.topic, partition: batch.partition };
+            // kafkajs heartbeats only between batches, and its offset commits in a transaction
+            // carry neither member id nor generation, so the broker cannot refuse them from a
+            // member the group has dropped. A batch that outlived the session (30 s; a gate thread
+            // may take 60) had its partition handed to another member, which read it again from
+            // the committed offset and committed it; then this one committed it too, and every
+            // input of the batch came out twice. So the session is kept alive while the batch is
+            // worked on, and a heartbeat the coordinator refuses (a rebalance under way, or this
+            // member gone) means the batch is not committed here.
+            let lost: unknown;
+            const keeper = setInterval(() => {
+              heartbeat().catch((err: unknown) => (lost ??= err));
+            }, heartbeatInterval);
+            let outputs: OutputRecord[];
+            try {
+              outputs = await opts.process(batch.messages, ctx);
+            } finally {
+              clearInterval(keeper);
+            }
+            const last = batch.messages[batch.messages.length - 1]!.offset;
+            const committed = await inTurn(async () => {
+              // Offsets moved under this batch (a seek) while it waited its turn: not ours to commit.
+              if (isStale()) return false;
+              if (lost !== undefined) throw lost;
+              // Made again here after a failed transaction (see below), once the broker answers.
+              const p = (producer ??= await connectProducer());
+              const tx = await p.transaction();
+              let offsetsSent = false;
+              try {
+                for (const chunk of chunks(outputs)) await tx.send({ ...chunk, acks: -1 });
+                // Last check before the offsets go: after an accepted heartbeat the coordinator
+                // keeps this member's partitions for a session's length, and a rebalance waits for
+                // this member to rejoin, which it does only after this batch.
+                await heartbeat();
+                if (lost !== undefined) throw lost;
+                offsetsSent = true;
+                await tx.sendOffsets({
+                  consumerGroupId: opts.groupId,
+                  topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: (BigInt(last) + 1n).toString() }] }],
+                });
+                await tx.commit();
+              } catch (err) {
+                const aborted = await tx.abort().then(
+                  () => true,
+                  () => false,
+                );
+                // Nothing of it reached the group: read again from the batch's start, as kafkajs does.
+                if (aborted && !offsetsSent) throw err;
+                log.warn({ err, topic: batch.topic, partition: batch.partition }, 'transaction failed with its outcome unknown; making a new producer and reading the committed offset');
+                await recover(p, batch.topic, batch.partition, batch.messages[0]!.offset);
+                return false;
+              }
+              return true;
+            });
+            if (!committed) return;
+            resolveOffset(last);
+            // Reported before the heartbeat, which throws when a rebalance is pending.
+            opts.onCommitted?.({ ...ctx, count: batch.messages.length, lastOffset: last, ms: Date.now() - t0 });
+            await heartbeat();
+          },
+        });
+      };
+      await runConsumer();
     },
     async stop() {
+      stopping = true;
       // Order matters: the consumer finishes (commits or aborts) the batch in hand before the
       // producer that owns the transaction goes away.
       await consumer?.disconnect();
       await producer?.disconnect();
+      await admin.disconnect();
     },
   };
 }

@@ -82,8 +82,13 @@ describe('policy: the default policy names the usual spellings of personal field
     const input = {
       user_id: 'u-1', context: { page: 'home', device: 'mobile' }, application: { amount: 5000, income: 50_000, term_months: 24 },
       tool_call: { tool_name: 'search', arguments: '{"q":"x"}' }, model_name: 'm', file_name: 'a.pdf', region: 'north', zipped: true,
+      // Near the id rules by name, but no one's id (a diff review found patterns that took them).
+      tax_paid: 1200, taxes_paid: 1300, social_security_income: 900, passport_verified: true, national_id_verified: true, has_ssn: true,
+      model_features: { tax_paid: 1, passport_verified: 1, has_ssn: 1, national_id: 'kept: a feature' },
     };
     assert.deepEqual(protector.protectInput(input).value, input);
+    const ids = { social_security_number: 123456789, applicant_ssn: '123-45-6789', national_id: 'X', passport_no: 'X', tax_id: 'X', taxpayer_id: 'X' };
+    assert.deepEqual(protector.protectInput({ applicant: ids }).value, { applicant: {} }, 'ids by name are dropped');
   });
 
   // Found in the security review of the gate: fails on the gate before it.
