@@ -321,114 +321,62 @@ describe('transactional processor on the real broker', () => {
     }
   });
 
-  it('kafkajs: a commit that fails on the wire does not stop the worker for good', { timeout: 120_000 }, async () => {
-    // kafkajs left its transaction "committing" after a failed EndTxn: abort was refused and
-    // every later transaction() threw, so the worker held its partitions and committed nothing
-    // until restarted. The failure is injected into the client's EndTxn call, once; the broker is real.
-    const { createRequire } = await import('node:module');
-    const require = createRequire(import.meta.resolve('kafkajs'));
-    const Broker = require('./src/broker/index.js') as { prototype: { endTxn(args: { transactionResult: boolean }): Promise<unknown> } };
-    const { KafkaJSConnectionError } = require('./src/errors.js') as { KafkaJSConnectionError: new (m: string) => Error };
-    const realEndTxn = Broker.prototype.endTxn;
-    let failNextCommit = false;
-    let injected = 0;
-    Broker.prototype.endTxn = async function (this: unknown, args: { transactionResult: boolean }) {
-      if (args.transactionResult && failNextCommit) {
-        failNextCommit = false;
+  // A failed EndTxn, injected into the client's call (the broker is real), once: before the
+  // request went (kafkajs then left its transaction "committing" for good: abort refused, every
+  // later transaction() threw, the worker held its partitions and committed nothing until
+  // restarted), or after the broker committed, with the answer lost (read again from kafkajs's own
+  // position, the batch was written and committed twice).
+  for (const when of ['before the broker had it', 'after the broker committed'] as const) {
+    it(`kafkajs: a commit that fails on the wire ${when}: the worker goes on, each input once`, { timeout: 120_000 }, async () => {
+      const { createRequire } = await import('node:module');
+      const require = createRequire(import.meta.resolve('kafkajs'));
+      const Broker = require('./src/broker/index.js') as { prototype: { endTxn(args: { transactionResult: boolean }): Promise<unknown> } };
+      const { KafkaJSConnectionError } = require('./src/errors.js') as { KafkaJSConnectionError: new (m: string) => Error };
+      const realEndTxn = Broker.prototype.endTxn;
+      let failNext = false;
+      let injected = 0;
+      Broker.prototype.endTxn = async function (this: unknown, args: { transactionResult: boolean }) {
+        if (!(args.transactionResult && failNext)) return realEndTxn.call(this, args);
+        failNext = false;
+        if (when === 'after the broker committed') await realEndTxn.call(this, args);
         injected++;
-        throw new KafkaJSConnectionError('Connection error: read ECONNRESET (injected)');
+        throw new KafkaJSConnectionError(`Connection error: read ECONNRESET (injected, ${when})`);
+      };
+      const input = unique('proc-endtxn-in');
+      const output = unique('proc-endtxn-out');
+      await createTopics(kafka, input, output);
+      let committed = 0;
+      const processor = createTransactionalProcessor({
+        kafka,
+        log,
+        groupId: unique('proc-endtxn-g'),
+        topics: [input],
+        transactionalId: unique('proc-endtxn-tx'),
+        process: async (batch) => [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }],
+        onCommitted: (info) => (committed += info.count),
+      });
+      try {
+        await processor.start();
+        failNext = true;
+        await produceNumbered(kafka, input, 100);
+        await waitFor(() => injected === 1, { timeoutMs: 60_000, what: 'the injected EndTxn failure' });
+        await produceNumbered(kafka, input, 100);
+        await waitFor(() => committed >= 100, { timeoutMs: 60_000, what: 'commits to go on after the failed one' });
+      } finally {
+        Broker.prototype.endTxn = realEndTxn;
+        await processor.stop();
       }
-      return realEndTxn.call(this, args);
-    };
-    const input = unique('proc-endtxn-in');
-    const output = unique('proc-endtxn-out');
-    await createTopics(kafka, input, output);
-    let committed = 0;
-    const processor = createTransactionalProcessor({
-      kafka,
-      log,
-      groupId: unique('proc-endtxn-g'),
-      topics: [input],
-      transactionalId: unique('proc-endtxn-tx'),
-      process: async (batch) => [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }],
-      onCommitted: (info) => (committed += info.count),
-    });
-    try {
-      await processor.start();
-      await produceNumbered(kafka, input, 100);
-      await waitFor(() => committed >= 100, { timeoutMs: 60_000, what: 'the first 100 inputs committed' });
-      failNextCommit = true;
-      await produceNumbered(kafka, input, 100);
-      await waitFor(() => injected === 1, { timeoutMs: 30_000, what: 'the injected EndTxn failure' });
-      await produceNumbered(kafka, input, 100);
-      await waitFor(() => committed >= 300, { timeoutMs: 60_000, what: 'commits to go on after the failed one' });
-    } finally {
-      Broker.prototype.endTxn = realEndTxn;
-      await processor.stop();
-    }
-    // produceNumbered writes v0 … v99 each time: 300 outputs, each of the three sends once.
-    const seen = await collect(output);
-    try {
-      await waitFor(() => seen.messages.length >= 300, { timeoutMs: 30_000, what: '300 outputs' });
-      await new Promise((r) => setTimeout(r, 1_500));
-    } finally {
-      await seen.stop();
-    }
-    assert.equal(seen.messages.length, 300, 'each input once: the failed commit left nothing behind twice');
-  });
-
-  it('kafkajs: a commit the broker took whose answer was lost is not written again', { timeout: 120_000 }, async () => {
-    // The worst case of a failed EndTxn: the broker committed, the answer never came. Read again
-    // from kafkajs's own position (the batch's start), the batch was written and committed twice.
-    const { createRequire } = await import('node:module');
-    const require = createRequire(import.meta.resolve('kafkajs'));
-    const Broker = require('./src/broker/index.js') as { prototype: { endTxn(args: { transactionResult: boolean }): Promise<unknown> } };
-    const { KafkaJSConnectionError } = require('./src/errors.js') as { KafkaJSConnectionError: new (m: string) => Error };
-    const realEndTxn = Broker.prototype.endTxn;
-    let loseNextAnswer = false;
-    let injected = 0;
-    Broker.prototype.endTxn = async function (this: unknown, args: { transactionResult: boolean }) {
-      const answer = await realEndTxn.call(this, args);
-      if (args.transactionResult && loseNextAnswer) {
-        loseNextAnswer = false;
-        injected++;
-        throw new KafkaJSConnectionError('Connection error: read ECONNRESET (injected, after the broker committed)');
+      // produceNumbered writes v0 … v99 each time: 200 outputs, each of the two sends once.
+      const seen = await collect(output);
+      try {
+        await waitFor(() => seen.messages.length >= 200, { timeoutMs: 30_000, what: '200 outputs' });
+        await new Promise((r) => setTimeout(r, 1_500));
+      } finally {
+        await seen.stop();
       }
-      return answer;
-    };
-    const input = unique('proc-lost-in');
-    const output = unique('proc-lost-out');
-    await createTopics(kafka, input, output);
-    let committed = 0;
-    const processor = createTransactionalProcessor({
-      kafka,
-      log,
-      groupId: unique('proc-lost-g'),
-      topics: [input],
-      transactionalId: unique('proc-lost-tx'),
-      process: async (batch) => [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }],
-      onCommitted: (info) => (committed += info.count),
+      assert.equal(seen.messages.length, 200, 'each input once');
     });
-    try {
-      await processor.start();
-      loseNextAnswer = true;
-      await produceNumbered(kafka, input, 100);
-      await waitFor(() => injected === 1, { timeoutMs: 60_000, what: 'the lost answer' });
-      await produceNumbered(kafka, input, 100);
-      await waitFor(() => committed >= 100, { timeoutMs: 60_000, what: 'commits to go on after it' });
-    } finally {
-      Broker.prototype.endTxn = realEndTxn;
-      await processor.stop();
-    }
-    const seen = await collect(output);
-    try {
-      await waitFor(() => seen.messages.length >= 200, { timeoutMs: 30_000, what: '200 outputs' });
-      await new Promise((r) => setTimeout(r, 1_500));
-    } finally {
-      await seen.stop();
-    }
-    assert.equal(seen.messages.length, 200, 'each input once: the batch whose answer was lost is not in the output twice');
-  });
+  }
 
   it('kafkajs: a consumer kafkajs gives up on is replaced, and reading goes on', { timeout: 120_000 }, async () => {
     // kafkajs stops a consumer for good on an error it deems not retriable, and then reads nothing
