@@ -265,7 +265,7 @@ function runLeaks(events: (Record<string, unknown> | Buffer)[], d: GateDeps = de
   return {
     records: decisions!.messages.map((m) => avroType('decision-record').fromBuffer((m.value as Buffer).subarray(5)) as DecisionRecordRecord),
     counts: counts!.messages.map((m) => avroType('decision-counts').fromBuffer((m.value as Buffer).subarray(5)) as { model_name: string; endpoint: string; kept: number }),
-    dead: dead!.messages.map((m) => ({ reason: String(m.headers!['dlog.reason']), step: String(m.headers!['dlog.step']), bytes: m.value as Buffer })),
+    dead: dead!.messages.map((m) => ({ reason: String(m.headers!['dlog.reason']), step: String(m.headers!['dlog.step']), message: String(m.headers!['dlog.message']), bytes: m.value as Buffer })),
   };
 }
 
@@ -454,6 +454,24 @@ describe('gate: personal data outside the obvious places', () => {
     assert.deepEqual(seen, ['national_id 078-05-1120']);
     // Nothing found: the text stays as written, full-width digits and all.
     assert.equal(scrubText('注文番号１２３ 普通', all, tok), '注文番号１２３ 普通');
+  });
+});
+
+describe('gate: card numbers among the numbers stored as numbers', () => {
+  // Found in a security review: scores, thresholds and log-probabilities are stored as numbers,
+  // where no token can stand in, and a card number there was stored as it came.
+  it('dead-letters the event, naming the field and not the number; ordinary numbers pass', () => {
+    const card = 4111111111111111;
+    const { records, dead } = runLeaks([
+      event({ output: { decision: 'approved', confidence: 0.9, scores: { approved: 0.9, ref: card } } }),
+      event({ config: { ref: 'configs/prod/x:v1', params: { temperature: 0.1, top_p: null, max_tokens: null, thresholds: { approve: card }, extra: {} } } }),
+      event({ output: { decision: 'approved', confidence: 0.9, token_logprobs: [-0.1, -card] } }),
+      event({ output: { decision: 'approved', confidence: 0.9, scores: { approved: 0.9, epoch_ms: 1_764_288_000_123 }, token_logprobs: [-0.25, -1e13] } }),
+    ]);
+    assert.deepEqual(dead.map((d) => d.reason), ['personal_data_in_numbers', 'personal_data_in_numbers', 'personal_data_in_numbers']);
+    assert.deepEqual(dead.map((d) => d.message.split(' ')[0]), ['output.scores', 'config.params.thresholds', 'output.token_logprobs']);
+    for (const d of dead) assert.ok(!d.message.includes('4111'), d.message);
+    assert.equal(records.length, 1, 'an epoch and a large log-probability are no card');
   });
 });
 

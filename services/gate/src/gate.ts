@@ -11,6 +11,7 @@ import {
 } from '@dlog/contracts';
 import { deadLetterMessage, MAX_RECORD_BYTES, recordBytes, type BatchContext, type OutputRecord } from '@dlog/kafka';
 import { decodeEvent } from './decode.js';
+import { looksLikeCardNumber } from './detectors.js';
 import type { Classification, Policy } from './policy.js';
 import { ForbiddenKeyError, type Protector } from './protect.js';
 import { deadLetter, ok, type Result } from './results.js';
@@ -194,6 +195,27 @@ function numberProblem(event: InferenceEventRecord): string | undefined {
   return undefined;
 }
 
+/**
+ * Where among the numbers stored as numbers (scores, thresholds, log-probabilities, sampling
+ * parameters) one is a valid card number, if anywhere. The input's numbers are tokenised; these
+ * columns hold numbers, so a card number there (a producer's bug, a mislabelled field) would be
+ * stored as it came.
+ */
+function cardNumberAmongNumbers(event: InferenceEventRecord): string | undefined {
+  const params = event.config?.params;
+  if (params) {
+    for (const k in params.thresholds) if (looksLikeCardNumber(params.thresholds[k]!)) return 'config.params.thresholds';
+    for (const [name, v] of [['temperature', params.temperature], ['top_p', params.top_p], ['max_tokens', params.max_tokens]] as const) {
+      if (typeof v === 'number' && looksLikeCardNumber(v)) return `config.params.${name}`;
+    }
+  }
+  const output = event.output;
+  for (const k in output.scores) if (looksLikeCardNumber(output.scores[k]!)) return 'output.scores';
+  if (output.confidence !== null && looksLikeCardNumber(output.confidence)) return 'output.confidence';
+  if (output.token_logprobs !== null) for (const x of output.token_logprobs) if (looksLikeCardNumber(x)) return 'output.token_logprobs';
+  return undefined;
+}
+
 function validate(
   bytes: Buffer | null,
   messageTs: number,
@@ -214,6 +236,10 @@ function validate(
   }
   const badNumber = numberProblem(event);
   if (badNumber) return deadLetter('validate', 'wrong_type', badNumber);
+  const card = deps.policy.doc.pii.detectors.includes('card') ? cardNumberAmongNumbers(event) : undefined;
+  if (card) {
+    return deadLetter('validate', 'personal_data_in_numbers', `${card} holds a valid payment card number; it is stored as a number, where no token can stand in for it (the value is not quoted)`);
+  }
   if (event.model.name.includes(':')) {
     // Its ref, registry://models/<name>:<version>, would be another model's: `fraud:eu` version 3
     // resolved to model `fraud` version `eu:3`. The registry refuses such names too.

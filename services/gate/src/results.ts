@@ -16,6 +16,10 @@ export type ReasonCode =
   | 'timestamp_out_of_range'
   /** An event or parent id with personal data in it (ids are keys: they cannot be tokenised). */
   | 'personal_data_in_id'
+  /** A card number among the numbers stored as numbers (scores, thresholds, log-probabilities): no token can stand in. */
+  | 'personal_data_in_numbers'
+  /** A message that stopped a gate thread on its own, twice (see GateThreads.process). */
+  | 'gate_thread_failed'
   /** A kept event whose decision record would be larger than a Kafka record may be. */
   | 'record_too_large'
   /** Anything the steps did not foresee (a bug, an input no check anticipated): never fatal. */
