@@ -6,6 +6,7 @@ import type { DeploymentEventRecord } from '@dlog/contracts';
 import { createKafka, ensurePipelineTopics } from '@dlog/kafka';
 import { createDecisionLogger, type Decision, type DecisionLogger, type TraceStep } from '@dlog/sdk';
 import { publishEvents } from './audit-events.js';
+import { libraryLogOf } from './context.js';
 
 /**
  * Realistic traffic for the local pipeline: a loan model with a stable version and a worse
@@ -201,7 +202,8 @@ export function* simulatedTraffic(opts: Pick<SimulateOptions, 'events' | 'badSha
 }
 
 export async function simulate(config: Config, log: Logger, opts: SimulateOptions, progress: (msg: string) => void = () => {}): Promise<SimulateSummary> {
-  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-simulate`, log });
+  // kafkajs logs "not the leader" at error level while new topics settle, and retries them.
+  const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `${config.kafkaClientId}-simulate`, log: libraryLogOf(log) });
   // Idempotent: the pipeline may not have run yet under this prefix.
   await ensurePipelineTopics(kafka, config.topicPrefix);
   const reg = await registerArtifacts({ kafka, topic: `${config.topicPrefix}registry.artifacts`, schemaRegistryUrl: config.schemaRegistryUrl, log, events: simulatedArtifacts() });

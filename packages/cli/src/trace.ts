@@ -224,7 +224,7 @@ async function addLineageSince(q: AuditQuery, packages: TracePackage[]): Promise
 
 export async function traceDecision(q: AuditQuery, id: string): Promise<TraceResult> {
   const wanted = id.trim();
-  if (wanted === '') throw new AuditInputError('dlog trace takes an event_id or a request_id, e.g. dlog trace loan-1436');
+  if (wanted === '') throw new AuditInputError('dlog trace takes an event_id or a request_id, e.g. dlog trace loan-3f9c0a12-1436 (dlog simulate prints its run\'s request ids)');
   let matchedBy: TraceResult['matchedBy'] = 'event_id';
   let rows = await q(`SELECT ${packageColumns} FROM decisions WHERE event_id = {id:String} ${dedup} LIMIT 20`, { id: wanted });
   if (rows.length === 0) {
