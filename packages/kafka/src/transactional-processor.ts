@@ -127,6 +127,10 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
   };
 
   let stopping = false;
+  /** Counts start() calls: a consumer replacement begun under an earlier one starts nothing. */
+  let generation = 0;
+  /** The replacement of a crashed consumer under way, if any: stop() waits for it. */
+  let replacing: Promise<void> | undefined;
   // Reads the group's committed offsets after a commit whose outcome is unknown (see recover).
   const admin = opts.kafka.admin();
 
@@ -145,7 +149,8 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
     await old.disconnect().catch(() => undefined);
     for (let attempt = 0; !stopping; attempt++) {
       try {
-        producer = await connectProducer();
+        // Made once; only the offset read is tried again (a producer a retry replaced stayed open).
+        producer ??= await connectProducer();
         const [t] = await admin.fetchOffsets({ groupId: opts.groupId, topics: [topic] });
         const at = t?.partitions.find((x) => x.partition === partition)?.offset;
         // No offset yet for the group: the transaction did not commit, so from the batch's start.
@@ -165,6 +170,8 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
     memberId: () => memberId,
     async start() {
       stopping = false;
+      const mine = ++generation;
+      const current = () => !stopping && generation === mine;
       producer = await connectProducer();
       await admin.connect();
       // One open transaction per producer: batches processed side by side take turns here.
@@ -191,24 +198,33 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
         // then reads nothing more, silently: the worker looked alive with its lag growing. A new
         // consumer takes its place and reads from the group's committed offsets.
         c.on(c.events.CRASH, ({ payload }) => {
-          if (payload.restart || stopping) return;
+          if (payload.restart || !current() || consumer !== c) return;
           log.error({ err: payload.error }, 'the Kafka consumer stopped for good; starting a new one, from the committed offsets');
-          void (async () => {
+          replacing = (async () => {
             await c.disconnect().catch(() => undefined);
-            for (let attempt = 0; !stopping; attempt++) {
+            for (let attempt = 0; current(); attempt++) {
               try {
                 await runConsumer();
                 return;
               } catch (err) {
                 const delay = Math.min(30_000, 500 * 2 ** attempt);
                 log.error({ err, retryInMs: delay }, 'starting a new Kafka consumer failed');
-                await new Promise((r) => setTimeout(r, delay));
+                // In steps, so a stop() waiting for this loop is not held for the whole delay.
+                for (let waited = 0; waited < delay && current(); waited += 200) await new Promise((r) => setTimeout(r, 200));
               }
             }
-          })();
+          })().finally(() => (replacing = undefined));
         });
+        // Stopped (or started again) while this one connected: it must not go on to join the group.
+        const gone = async () => {
+          if (current()) return false;
+          await c.disconnect().catch(() => undefined);
+          return true;
+        };
         await c.connect();
+        if (await gone()) return;
         for (const topic of opts.topics) await c.subscribe({ topic, fromBeginning: opts.fromBeginning ?? true });
+        if (await gone()) return;
         await c.run({
           autoCommit: false,
           eachBatchAutoResolve: false,
@@ -246,9 +262,11 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
               let offsetsSent = false;
               try {
                 for (const chunk of chunks(outputs)) await tx.send({ ...chunk, acks: -1 });
-                // Last check before the offsets go: after an accepted heartbeat the coordinator
-                // keeps this member's partitions for a session's length, and a rebalance waits for
-                // this member to rejoin, which it does only after this batch.
+                // Last check before the offsets go. kafkajs sends a heartbeat only if none went in
+                // the last interval (3 s), so this one asks the coordinator, or the keeper's last
+                // one did within that interval: an accepted heartbeat at most 3 s old leaves the
+                // session (30 s) holding this member's partitions past the commit, and a rebalance
+                // waits for this member to rejoin, which it does only after this batch.
                 await heartbeat();
                 if (lost !== undefined) throw lost;
                 offsetsSent = true;
@@ -282,6 +300,7 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
     },
     async stop() {
       stopping = true;
+      await replacing;
       // Order matters: the consumer finishes (commits or aborts) the batch in hand before the
       // producer that owns the transaction goes away.
       await consumer?.disconnect();

@@ -99,7 +99,29 @@ describe('gate threads: a message that stops every thread', () => {
       assert.equal(poison?.value?.toString(), 'poison', 'with its bytes');
       assert.equal(letters.filter((l) => l.headers!['dlog.reason'] === 'gate_thread_failed').length, 1, 'the others are dead-lettered for what they are');
       assert.equal(stats.byReason['gate_thread_failed'], 1);
+      assert.equal(stats.deadLettered, 8, 'each message counted once');
       assert.equal(outputs.filter((o) => o.topic === 'q').length, 1, 'one output per topic');
+    } finally {
+      await threads.close();
+    }
+  });
+
+  it('blames no message of another batch that shared the thread (a diff review found one dead-lettered)', async () => {
+    const stats = { kept: 0, dropped: 0, deadLettered: 0, byReason: {} as Record<string, number> };
+    const threads = new GateThreads(1, wiring('infra/policies/default.yaml'), stats, log, { threadUrl: new URL('./gate-thread-poisoned.fixture.ts', import.meta.url) });
+    await threads.ready();
+    const message = (offset: number, value: string) => ({ key: null, value: Buffer.from(value), headers: {}, offset: String(offset), timestamp: String(Date.now()), attributes: 0 });
+    try {
+      for (let trial = 0; trial < 4; trial++) {
+        // Side by side on the one thread, as the gate runs partitions: the poison stops it with both in hand.
+        const [a, b] = await Promise.all([
+          threads.process([message(1000, 'not an event'), message(1001, 'poison')], { topic: 'raw', partition: 0 }),
+          threads.process(Array.from({ length: 1 + trial }, (_, i) => message(2000 + i, 'not an event')), { topic: 'raw', partition: 1 }),
+        ]);
+        const reasons = (out: typeof a) => out.filter((o) => o.topic === 'q').flatMap((o) => o.messages.map((l) => `${l.headers!['dlog.source.offset']}:${l.headers!['dlog.reason'] === 'gate_thread_failed' ? 'gate_thread_failed' : 'malformed'}`));
+        assert.deepEqual(reasons(a), ['1000:malformed', '1001:gate_thread_failed']);
+        assert.deepEqual(reasons(b), Array.from({ length: 1 + trial }, (_, i) => `${2000 + i}:malformed`));
+      }
     } finally {
       await threads.close();
     }

@@ -16,8 +16,14 @@ export type ThreadReply =
   | { id: number; ok: true; outputs: { topic: string; batch: PackedMessages }[]; stats: GateStats }
   | { id: number; ok: false; error: { name: string; message: string; stack?: string | undefined } };
 
+/** A batch's outputs and the counts of what became of its events. */
+interface Answer {
+  outputs: OutputRecord[];
+  stats: GateStats;
+}
+
 interface Pending {
-  resolve(out: OutputRecord[]): void;
+  resolve(answer: Answer): void;
   reject(err: Error): void;
   thread: Slot;
   timer: NodeJS.Timeout;
@@ -53,6 +59,17 @@ export class ThreadLostError extends Error {
 }
 
 const running = (s: Slot) => s.started && !s.dead;
+
+function addStats(into: GateStats, delta: GateStats): void {
+  into.kept += delta.kept;
+  into.dropped += delta.dropped;
+  into.deadLettered += delta.deadLettered;
+  for (const [reason, n] of Object.entries(delta.byReason)) into.byReason[reason] = (into.byReason[reason] ?? 0) + n;
+}
+
+function answerOf(msg: Extract<ThreadReply, { ok: true }>): Answer {
+  return { outputs: msg.outputs.map((o) => ({ topic: o.topic, messages: unpackMessages(o.batch) })), stats: msg.stats };
+}
 
 /** How long `process` waits for a replacement thread while it isolates a batch's culprit. */
 const replacementWaitMs = 60_000;
@@ -113,8 +130,7 @@ export class GateThreads {
       clearTimeout(p.timer);
       slot.inFlight--;
       if (msg.ok) {
-        this.merge(msg.stats);
-        p.resolve(msg.outputs.map((o) => ({ topic: o.topic, messages: unpackMessages(o.batch) })));
+        p.resolve(answerOf(msg));
       } else {
         const err = new Error(msg.error.message);
         err.name = msg.error.name;
@@ -156,13 +172,17 @@ export class GateThreads {
   }
 
   private merge(delta: GateStats): void {
-    this.stats.kept += delta.kept;
-    this.stats.dropped += delta.dropped;
-    this.stats.deadLettered += delta.deadLettered;
-    for (const [reason, n] of Object.entries(delta.byReason)) this.stats.byReason[reason] = (this.stats.byReason[reason] ?? 0) + n;
+    addStats(this.stats, delta);
   }
 
-  run(messages: KafkaMessage[], ctx: BatchContext): Promise<OutputRecord[]> {
+  /** A batch through the least busy thread; its counts are added to the gate's stats. */
+  async run(messages: KafkaMessage[], ctx: BatchContext): Promise<OutputRecord[]> {
+    const answer = await this.answer(messages, ctx);
+    this.merge(answer.stats);
+    return answer.outputs;
+  }
+
+  private answer(messages: KafkaMessage[], ctx: BatchContext): Promise<Answer> {
     // Running threads first: a replacement still warming up would hold the batch back.
     const live = this.slots.filter((s) => !s.dead);
     const running = live.filter((s) => s.started);
@@ -173,7 +193,7 @@ export class GateThreads {
     for (const s of candidates) if (s.inFlight < slot.inFlight) slot = s;
     const id = this.nextId++;
     const req: ThreadRequest = { id, ctx, batch: packMessages(messages) };
-    return new Promise<OutputRecord[]>((resolve, reject) => {
+    return new Promise<Answer>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.log.error({ thread: slot.index, batch: where, timeoutMs: this.batchTimeoutMs }, 'gate thread did not answer in time; replacing it');
         void slot.worker.terminate();
@@ -198,48 +218,95 @@ export class GateThreads {
    * hangs with the batch in hand fails it, and the loop reads it again; were one message the cause
    * (no input found so far does it: processBatch dead-letters what throws, but a thread can still
    * run out of memory or loop), every new thread would die on the same batch and the partition
-   * would stop for good. So a lost batch is tried again in halves, down to the message that stops a
-   * thread on its own, twice; that one goes to the dead-letter topic (`gate_thread_failed`) with
-   * its bytes, the rest as usual, all in the one transaction. A thread lost for a cause of its own
-   * costs a split batch (more, smaller counts records), nothing else.
+   * would stop for good. So a lost batch is tried again in halves, down to single messages; a
+   * single message is tried on a thread of its own, started for it, so that no other batch shares
+   * the blame, and one that stops such a thread twice goes to the dead-letter topic
+   * (`gate_thread_failed`) with its bytes, the rest as usual, all in the one transaction. A thread
+   * lost for a cause of its own (or another batch's) costs a split batch, nothing else. The counts
+   * are added once the whole batch is through: a split that fails midway is read again whole.
    */
   async process(messages: KafkaMessage[], ctx: BatchContext): Promise<OutputRecord[]> {
+    const answer = await this.isolating(messages, ctx);
+    this.merge(answer.stats);
+    return answer.outputs;
+  }
+
+  private async isolating(messages: KafkaMessage[], ctx: BatchContext): Promise<Answer> {
     if (!this.slots.some(running)) await this.replacement();
     try {
-      return await this.run(messages, ctx);
+      return await this.answer(messages, ctx);
     } catch (err) {
       if (!(err instanceof ThreadLostError) || this.closing) throw err;
-      return this.isolate(messages, ctx, err);
+      if (messages.length === 1) return this.quarantine(messages[0]!, ctx);
+      this.log.warn({ batch: `${ctx.topic}[${ctx.partition}]`, messages: messages.length, err: err.message }, 'a gate thread stopped with this batch in hand: trying it again in halves');
+      const mid = messages.length >>> 1;
+      const halves = [await this.isolating(messages.slice(0, mid), ctx), await this.isolating(messages.slice(mid), ctx)];
+      // One output per topic, in order, as a whole batch gives.
+      const byTopic = new Map<string, OutputRecord>();
+      const stats: GateStats = { kept: 0, dropped: 0, deadLettered: 0, byReason: {} };
+      for (const half of halves) {
+        addStats(stats, half.stats);
+        for (const o of half.outputs) {
+          const seen = byTopic.get(o.topic);
+          if (seen) seen.messages.push(...o.messages);
+          else byTopic.set(o.topic, { topic: o.topic, messages: [...o.messages] });
+        }
+      }
+      return { outputs: [...byTopic.values()], stats };
     }
   }
 
-  private async isolate(messages: KafkaMessage[], ctx: BatchContext, lost: ThreadLostError): Promise<OutputRecord[]> {
-    if (messages.length === 1) {
-      await this.replacement();
-      const m = messages[0]!;
-      try {
-        return await this.run(messages, ctx);
-      } catch (err) {
-        if (!(err instanceof ThreadLostError) || this.closing) throw err;
-        // Not the input's content: nothing of it is logged or put in the letter's reason.
-        this.log.error({ batch: `${ctx.topic}[${ctx.partition}]`, offset: m.offset, err: err.message }, 'a message stopped a gate thread twice on its own: dead-lettered');
-        this.stats.deadLettered++;
-        this.stats.byReason['gate_thread_failed'] = (this.stats.byReason['gate_thread_failed'] ?? 0) + 1;
-        const failure = { reason: 'gate_thread_failed', message: `the gate thread stopped twice with this message alone in hand (${lost.message.replace(/^.*?: /, '')}; then ${err.message.replace(/^.*?: /, '')})`, step: 'gate' };
-        return [{ topic: this.wiring.topics.deadLetters, messages: [deadLetterMessage(m, ctx, failure, 'gate')] }];
-      }
+  /** One message on threads started for it alone: dead-lettered if it stops two of them. */
+  private async quarantine(m: KafkaMessage, ctx: BatchContext): Promise<Answer> {
+    const losses: string[] = [];
+    while (losses.length < 2) {
+      if (this.closing) throw new Error('the gate is closing');
+      const answer = await this.alone(m, ctx);
+      if ('outputs' in answer) return answer;
+      losses.push(answer.lost);
     }
-    this.log.warn({ batch: `${ctx.topic}[${ctx.partition}]`, messages: messages.length, err: lost.message }, 'a gate thread stopped with this batch in hand: trying it again in halves');
-    const mid = messages.length >>> 1;
-    const outputs = [...(await this.process(messages.slice(0, mid), ctx)), ...(await this.process(messages.slice(mid), ctx))];
-    // One output per topic, in order, as a whole batch gives.
-    const byTopic = new Map<string, OutputRecord>();
-    for (const o of outputs) {
-      const seen = byTopic.get(o.topic);
-      if (seen) seen.messages.push(...o.messages);
-      else byTopic.set(o.topic, { topic: o.topic, messages: [...o.messages] });
-    }
-    return [...byTopic.values()];
+    // Not the input's content: nothing of it is logged or put in the letter's reason.
+    this.log.error({ batch: `${ctx.topic}[${ctx.partition}]`, offset: m.offset, losses }, 'a message stopped a gate thread of its own twice: dead-lettered');
+    const failure = { reason: 'gate_thread_failed', message: `a gate thread processing this message alone stopped, twice (${losses.join('; ')})`, step: 'gate' };
+    return {
+      outputs: [{ topic: this.wiring.topics.deadLetters, messages: [deadLetterMessage(m, ctx, failure, 'gate')] }],
+      stats: { kept: 0, dropped: 0, deadLettered: 1, byReason: { gate_thread_failed: 1 } },
+    };
+  }
+
+  /** One message on a new thread that takes nothing else; `lost` says how that thread ended. */
+  private alone(m: KafkaMessage, ctx: BatchContext): Promise<Answer | { lost: string }> {
+    return new Promise((resolve, reject) => {
+      const worker = startThread(this.threadUrl, { ...this.wiring }, 'gate-quarantine');
+      let ready = false;
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const settle = (then: () => void) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        void worker.terminate();
+        then();
+      };
+      // Ended before it was ready: the thread could not start (the gate's own trouble, not the
+      // message's); the batch fails and is read again.
+      const ended = (why: string) => settle(() => (ready ? resolve({ lost: why }) : reject(new Error(`a gate thread to try one message alone did not start: ${why}`))));
+      timer = setTimeout(() => ended(`not ready within ${replacementWaitMs / 1000} s`), replacementWaitMs);
+      worker.on('message', (msg: ThreadReply | { ready: true }) => {
+        if (!('id' in msg)) {
+          ready = true;
+          clearTimeout(timer);
+          timer = setTimeout(() => ended(`no answer within ${this.batchTimeoutMs / 1000} s`), this.batchTimeoutMs);
+          const req: ThreadRequest = { id: 0, ctx, batch: packMessages([m]) };
+          worker.postMessage(req, transferables(req.batch));
+          return;
+        }
+        if (msg.ok) settle(() => resolve(answerOf(msg)));
+        else settle(() => reject(Object.assign(new Error(msg.error.message), { name: msg.error.name })));
+      });
+      worker.on('error', (err) => ended(err.message));
+      worker.on('exit', (code) => ended(`exit code ${code}`));
+    });
   }
 
   /**
