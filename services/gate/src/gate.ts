@@ -177,42 +177,49 @@ interface Accepted {
  * Avro doubles can carry NaN and infinities, which JSON producers cannot send and a ClickHouse
  * server's JSON rows turn into NULL or 0, so the same event would land differently per mode. A
  * log-probability may be -Infinity (probability 0); nothing else here (output or inference
- * parameters) may be other than finite.
+ * parameters) may be other than finite. With the card detector on, none may be a valid card
+ * number either (`personal_data_in_numbers`). One pass over each list for both checks.
  */
-function numberProblem(event: InferenceEventRecord): string | undefined {
+function numberProblem(event: InferenceEventRecord, cards: boolean): { reason: 'wrong_type' | 'personal_data_in_numbers'; message: string } | undefined {
+  const wrong = (message: string) => ({ reason: 'wrong_type' as const, message });
+  // These columns hold numbers, so a card number there (a producer's bug, a mislabelled field)
+  // would be stored as it came, where the input's are tokenised. The number is not quoted.
+  const card = (n: number | null, field: string) =>
+    cards && n !== null && looksLikeCardNumber(n)
+      ? { reason: 'personal_data_in_numbers' as const, message: `${field} holds a valid payment card number; it is stored as a number, where no token can stand in for it (the value is not quoted)` }
+      : undefined;
   const params = event.config?.params;
   if (params) {
     // Inference parameters are settings: a NaN temperature or an infinite threshold is a bug upstream.
-    if (params.temperature !== null && !Number.isFinite(params.temperature)) return `config.params.temperature is ${params.temperature}, not a finite number`;
-    if (params.top_p !== null && !Number.isFinite(params.top_p)) return `config.params.top_p is ${params.top_p}, not a finite number`;
-    for (const k in params.thresholds) if (!Number.isFinite(params.thresholds[k])) return `config.params.thresholds has a value that is not a finite number (${params.thresholds[k]})`;
-  }
-  const output = event.output;
-  if (output.confidence !== null && !Number.isFinite(output.confidence)) return `output.confidence is ${output.confidence}, not a finite number`;
-  for (const k in output.scores) if (!Number.isFinite(output.scores[k])) return `output.scores has a value that is not a finite number (${output.scores[k]})`;
-  const lp = output.token_logprobs;
-  if (lp !== null) for (const x of lp) if (Number.isNaN(x) || x === Infinity) return `output.token_logprobs has ${x}`;
-  return undefined;
-}
-
-/**
- * Where among the numbers stored as numbers (scores, thresholds, log-probabilities, sampling
- * parameters) one is a valid card number, if anywhere. The input's numbers are tokenised; these
- * columns hold numbers, so a card number there (a producer's bug, a mislabelled field) would be
- * stored as it came.
- */
-function cardNumberAmongNumbers(event: InferenceEventRecord): string | undefined {
-  const params = event.config?.params;
-  if (params) {
-    for (const k in params.thresholds) if (looksLikeCardNumber(params.thresholds[k]!)) return 'config.params.thresholds';
-    for (const [name, v] of [['temperature', params.temperature], ['top_p', params.top_p], ['max_tokens', params.max_tokens]] as const) {
-      if (typeof v === 'number' && looksLikeCardNumber(v)) return `config.params.${name}`;
+    if (params.temperature !== null && !Number.isFinite(params.temperature)) return wrong(`config.params.temperature is ${params.temperature}, not a finite number`);
+    if (params.top_p !== null && !Number.isFinite(params.top_p)) return wrong(`config.params.top_p is ${params.top_p}, not a finite number`);
+    const inParams = card(params.temperature, 'config.params.temperature') ?? card(params.top_p, 'config.params.top_p') ?? card(params.max_tokens, 'config.params.max_tokens');
+    if (inParams) return inParams;
+    for (const k in params.thresholds) {
+      const v = params.thresholds[k]!;
+      if (!Number.isFinite(v)) return wrong(`config.params.thresholds has a value that is not a finite number (${v})`);
+      const c = card(v, 'config.params.thresholds');
+      if (c) return c;
     }
   }
   const output = event.output;
-  for (const k in output.scores) if (looksLikeCardNumber(output.scores[k]!)) return 'output.scores';
-  if (output.confidence !== null && looksLikeCardNumber(output.confidence)) return 'output.confidence';
-  if (output.token_logprobs !== null) for (const x of output.token_logprobs) if (looksLikeCardNumber(x)) return 'output.token_logprobs';
+  if (output.confidence !== null && !Number.isFinite(output.confidence)) return wrong(`output.confidence is ${output.confidence}, not a finite number`);
+  const inConfidence = card(output.confidence, 'output.confidence');
+  if (inConfidence) return inConfidence;
+  for (const k in output.scores) {
+    const v = output.scores[k]!;
+    if (!Number.isFinite(v)) return wrong(`output.scores has a value that is not a finite number (${v})`);
+    const c = card(v, 'output.scores');
+    if (c) return c;
+  }
+  const lp = output.token_logprobs;
+  if (lp !== null) {
+    for (const x of lp) {
+      if (Number.isNaN(x) || x === Infinity) return wrong(`output.token_logprobs has ${x}`);
+      const c = card(x, 'output.token_logprobs');
+      if (c) return c;
+    }
+  }
   return undefined;
 }
 
@@ -234,12 +241,8 @@ function validate(
   if (event.ts < messageTs - limits.max_ts_skew_past_ms || event.ts > messageTs + limits.max_ts_skew_future_ms) {
     return deadLetter('validate', 'timestamp_out_of_range', `ts ${event.ts} is too far from the record's timestamp ${messageTs}`);
   }
-  const badNumber = numberProblem(event);
-  if (badNumber) return deadLetter('validate', 'wrong_type', badNumber);
-  const card = deps.policy.doc.pii.detectors.includes('card') ? cardNumberAmongNumbers(event) : undefined;
-  if (card) {
-    return deadLetter('validate', 'personal_data_in_numbers', `${card} holds a valid payment card number; it is stored as a number, where no token can stand in for it (the value is not quoted)`);
-  }
+  const badNumber = numberProblem(event, deps.policy.doc.pii.detectors.includes('card'));
+  if (badNumber) return deadLetter('validate', badNumber.reason, badNumber.message);
   if (event.model.name.includes(':')) {
     // Its ref, registry://models/<name>:<version>, would be another model's: `fraud:eu` version 3
     // resolved to model `fraud` version `eu:3`. The registry refuses such names too.
