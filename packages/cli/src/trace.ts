@@ -12,6 +12,13 @@ import { AuditInputError, fmt, num, type AuditQuery, type Row } from './audit-qu
 
 const dedup = 'LIMIT 1 BY model_name, model_version, ts, event_id';
 
+/** Decisions one `dlog trace` shows in full when several share a request id. */
+export const maxPackages = 20;
+/** Steps of a trajectory shown at most: those nearest the traced step. */
+export const maxTrajectorySteps = 10_000;
+/** Tree levels drawn as indentation; deeper steps are drawn at this indent with their depth. */
+const maxIndent = 32;
+
 const packageColumns = `event_id, request_id, toString(ts) AS ts, endpoint, decision_type, tenant,
   model_name, model_version, model_digest, image_ref, image_digest, config_ref,
   temperature, top_p, max_tokens, thresholds, params_extra, preprocessing_ref, preprocessing_digest, environment_digest,
@@ -62,13 +69,22 @@ export interface TracePackage {
   lineageSince: { ref: string; kind: string; via: string; depth: number }[];
   /** Root steps of the trajectory (agents only); the traced step is marked in `focus`. */
   trajectory: TraceStep[] | null;
+  /**
+   * Steps the trajectory has in the store (null for a decision of no trajectory). More than the
+   * tree holds when the trajectory is longer than maxTrajectorySteps: the tree then holds the
+   * steps nearest the traced one.
+   */
+  trajectoryTotal: number | null;
   focus: string;
 }
 
 export interface TraceResult {
   query: string;
   matchedBy: 'event_id' | 'request_id';
+  /** At most maxPackages, the earliest first. */
   packages: TracePackage[];
+  /** Decisions with that id in the store: more than `packages` holds when it was cut. */
+  total: number;
 }
 
 export function trajectoryTree(rows: Row[]): TraceStep[] {
@@ -86,14 +102,61 @@ export function trajectoryTree(rows: Row[]): TraceStep[] {
   }));
   steps.sort((a, b) => (a.step ?? 0) - (b.step ?? 0) || a.ts.localeCompare(b.ts));
   const byId = new Map(steps.map((s) => [s.event_id, s]));
+  // A parent sampled out or not yet written: the step still shows, as a root. Parent ids are the
+  // producer's: steps that name each other in a ring (a bug upstream) would reach no root and
+  // vanish from the tree, so the earliest step of a ring is shown as a root instead.
+  const parentOf = (s: TraceStep) => {
+    const p = s.parent_event_id ? byId.get(s.parent_event_id) : undefined;
+    return p === s ? undefined : p;
+  };
+  const order = new Map(steps.map((s, i) => [s, i]));
+  const isRoot = new Set<TraceStep>();
+  const placed = new Set<TraceStep>();
+  for (const s of steps) {
+    // Up the parent links (no recursion: a chain can be thousands of steps long) until a root, a
+    // step already placed, or a step seen on this walk, whose link back closes a ring.
+    const path: TraceStep[] = [];
+    const onPath = new Set<TraceStep>();
+    let cur: TraceStep | undefined = s;
+    while (cur && !placed.has(cur) && !onPath.has(cur)) {
+      path.push(cur);
+      onPath.add(cur);
+      cur = parentOf(cur);
+    }
+    if (!cur) isRoot.add(path[path.length - 1]!);
+    else if (onPath.has(cur)) {
+      // A ring: its earliest step (by step number, then time) is shown as its root.
+      const ring = path.slice(path.indexOf(cur));
+      isRoot.add(ring.reduce((a, b) => (order.get(b)! < order.get(a)! ? b : a)));
+    }
+    for (const x of path) placed.add(x);
+  }
   const roots: TraceStep[] = [];
   for (const s of steps) {
-    const parent = s.parent_event_id ? byId.get(s.parent_event_id) : undefined;
-    // A parent sampled out or not yet written: the step still shows, as a root.
-    if (parent && parent !== s) parent.children.push(s);
-    else roots.push(s);
+    if (isRoot.has(s)) roots.push(s);
+    else parentOf(s)!.children.push(s);
   }
   return roots;
+}
+
+/** The tree's steps in display order, with their depth (0 for a root); iterative, for long chains. */
+export function flattenTrajectory(roots: TraceStep[]): { step: TraceStep; depth: number; last: boolean[] }[] {
+  const out: { step: TraceStep; depth: number; last: boolean[] }[] = [];
+  // `last`: for each level down to this step, whether the step there is its parent's last child.
+  const stack: { step: TraceStep; last: boolean[] }[] = [];
+  const push = (ns: TraceStep[], last: boolean[]) => {
+    for (let i = ns.length - 1; i >= 0; i--) stack.push({ step: ns[i]!, last: [...last.slice(-maxIndent), i === ns.length - 1] });
+  };
+  push(roots, []);
+  const depthOf = new Map<TraceStep, number>(roots.map((r) => [r, 0]));
+  while (stack.length > 0) {
+    const { step, last } = stack.pop()!;
+    const depth = depthOf.get(step)!;
+    out.push({ step, depth, last });
+    for (const c of step.children) depthOf.set(c, depth + 1);
+    push(step.children, last);
+  }
+  return out;
 }
 
 async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
@@ -104,11 +167,14 @@ async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
   const unresolved = (d.unresolved_refs as string[] | undefined) ?? [];
   const [meta, steps, remediations, since] = await Promise.all([
     refs.length ? q('SELECT ref, metadata FROM v_artifacts WHERE ref IN {refs:Array(String)}', { refs }) : Promise.resolve([]),
+    // The steps nearest the traced one when the trajectory is longer than can be shown (one more
+    // is asked for, to tell), so the traced step and those around it are always among them.
     traceId
       ? q(
           `SELECT event_id, step, parent_event_id, toString(ts) AS ts, tool_name, tool_args_hash, decision, confidence, model_name, model_version
-           FROM decisions WHERE trace_id = {trace:String} ORDER BY step, ts ${dedup} LIMIT 10000`,
-          { trace: traceId },
+           FROM decisions WHERE trace_id = {trace:String}
+           ORDER BY event_id != {focus:String}, abs(toInt64(ifNull(step, 0)) - {focusStep:Int64}), step, ts ${dedup} LIMIT ${maxTrajectorySteps + 1}`,
+          { trace: traceId, focus: String(d.event_id), focusStep: d.step === null || d.step === undefined ? 0 : num(d.step) },
         )
       : Promise.resolve(undefined),
     q(
@@ -122,6 +188,12 @@ async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
       ? q('SELECT ref, kind, version, digest, toString(registered_at) AS registered_at FROM v_artifacts WHERE ref IN {refs:Array(String)}', { refs: unresolved })
       : Promise.resolve([] as Row[]),
   ]);
+  let trajectoryTotal: number | null = steps ? steps.length : null;
+  if (steps && steps.length > maxTrajectorySteps) {
+    steps.length = maxTrajectorySteps;
+    const [n] = await q(`SELECT count() AS n FROM (SELECT 1 FROM decisions WHERE trace_id = {trace:String} ${dedup})`, { trace: traceId });
+    trajectoryTotal = num(n?.n);
+  }
   const metaBy = new Map(meta.map((m) => [String(m.ref), (m.metadata as Record<string, string>) ?? {}]));
   // What the decision declared of each artifact it names, to hold a later registration against.
   const declaredBy = new Map<string, string>();
@@ -157,6 +229,7 @@ async function buildPackage(q: AuditQuery, d: Row): Promise<TracePackage> {
     }),
     lineageSince: [],
     trajectory: steps ? trajectoryTree(steps) : null,
+    trajectoryTotal,
     focus: String(d.event_id),
   };
 }
@@ -226,10 +299,17 @@ export async function traceDecision(q: AuditQuery, id: string): Promise<TraceRes
   const wanted = id.trim();
   if (wanted === '') throw new AuditInputError('dlog trace takes an event_id or a request_id, e.g. dlog trace loan-3f9c0a12-1436 (dlog simulate prints its run\'s request ids)');
   let matchedBy: TraceResult['matchedBy'] = 'event_id';
-  let rows = await q(`SELECT ${packageColumns} FROM decisions WHERE event_id = {id:String} ${dedup} LIMIT 20`, { id: wanted });
+  // One more than is shown is asked for, to tell when there are more.
+  let rows = await q(`SELECT ${packageColumns} FROM decisions WHERE event_id = {id:String} ORDER BY ts ${dedup} LIMIT ${maxPackages + 1}`, { id: wanted });
   if (rows.length === 0) {
     matchedBy = 'request_id';
-    rows = await q(`SELECT ${packageColumns} FROM decisions WHERE request_id = {id:String} ORDER BY ts ${dedup} LIMIT 20`, { id: wanted });
+    rows = await q(`SELECT ${packageColumns} FROM decisions WHERE request_id = {id:String} ORDER BY ts ${dedup} LIMIT ${maxPackages + 1}`, { id: wanted });
+  }
+  let total = rows.length;
+  if (rows.length > maxPackages) {
+    rows.length = maxPackages;
+    const [n] = await q(`SELECT count() AS n FROM (SELECT 1 FROM decisions WHERE ${matchedBy} = {id:String} ${dedup})`, { id: wanted });
+    total = num(n?.n);
   }
   if (rows.length === 0) {
     const sample = await q('SELECT event_id, request_id FROM decisions ORDER BY ts DESC LIMIT 1');
@@ -240,26 +320,48 @@ export async function traceDecision(q: AuditQuery, id: string): Promise<TraceRes
   }
   const packages = await Promise.all(rows.map((d) => buildPackage(q, d)));
   await addLineageSince(q, packages);
-  return { query: wanted, matchedBy, packages };
+  return { query: wanted, matchedBy, packages, total };
 }
+
+/**
+ * The result as `dlog trace --json` prints it: each trajectory as a list of steps in tree order,
+ * each with its depth, instead of nested children, which JSON.stringify cannot write past a few
+ * thousand levels (a long chain of agent steps).
+ */
+export function traceJson(t: TraceResult): unknown {
+  return {
+    ...t,
+    packages: t.packages.map((p) => ({
+      ...p,
+      trajectory: p.trajectory && flattenTrajectory(p.trajectory).map(({ step, depth }) => ({ ...step, children: undefined, depth })),
+    })),
+  };
+}
+
+/** A shell word for `value` (single-quoted, so `$` and backquotes stay literal). */
+const shellQuote = (value: string) => `'${value.replace(/'/g, `'\\''`)}'`;
 
 const kv = (label: string, value: unknown) => `  ${label.padEnd(18)} ${value === null || value === undefined || value === '' ? '-' : String(value)}`;
 const short = (digest: string) => (digest.length > 24 ? `${digest.slice(0, 20)}…` : digest);
 
-function treeLines(nodes: TraceStep[], focus: string, prefix = ''): string[] {
-  const out: string[] = [];
-  nodes.forEach((n, i) => {
-    const last = i === nodes.length - 1;
+function treeLines(flat: ReturnType<typeof flattenTrajectory>, focus: string, prefix: string): string[] {
+  return flat.map(({ step: n, depth, last }) => {
+    // Past maxIndent levels the indent stops growing and the depth is written out.
+    const indent = last.slice(0, -1).map((l) => (l ? '   ' : '│  ')).join('');
+    const deep = depth > maxIndent ? `(depth ${depth}) ` : '';
     const label = `step ${n.step ?? '?'}  ${n.tool_name ? `tool ${n.tool_name}` : 'answer'}  → ${n.decision}  conf ${fmt(n.confidence ?? NaN)}  ${n.event_id}${n.event_id === focus ? '   ◀ this decision' : ''}`;
-    out.push(`${prefix}${last ? '└─ ' : '├─ '}${label}`);
-    out.push(...treeLines(n.children, focus, `${prefix}${last ? '   ' : '│  '}`));
+    return `${prefix}${indent}${last[last.length - 1] ? '└─ ' : '├─ '}${deep}${label}`;
   });
-  return out;
 }
 
 export function formatTrace(t: TraceResult): string {
   const out: string[] = [];
-  if (t.packages.length > 1) out.push(`${t.packages.length} decisions have ${t.matchedBy} ${t.query}:\n`);
+  if (t.total > t.packages.length) {
+    out.push(
+      `${t.total} decisions have ${t.matchedBy} ${t.query}; the first ${t.packages.length} by time are shown. List them all with:\n` +
+        `  dlog query "SELECT event_id, ts, model_name, model_version, decision FROM decisions WHERE ${t.matchedBy} = {id:String} ORDER BY ts ${dedup}" -p id=${shellQuote(t.query)}\n`,
+    );
+  } else if (t.packages.length > 1) out.push(`${t.packages.length} decisions have ${t.matchedBy} ${t.query}:\n`);
   for (const p of t.packages) {
     const d = p.decision;
     const art = (role: string) => p.artifacts.find((a) => a.role === role);
@@ -343,10 +445,15 @@ export function formatTrace(t: TraceResult): string {
       for (const r of p.remediations) out.push(`  ${r.ts}  ${r.action}  ${r.remediation_id}  by ${r.actor}: ${r.reason}`);
     }
     if (p.trajectory) {
-      const count = (ns: TraceStep[]): number => ns.reduce((s, n) => s + 1 + count(n.children), 0);
+      const flat = flattenTrajectory(p.trajectory);
+      const total = p.trajectoryTotal ?? flat.length;
       out.push('');
-      out.push(`Trajectory ${String(d.trace_id)} (${count(p.trajectory)} stored steps):`);
-      out.push(...treeLines(p.trajectory, p.focus, '  '));
+      out.push(
+        total > flat.length
+          ? `Trajectory ${String(d.trace_id)} (${total} stored steps; the ${flat.length} nearest this one are shown):`
+          : `Trajectory ${String(d.trace_id)} (${flat.length} stored steps):`,
+      );
+      out.push(...treeLines(flat, p.focus, '  '));
     }
     out.push('');
   }
