@@ -252,7 +252,7 @@ describe('artifact registry topic: a manifest larger than one produce request, a
   const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'registry-big-test', log });
   const url = config.schemaRegistryUrl;
   const realFetch = globalThis.fetch;
-  const topics = { big: `${prefix}registry.artifacts`, late: `${prefix}late.registry.artifacts` };
+  const topics = { big: `${prefix}registry.artifacts`, late: `${prefix}late.registry.artifacts`, aborted: `${prefix}aborted.registry.artifacts` };
   before(async () => {
     const admin = kafka.admin();
     await admin.connect();
@@ -323,5 +323,31 @@ describe('artifact registry topic: a manifest larger than one produce request, a
     } finally {
       globalThis.fetch = realFetch;
     }
+  });
+
+  it('reads to the end of a topic whose last records are an aborted transaction, which kafkajs hands to no batch', async () => {
+    // A transactional writer that gave up (dlog dlq replay aborts on any failure) leaves aborted
+    // registrations and the abort marker at the end. A fetch of nothing else reaches no eachBatch,
+    // and loads waited for them until their timeout: the enricher could not start and every dlog
+    // register failed, until someone wrote more.
+    const reg = (name: string) =>
+      parseManifest(`artifacts:\n  - {kind: dataset, name: ${name}, version: v1, digest: "sha256:${'e'.repeat(64)}"}\n`, 'a.yaml', 'test');
+    const id = await registerAvro(createRegistry(url), url, valueSubject(topics.aborted), loadSchema('artifact-event'));
+    const producer = kafka.producer({ transactionalId: unique('aborting-writer'), idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    try {
+      const tx = await producer.transaction();
+      const [gone] = reg('gone');
+      await tx.send({ topic: topics.aborted, acks: -1, messages: [{ key: gone!.ref, value: encodeFramed(avroType('artifact-event'), id, gone!) }] });
+      await tx.abort();
+    } finally {
+      await producer.disconnect();
+    }
+    const { state } = await loadArtifactState({ kafka, topic: topics.aborted, schemaRegistryUrl: url, log, timeoutMs: 15_000 });
+    assert.equal(state.size, 0);
+    const added = await registerArtifacts({ kafka, topic: topics.aborted, schemaRegistryUrl: url, log, events: reg('after') });
+    assert.deepEqual(added.added, ['registry://datasets/after:v1']);
+    const now = await loadArtifactState({ kafka, topic: topics.aborted, schemaRegistryUrl: url, log, timeoutMs: 15_000 });
+    assert.deepEqual([now.state.size, now.state.get('registry://datasets/gone:v1')], [1, undefined]);
   });
 });

@@ -83,6 +83,22 @@ export async function loadArtifactState(opts: {
   /** Schema id → when a registration written with it was first found unserved: its grace runs once, not per batch. */
   const unservedSince = new Map<number, number>();
   const unservedReported = new Set<number>();
+  /** Offset of the last record each partition's reading went past, for a load that runs out of time. */
+  const reached = new Map<number, bigint>();
+  const passed = (partition: number, last: bigint) => {
+    reached.set(partition, last);
+    if (pending.has(partition) && last >= (targets.get(partition) ?? 0n)) {
+      pending.delete(partition);
+      if (pending.size === 0) caughtUp();
+    }
+  };
+  // A fetch that holds only an aborted transaction and its marker (a transactional writer that
+  // gave up: `dlog dlq replay` aborts on any failure) reaches no eachBatch: kafkajs filters it out,
+  // moves on and reports the batch only as an event. Without this, an aborted transaction at the
+  // end of the topic left every start waiting for a record it would never be handed.
+  consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+    if (payload.topic === opts.topic && payload.batchSize === 0) passed(payload.partition, BigInt(payload.lastOffset));
+  });
   await consumer.run({
     autoCommit: false,
     // The batch is retried here, with heartbeats, not thrown back to kafkajs: after its retries
@@ -154,11 +170,7 @@ export async function loadArtifactState(opts: {
         opts.onEvent?.(event, outcome);
       }
       failures.delete(batch.partition);
-      const last = batch.messages.length ? BigInt(batch.lastOffset()) : -1n;
-      if (pending.has(batch.partition) && last >= (targets.get(batch.partition) ?? 0n)) {
-        pending.delete(batch.partition);
-        if (pending.size === 0) caughtUp();
-      }
+      if (batch.messages.length) passed(batch.partition, BigInt(batch.lastOffset()));
     },
   });
   const timeout = opts.timeoutMs ?? 60_000;
@@ -169,7 +181,9 @@ export async function loadArtifactState(opts: {
       new Promise((_, reject) => {
         timer = setTimeout(() => {
           const why = [...failures.values()];
-          reject(new Error(`Artifact registry ${opts.topic} not read to its end within ${timeout} ms${why.length ? `: ${why.join('; ')}` : ''}`));
+          // No failure to name: say how far each partition got, against the end it must reach.
+          const where = [...pending].map((p) => `partition ${p} read to offset ${reached.get(p) ?? 'none'} of ${targets.get(p)}`).join(', ');
+          reject(new Error(`Artifact registry ${opts.topic} not read to its end within ${timeout} ms${why.length ? `: ${why.join('; ')}` : where ? ` (${where}; is the broker reachable?)` : ''}`));
         }, timeout);
       }),
     ]);
