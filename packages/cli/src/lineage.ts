@@ -192,13 +192,31 @@ function label(n: LineageNode | undefined, ref: string): string {
 
 export function formatLineageTree(g: LineageGraph): string {
   const out = [label(g.nodes.get(g.root), g.root)];
-  const walk = (ref: string, dir: 'up' | 'down', prefix: string, path: Set<string>) => {
-    const next = g.edges.filter((e) => (dir === 'up' ? e.child === ref : e.parent === ref)).map((e) => (dir === 'up' ? e.parent : e.child)).sort();
+  // Each direction's neighbours once, sorted: not a scan of every edge per line printed.
+  const neighbours = { up: new Map<string, string[]>(), down: new Map<string, string[]>() };
+  for (const e of g.edges) {
+    const add = (m: Map<string, string[]>, from: string, to: string) => {
+      const l = m.get(from);
+      if (!l) m.set(from, [to]);
+      else if (!l.includes(to)) l.push(to);
+    };
+    add(neighbours.up, e.child, e.parent);
+    add(neighbours.down, e.parent, e.child);
+  }
+  for (const m of Object.values(neighbours)) for (const l of m.values()) l.sort();
+  // An artifact reached again (a dataset several models were built from) has its own ancestors or
+  // descendants drawn the first time only: drawn on every path, shared ancestors made the tree
+  // grow as the number of paths, millions of lines for a few dozen artifacts.
+  const walk = (ref: string, dir: 'up' | 'down', prefix: string, path: Set<string>, drawn: Set<string>) => {
+    const next = neighbours[dir].get(ref) ?? [];
     next.forEach((r, i) => {
       const last = i === next.length - 1;
       const cycle = path.has(r);
-      out.push(`${prefix}${last ? '└─ ' : '├─ '}${label(g.nodes.get(r), r)}${cycle ? '  (cycle)' : ''}`);
-      if (!cycle) walk(r, dir, `${prefix}${last ? '   ' : '│  '}`, new Set([...path, r]));
+      const again = !cycle && drawn.has(r) && (neighbours[dir].get(r)?.length ?? 0) > 0;
+      out.push(`${prefix}${last ? '└─ ' : '├─ '}${label(g.nodes.get(r), r)}${cycle ? '  (cycle)' : again ? `  (its ${dir === 'up' ? 'ancestors' : 'descendants'} are shown above)` : ''}`);
+      if (cycle || again) return;
+      drawn.add(r);
+      walk(r, dir, `${prefix}${last ? '   ' : '│  '}`, new Set([...path, r]), drawn);
     });
   };
   const ups = g.edges.some((e) => e.child === g.root);
@@ -213,12 +231,12 @@ export function formatLineageTree(g: LineageGraph): string {
   const cut = (dir: 'up' | 'down') => {
     if (g.cutAt.includes(dir)) out.push(`  … cut at ${maxDepth} levels: there is more; run dlog lineage on the deepest ref shown`);
   };
-  if (ups) walk(g.root, 'up', '  ', new Set([g.root]));
+  if (ups) walk(g.root, 'up', '  ', new Set([g.root]), new Set());
   else out.push('  nothing registered');
   cut('up');
   out.push('');
   out.push('downstream (built from it):');
-  if (downs) walk(g.root, 'down', '  ', new Set([g.root]));
+  if (downs) walk(g.root, 'down', '  ', new Set([g.root]), new Set());
   else out.push('  nothing registered');
   cut('down');
   return out.join('\n') + '\n';
