@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createStore, migrate, type Store } from '@dlog/store';
 import { AuditInputError, storeQuery, type AuditQuery } from './audit-query.js';
-import { planDeploy, planRollback, servingNow } from './audit-events.js';
+import { idBytesPerPart, idParts, idsPerPart, planDeploy, planRollback, servingNow } from './audit-events.js';
 
 const M = (version: string) => `registry://models/loan-approver:${version}`;
 const v = (version: string) => ({ name: 'loan-approver', version });
@@ -144,5 +144,24 @@ describe('deploy and rollback events on an embedded store', () => {
   it('leaves out of "serving" a version a canary at share 1 took all of the traffic from', async () => {
     await record('full-canary-api', [{ action: 'deploy', version: '2.4.1', share: 1, ts: t0 }, { action: 'canary', version: '2.5.0', share: 1, ts: t0 + 1000 }]);
     assert.deepEqual([...(await servingNow(q, 'full-canary-api')).serving], [[M('2.5.0'), 1]]);
+  });
+});
+
+describe('remediation parts', () => {
+  it('cuts ids by count, and by bytes when they are long, so every part fits in a Kafka record', () => {
+    const uuids = Array.from({ length: 12_001 }, (_, i) => `0193a1b2-0000-7000-8000-${String(i).padStart(12, '0')}`);
+    assert.deepEqual(idParts(uuids).map((p) => p.length), [idsPerPart, idsPerPart, 2_001]);
+    // 5,000 ids of 300 characters were one 1.5 MB part, which the broker refused.
+    const long = Array.from({ length: 12_000 }, (_, i) => `${'x'.repeat(290)}-${String(i).padStart(9, '0')}`);
+    const parts = idParts(long);
+    for (const p of parts) assert.ok(p.reduce((n, id) => n + Buffer.byteLength(id) + 5, 0) <= idBytesPerPart);
+    assert.deepEqual(parts.flat(), long, 'every id once, in order');
+    assert.equal(parts.length, Math.ceil(12_000 / Math.floor(idBytesPerPart / 305)));
+  });
+
+  it('gives one part for no ids, and an id larger than a part a part of its own', () => {
+    assert.deepEqual(idParts([]), [[]]);
+    const huge = 'h'.repeat(idBytesPerPart + 1);
+    assert.deepEqual(idParts(['a', huge, 'b']), [['a'], [huge], ['b']]);
   });
 });

@@ -289,8 +289,34 @@ export function publishDeployment(config: Config, log: Logger, e: DeploymentEven
   return publishEvents(config, log, 'deployments.v1', 'deployment-event', [{ key: e.endpoint, value: e }]);
 }
 
-/** Ids per message: a part stays around 200 KB, far below Kafka's default 1 MB message limit. */
+/** Ids per message at most: about 200 KB of ids as the SDK makes them (UUIDs). */
 export const idsPerPart = 5_000;
+/**
+ * Bytes of ids per message at most, well below Kafka's default 1 MB message limit with room for
+ * the reason, filter and scope. Event ids are the producer's and may be long: cut by count
+ * alone, 5,000 ids of 300 characters made a record the broker refused, and nothing was recorded.
+ */
+export const idBytesPerPart = 600_000;
+
+/** The ids in parts of at most idsPerPart ids and idBytesPerPart bytes (each part holds one id at least). */
+export function idParts(ids: readonly string[], maxIds = idsPerPart, maxBytes = idBytesPerPart): string[][] {
+  const parts: string[][] = [];
+  let part: string[] = [];
+  let bytes = 0;
+  for (const id of ids) {
+    // Avro writes a string as its UTF-8 bytes after a length of up to 5 bytes.
+    const size = Buffer.byteLength(id) + 5;
+    if (part.length > 0 && (part.length >= maxIds || bytes + size > maxBytes)) {
+      parts.push(part);
+      part = [];
+      bytes = 0;
+    }
+    part.push(id);
+    bytes += size;
+  }
+  if (part.length > 0 || parts.length === 0) parts.push(part);
+  return parts;
+}
 
 export interface RemediationPlan {
   remediation_id: string;

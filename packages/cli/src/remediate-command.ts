@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import type { Command } from 'commander';
 import { AuditInputError, configQuery, modelRef, type AuditQuery } from './audit-query.js';
-import { idsPerPart, publishRemediation, type RemediationEvent, type RemediationPlan } from './audit-events.js';
+import { idParts, publishRemediation, type RemediationEvent, type RemediationPlan } from './audit-events.js';
 import { cliContext } from './context.js';
 import { computeScope, formatScope, isArtifactScope, isEmptyScope, resolveScope, scopeDecisions, shortfallNote, type ScopeRequest } from './scope.js';
 import { addScopeOptions, scopeOptionsFrom, type ScopeFlags } from './scope-command.js';
@@ -20,7 +20,8 @@ export async function planScopeRemediation(q: AuditQuery, o: ScopeRequest & { re
   const ids: string[] = [];
   for await (const page of scopeDecisions(q, resolved)) for (const r of page) ids.push(String(r.event_id));
   const remediation_id = randomUUID();
-  const parts = Math.max(1, Math.ceil(ids.length / idsPerPart));
+  const cut = idParts(ids);
+  const parts = cut.length;
   const ts = Date.now();
   const events: RemediationEvent[] = [];
   for (let part = 0; part < parts; part++) {
@@ -43,7 +44,7 @@ export async function planScopeRemediation(q: AuditQuery, o: ScopeRequest & { re
         exact_total: scope.exact,
         stored_total: ids.length,
       },
-      event_ids: ids.slice(part * idsPerPart, (part + 1) * idsPerPart),
+      event_ids: cut[part]!,
     });
   }
   return { remediation_id, scope, events };
