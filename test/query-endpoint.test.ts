@@ -116,4 +116,45 @@ describe('the query endpoint: only the pipeline that holds the token answers, an
       await store.close();
     }
   });
+
+  it('a request over the limit hears why, and a listener that closes the connection is named instead of ending the CLI without a word', async () => {
+    const dataDir = path.join(tempDir('qe-big'), 'clickhouse');
+    const store = await createStore({ dataDir, database: 'dlog', createDatabase: true });
+    const server = await startQueryServer({ store, port: await freePort(), dataDir, log });
+    const closer = net.createServer((s) => s.destroy());
+    await new Promise<void>((resolve) => closer.listen(0, '127.0.0.1', resolve));
+    try {
+      // Cut off mid-send, the client heard only "fetch failed".
+      const big = 'x'.repeat(1_100_000);
+      await assert.rejects(
+        queryViaEndpoint({ port: server.port, dataDir, sql: 'SELECT {a:String} AS a', params: { a: big } }),
+        (err: unknown) => err instanceof QueryEndpointError && err.status === 413 && /bind fewer or shorter parameters/.test(err.message),
+      );
+      // Another client sending it anyway gets the same answer from the endpoint.
+      const token = readFileSync(queryTokenFile(dataDir), 'utf8').trim();
+      const body = JSON.stringify({ sql: 'SELECT {a:String} AS a', params: { a: big } });
+      const nonce = `${Date.now()}:${'9a'.repeat(16)}`;
+      const res = await fetch(`http://127.0.0.1:${server.port}/query`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-dlog-nonce': nonce, 'x-dlog-signature': querySignature(token, 'request', nonce, body, dataDir) },
+        body,
+      });
+      assert.equal(res.status, 413);
+      assert.match(((await res.json()) as { error: string }).error, /over the 1000000 the query endpoint takes/);
+      // A small query still goes through afterwards.
+      assert.deepEqual((await queryViaEndpoint({ port: server.port, dataDir, sql: 'SELECT 1 AS n' }))?.rows, [{ n: 1 }]);
+
+      // undici's fetch never settled against such a listener: the CLI exited 13 with no output.
+      const port = (closer.address() as { port: number }).port;
+      await assert.rejects(
+        queryViaEndpoint({ port, dataDir, sql: 'SELECT 1' }),
+        (err: unknown) => err instanceof QueryEndpointError && new RegExp(`127\\.0\\.0\\.1:${port} failed \\(ECONNRESET\\).*DLOG_QUERY_PORT`).test(err.message),
+      );
+    } finally {
+      await new Promise<void>((resolve) => closer.close(() => resolve()));
+      await server.close();
+      await store.close();
+    }
+  });
 });
+

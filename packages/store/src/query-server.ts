@@ -267,13 +267,16 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
     if (!/^\d{13}:[0-9a-f]{32}$/.test(nonce)) return send(401, { error: 'missing or malformed nonce' });
     const chunks: Buffer[] = [];
     let size = 0;
+    // A body over the limit is read on and dropped, so the client hears why (cut off mid-send, it
+    // heard only that the connection closed); one far over it is cut.
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > 1_000_000) req.destroy();
-      else chunks.push(c);
+      if (size > 16 * maxRequestBytes) req.destroy();
+      else if (size <= maxRequestBytes) chunks.push(c);
     });
     req.on('end', () => {
       (async () => {
+        if (size > maxRequestBytes) return send(413, { error: requestTooLarge(size) });
         const text = Buffer.concat(chunks).toString('utf8');
         if (!sameHex(signature, querySignature(token, 'request', nonce, text, opts.dataDir))) return send(401, { error: 'wrong signature: dlog query signs with the data directory\'s query-token file beside it, for that directory (check CLICKHOUSE_DATA_DIR)' });
         // Checked and recorded in one step, once the body is in: copies sent side by side all
@@ -334,6 +337,28 @@ export async function startQueryServer(opts: { store: Store; port: number; dataD
   };
 }
 
+/** Largest query request (SQL and bound parameters, as JSON) the endpoint takes. */
+export const maxRequestBytes = 1_000_000;
+
+const requestTooLarge = (bytes: number) =>
+  `the query request is ${bytes} bytes, over the ${maxRequestBytes} the query endpoint takes: bind fewer or shorter parameters, or send less SQL`;
+
+/** One POST on loopback; node:http, because undici's fetch left a request to a listener that closed the connection unsettled, and the CLI exited 13 without a word. */
+function post(port: number, urlPath: string, headers: Record<string, string>, body: string, timeoutMs: number): Promise<{ status: number; proof: string; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: urlPath, method: 'POST', headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) }, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, proof: String(res.headers['x-dlog-proof'] ?? ''), text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    // The timer is the socket's, which keeps the process waiting for it.
+    req.setTimeout(timeoutMs, () => req.destroy(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 export class QueryEndpointError extends Error {
   constructor(
     message: string,
@@ -352,22 +377,27 @@ export async function queryViaEndpoint(opts: { port: number; dataDir: string; sq
   const token = existsSync(file) ? readFileSync(file, 'utf8').trim() : '';
   const nonce = `${Date.now()}:${randomBytes(16).toString('hex')}`;
   const payload = JSON.stringify({ sql: opts.sql, params: opts.params ?? {} });
-  let res: Response;
+  const bytes = Buffer.byteLength(payload);
+  if (bytes > maxRequestBytes) throw new QueryEndpointError(requestTooLarge(bytes), 413);
+  let res: { status: number; proof: string; text: string };
   try {
-    res = await fetch(`http://127.0.0.1:${opts.port}/query`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-dlog-nonce': nonce, 'x-dlog-signature': querySignature(token, 'request', nonce, payload, opts.dataDir) },
-      body: payload,
+    res = await post(
+      opts.port,
+      '/query',
+      { 'content-type': 'application/json', 'x-dlog-nonce': nonce, 'x-dlog-signature': querySignature(token, 'request', nonce, payload, opts.dataDir) },
+      payload,
       // Longer than the engine's own limit, so its error (which names it) comes back first.
-      signal: AbortSignal.timeout((opts.timeoutMs ?? defaultQueryTimeoutMs) + 10_000),
-    });
+      (opts.timeoutMs ?? defaultQueryTimeoutMs) + 10_000,
+    );
   } catch (err) {
-    const code = (err as { cause?: { code?: string } }).cause?.code;
+    const code = (err as { code?: string }).code;
     if (code === 'ECONNREFUSED') return undefined;
-    throw err;
+    throw new QueryEndpointError(
+      `Asking the pipeline on 127.0.0.1:${opts.port} failed (${code ?? (err as Error).message}): what listens there closed the connection or did not answer. Check DLOG_QUERY_PORT and CLICKHOUSE_DATA_DIR, and what else listens on that port.`,
+      0,
+    );
   }
-  const text = await res.text();
-  const proof = res.headers.get('x-dlog-proof') ?? '';
+  const { text, proof } = res;
   if (!token || !sameHex(proof, querySignature(token, 'answer', nonce, text, opts.dataDir))) {
     throw new QueryEndpointError(
       `What answers on 127.0.0.1:${opts.port} is not the pipeline that owns ${opts.dataDir} (it cannot prove it holds ${file}); its answer is ignored. Check DLOG_QUERY_PORT and CLICKHOUSE_DATA_DIR, and what else listens on that port.`,
@@ -375,6 +405,6 @@ export async function queryViaEndpoint(opts: { port: number; dataDir: string; sq
     );
   }
   const body = (opts.exactIntegers ? parseExactJson(text) : JSON.parse(text)) as QueryResponse & { error?: string; code?: number };
-  if (!res.ok) throw new QueryEndpointError(body.error ?? `HTTP ${res.status}`, res.status, body.code);
+  if (res.status < 200 || res.status > 299) throw new QueryEndpointError(body.error ?? `HTTP ${res.status}`, res.status, body.code);
   return body;
 }
