@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 import { Command } from 'commander';
 import { columnsOf, formatCsv, formatJsonLines, formatTable, QueryInputError, registerQueryCommand } from './query-command.js';
@@ -66,4 +69,27 @@ describe('dlog query arguments', () => {
       (err: unknown) => err instanceof QueryInputError && /-p comes once for each parameter .* -p a=1 -p b=2$/.test(err.message),
     );
   });
+
+  it('a data directory with no store in it is named, and not made into an empty store', async () => {
+    const dir = path.join(mkdtempSync(path.join(tmpdir(), 'dlog-nostore-')), 'typo');
+    const saved = { dir: process.env.CLICKHOUSE_DATA_DIR, port: process.env.DLOG_QUERY_PORT, url: process.env.CLICKHOUSE_URL };
+    // Nothing listens on port 1, so no pipeline answers and the store would be opened here.
+    Object.assign(process.env, { CLICKHOUSE_DATA_DIR: dir, DLOG_QUERY_PORT: '1' });
+    delete process.env.CLICKHOUSE_URL;
+    try {
+      const program = new Command().exitOverride();
+      registerQueryCommand(program);
+      await assert.rejects(
+        program.parseAsync(['query', 'SELECT 1'], { from: 'user' }),
+        (err: unknown) => err instanceof QueryInputError && err.message.startsWith(`No store at ${dir}:`) && /npm start/.test(err.message),
+      );
+      assert.equal(existsSync(dir), false, 'the mistyped directory was not created');
+    } finally {
+      for (const [k, v] of [['CLICKHOUSE_DATA_DIR', saved.dir], ['DLOG_QUERY_PORT', saved.port], ['CLICKHOUSE_URL', saved.url]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  });
 });
+

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import type { Command } from 'commander';
 import { assertReadOnlySql, clickHouseErrorCode, loadMigrations, pendingMigrations, queryViaEndpoint, readAppliedMigrations, runReadOnlyQuery, storeFromConfig, storeUnavailable, type QueryResponse } from '@dlog/store';
 import type { Config } from '@dlog/config';
@@ -126,6 +128,13 @@ async function runQuery(config: Config, sql: string, params: Record<string, unkn
   if (!config.clickhouseUrl) {
     const viaPipeline = await queryViaEndpoint({ port: config.queryPort, dataDir: config.clickhouseDataDir, sql, params, timeoutMs: config.queryTimeoutMs, ...opts });
     if (viaPipeline) return viaPipeline;
+    // Opened, a mistyped directory was made into an empty store, which then read as one written by
+    // an older version ("missing 11 schema migrations ... run migrate").
+    if (!existsSync(path.join(config.clickhouseDataDir, 'metadata'))) {
+      throw new QueryInputError(
+        `No store at ${config.clickhouseDataDir}: nothing has written one there. Start the pipeline with npm start (it makes the store), or set CLICKHOUSE_DATA_DIR to the directory of one.`,
+      );
+    }
   }
   // The client waits longer than the engine's own limit, so a slow query ends with the engine's
   // error naming DLOG_QUERY_TIMEOUT_MS, not the client's 30 s "unreachable" timeout.
