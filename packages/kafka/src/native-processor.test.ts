@@ -3,7 +3,9 @@ import { describe, it } from 'node:test';
 import type { KafkaMessage } from 'kafkajs';
 import pino from 'pino';
 import type RdKafka from 'node-rdkafka';
-import { fromNative, RebalanceBarrier, workUnits } from './native-processor.js';
+import { Writable } from 'node:stream';
+import type { NativeKafka } from './native.js';
+import { createNativeProcessor, fromNative, RebalanceBarrier, workUnits } from './native-processor.js';
 
 const msgs = (n: number, from = 0): KafkaMessage[] =>
   Array.from({ length: n }, (_, i) => ({ key: null, value: Buffer.from(String(from + i)), timestamp: '0', attributes: 0, offset: String(from + i), headers: {} }));
@@ -68,5 +70,66 @@ describe('RebalanceBarrier', () => {
       calls.push('seek');
     });
     assert.deepEqual(calls, ['seek', 'unassign']);
+  });
+});
+
+/**
+ * A librdkafka stand-in whose every commit fails. Each new consumer's first poll is empty (as
+ * after a reconnect, before the group has assigned anything), its later polls return one message.
+ */
+function failingCommits(): NativeKafka {
+  const done = (cb: (err: null) => void) => setImmediate(() => cb(null));
+  class Producer {
+    on() {}
+    connect(_o: unknown, cb: (err: null) => void) { done(cb); }
+    initTransactions(_t: number, cb: (err: null) => void) { done(cb); }
+    beginTransaction(cb: (err: null) => void) { done(cb); }
+    produce() {}
+    poll() {}
+    sendOffsetsToTransaction(_o: unknown, _c: unknown, _t: number, cb: (err: null) => void) { done(cb); }
+    commitTransaction(_t: number, cb: (err: { message: string; code: number }) => void) { setImmediate(() => cb({ message: 'Broker: Message size too large', code: 10 })); }
+    abortTransaction(_t: number, cb: (err: null) => void) { done(cb); }
+    isConnected() { return true; }
+    disconnect(cb: (err: null) => void) { done(cb); }
+  }
+  class KafkaConsumer {
+    private polls = 0;
+    on() {}
+    connect(_o: unknown, cb: (err: null) => void) { done(cb); }
+    setDefaultConsumeTimeout() {}
+    subscribe() {}
+    consume(_n: number, cb: (err: null, m: RdKafka.Message[]) => void) {
+      const m: RdKafka.Message = { topic: 'in', partition: 3, offset: 7, value: Buffer.from('secret payload'), size: 14, timestamp: 0 };
+      setImmediate(() => cb(null, this.polls++ === 1 ? [m] : []));
+    }
+    isConnected() { return true; }
+    disconnect(cb: (err: null) => void) { done(cb); }
+  }
+  return { Producer, KafkaConsumer, librdkafkaVersion: 'fake' } as unknown as NativeKafka;
+}
+
+describe('createNativeProcessor', () => {
+  it('backs off further for a batch that keeps failing, though the poll after each reconnect is empty, and names the batch', async () => {
+    const lines: { msg: string; retryInMs?: number; batches?: unknown }[] = [];
+    const sink = new Writable({ write: (chunk: Buffer, _e, cb) => (lines.push(JSON.parse(chunk.toString())), cb()) });
+    const failures = () => lines.filter((l) => l.msg.startsWith('batch failed'));
+    const processor = createNativeProcessor({
+      native: failingCommits(),
+      brokers: ['fake:9092'],
+      clientId: 'test',
+      log: pino({ level: 'warn' }, sink),
+      groupId: 'g',
+      topics: ['in'],
+      transactionalId: 't',
+      process: async () => [],
+    });
+    await processor.start();
+    const deadline = Date.now() + 5_000;
+    while (failures().length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await processor.stop();
+    // The empty poll after each reconnect reset the backoff: the batch was retried every 200 ms.
+    assert.deepEqual(failures().slice(0, 3).map((l) => l.retryInMs), [200, 400, 800]);
+    assert.deepEqual(failures()[0]!.batches, [{ topic: 'in', partition: 3, firstOffset: '7', lastOffset: '7', count: 1 }]);
+    assert.ok(!JSON.stringify(failures()).includes('secret'), 'no payload in the log');
   });
 });

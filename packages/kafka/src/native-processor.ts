@@ -367,19 +367,33 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
     })();
   }
 
-  async function cycle(c: RdKafka.KafkaConsumer, p: RdKafka.Producer): Promise<void> {
+  /**
+   * The batch in hand, for the line that says it failed: input topic, partition and offsets only,
+   * never the payloads (they hold personal data).
+   */
+  let inHand: { topic: string; partition: number; firstOffset: string; lastOffset: string; count: number }[] = [];
+
+  /** One poll and its transactions; returns how many batches committed. */
+  async function cycle(c: RdKafka.KafkaConsumer, p: RdKafka.Producer): Promise<number> {
+    inHand = [];
     const raw = await pollMessages(c, maxMessages);
-    if (raw.length === 0) return;
+    if (raw.length === 0) return 0;
     const t0 = Date.now();
     const groups = byPartition(raw);
+    const describe = (g: Group) => ({ ...g.ctx, firstOffset: g.messages[0]?.offset ?? String(g.last), lastOffset: String(g.last), count: g.messages.length });
     if (concurrency <= 1) {
       // One batch at a time, as with kafkajs: a stateful process() (the alerter's) sees each
       // batch only after the one before it committed.
-      for (const g of groups) await transact(c, p, [g], [await opts.process(g.messages, g.ctx)], t0);
-      return;
+      for (const g of groups) {
+        inHand = [describe(g)];
+        await transact(c, p, [g], [await opts.process(g.messages, g.ctx)], t0);
+      }
+      return groups.length;
     }
+    inHand = groups.map(describe);
     const units = workUnits(groups, concurrency);
     await transact(c, p, groups, await Promise.all(units.map((u) => opts.process(u.messages, u.ctx))), t0);
+    return groups.length;
   }
 
   async function transact(c: RdKafka.KafkaConsumer, p: RdKafka.Producer, groups: Group[], outputs: OutputRecord[][], t0: number): Promise<void> {
@@ -411,14 +425,17 @@ export function createNativeProcessor(opts: NativeProcessorOptions): Transaction
         if (!consumer || !producer) await open();
         const c = consumer!;
         const p = producer!;
-        await rebalance!.around(() => cycle(c, p));
-        backoff = 200;
+        // Only a commit shows the failure is over: the empty poll right after reconnecting
+        // completes too, and resetting on it retried a batch that always fails every 0.8 s, with
+        // a full reconnect each time.
+        if ((await rebalance!.around(() => cycle(c, p))) > 0) backoff = 200;
       } catch (err) {
         if (!running) break;
         // Fatal: e.g. fenced by another instance with the same DLOG_INSTANCE_ID. Starting over
         // is still right (it fences that one in turn), but someone should look.
         const fatal = (err as { isFatal?: boolean }).isFatal === true;
-        log[fatal ? 'error' : 'warn']({ err, retryInMs: backoff }, 'batch failed; reconnecting and resuming from the committed offsets');
+        log[fatal ? 'error' : 'warn']({ err, retryInMs: backoff, batches: inHand }, 'batch failed; reconnecting and resuming from the committed offsets');
+        inHand = [];
         await close();
         await sleep(backoff);
         backoff = Math.min(backoff * 2, 10_000);

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { otherCategory } from './psi.js';
 
 /** Orders versions like people read them (2.10.0 after 2.9.1); shared with the CLI. */
@@ -48,8 +49,42 @@ export interface DeadLetterAgg {
 
 // Free-text decisions (agent steps) would otherwise grow a pane without bound; PSI pools the
 // tail anyway, so keeping the first few hundred distinct values loses nothing that matters.
-const maxDistinctDecisions = 200;
+export const maxDistinctDecisions = 200;
 const maxDistinctRefs = 20;
+
+/**
+ * Refs are producer strings up to the event limit (256 KiB): 20 of 60 KB each made one alert 1.1 MB,
+ * over the broker's 1 MiB limit, and its batch was retried for ever. A registry ref is far shorter;
+ * a longer one is kept as a prefix and a hash of the whole, so distinct refs stay distinct.
+ */
+export const maxRefBytes = 512;
+const refPrefixBytes = 400;
+
+/** The longest start of `s` that is at most `maxBytes` in UTF-8, never splitting a character. */
+export function utf8Prefix(s: string, maxBytes: number): string {
+  if (s.length * 3 <= maxBytes) return s;
+  let bytes = 0;
+  let i = 0;
+  while (i < s.length) {
+    const c = s.charCodeAt(i);
+    const pair = c >= 0xd800 && c <= 0xdbff && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00;
+    // A lone surrogate is written as U+FFFD, 3 bytes.
+    const b = c < 0x80 ? 1 : c < 0x800 ? 2 : pair ? 4 : 3;
+    if (bytes + b > maxBytes) break;
+    bytes += b;
+    i += pair ? 2 : 1;
+  }
+  return s.slice(0, i);
+}
+
+/** `ref` as kept: itself up to `maxRefBytes`, else a prefix, its length and a hash, said so in the text. */
+export function boundedRef(ref: string): string {
+  if (ref.length * 3 <= maxRefBytes) return ref;
+  const bytes = Buffer.byteLength(ref);
+  if (bytes <= maxRefBytes) return ref;
+  const hash = createHash('sha256').update(ref).digest('hex').slice(0, 16);
+  return `${utf8Prefix(ref, refPrefixBytes)}… [cut: ${bytes} bytes, sha256 ${hash}]`;
+}
 
 /** What a decision adds to a baseline record besides its text: about its count in JSON. */
 const entryOverheadBytes = 24;
@@ -100,6 +135,14 @@ export function emptyAgg(): VersionAgg {
   return { n: 0, weight: 0, confN: 0, confWeight: 0, confSum: 0, unresolvedN: 0, unresolvedWeight: 0, decisions: new Map(), unresolvedRefs: new Map() };
 }
 
+/** A copy that shares nothing with `agg`, for a batch to change (see `paneFor` in engine.ts). */
+export function cloneAgg(agg: VersionAgg): VersionAgg {
+  const decisions = new Map(agg.decisions);
+  const bytes = keptBytes.get(agg.decisions);
+  if (bytes !== undefined) keptBytes.set(decisions, bytes);
+  return { ...agg, decisions, unresolvedRefs: new Map(agg.unresolvedRefs) };
+}
+
 function bump(map: Map<string, number>, key: string, by: number, cap: number): void {
   if (map.has(key) || map.size < cap) map.set(key, (map.get(key) ?? 0) + by);
 }
@@ -139,7 +182,7 @@ export function addDecision(agg: VersionAgg, d: DecisionObservation): void {
   if (!d.resolved) {
     agg.unresolvedN++;
     agg.unresolvedWeight += d.weight;
-    for (const ref of d.unresolvedRefs) bump(agg.unresolvedRefs, ref, 1, maxDistinctRefs);
+    for (const ref of d.unresolvedRefs) bump(agg.unresolvedRefs, boundedRef(ref), 1, maxDistinctRefs);
   }
   bumpDecision(agg.decisions, d.decision, d.weight);
 }
@@ -153,7 +196,8 @@ export function mergeAgg(into: VersionAgg, from: VersionAgg): void {
   into.unresolvedN += from.unresolvedN;
   into.unresolvedWeight += from.unresolvedWeight;
   for (const [k, v] of from.decisions) bumpDecision(into.decisions, k, v);
-  for (const [k, v] of from.unresolvedRefs) bump(into.unresolvedRefs, k, v, maxDistinctRefs);
+  // Bounded here too: a baseline an older alerter wrote can hold refs kept whole.
+  for (const [k, v] of from.unresolvedRefs) bump(into.unresolvedRefs, boundedRef(k), v, maxDistinctRefs);
 }
 
 export function meanConfidence(agg: VersionAgg): number | undefined {

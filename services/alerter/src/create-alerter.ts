@@ -13,6 +13,7 @@ import {
   type AlertRecord,
 } from '@dlog/contracts';
 import { createTransactionalProcessor, nativeClientFor, ensureWorkerTopics, prefixedTopics, type TransactionalProcessor } from '@dlog/kafka';
+import { maxAlertBytes, toAlertMessage } from './alert-message.js';
 import { applyBaseline, decodeBaseline, encodeBaseline, maxRecordBytes } from './baselines.js';
 import { CheckpointPicker, checkpointKey, encodeCheckpoint, type LatestCheckpoint } from './checkpoint.js';
 import { CommittedState, uncounted } from './committed-state.js';
@@ -38,6 +39,8 @@ export interface AlerterStats {
   deadLetters: number;
   /** Input that arrived after every window it belongs to had closed. */
   late: number;
+  /** Decisions judged by no rule: their pane already held as many versions as it keeps (see `maxSubjectsPerPane`). */
+  overflow: number;
   undecodable: number;
   windows: number;
   alerts: number;
@@ -87,7 +90,7 @@ export async function createAlerter(opts: {
   const topics = prefixedTopics(defaultAlerterTopics, p, opts.topics);
   const groupId = opts.groupId ?? `${p}dlog-alerter`;
   const rules = opts.rules ?? loadRules(config.alerterRulesFile);
-  const engine = createEngine(rules);
+  const engine = createEngine(rules, { log });
 
   await ensureWorkerTopics(kafka, defaultAlerterTopics, topics);
   const url = config.schemaRegistryUrl;
@@ -143,10 +146,12 @@ export async function createAlerter(opts: {
     return decodeEach(decoder, 'enriched decision', topic, partition, messages, (d) => engine.observeDecision(state, `${topic}:${partition}`, toDecisionObservation(d), now));
   }
 
-  const toMessage = (a: AlertRecord): Message => ({
-    key: a.model_name !== null ? `${a.model_name}:${a.model_version ?? ''}` : a.rule,
-    value: encodeFramed(outputType, outputId, a),
-  });
+  const encodeAlert = (a: AlertRecord): Buffer => encodeFramed(outputType, outputId, a);
+  const toMessage = (a: AlertRecord): Message => {
+    const { message, shrunkFrom } = toAlertMessage(a, encodeAlert);
+    if (shrunkFrom !== undefined) log.warn({ rule: a.rule, alertId: a.alert_id, bytes: shrunkFrom, maxBytes: maxAlertBytes }, 'alert record too large for the broker: sent with its core fields only');
+    return message;
+  };
 
   const stats: AlerterStats = {
     get decisions() {
@@ -157,6 +162,9 @@ export async function createAlerter(opts: {
     },
     get late() {
       return tracked.committed.counters.late;
+    },
+    get overflow() {
+      return tracked.committed.counters.overflow;
     },
     get undecodable() {
       return undecodable;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { joinKey, type AlertRecord } from '@dlog/contracts';
-import { compareVersions, emptyAgg, meanConfidence, mergeAgg, type DeadLetterAgg, type VersionAgg } from './aggregate.js';
+import { boundedRef, compareVersions, emptyAgg, meanConfidence, mergeAgg, utf8Prefix, type DeadLetterAgg, type VersionAgg } from './aggregate.js';
 import { psi } from './psi.js';
 import type { Rule } from './rules.js';
 
@@ -85,6 +85,44 @@ export function deadLetterCommand(since: number, until: number): string {
   );
 }
 
+/**
+ * Bounds on what an alert carries, far below the broker's 1 MiB message limit: an alert over it
+ * fails its batch's transaction every time the batch is tried again, and nothing after it is read.
+ * Refs, versions, endpoints and decisions are producer strings of up to 256 KiB each. A summary is
+ * one line for a human; evidence values are numbers and names; the JSON keeps its largest entries.
+ */
+export const maxSummaryBytes = 1024;
+export const maxEvidenceValueBytes = 4096;
+export const maxEvidenceJsonBytes = 64 * 1024;
+
+/** `s` within `maxBytes` of UTF-8, saying so when cut. */
+export function capText(s: string, maxBytes: number): string {
+  if (s.length * 3 <= maxBytes) return s;
+  const bytes = Buffer.byteLength(s);
+  if (bytes <= maxBytes) return s;
+  const note = `… [cut: ${bytes} bytes]`;
+  return utf8Prefix(s, maxBytes - Buffer.byteLength(note)) + note;
+}
+
+function boundedEvidence(e: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(e)) out[capText(k, 256)] = capText(v, maxEvidenceValueBytes);
+  return out;
+}
+
+/** The first of `items` (in the order given) whose JSON fits in `maxBytes`, and how many did not. */
+function fitting<T>(items: readonly T[], maxBytes: number): { kept: T[]; omitted: number } {
+  const kept: T[] = [];
+  let bytes = 0;
+  for (const item of items) {
+    const cost = Buffer.byteLength(JSON.stringify(item)) + 1;
+    if (bytes + cost > maxBytes) break;
+    bytes += cost;
+    kept.push(item);
+  }
+  return { kept, omitted: items.length - kept.length };
+}
+
 /** Same rule, subject and window → same id, so consumers can dedupe a replay. */
 export function alertId(rule: string, endpoint: string | null, model: string | null, version: string | null, start: number, end: number): string {
   return createHash('sha256')
@@ -136,6 +174,8 @@ export interface WindowInput {
   deadLetters: DeadLetterAgg;
   /** The gate's exact counts of the window's accepted events (decision.counts.v1). */
   gate: GateCounts;
+  /** Decisions in no subject, their pane having been full (see `maxSubjectsPerPane`). */
+  overflow?: { n: number; weight: number };
 }
 
 export interface GateCounts {
@@ -202,12 +242,15 @@ export function evaluateRule(rule: Rule, w: WindowInput, history: History | unde
           summary =
             `${subject}: decision mix shifted from ${b.version}, PSI ${fmt(r.psi, 3)} ≥ ${rule.min_psi}` +
             (top ? ` (${top.category}: ${fmt(top.actual * 100, 1)}% vs ${fmt(top.baseline * 100, 1)}%)` : '');
-          json = { psi: r.psi, bins: r.bins };
+          // Free-text categories of up to 1 KiB each: the bins that moved the index most are kept.
+          const { kept, omitted } = fitting([...r.bins].sort((x, y) => y.contribution - x.contribution), maxEvidenceJsonBytes - 256);
+          const keptSet = new Set(kept);
+          json = { psi: r.psi, bins: r.bins.filter((bin) => keptSet.has(bin)), ...(omitted > 0 ? { bins_omitted: omitted } : {}) };
         }
         out.push({
           ...base(s.endpoint, s.model, s.version),
-          summary,
-          evidence,
+          summary: capText(summary, maxSummaryBytes),
+          evidence: boundedEvidence(evidence),
           evidence_json: JSON.stringify(json),
           scope_command: scopeCommand({ model: s.model, version: s.version, endpoint: s.endpoint, since: w.start, until: w.end }),
           suppressionKey: joinKey([rule.name, s.model, s.version], sep),
@@ -229,12 +272,17 @@ export function evaluateRule(rule: Rule, w: WindowInput, history: History | unde
         if (v.agg.n < rule.min_samples || v.agg.weight <= 0) continue;
         const rate = v.agg.unresolvedWeight / v.agg.weight;
         if (!(rate > rule.max_rate)) continue;
-        const refs = [...v.agg.unresolvedRefs.entries()].sort((a, b) => b[1] - a[1]);
+        // The most named first; each bounded again, as a window can hold a baseline's refs.
+        const refs = [...v.agg.unresolvedRefs.entries()].sort((a, b) => b[1] - a[1]).map(([ref, c]): [string, number] => [boundedRef(ref), c]);
+        const { kept, omitted } = fitting(refs, maxEvidenceJsonBytes - 256);
         const endpoint = v.endpoints.length === 1 ? v.endpoints[0]! : null;
         out.push({
           ...base(endpoint, v.model, v.version),
-          summary: `${v.model}:${v.version}: ${fmt(rate * 100, 2)}% of decisions name artifacts the registry cannot resolve (> ${fmt(rule.max_rate * 100, 2)}%)${refs[0] ? `, e.g. ${refs[0][0]}` : ''}`,
-          evidence: {
+          summary: capText(
+            `${v.model}:${v.version}: ${fmt(rate * 100, 2)}% of decisions name artifacts the registry cannot resolve (> ${fmt(rule.max_rate * 100, 2)}%)${refs[0] ? `, e.g. ${capText(refs[0][0], 200)}` : ''}`,
+            maxSummaryBytes,
+          ),
+          evidence: boundedEvidence({
             ...windowEvidence,
             rate: fmt(rate),
             max_rate: String(rule.max_rate),
@@ -243,8 +291,8 @@ export function evaluateRule(rule: Rule, w: WindowInput, history: History | unde
             unresolved_n: String(v.agg.unresolvedN),
             unresolved_weight: fmt(v.agg.unresolvedWeight, 2),
             endpoints: [...v.endpoints].sort().join(','),
-          },
-          evidence_json: JSON.stringify({ unresolved_refs: Object.fromEntries(refs) }),
+          }),
+          evidence_json: JSON.stringify({ unresolved_refs: Object.fromEntries(kept), ...(omitted > 0 ? { refs_omitted: omitted } : {}) }),
           scope_command: scopeCommand({ model: v.model, version: v.version, endpoint, since: w.start, until: w.end }),
           suppressionKey: joinKey([rule.name, v.model, v.version], sep),
         });
@@ -253,8 +301,9 @@ export function evaluateRule(rule: Rule, w: WindowInput, history: History | unde
     }
     case 'dead_letters': {
       const dl = w.deadLetters.n;
-      let n = 0;
-      let weight = 0;
+      // Decisions of subjects a full pane did not keep are accepted traffic all the same.
+      let n = w.overflow?.n ?? 0;
+      let weight = w.overflow?.weight ?? 0;
       for (const s of w.subjects) {
         n += s.agg.n;
         weight += s.agg.weight;
@@ -271,8 +320,8 @@ export function evaluateRule(rule: Rule, w: WindowInput, history: History | unde
       const reasons = [...w.deadLetters.byReason.entries()].sort((a, b) => b[1] - a[1]);
       out.push({
         ...base(null, null, null),
-        summary: `${fmt(rate * 100, 2)}% of inference events went to the dead-letter topic (> ${fmt(rule.max_rate * 100, 2)}%)${reasons[0] ? `, mostly ${reasons[0][0]}` : ''}`,
-        evidence: {
+        summary: capText(`${fmt(rate * 100, 2)}% of inference events went to the dead-letter topic (> ${fmt(rule.max_rate * 100, 2)}%)${reasons[0] ? `, mostly ${reasons[0][0]}` : ''}`, maxSummaryBytes),
+        evidence: boundedEvidence({
           ...windowEvidence,
           rate: fmt(rate),
           max_rate: String(rule.max_rate),
@@ -282,7 +331,7 @@ export function evaluateRule(rule: Rule, w: WindowInput, history: History | unde
           gate_kept: String(w.gate.kept),
           gate_dropped: String(w.gate.dropped),
           ...Object.fromEntries(reasons.map(([r, c]) => [`reason.${r}`, String(c)])),
-        },
+        }),
         evidence_json: JSON.stringify({ by_reason: Object.fromEntries(reasons) }),
         // `dlog scope` needs a model version; dead letters name none (see deadLetterCommand).
         scope_command: deadLetterCommand(w.start, w.end),
