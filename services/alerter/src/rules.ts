@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { z } from 'zod';
+import { maxDistinctDecisions } from './aggregate.js';
 import { paneSize } from './windows.js';
 
 const second = 1_000;
@@ -115,8 +116,17 @@ const ruleSchema = z.discriminatedUnion(
         kind: z.literal('decision_mix_shift'),
         /** Fire when the population stability index of the decision mix is at least this. */
         min_psi: z.number().gt(0),
-        /** Decisions beyond the most frequent N are pooled, so free-text outputs stay bounded. */
-        max_categories: z.number().int().min(2).max(1000).default(20),
+        /**
+         * Decisions beyond the most frequent N are pooled, so free-text outputs stay bounded. At
+         * most what a window keeps of each version (`maxDistinctDecisions`): a larger value
+         * promised categories that were pooled before PSI saw them.
+         */
+        max_categories: z
+          .number()
+          .int()
+          .min(2)
+          .max(maxDistinctDecisions, `max_categories: at most ${maxDistinctDecisions}; windows keep the first ${maxDistinctDecisions} distinct decisions of each version and pool the rest as "(other)"`)
+          .default(20),
       })
       .strict(),
     z
