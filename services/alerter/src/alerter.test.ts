@@ -310,6 +310,19 @@ describe('engine', () => {
     // 1.7.0 is old and below m's two newest (1.10.0 and 1.9.0, numerically); 1.8.0 is recent; `other` has one version.
     assert.deepEqual(names(), ['m:1.10.0', 'm:1.8.0', 'm:1.9.0', 'other:0.1']);
     assert.deepEqual([...state.baselineChanges], [[baselineKey('conf', subjectKey('loan-api', 'm', '1.7.0')), null]]);
+    // An endpoint named after a pod, gone for longer than the stale bound: its two go too; an
+    // endpoint and model that served since keep their two newest, however old.
+    const pod = (version: string) => ({ windowEnd: t0, subject: { endpoint: 'pod-7f9c', model: 'm', version, agg: emptyAgg() } });
+    history.set(subjectKey('pod-7f9c', 'm', '1.9.0'), pod('1.9.0'));
+    history.set(subjectKey('pod-7f9c', 'm', '1.10.0'), pod('1.10.0'));
+    state.baselineChanges.clear();
+    pruneBaselines(state, t0 + 60 * min, t0 + 1);
+    assert.deepEqual(names(), ['m:1.10.0', 'm:1.8.0', 'm:1.9.0'], '`other` and the pod had no window since the stale bound');
+    assert.deepEqual([...state.baselineChanges.keys()].sort(), [
+      baselineKey('conf', subjectKey('loan-api', 'other', '0.1')),
+      baselineKey('conf', subjectKey('pod-7f9c', 'm', '1.10.0')),
+      baselineKey('conf', subjectKey('pod-7f9c', 'm', '1.9.0')),
+    ].sort());
     assert.equal(parseRules(rulesYaml).baseline_retention, 30 * 24 * 60 * min);
 
     // Through the engine: 2.3.0 and 2.4.1, then two hours of nothing, then 2.5.0, healthy for a

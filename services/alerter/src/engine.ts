@@ -179,23 +179,31 @@ function progress(map: Map<string, PartitionProgress>, partition: string, ts: nu
  * endpoint: the newest stays the predecessor of whatever comes next, and the one before it the
  * predecessor of the newest, however long either served unchanged or how long ago it was
  * retired. So history grows with the versions of the retention period, not with every version
- * ever seen. Does nothing while `state.baselinesComplete` is false: a restore that ran out of
- * time may hold an old entry whose newer record it never read, and a tombstone would delete that.
+ * ever seen. An endpoint and model with no window since `staleBefore` lose those two as well: an
+ * endpoint named after a pod or a host left its two baselines behind for good, one pair an hour
+ * in memory, on `alerter.baselines` and in every start's read of it. Does nothing while
+ * `state.baselinesComplete` is false: a restore that ran out of time may hold an old entry whose
+ * newer record it never read, and a tombstone would delete that.
  */
-export function pruneBaselines(state: AlerterState, before: number): void {
+export function pruneBaselines(state: AlerterState, before: number, staleBefore = -Infinity): void {
   if (!state.baselinesComplete) return;
   for (const [rule, history] of state.history) {
-    // endpoint and model → its highest version and the one below it
-    const top = new Map<string, [string, string | undefined]>();
-    for (const { subject: s } of history.values()) {
+    // endpoint and model → its highest version, the one below it, and its newest window's end
+    const top = new Map<string, [string, string | undefined, number]>();
+    for (const { windowEnd, subject: s } of history.values()) {
       const m = joinKey([s.endpoint, s.model], sep);
       const t = top.get(m);
-      if (!t || compareVersions(s.version, t[0]) > 0) top.set(m, [s.version, t?.[0]]);
-      else if (t[1] === undefined || compareVersions(s.version, t[1]) > 0) t[1] = s.version;
+      if (!t) top.set(m, [s.version, undefined, windowEnd]);
+      else {
+        t[2] = Math.max(t[2], windowEnd);
+        if (compareVersions(s.version, t[0]) > 0) [t[0], t[1]] = [s.version, t[0]];
+        else if (t[1] === undefined || compareVersions(s.version, t[1]) > 0) t[1] = s.version;
+      }
     }
     for (const [k, { windowEnd, subject: s }] of history) {
       const t = top.get(joinKey([s.endpoint, s.model], sep));
-      if (windowEnd >= before || t?.[0] === s.version || t?.[1] === s.version) continue;
+      const kept = t !== undefined && t[2] >= staleBefore && (t[0] === s.version || t[1] === s.version);
+      if (windowEnd >= before || kept) continue;
       history.delete(k);
       state.baselineChanges.set(baselineKey(rule, k), null);
     }
@@ -488,7 +496,9 @@ export function createEngine(doc: RulesDocument, opts: { log?: Logger } = {}): E
           }
         }
       }
-      if (tasks.length > 0) pruneBaselines(state, wm - doc.baseline_retention);
+      // A model's two newest baselines on an endpoint are kept for twelve retention periods (a
+      // year at the default 30 days) after its last window there.
+      if (tasks.length > 0) pruneBaselines(state, wm - doc.baseline_retention, wm - 12 * doc.baseline_retention);
       state.closedUpTo = wm;
       dropClosedPanes(state, wm);
       expire(state.lastFired, wm, longestSuppression);
