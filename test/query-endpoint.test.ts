@@ -126,6 +126,8 @@ describe('the query endpoint: only the pipeline that holds the token answers, an
     try {
       // Cut off mid-send, the client heard only "fetch failed".
       const big = 'x'.repeat(1_100_000);
+      // With no pipeline listening the caller opens the store itself, which takes it.
+      assert.equal(await queryViaEndpoint({ port: await freePort(), dataDir, sql: 'SELECT {a:String} AS a', params: { a: big } }), undefined);
       await assert.rejects(
         queryViaEndpoint({ port: server.port, dataDir, sql: 'SELECT {a:String} AS a', params: { a: big } }),
         (err: unknown) => err instanceof QueryEndpointError && err.status === 413 && /bind fewer or shorter parameters/.test(err.message),
