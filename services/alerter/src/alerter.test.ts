@@ -315,9 +315,12 @@ describe('engine', () => {
     const pod = (version: string) => ({ windowEnd: t0, subject: { endpoint: 'pod-7f9c', model: 'm', version, agg: emptyAgg() } });
     history.set(subjectKey('pod-7f9c', 'm', '1.9.0'), pod('1.9.0'));
     history.set(subjectKey('pod-7f9c', 'm', '1.10.0'), pod('1.10.0'));
+    // Still serving, below min_samples: in an open pane, never in history since. Its two stay.
+    history.set(subjectKey('quiet-api', 'm', '3.0'), { windowEnd: t0, subject: { endpoint: 'quiet-api', model: 'm', version: '3.0', agg: emptyAgg() } });
+    state.panes.set(t0 + 3 * 60 * min, { subjects: new Map([[subjectKey('quiet-api', 'm', '3.0'), emptyAgg()]]), deadLetters: { n: 0, byReason: new Map() }, overflow: { n: 0, weight: 0 }, ownAggs: new Set() });
     state.baselineChanges.clear();
     pruneBaselines(state, t0 + 60 * min, t0 + 1);
-    assert.deepEqual(names(), ['m:1.10.0', 'm:1.8.0', 'm:1.9.0'], '`other` and the pod had no window since the stale bound');
+    assert.deepEqual(names(), ['m:1.10.0', 'm:1.8.0', 'm:1.9.0', 'm:3.0'], '`other` and the pod had no window since the stale bound, and no decision in the open panes');
     assert.deepEqual([...state.baselineChanges.keys()].sort(), [
       baselineKey('conf', subjectKey('loan-api', 'other', '0.1')),
       baselineKey('conf', subjectKey('pod-7f9c', 'm', '1.10.0')),

@@ -179,7 +179,8 @@ function progress(map: Map<string, PartitionProgress>, partition: string, ts: nu
  * endpoint: the newest stays the predecessor of whatever comes next, and the one before it the
  * predecessor of the newest, however long either served unchanged or how long ago it was
  * retired. So history grows with the versions of the retention period, not with every version
- * ever seen. An endpoint and model with no window since `staleBefore` lose those two as well: an
+ * ever seen. An endpoint and model with no window since `staleBefore`, and no decision in the
+ * panes still open, lose those two as well: an
  * endpoint named after a pod or a host left its two baselines behind for good, one pair an hour
  * in memory, on `alerter.baselines` and in every start's read of it. Does nothing while
  * `state.baselinesComplete` is false: a restore that ran out of time may hold an old entry whose
@@ -187,6 +188,17 @@ function progress(map: Map<string, PartitionProgress>, partition: string, ts: nu
  */
 export function pruneBaselines(state: AlerterState, before: number, staleBefore = -Infinity): void {
   if (!state.baselinesComplete) return;
+  // History holds only windows a rule could judge (min_samples): a model still serving an endpoint
+  // below that has decisions in the open panes, and is not stale.
+  const serving = new Set<string>();
+  if (staleBefore > -Infinity) {
+    for (const p of state.panes.values()) {
+      for (const k of p.subjects.keys()) {
+        const s = parseSubjectKey(k);
+        serving.add(joinKey([s.endpoint, s.model], sep));
+      }
+    }
+  }
   for (const [rule, history] of state.history) {
     // endpoint and model → its highest version, the one below it, and its newest window's end
     const top = new Map<string, [string, string | undefined, number]>();
@@ -201,8 +213,9 @@ export function pruneBaselines(state: AlerterState, before: number, staleBefore 
       }
     }
     for (const [k, { windowEnd, subject: s }] of history) {
-      const t = top.get(joinKey([s.endpoint, s.model], sep));
-      const kept = t !== undefined && t[2] >= staleBefore && (t[0] === s.version || t[1] === s.version);
+      const m = joinKey([s.endpoint, s.model], sep);
+      const t = top.get(m);
+      const kept = t !== undefined && (t[2] >= staleBefore || serving.has(m)) && (t[0] === s.version || t[1] === s.version);
       if (windowEnd >= before || kept) continue;
       history.delete(k);
       state.baselineChanges.set(baselineKey(rule, k), null);
