@@ -17,6 +17,11 @@ describe('isRetriableClickHouseError', () => {
     assert.equal(isRetriableClickHouseError(new Error('Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)')), true);
     assert.equal(isRetriableClickHouseError({ code: '173', message: 'Cannot allocate memory' }), true);
     assert.equal(isRetriableClickHouseError({ code: '201', message: 'Quota exceeded' }), true);
+    // The server's own connections: S3 throttling, a connect timeout, a cut stream.
+    assert.equal(isRetriableClickHouseError(new Error('Code: 499. DB::Exception: Message: Please reduce your request rate. (S3_ERROR)')), true);
+    assert.equal(isRetriableClickHouseError({ code: '1000', message: 'Timeout: connect timed out: 10.0.0.7:9000' }), true);
+    assert.equal(isRetriableClickHouseError({ code: '32', message: 'Attempt to read after eof' }), true);
+    assert.equal(isRetriableClickHouseError({ code: '279', message: 'All connection tries failed' }), true);
   });
 
   it('retries what did not come from ClickHouse: every ClickHouse error has a code', () => {

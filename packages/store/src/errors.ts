@@ -4,6 +4,15 @@
  */
 const retriableCodes = new Set<number>([
   3, // UNEXPECTED_END_OF_FILE (connection cut mid-response)
+  // The server's own connections (to S3, another replica, a DNS server) failing: not the rows.
+  // Off this list, one such error sent every row of a batch to sink.dlq as clickhouse_rejected.
+  23, // CANNOT_READ_FROM_ISTREAM
+  24, // CANNOT_WRITE_TO_OSTREAM
+  32, // ATTEMPT_TO_READ_AFTER_EOF (a stream cut short; the sink's own JSON rows are always whole)
+  198, // DNS_ERROR
+  279, // ALL_CONNECTION_TRIES_FAILED
+  499, // S3_ERROR (throttling, or S3 out of reach, on S3-backed storage)
+  1000, // POCO_EXCEPTION (e.g. "Timeout: connect timed out")
   // The server's own resources, none of them about the rows: a full disk took every row of a
   // batch for a data error, split it down to single rows and dead-lettered them all.
   74, // CANNOT_READ_FROM_FILE_DESCRIPTOR
