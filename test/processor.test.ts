@@ -411,5 +411,107 @@ describe('transactional processor on the real broker', () => {
       await processor.stop();
     }
   });
+
+  it('kafkajs: fenced by another producer with its transactional id, it makes a new one and goes on', { timeout: 120_000 }, async () => {
+    // A replica sharing DLOG_INSTANCE_ID started and went away: the fence showed on the next
+    // transaction's first send, whose local abort passed, and the loop kept the fenced producer,
+    // failing the same batch for good while consumer after consumer was started.
+    const input = unique('proc-fenced-in');
+    const output = unique('proc-fenced-out');
+    const transactionalId = unique('proc-fenced-tx');
+    await createTopics(kafka, input, output);
+    let committed = 0;
+    const processor = createTransactionalProcessor({
+      kafka,
+      log,
+      groupId: unique('proc-fenced-g'),
+      topics: [input],
+      transactionalId,
+      process: async (batch) => [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }],
+      onCommitted: (info) => (committed += info.count),
+    });
+    try {
+      await processor.start();
+      await produceNumbered(kafka, input, 100);
+      await waitFor(() => committed >= 100, { timeoutMs: 60_000, what: 'the first 100 committed' });
+      const other = kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
+      await other.connect();
+      // kafkajs registers the transactional id at the first transaction(), which fences.
+      await (await other.transaction()).abort();
+      await other.disconnect();
+      await produceNumbered(kafka, input, 100);
+      await waitFor(() => committed >= 200, { timeoutMs: 60_000, what: `the next 100 committed (have ${committed})` });
+    } finally {
+      await processor.stop();
+    }
+    const seen = await collect(output);
+    try {
+      await waitFor(() => seen.messages.length >= 200, { timeoutMs: 30_000, what: '200 outputs' });
+      await new Promise((r) => setTimeout(r, 1_500));
+    } finally {
+      await seen.stop();
+    }
+    assert.equal(seen.messages.length, 200, 'each input once');
+  });
+
+  it('kafkajs: a commit whose answer is lost and which lands late is not done again', { timeout: 120_000 }, async () => {
+    // The new producer of recover() took its id without the transactional id (kafkajs registers
+    // that at the first transaction), so nothing had fenced the old one when the group's offset
+    // was read: the old commit, landing 1.5 s after the client gave up on it, came after that
+    // read, and the batch read again was committed a second time.
+    const { createRequire } = await import('node:module');
+    const require = createRequire(import.meta.resolve('kafkajs'));
+    type BrokerProto = { metadata(...a: unknown[]): Promise<unknown>; endTxn(args: { transactionResult: boolean }): Promise<unknown> };
+    const Broker = require('./src/broker/index.js') as { prototype: BrokerProto };
+    const { KafkaJSRequestTimeoutError } = require('./src/errors.js') as { KafkaJSRequestTimeoutError: new (m: string) => Error };
+    const input = unique('proc-late-in');
+    const output = unique('proc-late-out');
+    await createTopics(kafka, input, output);
+    // A connection of its own for the late EndTxn: recover() closes the old producer's.
+    const spare = kafka.admin();
+    let spareBroker: unknown;
+    const realMetadata = Broker.prototype.metadata;
+    Broker.prototype.metadata = async function (this: unknown, ...a: unknown[]) {
+      spareBroker ??= this;
+      return realMetadata.apply(this, a);
+    };
+    await spare.connect();
+    await spare.fetchTopicMetadata({ topics: [input] });
+    Broker.prototype.metadata = realMetadata;
+    const realEndTxn = Broker.prototype.endTxn;
+    let failNext = false;
+    let late: Promise<unknown> | undefined;
+    Broker.prototype.endTxn = async function (this: unknown, args: { transactionResult: boolean }) {
+      if (!(args.transactionResult && failNext)) return realEndTxn.call(this, args);
+      failNext = false;
+      late = new Promise((r) => setTimeout(r, 1_500)).then(() => realEndTxn.call(spareBroker, args)).catch(() => undefined);
+      throw new KafkaJSRequestTimeoutError('Request EndTxn timed out (injected: the broker answers late)');
+    };
+    let calls = 0;
+    const processor = createTransactionalProcessor({
+      kafka,
+      log,
+      groupId: unique('proc-late-g'),
+      topics: [input],
+      transactionalId: unique('proc-late-tx'),
+      process: async (batch) => {
+        // The batch read again takes 2 s, so a commit of it would come after the late one.
+        if (++calls === 2) await new Promise((r) => setTimeout(r, 2_000));
+        return [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }];
+      },
+    });
+    try {
+      await processor.start();
+      failNext = true;
+      await produceNumbered(kafka, input, 100);
+      await waitFor(() => late !== undefined, { timeoutMs: 60_000, what: 'the injected EndTxn timeout' });
+      await late;
+      await expectEachOnce(output, config.kafkaBrokers, 100, 60_000);
+    } finally {
+      Broker.prototype.endTxn = realEndTxn;
+      await processor.stop();
+      await spare.disconnect();
+    }
+  });
 });
 

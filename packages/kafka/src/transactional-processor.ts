@@ -118,6 +118,13 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
     });
     try {
       await p.connect();
+      // kafkajs's connect() takes a producer id without the transactional id; only the first
+      // transaction() registers it, which fences an earlier producer with that id and waits until
+      // the broker has finished its transaction. Done here, so that has happened before anything
+      // reads the group's offsets: recover() read them while a commit it had lost the answer to
+      // was still on its way, and the batch was committed twice. The abort is local (nothing was
+      // added to the transaction).
+      await (await p.transaction()).abort();
     } catch (err) {
       // Half connected (its InitProducerId refused): its sockets would stay open, out of stop()'s reach.
       await p.disconnect().catch(() => undefined);
@@ -260,8 +267,10 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
               const p = (producer ??= await connectProducer());
               const tx = await p.transaction();
               let offsetsSent = false;
+              let sending = true;
               try {
                 for (const chunk of chunks(outputs)) await tx.send({ ...chunk, acks: -1 });
+                sending = false;
                 // Last check before the offsets go. kafkajs sends a heartbeat only if none went in
                 // the last interval (3 s), so this one asks the coordinator, or the keeper's last
                 // one did within that interval: an accepted heartbeat at most 3 s old leaves the
@@ -281,7 +290,17 @@ export function createTransactionalProcessor(opts: TransactionalProcessorOptions
                   () => false,
                 );
                 // Nothing of it reached the group: read again from the batch's start, as kafkajs does.
-                if (aborted && !offsetsSent) throw err;
+                if (aborted && !offsetsSent) {
+                  // A producer whose send failed is made again for the next try. Fenced by another
+                  // with the same transactional id (a replica sharing DLOG_INSTANCE_ID), its abort
+                  // is local and passes, and kept, it failed every batch for good while consumer
+                  // after consumer was started in the crashed one's place.
+                  if (sending) {
+                    if (producer === p) producer = undefined;
+                    await p.disconnect().catch(() => undefined);
+                  }
+                  throw err;
+                }
                 log.warn({ err, topic: batch.topic, partition: batch.partition }, 'transaction failed with its outcome unknown; making a new producer and reading the committed offset');
                 await recover(p, batch.topic, batch.partition, batch.messages[0]!.offset);
                 return false;
