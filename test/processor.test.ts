@@ -23,19 +23,55 @@ async function produceNumbered(kafka: Kafka, topic: string, n: number): Promise<
   await producer.disconnect();
 }
 
-/** Reads `topic` (read_committed) until n messages came, waits for any doubles, and checks each value came once. */
-async function expectEachOnce(topic: string, brokers: string[], n: number, timeoutMs: number): Promise<void> {
+/** Reads `topic` (read_committed) until n messages came, then waits for any doubles: they would arrive right behind. */
+async function readOutputs(topic: string, n: number, timeoutMs: number, brokers?: string[]) {
   const seen = await collect(topic, brokers);
   try {
     await waitFor(() => seen.messages.length >= n, { timeoutMs, what: `${n} outputs (have ${seen.messages.length})` });
-    // Anything doubled would arrive right behind: give it time to show.
     await new Promise((r) => setTimeout(r, 1_500));
   } finally {
     await seen.stop();
   }
-  const values = new Set(seen.messages.map((m) => m.value!.toString()));
+  return seen.messages;
+}
+
+/** `topic` holds each of n distinct values exactly once. */
+async function expectEachOnce(topic: string, brokers: string[], n: number, timeoutMs: number): Promise<void> {
+  const messages = await readOutputs(topic, n, timeoutMs, brokers);
+  const values = new Set(messages.map((m) => m.value!.toString()));
   assert.equal(values.size, n, 'every input is in the output');
-  assert.equal(seen.messages.length, n, 'and none twice');
+  assert.equal(messages.length, n, 'and none twice');
+}
+
+/** `topic` holds exactly n outputs (inputs that repeat a value, each once). */
+async function expectCount(topic: string, n: number): Promise<void> {
+  assert.equal((await readOutputs(topic, n, 30_000)).length, n, 'each input once');
+}
+
+/**
+ * A kafkajs loop copying `input` to `output` (keys and values), counting what it commits in
+ * `counter.committed`; `before` runs ahead of each batch's copy (to fail or slow one down).
+ */
+function copyLoop(
+  kafka: Kafka,
+  name: string,
+  input: string,
+  output: string,
+  counter: { committed: number },
+  opts: { transactionalId?: string; before?: () => Promise<void> } = {},
+) {
+  return createTransactionalProcessor({
+    kafka,
+    log,
+    groupId: unique(`${name}-g`),
+    topics: [input],
+    transactionalId: opts.transactionalId ?? unique(`${name}-tx`),
+    process: async (batch) => {
+      await opts.before?.();
+      return [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }];
+    },
+    onCommitted: (info) => (counter.committed += info.count),
+  });
 }
 
 /**
@@ -345,36 +381,21 @@ describe('transactional processor on the real broker', () => {
       const input = unique('proc-endtxn-in');
       const output = unique('proc-endtxn-out');
       await createTopics(kafka, input, output);
-      let committed = 0;
-      const processor = createTransactionalProcessor({
-        kafka,
-        log,
-        groupId: unique('proc-endtxn-g'),
-        topics: [input],
-        transactionalId: unique('proc-endtxn-tx'),
-        process: async (batch) => [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }],
-        onCommitted: (info) => (committed += info.count),
-      });
+      const counter = { committed: 0 };
+      const processor = copyLoop(kafka, 'proc-endtxn', input, output, counter);
       try {
         await processor.start();
         failNext = true;
         await produceNumbered(kafka, input, 100);
         await waitFor(() => injected === 1, { timeoutMs: 60_000, what: 'the injected EndTxn failure' });
         await produceNumbered(kafka, input, 100);
-        await waitFor(() => committed >= 100, { timeoutMs: 60_000, what: 'commits to go on after the failed one' });
+        await waitFor(() => counter.committed >= 100, { timeoutMs: 60_000, what: 'commits to go on after the failed one' });
       } finally {
         Broker.prototype.endTxn = realEndTxn;
         await processor.stop();
       }
       // produceNumbered writes v0 … v99 each time: 200 outputs, each of the two sends once.
-      const seen = await collect(output);
-      try {
-        await waitFor(() => seen.messages.length >= 200, { timeoutMs: 30_000, what: '200 outputs' });
-        await new Promise((r) => setTimeout(r, 1_500));
-      } finally {
-        await seen.stop();
-      }
-      assert.equal(seen.messages.length, 200, 'each input once');
+      await expectCount(output, 200);
     });
   }
 
@@ -388,18 +409,12 @@ describe('transactional processor on the real broker', () => {
     const output = unique('proc-crash-out');
     await createTopics(kafka, input, output);
     let thrown = 0;
-    const processor = createTransactionalProcessor({
-      kafka,
-      log,
-      groupId: unique('proc-crash-g'),
-      topics: [input],
-      transactionalId: unique('proc-crash-tx'),
-      process: async (batch) => {
+    const processor = copyLoop(kafka, 'proc-crash', input, output, { committed: 0 }, {
+      before: async () => {
         if (thrown === 0) {
           thrown++;
           throw new KafkaJSNonRetriableError('injected: not retriable');
         }
-        return [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }];
       },
     });
     try {
@@ -420,38 +435,23 @@ describe('transactional processor on the real broker', () => {
     const output = unique('proc-fenced-out');
     const transactionalId = unique('proc-fenced-tx');
     await createTopics(kafka, input, output);
-    let committed = 0;
-    const processor = createTransactionalProcessor({
-      kafka,
-      log,
-      groupId: unique('proc-fenced-g'),
-      topics: [input],
-      transactionalId,
-      process: async (batch) => [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }],
-      onCommitted: (info) => (committed += info.count),
-    });
+    const counter = { committed: 0 };
+    const processor = copyLoop(kafka, 'proc-fenced', input, output, counter, { transactionalId });
     try {
       await processor.start();
       await produceNumbered(kafka, input, 100);
-      await waitFor(() => committed >= 100, { timeoutMs: 60_000, what: 'the first 100 committed' });
+      await waitFor(() => counter.committed >= 100, { timeoutMs: 60_000, what: 'the first 100 committed' });
       const other = kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
       await other.connect();
       // kafkajs registers the transactional id at the first transaction(), which fences.
       await (await other.transaction()).abort();
       await other.disconnect();
       await produceNumbered(kafka, input, 100);
-      await waitFor(() => committed >= 200, { timeoutMs: 60_000, what: `the next 100 committed (have ${committed})` });
+      await waitFor(() => counter.committed >= 200, { timeoutMs: 60_000, what: `the next 100 committed (have ${counter.committed})` });
     } finally {
       await processor.stop();
     }
-    const seen = await collect(output);
-    try {
-      await waitFor(() => seen.messages.length >= 200, { timeoutMs: 30_000, what: '200 outputs' });
-      await new Promise((r) => setTimeout(r, 1_500));
-    } finally {
-      await seen.stop();
-    }
-    assert.equal(seen.messages.length, 200, 'each input once');
+    await expectCount(output, 200);
   });
 
   it('kafkajs: a commit whose answer is lost and which lands late is not done again', { timeout: 120_000 }, async () => {
@@ -488,16 +488,10 @@ describe('transactional processor on the real broker', () => {
       throw new KafkaJSRequestTimeoutError('Request EndTxn timed out (injected: the broker answers late)');
     };
     let calls = 0;
-    const processor = createTransactionalProcessor({
-      kafka,
-      log,
-      groupId: unique('proc-late-g'),
-      topics: [input],
-      transactionalId: unique('proc-late-tx'),
-      process: async (batch) => {
-        // The batch read again takes 2 s, so a commit of it would come after the late one.
+    const processor = copyLoop(kafka, 'proc-late', input, output, { committed: 0 }, {
+      // The batch read again takes 2 s, so a commit of it would come after the late one.
+      before: async () => {
         if (++calls === 2) await new Promise((r) => setTimeout(r, 2_000));
-        return [{ topic: output, messages: batch.map((m) => ({ key: m.key, value: m.value })) }];
       },
     });
     try {
