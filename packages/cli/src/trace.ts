@@ -143,18 +143,15 @@ export function trajectoryTree(rows: Row[]): TraceStep[] {
 export function flattenTrajectory(roots: TraceStep[]): { step: TraceStep; depth: number; last: boolean[] }[] {
   const out: { step: TraceStep; depth: number; last: boolean[] }[] = [];
   // `last`: for each level down to this step, whether the step there is its parent's last child.
-  const stack: { step: TraceStep; last: boolean[] }[] = [];
-  const push = (ns: TraceStep[], last: boolean[]) => {
-    for (let i = ns.length - 1; i >= 0; i--) stack.push({ step: ns[i]!, last: [...last.slice(-maxIndent), i === ns.length - 1] });
+  const stack: { step: TraceStep; depth: number; last: boolean[] }[] = [];
+  const push = (ns: TraceStep[], depth: number, last: boolean[]) => {
+    for (let i = ns.length - 1; i >= 0; i--) stack.push({ step: ns[i]!, depth, last: [...last.slice(-maxIndent), i === ns.length - 1] });
   };
-  push(roots, []);
-  const depthOf = new Map<TraceStep, number>(roots.map((r) => [r, 0]));
+  push(roots, 0, []);
   while (stack.length > 0) {
-    const { step, last } = stack.pop()!;
-    const depth = depthOf.get(step)!;
-    out.push({ step, depth, last });
-    for (const c of step.children) depthOf.set(c, depth + 1);
-    push(step.children, last);
+    const entry = stack.pop()!;
+    out.push(entry);
+    push(entry.step.children, entry.depth + 1, entry.last);
   }
   return out;
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { joinKey, type AlertRecord } from '@dlog/contracts';
-import { boundedRef, compareVersions, emptyAgg, meanConfidence, mergeAgg, utf8Prefix, type DeadLetterAgg, type VersionAgg } from './aggregate.js';
+import { compareVersions, emptyAgg, meanConfidence, mergeAgg, utf8Prefix, type DeadLetterAgg, type VersionAgg } from './aggregate.js';
 import { psi } from './psi.js';
 import type { Rule } from './rules.js';
 
@@ -272,8 +272,8 @@ export function evaluateRule(rule: Rule, w: WindowInput, history: History | unde
         if (v.agg.n < rule.min_samples || v.agg.weight <= 0) continue;
         const rate = v.agg.unresolvedWeight / v.agg.weight;
         if (!(rate > rule.max_rate)) continue;
-        // The most named first; each bounded again, as a window can hold a baseline's refs.
-        const refs = [...v.agg.unresolvedRefs.entries()].sort((a, b) => b[1] - a[1]).map(([ref, c]): [string, number] => [boundedRef(ref), c]);
+        // The most named first (already bounded: mergeAgg above bounds every ref it takes).
+        const refs = [...v.agg.unresolvedRefs.entries()].sort((a, b) => b[1] - a[1]);
         const { kept, omitted } = fitting(refs, maxEvidenceJsonBytes - 256);
         const endpoint = v.endpoints.length === 1 ? v.endpoints[0]! : null;
         out.push({
